@@ -1,0 +1,174 @@
+//! `llmlite`: the whole gateway in one process, for development and container hosting.
+//!
+//! - `llmlite dev`: everything embedded. A throwaway PostgreSQL (unless `DATABASE_URL` is set),
+//!   migrations applied, a master key generated (unless `LITELLM_MASTER_KEY` is set).
+//! - `llmlite serve`: the same routes with real configuration only.
+//! - `llmlite migrate`: apply the migrations to `DATABASE_URL`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use llmlite::config::{DatabaseConfig, Overlay, ProcessEnv};
+use llmlite::embedded_pg::EmbeddedPostgres;
+use llmlite::{AppState, all_routes, keys, store, telemetry};
+use tokio::net::TcpListener;
+
+#[derive(Parser)]
+#[command(
+    name = "llmlite",
+    version,
+    about = "An OpenAI-compatible gateway to Claude on Amazon Bedrock"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every route locally with everything embedded.
+    Dev {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:4000")]
+        listen: SocketAddr,
+    },
+    /// Run every route with real configuration (see README: Configuration).
+    Serve {
+        /// Address to listen on (use 0.0.0.0:4000 in a container).
+        #[arg(long, default_value = "127.0.0.1:4000")]
+        listen: SocketAddr,
+    },
+    /// Apply database migrations to DATABASE_URL.
+    Migrate,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    telemetry::init_text();
+    let result = match Cli::parse().command {
+        Command::Dev { listen } => dev(listen).await,
+        Command::Serve { listen } => serve(listen).await,
+        Command::Migrate => migrate().await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!("{message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn migrate() -> Result<(), String> {
+    let database = DatabaseConfig::from_env(&ProcessEnv).map_err(|e| e.to_string())?;
+    let pool = store::connect_lazy(&database);
+    store::migrate(&pool)
+        .await
+        .map_err(|e| format!("migrations failed: {e}"))?;
+    tracing::info!("migrations applied");
+    Ok(())
+}
+
+async fn serve(listen: SocketAddr) -> Result<(), String> {
+    let state = AppState::from_env(&ProcessEnv)
+        .await
+        .map_err(|e| e.to_string())?;
+    run(listen, state).await
+}
+
+async fn dev(listen: SocketAddr) -> Result<(), String> {
+    let mut overrides = HashMap::new();
+    let cluster = if std::env::var_os("DATABASE_URL").is_some() {
+        None
+    } else {
+        let cluster = EmbeddedPostgres::start()
+            .await
+            .map_err(|e| format!("could not start a throwaway PostgreSQL: {e}"))?;
+        overrides.insert("DATABASE_URL".to_owned(), cluster.url("postgres"));
+        Some(cluster)
+    };
+    if std::env::var_os("LITELLM_MASTER_KEY").is_none()
+        && std::env::var_os("LITELLM_MASTER_KEY_SECRET_ARN").is_none()
+    {
+        overrides.insert("LITELLM_MASTER_KEY".to_owned(), keys::generate());
+    }
+    let env = Overlay {
+        overrides,
+        base: &ProcessEnv,
+    };
+    let result = async {
+        let state = AppState::from_env(&env).await.map_err(|e| e.to_string())?;
+        store::migrate(&state.db)
+            .await
+            .map_err(|e| format!("migrations failed: {e}"))?;
+        let listener = bind(listen).await?;
+        announce(&listener, &state, cluster.as_ref());
+        serve_until_signal(listener, state).await
+    }
+    .await;
+    if let Some(cluster) = cluster {
+        cluster.stop().await;
+        tracing::info!("throwaway database removed");
+    }
+    result
+}
+
+#[expect(
+    clippy::print_stdout,
+    reason = "dev prints what the developer needs to start"
+)]
+fn announce(listener: &TcpListener, state: &AppState, cluster: Option<&EmbeddedPostgres>) {
+    let addr = listener
+        .local_addr()
+        .map_or_else(|_| "?".to_owned(), |a| a.to_string());
+    let database = match cluster {
+        Some(c) => format!(
+            "throwaway cluster in {} (removed on exit)",
+            c.dir().display()
+        ),
+        None => "DATABASE_URL".to_owned(),
+    };
+    println!("llmlite dev: listening on http://{addr}");
+    println!("  database:   {database}");
+    println!("  master key: {}", state.config.master_key.expose());
+    println!("  try:        curl -s http://{addr}/health/readiness");
+    println!("Stop with Ctrl-C.");
+}
+
+async fn bind(listen: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))
+}
+
+async fn run(listen: SocketAddr, state: AppState) -> Result<(), String> {
+    let listener = bind(listen).await?;
+    tracing::info!(%listen, "llmlite serving");
+    serve_until_signal(listener, state).await
+}
+
+async fn serve_until_signal(listener: TcpListener, state: AppState) -> Result<(), String> {
+    axum::serve(listener, all_routes(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| format!("server failed: {e}"))
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

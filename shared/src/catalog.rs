@@ -1,0 +1,329 @@
+//! The model catalog: which aliases clients may ask for, the Bedrock model or inference-profile ID
+//! each maps to, exact prices per token type, output limits and per-model flags.
+//!
+//! The built-in catalog is `shared/models.toml`, compiled in; `LLMLITE_MODELS` names a file of
+//! the same shape that replaces it. Parsing is strict (unknown fields are refused) and the result
+//! is validated, so a typo in a price or a duplicated alias stops the process at start-up.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::money::{Money, PerMillionTokens};
+
+/// The catalog compiled into every binary.
+pub const BUILTIN_CATALOG: &str = include_str!("../models.toml");
+
+/// A name clients use for a model (`claude-sonnet-4-5`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ModelAlias(String);
+
+impl ModelAlias {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ModelAlias {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Prices for each kind of token Bedrock reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenPrices {
+    pub input: PerMillionTokens,
+    pub output: PerMillionTokens,
+    pub cache_read: PerMillionTokens,
+    pub cache_write: PerMillionTokens,
+}
+
+/// Token counts as Bedrock reports them: `input` excludes cache reads and writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenUsage {
+    pub input: u64,
+    pub output: u64,
+    pub cache_read: u64,
+    pub cache_write: u64,
+}
+
+impl TokenPrices {
+    /// The exact cost of a call.
+    pub fn cost(&self, usage: &TokenUsage) -> Money {
+        self.input * usage.input
+            + self.output * usage.output
+            + self.cache_read * usage.cache_read
+            + self.cache_write * usage.cache_write
+    }
+}
+
+/// What a model accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelFlags {
+    /// False for models that refuse `temperature` and `top_p` in one request (Claude 4.5 on).
+    pub temperature_and_top_p: bool,
+    pub tools: bool,
+    pub images: bool,
+    pub reasoning: bool,
+    pub prompt_caching: bool,
+    /// Kept for the LLD's aliases; served by a newer model.
+    pub legacy: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelEntry {
+    pub alias: ModelAlias,
+    pub other_aliases: Vec<ModelAlias>,
+    pub bedrock_model_id: String,
+    pub max_output_tokens: u32,
+    pub context_window: u32,
+    pub prices: TokenPrices,
+    pub flags: ModelFlags,
+}
+
+/// The validated catalog.
+#[derive(Debug, Clone)]
+pub struct ModelCatalog {
+    models: Vec<Arc<ModelEntry>>,
+    by_alias: HashMap<String, Arc<ModelEntry>>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CatalogError {
+    #[error("not a valid catalog: {0}")]
+    Parse(String),
+    #[error("the catalog lists no models")]
+    Empty,
+    #[error("model alias `{0}` is listed more than once")]
+    DuplicateAlias(String),
+    #[error("model `{alias}`: {reason}")]
+    Invalid { alias: String, reason: String },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogFile {
+    model: Vec<RawModel>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    alias: String,
+    #[serde(default)]
+    aliases: Vec<String>,
+    bedrock_model_id: String,
+    max_output_tokens: u32,
+    context_window: u32,
+    prices: TokenPrices,
+    #[serde(default = "yes")]
+    temperature_and_top_p: bool,
+    #[serde(default = "yes")]
+    tools: bool,
+    #[serde(default = "yes")]
+    images: bool,
+    #[serde(default)]
+    reasoning: bool,
+    #[serde(default = "yes")]
+    prompt_caching: bool,
+    #[serde(default)]
+    legacy: bool,
+}
+
+fn valid_alias(alias: &str) -> bool {
+    !alias.is_empty()
+        && alias.len() <= 128
+        && alias
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/'))
+}
+
+impl TryFrom<RawModel> for ModelEntry {
+    type Error = CatalogError;
+
+    fn try_from(raw: RawModel) -> Result<Self, CatalogError> {
+        let invalid = |reason: &str| CatalogError::Invalid {
+            alias: raw.alias.clone(),
+            reason: reason.to_owned(),
+        };
+        if let Some(bad) = std::iter::once(&raw.alias)
+            .chain(&raw.aliases)
+            .find(|a| !valid_alias(a))
+        {
+            return Err(invalid(&format!(
+                "alias `{bad}` must be 1-128 characters of letters, digits and - _ . : /"
+            )));
+        }
+        if raw.bedrock_model_id.trim().is_empty() {
+            return Err(invalid("bedrock_model_id is empty"));
+        }
+        if raw.max_output_tokens == 0 || raw.context_window == 0 {
+            return Err(invalid(
+                "max_output_tokens and context_window must be positive",
+            ));
+        }
+        let p = raw.prices;
+        if [p.input, p.output, p.cache_read, p.cache_write]
+            .iter()
+            .any(|price| price.0.is_negative())
+        {
+            return Err(invalid("prices must not be negative"));
+        }
+        Ok(ModelEntry {
+            alias: ModelAlias(raw.alias),
+            other_aliases: raw.aliases.into_iter().map(ModelAlias).collect(),
+            bedrock_model_id: raw.bedrock_model_id,
+            max_output_tokens: raw.max_output_tokens,
+            context_window: raw.context_window,
+            prices: raw.prices,
+            flags: ModelFlags {
+                temperature_and_top_p: raw.temperature_and_top_p,
+                tools: raw.tools,
+                images: raw.images,
+                reasoning: raw.reasoning,
+                prompt_caching: raw.prompt_caching,
+                legacy: raw.legacy,
+            },
+        })
+    }
+}
+
+impl ModelCatalog {
+    pub fn builtin() -> Result<Self, CatalogError> {
+        Self::parse(BUILTIN_CATALOG)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, CatalogError> {
+        let file: CatalogFile =
+            toml::from_str(text).map_err(|e| CatalogError::Parse(e.message().to_owned()))?;
+        if file.model.is_empty() {
+            return Err(CatalogError::Empty);
+        }
+        let mut models = Vec::with_capacity(file.model.len());
+        let mut by_alias = HashMap::new();
+        for raw in file.model {
+            let entry = Arc::new(ModelEntry::try_from(raw)?);
+            for alias in std::iter::once(&entry.alias).chain(&entry.other_aliases) {
+                if by_alias
+                    .insert(alias.0.clone(), Arc::clone(&entry))
+                    .is_some()
+                {
+                    return Err(CatalogError::DuplicateAlias(alias.0.clone()));
+                }
+            }
+            models.push(entry);
+        }
+        Ok(ModelCatalog { models, by_alias })
+    }
+
+    /// The model a client's `model` field names, by any of its aliases.
+    pub fn get(&self, alias: &str) -> Option<&Arc<ModelEntry>> {
+        self.by_alias.get(alias)
+    }
+
+    /// Every model, in catalog order.
+    pub fn models(&self) -> &[Arc<ModelEntry>] {
+        &self.models
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal::Decimal;
+    use std::str::FromStr;
+
+    #[test]
+    fn builtin_catalog_is_valid_and_keeps_the_llds_aliases() {
+        let catalog = ModelCatalog::builtin().unwrap();
+        for alias in [
+            "claude-3-5-sonnet",
+            "claude-3-opus",
+            "claude-sonnet-4-5",
+            "claude-haiku-4-5",
+        ] {
+            assert!(catalog.get(alias).is_some(), "{alias} missing");
+        }
+        let sonnet = catalog.get("claude-sonnet-4-5").unwrap();
+        assert!(sonnet.bedrock_model_id.starts_with("eu.anthropic."));
+        assert!(!sonnet.flags.temperature_and_top_p);
+        assert_eq!(
+            catalog
+                .get("claude-sonnet-4-5-20250929")
+                .unwrap()
+                .alias
+                .as_str(),
+            "claude-sonnet-4-5"
+        );
+    }
+
+    #[test]
+    fn cost_uses_each_token_price_exactly() {
+        let catalog = ModelCatalog::builtin().unwrap();
+        let haiku = catalog.get("claude-haiku-4-5").unwrap();
+        let usage = TokenUsage {
+            input: 1000,
+            output: 500,
+            cache_read: 2000,
+            cache_write: 100,
+        };
+        // 1000*1.10 + 500*5.50 + 2000*0.11 + 100*1.375 = 4207.5 per million
+        assert_eq!(
+            haiku.prices.cost(&usage),
+            Money(Decimal::from_str("0.0042075").unwrap())
+        );
+    }
+
+    const ONE: &str = r#"
+        [[model]]
+        alias = "m"
+        bedrock_model_id = "eu.anthropic.x"
+        max_output_tokens = 10
+        context_window = 100
+        prices = { input = "1", output = "2", cache_read = "0.1", cache_write = "1.25" }
+    "#;
+
+    #[test]
+    fn a_minimal_entry_gets_default_flags() {
+        let catalog = ModelCatalog::parse(ONE).unwrap();
+        let m = catalog.get("m").unwrap();
+        assert!(m.flags.temperature_and_top_p && m.flags.tools && !m.flags.legacy);
+    }
+
+    #[test]
+    fn bad_catalogs_are_refused_with_a_reason() {
+        let dup = format!("{ONE}{ONE}");
+        assert_eq!(
+            ModelCatalog::parse(&dup).unwrap_err(),
+            CatalogError::DuplicateAlias("m".into())
+        );
+        let float_price = ONE.replace("input = \"1\"", "input = 1.5");
+        assert!(matches!(
+            ModelCatalog::parse(&float_price),
+            Err(CatalogError::Parse(_))
+        ));
+        let unknown = ONE.replace("alias = \"m\"", "alias = \"m\"\ncolour = \"red\"");
+        assert!(matches!(
+            ModelCatalog::parse(&unknown),
+            Err(CatalogError::Parse(_))
+        ));
+        let negative = ONE.replace("output = \"2\"", "output = \"-2\"");
+        assert!(matches!(
+            ModelCatalog::parse(&negative),
+            Err(CatalogError::Invalid { .. })
+        ));
+        assert_eq!(
+            ModelCatalog::parse("model = []").unwrap_err(),
+            CatalogError::Empty
+        );
+    }
+}

@@ -1,0 +1,360 @@
+//! Configuration from environment variables, validated at start-up. A bad value stops the process
+//! with an error that names the variable (and never echoes a secret).
+//!
+//! | variable | meaning |
+//! |---|---|
+//! | `DATABASE_URL` | PostgreSQL URL (required) |
+//! | `LLMLITE_DB_POOL_SIZE` | connections per process (default 2: one Lambda serves one request at a time) |
+//! | `LITELLM_MASTER_KEY` | the admin master key, `sk-...` |
+//! | `LITELLM_MASTER_KEY_SECRET_ARN` | or: a Secrets Manager secret holding it |
+//! | `AWS_REGION` | default `eu-west-2` |
+//! | `LLMLITE_MODELS` | path to a model catalog file (default: the built-in one) |
+//!
+//! The AWS SDK reads its own standard variables too, including `AWS_ENDPOINT_URL_<SERVICE>`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use sqlx::postgres::PgConnectOptions;
+
+use crate::catalog::ModelCatalog;
+use crate::keys::SecretKey;
+
+pub const DEFAULT_REGION: &str = "eu-west-2";
+pub const DEFAULT_POOL_SIZE: u32 = 2;
+
+/// Where configuration comes from: the process environment, or a map in tests.
+pub trait EnvSource {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl EnvSource for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl EnvSource for HashMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+/// Variables set here win over the ones underneath (`llmlite dev` injects its own database).
+pub struct Overlay<'a, E: EnvSource> {
+    pub overrides: HashMap<String, String>,
+    pub base: &'a E,
+}
+
+impl<E: EnvSource> EnvSource for Overlay<'_, E> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.overrides
+            .get(name)
+            .cloned()
+            .or_else(|| self.base.var(name))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {variable}: {reason}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(variable: &'static str, reason: impl Into<String>) -> Self {
+        ConfigError {
+            variable,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A non-empty value, or `None` for unset or blank.
+fn non_empty(env: &impl EnvSource, name: &str) -> Option<String> {
+    env.var(name)
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// How to reach PostgreSQL. `Debug` hides the password.
+#[derive(Clone)]
+pub struct DatabaseConfig {
+    pub options: PgConnectOptions,
+    pub pool_size: u32,
+}
+
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("host", &self.options.get_host())
+            .field("port", &self.options.get_port())
+            .field("database", &self.options.get_database())
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+impl DatabaseConfig {
+    pub fn from_env(env: &impl EnvSource) -> Result<Self, ConfigError> {
+        let url = non_empty(env, "DATABASE_URL")
+            .ok_or_else(|| ConfigError::new("DATABASE_URL", "is not set"))?;
+        // sqlx's message can quote the URL, password included: give our own.
+        let scheme_ok = url.starts_with("postgres://") || url.starts_with("postgresql://");
+        let options = PgConnectOptions::from_str(&url)
+            .ok()
+            .filter(|_| scheme_ok)
+            .ok_or_else(|| {
+                ConfigError::new(
+                    "DATABASE_URL",
+                    "is not a valid PostgreSQL URL (postgres://user:password@host:port/database)",
+                )
+            })?;
+        let pool_size = match non_empty(env, "LLMLITE_DB_POOL_SIZE") {
+            None => DEFAULT_POOL_SIZE,
+            Some(v) => v
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=100).contains(n))
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        "LLMLITE_DB_POOL_SIZE",
+                        "must be a whole number from 1 to 100",
+                    )
+                })?,
+        };
+        Ok(DatabaseConfig { options, pool_size })
+    }
+}
+
+/// Everything the chat and admin functions need.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub master_key: SecretKey,
+    pub aws_region: String,
+    pub catalog: Arc<ModelCatalog>,
+    pub aws: SdkConfig,
+}
+
+pub fn aws_region(env: &impl EnvSource) -> Result<String, ConfigError> {
+    let region = non_empty(env, "AWS_REGION").unwrap_or_else(|| DEFAULT_REGION.to_owned());
+    let valid = region
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && region.contains('-');
+    if valid {
+        Ok(region)
+    } else {
+        Err(ConfigError::new(
+            "AWS_REGION",
+            format!("`{region}` is not an AWS region name such as eu-west-2"),
+        ))
+    }
+}
+
+/// The shared AWS SDK configuration for `region`. It honours the SDK's standard environment
+/// variables (credentials, `AWS_ENDPOINT_URL_<SERVICE>`, profiles).
+pub async fn aws_sdk_config(region: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(region.to_owned()))
+        .load()
+        .await
+}
+
+impl Config {
+    /// Reads and validates the whole configuration from `env`.
+    pub async fn load(env: &impl EnvSource) -> Result<Self, ConfigError> {
+        let region = aws_region(env)?;
+        let aws = aws_sdk_config(&region).await;
+        Self::load_with_aws(env, aws).await
+    }
+
+    /// As [`Config::load`], with an AWS configuration built by the caller.
+    pub async fn load_with_aws(env: &impl EnvSource, aws: SdkConfig) -> Result<Self, ConfigError> {
+        let aws_region = aws_region(env)?;
+        let database = DatabaseConfig::from_env(env)?;
+        let catalog = Arc::new(load_catalog(env)?);
+        let master_key = load_master_key(env, &aws).await?;
+        Ok(Config {
+            database,
+            master_key,
+            aws_region,
+            catalog,
+            aws,
+        })
+    }
+}
+
+fn load_catalog(env: &impl EnvSource) -> Result<ModelCatalog, ConfigError> {
+    match non_empty(env, "LLMLITE_MODELS") {
+        None => ModelCatalog::builtin()
+            .map_err(|e| ConfigError::new("LLMLITE_MODELS", format!("built-in catalog: {e}"))),
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| ConfigError::new("LLMLITE_MODELS", format!("{path}: {e}")))?;
+            ModelCatalog::parse(&text)
+                .map_err(|e| ConfigError::new("LLMLITE_MODELS", format!("{path}: {e}")))
+        }
+    }
+}
+
+/// A master key must look like a key and be long enough not to be guessed.
+pub fn validate_master_key(raw: &str, variable: &'static str) -> Result<SecretKey, ConfigError> {
+    if !raw.starts_with("sk-") {
+        return Err(ConfigError::new(variable, "must start with `sk-`"));
+    }
+    if raw.len() < 3 + 16 {
+        return Err(ConfigError::new(
+            variable,
+            "is too short: use at least 16 characters after `sk-` (llmlite dev generates one)",
+        ));
+    }
+    if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ConfigError::new(variable, "must not contain whitespace"));
+    }
+    Ok(SecretKey::new(raw.to_owned()))
+}
+
+async fn load_master_key(env: &impl EnvSource, aws: &SdkConfig) -> Result<SecretKey, ConfigError> {
+    const PLAIN: &str = "LITELLM_MASTER_KEY";
+    const ARN: &str = "LITELLM_MASTER_KEY_SECRET_ARN";
+    match (non_empty(env, PLAIN), non_empty(env, ARN)) {
+        (Some(_), Some(_)) => Err(ConfigError::new(
+            ARN,
+            "set either LITELLM_MASTER_KEY or LITELLM_MASTER_KEY_SECRET_ARN, not both",
+        )),
+        (None, None) => Err(ConfigError::new(
+            PLAIN,
+            "is not set (nor LITELLM_MASTER_KEY_SECRET_ARN)",
+        )),
+        (Some(raw), None) => validate_master_key(&raw, PLAIN),
+        (None, Some(arn)) => {
+            let client = aws_sdk_secretsmanager::Client::new(aws);
+            let secret = client
+                .get_secret_value()
+                .secret_id(&arn)
+                .send()
+                .await
+                .map_err(|e| {
+                    ConfigError::new(
+                        ARN,
+                        format!(
+                            "could not read the secret: {}",
+                            aws_sdk_secretsmanager::error::DisplayErrorContext(e)
+                        ),
+                    )
+                })?;
+            let text = secret
+                .secret_string()
+                .ok_or_else(|| ConfigError::new(ARN, "the secret has no SecretString"))?;
+            validate_master_key(&master_key_from_secret(text), ARN)
+        }
+    }
+}
+
+/// A secret holds the key as plain text, or as JSON `{"LITELLM_MASTER_KEY": "sk-..."}` (also
+/// `master_key`), which is what a generated Secrets Manager secret with a template looks like.
+fn master_key_from_secret(text: &str) -> String {
+    if let Ok(serde_json::Value::Object(map)) = serde_json::from_str(text) {
+        for field in ["LITELLM_MASTER_KEY", "master_key"] {
+            if let Some(serde_json::Value::String(key)) = map.get(field) {
+                return key.trim().to_owned();
+            }
+        }
+    }
+    text.trim().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn database_url_is_required_and_checked_without_echoing_it() {
+        let err = DatabaseConfig::from_env(&env(&[])).unwrap_err();
+        assert_eq!(err.variable, "DATABASE_URL");
+        let err = DatabaseConfig::from_env(&env(&[("DATABASE_URL", "mysql://u:hunter2@h/db")]))
+            .unwrap_err();
+        assert_eq!(err.variable, "DATABASE_URL");
+        assert!(!err.to_string().contains("hunter2"));
+        let ok = DatabaseConfig::from_env(&env(&[(
+            "DATABASE_URL",
+            "postgres://u:hunter2@db.example:5433/llm",
+        )]))
+        .unwrap();
+        assert_eq!(ok.pool_size, DEFAULT_POOL_SIZE);
+        assert!(!format!("{ok:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn pool_size_must_be_sane() {
+        for bad in ["0", "abc", "1000", "-1"] {
+            let err = DatabaseConfig::from_env(&env(&[
+                ("DATABASE_URL", "postgres://localhost/db"),
+                ("LLMLITE_DB_POOL_SIZE", bad),
+            ]))
+            .unwrap_err();
+            assert_eq!(err.variable, "LLMLITE_DB_POOL_SIZE", "{bad}");
+        }
+    }
+
+    #[test]
+    fn region_defaults_to_london_and_is_validated() {
+        assert_eq!(aws_region(&env(&[])).unwrap(), "eu-west-2");
+        assert_eq!(
+            aws_region(&env(&[("AWS_REGION", "us-east-1")])).unwrap(),
+            "us-east-1"
+        );
+        assert_eq!(
+            aws_region(&env(&[("AWS_REGION", "EU WEST")]))
+                .unwrap_err()
+                .variable,
+            "AWS_REGION"
+        );
+    }
+
+    #[test]
+    fn master_keys_are_validated() {
+        assert!(validate_master_key("sk-1234", "LITELLM_MASTER_KEY").is_err());
+        assert!(validate_master_key("pk-aaaaaaaaaaaaaaaaaaaa", "LITELLM_MASTER_KEY").is_err());
+        assert!(validate_master_key("sk-aaaaaaaa aaaaaaaaaaa", "LITELLM_MASTER_KEY").is_err());
+        assert!(validate_master_key("sk-abcdefghijklmnop", "LITELLM_MASTER_KEY").is_ok());
+    }
+
+    #[test]
+    fn secrets_may_hold_plain_text_or_json() {
+        assert_eq!(master_key_from_secret(" sk-plain \n"), "sk-plain");
+        assert_eq!(
+            master_key_from_secret(r#"{"LITELLM_MASTER_KEY":"sk-json"}"#),
+            "sk-json"
+        );
+        assert_eq!(
+            master_key_from_secret(r#"{"master_key":"sk-other"}"#),
+            "sk-other"
+        );
+    }
+
+    #[test]
+    fn catalog_errors_name_the_variable_and_file() {
+        let err =
+            load_catalog(&env(&[("LLMLITE_MODELS", "/nonexistent/models.toml")])).unwrap_err();
+        assert_eq!(err.variable, "LLMLITE_MODELS");
+        assert!(err.reason.contains("/nonexistent/models.toml"));
+        assert!(load_catalog(&env(&[])).is_ok());
+    }
+}

@@ -1,0 +1,293 @@
+//! The API error model: one enum for every failure a client can see, mapped exhaustively to an
+//! HTTP status and an OpenAI-shaped body `{"error": {"message", "type", "param", "code"}}`.
+//!
+//! `type` follows LiteLLM's names where it has one (`token_not_found_in_db`, `expired_key`,
+//! `budget_exceeded`) so scripts written for LiteLLM keep working; `code` is the HTTP status as a
+//! string, as LiteLLM sends it. Messages never carry a raw key: anything that looks like one is
+//! redacted before it is rendered.
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+/// Which budget a request ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetScope {
+    Key,
+    User,
+    Team,
+}
+
+impl BudgetScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BudgetScope::Key => "key",
+            BudgetScope::User => "user",
+            BudgetScope::Team => "team",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A request that is well-formed JSON but asks for something invalid.
+    #[error("{message}")]
+    InvalidRequest {
+        message: String,
+        param: Option<String>,
+    },
+    /// The body is not valid JSON, or not the JSON the route expects.
+    #[error("invalid JSON body: {0}")]
+    InvalidJson(String),
+    /// The body is not declared as JSON.
+    #[error("expected `Content-Type: application/json`, got {}", .found.as_deref().map_or("no content type".to_owned(), |f| format!("`{f}`")))]
+    UnsupportedContentType { found: Option<String> },
+    /// The PII guard refused the prompt; only entity types are named, never the matched text.
+    #[error("request blocked: the prompt contains personal data ({})", .entities.join(", "))]
+    PiiBlocked { entities: Vec<String> },
+
+    #[error("no API key: send `Authorization: Bearer sk-...` or `x-api-key`")]
+    MissingApiKey,
+    #[error("invalid API key: the key was not found")]
+    InvalidApiKey,
+    #[error("the API key has expired")]
+    ExpiredKey,
+    #[error("the API key has been revoked")]
+    InactiveKey,
+    #[error("the API key is blocked")]
+    BlockedKey,
+
+    #[error("this key is not allowed to use model `{model}`")]
+    ModelNotAllowed { model: String },
+    #[error("{} budget exceeded: spend {spend} of max budget {max_budget}", .scope.as_str())]
+    BudgetExceeded {
+        scope: BudgetScope,
+        spend: Decimal,
+        max_budget: Decimal,
+    },
+    #[error("{0}")]
+    PermissionDenied(String),
+
+    /// A resource (key, user, team, model) that does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// No route matches the path.
+    #[error("no route for {method} {path}")]
+    RouteNotFound { method: String, path: String },
+    #[error("method {method} is not allowed for {path}")]
+    MethodNotAllowed { method: String, path: String },
+    #[error("request body is larger than the {limit_bytes}-byte limit")]
+    PayloadTooLarge { limit_bytes: usize },
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after_secs: u64,
+    },
+
+    /// The model provider answered with an error or an unusable response.
+    #[error("upstream error: {0}")]
+    Upstream(String),
+    /// The model provider is throttling or unavailable.
+    #[error("upstream unavailable: {0}")]
+    UpstreamUnavailable(String),
+    #[error("upstream timed out: {0}")]
+    UpstreamTimeout(String),
+    #[error("database unavailable: {0}")]
+    DatabaseUnavailable(String),
+    /// A bug or an unexpected failure. The detail is logged, never sent to the client.
+    #[error("internal server error")]
+    Internal(String),
+}
+
+/// The OpenAI error body.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ErrorDetail {
+    pub message: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub param: Option<String>,
+    pub code: String,
+}
+
+impl ApiError {
+    pub fn invalid_request(message: impl Into<String>) -> Self {
+        ApiError::InvalidRequest {
+            message: message.into(),
+            param: None,
+        }
+    }
+
+    pub fn invalid_param(param: &str, message: impl Into<String>) -> Self {
+        ApiError::InvalidRequest {
+            message: message.into(),
+            param: Some(param.to_owned()),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidRequest { .. }
+            | ApiError::InvalidJson(_)
+            | ApiError::UnsupportedContentType { .. }
+            | ApiError::PiiBlocked { .. } => StatusCode::BAD_REQUEST,
+            ApiError::MissingApiKey
+            | ApiError::InvalidApiKey
+            | ApiError::ExpiredKey
+            | ApiError::InactiveKey
+            | ApiError::BlockedKey => StatusCode::UNAUTHORIZED,
+            ApiError::ModelNotAllowed { .. }
+            | ApiError::BudgetExceeded { .. }
+            | ApiError::PermissionDenied(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) | ApiError::RouteNotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ApiError::UpstreamUnavailable(_) | ApiError::DatabaseUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The error `type` clients switch on.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApiError::InvalidRequest { .. }
+            | ApiError::InvalidJson(_)
+            | ApiError::UnsupportedContentType { .. } => "invalid_request_error",
+            ApiError::PiiBlocked { .. } => "pii_blocked",
+            ApiError::MissingApiKey => "missing_api_key",
+            ApiError::InvalidApiKey => "token_not_found_in_db",
+            ApiError::ExpiredKey => "expired_key",
+            ApiError::InactiveKey => "inactive_key",
+            ApiError::BlockedKey => "blocked_key",
+            ApiError::ModelNotAllowed { .. } => "model_not_allowed",
+            ApiError::BudgetExceeded { .. } => "budget_exceeded",
+            ApiError::PermissionDenied(_) => "permission_error",
+            ApiError::NotFound(_) | ApiError::RouteNotFound { .. } => "not_found_error",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::PayloadTooLarge { .. } => "request_too_large",
+            ApiError::RateLimited { .. } => "rate_limit_exceeded",
+            ApiError::Upstream(_) => "upstream_error",
+            ApiError::UpstreamUnavailable(_) | ApiError::DatabaseUnavailable(_) => {
+                "service_unavailable"
+            }
+            ApiError::UpstreamTimeout(_) => "timeout",
+            ApiError::Internal(_) => "internal_server_error",
+        }
+    }
+
+    pub fn param(&self) -> Option<&str> {
+        match self {
+            ApiError::InvalidRequest { param, .. } => param.as_deref(),
+            ApiError::ModelNotAllowed { .. } => Some("model"),
+            _ => None,
+        }
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                message: redact_keys(&self.to_string()),
+                kind: self.kind(),
+                param: self.param().map(str::to_owned),
+                code: self.status().as_u16().to_string(),
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            // The detail of an internal error is for the operator only.
+            let detail = match &self {
+                ApiError::Internal(detail) => detail.as_str(),
+                _ => "",
+            };
+            tracing::error!(error = %redact_keys(&self.to_string()), detail = %redact_keys(detail), status = status.as_u16(), "request failed");
+        }
+        let mut response = (status, Json(self.body())).into_response();
+        if let ApiError::RateLimited {
+            retry_after_secs, ..
+        } = self
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        response
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                ApiError::DatabaseUnavailable(err.to_string())
+            }
+            other => ApiError::Internal(format!("database: {other}")),
+        }
+    }
+}
+
+/// Replaces anything shaped like an API key (`sk-` followed by key characters) with `sk-...`, so
+/// a key pasted into the wrong field is never echoed back or logged.
+pub fn redact_keys(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find("sk-") {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 3..];
+        let key_len = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+            .unwrap_or(after.len());
+        let starts_word = !out
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if starts_word && key_len >= 4 {
+            out.push_str("sk-...");
+        } else {
+            out.push_str(&rest[pos..pos + 3 + key_len]);
+        }
+        rest = &after[key_len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_redacted_from_messages() {
+        assert_eq!(
+            redact_keys("bad value \"sk-abcDEF123_-x\" here"),
+            "bad value \"sk-...\" here"
+        );
+        assert_eq!(redact_keys("ask-me"), "ask-me");
+        assert_eq!(redact_keys("task-specific"), "task-specific");
+        assert_eq!(redact_keys("sk-"), "sk-");
+        assert_eq!(redact_keys("a sk-1234 b sk-5678"), "a sk-... b sk-...");
+    }
+
+    #[test]
+    fn rendered_messages_never_contain_a_key() {
+        let err = ApiError::InvalidJson("invalid type: string \"sk-live-secret-123\"".into());
+        let body = serde_json::to_string(&err.body()).unwrap_or_default();
+        assert!(!body.contains("secret-123"), "{body}");
+        assert!(body.contains("sk-..."), "{body}");
+    }
+}

@@ -1,0 +1,23 @@
+//! llmlite: an OpenAI-compatible gateway to Claude on Amazon Bedrock.
+//!
+//! Every piece of logic lives in this crate. The Lambda functions and the `llmlite` binary only
+//! build an [`AppState`] (or, for `health`, a database pool) and serve one of the routers below:
+//! the Lambdas through `lambda_http::run`, the local gateway through `axum::serve`.
+
+pub mod catalog;
+pub mod config;
+pub mod embedded_pg;
+pub mod error;
+pub mod health;
+pub mod http;
+pub mod keys;
+pub mod money;
+pub mod routes;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+
+pub use config::Config;
+pub use error::ApiError;
+pub use routes::{Function, admin_routes, all_routes, chat_routes, health_routes};
+pub use state::AppState;

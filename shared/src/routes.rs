@@ -1,0 +1,125 @@
+//! The routers, one per Lambda function, and [`all_routes`], which dispatches by path exactly as
+//! the ALB's listener rules do, so the local gateway and production answer every path alike.
+
+use axum::Router;
+use axum::extract::Request;
+use sqlx::PgPool;
+use tower::ServiceExt;
+
+use crate::state::AppState;
+use crate::{health, http};
+
+/// The functions behind the ALB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    Chat,
+    KeyAdmin,
+    Health,
+}
+
+/// The ALB listener rules' path patterns (`*` matches any characters, case-sensitive), in rule
+/// priority order. `template.yaml` declares the same patterns.
+pub const ALB_PATH_PATTERNS: &[(&str, Function)] = &[
+    ("/v1/*", Function::Chat),
+    ("/chat/*", Function::Chat),
+    ("/key/*", Function::KeyAdmin),
+    ("/user/*", Function::KeyAdmin),
+    ("/team/*", Function::KeyAdmin),
+    ("/spend/*", Function::KeyAdmin),
+    ("/global/*", Function::KeyAdmin),
+    ("/health*", Function::Health),
+];
+
+impl Function {
+    /// The function the ALB sends `path` to, or `None` for its default action (a JSON 404).
+    pub fn for_path(path: &str) -> Option<Function> {
+        ALB_PATH_PATTERNS
+            .iter()
+            .find(|(pattern, _)| alb_pattern_matches(pattern, path))
+            .map(|(_, function)| *function)
+    }
+}
+
+/// ALB path-pattern matching for the patterns we use: a literal prefix followed by `*`.
+fn alb_pattern_matches(pattern: &str, path: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => path.starts_with(prefix),
+        None => path == pattern,
+    }
+}
+
+fn chat_router(state: AppState) -> Router {
+    // Chat completions and models arrive with issue #3.
+    Router::new().with_state(state)
+}
+
+fn admin_router(state: AppState) -> Router {
+    // The LiteLLM-compatible admin API arrives with issue #4.
+    Router::new().with_state(state)
+}
+
+/// The `chat` function: `/v1/*`, `/chat/*`.
+pub fn chat_routes(state: AppState) -> Router {
+    http::finish(chat_router(state))
+}
+
+/// The `key-admin` function: `/key/*`, `/user/*`, `/team/*`, `/spend/*`, `/global/*`.
+pub fn admin_routes(state: AppState) -> Router {
+    http::finish(admin_router(state))
+}
+
+/// The `health` function: `/health*`. It needs only the database.
+pub fn health_routes(db: PgPool) -> Router {
+    http::finish(health::router(db))
+}
+
+/// Every route, dispatched to each function's own router by the ALB's rules.
+pub fn all_routes(state: AppState) -> Router {
+    let chat = chat_routes(state.clone());
+    let admin = admin_routes(state.clone());
+    let health = health_routes(state.db.clone());
+    let unrouted = http::finish(Router::new());
+    Router::new().fallback(move |request: Request| {
+        let target = match Function::for_path(request.uri().path()) {
+            Some(Function::Chat) => chat.clone(),
+            Some(Function::KeyAdmin) => admin.clone(),
+            Some(Function::Health) => health.clone(),
+            None => unrouted.clone(),
+        };
+        async move {
+            match target.oneshot(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_go_where_the_alb_sends_them() {
+        let cases = [
+            ("/v1/chat/completions", Some(Function::Chat)),
+            ("/v1/models", Some(Function::Chat)),
+            ("/chat/completions", Some(Function::Chat)),
+            ("/key/generate", Some(Function::KeyAdmin)),
+            ("/user/new", Some(Function::KeyAdmin)),
+            ("/team/info", Some(Function::KeyAdmin)),
+            ("/spend/logs", Some(Function::KeyAdmin)),
+            ("/global/spend/report", Some(Function::KeyAdmin)),
+            ("/health", Some(Function::Health)),
+            ("/health/readiness", Some(Function::Health)),
+            ("/healthz", Some(Function::Health)),
+            ("/v1", None),
+            ("/V1/models", None),
+            ("/", None),
+            ("/keys", None),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(Function::for_path(path), expected, "{path}");
+        }
+    }
+}

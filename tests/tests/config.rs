@@ -1,0 +1,171 @@
+//! Configuration: the master key from Secrets Manager, read by the real AWS SDK client from a
+//! wire-level double on loopback; bad variables stop start-up with an error that names them.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails loudly"
+)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use aws_config::BehaviorVersion;
+use aws_sdk_secretsmanager::config::{Credentials, Region};
+use axum::Router;
+use axum::http::HeaderMap;
+use axum::routing::post;
+use llmlite::config::Config;
+use llmlite_tests::serve;
+use serde_json::{Value, json};
+
+/// Answers `GetSecretValue` for one ARN with `secret`, and records the targets it was asked for.
+async fn secrets_manager_double(secret: &'static str) -> (String, Arc<Mutex<Vec<String>>>) {
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&calls);
+    let router = Router::new().route(
+        "/",
+        post(move |headers: HeaderMap, body: String| {
+            let seen = Arc::clone(&seen);
+            async move {
+                let target = headers
+                    .get("x-amz-target")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                seen.lock().unwrap().push(target.clone());
+                let request: Value = serde_json::from_str(&body).unwrap_or_default();
+                let arn = "arn:aws:secretsmanager:eu-west-2:123456789012:secret:llmlite-master";
+                if target == "secretsmanager.GetSecretValue" && request["SecretId"] == arn {
+                    (
+                        axum::http::StatusCode::OK,
+                        [("content-type", "application/x-amz-json-1.1")],
+                        json!({ "ARN": arn, "Name": "llmlite-master", "SecretString": secret })
+                            .to_string(),
+                    )
+                } else {
+                    (
+                        axum::http::StatusCode::BAD_REQUEST,
+                        [("content-type", "application/x-amz-json-1.1")],
+                        json!({ "__type": "ResourceNotFoundException", "message": "no such secret" })
+                            .to_string(),
+                    )
+                }
+            }
+        }),
+    );
+    let addr = serve(router).await;
+    (format!("http://{addr}"), calls)
+}
+
+async fn aws_for(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("eu-west-2"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
+        .load()
+        .await
+}
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_master_key_can_come_from_secrets_manager() {
+    let (endpoint, calls) =
+        secrets_manager_double(r#"{"LITELLM_MASTER_KEY":"sk-from-secrets-manager-0001"}"#).await;
+    let config = Config::load_with_aws(
+        &env(&[
+            ("DATABASE_URL", "postgres://llmlite@127.0.0.1/llmlite"),
+            (
+                "LITELLM_MASTER_KEY_SECRET_ARN",
+                "arn:aws:secretsmanager:eu-west-2:123456789012:secret:llmlite-master",
+            ),
+        ]),
+        aws_for(&endpoint).await,
+    )
+    .await
+    .unwrap();
+    assert!(config.master_key.matches("sk-from-secrets-manager-0001"));
+    assert_eq!(
+        calls.lock().unwrap().as_slice(),
+        ["secretsmanager.GetSecretValue"]
+    );
+}
+
+#[tokio::test]
+async fn an_unreadable_secret_stops_start_up_naming_the_variable() {
+    let (endpoint, _) = secrets_manager_double("sk-unused-0000000000000").await;
+    let err = Config::load_with_aws(
+        &env(&[
+            ("DATABASE_URL", "postgres://llmlite@127.0.0.1/llmlite"),
+            (
+                "LITELLM_MASTER_KEY_SECRET_ARN",
+                "arn:aws:secretsmanager:eu-west-2:123456789012:secret:other",
+            ),
+        ]),
+        aws_for(&endpoint).await,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.variable, "LITELLM_MASTER_KEY_SECRET_ARN");
+    assert!(err.reason.contains("ResourceNotFoundException"), "{err}");
+}
+
+#[tokio::test]
+async fn a_weak_secret_is_refused_without_echoing_it() {
+    let (endpoint, _) = secrets_manager_double("sk-1234").await;
+    let err = Config::load_with_aws(
+        &env(&[
+            ("DATABASE_URL", "postgres://llmlite@127.0.0.1/llmlite"),
+            (
+                "LITELLM_MASTER_KEY_SECRET_ARN",
+                "arn:aws:secretsmanager:eu-west-2:123456789012:secret:llmlite-master",
+            ),
+        ]),
+        aws_for(&endpoint).await,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.variable, "LITELLM_MASTER_KEY_SECRET_ARN");
+    assert!(!err.to_string().contains("sk-1234"));
+}
+
+#[tokio::test]
+async fn missing_or_conflicting_variables_are_named() {
+    let aws = aws_for("http://127.0.0.1:9").await;
+    let cases: [(&[(&str, &str)], &str); 4] = [
+        (
+            &[("LITELLM_MASTER_KEY", "sk-0123456789abcdefgh")],
+            "DATABASE_URL",
+        ),
+        (&[("DATABASE_URL", "postgres://h/db")], "LITELLM_MASTER_KEY"),
+        (
+            &[
+                ("DATABASE_URL", "postgres://h/db"),
+                ("LITELLM_MASTER_KEY", "sk-0123456789abcdefgh"),
+                ("LITELLM_MASTER_KEY_SECRET_ARN", "arn:x"),
+            ],
+            "LITELLM_MASTER_KEY_SECRET_ARN",
+        ),
+        (
+            &[
+                ("DATABASE_URL", "postgres://h/db"),
+                ("LITELLM_MASTER_KEY", "sk-0123456789abcdefgh"),
+                ("LLMLITE_MODELS", "/no/such/catalog.toml"),
+            ],
+            "LLMLITE_MODELS",
+        ),
+    ];
+    for (pairs, variable) in cases {
+        let err = Config::load_with_aws(&env(pairs), aws.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(err.variable, variable, "{err}");
+        assert!(err.to_string().contains(variable));
+    }
+}

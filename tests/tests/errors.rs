@@ -1,0 +1,217 @@
+//! Every API error renders the OpenAI error shape with its status.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails loudly"
+)]
+
+use axum::response::IntoResponse;
+use http::StatusCode;
+use http_body_util::BodyExt;
+use llmlite::ApiError;
+use llmlite::error::BudgetScope;
+use rust_decimal::Decimal;
+use serde_json::Value;
+
+/// One of each variant, with the status it must map to.
+fn every_variant() -> Vec<(ApiError, StatusCode)> {
+    vec![
+        (
+            ApiError::invalid_param("stop", "at most 4 stop sequences"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            ApiError::InvalidJson("expected value at line 1 column 2".into()),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            ApiError::UnsupportedContentType {
+                found: Some("text/plain".into()),
+            },
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            ApiError::PiiBlocked {
+                entities: vec!["EMAIL".into(), "IBAN".into()],
+            },
+            StatusCode::BAD_REQUEST,
+        ),
+        (ApiError::MissingApiKey, StatusCode::UNAUTHORIZED),
+        (ApiError::InvalidApiKey, StatusCode::UNAUTHORIZED),
+        (ApiError::ExpiredKey, StatusCode::UNAUTHORIZED),
+        (ApiError::InactiveKey, StatusCode::UNAUTHORIZED),
+        (ApiError::BlockedKey, StatusCode::UNAUTHORIZED),
+        (
+            ApiError::ModelNotAllowed {
+                model: "claude-3-opus".into(),
+            },
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            ApiError::BudgetExceeded {
+                scope: BudgetScope::Key,
+                spend: Decimal::new(5001, 2),
+                max_budget: Decimal::new(50, 0),
+            },
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            ApiError::PermissionDenied("admin routes need the master key".into()),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            ApiError::NotFound("key not found".into()),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            ApiError::RouteNotFound {
+                method: "GET".into(),
+                path: "/nope".into(),
+            },
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            ApiError::MethodNotAllowed {
+                method: "PUT".into(),
+                path: "/health".into(),
+            },
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            ApiError::PayloadTooLarge {
+                limit_bytes: 1_048_576,
+            },
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            ApiError::RateLimited {
+                message: "rpm limit 100 reached".into(),
+                retry_after_secs: 7,
+            },
+            StatusCode::TOO_MANY_REQUESTS,
+        ),
+        (
+            ApiError::Upstream("ModelErrorException".into()),
+            StatusCode::BAD_GATEWAY,
+        ),
+        (
+            ApiError::UpstreamUnavailable("ThrottlingException".into()),
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        (
+            ApiError::UpstreamTimeout("no response in 60 s".into()),
+            StatusCode::GATEWAY_TIMEOUT,
+        ),
+        (
+            ApiError::DatabaseUnavailable("pool timed out".into()),
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        (
+            ApiError::Internal("secret detail for the log only".into()),
+            StatusCode::INTERNAL_SERVER_ERROR,
+        ),
+    ]
+}
+
+/// Fails to compile when a variant is added without a line in `every_variant`.
+fn variant_number(error: &ApiError) -> usize {
+    match error {
+        ApiError::InvalidRequest { .. } => 0,
+        ApiError::InvalidJson(_) => 1,
+        ApiError::UnsupportedContentType { .. } => 2,
+        ApiError::PiiBlocked { .. } => 3,
+        ApiError::MissingApiKey => 4,
+        ApiError::InvalidApiKey => 5,
+        ApiError::ExpiredKey => 6,
+        ApiError::InactiveKey => 7,
+        ApiError::BlockedKey => 8,
+        ApiError::ModelNotAllowed { .. } => 9,
+        ApiError::BudgetExceeded { .. } => 10,
+        ApiError::PermissionDenied(_) => 11,
+        ApiError::NotFound(_) => 12,
+        ApiError::RouteNotFound { .. } => 13,
+        ApiError::MethodNotAllowed { .. } => 14,
+        ApiError::PayloadTooLarge { .. } => 15,
+        ApiError::RateLimited { .. } => 16,
+        ApiError::Upstream(_) => 17,
+        ApiError::UpstreamUnavailable(_) => 18,
+        ApiError::UpstreamTimeout(_) => 19,
+        ApiError::DatabaseUnavailable(_) => 20,
+        ApiError::Internal(_) => 21,
+    }
+}
+
+#[tokio::test]
+async fn every_error_variant_renders_the_openai_shape_with_its_status() {
+    let variants = every_variant();
+    let mut covered: Vec<usize> = variants.iter().map(|(e, _)| variant_number(e)).collect();
+    covered.sort_unstable();
+    assert_eq!(
+        covered,
+        (0..=21).collect::<Vec<_>>(),
+        "every variant exactly once"
+    );
+
+    for (error, status) in variants {
+        let kind = error.kind();
+        let response = error.into_response();
+        assert_eq!(response.status(), status, "{kind}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/json",
+            "{kind}"
+        );
+        let retry_after = response.headers().get("retry-after").cloned();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let body: Value = serde_json::from_slice(&bytes).unwrap();
+        let error = body["error"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{kind}: {body}"));
+        assert_eq!(
+            error.len(),
+            4,
+            "{kind}: exactly message, type, param, code: {body}"
+        );
+        assert!(!error["message"].as_str().unwrap().is_empty(), "{kind}");
+        assert_eq!(error["type"], kind);
+        assert!(
+            error["param"].is_null() || error["param"].is_string(),
+            "{kind}"
+        );
+        assert_eq!(error["code"], status.as_u16().to_string(), "{kind}");
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(retry_after.unwrap(), "7");
+        } else {
+            assert!(retry_after.is_none(), "{kind}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn specific_messages_and_params() {
+    let budget = ApiError::BudgetExceeded {
+        scope: BudgetScope::User,
+        spend: Decimal::new(5001, 2),
+        max_budget: Decimal::new(50, 0),
+    };
+    assert_eq!(budget.kind(), "budget_exceeded");
+    assert_eq!(
+        budget.to_string(),
+        "user budget exceeded: spend 50.01 of max budget 50"
+    );
+    let stop = ApiError::invalid_param("stop", "at most 4 stop sequences");
+    assert_eq!(stop.body().error.param.as_deref(), Some("stop"));
+    let model = ApiError::ModelNotAllowed {
+        model: "claude-3-opus".into(),
+    };
+    assert_eq!(model.body().error.param.as_deref(), Some("model"));
+    // The internal detail is logged, never sent.
+    let internal = ApiError::Internal("connection string postgres://u:pw@db".into());
+    assert_eq!(internal.body().error.message, "internal server error");
+    // A PII refusal names entity types only.
+    let pii = ApiError::PiiBlocked {
+        entities: vec!["EMAIL".into()],
+    };
+    assert!(pii.body().error.message.contains("EMAIL"));
+}
