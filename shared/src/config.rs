@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `DATABASE_URL` | PostgreSQL URL (required) |
 //! | `LLMLITE_DB_POOL_SIZE` | connections per process (default 2: one Lambda serves one request at a time) |
+//! | `LLMLITE_DB_IAM_AUTH` | `true`: authenticate with RDS IAM tokens (RDS Proxy), over verified TLS |
 //! | `LITELLM_MASTER_KEY` | the admin master key, `sk-...` |
 //! | `LITELLM_MASTER_KEY_SECRET_ARN` | or: a Secrets Manager secret holding it |
 //! | `AWS_REGION` | default `eu-west-2` |
@@ -18,7 +19,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use sqlx::postgres::PgConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 use crate::catalog::ModelCatalog;
 use crate::keys::SecretKey;
@@ -89,6 +90,8 @@ fn non_empty(env: &impl EnvSource, name: &str) -> Option<String> {
 pub struct DatabaseConfig {
     pub options: PgConnectOptions,
     pub pool_size: u32,
+    /// Authenticate with short-lived RDS IAM tokens instead of a password.
+    pub iam_auth: bool,
 }
 
 impl fmt::Debug for DatabaseConfig {
@@ -98,6 +101,7 @@ impl fmt::Debug for DatabaseConfig {
             .field("port", &self.options.get_port())
             .field("database", &self.options.get_database())
             .field("pool_size", &self.pool_size)
+            .field("iam_auth", &self.iam_auth)
             .finish()
     }
 }
@@ -130,8 +134,44 @@ impl DatabaseConfig {
                     )
                 })?,
         };
-        Ok(DatabaseConfig { options, pool_size })
+        let iam_auth = match non_empty(env, "LLMLITE_DB_IAM_AUTH").as_deref() {
+            None | Some("false" | "0") => false,
+            Some("true" | "1") => true,
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "LLMLITE_DB_IAM_AUTH",
+                    "must be true or false",
+                ));
+            }
+        };
+        let options = if iam_auth {
+            if url_has_password(&url) {
+                return Err(ConfigError::new(
+                    "DATABASE_URL",
+                    "must not carry a password when LLMLITE_DB_IAM_AUTH is true",
+                ));
+            }
+            // IAM tokens travel as passwords: only over TLS, to a verified server. RDS Proxy's
+            // certificates chain to the Amazon roots, which are in the bundled root store.
+            options.ssl_mode(PgSslMode::VerifyFull)
+        } else {
+            options
+        };
+        Ok(DatabaseConfig {
+            options,
+            pool_size,
+            iam_auth,
+        })
     }
+}
+
+/// True when the URL's authority has `user:password@`.
+fn url_has_password(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    authority
+        .rsplit_once('@')
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
 }
 
 /// Everything the chat and admin functions need.
@@ -299,6 +339,38 @@ mod tests {
         .unwrap();
         assert_eq!(ok.pool_size, DEFAULT_POOL_SIZE);
         assert!(!format!("{ok:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn iam_auth_forces_verified_tls_and_refuses_a_password() {
+        let ok = DatabaseConfig::from_env(&env(&[
+            (
+                "DATABASE_URL",
+                "postgres://llmlite@proxy.example:5432/llmlite",
+            ),
+            ("LLMLITE_DB_IAM_AUTH", "true"),
+        ]))
+        .unwrap();
+        assert!(ok.iam_auth);
+        assert!(matches!(ok.options.get_ssl_mode(), PgSslMode::VerifyFull));
+        let err = DatabaseConfig::from_env(&env(&[
+            (
+                "DATABASE_URL",
+                "postgres://llmlite:pw@proxy.example/llmlite",
+            ),
+            ("LLMLITE_DB_IAM_AUTH", "1"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.variable, "DATABASE_URL");
+        let err = DatabaseConfig::from_env(&env(&[
+            ("DATABASE_URL", "postgres://llmlite@proxy.example/llmlite"),
+            ("LLMLITE_DB_IAM_AUTH", "yes please"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.variable, "LLMLITE_DB_IAM_AUTH");
+        assert!(url_has_password("postgres://u:p@h/db"));
+        assert!(!url_has_password("postgres://u@h/db?x=a:b@c"));
+        assert!(!url_has_password("postgres://h/db"));
     }
 
     #[test]

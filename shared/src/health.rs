@@ -9,10 +9,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use http::StatusCode;
 use serde_json::json;
-use sqlx::PgPool;
 
 use crate::error::ApiError;
-use crate::store;
+use crate::store::Database;
 
 /// Readiness answers within this long even when the database hangs; the ALB's own health check
 /// timeout is 5 s and callers expect an answer in under 2 s.
@@ -20,7 +19,7 @@ pub const READINESS_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-pub fn router(db: PgPool) -> Router {
+pub fn router(db: Database) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/health/liveliness", get(alive))
@@ -37,8 +36,8 @@ async fn alive() -> Json<&'static str> {
     Json("I'm alive!")
 }
 
-async fn readiness(State(db): State<PgPool>) -> Response {
-    match store::ping(&db, READINESS_TIMEOUT).await {
+async fn readiness(State(db): State<Database>) -> Response {
+    match db.ping(READINESS_TIMEOUT).await {
         Ok(()) => Json(json!({
             "status": "healthy",
             "db": "ok",

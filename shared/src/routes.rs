@@ -3,10 +3,10 @@
 
 use axum::Router;
 use axum::extract::Request;
-use sqlx::PgPool;
 use tower::ServiceExt;
 
 use crate::state::AppState;
+use crate::store::Database;
 use crate::{health, http};
 
 /// The functions behind the ALB.
@@ -69,7 +69,7 @@ pub fn admin_routes(state: AppState) -> Router {
 }
 
 /// The `health` function: `/health*`. It needs only the database.
-pub fn health_routes(db: PgPool) -> Router {
+pub fn health_routes(db: Database) -> Router {
     http::finish(health::router(db))
 }
 

@@ -14,9 +14,10 @@ use std::net::SocketAddr;
 use std::sync::OnceLock;
 
 use axum::Router;
+use llmlite::AppState;
 use llmlite::config::{Config, DatabaseConfig};
 use llmlite::embedded_pg::EmbeddedPostgres;
-use llmlite::{AppState, store};
+use llmlite::store::Database;
 use sqlx::postgres::PgConnection;
 use sqlx::{Connection, PgPool};
 
@@ -67,6 +68,9 @@ fn with_database(url: &str, database: &str) -> String {
 
 /// A freshly created and migrated database, dropped when this goes out of scope.
 pub struct TestDb {
+    /// The handle the gateway uses.
+    pub db: Database,
+    /// Its pool, for queries made by the test itself.
     pub pool: PgPool,
     pub url: String,
     name: String,
@@ -76,7 +80,7 @@ impl TestDb {
     /// A new database with the schema applied.
     pub async fn new() -> Self {
         let db = Self::empty().await;
-        store::migrate(&db.pool).await.expect("migrations apply");
+        db.db.migrate().await.expect("migrations apply");
         db
     }
 
@@ -94,8 +98,14 @@ impl TestDb {
             .expect("create test database");
         let _ = admin.close().await;
         let url = with_database(server_url(), &name);
-        let pool = store::connect_lazy(&database_config(&url));
-        TestDb { pool, url, name }
+        let db = database(&url);
+        let pool = db.pool().await.expect("pool").clone();
+        TestDb {
+            db,
+            pool,
+            url,
+            name,
+        }
     }
 
     /// The environment a gateway for this database is configured with.
@@ -110,7 +120,7 @@ impl TestDb {
     /// Application state for this database.
     pub async fn state(&self) -> AppState {
         let config = Config::load(&self.env()).await.expect("test configuration");
-        AppState::new(config)
+        AppState::new(config).expect("test state")
     }
 }
 
@@ -144,6 +154,11 @@ pub fn database_config(url: &str) -> DatabaseConfig {
         url.to_owned(),
     )]))
     .expect("valid database URL")
+}
+
+/// A database handle for `url`, as the functions build it.
+pub fn database(url: &str) -> Database {
+    Database::new(&database_config(url), None).expect("database handle")
 }
 
 /// Serves `router` over real HTTP on a loopback port, for as long as the test runs.

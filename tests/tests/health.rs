@@ -7,8 +7,7 @@
 )]
 
 use llmlite::health_routes;
-use llmlite::store;
-use llmlite_tests::{TestDb, database_config, serve};
+use llmlite_tests::{TestDb, database, serve};
 use serde_json::Value;
 use tokio::net::TcpListener;
 
@@ -46,8 +45,7 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, Value) {
 
 #[tokio::test]
 async fn liveness_answers_without_a_database() {
-    let pool = store::connect_lazy(&database_config(&refused_url().await));
-    let addr = serve(health_routes(pool)).await;
+    let addr = serve(health_routes(database(&refused_url().await))).await;
     let (status, body) = get(addr, "/health").await;
     assert_eq!(status, 200);
     assert_eq!(body["status"], "healthy");
@@ -61,7 +59,7 @@ async fn liveness_answers_without_a_database() {
 #[tokio::test]
 async fn readiness_is_ok_when_the_database_answers() {
     let db = TestDb::new().await;
-    let addr = serve(health_routes(db.pool.clone())).await;
+    let addr = serve(health_routes(db.db.clone())).await;
     let (status, body) = get(addr, "/health/readiness").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["db"], "ok");
@@ -70,8 +68,7 @@ async fn readiness_is_ok_when_the_database_answers() {
 
 #[tokio::test]
 async fn readiness_is_503_json_when_the_database_refuses_connections() {
-    let pool = store::connect_lazy(&database_config(&refused_url().await));
-    let addr = serve(health_routes(pool)).await;
+    let addr = serve(health_routes(database(&refused_url().await))).await;
     let (status, body) = get(addr, "/health/readiness").await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["status"], "unhealthy");
@@ -82,8 +79,7 @@ async fn readiness_is_503_json_when_the_database_refuses_connections() {
 
 #[tokio::test]
 async fn readiness_is_503_json_when_the_database_hangs() {
-    let pool = store::connect_lazy(&database_config(&silent_url().await));
-    let addr = serve(health_routes(pool)).await;
+    let addr = serve(health_routes(database(&silent_url().await))).await;
     let (status, body) = get(addr, "/health/readiness").await;
     assert_eq!(status, 503, "{body}");
     assert!(
@@ -99,7 +95,7 @@ async fn readiness_is_503_json_when_the_database_hangs() {
 async fn readiness_recovers_when_the_database_returns() {
     // A database that is dropped and re-created under a live pool: the pool reconnects.
     let db = TestDb::new().await;
-    let addr = serve(health_routes(db.pool.clone())).await;
+    let addr = serve(health_routes(db.db.clone())).await;
     assert_eq!(get(addr, "/health/readiness").await.0, 200);
     let mut other = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
         .await

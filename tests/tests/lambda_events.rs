@@ -36,14 +36,14 @@ fn body_json(response: &Value) -> Value {
 async fn alb_health_events_get_alb_responses() {
     let db = TestDb::new().await;
 
-    let response = invoke(health_routes(db.pool.clone()), fixture("health-get.json")).await;
+    let response = invoke(health_routes(db.db.clone()), fixture("health-get.json")).await;
     assert_eq!(response["statusCode"], 200, "{response}");
     assert_eq!(response["statusDescription"], "200 OK");
     assert_eq!(response["headers"]["content-type"], "application/json");
     assert_eq!(body_json(&response)["status"], "healthy");
 
     let response = invoke(
-        health_routes(db.pool.clone()),
+        health_routes(db.db.clone()),
         fixture("health-readiness.json"),
     )
     .await;
@@ -51,7 +51,7 @@ async fn alb_health_events_get_alb_responses() {
     assert_eq!(body_json(&response)["db"], "ok");
 
     let response = invoke(
-        health_routes(db.pool.clone()),
+        health_routes(db.db.clone()),
         fixture("health-post-not-allowed.json"),
     )
     .await;

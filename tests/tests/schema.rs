@@ -6,16 +6,14 @@
     reason = "a test fails loudly"
 )]
 
-use llmlite::store;
+use llmlite::store::Database;
 use llmlite_tests::TestDb;
 
 #[tokio::test]
 async fn migrations_apply_cleanly_to_an_empty_database_and_again_as_a_no_op() {
     let db = TestDb::empty().await;
-    store::migrate(&db.pool).await.expect("first run");
-    store::migrate(&db.pool)
-        .await
-        .expect("second run is a no-op");
+    db.db.migrate().await.expect("first run");
+    db.db.migrate().await.expect("second run is a no-op");
 
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT table_name::text FROM information_schema.tables
@@ -138,13 +136,15 @@ async fn queries_leave_no_prepared_statements_behind_for_rds_proxy() {
     // One connection, so the check below runs on the connection the ping used.
     let mut one = llmlite_tests::database_config(&db.url);
     one.pool_size = 1;
-    let pool_one = store::connect_lazy(&one);
-    store::ping(&pool_one, std::time::Duration::from_secs(5))
+    let db_one = Database::new(&one, None).unwrap();
+    db_one
+        .ping(std::time::Duration::from_secs(5))
         .await
         .unwrap();
+    let pool_one = db_one.pool().await.unwrap();
     let prepared: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_prepared_statements")
         .persistent(false)
-        .fetch_one(&pool_one)
+        .fetch_one(pool_one)
         .await
         .unwrap();
     assert_eq!(

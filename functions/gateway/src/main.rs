@@ -10,9 +10,10 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use llmlite::config::{DatabaseConfig, Overlay, ProcessEnv};
+use llmlite::config::{Overlay, ProcessEnv};
 use llmlite::embedded_pg::EmbeddedPostgres;
-use llmlite::{AppState, all_routes, keys, store, telemetry};
+use llmlite::store::Database;
+use llmlite::{AppState, all_routes, keys, telemetry};
 use tokio::net::TcpListener;
 
 #[derive(Parser)]
@@ -62,9 +63,10 @@ async fn main() -> ExitCode {
 }
 
 async fn migrate() -> Result<(), String> {
-    let database = DatabaseConfig::from_env(&ProcessEnv).map_err(|e| e.to_string())?;
-    let pool = store::connect_lazy(&database);
-    store::migrate(&pool)
+    let db = Database::from_env(&ProcessEnv)
+        .await
+        .map_err(|e| e.to_string())?;
+    db.migrate()
         .await
         .map_err(|e| format!("migrations failed: {e}"))?;
     tracing::info!("migrations applied");
@@ -100,7 +102,9 @@ async fn dev(listen: SocketAddr) -> Result<(), String> {
     };
     let result = async {
         let state = AppState::from_env(&env).await.map_err(|e| e.to_string())?;
-        store::migrate(&state.db)
+        state
+            .db
+            .migrate()
             .await
             .map_err(|e| format!("migrations failed: {e}"))?;
         let listener = bind(listen).await?;

@@ -4,19 +4,19 @@
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use lambda_runtime::{LambdaEvent, service_fn};
-use llmlite::config::{DatabaseConfig, ProcessEnv};
-use llmlite::{store, telemetry};
+use llmlite::config::ProcessEnv;
+use llmlite::store::{self, Database};
+use llmlite::telemetry;
 use serde_json::{Value, json};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init_json();
-    let database = DatabaseConfig::from_env(&ProcessEnv)?;
-    let pool = store::connect_lazy(&database);
+    let db = Database::from_env(&ProcessEnv).await?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<EventBridgeEvent<Value>>| {
-        let pool = pool.clone();
+        let db = db.clone();
         async move {
-            store::ping(&pool, store::ACQUIRE_TIMEOUT).await?;
+            db.ping(store::ACQUIRE_TIMEOUT).await?;
             Ok::<_, lambda_runtime::Error>(json!({ "status": "ok", "event_id": event.payload.id }))
         }
     }))
