@@ -15,7 +15,7 @@ use aws_sdk_secretsmanager::config::{Credentials, Region};
 use axum::Router;
 use axum::http::HeaderMap;
 use axum::routing::post;
-use llmlite::config::Config;
+use llmlite::config::{Config, ConfigError};
 use llmlite_tests::serve;
 use serde_json::{Value, json};
 
@@ -35,7 +35,7 @@ async fn secrets_manager_double(secret: &'static str) -> (String, Arc<Mutex<Vec<
                     .to_owned();
                 seen.lock().unwrap().push(target.clone());
                 let request: Value = serde_json::from_str(&body).unwrap_or_default();
-                let arn = "arn:aws:secretsmanager:eu-west-2:123456789012:secret:llmlite-master";
+                let arn = SECRET_ARN;
                 if target == "secretsmanager.GetSecretValue" && request["SecretId"] == arn {
                     (
                         axum::http::StatusCode::OK,
@@ -74,63 +74,57 @@ fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         .collect()
 }
 
-#[tokio::test]
-async fn the_master_key_can_come_from_secrets_manager() {
-    let (endpoint, calls) =
-        secrets_manager_double(r#"{"LITELLM_MASTER_KEY":"sk-from-secrets-manager-0001"}"#).await;
-    let config = Config::load_with_aws(
+const SECRET_ARN: &str = "arn:aws:secretsmanager:eu-west-2:123456789012:secret:llmlite-master";
+
+/// Loads the configuration with the master key taken from `arn`, served by a double holding
+/// `secret`; also returns the calls the double saw.
+async fn load_from_secret(
+    secret: &'static str,
+    arn: &str,
+) -> (Result<Config, ConfigError>, Vec<String>) {
+    let (endpoint, calls) = secrets_manager_double(secret).await;
+    let result = Config::load_with_aws(
         &env(&[
             ("DATABASE_URL", "postgres://llmlite@127.0.0.1/llmlite"),
-            (
-                "LITELLM_MASTER_KEY_SECRET_ARN",
-                "arn:aws:secretsmanager:eu-west-2:123456789012:secret:llmlite-master",
-            ),
+            ("LITELLM_MASTER_KEY_SECRET_ARN", arn),
         ]),
         aws_for(&endpoint).await,
     )
-    .await
-    .unwrap();
-    assert!(config.master_key.matches("sk-from-secrets-manager-0001"));
-    assert_eq!(
-        calls.lock().unwrap().as_slice(),
-        ["secretsmanager.GetSecretValue"]
+    .await;
+    let seen = calls.lock().unwrap().clone();
+    (result, seen)
+}
+
+#[tokio::test]
+async fn the_master_key_can_come_from_secrets_manager() {
+    let (config, calls) = load_from_secret(
+        r#"{"LITELLM_MASTER_KEY":"sk-from-secrets-manager-0001"}"#,
+        SECRET_ARN,
+    )
+    .await;
+    assert!(
+        config
+            .unwrap()
+            .master_key
+            .matches("sk-from-secrets-manager-0001")
     );
+    assert_eq!(calls, ["secretsmanager.GetSecretValue"]);
 }
 
 #[tokio::test]
 async fn an_unreadable_secret_stops_start_up_naming_the_variable() {
-    let (endpoint, _) = secrets_manager_double("sk-unused-0000000000000").await;
-    let err = Config::load_with_aws(
-        &env(&[
-            ("DATABASE_URL", "postgres://llmlite@127.0.0.1/llmlite"),
-            (
-                "LITELLM_MASTER_KEY_SECRET_ARN",
-                "arn:aws:secretsmanager:eu-west-2:123456789012:secret:other",
-            ),
-        ]),
-        aws_for(&endpoint).await,
-    )
-    .await
-    .unwrap_err();
+    let other = "arn:aws:secretsmanager:eu-west-2:123456789012:secret:other";
+    let err = load_from_secret("sk-unused-0000000000000", other)
+        .await
+        .0
+        .unwrap_err();
     assert_eq!(err.variable, "LITELLM_MASTER_KEY_SECRET_ARN");
     assert!(err.reason.contains("ResourceNotFoundException"), "{err}");
 }
 
 #[tokio::test]
 async fn a_weak_secret_is_refused_without_echoing_it() {
-    let (endpoint, _) = secrets_manager_double("sk-1234").await;
-    let err = Config::load_with_aws(
-        &env(&[
-            ("DATABASE_URL", "postgres://llmlite@127.0.0.1/llmlite"),
-            (
-                "LITELLM_MASTER_KEY_SECRET_ARN",
-                "arn:aws:secretsmanager:eu-west-2:123456789012:secret:llmlite-master",
-            ),
-        ]),
-        aws_for(&endpoint).await,
-    )
-    .await
-    .unwrap_err();
+    let err = load_from_secret("sk-1234", SECRET_ARN).await.0.unwrap_err();
     assert_eq!(err.variable, "LITELLM_MASTER_KEY_SECRET_ARN");
     assert!(!err.to_string().contains("sk-1234"));
 }
