@@ -84,6 +84,8 @@ pub struct ModelEntry {
     pub context_window: u32,
     pub prices: TokenPrices,
     pub flags: ModelFlags,
+    /// Other aliases tried, in order, when this model is throttled or failing.
+    pub fallbacks: Vec<ModelAlias>,
 }
 
 /// The validated catalog.
@@ -101,6 +103,8 @@ pub enum CatalogError {
     Empty,
     #[error("model alias `{0}` is listed more than once")]
     DuplicateAlias(String),
+    #[error("model `{alias}`: fallback `{fallback}` is not in the catalog, or is the model itself")]
+    BadFallback { alias: String, fallback: String },
     #[error("model `{alias}`: {reason}")]
     Invalid { alias: String, reason: String },
 }
@@ -137,6 +141,8 @@ struct RawModel {
     prompt_caching: bool,
     #[serde(default)]
     legacy: bool,
+    #[serde(default)]
+    fallbacks: Vec<String>,
 }
 
 fn valid_alias(alias: &str) -> bool {
@@ -193,6 +199,7 @@ impl TryFrom<RawModel> for ModelEntry {
                 prompt_caching: raw.prompt_caching,
                 legacy: raw.legacy,
             },
+            fallbacks: raw.fallbacks.into_iter().map(ModelAlias).collect(),
         })
     }
 }
@@ -222,12 +229,39 @@ impl ModelCatalog {
             }
             models.push(entry);
         }
+        for entry in &models {
+            for fallback in &entry.fallbacks {
+                let known = by_alias
+                    .get(fallback.as_str())
+                    .is_some_and(|target| !Arc::ptr_eq(target, entry));
+                if !known {
+                    return Err(CatalogError::BadFallback {
+                        alias: entry.alias.0.clone(),
+                        fallback: fallback.0.clone(),
+                    });
+                }
+            }
+        }
         Ok(ModelCatalog { models, by_alias })
     }
 
     /// The model a client's `model` field names, by any of its aliases.
     pub fn get(&self, alias: &str) -> Option<&Arc<ModelEntry>> {
         self.by_alias.get(alias)
+    }
+
+    /// The model `alias` names, then its fallbacks in order.
+    pub fn chain(&self, alias: &str) -> Option<Vec<Arc<ModelEntry>>> {
+        let primary = self.get(alias)?;
+        let mut chain = vec![Arc::clone(primary)];
+        chain.extend(
+            primary
+                .fallbacks
+                .iter()
+                .filter_map(|f| self.get(f.as_str()))
+                .cloned(),
+        );
+        Some(chain)
     }
 
     /// Every model, in catalog order.
@@ -325,5 +359,16 @@ mod tests {
             ModelCatalog::parse("model = []").unwrap_err(),
             CatalogError::Empty
         );
+        let self_fallback = ONE.replace("alias = \"m\"", "alias = \"m\"\nfallbacks = [\"m\"]");
+        assert!(matches!(
+            ModelCatalog::parse(&self_fallback),
+            Err(CatalogError::BadFallback { .. })
+        ));
+        let unknown_fallback =
+            ONE.replace("alias = \"m\"", "alias = \"m\"\nfallbacks = [\"nope\"]");
+        assert!(matches!(
+            ModelCatalog::parse(&unknown_fallback),
+            Err(CatalogError::BadFallback { .. })
+        ));
     }
 }

@@ -182,6 +182,9 @@ pub struct Config {
     pub aws_region: String,
     pub catalog: Arc<ModelCatalog>,
     pub aws: SdkConfig,
+    /// `AWS_ENDPOINT_URL_BEDROCK_RUNTIME`, read here as well as by the SDK so that `llmlite dev`
+    /// can point Bedrock at its double without touching the process environment.
+    pub bedrock_endpoint: Option<String>,
 }
 
 pub fn aws_region(env: &impl EnvSource) -> Result<String, ConfigError> {
@@ -198,6 +201,23 @@ pub fn aws_region(env: &impl EnvSource) -> Result<String, ConfigError> {
             format!("`{region}` is not an AWS region name such as eu-west-2"),
         ))
     }
+}
+
+/// AWS configuration with fixed, fake credentials, for talking to local doubles only (`llmlite
+/// dev` and the tests): no credential chain is consulted, so nothing reaches for a metadata
+/// service or a profile.
+pub async fn local_aws_config(region: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(region.to_owned()))
+        .credentials_provider(aws_sdk_bedrockruntime::config::Credentials::new(
+            "LLMLITELOCAL",
+            "llmlite-local-secret",
+            None,
+            None,
+            "llmlite-local",
+        ))
+        .load()
+        .await
 }
 
 /// The shared AWS SDK configuration for `region`. It honours the SDK's standard environment
@@ -223,12 +243,23 @@ impl Config {
         let database = DatabaseConfig::from_env(env)?;
         let catalog = Arc::new(load_catalog(env)?);
         let master_key = load_master_key(env, &aws).await?;
+        let bedrock_endpoint = non_empty(env, "AWS_ENDPOINT_URL_BEDROCK_RUNTIME");
+        if bedrock_endpoint
+            .as_deref()
+            .is_some_and(|e| !(e.starts_with("http://") || e.starts_with("https://")))
+        {
+            return Err(ConfigError::new(
+                "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
+                "must be an http:// or https:// URL",
+            ));
+        }
         Ok(Config {
             database,
             master_key,
             aws_region,
             catalog,
             aws,
+            bedrock_endpoint,
         })
     }
 }

@@ -70,7 +70,10 @@ pub enum ApiError {
     #[error("{0}")]
     PermissionDenied(String),
 
-    /// A resource (key, user, team, model) that does not exist.
+    /// The `model` a request names is not in the catalog.
+    #[error("model `{model}` does not exist: GET /v1/models lists the models")]
+    ModelNotFound { model: String },
+    /// A resource (key, user, team) that does not exist.
     #[error("{0}")]
     NotFound(String),
     /// No route matches the path.
@@ -145,7 +148,9 @@ impl ApiError {
             ApiError::ModelNotAllowed { .. }
             | ApiError::BudgetExceeded { .. }
             | ApiError::PermissionDenied(_) => StatusCode::FORBIDDEN,
-            ApiError::NotFound(_) | ApiError::RouteNotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::ModelNotFound { .. }
+            | ApiError::NotFound(_)
+            | ApiError::RouteNotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -173,6 +178,7 @@ impl ApiError {
             ApiError::ModelNotAllowed { .. } => "model_not_allowed",
             ApiError::BudgetExceeded { .. } => "budget_exceeded",
             ApiError::PermissionDenied(_) => "permission_error",
+            ApiError::ModelNotFound { .. } => "model_not_found",
             ApiError::NotFound(_) | ApiError::RouteNotFound { .. } => "not_found_error",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::PayloadTooLarge { .. } => "request_too_large",
@@ -189,7 +195,7 @@ impl ApiError {
     pub fn param(&self) -> Option<&str> {
         match self {
             ApiError::InvalidRequest { param, .. } => param.as_deref(),
-            ApiError::ModelNotAllowed { .. } => Some("model"),
+            ApiError::ModelNotAllowed { .. } | ApiError::ModelNotFound { .. } => Some("model"),
             _ => None,
         }
     }

@@ -28,6 +28,35 @@ pub fn finish(router: Router) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(refuse_oversized))
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(middleware::from_fn(request_id))
+}
+
+/// The ID of one request: in the `x-request-id` response header of every answer, in the logs,
+/// and in the completion's `id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestId(pub uuid::Uuid);
+
+impl RequestId {
+    pub fn simple(&self) -> uuid::fmt::Simple {
+        self.0.simple()
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Gives each request a fresh ID (a client's own `x-request-id` is not trusted to be unique).
+async fn request_id(mut request: Request, next: Next) -> Response {
+    let id = RequestId(uuid::Uuid::new_v4());
+    request.extensions_mut().insert(id);
+    let mut response = next.run(request).await;
+    if let Ok(value) = http::HeaderValue::from_str(&id.to_string()) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
 }
 
 async fn route_not_found(method: Method, uri: Uri) -> ApiError {

@@ -4,7 +4,11 @@
 //! build an [`AppState`] (or, for `health`, a database pool) and serve one of the routers below:
 //! the Lambdas through `lambda_http::run`, the local gateway through `axum::serve`.
 
+pub mod auth;
+pub mod bedrock;
+pub mod bedrock_double;
 pub mod catalog;
+pub mod chat;
 pub mod config;
 pub mod embedded_pg;
 pub mod error;
@@ -12,6 +16,7 @@ pub mod health;
 pub mod http;
 pub mod keys;
 pub mod money;
+pub mod openai;
 pub mod routes;
 pub mod state;
 pub mod store;

@@ -7,7 +7,7 @@ use tower::ServiceExt;
 
 use crate::state::AppState;
 use crate::store::Database;
-use crate::{health, http};
+use crate::{chat, health, http};
 
 /// The functions behind the ALB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +22,8 @@ pub enum Function {
 pub const ALB_PATH_PATTERNS: &[(&str, Function)] = &[
     ("/v1/*", Function::Chat),
     ("/chat/*", Function::Chat),
+    ("/models", Function::Chat),
+    ("/models/*", Function::Chat),
     ("/key/*", Function::KeyAdmin),
     ("/user/*", Function::KeyAdmin),
     ("/team/*", Function::KeyAdmin),
@@ -48,19 +50,14 @@ fn alb_pattern_matches(pattern: &str, path: &str) -> bool {
     }
 }
 
-fn chat_router(state: AppState) -> Router {
-    // Chat completions and models arrive with issue #3.
-    Router::new().with_state(state)
-}
-
 fn admin_router(state: AppState) -> Router {
     // The LiteLLM-compatible admin API arrives with issue #4.
     Router::new().with_state(state)
 }
 
-/// The `chat` function: `/v1/*`, `/chat/*`.
+/// The `chat` function: `/v1/*`, `/chat/*`, `/models`.
 pub fn chat_routes(state: AppState) -> Router {
-    http::finish(chat_router(state))
+    http::finish(chat::router(state))
 }
 
 /// The `key-admin` function: `/key/*`, `/user/*`, `/team/*`, `/spend/*`, `/global/*`.
@@ -105,6 +102,9 @@ mod tests {
             ("/v1/chat/completions", Some(Function::Chat)),
             ("/v1/models", Some(Function::Chat)),
             ("/chat/completions", Some(Function::Chat)),
+            ("/models", Some(Function::Chat)),
+            ("/models/claude-sonnet-4-5", Some(Function::Chat)),
+            ("/modelsx", None),
             ("/key/generate", Some(Function::KeyAdmin)),
             ("/user/new", Some(Function::KeyAdmin)),
             ("/team/info", Some(Function::KeyAdmin)),

@@ -3,6 +3,11 @@
 
 use std::sync::Arc;
 
+use aws_sdk_bedrockruntime::config::StalledStreamProtectionConfig;
+use aws_sdk_bedrockruntime::config::retry::RetryConfig;
+use aws_sdk_bedrockruntime::config::timeout::TimeoutConfig;
+
+use crate::bedrock::RetryPolicy;
 use crate::config::{Config, ConfigError, EnvSource};
 use crate::store::Database;
 
@@ -12,18 +17,39 @@ pub struct AppState {
     pub db: Database,
     pub bedrock: aws_sdk_bedrockruntime::Client,
     pub s3: aws_sdk_s3::Client,
+    /// Retries of throttled and failing Bedrock calls, before fallbacks.
+    pub retry: RetryPolicy,
+}
+
+/// The Bedrock client: our own retries (so fallbacks and the client's 429 follow them), a short
+/// connect timeout, and no stalled-stream protection: a model may think silently for a long time
+/// before its first token (aws-sdk-rust#1287), and the function's own timeout bounds the call.
+fn bedrock_client(config: &Config) -> aws_sdk_bedrockruntime::Client {
+    let mut builder = aws_sdk_bedrockruntime::config::Builder::from(&config.aws)
+        .retry_config(RetryConfig::disabled())
+        .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(std::time::Duration::from_secs(5))
+                .build(),
+        );
+    if let Some(endpoint) = &config.bedrock_endpoint {
+        builder = builder.endpoint_url(endpoint);
+    }
+    aws_sdk_bedrockruntime::Client::from_conf(builder.build())
 }
 
 impl AppState {
     pub fn new(config: Config) -> Result<Self, ConfigError> {
         let db = Database::new(&config.database, Some(&config.aws))?;
-        let bedrock = aws_sdk_bedrockruntime::Client::new(&config.aws);
+        let bedrock = bedrock_client(&config);
         let s3 = aws_sdk_s3::Client::new(&config.aws);
         Ok(AppState {
             config: Arc::new(config),
             db,
             bedrock,
             s3,
+            retry: RetryPolicy::default(),
         })
     }
 

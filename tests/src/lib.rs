@@ -12,10 +12,13 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use axum::Router;
 use llmlite::AppState;
-use llmlite::config::{Config, DatabaseConfig};
+use llmlite::bedrock::RetryPolicy;
+use llmlite::bedrock_double::BedrockDouble;
+use llmlite::config::{self, Config, DatabaseConfig};
 use llmlite::embedded_pg::EmbeddedPostgres;
 use llmlite::store::Database;
 use sqlx::postgres::PgConnection;
@@ -117,10 +120,34 @@ impl TestDb {
         ])
     }
 
-    /// Application state for this database.
+    /// Application state for this database, with Bedrock at `bedrock_endpoint` (nothing
+    /// listens at the default) and no AWS credential chain consulted.
     pub async fn state(&self) -> AppState {
-        let config = Config::load(&self.env()).await.expect("test configuration");
-        AppState::new(config).expect("test state")
+        self.state_with(&[]).await
+    }
+
+    /// As [`TestDb::state`], with extra environment variables.
+    pub async fn state_with(&self, extra: &[(&str, &str)]) -> AppState {
+        let mut env = self.env();
+        env.insert(
+            "AWS_ENDPOINT_URL_BEDROCK_RUNTIME".to_owned(),
+            "http://127.0.0.1:9".to_owned(),
+        );
+        for (k, v) in extra {
+            env.insert((*k).to_owned(), (*v).to_owned());
+        }
+        let aws = config::local_aws_config("eu-west-2").await;
+        let config = Config::load_with_aws(&env, aws)
+            .await
+            .expect("test configuration");
+        let mut state = AppState::new(config).expect("test state");
+        // Quick retries: the tests count attempts, not wall time.
+        state.retry = RetryPolicy {
+            attempts: 3,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(5),
+        };
+        state
     }
 }
 
@@ -171,6 +198,89 @@ pub async fn serve(router: Router) -> SocketAddr {
         let _ = axum::serve(listener, router).await;
     });
     addr
+}
+
+
+/// The whole gateway over real HTTP, with its own database and Bedrock double.
+pub struct TestGateway {
+    pub db: TestDb,
+    pub double: BedrockDouble,
+    pub state: AppState,
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+}
+
+impl TestGateway {
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// With extra environment variables (`LLMLITE_MODELS`, say).
+    pub async fn start_with(extra: &[(&str, &str)]) -> Self {
+        let db = TestDb::new().await;
+        let double = BedrockDouble::start(0)
+            .await
+            .expect("start the Bedrock double");
+        let endpoint = double.endpoint();
+        let mut env: Vec<(&str, &str)> = vec![("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", &endpoint)];
+        env.extend_from_slice(extra);
+        let state = db.state_with(&env).await;
+        let addr = serve(llmlite::all_routes(state.clone())).await;
+        TestGateway {
+            db,
+            double,
+            state,
+            addr,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// `POST /v1/chat/completions` with the master key.
+    pub async fn chat(&self, body: serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/chat/completions"))
+            .bearer_auth(MASTER_KEY)
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Queues behaviours for the double's next calls.
+    pub async fn script(&self, behaviours: serde_json::Value) {
+        let response = self
+            .client
+            .post(format!("{}/__double/script", self.double.endpoint()))
+            .json(&behaviours)
+            .send()
+            .await
+            .expect("script the double");
+        assert!(response.status().is_success());
+    }
+
+    /// What the double was asked, in order.
+    pub async fn bedrock_calls(&self) -> Vec<serde_json::Value> {
+        self.client
+            .get(format!("{}/__double/calls", self.double.endpoint()))
+            .send()
+            .await
+            .expect("ask the double")
+            .json()
+            .await
+            .expect("calls as JSON")
+    }
+}
+
+/// The `data:` payloads of a server-sent-event body, in order.
+pub fn sse_data(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .filter_map(|event| event.strip_prefix("data: "))
+        .map(str::to_owned)
+        .collect()
 }
 
 #[cfg(test)]

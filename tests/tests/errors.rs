@@ -111,6 +111,12 @@ fn every_variant() -> Vec<(ApiError, StatusCode)> {
             ApiError::Internal("secret detail for the log only".into()),
             StatusCode::INTERNAL_SERVER_ERROR,
         ),
+        (
+            ApiError::ModelNotFound {
+                model: "gpt-4o".into(),
+            },
+            StatusCode::NOT_FOUND,
+        ),
     ]
 }
 
@@ -139,6 +145,7 @@ fn variant_number(error: &ApiError) -> usize {
         ApiError::UpstreamTimeout(_) => 19,
         ApiError::DatabaseUnavailable(_) => 20,
         ApiError::Internal(_) => 21,
+        ApiError::ModelNotFound { .. } => 22,
     }
 }
 
@@ -149,7 +156,7 @@ async fn every_error_variant_renders_the_openai_shape_with_its_status() {
     covered.sort_unstable();
     assert_eq!(
         covered,
-        (0..=21).collect::<Vec<_>>(),
+        (0..=22).collect::<Vec<_>>(),
         "every variant exactly once"
     );
 

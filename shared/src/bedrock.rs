@@ -1,0 +1,926 @@
+//! Bedrock Converse: OpenAI requests translated to Converse, answers translated back, calls made
+//! with bounded jittered retries and per-alias fallbacks, and Bedrock's errors mapped to ours.
+//!
+//! What is translated, ignored or refused is listed in the README ("Chat completions").
+
+use std::time::Duration;
+
+use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_bedrockruntime::primitives::Blob;
+use aws_sdk_bedrockruntime::types::{
+    AnyToolChoice, AutoToolChoice, CachePointBlock, CachePointType, ContentBlock, ConversationRole,
+    ImageBlock, ImageFormat, ImageSource, InferenceConfiguration, Message, SpecificToolChoice,
+    StopReason, SystemContentBlock, Tool, ToolChoice, ToolConfiguration, ToolInputSchema,
+    ToolResultBlock, ToolResultContentBlock, ToolSpecification, ToolUseBlock,
+};
+use aws_smithy_types::{Document, Number};
+use base64::Engine;
+use serde_json::{Map, Value};
+
+use crate::catalog::{ModelEntry, TokenUsage};
+use crate::error::ApiError;
+use crate::openai::{
+    ChatCompletionRequest, ChatMessage, Content, ContentPart, ReasoningEffort, ResponseFormat,
+    Stop, ToolChoice as OpenAiToolChoice, Usage,
+};
+
+/// The name of the tool that carries a `json_schema` answer.
+pub const JSON_TOOL: &str = "json_response";
+
+const MAX_IMAGES: usize = 20;
+const MAX_IMAGE_BYTES: usize = 3_750_000;
+const MAX_STOP_SEQUENCES: usize = 4;
+/// Claude's smallest thinking budget.
+const MIN_THINKING_BUDGET: u32 = 1024;
+
+/// Fields we refuse by name, because silently ignoring them would give a wrong answer.
+const REFUSED_FIELDS: &[&str] = &[
+    "logprobs",
+    "top_logprobs",
+    "audio",
+    "functions",
+    "function_call",
+    "prediction",
+    "web_search_options",
+];
+
+/// A Converse request, ready to send to one model.
+#[derive(Debug, Clone)]
+pub struct ConverseRequest {
+    pub system: Vec<SystemContentBlock>,
+    pub messages: Vec<Message>,
+    pub inference: InferenceConfiguration,
+    pub tool_config: Option<ToolConfiguration>,
+    pub additional_fields: Option<Document>,
+    /// Set when `response_format: json_schema` is served through a forced tool call.
+    pub json_tool: bool,
+    pub max_tokens: u32,
+}
+
+fn build_error(e: impl std::fmt::Display) -> ApiError {
+    ApiError::Internal(format!("building the Bedrock request: {e}"))
+}
+
+/// Checks what does not depend on the model: `n`, refused fields, messages present.
+pub fn validate(request: &ChatCompletionRequest) -> Result<(), ApiError> {
+    if request.messages.is_empty() {
+        return Err(ApiError::invalid_param(
+            "messages",
+            "`messages` must not be empty",
+        ));
+    }
+    match request.n {
+        Some(0) => return Err(ApiError::invalid_param("n", "`n` must be at least 1")),
+        Some(n) if n > 1 => {
+            return Err(ApiError::invalid_param(
+                "n",
+                "`n` greater than 1 is not supported: Bedrock returns one choice per request",
+            ));
+        }
+        _ => {}
+    }
+    for field in REFUSED_FIELDS {
+        match request.other.get(*field) {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => {}
+            Some(_) => {
+                return Err(ApiError::invalid_param(
+                    field,
+                    format!("`{field}` is not supported by llmlite"),
+                ));
+            }
+        }
+    }
+    if let Some(modalities) = request.other.get("modalities") {
+        let text_only = modalities
+            .as_array()
+            .is_some_and(|m| m.iter().all(|v| v == "text"));
+        if !text_only && !modalities.is_null() {
+            return Err(ApiError::invalid_param(
+                "modalities",
+                "only the `text` modality is supported",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Translates `request` for `model`.
+pub fn translate(
+    request: &ChatCompletionRequest,
+    model: &ModelEntry,
+) -> Result<ConverseRequest, ApiError> {
+    validate(request)?;
+    let max_tokens = max_tokens(request, model)?;
+    let thinking_budget = thinking_budget(request, model, max_tokens)?;
+
+    let mut json_tool = false;
+    let mut system = Vec::new();
+    let mut turns: Vec<(ConversationRole, Vec<ContentBlock>)> = Vec::new();
+    let mut images = 0usize;
+    let caching = model.flags.prompt_caching;
+
+    for (index, message) in request.messages.iter().enumerate() {
+        match message {
+            ChatMessage::System { content } | ChatMessage::Developer { content } => {
+                for (text, cache) in text_parts(content, index)? {
+                    if !text.trim().is_empty() {
+                        system.push(SystemContentBlock::Text(text));
+                    }
+                    if cache && caching {
+                        system.push(SystemContentBlock::CachePoint(cache_point()?));
+                    }
+                }
+            }
+            ChatMessage::User { content } => {
+                let blocks = user_blocks(content, index, model, &mut images)?;
+                push_turn(&mut turns, ConversationRole::User, blocks);
+            }
+            ChatMessage::Assistant {
+                content,
+                tool_calls,
+            } => {
+                let mut blocks = Vec::new();
+                if let Some(content) = content {
+                    for (text, cache) in text_parts(content, index)? {
+                        if !text.trim().is_empty() {
+                            blocks.push(ContentBlock::Text(text));
+                        }
+                        if cache && caching {
+                            blocks.push(ContentBlock::CachePoint(cache_point()?));
+                        }
+                    }
+                }
+                for call in tool_calls.iter().flatten() {
+                    let arguments = if call.function.arguments.trim().is_empty() {
+                        Value::Object(Map::new())
+                    } else {
+                        serde_json::from_str(&call.function.arguments).map_err(|e| {
+                            ApiError::invalid_param(
+                                "messages",
+                                format!(
+                                    "messages[{index}]: tool call `{}` has arguments that are not JSON: {e}",
+                                    call.id
+                                ),
+                            )
+                        })?
+                    };
+                    blocks.push(ContentBlock::ToolUse(
+                        ToolUseBlock::builder()
+                            .tool_use_id(&call.id)
+                            .name(&call.function.name)
+                            .input(to_document(&arguments))
+                            .build()
+                            .map_err(build_error)?,
+                    ));
+                }
+                push_turn(&mut turns, ConversationRole::Assistant, blocks);
+            }
+            ChatMessage::Tool {
+                content,
+                tool_call_id,
+            } => {
+                let text = text_parts(content, index)?
+                    .into_iter()
+                    .map(|(t, _)| t)
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                let text = if text.trim().is_empty() {
+                    "(no output)".to_owned()
+                } else {
+                    text
+                };
+                let block = ToolResultBlock::builder()
+                    .tool_use_id(tool_call_id)
+                    .content(ToolResultContentBlock::Text(text))
+                    .build()
+                    .map_err(build_error)?;
+                push_turn(
+                    &mut turns,
+                    ConversationRole::User,
+                    vec![ContentBlock::ToolResult(block)],
+                );
+            }
+        }
+    }
+
+    match turns.first() {
+        None => {
+            return Err(ApiError::invalid_param(
+                "messages",
+                "`messages` needs at least one user message besides system messages",
+            ));
+        }
+        Some((ConversationRole::User, _)) => {}
+        Some(_) => {
+            return Err(ApiError::invalid_param(
+                "messages",
+                "the first message after the system messages must come from the user",
+            ));
+        }
+    }
+    if let Some(empty) = turns.iter().position(|(_, blocks)| blocks.is_empty()) {
+        return Err(ApiError::invalid_param(
+            "messages",
+            format!("conversation turn {empty} has no content"),
+        ));
+    }
+    let history_has_tools = turns.iter().any(|(_, blocks)| {
+        blocks
+            .iter()
+            .any(|b| matches!(b, ContentBlock::ToolUse(_) | ContentBlock::ToolResult(_)))
+    });
+
+    // response_format: a schema is served by forcing a tool whose input is the answer (Claude
+    // follows an input schema far more reliably than an instruction); a plain JSON object, or a
+    // schema next to the caller's own tools or thinking, by an instruction.
+    // `tool_choice: none` drops the tools, unless the conversation already holds tool calls:
+    // Converse has no "none" and needs the tools declared then, so they stay, on auto.
+    let none = matches!(&request.tool_choice, Some(OpenAiToolChoice::Mode(m)) if m == "none");
+    let mut tools = if none && !history_has_tools {
+        Vec::new()
+    } else {
+        tool_specs(request)?
+    };
+    let mut choice = tool_choice(request, &tools)?;
+    match &request.response_format {
+        Some(ResponseFormat::JsonSchema { json_schema })
+            if tools.is_empty() && thinking_budget.is_none() =>
+        {
+            let schema = json_schema
+                .schema
+                .clone()
+                .unwrap_or_else(|| serde_json::json!({"type": "object"}));
+            tools.push(tool_spec(
+                JSON_TOOL,
+                Some("Respond with your answer as this tool's input."),
+                &schema,
+            )?);
+            choice = Some(ToolChoice::Tool(
+                SpecificToolChoice::builder()
+                    .name(JSON_TOOL)
+                    .build()
+                    .map_err(build_error)?,
+            ));
+            json_tool = true;
+        }
+        Some(ResponseFormat::JsonSchema { json_schema }) => {
+            let schema = json_schema.schema.clone().unwrap_or(Value::Null);
+            system.push(SystemContentBlock::Text(format!(
+                "Respond only with a JSON value that conforms to this JSON schema, with no other text: {schema}"
+            )));
+        }
+        Some(ResponseFormat::JsonObject) => system.push(SystemContentBlock::Text(
+            "Respond only with a single valid JSON object, with no other text.".to_owned(),
+        )),
+        Some(ResponseFormat::Text) | None => {}
+    }
+    if thinking_budget.is_some() && matches!(choice, Some(ToolChoice::Any(_) | ToolChoice::Tool(_)))
+    {
+        return Err(ApiError::invalid_param(
+            "tool_choice",
+            "`reasoning_effort` cannot be combined with a forced tool choice",
+        ));
+    }
+    let tool_config = if tools.is_empty() {
+        None
+    } else {
+        Some(
+            ToolConfiguration::builder()
+                .set_tools(Some(tools.into_iter().map(Tool::ToolSpec).collect()))
+                .set_tool_choice(choice)
+                .build()
+                .map_err(build_error)?,
+        )
+    };
+
+    let messages = turns
+        .into_iter()
+        .map(|(role, content)| {
+            Message::builder()
+                .role(role)
+                .set_content(Some(content))
+                .build()
+                .map_err(build_error)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let (temperature, top_p) = sampling(request, model, thinking_budget.is_some())?;
+    let inference = InferenceConfiguration::builder()
+        .max_tokens(i32::try_from(max_tokens).unwrap_or(i32::MAX))
+        .set_temperature(temperature)
+        .set_top_p(top_p)
+        .set_stop_sequences(stop_sequences(request)?)
+        .build();
+
+    let additional_fields = thinking_budget.map(|budget| {
+        to_document(&serde_json::json!({
+            "thinking": { "type": "enabled", "budget_tokens": budget }
+        }))
+    });
+
+    Ok(ConverseRequest {
+        system,
+        messages,
+        inference,
+        tool_config,
+        additional_fields,
+        json_tool,
+        max_tokens,
+    })
+}
+
+/// Bedrock wants strictly alternating roles: a turn of the same role as the last one joins it.
+fn push_turn(
+    turns: &mut Vec<(ConversationRole, Vec<ContentBlock>)>,
+    role: ConversationRole,
+    blocks: Vec<ContentBlock>,
+) {
+    match turns.last_mut() {
+        Some((last, existing)) if *last == role => existing.extend(blocks),
+        _ => turns.push((role, blocks)),
+    }
+}
+
+fn cache_point() -> Result<CachePointBlock, ApiError> {
+    CachePointBlock::builder()
+        .r#type(CachePointType::Default)
+        .build()
+        .map_err(build_error)
+}
+
+/// The text of a message that may only hold text, with each part's cache flag.
+fn text_parts(content: &Content, index: usize) -> Result<Vec<(String, bool)>, ApiError> {
+    match content {
+        Content::Text(text) => Ok(vec![(text.clone(), false)]),
+        Content::Parts(parts) => parts
+            .iter()
+            .map(|part| match part {
+                ContentPart::Text { text, .. } => Ok((text.clone(), part.cache_control())),
+                ContentPart::ImageUrl { .. } => Err(ApiError::invalid_param(
+                    "messages",
+                    format!("messages[{index}]: images are only accepted in user messages"),
+                )),
+            })
+            .collect(),
+    }
+}
+
+fn user_blocks(
+    content: &Content,
+    index: usize,
+    model: &ModelEntry,
+    images: &mut usize,
+) -> Result<Vec<ContentBlock>, ApiError> {
+    let parts = match content {
+        Content::Text(text) if text.trim().is_empty() => return Ok(Vec::new()),
+        Content::Text(text) => return Ok(vec![ContentBlock::Text(text.clone())]),
+        Content::Parts(parts) => parts,
+    };
+    let mut blocks = Vec::new();
+    for part in parts {
+        match part {
+            ContentPart::Text { text, .. } => {
+                if !text.trim().is_empty() {
+                    blocks.push(ContentBlock::Text(text.clone()));
+                }
+            }
+            ContentPart::ImageUrl { image_url, .. } => {
+                if !model.flags.images {
+                    return Err(ApiError::invalid_param(
+                        "messages",
+                        format!("model `{}` does not accept images", model.alias),
+                    ));
+                }
+                *images += 1;
+                if *images > MAX_IMAGES {
+                    return Err(ApiError::invalid_param(
+                        "messages",
+                        format!("at most {MAX_IMAGES} images per request"),
+                    ));
+                }
+                blocks.push(ContentBlock::Image(image_block(&image_url.url, index)?));
+            }
+        }
+        if part.cache_control() && model.flags.prompt_caching {
+            blocks.push(ContentBlock::CachePoint(cache_point()?));
+        }
+    }
+    Ok(blocks)
+}
+
+/// A `data:image/...;base64,` URL as an image block. Remote URLs are refused: the functions
+/// have no internet access, and fetching for clients would make the gateway an open proxy.
+fn image_block(url: &str, index: usize) -> Result<ImageBlock, ApiError> {
+    let invalid =
+        |msg: String| ApiError::invalid_param("messages", format!("messages[{index}]: {msg}"));
+    let Some(rest) = url.strip_prefix("data:") else {
+        return Err(invalid(
+            "remote image URLs are not supported; send the image inline as a `data:image/png;base64,...` URL".into(),
+        ));
+    };
+    let (meta, data) = rest
+        .split_once(',')
+        .ok_or_else(|| invalid("the image data URL has no `,`".into()))?;
+    let mime = meta
+        .strip_suffix(";base64")
+        .ok_or_else(|| invalid("the image data URL must be base64-encoded".into()))?;
+    let format = match mime.to_ascii_lowercase().as_str() {
+        "image/png" => ImageFormat::Png,
+        "image/jpeg" | "image/jpg" => ImageFormat::Jpeg,
+        "image/gif" => ImageFormat::Gif,
+        "image/webp" => ImageFormat::Webp,
+        other => {
+            return Err(invalid(format!(
+                "image type `{other}` is not supported (png, jpeg, gif, webp)"
+            )));
+        }
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(data.trim())
+        .map_err(|e| invalid(format!("the image is not valid base64: {e}")))?;
+    if bytes.len() > MAX_IMAGE_BYTES {
+        return Err(invalid(format!(
+            "an image is {} bytes; the limit is {MAX_IMAGE_BYTES}",
+            bytes.len()
+        )));
+    }
+    ImageBlock::builder()
+        .format(format)
+        .source(ImageSource::Bytes(Blob::new(bytes)))
+        .build()
+        .map_err(build_error)
+}
+
+fn valid_tool_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn tool_spec(
+    name: &str,
+    description: Option<&str>,
+    parameters: &Value,
+) -> Result<ToolSpecification, ApiError> {
+    ToolSpecification::builder()
+        .name(name)
+        .set_description(description.filter(|d| !d.is_empty()).map(str::to_owned))
+        .input_schema(ToolInputSchema::Json(to_document(parameters)))
+        .build()
+        .map_err(build_error)
+}
+
+fn tool_specs(request: &ChatCompletionRequest) -> Result<Vec<ToolSpecification>, ApiError> {
+    let Some(tools) = &request.tools else {
+        return Ok(Vec::new());
+    };
+    tools
+        .iter()
+        .map(|tool| {
+            if tool.kind != "function" {
+                return Err(ApiError::invalid_param(
+                    "tools",
+                    format!("tool type `{}` is not supported; use `function`", tool.kind),
+                ));
+            }
+            let f = &tool.function;
+            if !valid_tool_name(&f.name) {
+                return Err(ApiError::invalid_param(
+                    "tools",
+                    format!(
+                        "tool name `{}` must be 1-64 letters, digits, `_` or `-`",
+                        f.name
+                    ),
+                ));
+            }
+            let parameters = match &f.parameters {
+                None | Some(Value::Null) => serde_json::json!({"type": "object", "properties": {}}),
+                Some(p @ Value::Object(_)) => p.clone(),
+                Some(_) => {
+                    return Err(ApiError::invalid_param(
+                        "tools",
+                        format!(
+                            "tool `{}`: `parameters` must be a JSON schema object",
+                            f.name
+                        ),
+                    ));
+                }
+            };
+            tool_spec(&f.name, f.description.as_deref(), &parameters)
+        })
+        .collect()
+}
+
+fn tool_choice(
+    request: &ChatCompletionRequest,
+    tools: &[ToolSpecification],
+) -> Result<Option<ToolChoice>, ApiError> {
+    let Some(choice) = &request.tool_choice else {
+        return Ok(None);
+    };
+    if tools.is_empty() {
+        return match choice {
+            OpenAiToolChoice::Mode(mode) if mode == "none" || mode == "auto" => Ok(None),
+            _ => Err(ApiError::invalid_param(
+                "tool_choice",
+                "`tool_choice` needs `tools`",
+            )),
+        };
+    }
+    let choice = match choice {
+        OpenAiToolChoice::Mode(mode) => match mode.as_str() {
+            "auto" | "none" => ToolChoice::Auto(AutoToolChoice::builder().build()),
+            "required" => ToolChoice::Any(AnyToolChoice::builder().build()),
+            other => {
+                return Err(ApiError::invalid_param(
+                    "tool_choice",
+                    format!("`tool_choice` `{other}` is not one of auto, none, required"),
+                ));
+            }
+        },
+        OpenAiToolChoice::Named(named) => {
+            if !tools.iter().any(|t| t.name() == named.function.name) {
+                return Err(ApiError::invalid_param(
+                    "tool_choice",
+                    format!(
+                        "`tool_choice` names `{}`, which is not in `tools`",
+                        named.function.name
+                    ),
+                ));
+            }
+            ToolChoice::Tool(
+                SpecificToolChoice::builder()
+                    .name(&named.function.name)
+                    .build()
+                    .map_err(build_error)?,
+            )
+        }
+    };
+    Ok(Some(choice))
+}
+
+fn max_tokens(request: &ChatCompletionRequest, model: &ModelEntry) -> Result<u32, ApiError> {
+    let (param, requested) = match (request.max_completion_tokens, request.max_tokens) {
+        (Some(n), _) => ("max_completion_tokens", Some(n)),
+        (None, Some(n)) => ("max_tokens", Some(n)),
+        (None, None) => ("max_tokens", None),
+    };
+    match requested {
+        None => Ok(model.max_output_tokens),
+        Some(0) => Err(ApiError::invalid_param(
+            param,
+            format!("`{param}` must be at least 1"),
+        )),
+        Some(n) if n > model.max_output_tokens => Err(ApiError::invalid_param(
+            param,
+            format!(
+                "`{param}` is {n}; model `{}` produces at most {}",
+                model.alias, model.max_output_tokens
+            ),
+        )),
+        Some(n) => Ok(n),
+    }
+}
+
+/// The thinking budget for `reasoning_effort`, on models that reason. Others ignore it (IDEs
+/// send it to every model).
+fn thinking_budget(
+    request: &ChatCompletionRequest,
+    model: &ModelEntry,
+    max_tokens: u32,
+) -> Result<Option<u32>, ApiError> {
+    let Some(effort) = request.reasoning_effort else {
+        return Ok(None);
+    };
+    if !model.flags.reasoning {
+        tracing::debug!(model = %model.alias, "reasoning_effort ignored: the model does not reason");
+        return Ok(None);
+    }
+    let wanted = match effort {
+        ReasoningEffort::Minimal | ReasoningEffort::Low => MIN_THINKING_BUDGET,
+        ReasoningEffort::Medium => 4096,
+        ReasoningEffort::High => 16384,
+    };
+    if max_tokens <= MIN_THINKING_BUDGET {
+        return Err(ApiError::invalid_param(
+            "max_tokens",
+            format!(
+                "with `reasoning_effort`, `max_tokens` must be more than {MIN_THINKING_BUDGET}"
+            ),
+        ));
+    }
+    // The budget must leave room for the answer.
+    Ok(Some(wanted.min(max_tokens - 1).max(MIN_THINKING_BUDGET)))
+}
+
+fn sampling(
+    request: &ChatCompletionRequest,
+    model: &ModelEntry,
+    thinking: bool,
+) -> Result<(Option<f32>, Option<f32>), ApiError> {
+    for (param, value) in [
+        ("temperature", request.temperature),
+        ("top_p", request.top_p),
+    ] {
+        if value.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
+            return Err(ApiError::invalid_param(
+                param,
+                format!("`{param}` must be between 0 and 1 for Claude models"),
+            ));
+        }
+    }
+    if thinking {
+        // Claude fixes sampling while it thinks.
+        return Ok((None, None));
+    }
+    match (request.temperature, request.top_p) {
+        (Some(t), Some(_)) if !model.flags.temperature_and_top_p => {
+            tracing::debug!(model = %model.alias, "top_p dropped: the model refuses temperature and top_p together");
+            Ok((Some(t), None))
+        }
+        other => Ok(other),
+    }
+}
+
+fn stop_sequences(request: &ChatCompletionRequest) -> Result<Option<Vec<String>>, ApiError> {
+    let stops = match &request.stop {
+        None => return Ok(None),
+        Some(Stop::One(s)) => vec![s.clone()],
+        Some(Stop::Many(list)) => list.clone(),
+    };
+    let stops: Vec<String> = stops.into_iter().filter(|s| !s.is_empty()).collect();
+    if stops.len() > MAX_STOP_SEQUENCES {
+        return Err(ApiError::invalid_param(
+            "stop",
+            format!("at most {MAX_STOP_SEQUENCES} stop sequences"),
+        ));
+    }
+    Ok((!stops.is_empty()).then_some(stops))
+}
+
+/// OpenAI's `finish_reason` for a Converse stop reason.
+pub fn finish_reason(reason: &StopReason) -> &'static str {
+    match reason {
+        StopReason::EndTurn | StopReason::StopSequence => "stop",
+        StopReason::MaxTokens | StopReason::ModelContextWindowExceeded => "length",
+        StopReason::ToolUse => "tool_calls",
+        StopReason::ContentFiltered | StopReason::GuardrailIntervened => "content_filter",
+        other => {
+            tracing::warn!(stop_reason = %other.as_str(), "unmapped Bedrock stop reason, reported as stop");
+            "stop"
+        }
+    }
+}
+
+/// Bedrock's token counts.
+pub fn token_usage(usage: Option<&aws_sdk_bedrockruntime::types::TokenUsage>) -> TokenUsage {
+    let count = |n: i32| u64::try_from(n).unwrap_or(0);
+    usage.map_or_else(TokenUsage::default, |u| TokenUsage {
+        input: count(u.input_tokens()),
+        output: count(u.output_tokens()),
+        cache_read: count(u.cache_read_input_tokens().unwrap_or(0)),
+        cache_write: count(u.cache_write_input_tokens().unwrap_or(0)),
+    })
+}
+
+/// OpenAI's usage: `prompt_tokens` counts cache reads and writes, which Bedrock's input omits.
+pub fn openai_usage(usage: &TokenUsage) -> Usage {
+    let prompt = usage.input + usage.cache_read + usage.cache_write;
+    Usage {
+        prompt_tokens: prompt,
+        completion_tokens: usage.output,
+        total_tokens: prompt + usage.output,
+        prompt_tokens_details: crate::openai::PromptTokensDetails {
+            cached_tokens: usage.cache_read,
+        },
+        cache_read_input_tokens: usage.cache_read,
+        cache_creation_input_tokens: usage.cache_write,
+    }
+}
+
+pub fn to_document(value: &Value) -> Document {
+    match value {
+        Value::Null => Document::Null,
+        Value::Bool(b) => Document::Bool(*b),
+        Value::Number(n) => Document::Number(if let Some(u) = n.as_u64() {
+            Number::PosInt(u)
+        } else if let Some(i) = n.as_i64() {
+            Number::NegInt(i)
+        } else {
+            Number::Float(n.as_f64().unwrap_or_default())
+        }),
+        Value::String(s) => Document::String(s.clone()),
+        Value::Array(items) => Document::Array(items.iter().map(to_document).collect()),
+        Value::Object(map) => Document::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), to_document(v)))
+                .collect(),
+        ),
+    }
+}
+
+pub fn from_document(document: &Document) -> Value {
+    match document {
+        Document::Null => Value::Null,
+        Document::Bool(b) => Value::Bool(*b),
+        Document::Number(Number::PosInt(u)) => Value::from(*u),
+        Document::Number(Number::NegInt(i)) => Value::from(*i),
+        Document::Number(Number::Float(f)) => {
+            serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number)
+        }
+        Document::String(s) => Value::String(s.clone()),
+        Document::Array(items) => Value::Array(items.iter().map(from_document).collect()),
+        Document::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), from_document(v)))
+                .collect(),
+        ),
+    }
+}
+
+/// Why a Bedrock call failed, classified for retries, fallbacks and the client's status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BedrockFailure {
+    Validation(String),
+    AccessDenied,
+    NotFound,
+    Throttled,
+    ModelTimeout,
+    ModelError(String),
+    Unavailable,
+    Internal(String),
+    Transport(String),
+}
+
+impl BedrockFailure {
+    /// Classifies an error by its Bedrock error code.
+    pub fn from_code(code: Option<&str>, message: Option<&str>) -> Self {
+        let message = message.unwrap_or("no message").to_owned();
+        match code.unwrap_or_default() {
+            "ValidationException" | "validationException" => BedrockFailure::Validation(message),
+            "AccessDeniedException" | "accessDeniedException" => BedrockFailure::AccessDenied,
+            "ResourceNotFoundException" | "resourceNotFoundException" => BedrockFailure::NotFound,
+            "ThrottlingException"
+            | "throttlingException"
+            | "ModelNotReadyException"
+            | "modelNotReadyException"
+            | "ServiceQuotaExceededException" => BedrockFailure::Throttled,
+            "ModelTimeoutException" | "modelTimeoutException" => BedrockFailure::ModelTimeout,
+            "ModelErrorException"
+            | "modelErrorException"
+            | "ModelStreamErrorException"
+            | "modelStreamErrorException" => BedrockFailure::ModelError(message),
+            "ServiceUnavailableException" | "serviceUnavailableException" => {
+                BedrockFailure::Unavailable
+            }
+            other => BedrockFailure::Internal(format!("{other}: {message}")),
+        }
+    }
+
+    /// Classifies an SDK error.
+    pub fn from_sdk<E, R>(error: &SdkError<E, R>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        match error {
+            SdkError::ServiceError(context) => {
+                Self::from_code(context.err().code(), context.err().message())
+            }
+            SdkError::TimeoutError(_) => BedrockFailure::Transport("timed out".into()),
+            SdkError::DispatchFailure(failure) => {
+                BedrockFailure::Transport(format!("could not reach Bedrock: {failure:?}"))
+            }
+            other => BedrockFailure::Internal(format!(
+                "{}",
+                aws_sdk_bedrockruntime::error::DisplayErrorContext(other)
+            )),
+        }
+    }
+
+    /// Worth trying again, on this model or a fallback.
+    pub fn transient(&self) -> bool {
+        matches!(
+            self,
+            BedrockFailure::Throttled
+                | BedrockFailure::Unavailable
+                | BedrockFailure::Internal(_)
+                | BedrockFailure::Transport(_)
+        )
+    }
+
+    pub fn into_api_error(self, alias: &str) -> ApiError {
+        match self {
+            BedrockFailure::Validation(message) => {
+                ApiError::invalid_request(format!("Bedrock refused the request: {message}"))
+            }
+            BedrockFailure::AccessDenied => ApiError::Upstream(format!(
+                "the gateway is not permitted to call model `{alias}` on Bedrock (a deployment misconfiguration)"
+            )),
+            BedrockFailure::NotFound => ApiError::Upstream(format!(
+                "model `{alias}` is not available on Bedrock in this region (a catalog misconfiguration)"
+            )),
+            BedrockFailure::Throttled => ApiError::RateLimited {
+                message: format!("Bedrock is throttling model `{alias}`; retry shortly"),
+                retry_after_secs: THROTTLE_RETRY_AFTER_SECS,
+            },
+            BedrockFailure::ModelTimeout => {
+                ApiError::UpstreamTimeout(format!("model `{alias}` did not answer in time"))
+            }
+            BedrockFailure::ModelError(message) => {
+                ApiError::Upstream(format!("model `{alias}` failed: {message}"))
+            }
+            BedrockFailure::Unavailable => {
+                ApiError::UpstreamUnavailable(format!("Bedrock is unavailable for model `{alias}`"))
+            }
+            BedrockFailure::Internal(detail) | BedrockFailure::Transport(detail) => {
+                tracing::warn!(%detail, "Bedrock call failed");
+                ApiError::Upstream(format!("Bedrock failed to answer for model `{alias}`"))
+            }
+        }
+    }
+}
+
+/// What a client throttled by Bedrock is told to wait.
+pub const THROTTLE_RETRY_AFTER_SECS: u64 = 2;
+
+/// Bounded exponential backoff with full jitter.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts per model, first one included.
+    pub attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 3,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(2),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The pause before retry number `retry` (1-based).
+    pub fn delay(&self, retry: u32) -> Duration {
+        let ceiling = self
+            .base_delay
+            .saturating_mul(2u32.saturating_pow(retry.saturating_sub(1)))
+            .min(self.max_delay);
+        let millis = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(rand::random_range(0..=millis))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_reasons_map_to_finish_reasons() {
+        assert_eq!(finish_reason(&StopReason::EndTurn), "stop");
+        assert_eq!(finish_reason(&StopReason::StopSequence), "stop");
+        assert_eq!(finish_reason(&StopReason::MaxTokens), "length");
+        assert_eq!(finish_reason(&StopReason::ToolUse), "tool_calls");
+        assert_eq!(
+            finish_reason(&StopReason::ContentFiltered),
+            "content_filter"
+        );
+        assert_eq!(
+            finish_reason(&StopReason::GuardrailIntervened),
+            "content_filter"
+        );
+        assert_eq!(finish_reason(&StopReason::from("something_new")), "stop");
+    }
+
+    #[test]
+    fn prompt_tokens_include_the_cache() {
+        let usage = openai_usage(&TokenUsage {
+            input: 10,
+            output: 5,
+            cache_read: 100,
+            cache_write: 20,
+        });
+        assert_eq!(usage.prompt_tokens, 130);
+        assert_eq!(usage.total_tokens, 135);
+        assert_eq!(usage.prompt_tokens_details.cached_tokens, 100);
+    }
+
+    #[test]
+    fn documents_round_trip() {
+        let value = serde_json::json!({"a": [1, -2, 2.5, "x", null, true], "b": {}});
+        assert_eq!(from_document(&to_document(&value)), value);
+    }
+
+    #[test]
+    fn backoff_is_bounded() {
+        let policy = RetryPolicy::default();
+        for retry in 1..10 {
+            assert!(policy.delay(retry) <= policy.max_delay);
+        }
+    }
+}
