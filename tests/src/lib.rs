@@ -200,7 +200,6 @@ pub async fn serve(router: Router) -> SocketAddr {
     addr
 }
 
-
 /// The whole gateway over real HTTP, with its own database and Bedrock double.
 pub struct TestGateway {
     pub db: TestDb,

@@ -9,8 +9,8 @@
 
 use lambda_http::request::LambdaRequest;
 use lambda_http::{Adapter, Context, LambdaEvent};
-use llmlite::health_routes;
-use llmlite_tests::TestDb;
+use llmlite::{chat_routes, health_routes};
+use llmlite_tests::{TestDb, TestGateway, sse_data};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -57,4 +57,64 @@ async fn alb_health_events_get_alb_responses() {
     .await;
     assert_eq!(response["statusCode"], 405, "{response}");
     assert_eq!(body_json(&response)["error"]["type"], "method_not_allowed");
+}
+
+#[tokio::test]
+async fn alb_chat_events_get_complete_alb_responses() {
+    let gw = TestGateway::start().await;
+
+    let response = invoke(
+        chat_routes(gw.state.clone()),
+        fixture("chat-completion.json"),
+    )
+    .await;
+    assert_eq!(response["statusCode"], 200, "{response}");
+    assert!(response["headers"]["x-request-id"].is_string());
+    assert!(response["headers"]["x-litellm-response-cost"].is_string());
+    let body = body_json(&response);
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "echo: Hello from the ALB"
+    );
+
+    // Behind the ALB a stream is one complete, valid event-stream body.
+    let response = invoke(
+        chat_routes(gw.state.clone()),
+        fixture("chat-completion-stream.json"),
+    )
+    .await;
+    assert_eq!(response["statusCode"], 200, "{response}");
+    assert_eq!(response["headers"]["content-type"], "text/event-stream");
+    assert_eq!(response["isBase64Encoded"], false);
+    let events = sse_data(response["body"].as_str().unwrap());
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "echo: Stream through the ALB");
+    assert_eq!(chunks.last().unwrap()["usage"]["completion_tokens"], 5);
+
+    let response = invoke(chat_routes(gw.state.clone()), fixture("models.json")).await;
+    assert_eq!(response["statusCode"], 200, "{response}");
+    assert_eq!(body_json(&response)["object"], "list");
+}
+
+#[test]
+fn every_fixture_is_a_valid_lambda_event() {
+    let dir = format!("{}/../events", env!("CARGO_MANIFEST_DIR"));
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        serde_json::from_str::<LambdaRequest>(&text)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        count += 1;
+    }
+    assert!(count >= 6, "{count} fixtures");
 }

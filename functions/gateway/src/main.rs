@@ -1,7 +1,8 @@
 //! `llmlite`: the whole gateway in one process, for development and container hosting.
 //!
 //! - `llmlite dev`: everything embedded. A throwaway PostgreSQL (unless `DATABASE_URL` is set),
-//!   migrations applied, a master key generated (unless `LITELLM_MASTER_KEY` is set).
+//!   migrations applied, a master key generated (unless `LITELLM_MASTER_KEY` is set), and chat
+//!   served by the local Bedrock double, so no AWS account is needed.
 //! - `llmlite serve`: the same routes with real configuration only.
 //! - `llmlite migrate`: apply the migrations to `DATABASE_URL`.
 
@@ -10,7 +11,8 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use llmlite::config::{Overlay, ProcessEnv};
+use llmlite::bedrock_double::BedrockDouble;
+use llmlite::config::{self, Config, Overlay, ProcessEnv};
 use llmlite::embedded_pg::EmbeddedPostgres;
 use llmlite::store::Database;
 use llmlite::{AppState, all_routes, keys, telemetry};
@@ -91,24 +93,40 @@ async fn dev(listen: SocketAddr) -> Result<(), String> {
         overrides.insert("DATABASE_URL".to_owned(), cluster.url("postgres"));
         Some(cluster)
     };
-    if std::env::var_os("LITELLM_MASTER_KEY").is_none()
-        && std::env::var_os("LITELLM_MASTER_KEY_SECRET_ARN").is_none()
-    {
+    let secret_arn = std::env::var_os("LITELLM_MASTER_KEY_SECRET_ARN").is_some();
+    if std::env::var_os("LITELLM_MASTER_KEY").is_none() && !secret_arn {
         overrides.insert("LITELLM_MASTER_KEY".to_owned(), keys::generate());
     }
+    let bedrock = BedrockDouble::start(0)
+        .await
+        .map_err(|e| format!("could not start the local Bedrock double: {e}"))?;
+    overrides.insert(
+        "AWS_ENDPOINT_URL_BEDROCK_RUNTIME".to_owned(),
+        bedrock.endpoint(),
+    );
     let env = Overlay {
         overrides,
         base: &ProcessEnv,
     };
     let result = async {
-        let state = AppState::from_env(&env).await.map_err(|e| e.to_string())?;
+        let region = config::aws_region(&env).map_err(|e| e.to_string())?;
+        // Fake credentials for the double, unless a real secret has to be read.
+        let aws = if secret_arn {
+            config::aws_sdk_config(&region).await
+        } else {
+            config::local_aws_config(&region).await
+        };
+        let config = Config::load_with_aws(&env, aws)
+            .await
+            .map_err(|e| e.to_string())?;
+        let state = AppState::new(config).map_err(|e| e.to_string())?;
         state
             .db
             .migrate()
             .await
             .map_err(|e| format!("migrations failed: {e}"))?;
         let listener = bind(listen).await?;
-        announce(&listener, &state, cluster.as_ref());
+        announce(&listener, &state, cluster.as_ref(), &bedrock);
         serve_until_signal(listener, state).await
     }
     .await;
@@ -123,7 +141,12 @@ async fn dev(listen: SocketAddr) -> Result<(), String> {
     clippy::print_stdout,
     reason = "dev prints what the developer needs to start"
 )]
-fn announce(listener: &TcpListener, state: &AppState, cluster: Option<&EmbeddedPostgres>) {
+fn announce(
+    listener: &TcpListener,
+    state: &AppState,
+    cluster: Option<&EmbeddedPostgres>,
+    bedrock: &BedrockDouble,
+) {
     let addr = listener
         .local_addr()
         .map_or_else(|_| "?".to_owned(), |a| a.to_string());
@@ -134,10 +157,18 @@ fn announce(listener: &TcpListener, state: &AppState, cluster: Option<&EmbeddedP
         ),
         None => "DATABASE_URL".to_owned(),
     };
+    let key = state.config.master_key.expose();
     println!("llmlite dev: listening on http://{addr}");
     println!("  database:   {database}");
-    println!("  master key: {}", state.config.master_key.expose());
+    println!(
+        "  bedrock:    local double at {} (answers echo the prompt)",
+        bedrock.endpoint()
+    );
+    println!("  master key: {key}");
     println!("  try:        curl -s http://{addr}/health/readiness");
+    println!(
+        "              curl -s http://{addr}/v1/chat/completions -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' -d '{{\"model\": \"claude-sonnet-4-5\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello\"}}]}}'"
+    );
     println!("Stop with Ctrl-C.");
 }
 

@@ -6,57 +6,20 @@
     reason = "a test fails loudly"
 )]
 
-use std::process::Stdio;
-use std::time::Duration;
+mod common;
 
+use common::{Dev, EXIT_LIMIT, LLMLITE};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
-
-const LLMLITE: &str = env!("CARGO_BIN_EXE_llmlite");
-
-/// Generous bounds so a hung process fails the test instead of hanging CI; not timing claims.
-const STARTUP_LIMIT: Duration = Duration::from_secs(120);
-const EXIT_LIMIT: Duration = Duration::from_secs(60);
 
 #[tokio::test]
 async fn dev_runs_everything_embedded_and_cleans_up_on_sigterm() {
-    let mut child = Command::new(LLMLITE)
-        .args(["dev", "--listen", "127.0.0.1:0"])
-        .env_remove("DATABASE_URL")
-        .env_remove("LITELLM_MASTER_KEY")
-        .env_remove("LITELLM_MASTER_KEY_SECRET_ARN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-
-    let mut addr = None;
-    let mut cluster_dir = None;
-    let mut master_key = None;
-    tokio::time::timeout(STARTUP_LIMIT, async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(rest) = line.strip_prefix("llmlite dev: listening on http://") {
-                addr = Some(rest.trim().to_owned());
-            } else if let Some(rest) = line
-                .trim()
-                .strip_prefix("database:   throwaway cluster in ")
-            {
-                cluster_dir = rest.split(' ').next().map(std::path::PathBuf::from);
-            } else if let Some(rest) = line.trim().strip_prefix("master key: ") {
-                master_key = Some(rest.to_owned());
-            } else if line.starts_with("Stop with Ctrl-C") {
-                break;
-            }
-        }
-    })
-    .await
-    .expect("llmlite dev did not start");
-    let addr = addr.expect("listening address printed");
-    let cluster_dir = cluster_dir.expect("cluster directory printed");
-    let master_key = master_key.expect("master key printed");
+    let dev = Dev::start().await;
+    let (addr, cluster_dir, master_key) = (
+        dev.addr.clone(),
+        dev.cluster_dir.clone(),
+        dev.master_key.clone(),
+    );
     assert!(
         master_key.starts_with("sk-") && master_key.len() >= 35,
         "{master_key}"
@@ -76,18 +39,20 @@ async fn dev_runs_everything_embedded_and_cleans_up_on_sigterm() {
     assert_eq!(readiness.status(), 200);
     assert_eq!(readiness.json::<Value>().await.unwrap()["db"], "ok");
 
-    let pid = child.id().unwrap().to_string();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
+    // The chat curl it printed works as pasted.
+    let curl = Command::new("sh")
+        .args(["-c", &dev.curl])
+        .output()
         .await
         .unwrap();
-    assert!(killed.success());
-    let status = tokio::time::timeout(EXIT_LIMIT, child.wait())
-        .await
-        .expect("llmlite dev did not stop on SIGTERM")
-        .unwrap();
-    assert!(status.success(), "{status}");
+    assert!(curl.status.success());
+    let answer: Value = serde_json::from_slice(&curl.stdout).unwrap();
+    assert_eq!(
+        answer["choices"][0]["message"]["content"], "echo: Hello",
+        "{answer}"
+    );
+
+    dev.stop().await;
     assert!(!cluster_dir.exists(), "the throwaway cluster was removed");
     assert!(
         reqwest::get(format!("http://{addr}/health")).await.is_err(),

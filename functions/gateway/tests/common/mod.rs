@@ -1,0 +1,92 @@
+//! Running `llmlite dev` as a developer would, for the binary's tests.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    dead_code,
+    reason = "shared by test binaries that each use part of it"
+)]
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub const LLMLITE: &str = env!("CARGO_BIN_EXE_llmlite");
+
+/// Generous bounds so a hung process fails the test instead of hanging CI; not timing claims.
+pub const STARTUP_LIMIT: Duration = Duration::from_secs(120);
+pub const EXIT_LIMIT: Duration = Duration::from_secs(60);
+
+/// A running `llmlite dev`, with what it printed.
+pub struct Dev {
+    pub child: Child,
+    pub addr: String,
+    pub cluster_dir: PathBuf,
+    pub master_key: String,
+    pub curl: String,
+}
+
+impl Dev {
+    /// Starts `llmlite dev` with no configuration at all.
+    pub async fn start() -> Dev {
+        let mut child = Command::new(LLMLITE)
+            .args(["dev", "--listen", "127.0.0.1:0"])
+            .env_remove("DATABASE_URL")
+            .env_remove("LITELLM_MASTER_KEY")
+            .env_remove("LITELLM_MASTER_KEY_SECRET_ARN")
+            .env_remove("AWS_ENDPOINT_URL_BEDROCK_RUNTIME")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut addr, mut cluster_dir, mut master_key, mut curl) = (None, None, None, None);
+        tokio::time::timeout(STARTUP_LIMIT, async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                let trimmed = line.trim();
+                if let Some(rest) = line.strip_prefix("llmlite dev: listening on http://") {
+                    addr = Some(rest.trim().to_owned());
+                } else if let Some(rest) = trimmed.strip_prefix("database:   throwaway cluster in ")
+                {
+                    cluster_dir = rest.split(' ').next().map(PathBuf::from);
+                } else if let Some(rest) = trimmed.strip_prefix("master key: ") {
+                    master_key = Some(rest.to_owned());
+                } else if trimmed.starts_with("curl -s") && trimmed.contains("/v1/chat/completions")
+                {
+                    curl = Some(trimmed.to_owned());
+                } else if line.starts_with("Stop with Ctrl-C") {
+                    break;
+                }
+            }
+        })
+        .await
+        .expect("llmlite dev did not start");
+        Dev {
+            child,
+            addr: addr.expect("listening address printed"),
+            cluster_dir: cluster_dir.expect("cluster directory printed"),
+            master_key: master_key.expect("master key printed"),
+            curl: curl.expect("a chat curl printed"),
+        }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub async fn stop(mut self) {
+        let pid = self.child.id().unwrap().to_string();
+        let killed = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .unwrap();
+        assert!(killed.success());
+        let status = tokio::time::timeout(EXIT_LIMIT, self.child.wait())
+            .await
+            .expect("llmlite dev did not stop on SIGTERM")
+            .unwrap();
+        assert!(status.success(), "{status}");
+    }
+}

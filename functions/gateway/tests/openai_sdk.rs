@@ -1,0 +1,47 @@
+//! The official OpenAI Python SDK against a running `llmlite dev` (`tests/compat/openai_sdk.py`).
+//! CI installs the SDK; elsewhere the test says how to get it and passes only outside CI.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails loudly"
+)]
+
+mod common;
+
+use common::Dev;
+use tokio::process::Command;
+
+#[tokio::test]
+async fn the_openai_python_sdk_works_against_llmlite() {
+    let has_sdk = Command::new("python3")
+        .args(["-c", "import openai"])
+        .status()
+        .await
+        .is_ok_and(|s| s.success());
+    if !has_sdk {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run this test: pip install openai"
+        );
+        eprintln!("skipped: the OpenAI Python SDK is not installed (pip install openai)");
+        return;
+    }
+    let dev = Dev::start().await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/compat/openai_sdk.py"
+    );
+    let output = Command::new("python3")
+        .arg(script)
+        .env("LLMLITE_BASE_URL", format!("http://{}/v1", dev.addr))
+        .env("LLMLITE_KEY", &dev.master_key)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    dev.stop().await;
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+}
