@@ -53,8 +53,9 @@ CREATE TABLE litellm_verificationtoken (
     token                 TEXT PRIMARY KEY CHECK (token ~ '^[0-9a-f]{64}$'),
     key_name              TEXT NOT NULL,                     -- sk-...abcd
     key_alias             TEXT,
-    user_id               TEXT REFERENCES litellm_usertable (user_id),
-    team_id               TEXT REFERENCES litellm_teamtable (team_id),
+    -- A deleted user's or team's keys stay (deactivated or blocked) for the record.
+    user_id               TEXT REFERENCES litellm_usertable (user_id) ON DELETE SET NULL,
+    team_id               TEXT REFERENCES litellm_teamtable (team_id) ON DELETE SET NULL,
     models                TEXT[] NOT NULL DEFAULT '{}',       -- empty: every model
     tier                  TEXT CHECK (tier IN ('standard', 'admin')),
     max_budget            NUMERIC CHECK (max_budget >= 0),
@@ -68,8 +69,6 @@ CREATE TABLE litellm_verificationtoken (
     expires               TIMESTAMPTZ,                       -- NULL: never
     is_active             BOOLEAN NOT NULL DEFAULT true,     -- false: deleted (row kept for audit)
     blocked               BOOLEAN NOT NULL DEFAULT false,
-    revoke_at             TIMESTAMPTZ,                       -- rotated key: valid until then
-    rotated_to            TEXT REFERENCES litellm_verificationtoken (token),
     metadata              JSONB NOT NULL DEFAULT '{}',
     created_by            TEXT,
     updated_by            TEXT,
@@ -80,13 +79,44 @@ CREATE TABLE litellm_verificationtoken (
 
 CREATE INDEX litellm_verificationtoken_user_idx  ON litellm_verificationtoken (user_id);
 CREATE INDEX litellm_verificationtoken_team_idx  ON litellm_verificationtoken (team_id);
-CREATE INDEX litellm_verificationtoken_alias_idx ON litellm_verificationtoken (key_alias)
-    WHERE key_alias IS NOT NULL;
+-- An alias names one live key; deleted keys keep theirs for the record.
+CREATE UNIQUE INDEX litellm_verificationtoken_alias_key ON litellm_verificationtoken (key_alias)
+    WHERE key_alias IS NOT NULL AND is_active;
 -- The rollup function's sweeps: keys whose budget period or lifetime ends.
 CREATE INDEX litellm_verificationtoken_reset_idx ON litellm_verificationtoken (budget_reset_at)
     WHERE budget_reset_at IS NOT NULL;
 CREATE INDEX litellm_verificationtoken_expires_idx ON litellm_verificationtoken (expires)
     WHERE expires IS NOT NULL AND is_active;
+
+-- Rotation: regenerating a key changes its row's token in place (spend, limits and history
+-- stay with the row); the old hash points at the row until revoke_at, the grace period's end.
+CREATE TABLE llmlite_deprecated_token (
+    token        TEXT PRIMARY KEY CHECK (token ~ '^[0-9a-f]{64}$'),
+    active_token TEXT NOT NULL REFERENCES litellm_verificationtoken (token) ON UPDATE CASCADE,
+    revoke_at    TIMESTAMPTZ NOT NULL,
+    created_at   TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+CREATE INDEX llmlite_deprecated_token_active_idx ON llmlite_deprecated_token (active_token);
+
+-- Admin actions: who (the master key or an admin key's hash) did what to which object, with
+-- the non-secret fields before and after. Written in the same transaction as the change; the
+-- audit function ships them to S3.
+CREATE TABLE llmlite_admin_action (
+    id          BIGSERIAL PRIMARY KEY,
+    at          TIMESTAMPTZ NOT NULL,
+    request_id  TEXT NOT NULL,
+    actor       TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    object_type TEXT NOT NULL CHECK (object_type IN ('key', 'user', 'team')),
+    object_id   TEXT NOT NULL,
+    before      JSONB,
+    after       JSONB,
+    shipped_at  TIMESTAMPTZ
+);
+
+CREATE INDEX llmlite_admin_action_unshipped_idx ON llmlite_admin_action (id) WHERE shipped_at IS NULL;
+CREATE INDEX llmlite_admin_action_object_idx ON llmlite_admin_action (object_type, object_id);
 
 -- One row per request, successful or not. Idempotent on request_id so a retried settlement
 -- cannot charge twice.

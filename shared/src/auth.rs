@@ -1,13 +1,17 @@
-//! Who is calling: the API key from `Authorization: Bearer sk-...` or `x-api-key`.
+//! Who is calling: the API key from `Authorization: Bearer sk-...` or `x-api-key`, and what
+//! it may do. There is no cache: every request looks its key up, so a revoked key is refused on
+//! its very next request, on every instance.
 //!
 //! Until virtual keys are checked at admission (issue #5), the chat routes accept the master
 //! key only.
 
 use axum::extract::FromRequestParts;
+use chrono::{DateTime, Utc};
 use http::HeaderMap;
 use http::request::Parts;
 
 use crate::error::ApiError;
+use crate::keys::KeyHash;
 use crate::state::AppState;
 
 /// The key a request carries, if any.
@@ -43,6 +47,116 @@ impl FromRequestParts<AppState> for MasterKey {
             Ok(MasterKey)
         } else {
             Err(ApiError::InvalidApiKey)
+        }
+    }
+}
+
+/// An authenticated caller of the admin API.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    Master,
+    Key {
+        hash: KeyHash,
+        user_id: Option<String>,
+        /// The key's user has the `proxy_admin` role.
+        admin: bool,
+    },
+}
+
+impl Caller {
+    /// Who did it, for the audit record: never a raw key.
+    pub fn actor(&self) -> String {
+        match self {
+            Caller::Master => "master_key".to_owned(),
+            Caller::Key { hash, .. } => hash.to_string(),
+        }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        matches!(self, Caller::Master | Caller::Key { admin: true, .. })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct KeyState {
+    token: String,
+    is_active: bool,
+    blocked: bool,
+    expires: Option<DateTime<Utc>>,
+    deprecated_until: Option<DateTime<Utc>>,
+    user_id: Option<String>,
+    user_role: Option<String>,
+}
+
+/// Looks a virtual key up by hash (a rotated key's old hash too, until its grace period ends)
+/// and refuses it if it is deleted, blocked or expired.
+pub async fn authenticate_key(state: &AppState, raw: &str) -> Result<Caller, ApiError> {
+    if !raw.starts_with("sk-") {
+        return Err(ApiError::InvalidApiKey);
+    }
+    let hash = KeyHash::of(raw);
+    let found: Option<KeyState> = sqlx::query_as(
+        "WITH target AS (
+             SELECT $1::text AS token, NULL::timestamptz AS deprecated_until
+             UNION ALL
+             SELECT active_token, revoke_at FROM llmlite_deprecated_token WHERE token = $1
+         )
+         SELECT k.token, k.is_active, k.blocked, k.expires, t.deprecated_until, k.user_id, u.user_role
+         FROM target t
+         JOIN litellm_verificationtoken k ON k.token = t.token
+         LEFT JOIN litellm_usertable u ON u.user_id = k.user_id
+         LIMIT 1",
+    )
+    .bind(hash.as_str())
+    .persistent(false)
+    .fetch_optional(state.db.pool().await?)
+    .await?;
+    let key = found.ok_or(ApiError::InvalidApiKey)?;
+    let now = state.clock.now();
+    if !key.is_active || key.deprecated_until.is_some_and(|until| until <= now) {
+        return Err(ApiError::InactiveKey);
+    }
+    if key.blocked {
+        return Err(ApiError::BlockedKey);
+    }
+    if key.expires.is_some_and(|at| at <= now) {
+        return Err(ApiError::ExpiredKey);
+    }
+    // A rotated key in its grace period acts as the key it was rotated into.
+    let hash = KeyHash::from_key_or_hash(&key.token).unwrap_or(hash);
+    Ok(Caller::Key {
+        hash,
+        user_id: key.user_id,
+        admin: key.user_role.as_deref() == Some("proxy_admin"),
+    })
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let key = api_key(&parts.headers).ok_or(ApiError::MissingApiKey)?;
+        if state.config.master_key.matches(key) {
+            return Ok(Caller::Master);
+        }
+        authenticate_key(state, key).await
+    }
+}
+
+/// A caller allowed every admin route: the master key, or a key of a `proxy_admin` user.
+pub struct Admin(pub Caller);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        if caller.is_admin() {
+            Ok(Admin(caller))
+        } else {
+            Err(ApiError::PermissionDenied(
+                "this route needs the master key or a proxy_admin key".into(),
+            ))
         }
     }
 }

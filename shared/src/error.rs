@@ -79,6 +79,9 @@ pub enum ApiError {
     /// No route matches the path.
     #[error("no route for {method} {path}")]
     RouteNotFound { method: String, path: String },
+    /// The object exists already (a key alias, a user or team ID, a caller-supplied key).
+    #[error("{0}")]
+    Conflict(String),
     #[error("method {method} is not allowed for {path}")]
     MethodNotAllowed { method: String, path: String },
     #[error("request body is larger than the {limit_bytes}-byte limit")]
@@ -152,6 +155,7 @@ impl ApiError {
             | ApiError::NotFound(_)
             | ApiError::RouteNotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
@@ -181,6 +185,7 @@ impl ApiError {
             ApiError::ModelNotFound { .. } => "model_not_found",
             ApiError::NotFound(_) | ApiError::RouteNotFound { .. } => "not_found_error",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::Conflict(_) => "conflict_error",
             ApiError::PayloadTooLarge { .. } => "request_too_large",
             ApiError::RateLimited { .. } => "rate_limit_exceeded",
             ApiError::Upstream(_) => "upstream_error",

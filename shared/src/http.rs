@@ -155,6 +155,29 @@ where
     }
 }
 
+/// A query string. Unlike axum's `Query`, a bad one is an OpenAI-shaped 400 that names the
+/// problem.
+#[derive(Debug, Clone)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        serde_urlencoded::from_str(query)
+            .map(ApiQuery)
+            .map_err(|e| ApiError::invalid_request(format!("invalid query string: {e}")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,12 +4,15 @@
 //! build an [`AppState`] (or, for `health`, a database pool) and serve one of the routers below:
 //! the Lambdas through `lambda_http::run`, the local gateway through `axum::serve`.
 
+pub mod admin;
 pub mod auth;
 pub mod bedrock;
 pub mod bedrock_double;
 pub mod catalog;
 pub mod chat;
+pub mod clock;
 pub mod config;
+pub mod durations;
 pub mod embedded_pg;
 pub mod error;
 pub mod health;

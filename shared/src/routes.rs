@@ -7,7 +7,7 @@ use tower::ServiceExt;
 
 use crate::state::AppState;
 use crate::store::Database;
-use crate::{chat, health, http};
+use crate::{admin, chat, health, http};
 
 /// The functions behind the ALB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,11 +50,6 @@ fn alb_pattern_matches(pattern: &str, path: &str) -> bool {
     }
 }
 
-fn admin_router(state: AppState) -> Router {
-    // The LiteLLM-compatible admin API arrives with issue #4.
-    Router::new().with_state(state)
-}
-
 /// The `chat` function: `/v1/*`, `/chat/*`, `/models`.
 pub fn chat_routes(state: AppState) -> Router {
     http::finish(chat::router(state))
@@ -62,7 +57,7 @@ pub fn chat_routes(state: AppState) -> Router {
 
 /// The `key-admin` function: `/key/*`, `/user/*`, `/team/*`, `/spend/*`, `/global/*`.
 pub fn admin_routes(state: AppState) -> Router {
-    http::finish(admin_router(state))
+    http::finish(admin::router(state))
 }
 
 /// The `health` function: `/health*`. It needs only the database.

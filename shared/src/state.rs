@@ -8,6 +8,7 @@ use aws_sdk_bedrockruntime::config::retry::RetryConfig;
 use aws_sdk_bedrockruntime::config::timeout::TimeoutConfig;
 
 use crate::bedrock::RetryPolicy;
+use crate::clock::Clock;
 use crate::config::{Config, ConfigError, EnvSource};
 use crate::store::Database;
 
@@ -19,6 +20,8 @@ pub struct AppState {
     pub s3: aws_sdk_s3::Client,
     /// Retries of throttled and failing Bedrock calls, before fallbacks.
     pub retry: RetryPolicy,
+    /// The time every check and stamp uses.
+    pub clock: Clock,
 }
 
 /// The Bedrock client: our own retries (so fallbacks and the client's 429 follow them), a short
@@ -50,6 +53,7 @@ impl AppState {
             bedrock,
             s3,
             retry: RetryPolicy::default(),
+            clock: Clock::default(),
         })
     }
 

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
 use aws_sdk_rds::auth_token::{AuthTokenGenerator, Config as TokenConfig};
-use sqlx::PgPool;
 use sqlx::migrate::{MigrateError, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
+use sqlx::{Connection, PgPool};
 use tokio::sync::Mutex;
 
 use crate::config::{self, ConfigError, DatabaseConfig, EnvSource};
@@ -130,18 +130,32 @@ impl Database {
         MIGRATOR.run(pool).await
     }
 
-    /// One trivial round trip, bounded by `timeout`.
+    /// One trivial round trip, bounded by `timeout`. If the pooled connection has gone stale
+    /// (the database restarted or failed over), a fresh connection decides: readiness reports
+    /// the database, not the pool's memory of it.
     pub async fn ping(&self, timeout: Duration) -> Result<(), String> {
         let round_trip = async {
             let pool = self.pool().await.map_err(|e| e.to_string())?;
-            sqlx::query_scalar::<_, i32>("SELECT 1")
+            let pooled = sqlx::query_scalar::<_, i32>("SELECT 1")
                 .persistent(false)
                 .fetch_one(pool)
+                .await;
+            if pooled.is_ok() {
+                return Ok(());
+            }
+            let mut fresh = PgConnection::connect_with(&pool.connect_options())
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string())?;
+            let result = sqlx::query_scalar::<_, i32>("SELECT 1")
+                .persistent(false)
+                .fetch_one(&mut fresh)
+                .await
+                .map_err(|e| e.to_string());
+            let _ = fresh.close().await;
+            result.map(|_| ())
         };
         match tokio::time::timeout(timeout, round_trip).await {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
         }

@@ -117,6 +117,10 @@ fn every_variant() -> Vec<(ApiError, StatusCode)> {
             },
             StatusCode::NOT_FOUND,
         ),
+        (
+            ApiError::Conflict("key alias `ci` is taken".into()),
+            StatusCode::CONFLICT,
+        ),
     ]
 }
 
@@ -146,6 +150,7 @@ fn variant_number(error: &ApiError) -> usize {
         ApiError::DatabaseUnavailable(_) => 20,
         ApiError::Internal(_) => 21,
         ApiError::ModelNotFound { .. } => 22,
+        ApiError::Conflict(_) => 23,
     }
 }
 
@@ -156,7 +161,7 @@ async fn every_error_variant_renders_the_openai_shape_with_its_status() {
     covered.sort_unstable();
     assert_eq!(
         covered,
-        (0..=22).collect::<Vec<_>>(),
+        (0..=23).collect::<Vec<_>>(),
         "every variant exactly once"
     );
 

@@ -9,7 +9,7 @@
 
 use lambda_http::request::LambdaRequest;
 use lambda_http::{Adapter, Context, LambdaEvent};
-use llmlite::{chat_routes, health_routes};
+use llmlite::{admin_routes, chat_routes, health_routes};
 use llmlite_tests::{TestDb, TestGateway, sse_data};
 use serde_json::Value;
 use tower::ServiceExt;
@@ -105,6 +105,33 @@ async fn alb_chat_events_get_complete_alb_responses() {
     assert_eq!(body_json(&response)["object"], "list");
 }
 
+#[tokio::test]
+async fn alb_key_admin_events_generate_read_and_delete_a_key() {
+    let gw = TestGateway::start().await;
+    let routes = || admin_routes(gw.state.clone());
+
+    let response = invoke(routes(), fixture("key-generate.json")).await;
+    assert_eq!(response["statusCode"], 200, "{response}");
+    let generated = body_json(&response);
+    assert_eq!(generated["key"], "sk-fixture-key-0000000000000001");
+    assert_eq!(generated["tpm_limit"], 10000);
+
+    let response = invoke(routes(), fixture("key-info.json")).await;
+    assert_eq!(response["statusCode"], 200, "{response}");
+    let info = body_json(&response);
+    assert_eq!(info["key"], generated["token"]);
+    assert_eq!(info["info"]["key_alias"], "fixture-key");
+    assert!(
+        !response.to_string().contains("0000000000000001"),
+        "no raw key in the info response"
+    );
+
+    let response = invoke(routes(), fixture("key-delete.json")).await;
+    assert_eq!(response["statusCode"], 200, "{response}");
+    let response = invoke(routes(), fixture("key-info.json")).await;
+    assert_eq!(response["statusCode"], 404, "{response}");
+}
+
 #[test]
 fn every_fixture_is_a_valid_lambda_event() {
     let dir = format!("{}/../events", env!("CARGO_MANIFEST_DIR"));
@@ -116,5 +143,5 @@ fn every_fixture_is_a_valid_lambda_event() {
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         count += 1;
     }
-    assert!(count >= 6, "{count} fixtures");
+    assert!(count >= 9, "{count} fixtures");
 }

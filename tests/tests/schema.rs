@@ -32,7 +32,9 @@ async fn migrations_apply_cleanly_to_an_empty_database_and_again_as_a_no_op() {
             "litellm_teamtable",
             "litellm_usertable",
             "litellm_verificationtoken",
+            "llmlite_admin_action",
             "llmlite_audit_outbox",
+            "llmlite_deprecated_token",
             "llmlite_inflight",
             "llmlite_rate_bucket",
         ]

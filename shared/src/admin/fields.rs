@@ -1,0 +1,180 @@
+//! Admin request fields: parsing (a JSON `null` clears a field on update, a missing field leaves
+//! it alone), validation against the documented limits, and rendering back in LiteLLM's shapes.
+
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+use serde::{Deserialize, Deserializer};
+use serde_json::{Map, Value};
+use sqlx::postgres::types::PgInterval;
+
+use crate::durations::DurationSpec;
+use crate::error::ApiError;
+
+pub const MAX_TEXT: usize = 256;
+pub const MAX_MODELS: usize = 100;
+pub const MAX_MODEL_NAME: usize = 128;
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+pub const MAX_BUDGET: i64 = 1_000_000_000;
+pub const MAX_RATE: i64 = 1_000_000_000_000;
+pub const MAX_PARALLEL: i64 = 100_000;
+
+/// For update bodies: `Some(None)` when the field is `null`, `None` when it is absent.
+pub fn patch<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// A dollar amount as JSON sends it: a number (`10.5`, read by its shortest decimal text, so
+/// what the client wrote is what is stored) or a decimal string (`"10.50"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usd(pub Decimal);
+
+impl<'de> Deserialize<'de> for Usd {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        let text = match &value {
+            Value::Number(n) => n.to_string(),
+            Value::String(s) => s.trim().to_owned(),
+            _ => return Err(serde::de::Error::custom("a budget must be a number")),
+        };
+        Decimal::from_str(&text)
+            .or_else(|_| Decimal::from_scientific(&text))
+            .map(Usd)
+            .map_err(|_| serde::de::Error::custom(format!("`{text}` is not a dollar amount")))
+    }
+}
+
+/// A duration string (`30d`), parsed when the body is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Duration(pub DurationSpec);
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map(Duration).map_err(serde::de::Error::custom)
+    }
+}
+
+pub fn text(param: &str, value: &str) -> Result<(), ApiError> {
+    if value.is_empty() || value.chars().count() > MAX_TEXT {
+        return Err(ApiError::invalid_param(
+            param,
+            format!("`{param}` must be 1 to {MAX_TEXT} characters"),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::invalid_param(
+            param,
+            format!("`{param}` must not contain control characters"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn optional_text(param: &str, value: Option<&str>) -> Result<(), ApiError> {
+    value.map_or(Ok(()), |v| text(param, v))
+}
+
+pub fn models(list: &[String]) -> Result<(), ApiError> {
+    if list.len() > MAX_MODELS {
+        return Err(ApiError::invalid_param(
+            "models",
+            format!("at most {MAX_MODELS} models"),
+        ));
+    }
+    if list.iter().any(|m| {
+        m.is_empty() || m.chars().count() > MAX_MODEL_NAME || m.chars().any(char::is_control)
+    }) {
+        return Err(ApiError::invalid_param(
+            "models",
+            format!("each model name must be 1 to {MAX_MODEL_NAME} characters"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn metadata(map: &Map<String, Value>) -> Result<(), ApiError> {
+    let size = serde_json::to_string(map).map_or(usize::MAX, |s| s.len());
+    if size > MAX_METADATA_BYTES {
+        return Err(ApiError::invalid_param(
+            "metadata",
+            format!("`metadata` is {size} bytes; the limit is {MAX_METADATA_BYTES}"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn budget(param: &str, value: Option<Decimal>) -> Result<(), ApiError> {
+    match value {
+        Some(v) if v.is_sign_negative() && !v.is_zero() => Err(ApiError::invalid_param(
+            param,
+            format!("`{param}` must not be negative"),
+        )),
+        Some(v) if v > Decimal::from(MAX_BUDGET) => Err(ApiError::invalid_param(
+            param,
+            format!("`{param}` must be at most {MAX_BUDGET}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+pub fn limit(param: &str, value: Option<i64>, max: i64) -> Result<(), ApiError> {
+    match value {
+        Some(v) if !(0..=max).contains(&v) => Err(ApiError::invalid_param(
+            param,
+            format!("`{param}` must be from 0 to {max}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Money in responses: a JSON number, as LiteLLM sends it. Its shortest text is the stored
+/// decimal for every amount of up to 15 significant digits.
+pub fn money(value: Decimal) -> Value {
+    value
+        .normalize()
+        .to_f64()
+        .and_then(serde_json::Number::from_f64)
+        .map_or(Value::Null, Value::Number)
+}
+
+pub fn optional_money(value: Option<Decimal>) -> Value {
+    value.map_or(Value::Null, money)
+}
+
+pub fn duration(value: Option<&PgInterval>) -> Value {
+    value
+        .and_then(DurationSpec::from_interval)
+        .map_or(Value::Null, |d| Value::String(d.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dollar_amounts_keep_what_the_client_wrote() {
+        let read = |json: &str| serde_json::from_str::<Usd>(json).map(|u| u.0);
+        let dec = |s: &str| Decimal::from_str(s).unwrap();
+        assert_eq!(read("10.0").unwrap(), dec("10"));
+        // Exactly one tenth, not the float nearest to it.
+        assert_eq!(read("0.1").unwrap(), dec("0.1"));
+        assert_eq!(read("\"50.10\"").unwrap(), dec("50.10"));
+        assert_eq!(read("1e2").unwrap(), dec("100"));
+        assert!(read("true").is_err());
+        assert!(read("\"ten\"").is_err());
+        assert_eq!(
+            money(Decimal::from_str("0.000022").unwrap()).to_string(),
+            "0.000022"
+        );
+        assert_eq!(
+            money(Decimal::from_str("50.10").unwrap()).to_string(),
+            "50.1"
+        );
+    }
+}

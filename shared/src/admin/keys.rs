@@ -1,0 +1,931 @@
+//! `/key/*`: generate, update, delete, info, list, regenerate (with a grace period), block and
+//! unblock virtual keys. Keys are stored by hash only.
+
+use axum::extract::{Path, State};
+use axum::{Extension, Json};
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use sqlx::postgres::types::PgInterval;
+use sqlx::{Postgres, Transaction};
+
+use super::fields::{self, Duration, Usd, patch};
+use super::{Action, Page, conflict_or};
+use crate::auth::{Admin, Caller};
+use crate::durations::DurationSpec;
+use crate::error::ApiError;
+use crate::http::{ApiJson, ApiQuery, RequestId};
+use crate::keys::{self, KeyHash};
+use crate::state::AppState;
+
+/// The LLD's key tiers. Explicit fields override them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    Standard,
+    Admin,
+}
+
+impl Tier {
+    fn as_str(self) -> &'static str {
+        match self {
+            Tier::Standard => "standard",
+            Tier::Admin => "admin",
+        }
+    }
+
+    /// (tpm, rpm, max budget in dollars) per 30 days.
+    fn defaults(self) -> (i64, i64, i64) {
+        match self {
+            Tier::Standard => (10_000, 100, 50),
+            Tier::Admin => (100_000, 1_000, 500),
+        }
+    }
+}
+
+/// The body of `/key/generate` and `/key/update`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRequest {
+    /// generate: a caller-chosen raw key; update: the key to change (raw or hash).
+    key: Option<String>,
+    #[serde(default, deserialize_with = "patch")]
+    key_alias: Option<Option<String>>,
+    #[serde(default, deserialize_with = "patch")]
+    duration: Option<Option<Duration>>,
+    #[serde(default, deserialize_with = "patch")]
+    models: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "patch")]
+    max_budget: Option<Option<Usd>>,
+    #[serde(default, deserialize_with = "patch")]
+    soft_budget: Option<Option<Usd>>,
+    #[serde(default, deserialize_with = "patch")]
+    budget_duration: Option<Option<Duration>>,
+    #[serde(default, deserialize_with = "patch")]
+    tpm_limit: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "patch")]
+    rpm_limit: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "patch")]
+    max_parallel_requests: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "patch")]
+    user_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "patch")]
+    team_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "patch")]
+    metadata: Option<Option<Map<String, Value>>>,
+    blocked: Option<bool>,
+    tier: Option<Tier>,
+}
+
+/// A key row, as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct KeyRow {
+    pub token: String,
+    pub key_name: String,
+    pub key_alias: Option<String>,
+    pub user_id: Option<String>,
+    pub team_id: Option<String>,
+    pub models: Vec<String>,
+    pub tier: Option<String>,
+    pub max_budget: Option<Decimal>,
+    pub soft_budget: Option<Decimal>,
+    pub spend: Decimal,
+    pub budget_duration: Option<PgInterval>,
+    pub budget_reset_at: Option<DateTime<Utc>>,
+    pub tpm_limit: Option<i64>,
+    pub rpm_limit: Option<i64>,
+    pub max_parallel_requests: Option<i32>,
+    pub expires: Option<DateTime<Utc>>,
+    pub is_active: bool,
+    pub blocked: bool,
+    pub metadata: Value,
+    pub created_by: Option<String>,
+    pub updated_by: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_active: Option<DateTime<Utc>>,
+}
+
+const COLUMNS: &str = "token, key_name, key_alias, user_id, team_id, models, tier, max_budget, \
+    soft_budget, spend, budget_duration, budget_reset_at, tpm_limit, rpm_limit, \
+    max_parallel_requests, expires, is_active, blocked, metadata, created_by, updated_by, \
+    created_at, updated_at, last_active";
+
+impl KeyRow {
+    /// LiteLLM's key object. The hash is `token`; the raw key is never in it.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "token": self.token,
+            "key_name": self.key_name,
+            "key_alias": self.key_alias,
+            "user_id": self.user_id,
+            "team_id": self.team_id,
+            "models": self.models,
+            "tier": self.tier,
+            "spend": fields::money(self.spend),
+            "max_budget": fields::optional_money(self.max_budget),
+            "soft_budget": fields::optional_money(self.soft_budget),
+            "budget_duration": fields::duration(self.budget_duration.as_ref()),
+            "budget_reset_at": self.budget_reset_at,
+            "tpm_limit": self.tpm_limit,
+            "rpm_limit": self.rpm_limit,
+            "max_parallel_requests": self.max_parallel_requests,
+            "expires": self.expires,
+            "is_active": self.is_active,
+            "blocked": self.blocked,
+            "metadata": self.metadata,
+            "created_by": self.created_by,
+            "updated_by": self.updated_by,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "last_active": self.last_active,
+        })
+    }
+}
+
+/// The settable fields of a key, resolved and validated.
+#[derive(Debug, Clone, Default)]
+struct KeyValues {
+    key_alias: Option<String>,
+    user_id: Option<String>,
+    team_id: Option<String>,
+    models: Vec<String>,
+    tier: Option<Tier>,
+    max_budget: Option<Decimal>,
+    soft_budget: Option<Decimal>,
+    budget_duration: Option<DurationSpec>,
+    budget_reset_at: Option<DateTime<Utc>>,
+    tpm_limit: Option<i64>,
+    rpm_limit: Option<i64>,
+    max_parallel_requests: Option<i64>,
+    expires: Option<DateTime<Utc>>,
+    blocked: bool,
+    metadata: Map<String, Value>,
+}
+
+impl KeyValues {
+    fn from_row(row: &KeyRow) -> Self {
+        KeyValues {
+            key_alias: row.key_alias.clone(),
+            user_id: row.user_id.clone(),
+            team_id: row.team_id.clone(),
+            models: row.models.clone(),
+            tier: match row.tier.as_deref() {
+                Some("standard") => Some(Tier::Standard),
+                Some("admin") => Some(Tier::Admin),
+                _ => None,
+            },
+            max_budget: row.max_budget,
+            soft_budget: row.soft_budget,
+            budget_duration: row
+                .budget_duration
+                .as_ref()
+                .and_then(DurationSpec::from_interval),
+            budget_reset_at: row.budget_reset_at,
+            tpm_limit: row.tpm_limit,
+            rpm_limit: row.rpm_limit,
+            max_parallel_requests: row.max_parallel_requests.map(i64::from),
+            expires: row.expires,
+            blocked: row.blocked,
+            metadata: row.metadata.as_object().cloned().unwrap_or_default(),
+        }
+    }
+
+    /// Applies a request: tier defaults first, then every field it names.
+    fn apply(&mut self, request: &KeyRequest, now: DateTime<Utc>) {
+        if let Some(tier) = request.tier {
+            let (tpm, rpm, budget) = tier.defaults();
+            self.tier = Some(tier);
+            self.tpm_limit = Some(tpm);
+            self.rpm_limit = Some(rpm);
+            self.max_budget = Some(Decimal::from(budget));
+            self.budget_duration = Some(DurationSpec {
+                amount: 30,
+                unit: crate::durations::Unit::Days,
+            });
+            self.budget_reset_at = self.budget_duration.map(|d| d.after(now));
+        }
+        if let Some(v) = &request.key_alias {
+            self.key_alias = v.clone();
+        }
+        if let Some(v) = &request.user_id {
+            self.user_id = v.clone();
+        }
+        if let Some(v) = &request.team_id {
+            self.team_id = v.clone();
+        }
+        if let Some(v) = &request.models {
+            self.models = v.clone().unwrap_or_default();
+        }
+        if let Some(v) = request.max_budget {
+            self.max_budget = v.map(|u| u.0);
+        }
+        if let Some(v) = request.soft_budget {
+            self.soft_budget = v.map(|u| u.0);
+        }
+        if let Some(v) = request.budget_duration {
+            self.budget_duration = v.map(|d| d.0);
+            self.budget_reset_at = self.budget_duration.map(|d| d.after(now));
+        }
+        if let Some(v) = request.tpm_limit {
+            self.tpm_limit = v;
+        }
+        if let Some(v) = request.rpm_limit {
+            self.rpm_limit = v;
+        }
+        if let Some(v) = request.max_parallel_requests {
+            self.max_parallel_requests = v;
+        }
+        if let Some(v) = request.duration {
+            // A new duration restarts the lifetime from now; null means never expires.
+            self.expires = v.map(|d| d.0.after(now));
+        }
+        if let Some(v) = request.blocked {
+            self.blocked = v;
+        }
+        if let Some(v) = &request.metadata {
+            self.metadata = v.clone().unwrap_or_default();
+        }
+    }
+
+    fn validate(&self) -> Result<(), ApiError> {
+        fields::optional_text("key_alias", self.key_alias.as_deref())?;
+        fields::optional_text("user_id", self.user_id.as_deref())?;
+        fields::optional_text("team_id", self.team_id.as_deref())?;
+        fields::models(&self.models)?;
+        fields::budget("max_budget", self.max_budget)?;
+        fields::budget("soft_budget", self.soft_budget)?;
+        fields::limit("tpm_limit", self.tpm_limit, fields::MAX_RATE)?;
+        fields::limit("rpm_limit", self.rpm_limit, fields::MAX_RATE)?;
+        fields::limit(
+            "max_parallel_requests",
+            self.max_parallel_requests,
+            fields::MAX_PARALLEL,
+        )?;
+        fields::metadata(&self.metadata)
+    }
+}
+
+/// The key row for `key` (raw or hash), locked for update when `lock`.
+async fn find(
+    tx: &mut Transaction<'_, Postgres>,
+    key: &str,
+    lock: bool,
+) -> Result<KeyRow, ApiError> {
+    let hash = KeyHash::from_key_or_hash(key).ok_or_else(|| {
+        ApiError::invalid_param("key", "`key` must be a key (`sk-...`) or its hash")
+    })?;
+    let sql = format!(
+        "SELECT {COLUMNS} FROM litellm_verificationtoken WHERE token = $1 AND is_active{}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    sqlx::query_as::<_, KeyRow>(sqlx::AssertSqlSafe(sql))
+        .bind(hash.as_str())
+        .persistent(false)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("key not found".into()))
+}
+
+/// Makes sure the user (created on first use, as LiteLLM does) and the team (which must exist)
+/// are there.
+async fn ensure_owner(
+    tx: &mut Transaction<'_, Postgres>,
+    values: &KeyValues,
+    now: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    if let Some(user_id) = &values.user_id {
+        sqlx::query(
+            "INSERT INTO litellm_usertable (user_id, created_at, updated_at) VALUES ($1, $2, $2)
+             ON CONFLICT (user_id) DO NOTHING",
+        )
+        .bind(user_id)
+        .bind(now)
+        .persistent(false)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if let Some(team_id) = &values.team_id {
+        let exists: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM litellm_teamtable WHERE team_id = $1")
+                .bind(team_id)
+                .persistent(false)
+                .fetch_optional(&mut **tx)
+                .await?;
+        if exists.is_none() {
+            return Err(ApiError::NotFound(format!("team `{team_id}` not found")));
+        }
+    }
+    Ok(())
+}
+
+fn alias_taken(values: &KeyValues) -> impl FnOnce() -> String + '_ {
+    move || match &values.key_alias {
+        Some(alias) => format!("key alias `{alias}` is already used by another key"),
+        None => "that key already exists".to_owned(),
+    }
+}
+
+/// Writes `values` to the row `token` (insert when `insert`), returning the stored row.
+async fn store(
+    tx: &mut Transaction<'_, Postgres>,
+    token: &str,
+    key_name: &str,
+    values: &KeyValues,
+    caller: &Caller,
+    now: DateTime<Utc>,
+    insert: bool,
+) -> Result<KeyRow, ApiError> {
+    let sql = if insert {
+        format!(
+            "INSERT INTO litellm_verificationtoken
+                 (token, key_name, key_alias, user_id, team_id, models, tier, max_budget,
+                  soft_budget, budget_duration, budget_reset_at, tpm_limit, rpm_limit,
+                  max_parallel_requests, expires, blocked, metadata, created_by, updated_by,
+                  created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                     $17, $18, $18, $19, $19)
+             RETURNING {COLUMNS}"
+        )
+    } else {
+        format!(
+            "UPDATE litellm_verificationtoken SET
+                 key_name = $2, key_alias = $3, user_id = $4, team_id = $5, models = $6,
+                 tier = $7, max_budget = $8, soft_budget = $9, budget_duration = $10,
+                 budget_reset_at = $11, tpm_limit = $12, rpm_limit = $13,
+                 max_parallel_requests = $14, expires = $15, blocked = $16, metadata = $17,
+                 updated_by = $18, updated_at = $19
+             WHERE token = $1
+             RETURNING {COLUMNS}"
+        )
+    };
+    sqlx::query_as::<_, KeyRow>(sqlx::AssertSqlSafe(sql))
+        .bind(token)
+        .bind(key_name)
+        .bind(&values.key_alias)
+        .bind(&values.user_id)
+        .bind(&values.team_id)
+        .bind(&values.models)
+        .bind(values.tier.map(Tier::as_str))
+        .bind(values.max_budget)
+        .bind(values.soft_budget)
+        .bind(values.budget_duration.map(|d| d.interval()))
+        .bind(values.budget_reset_at)
+        .bind(values.tpm_limit)
+        .bind(values.rpm_limit)
+        .bind(
+            values
+                .max_parallel_requests
+                .and_then(|v| i32::try_from(v).ok()),
+        )
+        .bind(values.expires)
+        .bind(values.blocked)
+        .bind(Value::Object(values.metadata.clone()))
+        .bind(caller.actor())
+        .bind(now)
+        .persistent(false)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(|e| conflict_or(e, alias_taken(values)))
+}
+
+/// A raw key the caller chose, or a fresh one.
+fn new_raw_key(chosen: Option<&str>) -> Result<String, ApiError> {
+    match chosen {
+        None => Ok(keys::generate()),
+        Some(raw) if !raw.starts_with("sk-") => Err(ApiError::invalid_param(
+            "key",
+            "a chosen `key` must start with `sk-`",
+        )),
+        Some(raw)
+            if raw.len() < 3 + 16
+                || raw.len() > fields::MAX_TEXT
+                || !raw.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Err(ApiError::invalid_param(
+                "key",
+                "a chosen `key` needs at least 16 printable characters after `sk-`",
+            ))
+        }
+        Some(raw) => Ok(raw.to_owned()),
+    }
+}
+
+/// The response that carries a raw key, the one time it is shown.
+fn minted(raw: &str, row: &KeyRow) -> Value {
+    let mut body = row.to_json();
+    body["key"] = Value::String(raw.to_owned());
+    body
+}
+
+pub async fn generate(
+    Admin(caller): Admin,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    ApiJson(request): ApiJson<KeyRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let now = state.clock.now();
+    let mut values = KeyValues::default();
+    values.apply(&request, now);
+    values.validate()?;
+    let raw = new_raw_key(request.key.as_deref())?;
+    let hash = KeyHash::of(&raw);
+    let mut tx = state.db.pool().await?.begin().await?;
+    ensure_owner(&mut tx, &values, now).await?;
+    let row = store(
+        &mut tx,
+        hash.as_str(),
+        &keys::short_name(&raw),
+        &values,
+        &caller,
+        now,
+        true,
+    )
+    .await?;
+    Action {
+        at: now,
+        request_id,
+        caller: &caller,
+        action: "key.generate",
+        object_type: "key",
+        object_id: hash.as_str(),
+        before: None,
+        after: Some(row.to_json()),
+    }
+    .record(&mut tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Json(minted(&raw, &row)))
+}
+
+pub async fn update(
+    Admin(caller): Admin,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    ApiJson(request): ApiJson<KeyRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let key = request
+        .key
+        .clone()
+        .ok_or_else(|| ApiError::invalid_param("key", "`key` names the key to update"))?;
+    let now = state.clock.now();
+    let mut tx = state.db.pool().await?.begin().await?;
+    let before = find(&mut tx, &key, true).await?;
+    let mut values = KeyValues::from_row(&before);
+    values.apply(&request, now);
+    values.validate()?;
+    ensure_owner(&mut tx, &values, now).await?;
+    let after = store(
+        &mut tx,
+        &before.token,
+        &before.key_name,
+        &values,
+        &caller,
+        now,
+        false,
+    )
+    .await?;
+    Action {
+        at: now,
+        request_id,
+        caller: &caller,
+        action: "key.update",
+        object_type: "key",
+        object_id: &after.token,
+        before: Some(before.to_json()),
+        after: Some(after.to_json()),
+    }
+    .record(&mut tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Json(after.to_json()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteRequest {
+    #[serde(default)]
+    keys: Vec<String>,
+    #[serde(default)]
+    key_aliases: Vec<String>,
+}
+
+pub async fn delete(
+    Admin(caller): Admin,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    ApiJson(request): ApiJson<DeleteRequest>,
+) -> Result<Json<Value>, ApiError> {
+    if request.keys.is_empty() && request.key_aliases.is_empty() {
+        return Err(ApiError::invalid_param(
+            "keys",
+            "give `keys` or `key_aliases`",
+        ));
+    }
+    if request.keys.len() + request.key_aliases.len() > 100 {
+        return Err(ApiError::invalid_param("keys", "at most 100 keys per call"));
+    }
+    let now = state.clock.now();
+    let mut tx = state.db.pool().await?.begin().await?;
+    let mut rows = Vec::new();
+    for key in &request.keys {
+        rows.push(find(&mut tx, key, true).await?);
+    }
+    for alias in &request.key_aliases {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM litellm_verificationtoken
+             WHERE key_alias = $1 AND is_active FOR UPDATE"
+        );
+        let row = sqlx::query_as::<_, KeyRow>(sqlx::AssertSqlSafe(sql))
+            .bind(alias)
+            .persistent(false)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no key with alias `{alias}`")))?;
+        rows.push(row);
+    }
+    for row in &rows {
+        deactivate(&mut tx, row, &caller, now, request_id, "key.delete").await?;
+    }
+    tx.commit().await?;
+    // LiteLLM echoes what it was given; a raw key is never echoed, its hash stands in.
+    let deleted: Vec<String> = request
+        .keys
+        .iter()
+        .map(|k| KeyHash::from_key_or_hash(k).map_or_else(String::new, |h| h.to_string()))
+        .chain(request.key_aliases.iter().cloned())
+        .collect();
+    Ok(Json(json!({ "deleted_keys": deleted })))
+}
+
+/// Deactivates a key (the row stays, for the record) and ends any rotation grace period.
+pub async fn deactivate(
+    tx: &mut Transaction<'_, Postgres>,
+    row: &KeyRow,
+    caller: &Caller,
+    now: DateTime<Utc>,
+    request_id: RequestId,
+    action: &'static str,
+) -> Result<(), ApiError> {
+    let sql = format!(
+        "UPDATE litellm_verificationtoken SET is_active = false, updated_by = $2, updated_at = $3
+         WHERE token = $1 RETURNING {COLUMNS}"
+    );
+    let after = sqlx::query_as::<_, KeyRow>(sqlx::AssertSqlSafe(sql))
+        .bind(&row.token)
+        .bind(caller.actor())
+        .bind(now)
+        .persistent(false)
+        .fetch_one(&mut **tx)
+        .await?;
+    sqlx::query("DELETE FROM llmlite_deprecated_token WHERE active_token = $1")
+        .bind(&row.token)
+        .persistent(false)
+        .execute(&mut **tx)
+        .await?;
+    Action {
+        at: now,
+        request_id,
+        caller,
+        action,
+        object_type: "key",
+        object_id: &row.token,
+        before: Some(row.to_json()),
+        after: Some(after.to_json()),
+    }
+    .record(tx)
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InfoQuery {
+    key: Option<String>,
+}
+
+/// `GET /key/info?key=`: admins may ask about any key; a plain key about itself only (and
+/// without `key`, it is about itself).
+pub async fn info(
+    caller: Caller,
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<InfoQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let target = match (&query.key, &caller) {
+        (Some(key), _) => KeyHash::from_key_or_hash(key).ok_or_else(|| {
+            ApiError::invalid_param("key", "`key` must be a key (`sk-...`) or its hash")
+        })?,
+        (None, Caller::Key { hash, .. }) => hash.clone(),
+        (None, Caller::Master) => {
+            return Err(ApiError::invalid_param(
+                "key",
+                "`key` is required with the master key",
+            ));
+        }
+    };
+    if let Caller::Key {
+        hash, admin: false, ..
+    } = &caller
+        && *hash != target
+    {
+        return Err(ApiError::PermissionDenied(
+            "a key may only read its own information".into(),
+        ));
+    }
+    let mut tx = state.db.pool().await?.begin().await?;
+    let row = find(&mut tx, target.as_str(), false).await?;
+    tx.commit().await?;
+    Ok(Json(json!({ "key": row.token, "info": row.to_json() })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    page: Option<i64>,
+    size: Option<i64>,
+    user_id: Option<String>,
+    team_id: Option<String>,
+    key_alias: Option<String>,
+    #[serde(default)]
+    return_full_object: bool,
+}
+
+pub async fn list(
+    Admin(_): Admin,
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let page = Page::new(query.page, query.size)?;
+    let filter = "is_active
+         AND ($1::text IS NULL OR user_id = $1)
+         AND ($2::text IS NULL OR team_id = $2)
+         AND ($3::text IS NULL OR key_alias = $3)";
+    let pool = state.db.pool().await?;
+    let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM litellm_verificationtoken WHERE {filter}"
+    )))
+    .bind(&query.user_id)
+    .bind(&query.team_id)
+    .bind(&query.key_alias)
+    .persistent(false)
+    .fetch_one(pool)
+    .await?;
+    let rows = sqlx::query_as::<_, KeyRow>(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM litellm_verificationtoken WHERE {filter}
+         ORDER BY created_at, token LIMIT $4 OFFSET $5"
+    )))
+    .bind(&query.user_id)
+    .bind(&query.team_id)
+    .bind(&query.key_alias)
+    .bind(page.size)
+    .bind(page.offset())
+    .persistent(false)
+    .fetch_all(pool)
+    .await?;
+    let keys: Vec<Value> = rows
+        .iter()
+        .map(|row| {
+            if query.return_full_object {
+                row.to_json()
+            } else {
+                Value::String(row.token.clone())
+            }
+        })
+        .collect();
+    Ok(Json(json!({
+        "keys": keys,
+        "total_count": total,
+        "current_page": page.page,
+        "total_pages": page.total_pages(total),
+    })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegenerateRequest {
+    key: Option<String>,
+    /// How long the old key keeps working (`24h`); none ends it at once.
+    grace_period: Option<Duration>,
+    /// A caller-chosen new raw key.
+    new_key: Option<String>,
+}
+
+pub async fn regenerate(
+    admin: Admin,
+    state: State<AppState>,
+    request_id: Extension<RequestId>,
+    ApiJson(request): ApiJson<RegenerateRequest>,
+) -> Result<Json<Value>, ApiError> {
+    rotate(admin, state, request_id, request).await
+}
+
+/// `POST /key/{key}/regenerate`, with an optional body.
+pub async fn regenerate_path(
+    admin: Admin,
+    state: State<AppState>,
+    request_id: Extension<RequestId>,
+    Path(key): Path<String>,
+    body: bytes::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let mut request: RegenerateRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RegenerateRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?
+    };
+    request.key = Some(key);
+    rotate(admin, state, request_id, request).await
+}
+
+async fn rotate(
+    Admin(caller): Admin,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    request: RegenerateRequest,
+) -> Result<Json<Value>, ApiError> {
+    let key = request
+        .key
+        .clone()
+        .ok_or_else(|| ApiError::invalid_param("key", "`key` names the key to regenerate"))?;
+    let now = state.clock.now();
+    let raw = new_raw_key(request.new_key.as_deref())?;
+    let new_hash = KeyHash::of(&raw);
+    let mut tx = state.db.pool().await?.begin().await?;
+    let before = find(&mut tx, &key, true).await?;
+    // The row keeps its spend and limits; its token changes (grace entries follow by cascade).
+    let sql = format!(
+        "UPDATE litellm_verificationtoken
+         SET token = $2, key_name = $3, updated_by = $4, updated_at = $5
+         WHERE token = $1 RETURNING {COLUMNS}"
+    );
+    let after = sqlx::query_as::<_, KeyRow>(sqlx::AssertSqlSafe(sql))
+        .bind(&before.token)
+        .bind(new_hash.as_str())
+        .bind(keys::short_name(&raw))
+        .bind(caller.actor())
+        .bind(now)
+        .persistent(false)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| conflict_or(e, || "that key already exists".to_owned()))?;
+    if let Some(grace) = request.grace_period {
+        sqlx::query(
+            "INSERT INTO llmlite_deprecated_token (token, active_token, revoke_at, created_at)
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&before.token)
+        .bind(new_hash.as_str())
+        .bind(grace.0.after(now))
+        .bind(now)
+        .persistent(false)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let mut recorded = after.to_json();
+    recorded["previous_token"] = Value::String(before.token.clone());
+    recorded["grace_period"] = request
+        .grace_period
+        .map_or(Value::Null, |g| Value::String(g.0.to_string()));
+    Action {
+        at: now,
+        request_id,
+        caller: &caller,
+        action: "key.regenerate",
+        object_type: "key",
+        object_id: &after.token,
+        before: Some(before.to_json()),
+        after: Some(recorded),
+    }
+    .record(&mut tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Json(minted(&raw, &after)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockRequest {
+    key: String,
+}
+
+pub async fn block(
+    admin: Admin,
+    state: State<AppState>,
+    request_id: Extension<RequestId>,
+    ApiJson(request): ApiJson<BlockRequest>,
+) -> Result<Json<Value>, ApiError> {
+    set_blocked(admin, state, request_id, &request.key, true).await
+}
+
+pub async fn unblock(
+    admin: Admin,
+    state: State<AppState>,
+    request_id: Extension<RequestId>,
+    ApiJson(request): ApiJson<BlockRequest>,
+) -> Result<Json<Value>, ApiError> {
+    set_blocked(admin, state, request_id, &request.key, false).await
+}
+
+async fn set_blocked(
+    Admin(caller): Admin,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    key: &str,
+    blocked: bool,
+) -> Result<Json<Value>, ApiError> {
+    let now = state.clock.now();
+    let mut tx = state.db.pool().await?.begin().await?;
+    let before = find(&mut tx, key, true).await?;
+    let after = set_blocked_row(&mut tx, &before, blocked, &caller, now, request_id).await?;
+    tx.commit().await?;
+    Ok(Json(after.to_json()))
+}
+
+/// Blocks or unblocks the key `row`, recording the action.
+pub async fn set_blocked_row(
+    tx: &mut Transaction<'_, Postgres>,
+    row: &KeyRow,
+    blocked: bool,
+    caller: &Caller,
+    now: DateTime<Utc>,
+    request_id: RequestId,
+) -> Result<KeyRow, ApiError> {
+    let sql = format!(
+        "UPDATE litellm_verificationtoken SET blocked = $2, updated_by = $3, updated_at = $4
+         WHERE token = $1 RETURNING {COLUMNS}"
+    );
+    let after = sqlx::query_as::<_, KeyRow>(sqlx::AssertSqlSafe(sql))
+        .bind(&row.token)
+        .bind(blocked)
+        .bind(caller.actor())
+        .bind(now)
+        .persistent(false)
+        .fetch_one(&mut **tx)
+        .await?;
+    Action {
+        at: now,
+        request_id,
+        caller,
+        action: if blocked { "key.block" } else { "key.unblock" },
+        object_type: "key",
+        object_id: &after.token,
+        before: Some(row.to_json()),
+        after: Some(after.to_json()),
+    }
+    .record(tx)
+    .await?;
+    Ok(after)
+}
+
+/// Creates a key for a user (`/user/new` with `auto_create_key`), in the caller's transaction.
+pub async fn generate_for_user(
+    tx: &mut Transaction<'_, Postgres>,
+    user_id: &str,
+    caller: &Caller,
+    now: DateTime<Utc>,
+    request_id: RequestId,
+) -> Result<(String, KeyRow), ApiError> {
+    let raw = keys::generate();
+    let hash = KeyHash::of(&raw);
+    let values = KeyValues {
+        user_id: Some(user_id.to_owned()),
+        ..KeyValues::default()
+    };
+    let row = store(
+        tx,
+        hash.as_str(),
+        &keys::short_name(&raw),
+        &values,
+        caller,
+        now,
+        true,
+    )
+    .await?;
+    Action {
+        at: now,
+        request_id,
+        caller,
+        action: "key.generate",
+        object_type: "key",
+        object_id: hash.as_str(),
+        before: None,
+        after: Some(row.to_json()),
+    }
+    .record(tx)
+    .await?;
+    Ok((raw, row))
+}
+
+/// The live keys of a user or a team.
+pub async fn keys_where(
+    tx: &mut Transaction<'_, Postgres>,
+    column: &'static str,
+    id: &str,
+) -> Result<Vec<KeyRow>, ApiError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM litellm_verificationtoken WHERE {column} = $1 AND is_active
+         ORDER BY created_at FOR UPDATE"
+    );
+    Ok(sqlx::query_as::<_, KeyRow>(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .persistent(false)
+        .fetch_all(&mut **tx)
+        .await?)
+}

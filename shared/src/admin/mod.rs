@@ -1,0 +1,128 @@
+//! The `key-admin` function: LiteLLM's admin API for keys, users and teams, and spend queries.
+//!
+//! Field names and response shapes follow LiteLLM's so its scripts keep working. Every write is
+//! one transaction that also records the action (who, what, the non-secret fields before and
+//! after) in `llmlite_admin_action`, which the audit function ships to S3. A raw key appears in
+//! exactly two responses: the one that mints it (generate, user/new) and the one that rotates it.
+//!
+//! Input limits (anything beyond is a 400): aliases, IDs and emails up to 256 characters; up to
+//! 100 models of up to 128 characters; metadata a JSON object of at most 16 KiB; budgets from 0
+//! to 1,000,000,000 dollars; rate limits from 0 to 10^12; parallel requests from 0 to 100,000.
+
+pub mod fields;
+pub mod keys;
+pub mod spend;
+pub mod teams;
+pub mod users;
+
+use axum::Router;
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{Postgres, Transaction};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::http::RequestId;
+use crate::state::AppState;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/key/generate", post(keys::generate))
+        .route("/key/update", post(keys::update))
+        .route("/key/delete", post(keys::delete))
+        .route("/key/info", get(keys::info))
+        .route("/key/list", get(keys::list))
+        .route("/key/regenerate", post(keys::regenerate))
+        .route("/key/{key}/regenerate", post(keys::regenerate_path))
+        .route("/key/block", post(keys::block))
+        .route("/key/unblock", post(keys::unblock))
+        .route("/user/new", post(users::create))
+        .route("/user/info", get(users::info))
+        .route("/user/update", post(users::update))
+        .route("/user/delete", post(users::delete))
+        .route("/user/list", get(users::list))
+        .route("/team/new", post(teams::create))
+        .route("/team/info", get(teams::info))
+        .route("/team/update", post(teams::update))
+        .route("/team/delete", post(teams::delete))
+        .route("/spend/logs", get(spend::logs))
+        .route("/global/spend/report", get(spend::report))
+        .with_state(state)
+}
+
+/// One admin action, recorded in the transaction that makes it.
+pub struct Action<'a> {
+    pub at: DateTime<Utc>,
+    pub request_id: RequestId,
+    pub caller: &'a Caller,
+    pub action: &'static str,
+    pub object_type: &'static str,
+    pub object_id: &'a str,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+}
+
+impl Action<'_> {
+    pub async fn record(self, tx: &mut Transaction<'_, Postgres>) -> Result<(), ApiError> {
+        sqlx::query(
+            "INSERT INTO llmlite_admin_action
+                 (at, request_id, actor, action, object_type, object_id, before, after)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(self.at)
+        .bind(self.request_id.to_string())
+        .bind(self.caller.actor())
+        .bind(self.action)
+        .bind(self.object_type)
+        .bind(self.object_id)
+        .bind(self.before)
+        .bind(self.after)
+        .persistent(false)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+}
+
+/// `page` (from 1) and `size` (1 to 100, default 10) of a list.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub page: i64,
+    pub size: i64,
+}
+
+impl Page {
+    pub fn new(page: Option<i64>, size: Option<i64>) -> Result<Self, ApiError> {
+        let page = page.unwrap_or(1);
+        let size = size.unwrap_or(10);
+        if page < 1 {
+            return Err(ApiError::invalid_param("page", "`page` starts at 1"));
+        }
+        if !(1..=100).contains(&size) {
+            return Err(ApiError::invalid_param("size", "`size` must be 1 to 100"));
+        }
+        Ok(Page { page, size })
+    }
+
+    pub fn offset(&self) -> i64 {
+        (self.page - 1).saturating_mul(self.size)
+    }
+
+    pub fn total_pages(&self, total: i64) -> i64 {
+        (total + self.size - 1) / self.size
+    }
+}
+
+/// A unique-violation from PostgreSQL, as a 409.
+pub fn conflict_or(error: sqlx::Error, what: impl FnOnce() -> String) -> ApiError {
+    let unique = error
+        .as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|code| code == "23505");
+    if unique {
+        ApiError::Conflict(what())
+    } else {
+        ApiError::from(error)
+    }
+}

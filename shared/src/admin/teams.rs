@@ -1,0 +1,347 @@
+//! `/team/*`: teams carry their own budget, limits and model list, shared by their keys.
+//! Deleting a team blocks its keys.
+
+use axum::extract::State;
+use axum::{Extension, Json};
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use sqlx::postgres::types::PgInterval;
+use sqlx::{Postgres, Transaction};
+
+use super::fields::{self, Duration, Usd, patch};
+use super::keys::{self, KeyRow};
+use super::{Action, conflict_or};
+use crate::auth::Admin;
+use crate::error::ApiError;
+use crate::http::{ApiJson, ApiQuery, RequestId};
+use crate::state::AppState;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeamRequest {
+    team_id: Option<String>,
+    #[serde(default, deserialize_with = "patch")]
+    team_alias: Option<Option<String>>,
+    #[serde(default, deserialize_with = "patch")]
+    models: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "patch")]
+    max_budget: Option<Option<Usd>>,
+    #[serde(default, deserialize_with = "patch")]
+    soft_budget: Option<Option<Usd>>,
+    #[serde(default, deserialize_with = "patch")]
+    budget_duration: Option<Option<Duration>>,
+    #[serde(default, deserialize_with = "patch")]
+    tpm_limit: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "patch")]
+    rpm_limit: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "patch")]
+    max_parallel_requests: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "patch")]
+    metadata: Option<Option<Map<String, Value>>>,
+    blocked: Option<bool>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TeamRow {
+    pub team_id: String,
+    pub team_alias: Option<String>,
+    pub models: Vec<String>,
+    pub max_budget: Option<Decimal>,
+    pub soft_budget: Option<Decimal>,
+    pub spend: Decimal,
+    pub budget_duration: Option<PgInterval>,
+    pub budget_reset_at: Option<DateTime<Utc>>,
+    pub tpm_limit: Option<i64>,
+    pub rpm_limit: Option<i64>,
+    pub max_parallel_requests: Option<i32>,
+    pub blocked: bool,
+    pub metadata: Value,
+    pub created_by: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "team_id, team_alias, models, max_budget, soft_budget, spend, \
+    budget_duration, budget_reset_at, tpm_limit, rpm_limit, max_parallel_requests, blocked, \
+    metadata, created_by, created_at, updated_at";
+
+impl TeamRow {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "team_id": self.team_id,
+            "team_alias": self.team_alias,
+            "models": self.models,
+            "spend": fields::money(self.spend),
+            "max_budget": fields::optional_money(self.max_budget),
+            "soft_budget": fields::optional_money(self.soft_budget),
+            "budget_duration": fields::duration(self.budget_duration.as_ref()),
+            "budget_reset_at": self.budget_reset_at,
+            "tpm_limit": self.tpm_limit,
+            "rpm_limit": self.rpm_limit,
+            "max_parallel_requests": self.max_parallel_requests,
+            "blocked": self.blocked,
+            "metadata": self.metadata,
+            "created_by": self.created_by,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        })
+    }
+
+    fn apply(&mut self, request: &TeamRequest, now: DateTime<Utc>) -> Result<(), ApiError> {
+        if let Some(v) = &request.team_alias {
+            self.team_alias = v.clone();
+        }
+        if let Some(v) = &request.models {
+            self.models = v.clone().unwrap_or_default();
+        }
+        if let Some(v) = request.max_budget {
+            self.max_budget = v.map(|u| u.0);
+        }
+        if let Some(v) = request.soft_budget {
+            self.soft_budget = v.map(|u| u.0);
+        }
+        if let Some(v) = request.budget_duration {
+            self.budget_duration = v.map(|d| d.0.interval());
+            self.budget_reset_at = v.map(|d| d.0.after(now));
+        }
+        if let Some(v) = request.tpm_limit {
+            self.tpm_limit = v;
+        }
+        if let Some(v) = request.rpm_limit {
+            self.rpm_limit = v;
+        }
+        if let Some(v) = request.max_parallel_requests {
+            fields::limit("max_parallel_requests", v, fields::MAX_PARALLEL)?;
+            self.max_parallel_requests = v.and_then(|n| i32::try_from(n).ok());
+        }
+        if let Some(v) = request.blocked {
+            self.blocked = v;
+        }
+        if let Some(v) = &request.metadata {
+            self.metadata = Value::Object(v.clone().unwrap_or_default());
+        }
+        fields::text("team_id", &self.team_id)?;
+        fields::optional_text("team_alias", self.team_alias.as_deref())?;
+        fields::models(&self.models)?;
+        fields::budget("max_budget", self.max_budget)?;
+        fields::budget("soft_budget", self.soft_budget)?;
+        fields::limit("tpm_limit", self.tpm_limit, fields::MAX_RATE)?;
+        fields::limit("rpm_limit", self.rpm_limit, fields::MAX_RATE)?;
+        fields::metadata(self.metadata.as_object().unwrap_or(&Map::new()))
+    }
+}
+
+async fn find(tx: &mut Transaction<'_, Postgres>, team_id: &str) -> Result<TeamRow, ApiError> {
+    sqlx::query_as::<_, TeamRow>(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM litellm_teamtable WHERE team_id = $1 FOR UPDATE"
+    )))
+    .bind(team_id)
+    .persistent(false)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("team `{team_id}` not found")))
+}
+
+async fn save(
+    tx: &mut Transaction<'_, Postgres>,
+    row: &TeamRow,
+    now: DateTime<Utc>,
+    insert: bool,
+) -> Result<TeamRow, ApiError> {
+    let sql = if insert {
+        format!(
+            "INSERT INTO litellm_teamtable
+                 (team_id, team_alias, models, max_budget, soft_budget, budget_duration,
+                  budget_reset_at, tpm_limit, rpm_limit, max_parallel_requests, blocked, metadata,
+                  created_by, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)
+             RETURNING {COLUMNS}"
+        )
+    } else {
+        format!(
+            "UPDATE litellm_teamtable SET
+                 team_alias = $2, models = $3, max_budget = $4, soft_budget = $5,
+                 budget_duration = $6, budget_reset_at = $7, tpm_limit = $8, rpm_limit = $9,
+                 max_parallel_requests = $10, blocked = $11, metadata = $12,
+                 created_by = COALESCE(created_by, $13), updated_at = $14
+             WHERE team_id = $1
+             RETURNING {COLUMNS}"
+        )
+    };
+    sqlx::query_as::<_, TeamRow>(sqlx::AssertSqlSafe(sql))
+        .bind(&row.team_id)
+        .bind(&row.team_alias)
+        .bind(&row.models)
+        .bind(row.max_budget)
+        .bind(row.soft_budget)
+        .bind(row.budget_duration)
+        .bind(row.budget_reset_at)
+        .bind(row.tpm_limit)
+        .bind(row.rpm_limit)
+        .bind(row.max_parallel_requests)
+        .bind(row.blocked)
+        .bind(&row.metadata)
+        .bind(&row.created_by)
+        .bind(now)
+        .persistent(false)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(|e| conflict_or(e, || format!("team `{}` already exists", row.team_id)))
+}
+
+pub async fn create(
+    Admin(caller): Admin,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    ApiJson(request): ApiJson<TeamRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let now = state.clock.now();
+    let mut row = TeamRow {
+        team_id: request
+            .team_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        team_alias: None,
+        models: Vec::new(),
+        max_budget: None,
+        soft_budget: None,
+        spend: Decimal::ZERO,
+        budget_duration: None,
+        budget_reset_at: None,
+        tpm_limit: None,
+        rpm_limit: None,
+        max_parallel_requests: None,
+        blocked: false,
+        metadata: Value::Object(Map::new()),
+        created_by: Some(caller.actor()),
+        created_at: now,
+        updated_at: now,
+    };
+    row.apply(&request, now)?;
+    let mut tx = state.db.pool().await?.begin().await?;
+    let saved = save(&mut tx, &row, now, true).await?;
+    Action {
+        at: now,
+        request_id,
+        caller: &caller,
+        action: "team.new",
+        object_type: "team",
+        object_id: &saved.team_id,
+        before: None,
+        after: Some(saved.to_json()),
+    }
+    .record(&mut tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Json(saved.to_json()))
+}
+
+pub async fn update(
+    Admin(caller): Admin,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    ApiJson(request): ApiJson<TeamRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let team_id = request
+        .team_id
+        .clone()
+        .ok_or_else(|| ApiError::invalid_param("team_id", "`team_id` names the team to update"))?;
+    let now = state.clock.now();
+    let mut tx = state.db.pool().await?.begin().await?;
+    let before = find(&mut tx, &team_id).await?;
+    let mut row = before.clone();
+    row.apply(&request, now)?;
+    let after = save(&mut tx, &row, now, false).await?;
+    Action {
+        at: now,
+        request_id,
+        caller: &caller,
+        action: "team.update",
+        object_type: "team",
+        object_id: &team_id,
+        before: Some(before.to_json()),
+        after: Some(after.to_json()),
+    }
+    .record(&mut tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Json(after.to_json()))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InfoQuery {
+    team_id: String,
+}
+
+pub async fn info(
+    Admin(_): Admin,
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<InfoQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let mut tx = state.db.pool().await?.begin().await?;
+    let team = find(&mut tx, &query.team_id).await?;
+    let keys = keys::keys_where(&mut tx, "team_id", &query.team_id).await?;
+    tx.commit().await?;
+    Ok(Json(json!({
+        "team_id": team.team_id,
+        "team_info": team.to_json(),
+        "keys": keys.iter().map(KeyRow::to_json).collect::<Vec<_>>(),
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteRequest {
+    team_ids: Vec<String>,
+}
+
+/// Deletes teams. Their keys are blocked (and keep their rows); members lose the membership.
+pub async fn delete(
+    Admin(caller): Admin,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    ApiJson(request): ApiJson<DeleteRequest>,
+) -> Result<Json<Value>, ApiError> {
+    if request.team_ids.is_empty() || request.team_ids.len() > 100 {
+        return Err(ApiError::invalid_param(
+            "team_ids",
+            "give 1 to 100 `team_ids`",
+        ));
+    }
+    let now = state.clock.now();
+    let mut tx = state.db.pool().await?.begin().await?;
+    for team_id in &request.team_ids {
+        let before = find(&mut tx, team_id).await?;
+        for key in keys::keys_where(&mut tx, "team_id", team_id).await? {
+            keys::set_blocked_row(&mut tx, &key, true, &caller, now, request_id).await?;
+        }
+        sqlx::query(
+            "UPDATE litellm_usertable SET teams = array_remove(teams, $1) WHERE $1 = ANY(teams)",
+        )
+        .bind(team_id)
+        .persistent(false)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM litellm_teamtable WHERE team_id = $1")
+            .bind(team_id)
+            .persistent(false)
+            .execute(&mut *tx)
+            .await?;
+        Action {
+            at: now,
+            request_id,
+            caller: &caller,
+            action: "team.delete",
+            object_type: "team",
+            object_id: team_id,
+            before: Some(before.to_json()),
+            after: None,
+        }
+        .record(&mut tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(Json(json!({ "deleted_teams": request.team_ids })))
+}

@@ -1,0 +1,444 @@
+//! `/user/*`: users carry a role (`proxy_admin` may use the admin API with its own keys), team
+//! memberships, and their own budget, limits and model list.
+
+use axum::extract::State;
+use axum::{Extension, Json};
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use sqlx::postgres::types::PgInterval;
+use sqlx::{Postgres, Transaction};
+
+use super::fields::{self, Duration, Usd, patch};
+use super::keys::{self, KeyRow};
+use super::{Action, Page, conflict_or};
+use crate::auth::Admin;
+use crate::error::ApiError;
+use crate::http::{ApiJson, ApiQuery, RequestId};
+use crate::state::AppState;
+
+const ROLES: &[&str] = &[
+    "proxy_admin",
+    "proxy_admin_viewer",
+    "internal_user",
+    "internal_user_viewer",
+];
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserRequest {
+    user_id: Option<String>,
+    #[serde(default, deserialize_with = "patch")]
+    user_alias: Option<Option<String>>,
+    #[serde(default, deserialize_with = "patch")]
+    user_email: Option<Option<String>>,
+    user_role: Option<String>,
+    #[serde(default, deserialize_with = "patch")]
+    teams: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "patch")]
+    models: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "patch")]
+    max_budget: Option<Option<Usd>>,
+    #[serde(default, deserialize_with = "patch")]
+    soft_budget: Option<Option<Usd>>,
+    #[serde(default, deserialize_with = "patch")]
+    budget_duration: Option<Option<Duration>>,
+    #[serde(default, deserialize_with = "patch")]
+    tpm_limit: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "patch")]
+    rpm_limit: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "patch")]
+    max_parallel_requests: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "patch")]
+    metadata: Option<Option<Map<String, Value>>>,
+    /// `/user/new` only: also mint a key for the user (LiteLLM's default: yes).
+    auto_create_key: Option<bool>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserRow {
+    pub user_id: String,
+    pub user_alias: Option<String>,
+    pub user_email: Option<String>,
+    pub user_role: String,
+    pub teams: Vec<String>,
+    pub models: Vec<String>,
+    pub max_budget: Option<Decimal>,
+    pub soft_budget: Option<Decimal>,
+    pub spend: Decimal,
+    pub budget_duration: Option<PgInterval>,
+    pub budget_reset_at: Option<DateTime<Utc>>,
+    pub tpm_limit: Option<i64>,
+    pub rpm_limit: Option<i64>,
+    pub max_parallel_requests: Option<i32>,
+    pub metadata: Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "user_id, user_alias, user_email, user_role, teams, models, max_budget, \
+    soft_budget, spend, budget_duration, budget_reset_at, tpm_limit, rpm_limit, \
+    max_parallel_requests, metadata, created_at, updated_at";
+
+impl UserRow {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "user_id": self.user_id,
+            "user_alias": self.user_alias,
+            "user_email": self.user_email,
+            "user_role": self.user_role,
+            "teams": self.teams,
+            "models": self.models,
+            "spend": fields::money(self.spend),
+            "max_budget": fields::optional_money(self.max_budget),
+            "soft_budget": fields::optional_money(self.soft_budget),
+            "budget_duration": fields::duration(self.budget_duration.as_ref()),
+            "budget_reset_at": self.budget_reset_at,
+            "tpm_limit": self.tpm_limit,
+            "rpm_limit": self.rpm_limit,
+            "max_parallel_requests": self.max_parallel_requests,
+            "metadata": self.metadata,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        })
+    }
+
+    fn empty(user_id: String, now: DateTime<Utc>) -> Self {
+        UserRow {
+            user_id,
+            user_alias: None,
+            user_email: None,
+            user_role: "internal_user".to_owned(),
+            teams: Vec::new(),
+            models: Vec::new(),
+            max_budget: None,
+            soft_budget: None,
+            spend: Decimal::ZERO,
+            budget_duration: None,
+            budget_reset_at: None,
+            tpm_limit: None,
+            rpm_limit: None,
+            max_parallel_requests: None,
+            metadata: Value::Object(Map::new()),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    fn apply(&mut self, request: &UserRequest, now: DateTime<Utc>) -> Result<(), ApiError> {
+        if let Some(v) = &request.user_alias {
+            self.user_alias = v.clone();
+        }
+        if let Some(v) = &request.user_email {
+            self.user_email = v.clone();
+        }
+        if let Some(role) = &request.user_role {
+            if !ROLES.contains(&role.as_str()) {
+                return Err(ApiError::invalid_param(
+                    "user_role",
+                    format!("`user_role` must be one of {}", ROLES.join(", ")),
+                ));
+            }
+            self.user_role = role.clone();
+        }
+        if let Some(v) = &request.teams {
+            self.teams = v.clone().unwrap_or_default();
+        }
+        if let Some(v) = &request.models {
+            self.models = v.clone().unwrap_or_default();
+        }
+        if let Some(v) = request.max_budget {
+            self.max_budget = v.map(|u| u.0);
+        }
+        if let Some(v) = request.soft_budget {
+            self.soft_budget = v.map(|u| u.0);
+        }
+        if let Some(v) = request.budget_duration {
+            self.budget_duration = v.map(|d| d.0.interval());
+            self.budget_reset_at = v.map(|d| d.0.after(now));
+        }
+        if let Some(v) = request.tpm_limit {
+            self.tpm_limit = v;
+        }
+        if let Some(v) = request.rpm_limit {
+            self.rpm_limit = v;
+        }
+        if let Some(v) = request.max_parallel_requests {
+            self.max_parallel_requests = match v {
+                Some(n) => {
+                    fields::limit("max_parallel_requests", Some(n), fields::MAX_PARALLEL)?;
+                    i32::try_from(n).ok()
+                }
+                None => None,
+            };
+        }
+        if let Some(v) = &request.metadata {
+            self.metadata = Value::Object(v.clone().unwrap_or_default());
+        }
+        fields::text("user_id", &self.user_id)?;
+        fields::optional_text("user_alias", self.user_alias.as_deref())?;
+        fields::optional_text("user_email", self.user_email.as_deref())?;
+        if self.teams.len() > fields::MAX_MODELS {
+            return Err(ApiError::invalid_param("teams", "at most 100 teams"));
+        }
+        for team in &self.teams {
+            fields::text("teams", team)?;
+        }
+        fields::models(&self.models)?;
+        fields::budget("max_budget", self.max_budget)?;
+        fields::budget("soft_budget", self.soft_budget)?;
+        fields::limit("tpm_limit", self.tpm_limit, fields::MAX_RATE)?;
+        fields::limit("rpm_limit", self.rpm_limit, fields::MAX_RATE)?;
+        fields::metadata(self.metadata.as_object().unwrap_or(&Map::new()))
+    }
+}
+
+async fn find(tx: &mut Transaction<'_, Postgres>, user_id: &str) -> Result<UserRow, ApiError> {
+    sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM litellm_usertable WHERE user_id = $1 FOR UPDATE"
+    )))
+    .bind(user_id)
+    .persistent(false)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("user `{user_id}` not found")))
+}
+
+async fn save(
+    tx: &mut Transaction<'_, Postgres>,
+    row: &UserRow,
+    now: DateTime<Utc>,
+    insert: bool,
+) -> Result<UserRow, ApiError> {
+    let sql = if insert {
+        format!(
+            "INSERT INTO litellm_usertable
+                 (user_id, user_alias, user_email, user_role, teams, models, max_budget,
+                  soft_budget, budget_duration, budget_reset_at, tpm_limit, rpm_limit,
+                  max_parallel_requests, metadata, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15)
+             RETURNING {COLUMNS}"
+        )
+    } else {
+        format!(
+            "UPDATE litellm_usertable SET
+                 user_alias = $2, user_email = $3, user_role = $4, teams = $5, models = $6,
+                 max_budget = $7, soft_budget = $8, budget_duration = $9, budget_reset_at = $10,
+                 tpm_limit = $11, rpm_limit = $12, max_parallel_requests = $13, metadata = $14,
+                 updated_at = $15
+             WHERE user_id = $1 RETURNING {COLUMNS}"
+        )
+    };
+    sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(sql))
+        .bind(&row.user_id)
+        .bind(&row.user_alias)
+        .bind(&row.user_email)
+        .bind(&row.user_role)
+        .bind(&row.teams)
+        .bind(&row.models)
+        .bind(row.max_budget)
+        .bind(row.soft_budget)
+        .bind(row.budget_duration)
+        .bind(row.budget_reset_at)
+        .bind(row.tpm_limit)
+        .bind(row.rpm_limit)
+        .bind(row.max_parallel_requests)
+        .bind(&row.metadata)
+        .bind(now)
+        .persistent(false)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(|e| {
+            conflict_or(e, || {
+                format!("user `{}` (or that email) already exists", row.user_id)
+            })
+        })
+}
+
+pub async fn create(
+    Admin(caller): Admin,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    ApiJson(request): ApiJson<UserRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let now = state.clock.now();
+    let user_id = request
+        .user_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let mut row = UserRow::empty(user_id, now);
+    row.apply(&request, now)?;
+    let mut tx = state.db.pool().await?.begin().await?;
+    let saved = save(&mut tx, &row, now, true).await?;
+    Action {
+        at: now,
+        request_id,
+        caller: &caller,
+        action: "user.new",
+        object_type: "user",
+        object_id: &saved.user_id,
+        before: None,
+        after: Some(saved.to_json()),
+    }
+    .record(&mut tx)
+    .await?;
+    let mut body = saved.to_json();
+    if request.auto_create_key.unwrap_or(true) {
+        let (raw, key) =
+            keys::generate_for_user(&mut tx, &saved.user_id, &caller, now, request_id).await?;
+        body["key"] = Value::String(raw);
+        body["token"] = Value::String(key.token);
+        body["key_name"] = Value::String(key.key_name);
+    }
+    tx.commit().await?;
+    Ok(Json(body))
+}
+
+pub async fn update(
+    Admin(caller): Admin,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    ApiJson(request): ApiJson<UserRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let user_id = request
+        .user_id
+        .clone()
+        .ok_or_else(|| ApiError::invalid_param("user_id", "`user_id` names the user to update"))?;
+    if request.auto_create_key.is_some() {
+        return Err(ApiError::invalid_param(
+            "auto_create_key",
+            "`auto_create_key` is for /user/new",
+        ));
+    }
+    let now = state.clock.now();
+    let mut tx = state.db.pool().await?.begin().await?;
+    let before = find(&mut tx, &user_id).await?;
+    let mut row = before.clone();
+    row.apply(&request, now)?;
+    let after = save(&mut tx, &row, now, false).await?;
+    Action {
+        at: now,
+        request_id,
+        caller: &caller,
+        action: "user.update",
+        object_type: "user",
+        object_id: &user_id,
+        before: Some(before.to_json()),
+        after: Some(after.to_json()),
+    }
+    .record(&mut tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Json(after.to_json()))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InfoQuery {
+    user_id: String,
+}
+
+pub async fn info(
+    Admin(_): Admin,
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<InfoQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let mut tx = state.db.pool().await?.begin().await?;
+    let user = find(&mut tx, &query.user_id).await?;
+    let keys = keys::keys_where(&mut tx, "user_id", &query.user_id).await?;
+    tx.commit().await?;
+    Ok(Json(json!({
+        "user_id": user.user_id,
+        "user_info": user.to_json(),
+        "keys": keys.iter().map(KeyRow::to_json).collect::<Vec<_>>(),
+        "teams": user.teams,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteRequest {
+    user_ids: Vec<String>,
+}
+
+/// Deletes users; their keys are deactivated first (and kept, for the record).
+pub async fn delete(
+    Admin(caller): Admin,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    ApiJson(request): ApiJson<DeleteRequest>,
+) -> Result<Json<Value>, ApiError> {
+    if request.user_ids.is_empty() || request.user_ids.len() > 100 {
+        return Err(ApiError::invalid_param(
+            "user_ids",
+            "give 1 to 100 `user_ids`",
+        ));
+    }
+    let now = state.clock.now();
+    let mut tx = state.db.pool().await?.begin().await?;
+    for user_id in &request.user_ids {
+        let before = find(&mut tx, user_id).await?;
+        for key in keys::keys_where(&mut tx, "user_id", user_id).await? {
+            keys::deactivate(&mut tx, &key, &caller, now, request_id, "key.delete").await?;
+        }
+        sqlx::query("DELETE FROM litellm_usertable WHERE user_id = $1")
+            .bind(user_id)
+            .persistent(false)
+            .execute(&mut *tx)
+            .await?;
+        Action {
+            at: now,
+            request_id,
+            caller: &caller,
+            action: "user.delete",
+            object_type: "user",
+            object_id: user_id,
+            before: Some(before.to_json()),
+            after: None,
+        }
+        .record(&mut tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(Json(json!({ "deleted_users": request.user_ids })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    page: Option<i64>,
+    page_size: Option<i64>,
+    role: Option<String>,
+}
+
+pub async fn list(
+    Admin(_): Admin,
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let page = Page::new(query.page, query.page_size)?;
+    let pool = state.db.pool().await?;
+    let total: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM litellm_usertable WHERE ($1::text IS NULL OR user_role = $1)",
+    )
+    .bind(&query.role)
+    .persistent(false)
+    .fetch_one(pool)
+    .await?;
+    let rows = sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM litellm_usertable WHERE ($1::text IS NULL OR user_role = $1)
+         ORDER BY created_at, user_id LIMIT $2 OFFSET $3"
+    )))
+    .bind(&query.role)
+    .bind(page.size)
+    .bind(page.offset())
+    .persistent(false)
+    .fetch_all(pool)
+    .await?;
+    Ok(Json(json!({
+        "users": rows.iter().map(UserRow::to_json).collect::<Vec<_>>(),
+        "total": total,
+        "page": page.page,
+        "page_size": page.size,
+        "total_pages": page.total_pages(total),
+    })))
+}
