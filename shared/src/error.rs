@@ -243,6 +243,28 @@ impl IntoResponse for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
+        // Input PostgreSQL cannot take (a NUL in text, a number out of range) is the client's
+        // error, not ours.
+        let code = err
+            .as_database_error()
+            .and_then(|d| d.code())
+            .map(|c| c.into_owned());
+        match code.as_deref() {
+            Some(c) if c.starts_with("22") => {
+                return ApiError::invalid_request(
+                    "a value in the request is not valid text or is out of range",
+                );
+            }
+            Some("23514") => {
+                return ApiError::invalid_request("a value in the request is out of range");
+            }
+            Some("23503") => {
+                return ApiError::NotFound(
+                    "a user or team the request refers to does not exist".into(),
+                );
+            }
+            _ => {}
+        }
         match err {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
                 ApiError::DatabaseUnavailable(err.to_string())

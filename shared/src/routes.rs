@@ -29,6 +29,7 @@ pub const ALB_PATH_PATTERNS: &[(&str, Function)] = &[
     ("/team/*", Function::KeyAdmin),
     ("/spend/*", Function::KeyAdmin),
     ("/global/*", Function::KeyAdmin),
+    ("/openapi.json", Function::KeyAdmin),
     ("/health*", Function::Health),
 ];
 
@@ -55,7 +56,8 @@ pub fn chat_routes(state: AppState) -> Router {
     http::finish(chat::router(state))
 }
 
-/// The `key-admin` function: `/key/*`, `/user/*`, `/team/*`, `/spend/*`, `/global/*`.
+/// The `key-admin` function: `/key/*`, `/user/*`, `/team/*`, `/spend/*`, `/global/*`, and
+/// the OpenAPI document at `/openapi.json`.
 pub fn admin_routes(state: AppState) -> Router {
     http::finish(admin::router(state))
 }

@@ -829,3 +829,46 @@ async fn litellm_doc_curls_work_unchanged() {
     .await;
     assert_eq!(deleted["deleted_keys"].as_array().unwrap().len(), 1);
 }
+
+/// The OpenAPI document is served, and every operation it lists is routed.
+#[tokio::test]
+async fn the_openapi_document_is_served_and_matches_the_routes() {
+    let admin = Admin::start().await;
+    let response = admin
+        .gw
+        .client
+        .get(admin.gw.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let doc: Value = response.json().await.unwrap();
+    assert_eq!(doc["openapi"], "3.0.3");
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() >= 26);
+    for (path, operations) in paths {
+        for method in operations.as_object().unwrap().keys() {
+            let concrete = path
+                .replace("{model}", "claude-3-opus")
+                .replace("{key}", "sk-not-a-key-0000000000000");
+            let (status, body) = admin
+                .call(
+                    method.to_uppercase().parse().unwrap(),
+                    &concrete,
+                    Some(MASTER_KEY),
+                    None,
+                )
+                .await;
+            let unrouted = body["error"]["type"] == "method_not_allowed"
+                || (status == 404
+                    && body["error"]["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("no route")));
+            assert!(
+                !unrouted,
+                "{method} {path} is documented but not routed: {status} {body}"
+            );
+        }
+    }
+}

@@ -48,7 +48,15 @@ pub fn router(state: AppState) -> Router {
         .route("/team/delete", post(teams::delete))
         .route("/spend/logs", get(spend::logs))
         .route("/global/spend/report", get(spend::report))
+        .route("/openapi.json", get(openapi))
         .with_state(state)
+}
+
+/// The OpenAPI 3 document of every route (`shared/openapi.json`).
+pub const OPENAPI: &str = include_str!("../../openapi.json");
+
+async fn openapi() -> impl axum::response::IntoResponse {
+    ([(http::header::CONTENT_TYPE, "application/json")], OPENAPI)
 }
 
 /// One admin action, recorded in the transaction that makes it.
