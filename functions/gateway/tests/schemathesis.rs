@@ -38,7 +38,9 @@ async fn schemathesis_finds_no_failures() {
             "--checks",
             "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
         ])
-        .args(["--max-examples", "25", "--phases", "examples,coverage,fuzzing", "--workers", "2"])
+        .args(["--max-examples", "25", "--phases", "examples,coverage,fuzzing", "--workers", "1"])
+        // One worker: hypothesis parses lambdas with `ast` on every thread, and CPython 3.11
+        // fails that at random under concurrency ("AST constructor recursion depth mismatch").
         .args(["--seed", "20261129"])
         .arg("--report-dir")
         .arg(&report)

@@ -3,10 +3,11 @@
 
 use std::str::FromStr;
 
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use serde::{Deserialize, Deserializer};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use sqlx::postgres::types::PgInterval;
 
 use crate::durations::DurationSpec;
@@ -57,6 +58,130 @@ impl<'de> Deserialize<'de> for Duration {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
         text.parse().map(Duration).map_err(serde::de::Error::custom)
+    }
+}
+
+/// What keys, users and teams all carry, as a request changes it.
+#[derive(Debug, Default, Deserialize)]
+pub struct LimitsPatch {
+    #[serde(default, deserialize_with = "patch")]
+    models: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "patch")]
+    max_budget: Option<Option<Usd>>,
+    #[serde(default, deserialize_with = "patch")]
+    soft_budget: Option<Option<Usd>>,
+    #[serde(default, deserialize_with = "patch")]
+    budget_duration: Option<Option<Duration>>,
+    #[serde(default, deserialize_with = "patch")]
+    tpm_limit: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "patch")]
+    rpm_limit: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "patch")]
+    max_parallel_requests: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "patch")]
+    metadata: Option<Option<Map<String, Value>>>,
+}
+
+/// What keys, users and teams all carry, as stored: a model allow-list (empty: every model),
+/// budgets, the budget period, rate limits and metadata.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Limits {
+    pub models: Vec<String>,
+    pub max_budget: Option<Decimal>,
+    pub soft_budget: Option<Decimal>,
+    pub budget_duration: Option<PgInterval>,
+    pub budget_reset_at: Option<DateTime<Utc>>,
+    pub tpm_limit: Option<i64>,
+    pub rpm_limit: Option<i64>,
+    pub max_parallel_requests: Option<i32>,
+    pub metadata: Value,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            models: Vec::new(),
+            max_budget: None,
+            soft_budget: None,
+            budget_duration: None,
+            budget_reset_at: None,
+            tpm_limit: None,
+            rpm_limit: None,
+            max_parallel_requests: None,
+            metadata: Value::Object(Map::new()),
+        }
+    }
+}
+
+/// The columns of [`Limits`], for SELECT lists.
+pub const LIMIT_COLUMNS: &str = "models, max_budget, soft_budget, budget_duration, \
+    budget_reset_at, tpm_limit, rpm_limit, max_parallel_requests, metadata";
+
+impl Limits {
+    /// A new budget period starts now.
+    pub fn set_budget_period(&mut self, period: Option<DurationSpec>, now: DateTime<Utc>) {
+        self.budget_duration = period.map(|d| d.interval());
+        self.budget_reset_at = period.map(|d| d.after(now));
+    }
+
+    /// Applies what the request names, then checks the documented limits.
+    pub fn apply(&mut self, patch: &LimitsPatch, now: DateTime<Utc>) -> Result<(), ApiError> {
+        if let Some(v) = &patch.models {
+            self.models = v.clone().unwrap_or_default();
+        }
+        if let Some(v) = patch.max_budget {
+            self.max_budget = v.map(|u| u.0);
+        }
+        if let Some(v) = patch.soft_budget {
+            self.soft_budget = v.map(|u| u.0);
+        }
+        if let Some(v) = patch.budget_duration {
+            self.set_budget_period(v.map(|d| d.0), now);
+        }
+        if let Some(v) = patch.tpm_limit {
+            self.tpm_limit = v;
+        }
+        if let Some(v) = patch.rpm_limit {
+            self.rpm_limit = v;
+        }
+        if let Some(v) = patch.max_parallel_requests {
+            limit("max_parallel_requests", v, MAX_PARALLEL)?;
+            self.max_parallel_requests = v.and_then(|n| i32::try_from(n).ok());
+        }
+        if let Some(v) = &patch.metadata {
+            self.metadata = Value::Object(v.clone().unwrap_or_default());
+        }
+        models(&self.models)?;
+        budget("max_budget", self.max_budget)?;
+        budget("soft_budget", self.soft_budget)?;
+        limit("tpm_limit", self.tpm_limit, MAX_RATE)?;
+        limit("rpm_limit", self.rpm_limit, MAX_RATE)?;
+        metadata(self.metadata.as_object().unwrap_or(&Map::new()))
+    }
+
+    /// Adds these fields to a response object.
+    pub fn write_json(&self, out: &mut Value) {
+        out["models"] = json!(self.models);
+        out["max_budget"] = optional_money(self.max_budget);
+        out["soft_budget"] = optional_money(self.soft_budget);
+        out["budget_duration"] = duration(self.budget_duration.as_ref());
+        out["budget_reset_at"] = json!(self.budget_reset_at);
+        out["tpm_limit"] = json!(self.tpm_limit);
+        out["rpm_limit"] = json!(self.rpm_limit);
+        out["max_parallel_requests"] = json!(self.max_parallel_requests);
+        out["metadata"] = self.metadata.clone();
+    }
+}
+
+/// Request fields nobody asked for are refused, not ignored: an admin who sends LiteLLM's
+/// `model_max_budget` must learn that llmlite did not apply it.
+pub fn no_unknown_fields(unknown: &Map<String, Value>) -> Result<(), ApiError> {
+    match unknown.keys().next() {
+        None => Ok(()),
+        Some(field) => Err(ApiError::invalid_param(
+            field,
+            format!("unknown field `{field}`: llmlite does not support it"),
+        )),
     }
 }
 

@@ -7,10 +7,9 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use sqlx::postgres::types::PgInterval;
 use sqlx::{Postgres, Transaction};
 
-use super::fields::{self, Duration, Usd, patch};
+use super::fields::{self, Duration, Limits, LimitsPatch, patch};
 use super::{Action, Page, conflict_or};
 use crate::auth::{Admin, Caller};
 use crate::durations::DurationSpec;
@@ -46,7 +45,6 @@ impl Tier {
 
 /// The body of `/key/generate` and `/key/update`.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct KeyRequest {
     /// generate: a caller-chosen raw key; update: the key to change (raw or hash).
     key: Option<String>,
@@ -55,27 +53,15 @@ pub struct KeyRequest {
     #[serde(default, deserialize_with = "patch")]
     duration: Option<Option<Duration>>,
     #[serde(default, deserialize_with = "patch")]
-    models: Option<Option<Vec<String>>>,
-    #[serde(default, deserialize_with = "patch")]
-    max_budget: Option<Option<Usd>>,
-    #[serde(default, deserialize_with = "patch")]
-    soft_budget: Option<Option<Usd>>,
-    #[serde(default, deserialize_with = "patch")]
-    budget_duration: Option<Option<Duration>>,
-    #[serde(default, deserialize_with = "patch")]
-    tpm_limit: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "patch")]
-    rpm_limit: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "patch")]
-    max_parallel_requests: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "patch")]
     user_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "patch")]
     team_id: Option<Option<String>>,
-    #[serde(default, deserialize_with = "patch")]
-    metadata: Option<Option<Map<String, Value>>>,
     blocked: Option<bool>,
     tier: Option<Tier>,
+    #[serde(flatten)]
+    limits: LimitsPatch,
+    #[serde(flatten)]
+    unknown: Map<String, Value>,
 }
 
 /// A key row, as stored.
@@ -86,20 +72,13 @@ pub struct KeyRow {
     pub key_alias: Option<String>,
     pub user_id: Option<String>,
     pub team_id: Option<String>,
-    pub models: Vec<String>,
     pub tier: Option<String>,
-    pub max_budget: Option<Decimal>,
-    pub soft_budget: Option<Decimal>,
     pub spend: Decimal,
-    pub budget_duration: Option<PgInterval>,
-    pub budget_reset_at: Option<DateTime<Utc>>,
-    pub tpm_limit: Option<i64>,
-    pub rpm_limit: Option<i64>,
-    pub max_parallel_requests: Option<i32>,
+    #[sqlx(flatten)]
+    pub limits: Limits,
     pub expires: Option<DateTime<Utc>>,
     pub is_active: bool,
     pub blocked: bool,
-    pub metadata: Value,
     pub created_by: Option<String>,
     pub updated_by: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -107,40 +86,33 @@ pub struct KeyRow {
     pub last_active: Option<DateTime<Utc>>,
 }
 
-const COLUMNS: &str = "token, key_name, key_alias, user_id, team_id, models, tier, max_budget, \
-    soft_budget, spend, budget_duration, budget_reset_at, tpm_limit, rpm_limit, \
-    max_parallel_requests, expires, is_active, blocked, metadata, created_by, updated_by, \
+const COLUMNS: &str = "token, key_name, key_alias, user_id, team_id, tier, spend, models, \
+    max_budget, soft_budget, budget_duration, budget_reset_at, tpm_limit, rpm_limit, \
+    max_parallel_requests, metadata, expires, is_active, blocked, created_by, updated_by, \
     created_at, updated_at, last_active";
 
 impl KeyRow {
     /// LiteLLM's key object. The hash is `token`; the raw key is never in it.
     pub fn to_json(&self) -> Value {
-        json!({
+        let mut out = json!({
             "token": self.token,
             "key_name": self.key_name,
             "key_alias": self.key_alias,
             "user_id": self.user_id,
             "team_id": self.team_id,
-            "models": self.models,
             "tier": self.tier,
             "spend": fields::money(self.spend),
-            "max_budget": fields::optional_money(self.max_budget),
-            "soft_budget": fields::optional_money(self.soft_budget),
-            "budget_duration": fields::duration(self.budget_duration.as_ref()),
-            "budget_reset_at": self.budget_reset_at,
-            "tpm_limit": self.tpm_limit,
-            "rpm_limit": self.rpm_limit,
-            "max_parallel_requests": self.max_parallel_requests,
             "expires": self.expires,
             "is_active": self.is_active,
             "blocked": self.blocked,
-            "metadata": self.metadata,
             "created_by": self.created_by,
             "updated_by": self.updated_by,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "last_active": self.last_active,
-        })
+        });
+        self.limits.write_json(&mut out);
+        out
     }
 }
 
@@ -150,18 +122,10 @@ struct KeyValues {
     key_alias: Option<String>,
     user_id: Option<String>,
     team_id: Option<String>,
-    models: Vec<String>,
     tier: Option<Tier>,
-    max_budget: Option<Decimal>,
-    soft_budget: Option<Decimal>,
-    budget_duration: Option<DurationSpec>,
-    budget_reset_at: Option<DateTime<Utc>>,
-    tpm_limit: Option<i64>,
-    rpm_limit: Option<i64>,
-    max_parallel_requests: Option<i64>,
+    limits: Limits,
     expires: Option<DateTime<Utc>>,
     blocked: bool,
-    metadata: Map<String, Value>,
 }
 
 impl KeyValues {
@@ -170,41 +134,33 @@ impl KeyValues {
             key_alias: row.key_alias.clone(),
             user_id: row.user_id.clone(),
             team_id: row.team_id.clone(),
-            models: row.models.clone(),
             tier: match row.tier.as_deref() {
                 Some("standard") => Some(Tier::Standard),
                 Some("admin") => Some(Tier::Admin),
                 _ => None,
             },
-            max_budget: row.max_budget,
-            soft_budget: row.soft_budget,
-            budget_duration: row
-                .budget_duration
-                .as_ref()
-                .and_then(DurationSpec::from_interval),
-            budget_reset_at: row.budget_reset_at,
-            tpm_limit: row.tpm_limit,
-            rpm_limit: row.rpm_limit,
-            max_parallel_requests: row.max_parallel_requests.map(i64::from),
+            limits: row.limits.clone(),
             expires: row.expires,
             blocked: row.blocked,
-            metadata: row.metadata.as_object().cloned().unwrap_or_default(),
         }
     }
 
-    /// Applies a request: tier defaults first, then every field it names.
-    fn apply(&mut self, request: &KeyRequest, now: DateTime<Utc>) {
+    /// Applies a request: tier defaults first, then every field it names; then checks them.
+    fn apply(&mut self, request: &KeyRequest, now: DateTime<Utc>) -> Result<(), ApiError> {
+        fields::no_unknown_fields(&request.unknown)?;
         if let Some(tier) = request.tier {
             let (tpm, rpm, budget) = tier.defaults();
             self.tier = Some(tier);
-            self.tpm_limit = Some(tpm);
-            self.rpm_limit = Some(rpm);
-            self.max_budget = Some(Decimal::from(budget));
-            self.budget_duration = Some(DurationSpec {
-                amount: 30,
-                unit: crate::durations::Unit::Days,
-            });
-            self.budget_reset_at = self.budget_duration.map(|d| d.after(now));
+            self.limits.tpm_limit = Some(tpm);
+            self.limits.rpm_limit = Some(rpm);
+            self.limits.max_budget = Some(Decimal::from(budget));
+            self.limits.set_budget_period(
+                Some(DurationSpec {
+                    amount: 30,
+                    unit: crate::durations::Unit::Days,
+                }),
+                now,
+            );
         }
         if let Some(v) = &request.key_alias {
             self.key_alias = v.clone();
@@ -215,28 +171,6 @@ impl KeyValues {
         if let Some(v) = &request.team_id {
             self.team_id = v.clone();
         }
-        if let Some(v) = &request.models {
-            self.models = v.clone().unwrap_or_default();
-        }
-        if let Some(v) = request.max_budget {
-            self.max_budget = v.map(|u| u.0);
-        }
-        if let Some(v) = request.soft_budget {
-            self.soft_budget = v.map(|u| u.0);
-        }
-        if let Some(v) = request.budget_duration {
-            self.budget_duration = v.map(|d| d.0);
-            self.budget_reset_at = self.budget_duration.map(|d| d.after(now));
-        }
-        if let Some(v) = request.tpm_limit {
-            self.tpm_limit = v;
-        }
-        if let Some(v) = request.rpm_limit {
-            self.rpm_limit = v;
-        }
-        if let Some(v) = request.max_parallel_requests {
-            self.max_parallel_requests = v;
-        }
         if let Some(v) = request.duration {
             // A new duration restarts the lifetime from now; null means never expires.
             self.expires = v.map(|d| d.0.after(now));
@@ -244,26 +178,10 @@ impl KeyValues {
         if let Some(v) = request.blocked {
             self.blocked = v;
         }
-        if let Some(v) = &request.metadata {
-            self.metadata = v.clone().unwrap_or_default();
-        }
-    }
-
-    fn validate(&self) -> Result<(), ApiError> {
+        self.limits.apply(&request.limits, now)?;
         fields::optional_text("key_alias", self.key_alias.as_deref())?;
         fields::optional_text("user_id", self.user_id.as_deref())?;
-        fields::optional_text("team_id", self.team_id.as_deref())?;
-        fields::models(&self.models)?;
-        fields::budget("max_budget", self.max_budget)?;
-        fields::budget("soft_budget", self.soft_budget)?;
-        fields::limit("tpm_limit", self.tpm_limit, fields::MAX_RATE)?;
-        fields::limit("rpm_limit", self.rpm_limit, fields::MAX_RATE)?;
-        fields::limit(
-            "max_parallel_requests",
-            self.max_parallel_requests,
-            fields::MAX_PARALLEL,
-        )?;
-        fields::metadata(&self.metadata)
+        fields::optional_text("team_id", self.team_id.as_deref())
     }
 }
 
@@ -366,22 +284,18 @@ async fn store(
         .bind(&values.key_alias)
         .bind(&values.user_id)
         .bind(&values.team_id)
-        .bind(&values.models)
+        .bind(&values.limits.models)
         .bind(values.tier.map(Tier::as_str))
-        .bind(values.max_budget)
-        .bind(values.soft_budget)
-        .bind(values.budget_duration.map(|d| d.interval()))
-        .bind(values.budget_reset_at)
-        .bind(values.tpm_limit)
-        .bind(values.rpm_limit)
-        .bind(
-            values
-                .max_parallel_requests
-                .and_then(|v| i32::try_from(v).ok()),
-        )
+        .bind(values.limits.max_budget)
+        .bind(values.limits.soft_budget)
+        .bind(values.limits.budget_duration)
+        .bind(values.limits.budget_reset_at)
+        .bind(values.limits.tpm_limit)
+        .bind(values.limits.rpm_limit)
+        .bind(values.limits.max_parallel_requests)
         .bind(values.expires)
         .bind(values.blocked)
-        .bind(Value::Object(values.metadata.clone()))
+        .bind(&values.limits.metadata)
         .bind(caller.actor())
         .bind(now)
         .persistent(false)
@@ -427,8 +341,7 @@ pub async fn generate(
 ) -> Result<Json<Value>, ApiError> {
     let now = state.clock.now();
     let mut values = KeyValues::default();
-    values.apply(&request, now);
-    values.validate()?;
+    values.apply(&request, now)?;
     let raw = new_raw_key(request.key.as_deref())?;
     let hash = KeyHash::of(&raw);
     let mut tx = state.db.pool().await?.begin().await?;
@@ -473,8 +386,7 @@ pub async fn update(
     let mut tx = state.db.pool().await?.begin().await?;
     let before = find(&mut tx, &key, true).await?;
     let mut values = KeyValues::from_row(&before);
-    values.apply(&request, now);
-    values.validate()?;
+    values.apply(&request, now)?;
     ensure_owner(&mut tx, &values, now).await?;
     let after = store(
         &mut tx,

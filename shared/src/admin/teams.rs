@@ -7,10 +7,9 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use sqlx::postgres::types::PgInterval;
 use sqlx::{Postgres, Transaction};
 
-use super::fields::{self, Duration, Usd, patch};
+use super::fields::{self, Limits, LimitsPatch, patch};
 use super::keys::{self, KeyRow};
 use super::{Action, conflict_or};
 use crate::auth::Admin;
@@ -19,117 +18,60 @@ use crate::http::{ApiJson, ApiQuery, RequestId};
 use crate::state::AppState;
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct TeamRequest {
     team_id: Option<String>,
     #[serde(default, deserialize_with = "patch")]
     team_alias: Option<Option<String>>,
-    #[serde(default, deserialize_with = "patch")]
-    models: Option<Option<Vec<String>>>,
-    #[serde(default, deserialize_with = "patch")]
-    max_budget: Option<Option<Usd>>,
-    #[serde(default, deserialize_with = "patch")]
-    soft_budget: Option<Option<Usd>>,
-    #[serde(default, deserialize_with = "patch")]
-    budget_duration: Option<Option<Duration>>,
-    #[serde(default, deserialize_with = "patch")]
-    tpm_limit: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "patch")]
-    rpm_limit: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "patch")]
-    max_parallel_requests: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "patch")]
-    metadata: Option<Option<Map<String, Value>>>,
     blocked: Option<bool>,
+    #[serde(flatten)]
+    limits: LimitsPatch,
+    #[serde(flatten)]
+    unknown: Map<String, Value>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct TeamRow {
     pub team_id: String,
     pub team_alias: Option<String>,
-    pub models: Vec<String>,
-    pub max_budget: Option<Decimal>,
-    pub soft_budget: Option<Decimal>,
     pub spend: Decimal,
-    pub budget_duration: Option<PgInterval>,
-    pub budget_reset_at: Option<DateTime<Utc>>,
-    pub tpm_limit: Option<i64>,
-    pub rpm_limit: Option<i64>,
-    pub max_parallel_requests: Option<i32>,
+    #[sqlx(flatten)]
+    pub limits: Limits,
     pub blocked: bool,
-    pub metadata: Value,
     pub created_by: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str = "team_id, team_alias, models, max_budget, soft_budget, spend, \
-    budget_duration, budget_reset_at, tpm_limit, rpm_limit, max_parallel_requests, blocked, \
-    metadata, created_by, created_at, updated_at";
+const COLUMNS: &str = "team_id, team_alias, spend, models, max_budget, soft_budget, \
+    budget_duration, budget_reset_at, tpm_limit, rpm_limit, max_parallel_requests, metadata, \
+    blocked, created_by, created_at, updated_at";
 
 impl TeamRow {
     pub fn to_json(&self) -> Value {
-        json!({
+        let mut out = json!({
             "team_id": self.team_id,
             "team_alias": self.team_alias,
-            "models": self.models,
             "spend": fields::money(self.spend),
-            "max_budget": fields::optional_money(self.max_budget),
-            "soft_budget": fields::optional_money(self.soft_budget),
-            "budget_duration": fields::duration(self.budget_duration.as_ref()),
-            "budget_reset_at": self.budget_reset_at,
-            "tpm_limit": self.tpm_limit,
-            "rpm_limit": self.rpm_limit,
-            "max_parallel_requests": self.max_parallel_requests,
             "blocked": self.blocked,
-            "metadata": self.metadata,
             "created_by": self.created_by,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
-        })
+        });
+        self.limits.write_json(&mut out);
+        out
     }
 
     fn apply(&mut self, request: &TeamRequest, now: DateTime<Utc>) -> Result<(), ApiError> {
+        fields::no_unknown_fields(&request.unknown)?;
         if let Some(v) = &request.team_alias {
             self.team_alias = v.clone();
-        }
-        if let Some(v) = &request.models {
-            self.models = v.clone().unwrap_or_default();
-        }
-        if let Some(v) = request.max_budget {
-            self.max_budget = v.map(|u| u.0);
-        }
-        if let Some(v) = request.soft_budget {
-            self.soft_budget = v.map(|u| u.0);
-        }
-        if let Some(v) = request.budget_duration {
-            self.budget_duration = v.map(|d| d.0.interval());
-            self.budget_reset_at = v.map(|d| d.0.after(now));
-        }
-        if let Some(v) = request.tpm_limit {
-            self.tpm_limit = v;
-        }
-        if let Some(v) = request.rpm_limit {
-            self.rpm_limit = v;
-        }
-        if let Some(v) = request.max_parallel_requests {
-            fields::limit("max_parallel_requests", v, fields::MAX_PARALLEL)?;
-            self.max_parallel_requests = v.and_then(|n| i32::try_from(n).ok());
         }
         if let Some(v) = request.blocked {
             self.blocked = v;
         }
-        if let Some(v) = &request.metadata {
-            self.metadata = Value::Object(v.clone().unwrap_or_default());
-        }
+        self.limits.apply(&request.limits, now)?;
         fields::text("team_id", &self.team_id)?;
-        fields::optional_text("team_alias", self.team_alias.as_deref())?;
-        fields::models(&self.models)?;
-        fields::budget("max_budget", self.max_budget)?;
-        fields::budget("soft_budget", self.soft_budget)?;
-        fields::limit("tpm_limit", self.tpm_limit, fields::MAX_RATE)?;
-        fields::limit("rpm_limit", self.rpm_limit, fields::MAX_RATE)?;
-        fields::metadata(self.metadata.as_object().unwrap_or(&Map::new()))
+        fields::optional_text("team_alias", self.team_alias.as_deref())
     }
 }
 
@@ -173,16 +115,16 @@ async fn save(
     sqlx::query_as::<_, TeamRow>(sqlx::AssertSqlSafe(sql))
         .bind(&row.team_id)
         .bind(&row.team_alias)
-        .bind(&row.models)
-        .bind(row.max_budget)
-        .bind(row.soft_budget)
-        .bind(row.budget_duration)
-        .bind(row.budget_reset_at)
-        .bind(row.tpm_limit)
-        .bind(row.rpm_limit)
-        .bind(row.max_parallel_requests)
+        .bind(&row.limits.models)
+        .bind(row.limits.max_budget)
+        .bind(row.limits.soft_budget)
+        .bind(row.limits.budget_duration)
+        .bind(row.limits.budget_reset_at)
+        .bind(row.limits.tpm_limit)
+        .bind(row.limits.rpm_limit)
+        .bind(row.limits.max_parallel_requests)
         .bind(row.blocked)
-        .bind(&row.metadata)
+        .bind(&row.limits.metadata)
         .bind(&row.created_by)
         .bind(now)
         .persistent(false)
@@ -204,17 +146,9 @@ pub async fn create(
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
         team_alias: None,
-        models: Vec::new(),
-        max_budget: None,
-        soft_budget: None,
         spend: Decimal::ZERO,
-        budget_duration: None,
-        budget_reset_at: None,
-        tpm_limit: None,
-        rpm_limit: None,
-        max_parallel_requests: None,
+        limits: Limits::default(),
         blocked: false,
-        metadata: Value::Object(Map::new()),
         created_by: Some(caller.actor()),
         created_at: now,
         updated_at: now,

@@ -7,10 +7,9 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use sqlx::postgres::types::PgInterval;
 use sqlx::{Postgres, Transaction};
 
-use super::fields::{self, Duration, Usd, patch};
+use super::fields::{self, Limits, LimitsPatch, patch};
 use super::keys::{self, KeyRow};
 use super::{Action, Page, conflict_or};
 use crate::auth::Admin;
@@ -26,7 +25,6 @@ const ROLES: &[&str] = &[
 ];
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct UserRequest {
     user_id: Option<String>,
     #[serde(default, deserialize_with = "patch")]
@@ -36,24 +34,12 @@ pub struct UserRequest {
     user_role: Option<String>,
     #[serde(default, deserialize_with = "patch")]
     teams: Option<Option<Vec<String>>>,
-    #[serde(default, deserialize_with = "patch")]
-    models: Option<Option<Vec<String>>>,
-    #[serde(default, deserialize_with = "patch")]
-    max_budget: Option<Option<Usd>>,
-    #[serde(default, deserialize_with = "patch")]
-    soft_budget: Option<Option<Usd>>,
-    #[serde(default, deserialize_with = "patch")]
-    budget_duration: Option<Option<Duration>>,
-    #[serde(default, deserialize_with = "patch")]
-    tpm_limit: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "patch")]
-    rpm_limit: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "patch")]
-    max_parallel_requests: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "patch")]
-    metadata: Option<Option<Map<String, Value>>>,
     /// `/user/new` only: also mint a key for the user (LiteLLM's default: yes).
     auto_create_key: Option<bool>,
+    #[serde(flatten)]
+    limits: LimitsPatch,
+    #[serde(flatten)]
+    unknown: Map<String, Value>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -63,45 +49,31 @@ pub struct UserRow {
     pub user_email: Option<String>,
     pub user_role: String,
     pub teams: Vec<String>,
-    pub models: Vec<String>,
-    pub max_budget: Option<Decimal>,
-    pub soft_budget: Option<Decimal>,
     pub spend: Decimal,
-    pub budget_duration: Option<PgInterval>,
-    pub budget_reset_at: Option<DateTime<Utc>>,
-    pub tpm_limit: Option<i64>,
-    pub rpm_limit: Option<i64>,
-    pub max_parallel_requests: Option<i32>,
-    pub metadata: Value,
+    #[sqlx(flatten)]
+    pub limits: Limits,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str = "user_id, user_alias, user_email, user_role, teams, models, max_budget, \
-    soft_budget, spend, budget_duration, budget_reset_at, tpm_limit, rpm_limit, \
+const COLUMNS: &str = "user_id, user_alias, user_email, user_role, teams, spend, models, \
+    max_budget, soft_budget, budget_duration, budget_reset_at, tpm_limit, rpm_limit, \
     max_parallel_requests, metadata, created_at, updated_at";
 
 impl UserRow {
     pub fn to_json(&self) -> Value {
-        json!({
+        let mut out = json!({
             "user_id": self.user_id,
             "user_alias": self.user_alias,
             "user_email": self.user_email,
             "user_role": self.user_role,
             "teams": self.teams,
-            "models": self.models,
             "spend": fields::money(self.spend),
-            "max_budget": fields::optional_money(self.max_budget),
-            "soft_budget": fields::optional_money(self.soft_budget),
-            "budget_duration": fields::duration(self.budget_duration.as_ref()),
-            "budget_reset_at": self.budget_reset_at,
-            "tpm_limit": self.tpm_limit,
-            "rpm_limit": self.rpm_limit,
-            "max_parallel_requests": self.max_parallel_requests,
-            "metadata": self.metadata,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
-        })
+        });
+        self.limits.write_json(&mut out);
+        out
     }
 
     fn empty(user_id: String, now: DateTime<Utc>) -> Self {
@@ -111,22 +83,15 @@ impl UserRow {
             user_email: None,
             user_role: "internal_user".to_owned(),
             teams: Vec::new(),
-            models: Vec::new(),
-            max_budget: None,
-            soft_budget: None,
             spend: Decimal::ZERO,
-            budget_duration: None,
-            budget_reset_at: None,
-            tpm_limit: None,
-            rpm_limit: None,
-            max_parallel_requests: None,
-            metadata: Value::Object(Map::new()),
+            limits: Limits::default(),
             created_at: now,
             updated_at: now,
         }
     }
 
     fn apply(&mut self, request: &UserRequest, now: DateTime<Utc>) -> Result<(), ApiError> {
+        fields::no_unknown_fields(&request.unknown)?;
         if let Some(v) = &request.user_alias {
             self.user_alias = v.clone();
         }
@@ -145,52 +110,16 @@ impl UserRow {
         if let Some(v) = &request.teams {
             self.teams = v.clone().unwrap_or_default();
         }
-        if let Some(v) = &request.models {
-            self.models = v.clone().unwrap_or_default();
-        }
-        if let Some(v) = request.max_budget {
-            self.max_budget = v.map(|u| u.0);
-        }
-        if let Some(v) = request.soft_budget {
-            self.soft_budget = v.map(|u| u.0);
-        }
-        if let Some(v) = request.budget_duration {
-            self.budget_duration = v.map(|d| d.0.interval());
-            self.budget_reset_at = v.map(|d| d.0.after(now));
-        }
-        if let Some(v) = request.tpm_limit {
-            self.tpm_limit = v;
-        }
-        if let Some(v) = request.rpm_limit {
-            self.rpm_limit = v;
-        }
-        if let Some(v) = request.max_parallel_requests {
-            self.max_parallel_requests = match v {
-                Some(n) => {
-                    fields::limit("max_parallel_requests", Some(n), fields::MAX_PARALLEL)?;
-                    i32::try_from(n).ok()
-                }
-                None => None,
-            };
-        }
-        if let Some(v) = &request.metadata {
-            self.metadata = Value::Object(v.clone().unwrap_or_default());
-        }
+        self.limits.apply(&request.limits, now)?;
         fields::text("user_id", &self.user_id)?;
         fields::optional_text("user_alias", self.user_alias.as_deref())?;
         fields::optional_text("user_email", self.user_email.as_deref())?;
         if self.teams.len() > fields::MAX_MODELS {
             return Err(ApiError::invalid_param("teams", "at most 100 teams"));
         }
-        for team in &self.teams {
-            fields::text("teams", team)?;
-        }
-        fields::models(&self.models)?;
-        fields::budget("max_budget", self.max_budget)?;
-        fields::budget("soft_budget", self.soft_budget)?;
-        fields::limit("tpm_limit", self.tpm_limit, fields::MAX_RATE)?;
-        fields::limit("rpm_limit", self.rpm_limit, fields::MAX_RATE)?;
-        fields::metadata(self.metadata.as_object().unwrap_or(&Map::new()))
+        self.teams
+            .iter()
+            .try_for_each(|team| fields::text("teams", team))
     }
 }
 
@@ -236,15 +165,15 @@ async fn save(
         .bind(&row.user_email)
         .bind(&row.user_role)
         .bind(&row.teams)
-        .bind(&row.models)
-        .bind(row.max_budget)
-        .bind(row.soft_budget)
-        .bind(row.budget_duration)
-        .bind(row.budget_reset_at)
-        .bind(row.tpm_limit)
-        .bind(row.rpm_limit)
-        .bind(row.max_parallel_requests)
-        .bind(&row.metadata)
+        .bind(&row.limits.models)
+        .bind(row.limits.max_budget)
+        .bind(row.limits.soft_budget)
+        .bind(row.limits.budget_duration)
+        .bind(row.limits.budget_reset_at)
+        .bind(row.limits.tpm_limit)
+        .bind(row.limits.rpm_limit)
+        .bind(row.limits.max_parallel_requests)
+        .bind(&row.limits.metadata)
         .bind(now)
         .persistent(false)
         .fetch_one(&mut **tx)
