@@ -2,8 +2,8 @@
 //! it may do. There is no cache: every request looks its key up, so a revoked key is refused on
 //! its very next request, on every instance.
 //!
-//! Until virtual keys are checked at admission (issue #5), the chat routes accept the master
-//! key only.
+//! The chat path does its key checks inside admission (`admission`), in the same round trip
+//! that takes rate-limit tokens; this module serves the admin API and `/v1/models`.
 
 use axum::extract::FromRequestParts;
 use chrono::{DateTime, Utc};
@@ -35,22 +35,6 @@ pub fn api_key(headers: &HeaderMap) -> Option<&str> {
         .filter(|k| !k.is_empty())
 }
 
-/// A request that carries the master key.
-pub struct MasterKey;
-
-impl FromRequestParts<AppState> for MasterKey {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let key = api_key(&parts.headers).ok_or(ApiError::MissingApiKey)?;
-        if state.config.master_key.matches(key) {
-            Ok(MasterKey)
-        } else {
-            Err(ApiError::InvalidApiKey)
-        }
-    }
-}
-
 /// An authenticated caller of the admin API.
 #[derive(Debug, Clone)]
 pub enum Caller {
@@ -60,6 +44,8 @@ pub enum Caller {
         user_id: Option<String>,
         /// The key's user has the `proxy_admin` role.
         admin: bool,
+        /// The model allow-lists of the key, its user and its team (an empty list allows all).
+        model_lists: Vec<Vec<String>>,
     },
 }
 
@@ -75,6 +61,16 @@ impl Caller {
     pub fn is_admin(&self) -> bool {
         matches!(self, Caller::Master | Caller::Key { admin: true, .. })
     }
+
+    /// Whether this caller may use `model` (the master key may use every model).
+    pub fn may_use(&self, model: &str) -> bool {
+        match self {
+            Caller::Master => true,
+            Caller::Key { model_lists, .. } => model_lists
+                .iter()
+                .all(|list| list.is_empty() || list.iter().any(|m| m == model)),
+        }
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -86,6 +82,10 @@ struct KeyState {
     deprecated_until: Option<DateTime<Utc>>,
     user_id: Option<String>,
     user_role: Option<String>,
+    team_blocked: Option<bool>,
+    key_models: Vec<String>,
+    user_models: Option<Vec<String>>,
+    team_models: Option<Vec<String>>,
 }
 
 /// Looks a virtual key up by hash (a rotated key's old hash too, until its grace period ends)
@@ -101,10 +101,13 @@ pub async fn authenticate_key(state: &AppState, raw: &str) -> Result<Caller, Api
              UNION ALL
              SELECT active_token, revoke_at FROM llmlite_deprecated_token WHERE token = $1
          )
-         SELECT k.token, k.is_active, k.blocked, k.expires, t.deprecated_until, k.user_id, u.user_role
+         SELECT k.token, k.is_active, k.blocked, k.expires, t.deprecated_until, k.user_id,
+                u.user_role, tm.blocked AS team_blocked, k.models AS key_models,
+                u.models AS user_models, tm.models AS team_models
          FROM target t
          JOIN litellm_verificationtoken k ON k.token = t.token
          LEFT JOIN litellm_usertable u ON u.user_id = k.user_id
+         LEFT JOIN litellm_teamtable tm ON tm.team_id = k.team_id
          LIMIT 1",
     )
     .bind(hash.as_str())
@@ -116,7 +119,7 @@ pub async fn authenticate_key(state: &AppState, raw: &str) -> Result<Caller, Api
     if !key.is_active || key.deprecated_until.is_some_and(|until| until <= now) {
         return Err(ApiError::InactiveKey);
     }
-    if key.blocked {
+    if key.blocked || key.team_blocked == Some(true) {
         return Err(ApiError::BlockedKey);
     }
     if key.expires.is_some_and(|at| at <= now) {
@@ -124,10 +127,15 @@ pub async fn authenticate_key(state: &AppState, raw: &str) -> Result<Caller, Api
     }
     // A rotated key in its grace period acts as the key it was rotated into.
     let hash = KeyHash::from_key_or_hash(&key.token).unwrap_or(hash);
+    let model_lists = std::iter::once(key.key_models)
+        .chain(key.user_models)
+        .chain(key.team_models)
+        .collect();
     Ok(Caller::Key {
         hash,
         user_id: key.user_id,
         admin: key.user_role.as_deref() == Some("proxy_admin"),
+        model_lists,
     })
 }
 

@@ -20,10 +20,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use bytes::Bytes;
-use http::{HeaderValue, header};
+use http::{HeaderMap, HeaderValue, header};
 use tokio::sync::mpsc;
 
-use crate::auth::MasterKey;
+use crate::admission::{self, Admitted, Refusal};
+use crate::auth::{self, Caller};
 use crate::bedrock::{self, BedrockFailure, ConverseRequest, JSON_TOOL};
 use crate::catalog::{ModelEntry, TokenUsage};
 use crate::error::ApiError;
@@ -57,13 +58,15 @@ fn model_object(alias: &str) -> ModelObject {
     }
 }
 
-async fn list_models(_: MasterKey, State(state): State<AppState>) -> Json<ModelList> {
+/// The catalog's aliases this key may use (its own, its user's and its team's allow-lists).
+async fn list_models(caller: Caller, State(state): State<AppState>) -> Json<ModelList> {
     let data = state
         .config
         .catalog
         .models()
         .iter()
         .flat_map(|m| std::iter::once(&m.alias).chain(&m.other_aliases))
+        .filter(|alias| caller.may_use(alias.as_str()))
         .map(|alias| model_object(alias.as_str()))
         .collect();
     Json(ModelList {
@@ -73,7 +76,7 @@ async fn list_models(_: MasterKey, State(state): State<AppState>) -> Json<ModelL
 }
 
 async fn get_model(
-    _: MasterKey,
+    caller: Caller,
     State(state): State<AppState>,
     Path(model): Path<String>,
 ) -> Result<Json<ModelObject>, ApiError> {
@@ -81,51 +84,146 @@ async fn get_model(
         .config
         .catalog
         .get(&model)
+        .filter(|_| caller.may_use(&model))
         .map(|_| Json(model_object(&model)))
         .ok_or(ApiError::ModelNotFound { model })
 }
 
+/// The key a request carries; missing is a 401 before the body is read.
+pub struct BearerKey(String);
+
+impl axum::extract::FromRequestParts<AppState> for BearerKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &AppState,
+    ) -> Result<Self, ApiError> {
+        auth::api_key(&parts.headers)
+            .map(|k| BearerKey(k.to_owned()))
+            .ok_or(ApiError::MissingApiKey)
+    }
+}
+
 async fn chat_completions(
-    _: MasterKey,
+    BearerKey(key): BearerKey,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     ApiJson(request): ApiJson<ChatCompletionRequest>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Refusal> {
     bedrock::validate(&request)?;
-    let chain =
-        state
-            .config
-            .catalog
-            .chain(&request.model)
-            .ok_or_else(|| ApiError::ModelNotFound {
-                model: request.model.clone(),
-            })?;
+    let Some(chain) = state.config.catalog.chain(&request.model) else {
+        // An unknown model is a 404 only to a caller with a working key.
+        if !state.config.master_key.matches(&key) {
+            auth::authenticate_key(&state, &key).await?;
+        }
+        return Err(ApiError::ModelNotFound {
+            model: request.model.clone(),
+        }
+        .into());
+    };
+    // The request must fit the model it names; the reservation covers the dearest model of the
+    // chain it might be served by.
+    let primary = bedrock::translate(&request, &chain[0])?;
+    let outputs: Vec<(Arc<ModelEntry>, u32)> = chain
+        .iter()
+        .skip(1)
+        .filter_map(|m| {
+            bedrock::translate(&request, m)
+                .ok()
+                .map(|c| (Arc::clone(m), c.max_tokens))
+        })
+        .chain(std::iter::once((Arc::clone(&chain[0]), primary.max_tokens)))
+        .collect();
+    let estimate = admission::estimate_prompt_tokens(&request);
+    let reserve = admission::worst_case_cost(estimate, &outputs);
+    let admitted =
+        admission::admit(&state, &key, &request.model, request_id, estimate, reserve).await?;
     tracing::info!(
         request_id = %request_id,
         model = %request.model,
         stream = request.stream.unwrap_or(false),
-        user = request.user.as_deref().unwrap_or(""),
+        key = %admitted.token,
         "chat completion"
     );
     let completion = Completion {
         id: format!("chatcmpl-{}", request_id.simple()),
         created: chrono::Utc::now().timestamp(),
         alias: request.model.clone(),
+        request_id,
+        started: state.clock.now(),
+        end_user: request.user.clone(),
+        metadata: accounting_metadata(request.metadata.as_ref()),
+        admitted,
     };
-    if request.stream.unwrap_or(false) {
+    let response = if request.stream.unwrap_or(false) {
         stream(state, chain, request, completion).await
     } else {
         complete(state, chain, request, completion).await
-    }
+    };
+    response.map_err(Refusal::from)
 }
 
-/// What every response of one completion shares.
+/// What every response of one completion shares, and what settlement needs.
 #[derive(Clone)]
 struct Completion {
     id: String,
     created: i64,
     /// The alias the client asked for: responses name it, whichever model served.
     alias: String,
+    request_id: RequestId,
+    started: chrono::DateTime<chrono::Utc>,
+    end_user: Option<String>,
+    /// The request's `metadata`, kept with its spend row.
+    metadata: serde_json::Value,
+    admitted: Admitted,
+}
+
+/// The largest `metadata` kept with a spend row; larger is replaced by a marker.
+const MAX_ACCOUNTING_METADATA: usize = 16 * 1024;
+
+fn accounting_metadata(
+    metadata: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> serde_json::Value {
+    match metadata {
+        None => serde_json::json!({}),
+        Some(map)
+            if serde_json::to_string(map).map_or(usize::MAX, |s| s.len())
+                <= MAX_ACCOUNTING_METADATA =>
+        {
+            serde_json::Value::Object(map.clone())
+        }
+        Some(_) => serde_json::json!({ "llmlite_note": "metadata over 16 KiB was not kept" }),
+    }
+}
+
+impl Completion {
+    /// Settles the request: what it cost, or a failure at no cost.
+    async fn settle(
+        &self,
+        state: &AppState,
+        served: Option<&ModelEntry>,
+        usage: TokenUsage,
+        error: Option<&ApiError>,
+    ) -> Option<rust_decimal::Decimal> {
+        let cost = served.map_or(crate::money::Money::ZERO, |m| m.prices.cost(&usage));
+        admission::settle(
+            state,
+            &admission::Outcome {
+                request_id: self.request_id,
+                admitted: &self.admitted,
+                alias: &self.alias,
+                model_id: served.map(|m| m.bedrock_model_id.as_str()),
+                end_user: self.end_user.as_deref(),
+                usage,
+                cost,
+                started: self.started,
+                error_type: error.map(ApiError::kind),
+                metadata: &self.metadata,
+            },
+        )
+        .await
+    }
 }
 
 /// Calls `call` on the primary model and then each fallback, retrying transient failures with
@@ -211,16 +309,31 @@ async fn complete(
     request: ChatCompletionRequest,
     completion: Completion,
 ) -> Result<Response, ApiError> {
-    let (output, model, converse) = with_fallbacks(&state, &chain, &request, |model, converse| {
+    let answer = with_fallbacks(&state, &chain, &request, |model, converse| {
         let call = converse_call(&state, &model, converse);
         async move { call.send().await.map_err(|e| BedrockFailure::from_sdk(&e)) }
     })
-    .await?;
+    .await;
+    let (output, model, converse) = match answer {
+        Ok(answer) => answer,
+        Err(error) => {
+            completion
+                .settle(&state, None, TokenUsage::default(), Some(&error))
+                .await;
+            return Err(error);
+        }
+    };
     let usage = bedrock::token_usage(output.usage());
+    let key_spend = completion.settle(&state, Some(&model), usage, None).await;
     let body = completion_body(&output, &completion, converse.json_tool, &usage);
     let mut response = Json(body).into_response();
     let headers = response.headers_mut();
+    completion.admitted.write_headers(headers);
     headers.insert("x-litellm-response-cost", cost_header(&model, &usage));
+    let spend = key_spend.unwrap_or(completion.admitted.key_spend);
+    if let Ok(value) = HeaderValue::from_str(&spend.normalize().to_string()) {
+        headers.insert("x-litellm-key-spend", value);
+    }
     if let Ok(served) = HeaderValue::from_str(model.alias.as_str()) {
         headers.insert("x-llmlite-served-model", served);
     }
@@ -294,11 +407,20 @@ async fn stream(
 ) -> Result<Response, ApiError> {
     // Retries and fallbacks cover the call up to its first byte; after that the stream is the
     // client's, and a failure ends it with an error event.
-    let (output, model, converse) = with_fallbacks(&state, &chain, &request, |model, converse| {
+    let answer = with_fallbacks(&state, &chain, &request, |model, converse| {
         let call = converse_stream_call(&state, &model, converse);
         async move { call.send().await.map_err(|e| BedrockFailure::from_sdk(&e)) }
     })
-    .await?;
+    .await;
+    let (output, model, converse) = match answer {
+        Ok(answer) => answer,
+        Err(error) => {
+            completion
+                .settle(&state, None, TokenUsage::default(), Some(&error))
+                .await;
+            return Err(error);
+        }
+    };
     let include_usage = request
         .stream_options
         .as_ref()
@@ -312,7 +434,19 @@ async fn stream(
         finished: false,
         usage: None,
     };
-    tokio::spawn(translator.run(output.stream, sender, include_usage, model));
+    let mut headers = HeaderMap::new();
+    translator.completion.admitted.write_headers(&mut headers);
+    if let Ok(value) = HeaderValue::from_str(
+        &translator
+            .completion
+            .admitted
+            .key_spend
+            .normalize()
+            .to_string(),
+    ) {
+        headers.insert("x-litellm-key-spend", value);
+    }
+    tokio::spawn(translator.run(state, output.stream, sender, include_usage, model));
     let body = Body::from_stream(futures_util::stream::unfold(
         receiver,
         |mut receiver| async {
@@ -468,6 +602,7 @@ impl StreamTranslator {
 
     async fn run(
         mut self,
+        state: AppState,
         mut events: aws_sdk_bedrockruntime::primitives::event_stream::EventReceiver<
             ConverseStreamOutput,
             aws_sdk_bedrockruntime::types::error::ConverseStreamOutputError,
@@ -484,41 +619,27 @@ impl StreamTranslator {
             },
             None,
         );
-        if sender.send(role).await.is_err() {
-            return;
-        }
-        loop {
-            match events.recv().await {
-                Ok(Some(event)) => {
-                    for chunk in self.translate(event) {
-                        if sender.send(chunk).await.is_err() {
-                            // The client went away; dropping the receiver ends the Bedrock call.
-                            return;
-                        }
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    let failure = BedrockFailure::from_sdk(&e);
-                    tracing::warn!(?failure, "Bedrock stream failed midway");
-                    let error = failure.into_api_error(&self.completion.alias);
-                    let _ = sender.send(self.error_event(&error)).await;
-                    return;
-                }
+        // Whatever happens below, the request is settled once: the stream's usage at its
+        // prices, or a failure at no cost.
+        let failure = self.relay(role, &mut events, &sender).await;
+        let usage = self.usage.unwrap_or_default();
+        match &failure {
+            None => {
+                self.completion
+                    .settle(&state, Some(&model), usage, None)
+                    .await;
+            }
+            Some(error) => {
+                // Tokens a broken stream did produce are still charged.
+                let served = self.usage.is_some().then_some(model.as_ref());
+                self.completion
+                    .settle(&state, served, usage, Some(error))
+                    .await;
             }
         }
-        if !self.finished {
-            let error =
-                ApiError::Upstream("the model stream ended before the answer was complete".into());
-            let _ = sender.send(self.error_event(&error)).await;
+        if failure.is_some() {
             return;
         }
-        let usage = self.usage.unwrap_or_default();
-        tracing::info!(
-            completion = %self.completion.id,
-            cost = %model.prices.cost(&usage),
-            "stream complete"
-        );
         if include_usage {
             let chunk = sse(&ChatCompletionChunk {
                 id: self.completion.id.clone(),
@@ -533,5 +654,49 @@ impl StreamTranslator {
             }
         }
         let _ = sender.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
+    }
+
+    /// Sends the role chunk and then every translated event, until the stream ends. Returns the
+    /// error that ended it early, if one did (a client that went away is one).
+    async fn relay(
+        &mut self,
+        role: Bytes,
+        events: &mut aws_sdk_bedrockruntime::primitives::event_stream::EventReceiver<
+            ConverseStreamOutput,
+            aws_sdk_bedrockruntime::types::error::ConverseStreamOutputError,
+        >,
+        sender: &mpsc::Sender<Bytes>,
+    ) -> Option<ApiError> {
+        let gone = || Some(ApiError::invalid_request("the client closed the stream"));
+        if sender.send(role).await.is_err() {
+            return gone();
+        }
+        loop {
+            match events.recv().await {
+                Ok(Some(event)) => {
+                    for chunk in self.translate(event) {
+                        if sender.send(chunk).await.is_err() {
+                            // The client went away; dropping the receiver ends the Bedrock call.
+                            return gone();
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let failure = BedrockFailure::from_sdk(&e);
+                    tracing::warn!(?failure, "Bedrock stream failed midway");
+                    let error = failure.into_api_error(&self.completion.alias);
+                    let _ = sender.send(self.error_event(&error)).await;
+                    return Some(error);
+                }
+            }
+        }
+        if !self.finished {
+            let error =
+                ApiError::Upstream("the model stream ended before the answer was complete".into());
+            let _ = sender.send(self.error_event(&error)).await;
+            return Some(error);
+        }
+        None
     }
 }

@@ -182,6 +182,9 @@ pub struct Config {
     pub aws_region: String,
     pub catalog: Arc<ModelCatalog>,
     pub aws: SdkConfig,
+    /// The refill period of the RPM and TPM buckets (`LLMLITE_RATE_PERIOD_SECS`, default 60:
+    /// per minute). Tests lengthen it so that refill during a run is negligible.
+    pub rate_period: std::time::Duration,
     /// `AWS_ENDPOINT_URL_BEDROCK_RUNTIME`, read here as well as by the SDK so that `llmlite dev`
     /// can point Bedrock at its double without touching the process environment.
     pub bedrock_endpoint: Option<String>,
@@ -253,12 +256,23 @@ impl Config {
                 "must be an http:// or https:// URL",
             ));
         }
+        let rate_period = match non_empty(env, "LLMLITE_RATE_PERIOD_SECS") {
+            None => 60,
+            Some(v) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (1..=86_400).contains(n))
+                .ok_or_else(|| {
+                    ConfigError::new("LLMLITE_RATE_PERIOD_SECS", "must be 1 to 86400 seconds")
+                })?,
+        };
         Ok(Config {
             database,
             master_key,
             aws_region,
             catalog,
             aws,
+            rate_period: std::time::Duration::from_secs(rate_period),
             bedrock_endpoint,
         })
     }

@@ -5,6 +5,7 @@
 //! the Lambdas through `lambda_http::run`, the local gateway through `axum::serve`.
 
 pub mod admin;
+pub mod admission;
 pub mod auth;
 pub mod bedrock;
 pub mod bedrock_double;

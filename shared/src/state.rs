@@ -22,6 +22,8 @@ pub struct AppState {
     pub retry: RetryPolicy,
     /// The time every check and stamp uses.
     pub clock: Clock,
+    /// The refill period of the rate-limit buckets.
+    pub rate_period: std::time::Duration,
 }
 
 /// The Bedrock client: our own retries (so fallbacks and the client's 429 follow them), a short
@@ -47,6 +49,7 @@ impl AppState {
         let db = Database::new(&config.database, Some(&config.aws))?;
         let bedrock = bedrock_client(&config);
         let s3 = aws_sdk_s3::Client::new(&config.aws);
+        let rate_period = config.rate_period;
         Ok(AppState {
             config: Arc::new(config),
             db,
@@ -54,6 +57,7 @@ impl AppState {
             s3,
             retry: RetryPolicy::default(),
             clock: Clock::default(),
+            rate_period,
         })
     }
 

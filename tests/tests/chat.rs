@@ -746,7 +746,7 @@ async fn bad_requests_are_refused_before_bedrock_with_clear_errors() {
 }
 
 #[tokio::test]
-async fn the_chat_routes_need_the_master_key() {
+async fn the_chat_routes_need_a_key() {
     let gw = TestGateway::start().await;
     let request =
         json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "x"}]});

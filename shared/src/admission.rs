@@ -1,0 +1,437 @@
+//! Admission and settlement on the chat path: one SQL round trip each (`llmlite_admit` and
+//! `llmlite_settle` in `migrations/`), so a chat request costs exactly two database round trips.
+//!
+//! Admission checks the key (active, not blocked, not expired, model allowed for key, user and
+//! team), resets ended budget periods, takes a token from each RPM bucket and the prompt
+//! estimate from each TPM bucket, takes a parallel-request lease and reserves the worst-case
+//! cost against every budget, or refuses without taking anything. Settlement records the spend
+//! row (idempotent on the request ID) and swaps the reservation for the actual cost.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use http::{HeaderMap, HeaderValue};
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+use sqlx::postgres::types::PgInterval;
+
+use crate::catalog::{ModelEntry, TokenUsage};
+use crate::error::{ApiError, BudgetScope};
+use crate::http::RequestId;
+use crate::keys::KeyHash;
+use crate::money::Money;
+use crate::openai::{ChatCompletionRequest, ChatMessage, Content, ContentPart};
+use crate::state::AppState;
+
+/// How long an admitted request holds its parallel slot and reservation without settling:
+/// longer than any Lambda can run, so only a crashed invocation's lease ever expires.
+pub const LEASE: Duration = Duration::from_secs(15 * 60);
+
+/// What admission returns.
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct Decision {
+    decision: Option<String>,
+    scope: Option<String>,
+    detail: Option<String>,
+    token: Option<String>,
+    key_alias: Option<String>,
+    user_id: Option<String>,
+    team_id: Option<String>,
+    key_spend: Option<Decimal>,
+    spend: Option<Decimal>,
+    max_budget: Option<Decimal>,
+    retry_after: Option<Decimal>,
+    rpm_limit: Option<i64>,
+    rpm_remaining: Option<Decimal>,
+    rpm_reset: Option<Decimal>,
+    tpm_limit: Option<i64>,
+    tpm_remaining: Option<Decimal>,
+    tpm_reset: Option<Decimal>,
+}
+
+/// OpenAI's rate-limit headers, for one kind of limit.
+#[derive(Debug, Clone, Copy, Default)]
+struct Limit {
+    limit: i64,
+    remaining: i64,
+    reset_secs: f64,
+}
+
+/// An admitted request: who it is charged to, and the figures for its headers.
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    pub token: String,
+    pub key_alias: Option<String>,
+    pub user_id: Option<String>,
+    pub team_id: Option<String>,
+    pub key_spend: Decimal,
+    /// Master-key requests are not limited; they are still recorded.
+    pub master: bool,
+    requests: Option<Limit>,
+    tokens: Option<Limit>,
+}
+
+fn seconds(value: Option<Decimal>) -> f64 {
+    value.and_then(|d| d.to_f64()).unwrap_or(0.0).max(0.0)
+}
+
+/// OpenAI's duration format for reset headers: `1s`, `6m0s`, `1h2m3s`, `250ms`.
+fn reset_text(seconds: f64) -> String {
+    if seconds < 1.0 {
+        return format!("{}ms", (seconds * 1000.0).ceil() as u64);
+    }
+    let total = seconds.ceil() as u64;
+    let (h, m, s) = (total / 3600, (total % 3600) / 60, total % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s}s"),
+        _ => format!("{h}h{m}m{s}s"),
+    }
+}
+
+fn limit_of(
+    limit: Option<i64>,
+    remaining: Option<Decimal>,
+    reset: Option<Decimal>,
+) -> Option<Limit> {
+    limit.map(|limit| Limit {
+        limit,
+        remaining: remaining
+            .and_then(|r| r.floor().to_i64())
+            .unwrap_or(0)
+            .max(0),
+        reset_secs: seconds(reset),
+    })
+}
+
+fn write_limit(headers: &mut HeaderMap, kind: &str, limit: Option<Limit>) {
+    let Some(limit) = limit else { return };
+    let pairs = [
+        (format!("x-ratelimit-limit-{kind}"), limit.limit.to_string()),
+        (
+            format!("x-ratelimit-remaining-{kind}"),
+            limit.remaining.to_string(),
+        ),
+        (
+            format!("x-ratelimit-reset-{kind}"),
+            reset_text(limit.reset_secs),
+        ),
+    ];
+    for (name, value) in pairs {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            headers.insert(name, value);
+        }
+    }
+}
+
+impl Admitted {
+    /// The rate-limit headers for this request.
+    pub fn write_headers(&self, headers: &mut HeaderMap) {
+        write_limit(headers, "requests", self.requests);
+        write_limit(headers, "tokens", self.tokens);
+    }
+}
+
+/// A rough prompt size for admission (the TPM estimate and the budget reservation): four
+/// characters a token, plus framing per message and a flat 1,600 per image. Settlement charges
+/// the real count.
+pub fn estimate_prompt_tokens(request: &ChatCompletionRequest) -> u64 {
+    let mut chars = 0usize;
+    let mut images = 0u64;
+    let mut count = |content: &Content, chars: &mut usize| match content {
+        Content::Text(text) => *chars += text.len(),
+        Content::Parts(parts) => {
+            for part in parts {
+                match part {
+                    ContentPart::Text { text, .. } => *chars += text.len(),
+                    ContentPart::ImageUrl { .. } => images += 1,
+                }
+            }
+        }
+    };
+    for message in &request.messages {
+        match message {
+            ChatMessage::System { content }
+            | ChatMessage::Developer { content }
+            | ChatMessage::User { content }
+            | ChatMessage::Tool { content, .. } => count(content, &mut chars),
+            ChatMessage::Assistant {
+                content,
+                tool_calls,
+            } => {
+                if let Some(content) = content {
+                    count(content, &mut chars);
+                }
+                for call in tool_calls.iter().flatten() {
+                    chars += call.function.name.len() + call.function.arguments.len();
+                }
+            }
+        }
+    }
+    if let Some(tools) = &request.tools {
+        chars += tools
+            .iter()
+            .map(|t| {
+                t.function.name.len()
+                    + t.function
+                        .parameters
+                        .as_ref()
+                        .map_or(0, |p| p.to_string().len())
+            })
+            .sum::<usize>();
+    }
+    (chars as u64).div_ceil(4) + 4 * request.messages.len() as u64 + 1600 * images
+}
+
+/// The most a request can cost on any model of its chain: the estimate at the input price plus
+/// every output token it may produce at the output price.
+pub fn worst_case_cost(estimate: u64, models: &[(std::sync::Arc<ModelEntry>, u32)]) -> Money {
+    models
+        .iter()
+        .map(|(model, max_tokens)| {
+            model.prices.input * estimate + model.prices.output * u64::from(*max_tokens)
+        })
+        .max()
+        .unwrap_or(Money::ZERO)
+}
+
+fn interval(duration: Duration) -> PgInterval {
+    PgInterval {
+        months: 0,
+        days: 0,
+        microseconds: i64::try_from(duration.as_micros()).unwrap_or(i64::MAX),
+    }
+}
+
+/// Admits a request for `model` by the key `raw_key` (or the master key), in one round trip.
+pub async fn admit(
+    state: &AppState,
+    raw_key: &str,
+    model: &str,
+    request_id: RequestId,
+    estimate: u64,
+    reserve: Money,
+) -> Result<Admitted, Refusal> {
+    if state.config.master_key.matches(raw_key) {
+        return Ok(Admitted {
+            token: KeyHash::of(raw_key).to_string(),
+            key_alias: Some("master_key".to_owned()),
+            user_id: None,
+            team_id: None,
+            key_spend: Decimal::ZERO,
+            master: true,
+            requests: None,
+            tokens: None,
+        });
+    }
+    if !raw_key.starts_with("sk-") {
+        return Err(ApiError::InvalidApiKey.into());
+    }
+    let decision: Decision =
+        sqlx::query_as("SELECT * FROM llmlite_admit($1, $2, $3, $4, $5, $6, $7, $8)")
+            .bind(KeyHash::of(raw_key).as_str())
+            .bind(model)
+            .bind(request_id.to_string())
+            .bind(state.clock.now())
+            .bind(i64::try_from(estimate).unwrap_or(i64::MAX))
+            .bind(reserve.amount())
+            .bind(interval(LEASE))
+            .bind(Decimal::from(state.rate_period.as_secs().max(1)))
+            .persistent(false)
+            .fetch_one(state.db.pool().await?)
+            .await
+            .map_err(ApiError::from)?;
+    let requests = limit_of(
+        decision.rpm_limit,
+        decision.rpm_remaining,
+        decision.rpm_reset,
+    );
+    let tokens = limit_of(
+        decision.tpm_limit,
+        decision.tpm_remaining,
+        decision.tpm_reset,
+    );
+    let scope = match decision.scope.as_deref() {
+        Some("user") => BudgetScope::User,
+        Some("team") => BudgetScope::Team,
+        _ => BudgetScope::Key,
+    };
+    match decision.decision.as_deref() {
+        Some("ok") => Ok(Admitted {
+            token: decision.token.unwrap_or_default(),
+            key_alias: decision.key_alias,
+            user_id: decision.user_id,
+            team_id: decision.team_id,
+            key_spend: decision.key_spend.unwrap_or_default(),
+            master: false,
+            requests,
+            tokens,
+        }),
+        Some("not_found") => Err(ApiError::InvalidApiKey.into()),
+        Some("inactive") => Err(ApiError::InactiveKey.into()),
+        Some("blocked") => Err(ApiError::BlockedKey.into()),
+        Some("expired") => Err(ApiError::ExpiredKey.into()),
+        Some("model_not_allowed") => Err(ApiError::ModelNotAllowed {
+            model: model.to_owned(),
+        }
+        .into()),
+        Some("budget_exceeded") => Err(ApiError::BudgetExceeded {
+            scope,
+            spend: decision.spend.unwrap_or_default(),
+            max_budget: decision.max_budget.unwrap_or_default(),
+        }
+        .into()),
+        Some("rate_limited") => {
+            let retry_after = seconds(decision.retry_after);
+            let what = match decision.detail.as_deref() {
+                Some("tpm") => format!(
+                    "tokens per minute: limit {}, {} remaining",
+                    decision.tpm_limit.unwrap_or(0),
+                    decision
+                        .tpm_remaining
+                        .and_then(|r| r.floor().to_i64())
+                        .unwrap_or(0)
+                        .max(0)
+                ),
+                Some("parallel") => "parallel requests: the limit is in use".to_owned(),
+                _ => format!(
+                    "requests per minute: limit {}, 0 remaining",
+                    decision.rpm_limit.unwrap_or(0)
+                ),
+            };
+            let retry_after_secs = retry_after.ceil().max(1.0) as u64;
+            let mut headers = HeaderMap::new();
+            write_limit(&mut headers, "requests", requests);
+            write_limit(&mut headers, "tokens", tokens);
+            Err(Refusal {
+                error: ApiError::RateLimited {
+                    message: format!(
+                        "{} rate limit reached ({what}); retry in {retry_after_secs} s",
+                        scope.as_str()
+                    ),
+                    retry_after_secs,
+                },
+                headers,
+            })
+        }
+        other => Err(ApiError::Internal(format!("unexpected admission decision {other:?}")).into()),
+    }
+}
+
+/// A refused request: the error, and the rate-limit headers a 429 carries.
+#[derive(Debug)]
+pub struct Refusal {
+    pub error: ApiError,
+    pub headers: HeaderMap,
+}
+
+impl From<ApiError> for Refusal {
+    fn from(error: ApiError) -> Self {
+        Refusal {
+            error,
+            headers: HeaderMap::new(),
+        }
+    }
+}
+
+impl axum::response::IntoResponse for Refusal {
+    fn into_response(self) -> axum::response::Response {
+        let mut response = self.error.into_response();
+        response.headers_mut().extend(self.headers);
+        response
+    }
+}
+
+/// How a request ended, for settlement.
+pub struct Outcome<'a> {
+    pub request_id: RequestId,
+    pub admitted: &'a Admitted,
+    pub alias: &'a str,
+    pub model_id: Option<&'a str>,
+    pub end_user: Option<&'a str>,
+    pub usage: TokenUsage,
+    pub cost: Money,
+    pub started: DateTime<Utc>,
+    pub error_type: Option<&'static str>,
+    pub metadata: &'a serde_json::Value,
+}
+
+/// Settles a request in one round trip, retrying a failed attempt: a settlement is never
+/// dropped silently (a last failure is logged with everything needed to replay it). Returns the
+/// key's spend afterwards.
+pub async fn settle(state: &AppState, outcome: &Outcome<'_>) -> Option<Decimal> {
+    let mut last_error = None;
+    for attempt in 0..3u32 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+        }
+        match settle_once(state, outcome).await {
+            Ok(spend) => return Some(spend),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    tracing::error!(
+        request_id = %outcome.request_id,
+        key = %outcome.admitted.token,
+        model = outcome.alias,
+        cost = %outcome.cost,
+        input_tokens = outcome.usage.input,
+        output_tokens = outcome.usage.output,
+        error = ?last_error,
+        "settlement failed after retries: spend not recorded"
+    );
+    None
+}
+
+async fn settle_once(state: &AppState, o: &Outcome<'_>) -> Result<Decimal, ApiError> {
+    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let spend: Option<Decimal> = sqlx::query_scalar(
+        "SELECT llmlite_settle($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+                               $16, $17, $18)",
+    )
+    .bind(o.request_id.to_string())
+    .bind(&o.admitted.token)
+    .bind(&o.admitted.key_alias)
+    .bind(&o.admitted.user_id)
+    .bind(&o.admitted.team_id)
+    .bind(o.end_user)
+    .bind(o.alias)
+    .bind(o.model_id)
+    .bind(count(
+        o.usage.input + o.usage.cache_read + o.usage.cache_write,
+    ))
+    .bind(count(o.usage.output))
+    .bind(count(o.usage.cache_read))
+    .bind(count(o.usage.cache_write))
+    .bind(o.cost.amount())
+    .bind(o.started)
+    .bind(state.clock.now())
+    .bind(if o.error_type.is_some() {
+        "failure"
+    } else {
+        "success"
+    })
+    .bind(o.error_type)
+    .bind(o.metadata)
+    .persistent(false)
+    .fetch_one(state.db.pool().await?)
+    .await?;
+    Ok(spend.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_headers_use_openais_duration_format() {
+        assert_eq!(reset_text(0.25), "250ms");
+        assert_eq!(reset_text(1.0), "1s");
+        assert_eq!(reset_text(59.2), "1m0s");
+        assert_eq!(reset_text(360.0), "6m0s");
+        assert_eq!(reset_text(3723.0), "1h2m3s");
+    }
+}

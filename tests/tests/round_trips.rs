@@ -1,0 +1,80 @@
+//! A successful chat request costs exactly two database statements: admission and settlement.
+//! Counted from sqlx's own per-statement events, in a test binary of its own so that nothing
+//! else runs queries meanwhile.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails loudly"
+)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use llmlite_tests::{MASTER_KEY, TestGateway};
+use serde_json::{Value, json};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::{Layer, Registry};
+
+struct CountStatements(Arc<AtomicUsize>);
+
+impl<S: tracing::Subscriber> Layer<S> for CountStatements {
+    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        if event.metadata().target() == "sqlx::query" {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_chat_request_is_exactly_two_statements() {
+    let statements = Arc::new(AtomicUsize::new(0));
+    let subscriber = Registry::default().with(CountStatements(Arc::clone(&statements)));
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+
+    let gw = TestGateway::start().await;
+    let minted: Value = gw
+        .client
+        .post(gw.url("/key/generate"))
+        .bearer_auth(MASTER_KEY)
+        .json(&json!({"rpm_limit": 100, "tpm_limit": 100000, "max_budget": 10, "max_parallel_requests": 5}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = minted["key"].as_str().unwrap();
+    let chat = || {
+        gw.client
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&json!({"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "count me"}]}))
+            .send()
+    };
+    assert_eq!(chat().await.unwrap().status(), 200, "warm-up");
+    for _ in 0..3 {
+        statements.store(0, Ordering::SeqCst);
+        let response = chat().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(statements.load(Ordering::SeqCst), 2);
+    }
+    statements.store(0, Ordering::SeqCst);
+    let streamed = gw
+        .client
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&json!({"model": "claude-haiku-4-5", "stream": true, "messages": [{"role": "user", "content": "count me"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(streamed.text().await.unwrap().ends_with("data: [DONE]\n\n"));
+    // Settlement of a stream runs as its last event is sent; wait for it.
+    for _ in 0..100 {
+        if statements.load(Ordering::SeqCst) >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(statements.load(Ordering::SeqCst), 2);
+}
