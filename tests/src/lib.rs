@@ -274,6 +274,71 @@ impl TestGateway {
     }
 }
 
+impl TestGateway {
+    /// `POST /key/generate` with the master key; the response (with `key` and `token`).
+    pub async fn mint_key(&self, body: serde_json::Value) -> serde_json::Value {
+        let response = self
+            .client
+            .post(self.url("/key/generate"))
+            .bearer_auth(MASTER_KEY)
+            .json(&body)
+            .send()
+            .await
+            .expect("generate a key");
+        assert!(response.status().is_success(), "{}", response.status());
+        response.json().await.expect("the key as JSON")
+    }
+}
+
+/// Starts `llmlite serve` (the binary at `binary`) on a free loopback port against `database_url`
+/// and the Bedrock double at `bedrock`, with fake AWS credentials and `extra` variables; returns
+/// it with its base URL once `/health` answers.
+pub async fn spawn_serve(
+    binary: &std::path::Path,
+    database_url: &str,
+    bedrock: &str,
+    extra: &[(&str, &str)],
+) -> (tokio::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut command = tokio::process::Command::new(binary);
+    command
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("DATABASE_URL", database_url)
+        .env("LITELLM_MASTER_KEY", MASTER_KEY)
+        .env("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", bedrock)
+        .env("AWS_REGION", "eu-west-2")
+        .env("AWS_ACCESS_KEY_ID", "LLMLITETEST")
+        .env("AWS_SECRET_ACCESS_KEY", "llmlite-test-secret")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true);
+    for (k, v) in extra {
+        command.env(k, v);
+    }
+    let child = command.spawn().expect("start llmlite serve");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !client
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "llmlite serve did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (child, base)
+}
+
 /// The `data:` payloads of a server-sent-event body, in order.
 pub fn sse_data(body: &str) -> Vec<String> {
     body.split("\n\n")

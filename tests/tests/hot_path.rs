@@ -29,7 +29,7 @@ async fn admin(gw: &TestGateway, path: &str, body: Value) -> Value {
 }
 
 async fn new_key(gw: &TestGateway, body: Value) -> (String, String) {
-    let minted = admin(gw, "/key/generate", body).await;
+    let minted = gw.mint_key(body).await;
     (
         minted["key"].as_str().unwrap().to_owned(),
         minted["token"].as_str().unwrap().to_owned(),

@@ -11,8 +11,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use llmlite_tests::{MASTER_KEY, TestGateway};
-use serde_json::{Value, json};
+use llmlite_tests::TestGateway;
+use serde_json::json;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::{Layer, Registry};
 
@@ -33,17 +33,9 @@ async fn a_chat_request_is_exactly_two_statements() {
     tracing::subscriber::set_global_default(subscriber).unwrap();
 
     let gw = TestGateway::start().await;
-    let minted: Value = gw
-        .client
-        .post(gw.url("/key/generate"))
-        .bearer_auth(MASTER_KEY)
-        .json(&json!({"rpm_limit": 100, "tpm_limit": 100000, "max_budget": 10, "max_parallel_requests": 5}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let minted = gw
+        .mint_key(json!({"rpm_limit": 100, "tpm_limit": 100000, "max_budget": 10, "max_parallel_requests": 5}))
+        .await;
     let key = minted["key"].as_str().unwrap();
     let chat = || {
         gw.client

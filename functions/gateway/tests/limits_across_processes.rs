@@ -10,67 +10,14 @@
 
 mod common;
 
-use std::process::Stdio;
-use std::time::Duration;
-
-use common::{LLMLITE, STARTUP_LIMIT};
+use common::LLMLITE;
 use futures_util::future::join_all;
-use llmlite_tests::{MASTER_KEY, TestGateway};
+use llmlite_tests::{TestGateway, spawn_serve};
 use serde_json::{Value, json};
-use tokio::process::{Child, Command};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn serve(gw: &TestGateway) -> (Child, String) {
-    let port = free_port();
-    let child = Command::new(LLMLITE)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("DATABASE_URL", &gw.db.url)
-        .env("LITELLM_MASTER_KEY", MASTER_KEY)
-        .env("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", gw.double.endpoint())
-        .env("AWS_REGION", "eu-west-2")
-        .env("AWS_ACCESS_KEY_ID", "LLMLITETEST")
-        .env("AWS_SECRET_ACCESS_KEY", "llmlite-test-secret")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        // A day-long refill period: the burst's few seconds refill nothing.
-        .env("LLMLITE_RATE_PERIOD_SECS", "86400")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    tokio::time::timeout(STARTUP_LIMIT, async {
-        while client.get(format!("{base}/health")).send().await.is_err() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("llmlite serve did not start");
-    (child, base)
-}
+use tokio::process::Child;
 
 async fn mint(gw: &TestGateway, body: Value) -> String {
-    let minted: Value = gw
-        .client
-        .post(gw.url("/key/generate"))
-        .bearer_auth(MASTER_KEY)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    minted["key"].as_str().unwrap().to_owned()
+    gw.mint_key(body).await["key"].as_str().unwrap().to_owned()
 }
 
 /// Sends `count` concurrent chats of `text` as `key`, spread over the gateways; the statuses.
@@ -99,7 +46,10 @@ async fn limits_are_exact_across_three_gateway_processes() {
     let gw = TestGateway::start().await;
     let mut gateways = Vec::new();
     for _ in 0..3 {
-        gateways.push(serve(&gw).await);
+        // A day-long refill period: the burst's few seconds refill nothing.
+        let binary = std::path::Path::new(LLMLITE);
+        let extra = [("LLMLITE_RATE_PERIOD_SECS", "86400")];
+        gateways.push(spawn_serve(binary, &gw.db.url, &gw.double.endpoint(), &extra).await);
     }
 
     let rpm_key = mint(&gw, json!({"rpm_limit": 30})).await;

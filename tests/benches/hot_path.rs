@@ -1,0 +1,312 @@
+//! The hot-path benchmark (BENCHMARKS.md): what llmlite adds to a chat request.
+//!
+//! Run: `cargo build --release -p llmlite-gateway && cargo bench -p llmlite-tests --bench hot_path`
+//! Settings (environment): `BENCH_RATE` requests/s per stream (default 200), `BENCH_SECONDS`
+//! (default 10), `BENCH_ADMISSIONS` (default 2000), `BENCH_LITELLM=1` to also run the LiteLLM
+//! proxy (`pip install "litellm[proxy]"`) on the same double.
+//!
+//! Everything runs on this machine: PostgreSQL (`DATABASE_URL` or a throwaway cluster), the
+//! Bedrock double (in this process), the gateway (`target/release/llmlite serve`, a process of
+//! its own so its peak RSS can be read), and an open-loop load generator that sends at a fixed
+//! rate whether or not answers have come back (no coordinated omission). Direct-to-double and
+//! through-the-gateway requests are interleaved in one run, so both see the same machine noise;
+//! the added latency is the difference of their percentiles.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout,
+    reason = "a benchmark reports and fails loudly"
+)]
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use llmlite::bedrock_double::BedrockDouble;
+use llmlite_tests::{MASTER_KEY, TestDb, spawn_serve};
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+async fn start_gateway(db: &TestDb, double: &BedrockDouble) -> (Child, String) {
+    let exe = std::env::current_exe().unwrap();
+    let binary = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .unwrap()
+        .join("llmlite");
+    assert!(
+        binary.exists(),
+        "build it first: cargo build --release -p llmlite-gateway ({})",
+        binary.display()
+    );
+    spawn_serve(
+        &binary,
+        &db.url,
+        &double.endpoint(),
+        &[("LLMLITE_DB_POOL_SIZE", "8"), ("RUST_LOG", "error")],
+    )
+    .await
+}
+
+async fn wait_ready(url: &str) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !client
+        .get(url)
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(Instant::now() < deadline, "{url} never answered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Sends `rate` requests a second for `seconds` on each stream, interleaved; the latencies in
+/// milliseconds of each stream's successful requests, and its failure count.
+async fn open_loop(
+    streams: Vec<reqwest::RequestBuilder>,
+    rate: u64,
+    seconds: u64,
+) -> Vec<(Vec<f64>, usize)> {
+    let total = rate * seconds;
+    let period = Duration::from_secs_f64(1.0 / (rate as f64 * streams.len() as f64));
+    let start = Instant::now();
+    let mut handles: Vec<Vec<tokio::task::JoinHandle<Option<f64>>>> =
+        streams.iter().map(|_| Vec::new()).collect();
+    for i in 0..total as usize * streams.len() {
+        let due = start + period * i as u32;
+        tokio::time::sleep_until(due.into()).await;
+        let stream = i % streams.len();
+        let request = streams[stream].try_clone().unwrap();
+        handles[stream].push(tokio::spawn(async move {
+            let sent = Instant::now();
+            let ok = match request.send().await {
+                Ok(response) => response.status().is_success() && response.bytes().await.is_ok(),
+                Err(_) => false,
+            };
+            ok.then(|| sent.elapsed().as_secs_f64() * 1000.0)
+        }));
+    }
+    let mut results = Vec::new();
+    for stream in handles {
+        let mut latencies = Vec::new();
+        let mut failures = 0;
+        for handle in stream {
+            match handle.await.unwrap() {
+                Some(ms) => latencies.push(ms),
+                None => failures += 1,
+            }
+        }
+        latencies.sort_by(f64::total_cmp);
+        results.push((latencies, failures));
+    }
+    results
+}
+
+fn peak_rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn chat_body() -> Value {
+    json!({"model": "claude-haiku-4-5", "max_tokens": 64,
+           "messages": [{"role": "user", "content": "benchmark the gateway please"}]})
+}
+
+fn converse_body() -> Value {
+    json!({"messages": [{"role": "user", "content": [{"text": "benchmark the gateway please"}]}],
+           "inferenceConfig": {"maxTokens": 64}})
+}
+
+#[tokio::main]
+async fn main() {
+    let rate = env_or("BENCH_RATE", 200);
+    let seconds = env_or("BENCH_SECONDS", 10);
+    let admissions = env_or("BENCH_ADMISSIONS", 2000);
+    let db = TestDb::new().await;
+    let double = BedrockDouble::start(0).await.unwrap();
+    let (gateway, base) = start_gateway(&db, &double).await;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(512)
+        .build()
+        .unwrap();
+
+    // A key with every limit set, so admission does all its work.
+    let minted: Value = client
+        .post(format!("{base}/key/generate"))
+        .bearer_auth(MASTER_KEY)
+        .json(
+            &json!({"rpm_limit": 1_000_000, "tpm_limit": 1_000_000_000, "max_budget": 1_000_000,
+                      "max_parallel_requests": 10_000, "budget_duration": "30d"}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = minted["key"].as_str().unwrap().to_owned();
+
+    let direct = client
+        .post(format!(
+            "{}/model/eu.anthropic.claude-haiku-4-5-20251001-v1:0/converse",
+            double.endpoint()
+        ))
+        .json(&converse_body());
+    let through = client
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&chat_body());
+    // Warm both paths (connections, pools).
+    open_loop(
+        vec![direct.try_clone().unwrap(), through.try_clone().unwrap()],
+        50,
+        1,
+    )
+    .await;
+
+    let mut streams = vec![direct.try_clone().unwrap(), through.try_clone().unwrap()];
+    let mut litellm = None;
+    if std::env::var_os("BENCH_LITELLM").is_some() {
+        let (child, url) = start_litellm(&double).await;
+        litellm = Some(child);
+        streams.push(
+            client
+                .post(format!("{url}/v1/chat/completions"))
+                .bearer_auth("sk-llmlite-bench-master")
+                .json(&chat_body()),
+        );
+    }
+    let results = open_loop(streams, rate, seconds).await;
+    let (direct_ms, direct_failed) = &results[0];
+    let (gateway_ms, gateway_failed) = &results[1];
+    let rss = peak_rss_mb(gateway.id().unwrap_or(0));
+
+    // Admission plus settlement alone, straight from this process, one pair at a time.
+    let mut pairs = Vec::with_capacity(admissions as usize);
+    let token = minted["token"].as_str().unwrap().to_owned();
+    for n in 0..admissions {
+        let request_id = format!("bench-{n}");
+        let started = Instant::now();
+        let decision: (Option<String>,) = sqlx::query_as(
+            "SELECT decision FROM llmlite_admit($1, 'claude-haiku-4-5', $2, now(), 20, 0.0004, interval '15 minutes', 60)",
+        )
+        .bind(&token).bind(&request_id).persistent(false).fetch_one(&db.pool).await.unwrap();
+        assert_eq!(decision.0.as_deref(), Some("ok"));
+        let _: (Option<rust_decimal::Decimal>,) = sqlx::query_as(
+            "SELECT llmlite_settle($1, $2, NULL, NULL, NULL, NULL, 'claude-haiku-4-5', NULL, 20, 10, 0, 0,
+                                   0.000077, now(), now(), 'success', NULL, '{}')",
+        )
+        .bind(&request_id).bind(&token).persistent(false).fetch_one(&db.pool).await.unwrap();
+        pairs.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    pairs.sort_by(f64::total_cmp);
+
+    println!("\n## Hot path, {rate} requests/s per stream for {seconds} s (open loop)\n");
+    println!("| path | requests | failed | p50 ms | p99 ms |");
+    println!("|---|---|---|---|---|");
+    let row = |name: &str, ms: &[f64], failed: usize| {
+        println!(
+            "| {name} | {} | {failed} | {:.3} | {:.3} |",
+            ms.len() + failed,
+            percentile(ms, 50.0),
+            percentile(ms, 99.0)
+        );
+    };
+    row("direct to the Bedrock double", direct_ms, *direct_failed);
+    row(
+        "through llmlite (virtual key, all limits)",
+        gateway_ms,
+        *gateway_failed,
+    );
+    if let Some((litellm_ms, litellm_failed)) = results.get(2) {
+        row("through LiteLLM proxy", litellm_ms, *litellm_failed);
+    }
+    let added_p50 = percentile(gateway_ms, 50.0) - percentile(direct_ms, 50.0);
+    let added_p99 = percentile(gateway_ms, 99.0) - percentile(direct_ms, 99.0);
+    println!("\nllmlite added latency: p50 {added_p50:.3} ms, p99 {added_p99:.3} ms");
+    if let Some((litellm_ms, _)) = results.get(2) {
+        let litellm_p50 = percentile(litellm_ms, 50.0) - percentile(direct_ms, 50.0);
+        println!(
+            "LiteLLM added latency: p50 {litellm_p50:.3} ms, p99 {:.3} ms",
+            percentile(litellm_ms, 99.0) - percentile(direct_ms, 99.0)
+        );
+        println!(
+            "ratio of added p50, LiteLLM / llmlite: {:.1}x",
+            litellm_p50 / added_p50.max(0.001)
+        );
+    }
+    println!(
+        "admission + settlement alone ({admissions} pairs): p50 {:.3} ms, p99 {:.3} ms",
+        percentile(&pairs, 50.0),
+        percentile(&pairs, 99.0)
+    );
+    println!("gateway peak RSS: {rss:.1} MB");
+    drop(litellm);
+    drop(gateway);
+}
+
+/// The LiteLLM proxy on the same double: a `bedrock/converse/` model whose runtime endpoint is
+/// the double, no database, the local cost map.
+async fn start_litellm(double: &BedrockDouble) -> (Child, String) {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("llmlite-bench-litellm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "model_list:\n  - model_name: claude-haiku-4-5\n    litellm_params:\n      model: bedrock/converse/eu.anthropic.claude-haiku-4-5-20251001-v1:0\n      aws_region_name: eu-west-2\n      aws_bedrock_runtime_endpoint: {}\n      aws_access_key_id: LLMLITEBENCH\n      aws_secret_access_key: llmlite-bench-secret\ngeneral_settings:\n  master_key: sk-llmlite-bench-master\n",
+            double.endpoint()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("litellm")
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+        ])
+        .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        .env("LITELLM_LOG", "ERROR")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("litellm on PATH: pip install \"litellm[proxy]\"");
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&format!("{base}/health/liveliness")).await;
+    (child, base)
+}
