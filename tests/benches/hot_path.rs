@@ -3,7 +3,8 @@
 //! Run: `cargo build --release -p llmlite-gateway && cargo bench -p llmlite-tests --bench hot_path`
 //! Settings (environment): `BENCH_RATE` requests/s per stream (default 200), `BENCH_SECONDS`
 //! (default 10), `BENCH_ADMISSIONS` (default 2000), `BENCH_LITELLM=1` to also run the LiteLLM
-//! proxy (`pip install "litellm[proxy]"`) on the same double.
+//! proxy (`pip install "litellm[proxy]"`) on the same double, at `BENCH_LITELLM_RATE`
+//! (default 20).
 //!
 //! Everything runs on this machine: PostgreSQL (`DATABASE_URL` or a throwaway cluster), the
 //! Bedrock double (in this process), the gateway (`target/release/llmlite serve`, a process of
@@ -193,22 +194,50 @@ async fn main() {
     )
     .await;
 
-    let mut streams = vec![direct.try_clone().unwrap(), through.try_clone().unwrap()];
+    let master = client
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(MASTER_KEY)
+        .json(&chat_body());
+    let phase_a = open_loop(
+        vec![
+            direct.try_clone().unwrap(),
+            through.try_clone().unwrap(),
+            master.try_clone().unwrap(),
+        ],
+        rate,
+        seconds,
+    )
+    .await;
+    let rss = peak_rss_mb(gateway.id().unwrap_or(0));
+
+    // LiteLLM cannot keep up with `rate` on this machine, and a saturated Python process would
+    // starve the others: it gets a phase of its own at a rate it sustains, next to llmlite at
+    // the same rate, so the ratio compares like with like.
+    let mut phase_b = None;
     let mut litellm = None;
     if std::env::var_os("BENCH_LITELLM").is_some() {
+        let litellm_rate = env_or("BENCH_LITELLM_RATE", 20);
         let (child, url) = start_litellm(&double).await;
         litellm = Some(child);
-        streams.push(
-            client
-                .post(format!("{url}/v1/chat/completions"))
-                .bearer_auth("sk-llmlite-bench-master")
-                .json(&chat_body()),
-        );
+        let via_litellm = client
+            .post(format!("{url}/v1/chat/completions"))
+            .bearer_auth("sk-llmlite-bench-master")
+            .json(&chat_body());
+        open_loop(vec![via_litellm.try_clone().unwrap()], 5, 2).await;
+        phase_b = Some((
+            litellm_rate,
+            open_loop(
+                vec![
+                    direct.try_clone().unwrap(),
+                    through.try_clone().unwrap(),
+                    via_litellm,
+                ],
+                litellm_rate,
+                seconds,
+            )
+            .await,
+        ));
     }
-    let results = open_loop(streams, rate, seconds).await;
-    let (direct_ms, direct_failed) = &results[0];
-    let (gateway_ms, gateway_failed) = &results[1];
-    let rss = peak_rss_mb(gateway.id().unwrap_or(0));
 
     // Admission plus settlement alone, straight from this process, one pair at a time.
     let mut pairs = Vec::with_capacity(admissions as usize);
@@ -230,9 +259,6 @@ async fn main() {
     }
     pairs.sort_by(f64::total_cmp);
 
-    println!("\n## Hot path, {rate} requests/s per stream for {seconds} s (open loop)\n");
-    println!("| path | requests | failed | p50 ms | p99 ms |");
-    println!("|---|---|---|---|---|");
     let row = |name: &str, ms: &[f64], failed: usize| {
         println!(
             "| {name} | {} | {failed} | {:.3} | {:.3} |",
@@ -241,35 +267,60 @@ async fn main() {
             percentile(ms, 99.0)
         );
     };
-    row("direct to the Bedrock double", direct_ms, *direct_failed);
-    row(
-        "through llmlite (virtual key, all limits)",
-        gateway_ms,
-        *gateway_failed,
-    );
-    if let Some((litellm_ms, litellm_failed)) = results.get(2) {
-        row("through LiteLLM proxy", litellm_ms, *litellm_failed);
-    }
-    let added_p50 = percentile(gateway_ms, 50.0) - percentile(direct_ms, 50.0);
-    let added_p99 = percentile(gateway_ms, 99.0) - percentile(direct_ms, 99.0);
-    println!("\nllmlite added latency: p50 {added_p50:.3} ms, p99 {added_p99:.3} ms");
-    if let Some((litellm_ms, _)) = results.get(2) {
-        let litellm_p50 = percentile(litellm_ms, 50.0) - percentile(direct_ms, 50.0);
-        println!(
-            "LiteLLM added latency: p50 {litellm_p50:.3} ms, p99 {:.3} ms",
-            percentile(litellm_ms, 99.0) - percentile(direct_ms, 99.0)
-        );
-        println!(
-            "ratio of added p50, LiteLLM / llmlite: {:.1}x",
-            litellm_p50 / added_p50.max(0.001)
-        );
-    }
+    let added = |ms: &[f64], base: &[f64], p: f64| percentile(ms, p) - percentile(base, p);
     println!(
-        "admission + settlement alone ({admissions} pairs): p50 {:.3} ms, p99 {:.3} ms",
+        "\n## Phase A: {rate} requests/s per stream for {seconds} s, interleaved (open loop)\n"
+    );
+    println!("| path | requests | failed | p50 ms | p99 ms |");
+    println!("|---|---|---|---|---|");
+    row("direct to the Bedrock double", &phase_a[0].0, phase_a[0].1);
+    row(
+        "through llmlite, virtual key (admission + settlement)",
+        &phase_a[1].0,
+        phase_a[1].1,
+    );
+    row(
+        "through llmlite, master key (settlement only)",
+        &phase_a[2].0,
+        phase_a[2].1,
+    );
+    println!(
+        "\nllmlite added latency, virtual key: p50 {:.3} ms, p99 {:.3} ms",
+        added(&phase_a[1].0, &phase_a[0].0, 50.0),
+        added(&phase_a[1].0, &phase_a[0].0, 99.0)
+    );
+    println!(
+        "llmlite added latency, master key: p50 {:.3} ms, p99 {:.3} ms",
+        added(&phase_a[2].0, &phase_a[0].0, 50.0),
+        added(&phase_a[2].0, &phase_a[0].0, 99.0)
+    );
+    println!(
+        "admission + settlement alone ({admissions} pairs, sequential): p50 {:.3} ms, p99 {:.3} ms",
         percentile(&pairs, 50.0),
         percentile(&pairs, 99.0)
     );
-    println!("gateway peak RSS: {rss:.1} MB");
+    println!("gateway peak RSS after phase A: {rss:.1} MB");
+    if let Some((litellm_rate, phase_b)) = &phase_b {
+        println!(
+            "\n## Phase B: {litellm_rate} requests/s per stream for {seconds} s, interleaved (open loop)\n"
+        );
+        println!("| path | requests | failed | p50 ms | p99 ms |");
+        println!("|---|---|---|---|---|");
+        row("direct to the Bedrock double", &phase_b[0].0, phase_b[0].1);
+        row("through llmlite, virtual key", &phase_b[1].0, phase_b[1].1);
+        row("through the LiteLLM proxy", &phase_b[2].0, phase_b[2].1);
+        let ours = added(&phase_b[1].0, &phase_b[0].0, 50.0);
+        let theirs = added(&phase_b[2].0, &phase_b[0].0, 50.0);
+        println!(
+            "\nadded p50: llmlite {ours:.3} ms, LiteLLM {theirs:.3} ms; LiteLLM / llmlite = {:.0}x",
+            theirs / ours.max(0.001)
+        );
+        println!(
+            "added p99: llmlite {:.3} ms, LiteLLM {:.3} ms",
+            added(&phase_b[1].0, &phase_b[0].0, 99.0),
+            added(&phase_b[2].0, &phase_b[0].0, 99.0)
+        );
+    }
     drop(litellm);
     drop(gateway);
 }
