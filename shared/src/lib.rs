@@ -21,6 +21,7 @@ pub mod http;
 pub mod keys;
 pub mod money;
 pub mod openai;
+pub mod pii;
 pub mod routes;
 pub mod state;
 pub mod store;

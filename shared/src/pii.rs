@@ -1,0 +1,639 @@
+//! The PII guard's detectors: one pass over the text with a `RegexSet` prefilter, then only the
+//! candidates of the patterns that matched are found and validated (Luhn and issuer prefixes
+//! for cards, mod-97 and per-country length for IBANs, area/group/serial rules for SSNs, prefix
+//! rules for NINOs, octet ranges for IPs, ...). Nothing is allocated when nothing matches.
+//!
+//! Findings carry the entity and the byte span; callers record types and counts, never values.
+
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+use regex::{Regex, RegexSet};
+
+/// What the guard looks for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Entity {
+    EmailAddress,
+    PhoneNumber,
+    CreditCard,
+    IbanCode,
+    UsSsn,
+    UkNino,
+    IpAddress,
+    AwsAccessKey,
+    PrivateKey,
+    /// A regex entity from configuration.
+    Custom(String),
+}
+
+impl Entity {
+    pub fn name(&self) -> &str {
+        match self {
+            Entity::EmailAddress => "EMAIL_ADDRESS",
+            Entity::PhoneNumber => "PHONE_NUMBER",
+            Entity::CreditCard => "CREDIT_CARD",
+            Entity::IbanCode => "IBAN_CODE",
+            Entity::UsSsn => "US_SSN",
+            Entity::UkNino => "UK_NINO",
+            Entity::IpAddress => "IP_ADDRESS",
+            Entity::AwsAccessKey => "AWS_ACCESS_KEY",
+            Entity::PrivateKey => "PRIVATE_KEY",
+            Entity::Custom(name) => name,
+        }
+    }
+
+    pub const BUILT_IN: [Entity; 9] = [
+        Entity::EmailAddress,
+        Entity::PhoneNumber,
+        Entity::CreditCard,
+        Entity::IbanCode,
+        Entity::UsSsn,
+        Entity::UkNino,
+        Entity::IpAddress,
+        Entity::AwsAccessKey,
+        Entity::PrivateKey,
+    ];
+}
+
+impl fmt::Display for Entity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One finding: an entity at `start..end` (bytes) of the scanned text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub entity: Entity,
+    pub start: usize,
+    pub end: usize,
+}
+
+type Validator = fn(&str, &str, usize) -> bool;
+
+struct Detector {
+    entity: Entity,
+    regex: Regex,
+    validate: Validator,
+}
+
+/// The compiled detectors. Build once per process; scanning borrows it.
+pub struct Scanner {
+    prefilter: RegexSet,
+    detectors: Vec<Detector>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("custom PII entity `{name}`: {reason}")]
+pub struct ScannerError {
+    pub name: String,
+    pub reason: String,
+}
+
+const EMAIL: &str =
+    r"(?i)\b[a-z0-9][a-z0-9._%+-]{0,63}@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,24}\b";
+const PHONE: &str = r"(?:\+[1-9]\d{0,2}[ .-]?(?:\(?\d{1,4}\)?[ .-]?){2,5}\d{2,4}|\b0\d{2,4}[ -]?\d{3,4}[ -]?\d{3,4}\b|\(?\b[2-9]\d{2}\)?[ .-]\s?[2-9]\d{2}[ .-]\d{4}\b)";
+const CARD: &str = r"\b\d(?:[ -]?\d){12,18}\b";
+const IBAN: &str = r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b";
+const SSN: &str = r"\b\d{3}[- ]\d{2}[- ]\d{4}\b";
+const NINO: &str = r"\b[A-Z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b";
+const IPV4: &str = r"\b(?:\d{1,3}\.){3}\d{1,3}\b";
+const IPV6: &str = r"(?i)(?:[0-9a-f]{0,4}:){2,7}[0-9a-f]{0,4}";
+const AWS_KEY_ID: &str = r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b";
+const AWS_SECRET: &str = r"[A-Za-z0-9/+]{40,}";
+const PEM: &str =
+    r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----";
+
+impl Scanner {
+    /// The built-in detectors and `custom` (name, regex) entities.
+    pub fn new(custom: &[(String, String)]) -> Result<Self, ScannerError> {
+        let mut detectors = Vec::new();
+        let mut add = |entity: Entity, pattern: &str, validate: Validator| {
+            // The built-in patterns are constants, checked by the tests.
+            if let Ok(regex) = Regex::new(pattern) {
+                detectors.push(Detector {
+                    entity,
+                    regex,
+                    validate,
+                });
+            }
+        };
+        add(Entity::EmailAddress, EMAIL, valid_email);
+        add(Entity::PhoneNumber, PHONE, valid_phone);
+        add(Entity::CreditCard, CARD, valid_card);
+        add(Entity::IbanCode, IBAN, valid_iban);
+        add(Entity::UsSsn, SSN, valid_ssn);
+        add(Entity::UkNino, NINO, valid_nino);
+        add(Entity::IpAddress, IPV4, valid_ipv4);
+        add(Entity::IpAddress, IPV6, valid_ipv6);
+        add(Entity::AwsAccessKey, AWS_KEY_ID, |_, _, _| true);
+        add(Entity::AwsAccessKey, AWS_SECRET, valid_aws_secret);
+        add(Entity::PrivateKey, PEM, |_, _, _| true);
+        for (name, pattern) in custom {
+            let valid_name = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+            if !valid_name {
+                return Err(ScannerError {
+                    name: name.clone(),
+                    reason: "names are 1-64 of A-Z, 0-9 and _".into(),
+                });
+            }
+            let regex = regex::RegexBuilder::new(pattern)
+                .size_limit(1 << 20)
+                .build()
+                .map_err(|e| ScannerError {
+                    name: name.clone(),
+                    reason: e.to_string(),
+                })?;
+            detectors.push(Detector {
+                entity: Entity::Custom(name.clone()),
+                regex,
+                validate: |_, _, _| true,
+            });
+        }
+        let prefilter = RegexSet::new(detectors.iter().map(|d| d.regex.as_str())).map_err(|e| {
+            ScannerError {
+                name: "*".into(),
+                reason: e.to_string(),
+            }
+        })?;
+        Ok(Scanner {
+            prefilter,
+            detectors,
+        })
+    }
+
+    /// Every validated finding in `text`, in order, without overlaps (the longer wins).
+    pub fn scan(&self, text: &str) -> Vec<Finding> {
+        let matched = self.prefilter.matches(text);
+        if !matched.matched_any() {
+            return Vec::new();
+        }
+        let mut findings = Vec::new();
+        for index in matched.iter() {
+            let detector = &self.detectors[index];
+            for m in detector.regex.find_iter(text) {
+                if (detector.validate)(m.as_str(), text, m.start()) {
+                    findings.push(Finding {
+                        entity: detector.entity.clone(),
+                        start: m.start(),
+                        end: m.end(),
+                    });
+                }
+            }
+        }
+        findings.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
+        let mut kept: Vec<Finding> = Vec::with_capacity(findings.len());
+        for finding in findings {
+            match kept.last() {
+                Some(last) if finding.start < last.end => {}
+                _ => kept.push(finding),
+            }
+        }
+        kept
+    }
+}
+
+/// `text` with every finding replaced by `<ENTITY>`.
+pub fn mask(text: &str, findings: &[Finding]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for f in findings {
+        out.push_str(&text[at..f.start]);
+        out.push('<');
+        out.push_str(f.entity.name());
+        out.push('>');
+        at = f.end;
+    }
+    out.push_str(&text[at..]);
+    out
+}
+
+fn digits(text: &str) -> Vec<u8> {
+    text.bytes()
+        .filter(u8::is_ascii_digit)
+        .map(|b| b - b'0')
+        .collect()
+}
+
+/// The character before a match, for checks that a match does not continue a longer token.
+fn before(text: &str, start: usize) -> Option<char> {
+    text[..start].chars().next_back()
+}
+
+fn after(text: &str, end: usize) -> Option<char> {
+    text[end..].chars().next()
+}
+
+fn valid_email(m: &str, _: &str, _: usize) -> bool {
+    let Some((local, domain)) = m.rsplit_once('@') else {
+        return false;
+    };
+    !local.ends_with('.') && !local.contains("..") && !domain.contains("..")
+}
+
+fn valid_phone(m: &str, text: &str, start: usize) -> bool {
+    let d = digits(m);
+    if before(text, start)
+        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '/')
+        || after(text, start + m.len()).is_some_and(|c| c.is_ascii_digit() || c == '-' || c == '/')
+    {
+        return false;
+    }
+    if m.starts_with('+') {
+        (8..=15).contains(&d.len())
+    } else if m.starts_with('0') {
+        // UK national: 10 or 11 digits starting 0, and not 00 (international prefix).
+        (10..=11).contains(&d.len()) && d.get(1) != Some(&0)
+    } else {
+        // US national (NANP): area and exchange codes start 2-9, and are not N11.
+        d.len() == 10
+            && d[0] >= 2
+            && d[3] >= 2
+            && !(d[1] == 1 && d[2] == 1)
+            && !(d[4] == 1 && d[5] == 1)
+    }
+}
+
+/// Publicly documented test card numbers: not anybody's card.
+const TEST_CARDS: &[&str] = &[
+    "4111111111111111",
+    "4242424242424242",
+    "4012888888881881",
+    "4000056655665556",
+    "5555555555554444",
+    "5105105105105100",
+    "5200828282828210",
+    "2223003122003222",
+    "378282246310005",
+    "371449635398431",
+    "378734493671000",
+    "6011111111111117",
+    "6011000990139424",
+    "3530111333300000",
+    "3566002020360505",
+    "30569309025904",
+    "38520000023237",
+    "6200000000000005",
+    "4000000000000002",
+    "4000000000000077",
+];
+
+fn luhn(d: &[u8]) -> bool {
+    let sum: u32 = d
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &x)| {
+            let x = u32::from(x);
+            if i % 2 == 1 {
+                let y = x * 2;
+                if y > 9 { y - 9 } else { y }
+            } else {
+                x
+            }
+        })
+        .sum();
+    sum.is_multiple_of(10)
+}
+
+fn known_issuer(d: &[u8]) -> bool {
+    let prefix = |n: usize| {
+        d.iter()
+            .take(n)
+            .fold(0u32, |acc, &x| acc * 10 + u32::from(x))
+    };
+    let len = d.len();
+    match d.first() {
+        Some(4) => matches!(len, 13 | 16 | 19),
+        Some(5) => (51..=55).contains(&prefix(2)) && len == 16,
+        Some(2) => (2221..=2720).contains(&prefix(4)) && len == 16,
+        Some(3) => match prefix(2) {
+            34 | 37 => len == 15,
+            36 | 38 | 39 => (14..=19).contains(&len),
+            30 => (300..=305).contains(&prefix(3)) && (14..=19).contains(&len),
+            // JCB's registered range is 3528-3589; cards in the wider 35 range are seen too.
+            35 => (16..=19).contains(&len),
+            _ => false,
+        },
+        Some(6) => {
+            prefix(4) == 6011
+                || prefix(2) == 65
+                || (644..=649).contains(&prefix(3))
+                || prefix(2) == 62
+        }
+        _ => false,
+    }
+}
+
+fn valid_card(m: &str, text: &str, start: usize) -> bool {
+    if before(text, start).is_some_and(|c| c == '-' || c == '.' || c.is_ascii_alphanumeric())
+        || after(text, start + m.len()).is_some_and(|c| c == '-' || c.is_ascii_alphanumeric())
+    {
+        return false;
+    }
+    // Separators, if any, must be consistent: one kind, in groups.
+    if m.contains(' ') && m.contains('-') {
+        return false;
+    }
+    let d = digits(m);
+    if !(13..=19).contains(&d.len()) || !luhn(&d) || !known_issuer(&d) {
+        return false;
+    }
+    let plain: String = d.iter().map(|x| char::from(b'0' + x)).collect();
+    !TEST_CARDS.contains(&plain.as_str())
+}
+
+/// IBAN lengths per country (ISO 13616 registry).
+fn iban_length(country: &str) -> Option<usize> {
+    Some(match country {
+        "AD" => 24,
+        "AE" => 23,
+        "AL" => 28,
+        "AT" => 20,
+        "AZ" => 28,
+        "BA" => 20,
+        "BE" => 16,
+        "BG" => 22,
+        "BH" => 22,
+        "BR" => 29,
+        "BY" => 28,
+        "CH" => 21,
+        "CR" => 22,
+        "CY" => 28,
+        "CZ" => 24,
+        "DE" => 22,
+        "DK" => 18,
+        "DO" => 28,
+        "EE" => 20,
+        "EG" => 29,
+        "ES" => 24,
+        "FI" => 18,
+        "FO" => 18,
+        "FR" => 27,
+        "GB" => 22,
+        "GE" => 22,
+        "GI" => 23,
+        "GL" => 18,
+        "GR" => 27,
+        "GT" => 28,
+        "HR" => 21,
+        "HU" => 28,
+        "IE" => 22,
+        "IL" => 23,
+        "IQ" => 23,
+        "IS" => 26,
+        "IT" => 27,
+        "JO" => 30,
+        "KW" => 30,
+        "KZ" => 20,
+        "LB" => 28,
+        "LC" => 32,
+        "LI" => 21,
+        "LT" => 20,
+        "LU" => 20,
+        "LV" => 21,
+        "MC" => 27,
+        "MD" => 24,
+        "ME" => 22,
+        "MK" => 19,
+        "MR" => 27,
+        "MT" => 31,
+        "MU" => 30,
+        "NL" => 18,
+        "NO" => 15,
+        "PK" => 24,
+        "PL" => 28,
+        "PS" => 29,
+        "PT" => 25,
+        "QA" => 29,
+        "RO" => 24,
+        "RS" => 22,
+        "SA" => 24,
+        "SC" => 31,
+        "SE" => 24,
+        "SI" => 19,
+        "SK" => 24,
+        "SM" => 27,
+        "ST" => 25,
+        "SV" => 28,
+        "TL" => 23,
+        "TN" => 24,
+        "TR" => 26,
+        "UA" => 29,
+        "VA" => 22,
+        "VG" => 24,
+        "XK" => 20,
+        _ => return None,
+    })
+}
+
+fn valid_iban(m: &str, text: &str, start: usize) -> bool {
+    if after(text, start + m.len()).is_some_and(|c| c.is_ascii_alphanumeric()) {
+        return false;
+    }
+    let compact: String = m.chars().filter(|c| *c != ' ').collect();
+    let Some(expected) = iban_length(&compact[..2]) else {
+        return false;
+    };
+    if compact.len() != expected {
+        return false;
+    }
+    // Move the first four characters to the end, letters to numbers, then mod 97 must be 1.
+    let rearranged = compact[4..].chars().chain(compact[..4].chars());
+    let mut remainder: u32 = 0;
+    for c in rearranged {
+        let value = match c {
+            '0'..='9' => c as u32 - '0' as u32,
+            'A'..='Z' => c as u32 - 'A' as u32 + 10,
+            _ => return false,
+        };
+        remainder = if value >= 10 {
+            (remainder * 100 + value) % 97
+        } else {
+            (remainder * 10 + value) % 97
+        };
+    }
+    remainder == 1
+}
+
+fn valid_ssn(m: &str, text: &str, start: usize) -> bool {
+    if before(text, start).is_some_and(|c| c.is_ascii_alphanumeric() || c == '-')
+        || after(text, start + m.len()).is_some_and(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return false;
+    }
+    // One kind of separator.
+    let separators: Vec<char> = m.chars().filter(|c| !c.is_ascii_digit()).collect();
+    if separators.len() != 2 || separators[0] != separators[1] {
+        return false;
+    }
+    let d = digits(m);
+    let area = u32::from(d[0]) * 100 + u32::from(d[1]) * 10 + u32::from(d[2]);
+    let group = u32::from(d[3]) * 10 + u32::from(d[4]);
+    let serial: u32 = d[5..].iter().fold(0, |acc, &x| acc * 10 + u32::from(x));
+    let plain: String = d.iter().map(|x| char::from(b'0' + x)).collect();
+    area != 0
+        && area != 666
+        && area < 900
+        && group != 0
+        && serial != 0
+        // Famous examples, never issued to anyone.
+        && !matches!(plain.as_str(), "078051120" | "219099999" | "123456789")
+}
+
+fn valid_nino(m: &str, text: &str, start: usize) -> bool {
+    if before(text, start).is_some_and(|c| c.is_ascii_alphanumeric())
+        || after(text, start + m.len()).is_some_and(|c| c.is_ascii_alphanumeric())
+    {
+        return false;
+    }
+    let compact: Vec<char> = m.chars().filter(|c| *c != ' ').collect();
+    let (first, second) = (compact[0], compact[1]);
+    let prefix: String = compact[..2].iter().collect();
+    !"DFIQUV".contains(first)
+        && !"DFIOQUV".contains(second)
+        && !matches!(
+            prefix.as_str(),
+            "BG" | "GB" | "NK" | "KN" | "TN" | "NT" | "ZZ"
+        )
+}
+
+fn valid_ipv4(m: &str, text: &str, start: usize) -> bool {
+    // Not part of a longer dotted run (a version string such as 1.2.3.4.5).
+    if before(text, start).is_some_and(|c| c == '.' || c.is_ascii_alphanumeric())
+        || after(text, start + m.len()).is_some_and(|c| {
+            c.is_ascii_digit()
+                || (c == '.'
+                    && text[start + m.len() + 1..].starts_with(|d: char| d.is_ascii_digit()))
+        })
+    {
+        return false;
+    }
+    // The unspecified and broadcast addresses are nobody's.
+    Ipv4Addr::from_str(m).is_ok_and(|ip| !ip.is_unspecified() && !ip.is_broadcast())
+}
+
+fn valid_ipv6(m: &str, text: &str, start: usize) -> bool {
+    let end = start + m.len();
+    // A colon after the address is prose ("... 1bce: retry") unless more hex follows it.
+    let continues = match after(text, end) {
+        Some(':') => text[end + 1..].starts_with(|c: char| c.is_ascii_hexdigit()),
+        Some(c) => c.is_ascii_alphanumeric(),
+        None => false,
+    };
+    if continues || before(text, start).is_some_and(|c| c.is_ascii_hexdigit() || c == ':') {
+        return false;
+    }
+    Ipv6Addr::from_str(m).is_ok()
+}
+
+fn valid_aws_secret(m: &str, text: &str, start: usize) -> bool {
+    // Exactly 40 characters of the secret alphabet, not part of a longer token.
+    if m.len() != 40
+        || before(text, start).is_some_and(|c| c.is_ascii_alphanumeric() || c == '/' || c == '+')
+    {
+        return false;
+    }
+    // A 40-character secret-looking string (mixed case and a digit, as generated secrets are)
+    // next to an access key ID or an AWS mention within the 80 characters before it.
+    let window_start = text[..start]
+        .char_indices()
+        .rev()
+        .nth(79)
+        .map_or(0, |(i, _)| i);
+    let window = &text[window_start..start];
+    let near_aws = window.contains("AKIA")
+        || window.contains("ASIA")
+        || window.to_ascii_lowercase().contains("aws");
+    near_aws
+        && !m.bytes().all(|b| b.is_ascii_hexdigit())
+        && m.bytes().any(|b| b.is_ascii_lowercase())
+        && m.bytes().any(|b| b.is_ascii_uppercase())
+        && m.bytes().any(|b| b.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entities(text: &str) -> Vec<String> {
+        Scanner::new(&[])
+            .unwrap()
+            .scan(text)
+            .into_iter()
+            .map(|f| format!("{}={}", f.entity, &text[f.start..f.end]))
+            .collect()
+    }
+
+    #[test]
+    fn every_built_in_pattern_compiles() {
+        let scanner = Scanner::new(&[]).unwrap();
+        assert_eq!(scanner.detectors.len(), 11);
+    }
+
+    #[test]
+    fn validated_detections() {
+        assert_eq!(
+            entities("card 4539 1488 0343 6467 ok"),
+            ["CREDIT_CARD=4539 1488 0343 6467"]
+        );
+        assert!(entities("card 4539 1488 0343 6468 fails Luhn").is_empty());
+        assert!(entities("test card 4111 1111 1111 1111").is_empty());
+        assert_eq!(
+            entities("IBAN GB82 WEST 1234 5698 7654 32."),
+            ["IBAN_CODE=GB82 WEST 1234 5698 7654 32"]
+        );
+        assert!(entities("IBAN GB82 WEST 1234 5698 7654 33").is_empty());
+        assert_eq!(entities("ssn 536-90-4399"), ["US_SSN=536-90-4399"]);
+        assert!(entities("ssn 666-90-4399 and 900-12-1234").is_empty());
+        assert_eq!(entities("NI AB 12 34 56 C"), ["UK_NINO=AB 12 34 56 C"]);
+        assert!(entities("NI QQ 12 34 56 C").is_empty());
+        assert_eq!(
+            entities("mail jo.bloggs@example.co.uk now"),
+            ["EMAIL_ADDRESS=jo.bloggs@example.co.uk"]
+        );
+        assert_eq!(
+            entities("from 192.168.10.4 on"),
+            ["IP_ADDRESS=192.168.10.4"]
+        );
+        assert!(entities("version 1.2.3.4.5 and 300.1.1.1").is_empty());
+        assert_eq!(
+            entities("v6 2001:db8::8a2e:370:7334"),
+            ["IP_ADDRESS=2001:db8::8a2e:370:7334"]
+        );
+        assert_eq!(
+            entities("id AKIAIOSFODNN7EXAMPLE"),
+            ["AWS_ACCESS_KEY=AKIAIOSFODNN7EXAMPLE"]
+        );
+        assert_eq!(
+            entities("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+            ["AWS_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"]
+        );
+        assert!(entities("commit 1f3a9c0b2d4e6f8091a2b3c4d5e6f708192a3b4c").is_empty());
+        assert_eq!(
+            entities("call +44 20 7946 0958 or 020 7946 0958"),
+            [
+                "PHONE_NUMBER=+44 20 7946 0958",
+                "PHONE_NUMBER=020 7946 0958"
+            ]
+        );
+        let pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----";
+        assert_eq!(entities(pem), [format!("PRIVATE_KEY={pem}")]);
+    }
+
+    #[test]
+    fn masking_replaces_spans_with_their_type() {
+        let scanner = Scanner::new(&[("TICKET".into(), r"\bTCK-\d{6}\b".into())]).unwrap();
+        let text = "mail a@b.io about TCK-123456";
+        let findings = scanner.scan(text);
+        assert_eq!(mask(text, &findings), "mail <EMAIL_ADDRESS> about <TICKET>");
+        assert!(scanner.scan("nothing to see").is_empty());
+        assert!(Scanner::new(&[("bad name".into(), "x".into())]).is_err());
+        assert!(Scanner::new(&[("BAD".into(), "(".into())]).is_err());
+    }
+}
