@@ -17,6 +17,7 @@ CREATE TABLE litellm_teamtable (
     rpm_limit             BIGINT CHECK (rpm_limit >= 0),
     max_parallel_requests INTEGER CHECK (max_parallel_requests >= 0),
     blocked               BOOLEAN NOT NULL DEFAULT false,
+    pii_policy            JSONB,                             -- over the global PII policy
     metadata              JSONB NOT NULL DEFAULT '{}',
     created_by            TEXT,
     created_at            TIMESTAMPTZ NOT NULL DEFAULT now(),
@@ -69,6 +70,7 @@ CREATE TABLE litellm_verificationtoken (
     expires               TIMESTAMPTZ,                       -- NULL: never
     is_active             BOOLEAN NOT NULL DEFAULT true,     -- false: deleted (row kept for audit)
     blocked               BOOLEAN NOT NULL DEFAULT false,
+    pii_policy            JSONB,                             -- over the team's and the global
     metadata              JSONB NOT NULL DEFAULT '{}',
     created_by            TEXT,
     updated_by            TEXT,

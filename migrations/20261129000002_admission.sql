@@ -56,7 +56,9 @@ CREATE TYPE llmlite_admission AS (
     rpm_reset       NUMERIC,
     tpm_limit       BIGINT,
     tpm_remaining   NUMERIC,
-    tpm_reset       NUMERIC
+    tpm_reset       NUMERIC,
+    key_pii_policy  JSONB,    -- the PII policies the guard applies over the global one
+    team_pii_policy JSONB
 );
 
 CREATE FUNCTION llmlite_admit(
@@ -236,6 +238,8 @@ BEGIN
     INSERT INTO llmlite_inflight (request_id, token, user_id, team_id, reserved, estimated_tokens,
                                   started_at, lease_expires_at)
     VALUES (p_request_id, k.token, u.user_id, t.team_id, p_reserve, p_estimate, p_now, p_now + p_lease);
+    r.key_pii_policy := k.pii_policy;
+    r.team_pii_policy := t.pii_policy;
     r.decision := 'ok';
     RETURN r;
 END

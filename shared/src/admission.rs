@@ -47,6 +47,8 @@ struct Decision {
     tpm_limit: Option<i64>,
     tpm_remaining: Option<Decimal>,
     tpm_reset: Option<Decimal>,
+    key_pii_policy: Option<serde_json::Value>,
+    team_pii_policy: Option<serde_json::Value>,
 }
 
 /// OpenAI's rate-limit headers, for one kind of limit.
@@ -67,6 +69,9 @@ pub struct Admitted {
     pub key_spend: Decimal,
     /// Master-key requests are not limited; they are still recorded.
     pub master: bool,
+    /// The key's and its team's PII policies, over the global one.
+    pub key_pii_policy: Option<serde_json::Value>,
+    pub team_pii_policy: Option<serde_json::Value>,
     requests: Option<Limit>,
     tokens: Option<Limit>,
 }
@@ -128,6 +133,24 @@ fn write_limit(headers: &mut HeaderMap, kind: &str, limit: Option<Limit>) {
 }
 
 impl Admitted {
+    /// The PII policy for this request: global, then the team's, then the key's. A stored
+    /// policy that no longer parses (a custom entity since removed) is skipped, and logged.
+    pub fn pii_policy(&self, global: &crate::pii::Policy, known: &[String]) -> crate::pii::Policy {
+        [&self.team_pii_policy, &self.key_pii_policy]
+            .into_iter()
+            .flatten()
+            .fold(
+                global.clone(),
+                |policy, stored| match crate::pii::Policy::parse(stored, known) {
+                    Ok(overrides) => policy.overlay(&overrides),
+                    Err(e) => {
+                        tracing::warn!(key = %self.token, error = %e, "stored PII policy ignored");
+                        policy
+                    }
+                },
+            )
+    }
+
     /// The rate-limit headers for this request.
     pub fn write_headers(&self, headers: &mut HeaderMap) {
         write_limit(headers, "requests", self.requests);
@@ -223,6 +246,8 @@ pub async fn admit(
             team_id: None,
             key_spend: Decimal::ZERO,
             master: true,
+            key_pii_policy: None,
+            team_pii_policy: None,
             requests: None,
             tokens: None,
         });
@@ -267,6 +292,8 @@ pub async fn admit(
             team_id: decision.team_id,
             key_spend: decision.key_spend.unwrap_or_default(),
             master: false,
+            key_pii_policy: decision.key_pii_policy,
+            team_pii_policy: decision.team_pii_policy,
             requests,
             tokens,
         }),

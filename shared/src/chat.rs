@@ -109,7 +109,7 @@ async fn chat_completions(
     BearerKey(key): BearerKey,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
-    ApiJson(request): ApiJson<ChatCompletionRequest>,
+    ApiJson(mut request): ApiJson<ChatCompletionRequest>,
 ) -> Result<Response, Refusal> {
     bedrock::validate(&request)?;
     let Some(chain) = state.config.catalog.chain(&request.model) else {
@@ -146,6 +146,13 @@ async fn chat_completions(
         key = %admitted.token,
         "chat completion"
     );
+    // The PII guard, before anything leaves: global policy, then the team's, then the key's.
+    let policy = admitted.pii_policy(&state.config.pii_policy, &state.pii.entity_names());
+    let report = state.pii.guard(&mut request, &policy);
+    let mut metadata = accounting_metadata(request.metadata.as_ref());
+    if !report.counts.is_empty() {
+        metadata["llmlite_pii"] = report.to_json();
+    }
     let completion = Completion {
         id: format!("chatcmpl-{}", request_id.simple()),
         created: chrono::Utc::now().timestamp(),
@@ -153,9 +160,18 @@ async fn chat_completions(
         request_id,
         started: state.clock.now(),
         end_user: request.user.clone(),
-        metadata: accounting_metadata(request.metadata.as_ref()),
+        metadata,
         admitted,
     };
+    if !report.blocked.is_empty() {
+        let error = ApiError::PiiBlocked {
+            entities: report.blocked_summary(),
+        };
+        completion
+            .settle(&state, None, TokenUsage::default(), Some(&error))
+            .await;
+        return Err(error.into());
+    }
     let response = if request.stream.unwrap_or(false) {
         stream(state, chain, request, completion).await
     } else {

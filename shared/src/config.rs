@@ -10,6 +10,8 @@
 //! | `LITELLM_MASTER_KEY_SECRET_ARN` | or: a Secrets Manager secret holding it |
 //! | `AWS_REGION` | default `eu-west-2` |
 //! | `LLMLITE_MODELS` | path to a model catalog file (default: the built-in one) |
+//! | `LLMLITE_PII_POLICY` | JSON `{"ENTITY": "BLOCK"\|"MASK"\|"LOG"\|"ALLOW"}` merged over the default |
+//! | `LLMLITE_PII_ENTITIES` | JSON `{"NAME": "regex"}`: custom PII entities |
 //!
 //! The AWS SDK reads its own standard variables too, including `AWS_ENDPOINT_URL_<SERVICE>`.
 
@@ -185,6 +187,10 @@ pub struct Config {
     /// The refill period of the RPM and TPM buckets (`LLMLITE_RATE_PERIOD_SECS`, default 60:
     /// per minute). Tests lengthen it so that refill during a run is negligible.
     pub rate_period: std::time::Duration,
+    /// The global PII policy: the built-in default with `LLMLITE_PII_POLICY` on top.
+    pub pii_policy: crate::pii::Policy,
+    /// Custom PII entities from `LLMLITE_PII_ENTITIES`: (name, regex), already checked.
+    pub pii_custom: Vec<(String, String)>,
     /// `AWS_ENDPOINT_URL_BEDROCK_RUNTIME`, read here as well as by the SDK so that `llmlite dev`
     /// can point Bedrock at its double without touching the process environment.
     pub bedrock_endpoint: Option<String>,
@@ -266,12 +272,15 @@ impl Config {
                     ConfigError::new("LLMLITE_RATE_PERIOD_SECS", "must be 1 to 86400 seconds")
                 })?,
         };
+        let (pii_custom, pii_policy) = load_pii(env)?;
         Ok(Config {
             database,
             master_key,
             aws_region,
             catalog,
             aws,
+            pii_policy,
+            pii_custom,
             rate_period: std::time::Duration::from_secs(rate_period),
             bedrock_endpoint,
         })
@@ -289,6 +298,38 @@ fn load_catalog(env: &impl EnvSource) -> Result<ModelCatalog, ConfigError> {
                 .map_err(|e| ConfigError::new("LLMLITE_MODELS", format!("{path}: {e}")))
         }
     }
+}
+
+/// Custom PII entities and the global PII policy, checked.
+fn load_pii(
+    env: &impl EnvSource,
+) -> Result<(Vec<(String, String)>, crate::pii::Policy), ConfigError> {
+    const ENTITIES: &str = "LLMLITE_PII_ENTITIES";
+    const POLICY: &str = "LLMLITE_PII_POLICY";
+    let custom: Vec<(String, String)> = match non_empty(env, ENTITIES) {
+        None => Vec::new(),
+        Some(text) => {
+            let map: HashMap<String, String> = serde_json::from_str(&text).map_err(|_| {
+                ConfigError::new(ENTITIES, "must be a JSON object of entity name to regex")
+            })?;
+            let mut custom: Vec<(String, String)> = map.into_iter().collect();
+            custom.sort();
+            custom
+        }
+    };
+    let scanner =
+        crate::pii::Scanner::new(&custom).map_err(|e| ConfigError::new(ENTITIES, e.to_string()))?;
+    let policy = match non_empty(env, POLICY) {
+        None => crate::pii::Policy::builtin(),
+        Some(text) => {
+            let value: serde_json::Value =
+                serde_json::from_str(&text).map_err(|_| ConfigError::new(POLICY, "is not JSON"))?;
+            let overrides = crate::pii::Policy::parse(&value, &scanner.entity_names())
+                .map_err(|e| ConfigError::new(POLICY, e))?;
+            crate::pii::Policy::builtin().overlay(&overrides)
+        }
+    };
+    Ok((custom, policy))
 }
 
 /// A master key must look like a key and be long enough not to be guessed.
@@ -464,6 +505,34 @@ mod tests {
             master_key_from_secret(r#"{"master_key":"sk-other"}"#),
             "sk-other"
         );
+    }
+
+    #[test]
+    fn pii_settings_are_checked() {
+        let (custom, policy) = load_pii(&env(&[
+            ("LLMLITE_PII_ENTITIES", r#"{"TICKET": "TCK-\\d+"}"#),
+            (
+                "LLMLITE_PII_POLICY",
+                r#"{"TICKET": "BLOCK", "EMAIL_ADDRESS": "LOG"}"#,
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(custom, [("TICKET".to_owned(), r"TCK-\d+".to_owned())]);
+        assert_eq!(policy.action("TICKET"), crate::pii::Action::Block);
+        assert_eq!(policy.action("EMAIL_ADDRESS"), crate::pii::Action::Log);
+        assert_eq!(policy.action("CREDIT_CARD"), crate::pii::Action::Block);
+        for (variable, value) in [
+            ("LLMLITE_PII_POLICY", r#"{"TICKET": "BLOCK"}"#),
+            ("LLMLITE_PII_POLICY", "not json"),
+            ("LLMLITE_PII_ENTITIES", r#"{"bad name": "x"}"#),
+            ("LLMLITE_PII_ENTITIES", r#"{"OK": "("}"#),
+        ] {
+            assert_eq!(
+                load_pii(&env(&[(variable, value)])).unwrap_err().variable,
+                variable,
+                "{value}"
+            );
+        }
     }
 
     #[test]

@@ -44,8 +44,9 @@ pub enum ApiError {
     /// The body is not declared as JSON.
     #[error("expected `Content-Type: application/json`, got {}", .found.as_deref().map_or("no content type".to_owned(), |f| format!("`{f}`")))]
     UnsupportedContentType { found: Option<String> },
-    /// The PII guard refused the prompt; only entity types are named, never the matched text.
-    #[error("request blocked: the prompt contains personal data ({})", .entities.join(", "))]
+    /// The PII guard refused the prompt; only entity types and counts are named, never the
+    /// matched text.
+    #[error("request blocked by the PII policy: the prompt contains {}", .entities.join(", "))]
     PiiBlocked { entities: Vec<String> },
 
     #[error("no API key: send `Authorization: Bearer sk-...` or `x-api-key`")]

@@ -5,11 +5,16 @@
 //!
 //! Findings carry the entity and the byte span; callers record types and counts, never values.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use regex::{Regex, RegexSet};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::openai::{ChatCompletionRequest, ChatMessage, Content, ContentPart};
 
 /// What the guard looks for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -195,6 +200,216 @@ impl Scanner {
             }
         }
         kept
+    }
+}
+
+/// What the guard does with an entity it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Action {
+    /// Refuse the request (400 `pii_blocked`).
+    Block,
+    /// Replace each span with `<ENTITY>` before the request leaves.
+    Mask,
+    /// Let it through; record the finding.
+    Log,
+    /// Let it through unrecorded.
+    Allow,
+}
+
+/// Actions per entity, with an optional `*` for every entity not named.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    rules: BTreeMap<String, Action>,
+    otherwise: Option<Action>,
+}
+
+impl Policy {
+    /// The default when nothing is configured.
+    pub fn builtin() -> Self {
+        let rules = [
+            ("CREDIT_CARD", Action::Block),
+            ("US_SSN", Action::Block),
+            ("UK_NINO", Action::Block),
+            ("IBAN_CODE", Action::Block),
+            ("AWS_ACCESS_KEY", Action::Block),
+            ("PRIVATE_KEY", Action::Block),
+            ("EMAIL_ADDRESS", Action::Mask),
+            ("PHONE_NUMBER", Action::Mask),
+            ("IP_ADDRESS", Action::Log),
+        ]
+        .into_iter()
+        .map(|(entity, action)| (entity.to_owned(), action))
+        .collect();
+        Policy {
+            rules,
+            otherwise: None,
+        }
+    }
+
+    /// Reads `{"ENTITY": "BLOCK"|"MASK"|"LOG"|"ALLOW", "*": ...}`. `known` names the entities
+    /// that may appear (built-in and custom).
+    pub fn parse(value: &Value, known: &[String]) -> Result<Policy, String> {
+        let Value::Object(map) = value else {
+            return Err("a PII policy is a JSON object of entity to action".into());
+        };
+        let mut policy = Policy::default();
+        for (entity, action) in map {
+            let action: Action = serde_json::from_value(action.clone())
+                .map_err(|_| format!("`{entity}`: the action must be BLOCK, MASK, LOG or ALLOW"))?;
+            if entity == "*" {
+                policy.otherwise = Some(action);
+            } else if known.iter().any(|k| k == entity) {
+                policy.rules.insert(entity.clone(), action);
+            } else {
+                return Err(format!(
+                    "`{entity}` is not a PII entity ({})",
+                    known.join(", ")
+                ));
+            }
+        }
+        Ok(policy)
+    }
+
+    /// This policy with `overrides` on top: a `*` there replaces everything below it.
+    pub fn overlay(&self, overrides: &Policy) -> Policy {
+        let mut merged = if overrides.otherwise.is_some() {
+            Policy {
+                rules: BTreeMap::new(),
+                otherwise: overrides.otherwise,
+            }
+        } else {
+            self.clone()
+        };
+        merged
+            .rules
+            .extend(overrides.rules.iter().map(|(k, v)| (k.clone(), *v)));
+        merged
+    }
+
+    pub fn action(&self, entity: &str) -> Action {
+        self.rules
+            .get(entity)
+            .copied()
+            .or(self.otherwise)
+            .unwrap_or(Action::Log)
+    }
+
+    /// As JSON, the shape it is read from.
+    pub fn to_json(&self) -> Value {
+        let mut map: Map<String, Value> = self
+            .rules
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::json!(v)))
+            .collect();
+        if let Some(otherwise) = self.otherwise {
+            map.insert("*".into(), serde_json::json!(otherwise));
+        }
+        Value::Object(map)
+    }
+}
+
+/// What the guard found in a request, by entity, and whether it must be refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Findings per entity (every action but ALLOW).
+    pub counts: BTreeMap<String, u32>,
+    /// Entities whose policy is BLOCK, with their counts.
+    pub blocked: BTreeMap<String, u32>,
+}
+
+impl Report {
+    /// Types and counts only, for the spend row and the audit record.
+    pub fn to_json(&self) -> Value {
+        Value::Object(
+            self.counts
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::from(*v)))
+                .collect(),
+        )
+    }
+
+    /// `CREDIT_CARD (1), US_SSN (2)`: what a refusal may say.
+    pub fn blocked_summary(&self) -> Vec<String> {
+        self.blocked
+            .iter()
+            .map(|(entity, count)| format!("{entity} ({count})"))
+            .collect()
+    }
+}
+
+impl Scanner {
+    /// Names of every entity this scanner knows, for validating policies.
+    pub fn entity_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .detectors
+            .iter()
+            .map(|d| d.entity.name().to_owned())
+            .collect();
+        names.dedup();
+        names
+    }
+
+    /// Scans every text the model will see (system, user and assistant turns, tool results,
+    /// tool-call arguments), masks what `policy` says to mask in place, and reports the rest.
+    pub fn guard(&self, request: &mut ChatCompletionRequest, policy: &Policy) -> Report {
+        let mut report = Report::default();
+        for message in &mut request.messages {
+            match message {
+                ChatMessage::System { content }
+                | ChatMessage::Developer { content }
+                | ChatMessage::User { content }
+                | ChatMessage::Tool { content, .. } => {
+                    self.guard_content(content, policy, &mut report)
+                }
+                ChatMessage::Assistant {
+                    content,
+                    tool_calls,
+                } => {
+                    if let Some(content) = content {
+                        self.guard_content(content, policy, &mut report);
+                    }
+                    for call in tool_calls.iter_mut().flatten() {
+                        self.guard_text(&mut call.function.arguments, policy, &mut report);
+                    }
+                }
+            }
+        }
+        report
+    }
+
+    fn guard_content(&self, content: &mut Content, policy: &Policy, report: &mut Report) {
+        match content {
+            Content::Text(text) => self.guard_text(text, policy, report),
+            Content::Parts(parts) => {
+                for part in parts {
+                    if let ContentPart::Text { text, .. } = part {
+                        self.guard_text(text, policy, report);
+                    }
+                }
+            }
+        }
+    }
+
+    fn guard_text(&self, text: &mut String, policy: &Policy, report: &mut Report) {
+        let findings = self.scan(text);
+        if findings.is_empty() {
+            return;
+        }
+        let mut masked = Vec::new();
+        for finding in findings {
+            let name = finding.entity.name().to_owned();
+            match policy.action(&name) {
+                Action::Allow => continue,
+                Action::Block => *report.blocked.entry(name.clone()).or_default() += 1,
+                Action::Mask => masked.push(finding),
+                Action::Log => {}
+            }
+            *report.counts.entry(name).or_default() += 1;
+        }
+        if !masked.is_empty() {
+            *text = mask(text, &masked);
+        }
     }
 }
 
@@ -624,6 +839,29 @@ mod tests {
         );
         let pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----";
         assert_eq!(entities(pem), [format!("PRIVATE_KEY={pem}")]);
+    }
+
+    #[test]
+    fn policies_merge_key_over_team_over_global() {
+        let known: Vec<String> = Entity::BUILT_IN
+            .iter()
+            .map(|e| e.name().to_owned())
+            .collect();
+        let global = Policy::builtin();
+        assert_eq!(global.action("CREDIT_CARD"), Action::Block);
+        assert_eq!(global.action("EMAIL_ADDRESS"), Action::Mask);
+        let team = Policy::parse(&serde_json::json!({"EMAIL_ADDRESS": "BLOCK"}), &known).unwrap();
+        let key = Policy::parse(&serde_json::json!({"EMAIL_ADDRESS": "ALLOW"}), &known).unwrap();
+        assert_eq!(global.overlay(&team).action("EMAIL_ADDRESS"), Action::Block);
+        assert_eq!(
+            global.overlay(&team).overlay(&key).action("EMAIL_ADDRESS"),
+            Action::Allow
+        );
+        let off = Policy::parse(&serde_json::json!({"*": "ALLOW"}), &known).unwrap();
+        assert_eq!(global.overlay(&off).action("CREDIT_CARD"), Action::Allow);
+        assert!(Policy::parse(&serde_json::json!({"EMAIL": "BLOCK"}), &known).is_err());
+        assert!(Policy::parse(&serde_json::json!({"EMAIL_ADDRESS": "SHRED"}), &known).is_err());
+        assert!(Policy::parse(&serde_json::json!(["x"]), &known).is_err());
     }
 
     #[test]

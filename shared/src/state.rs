@@ -24,6 +24,8 @@ pub struct AppState {
     pub clock: Clock,
     /// The refill period of the rate-limit buckets.
     pub rate_period: std::time::Duration,
+    /// The PII detectors, built once.
+    pub pii: Arc<crate::pii::Scanner>,
 }
 
 /// The Bedrock client: our own retries (so fallbacks and the client's 429 follow them), a short
@@ -50,6 +52,10 @@ impl AppState {
         let bedrock = bedrock_client(&config);
         let s3 = aws_sdk_s3::Client::new(&config.aws);
         let rate_period = config.rate_period;
+        let pii = crate::pii::Scanner::new(&config.pii_custom).map_err(|e| ConfigError {
+            variable: "LLMLITE_PII_ENTITIES",
+            reason: e.to_string(),
+        })?;
         Ok(AppState {
             config: Arc::new(config),
             db,
@@ -58,6 +64,7 @@ impl AppState {
             retry: RetryPolicy::default(),
             clock: Clock::default(),
             rate_period,
+            pii: Arc::new(pii),
         })
     }
 

@@ -173,6 +173,16 @@ impl Limits {
     }
 }
 
+/// A `pii_policy` field: a valid policy object (stored as sent), or null to clear it.
+pub fn pii_policy(value: Option<&Value>, known: &[String]) -> Result<Option<Value>, ApiError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => crate::pii::Policy::parse(v, known)
+            .map(|_| Some(v.clone()))
+            .map_err(|e| ApiError::invalid_param("pii_policy", e)),
+    }
+}
+
 /// Request fields nobody asked for are refused, not ignored: an admin who sends LiteLLM's
 /// `model_max_budget` must learn that llmlite did not apply it.
 pub fn no_unknown_fields(unknown: &Map<String, Value>) -> Result<(), ApiError> {

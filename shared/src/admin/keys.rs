@@ -58,6 +58,8 @@ pub struct KeyRequest {
     team_id: Option<Option<String>>,
     blocked: Option<bool>,
     tier: Option<Tier>,
+    #[serde(default, deserialize_with = "patch")]
+    pii_policy: Option<Option<Value>>,
     #[serde(flatten)]
     limits: LimitsPatch,
     #[serde(flatten)]
@@ -84,12 +86,13 @@ pub struct KeyRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub last_active: Option<DateTime<Utc>>,
+    pub pii_policy: Option<Value>,
 }
 
 const COLUMNS: &str = "token, key_name, key_alias, user_id, team_id, tier, spend, models, \
     max_budget, soft_budget, budget_duration, budget_reset_at, tpm_limit, rpm_limit, \
     max_parallel_requests, metadata, expires, is_active, blocked, created_by, updated_by, \
-    created_at, updated_at, last_active";
+    created_at, updated_at, last_active, pii_policy";
 
 impl KeyRow {
     /// LiteLLM's key object. The hash is `token`; the raw key is never in it.
@@ -110,6 +113,7 @@ impl KeyRow {
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "last_active": self.last_active,
+            "pii_policy": self.pii_policy,
         });
         self.limits.write_json(&mut out);
         out
@@ -126,6 +130,7 @@ struct KeyValues {
     limits: Limits,
     expires: Option<DateTime<Utc>>,
     blocked: bool,
+    pii_policy: Option<Value>,
 }
 
 impl KeyValues {
@@ -142,12 +147,21 @@ impl KeyValues {
             limits: row.limits.clone(),
             expires: row.expires,
             blocked: row.blocked,
+            pii_policy: row.pii_policy.clone(),
         }
     }
 
     /// Applies a request: tier defaults first, then every field it names; then checks them.
-    fn apply(&mut self, request: &KeyRequest, now: DateTime<Utc>) -> Result<(), ApiError> {
+    fn apply(
+        &mut self,
+        request: &KeyRequest,
+        now: DateTime<Utc>,
+        pii_entities: &[String],
+    ) -> Result<(), ApiError> {
         fields::no_unknown_fields(&request.unknown)?;
+        if let Some(v) = &request.pii_policy {
+            self.pii_policy = fields::pii_policy(v.as_ref(), pii_entities)?;
+        }
         if let Some(tier) = request.tier {
             let (tpm, rpm, budget) = tier.defaults();
             self.tier = Some(tier);
@@ -261,9 +275,9 @@ async fn store(
                  (token, key_name, key_alias, user_id, team_id, models, tier, max_budget,
                   soft_budget, budget_duration, budget_reset_at, tpm_limit, rpm_limit,
                   max_parallel_requests, expires, blocked, metadata, created_by, updated_by,
-                  created_at, updated_at)
+                  created_at, updated_at, pii_policy)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                     $17, $18, $18, $19, $19)
+                     $17, $18, $18, $19, $19, $20)
              RETURNING {COLUMNS}"
         )
     } else {
@@ -273,7 +287,7 @@ async fn store(
                  tier = $7, max_budget = $8, soft_budget = $9, budget_duration = $10,
                  budget_reset_at = $11, tpm_limit = $12, rpm_limit = $13,
                  max_parallel_requests = $14, expires = $15, blocked = $16, metadata = $17,
-                 updated_by = $18, updated_at = $19
+                 updated_by = $18, updated_at = $19, pii_policy = $20
              WHERE token = $1
              RETURNING {COLUMNS}"
         )
@@ -298,6 +312,7 @@ async fn store(
         .bind(&values.limits.metadata)
         .bind(caller.actor())
         .bind(now)
+        .bind(&values.pii_policy)
         .persistent(false)
         .fetch_one(&mut **tx)
         .await
@@ -341,7 +356,7 @@ pub async fn generate(
 ) -> Result<Json<Value>, ApiError> {
     let now = state.clock.now();
     let mut values = KeyValues::default();
-    values.apply(&request, now)?;
+    values.apply(&request, now, &state.pii.entity_names())?;
     let raw = new_raw_key(request.key.as_deref())?;
     let hash = KeyHash::of(&raw);
     let mut tx = state.db.pool().await?.begin().await?;
@@ -386,7 +401,7 @@ pub async fn update(
     let mut tx = state.db.pool().await?.begin().await?;
     let before = find(&mut tx, &key, true).await?;
     let mut values = KeyValues::from_row(&before);
-    values.apply(&request, now)?;
+    values.apply(&request, now, &state.pii.entity_names())?;
     ensure_owner(&mut tx, &values, now).await?;
     let after = store(
         &mut tx,

@@ -23,6 +23,8 @@ pub struct TeamRequest {
     #[serde(default, deserialize_with = "patch")]
     team_alias: Option<Option<String>>,
     blocked: Option<bool>,
+    #[serde(default, deserialize_with = "patch")]
+    pii_policy: Option<Option<Value>>,
     #[serde(flatten)]
     limits: LimitsPatch,
     #[serde(flatten)]
@@ -40,11 +42,12 @@ pub struct TeamRow {
     pub created_by: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub pii_policy: Option<Value>,
 }
 
 const COLUMNS: &str = "team_id, team_alias, spend, models, max_budget, soft_budget, \
     budget_duration, budget_reset_at, tpm_limit, rpm_limit, max_parallel_requests, metadata, \
-    blocked, created_by, created_at, updated_at";
+    blocked, created_by, created_at, updated_at, pii_policy";
 
 impl TeamRow {
     pub fn to_json(&self) -> Value {
@@ -56,13 +59,22 @@ impl TeamRow {
             "created_by": self.created_by,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+            "pii_policy": self.pii_policy,
         });
         self.limits.write_json(&mut out);
         out
     }
 
-    fn apply(&mut self, request: &TeamRequest, now: DateTime<Utc>) -> Result<(), ApiError> {
+    fn apply(
+        &mut self,
+        request: &TeamRequest,
+        now: DateTime<Utc>,
+        pii_entities: &[String],
+    ) -> Result<(), ApiError> {
         fields::no_unknown_fields(&request.unknown)?;
+        if let Some(v) = &request.pii_policy {
+            self.pii_policy = fields::pii_policy(v.as_ref(), pii_entities)?;
+        }
         if let Some(v) = &request.team_alias {
             self.team_alias = v.clone();
         }
@@ -97,8 +109,8 @@ async fn save(
             "INSERT INTO litellm_teamtable
                  (team_id, team_alias, models, max_budget, soft_budget, budget_duration,
                   budget_reset_at, tpm_limit, rpm_limit, max_parallel_requests, blocked, metadata,
-                  created_by, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)
+                  created_by, created_at, updated_at, pii_policy)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15)
              RETURNING {COLUMNS}"
         )
     } else {
@@ -107,7 +119,7 @@ async fn save(
                  team_alias = $2, models = $3, max_budget = $4, soft_budget = $5,
                  budget_duration = $6, budget_reset_at = $7, tpm_limit = $8, rpm_limit = $9,
                  max_parallel_requests = $10, blocked = $11, metadata = $12,
-                 created_by = COALESCE(created_by, $13), updated_at = $14
+                 created_by = COALESCE(created_by, $13), updated_at = $14, pii_policy = $15
              WHERE team_id = $1
              RETURNING {COLUMNS}"
         )
@@ -127,6 +139,7 @@ async fn save(
         .bind(&row.limits.metadata)
         .bind(&row.created_by)
         .bind(now)
+        .bind(&row.pii_policy)
         .persistent(false)
         .fetch_one(&mut **tx)
         .await
@@ -152,8 +165,9 @@ pub async fn create(
         created_by: Some(caller.actor()),
         created_at: now,
         updated_at: now,
+        pii_policy: None,
     };
-    row.apply(&request, now)?;
+    row.apply(&request, now, &state.pii.entity_names())?;
     let mut tx = state.db.pool().await?.begin().await?;
     let saved = save(&mut tx, &row, now, true).await?;
     Action {
@@ -186,7 +200,7 @@ pub async fn update(
     let mut tx = state.db.pool().await?.begin().await?;
     let before = find(&mut tx, &team_id).await?;
     let mut row = before.clone();
-    row.apply(&request, now)?;
+    row.apply(&request, now, &state.pii.entity_names())?;
     let after = save(&mut tx, &row, now, false).await?;
     Action {
         at: now,

@@ -1,0 +1,179 @@
+"""Writes shared/openapi.json, the OpenAPI 3 document served at /openapi.json. Run: python3 tests/openapi/generate.py"""
+from pathlib import Path
+import json
+def ref(n): return {"$ref": f"#/components/schemas/{n}"}
+def nullable(s): return {**s, "nullable": True}
+S = lambda **kw: kw
+string = {"type": "string"}
+money = {"type": "number", "minimum": 0, "maximum": 1000000000}
+dt = {"type": "string", "format": "date-time"}
+integer = {"type": "integer"}
+duration = {"type": "string", "pattern": "^[1-9][0-9]{0,2}(s|m|h|d|w|mo)$", "description": "A number and s, m, h, d, w or mo (`30d`)."}
+text = {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[^\\u0000-\\u001f\\u007f]+$"}
+models = {"type": "array", "maxItems": 100, "items": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[^\\u0000-\\u001f\\u007f]+$"}}
+metadata = {"type": "object", "description": "Any JSON object of at most 16 KiB."}
+rate = {"type": "integer", "minimum": 0, "maximum": 1000000000000}
+parallel = {"type": "integer", "minimum": 0, "maximum": 100000}
+pii_policy = {"type": "object", "description": "Entity (EMAIL_ADDRESS, PHONE_NUMBER, CREDIT_CARD, IBAN_CODE, US_SSN, UK_NINO, IP_ADDRESS, AWS_ACCESS_KEY, PRIVATE_KEY, a custom one, or *) to action",
+    "additionalProperties": False,
+    "properties": {e: {"type": "string", "enum": ["BLOCK", "MASK", "LOG", "ALLOW"]} for e in
+        ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "UK_NINO", "IP_ADDRESS", "AWS_ACCESS_KEY", "PRIVATE_KEY", "*"]}}
+
+limits_in = {
+  "models": nullable(models), "max_budget": nullable(money), "soft_budget": nullable(money),
+  "budget_duration": nullable(duration), "tpm_limit": nullable(rate), "rpm_limit": nullable(rate),
+  "max_parallel_requests": nullable(parallel), "metadata": nullable(metadata),
+}
+limits_out = {
+  "models": {"type": "array", "items": string}, "spend": {"type": "number"},
+  "max_budget": nullable({"type": "number"}), "soft_budget": nullable({"type": "number"}),
+  "budget_duration": nullable(string), "budget_reset_at": nullable(dt),
+  "tpm_limit": nullable(integer), "rpm_limit": nullable(integer), "max_parallel_requests": nullable(integer),
+  "metadata": {"type": "object"},
+}
+key_out_props = {
+  "token": {"type": "string", "pattern": "^[0-9a-f]{64}$"}, "key_name": string, "key_alias": nullable(string),
+  "user_id": nullable(string), "team_id": nullable(string), "tier": nullable({"type": "string", "enum": ["standard", "admin"]}),
+  **limits_out, "expires": nullable(dt), "is_active": {"type": "boolean"}, "blocked": {"type": "boolean"},
+  "created_by": nullable(string), "updated_by": nullable(string), "created_at": dt, "updated_at": dt, "last_active": nullable(dt),
+  "pii_policy": nullable({"type": "object"}),
+}
+schemas = {
+  "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["message", "type", "param", "code"], "properties": {
+      "message": string, "type": string, "param": nullable(string), "code": string}}}},
+  "Key": {"type": "object", "required": list(key_out_props), "properties": key_out_props},
+  "MintedKey": {"allOf": [ref("Key"), {"type": "object", "required": ["key"], "properties": {"key": {"type": "string", "pattern": "^sk-"}}}]},
+  "KeyRequest": {"type": "object", "additionalProperties": False, "properties": {
+      "key": {"type": "string", "description": "generate: your own raw key (`sk-` and 16+ printable characters); update: the key to change, raw or hash"},
+      "key_alias": nullable(text), "duration": nullable(duration), **limits_in,
+      "user_id": nullable(text), "team_id": nullable(text), "blocked": {"type": "boolean"},
+      "tier": {"type": "string", "enum": ["standard", "admin"]}, "pii_policy": nullable(pii_policy)}},
+  "KeyUpdateRequest": {"allOf": [ref("KeyRequest"), {"type": "object", "required": ["key"]}]},
+  "User": {"type": "object", "required": ["user_id", "user_role", "teams", "spend"], "properties": {
+      "user_id": string, "user_alias": nullable(string), "user_email": nullable(string),
+      "user_role": {"type": "string", "enum": ["proxy_admin", "proxy_admin_viewer", "internal_user", "internal_user_viewer"]},
+      "teams": {"type": "array", "items": string}, **limits_out, "created_at": dt, "updated_at": dt,
+      "key": {"type": "string"}, "token": {"type": "string"}, "key_name": {"type": "string"}}},
+  "UserRequest": {"type": "object", "additionalProperties": False, "properties": {
+      "user_id": text, "user_alias": nullable(text), "user_email": nullable(text),
+      "user_role": {"type": "string", "enum": ["proxy_admin", "proxy_admin_viewer", "internal_user", "internal_user_viewer"]},
+      "teams": nullable({"type": "array", "maxItems": 100, "items": text}), **limits_in,
+      "auto_create_key": {"type": "boolean", "description": "/user/new only (default true)"}}},
+  "Team": {"type": "object", "required": ["team_id", "blocked", "spend"], "properties": {
+      "team_id": string, "team_alias": nullable(string), **limits_out, "blocked": {"type": "boolean"},
+      "created_by": nullable(string), "created_at": dt, "updated_at": dt}},
+  "TeamRequest": {"type": "object", "additionalProperties": False, "properties": {
+      "team_id": text, "team_alias": nullable(text), **limits_in, "blocked": {"type": "boolean"},
+      "pii_policy": nullable(pii_policy)}},
+  "SpendLog": {"type": "object", "required": ["request_id", "api_key", "model", "spend", "startTime", "endTime", "status"], "properties": {
+      "request_id": string, "call_type": string, "api_key": string, "key_alias": nullable(string), "user": nullable(string),
+      "team_id": nullable(string), "end_user": nullable(string), "model": string, "model_id": nullable(string),
+      "custom_llm_provider": string, "prompt_tokens": integer, "completion_tokens": integer,
+      "cache_read_input_tokens": integer, "cache_creation_input_tokens": integer, "total_tokens": integer,
+      "spend": {"type": "number"}, "startTime": dt, "endTime": dt, "request_duration_ms": integer,
+      "status": {"type": "string", "enum": ["success", "failure"]}, "error_type": nullable(string), "metadata": {"type": "object"}}},
+  "SpendReportRow": {"type": "object", "required": ["date", "spend", "api_requests"], "properties": {
+      "date": {"type": "string", "format": "date"}, "team_id": nullable(string), "user_id": nullable(string),
+      "api_key": nullable(string), "model": nullable(string), "spend": {"type": "number"},
+      "prompt_tokens": integer, "completion_tokens": integer, "total_tokens": integer,
+      "api_requests": integer, "successful_requests": integer, "failed_requests": integer}},
+  "ChatCompletionRequest": {"type": "object", "required": ["model", "messages"], "properties": {
+      "model": string, "messages": {"type": "array", "items": {"type": "object", "required": ["role"], "properties": {
+          "role": {"type": "string", "enum": ["system", "developer", "user", "assistant", "tool"]},
+          "content": {"oneOf": [string, {"type": "array", "items": {"type": "object"}}], "nullable": True},
+          "tool_calls": {"type": "array", "items": {"type": "object"}}, "tool_call_id": string}}},
+      "max_tokens": nullable({"type": "integer", "minimum": 0}), "max_completion_tokens": nullable({"type": "integer", "minimum": 0}),
+      "temperature": nullable({"type": "number"}), "top_p": nullable({"type": "number"}),
+      "stop": {"oneOf": [string, {"type": "array", "items": string}], "nullable": True},
+      "stream": nullable({"type": "boolean"}), "stream_options": nullable({"type": "object", "properties": {"include_usage": {"type": "boolean"}}}),
+      "tools": nullable({"type": "array", "items": {"type": "object"}}), "tool_choice": {"oneOf": [string, {"type": "object"}], "nullable": True},
+      "response_format": nullable({"type": "object"}), "reasoning_effort": nullable({"type": "string", "enum": ["minimal", "low", "medium", "high"]}),
+      "user": nullable(string), "metadata": nullable({"type": "object"}), "n": nullable({"type": "integer"})}},
+  "ChatCompletion": {"type": "object", "required": ["id", "object", "created", "model", "choices", "usage"], "properties": {
+      "id": string, "object": {"type": "string", "enum": ["chat.completion"]}, "created": integer, "model": string,
+      "choices": {"type": "array", "items": {"type": "object", "required": ["index", "message", "finish_reason"], "properties": {
+          "index": integer, "finish_reason": {"type": "string", "enum": ["stop", "length", "tool_calls", "content_filter"]},
+          "logprobs": nullable({"type": "object"}),
+          "message": {"type": "object", "required": ["role", "content"], "properties": {
+              "role": {"type": "string", "enum": ["assistant"]}, "content": nullable(string), "reasoning_content": string,
+              "tool_calls": {"type": "array", "items": {"type": "object", "required": ["id", "type", "function"], "properties": {
+                  "id": string, "type": string, "function": {"type": "object", "required": ["name", "arguments"], "properties": {"name": string, "arguments": string}}}}}}}}}},
+      "usage": {"type": "object", "required": ["prompt_tokens", "completion_tokens", "total_tokens"], "properties": {
+          "prompt_tokens": integer, "completion_tokens": integer, "total_tokens": integer,
+          "prompt_tokens_details": {"type": "object", "properties": {"cached_tokens": integer}},
+          "cache_read_input_tokens": integer, "cache_creation_input_tokens": integer}},
+      "system_fingerprint": nullable(string)}},
+  "Model": {"type": "object", "required": ["id", "object", "created", "owned_by"], "properties": {
+      "id": string, "object": {"type": "string", "enum": ["model"]}, "created": integer, "owned_by": string}},
+}
+err = {"description": "An error, in OpenAI's shape", "content": {"application/json": {"schema": ref("Error")}}}
+def ok(schema, desc="OK", extra=None):
+    content = {"application/json": {"schema": schema}}
+    if extra: content.update(extra)
+    return {"200": {"description": desc, "content": content}, "default": err}
+def body(schema): return {"required": True, "content": {"application/json": {"schema": schema}}}
+def q(name, schema, required=False, desc=None):
+    p = {"name": name, "in": "query", "required": required, "schema": schema}
+    if desc: p["description"] = desc
+    return p
+page = [q("page", {"type": "integer", "minimum": 1}), q("size", {"type": "integer", "minimum": 1, "maximum": 100})]
+date = {"type": "string", "format": "date"}
+key_ref = {"type": "string", "pattern": "^(sk-[!-~]{1,253}|[0-9a-f]{64})$", "description": "a raw key or its SHA-256 hash"}
+keys_body = {"type": "object", "additionalProperties": False, "properties": {"keys": {"type": "array", "maxItems": 100, "items": key_ref}, "key_aliases": {"type": "array", "maxItems": 100, "items": string}}}
+paths = {
+  "/v1/chat/completions": {"post": {"operationId": "chatCompletions", "tags": ["chat"], "summary": "Chat completion on Bedrock (stream: true answers with server-sent events)",
+      "requestBody": body(ref("ChatCompletionRequest")),
+      "responses": ok(ref("ChatCompletion"), extra={"text/event-stream": {"schema": {"type": "string"}}})}},
+  "/v1/models": {"get": {"operationId": "listModels", "tags": ["chat"], "responses": ok({"type": "object", "required": ["object", "data"], "properties": {"object": {"type": "string", "enum": ["list"]}, "data": {"type": "array", "items": ref("Model")}}})}},
+  "/v1/models/{model}": {"get": {"operationId": "getModel", "tags": ["chat"], "parameters": [{"name": "model", "in": "path", "required": True, "schema": string}], "responses": ok(ref("Model"))}},
+  "/key/generate": {"post": {"operationId": "keyGenerate", "tags": ["keys"], "requestBody": body(ref("KeyRequest")), "responses": ok(ref("MintedKey"))}},
+  "/key/update": {"post": {"operationId": "keyUpdate", "tags": ["keys"], "requestBody": body(ref("KeyUpdateRequest")), "responses": ok(ref("Key"))}},
+  "/key/delete": {"post": {"operationId": "keyDelete", "tags": ["keys"], "requestBody": body(keys_body),
+      "responses": ok({"type": "object", "required": ["deleted_keys"], "properties": {"deleted_keys": {"type": "array", "items": string}}})}},
+  "/key/info": {"get": {"operationId": "keyInfo", "tags": ["keys"], "parameters": [q("key", key_ref, desc="raw key or hash; a plain key may omit it to read itself")],
+      "responses": ok({"type": "object", "required": ["key", "info"], "properties": {"key": string, "info": ref("Key")}})}},
+  "/key/list": {"get": {"operationId": "keyList", "tags": ["keys"], "parameters": page + [q("user_id", string), q("team_id", string), q("key_alias", string), q("return_full_object", {"type": "boolean"})],
+      "responses": ok({"type": "object", "required": ["keys", "total_count", "current_page", "total_pages"], "properties": {
+          "keys": {"type": "array", "items": {"oneOf": [string, ref("Key")]}}, "total_count": integer, "current_page": integer, "total_pages": integer}})}},
+  "/key/regenerate": {"post": {"operationId": "keyRegenerate", "tags": ["keys"], "requestBody": body({"type": "object", "additionalProperties": False, "required": ["key"], "properties": {
+      "key": key_ref, "grace_period": duration, "new_key": {"type": "string", "pattern": "^sk-[!-~]{16,253}$"}}}), "responses": ok(ref("MintedKey"))}},
+  "/key/{key}/regenerate": {"post": {"operationId": "keyRegeneratePath", "tags": ["keys"], "parameters": [{"name": "key", "in": "path", "required": True, "schema": key_ref}],
+      "requestBody": {"required": False, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": False, "properties": {"grace_period": duration, "new_key": {"type": "string", "pattern": "^sk-[!-~]{16,253}$"}}}}}},
+      "responses": ok(ref("MintedKey"))}},
+  "/key/block": {"post": {"operationId": "keyBlock", "tags": ["keys"], "requestBody": body({"type": "object", "additionalProperties": False, "required": ["key"], "properties": {"key": key_ref}}), "responses": ok(ref("Key"))}},
+  "/key/unblock": {"post": {"operationId": "keyUnblock", "tags": ["keys"], "requestBody": body({"type": "object", "additionalProperties": False, "required": ["key"], "properties": {"key": key_ref}}), "responses": ok(ref("Key"))}},
+  "/user/new": {"post": {"operationId": "userNew", "tags": ["users"], "requestBody": body(ref("UserRequest")), "responses": ok(ref("User"))}},
+  "/user/info": {"get": {"operationId": "userInfo", "tags": ["users"], "parameters": [q("user_id", string, True)],
+      "responses": ok({"type": "object", "required": ["user_id", "user_info", "keys", "teams"], "properties": {"user_id": string, "user_info": ref("User"), "keys": {"type": "array", "items": ref("Key")}, "teams": {"type": "array", "items": string}}})}},
+  "/user/update": {"post": {"operationId": "userUpdate", "tags": ["users"], "requestBody": body({"allOf": [ref("UserRequest"), {"type": "object", "required": ["user_id"]}]}), "responses": ok(ref("User"))}},
+  "/user/delete": {"post": {"operationId": "userDelete", "tags": ["users"], "requestBody": body({"type": "object", "additionalProperties": False, "required": ["user_ids"], "properties": {"user_ids": {"type": "array", "minItems": 1, "maxItems": 100, "items": string}}}),
+      "responses": ok({"type": "object", "required": ["deleted_users"], "properties": {"deleted_users": {"type": "array", "items": string}}})}},
+  "/user/list": {"get": {"operationId": "userList", "tags": ["users"], "parameters": [q("page", {"type": "integer", "minimum": 1}), q("page_size", {"type": "integer", "minimum": 1, "maximum": 100}), q("role", string)],
+      "responses": ok({"type": "object", "required": ["users", "total", "page", "page_size", "total_pages"], "properties": {"users": {"type": "array", "items": ref("User")}, "total": integer, "page": integer, "page_size": integer, "total_pages": integer}})}},
+  "/team/new": {"post": {"operationId": "teamNew", "tags": ["teams"], "requestBody": body(ref("TeamRequest")), "responses": ok(ref("Team"))}},
+  "/team/info": {"get": {"operationId": "teamInfo", "tags": ["teams"], "parameters": [q("team_id", string, True)],
+      "responses": ok({"type": "object", "required": ["team_id", "team_info", "keys"], "properties": {"team_id": string, "team_info": ref("Team"), "keys": {"type": "array", "items": ref("Key")}}})}},
+  "/team/update": {"post": {"operationId": "teamUpdate", "tags": ["teams"], "requestBody": body({"allOf": [ref("TeamRequest"), {"type": "object", "required": ["team_id"]}]}), "responses": ok(ref("Team"))}},
+  "/team/delete": {"post": {"operationId": "teamDelete", "tags": ["teams"], "requestBody": body({"type": "object", "additionalProperties": False, "required": ["team_ids"], "properties": {"team_ids": {"type": "array", "minItems": 1, "maxItems": 100, "items": string}}}),
+      "responses": ok({"type": "object", "required": ["deleted_teams"], "properties": {"deleted_teams": {"type": "array", "items": string}}})}},
+  "/spend/logs": {"get": {"operationId": "spendLogs", "tags": ["spend"], "parameters": [q("api_key", string), q("user_id", string), q("request_id", string), q("start_date", date), q("end_date", date), q("page", {"type": "integer", "minimum": 1}), q("page_size", {"type": "integer", "minimum": 1, "maximum": 100})],
+      "responses": ok({"type": "array", "items": ref("SpendLog")})}},
+  "/global/spend/report": {"get": {"operationId": "spendReport", "tags": ["spend"], "parameters": [q("start_date", date), q("end_date", date), q("group_by", {"type": "string", "enum": ["team", "user", "key", "model"]})],
+      "responses": ok({"type": "array", "items": ref("SpendReportRow")})}},
+  "/health": {"get": {"operationId": "health", "tags": ["health"], "security": [], "responses": ok({"type": "object", "required": ["status"], "properties": {"status": string, "version": string}})}},
+  "/health/liveliness": {"get": {"operationId": "liveliness", "tags": ["health"], "security": [], "responses": ok(string)}},
+  "/health/readiness": {"get": {"operationId": "readiness", "tags": ["health"], "security": [], "responses": {
+      "200": {"description": "The database answers", "content": {"application/json": {"schema": {"type": "object", "required": ["status", "db"], "properties": {"status": string, "db": string, "version": string}}}}},
+      "503": {"description": "The database does not answer", "content": {"application/json": {"schema": {"type": "object", "required": ["status", "db", "error"]}}}}}}},
+}
+doc = {
+  "openapi": "3.0.3",
+  "info": {"title": "llmlite", "version": "0.1.0", "description": "An OpenAI-compatible gateway to Claude on Amazon Bedrock, with LiteLLM's admin API. Every error is `{\"error\": {\"message\", \"type\", \"param\", \"code\"}}`."},
+  "security": [{"bearer": []}, {"apiKey": []}],
+  "paths": paths,
+  "components": {"schemas": schemas, "securitySchemes": {
+      "bearer": {"type": "http", "scheme": "bearer", "description": "The master key or a virtual key, `sk-...`"},
+      "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"}}},
+}
+json.dump(doc, open(Path(__file__).resolve().parents[2] / "shared" / "openapi.json", "w"), indent=1)
+print(len(paths), "paths")

@@ -1,0 +1,232 @@
+//! The PII guard on the chat route: the Bedrock double shows what actually left the gateway.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails loudly"
+)]
+
+use llmlite_tests::{MASTER_KEY, TestGateway};
+use serde_json::{Value, json};
+
+async fn chat(gw: &TestGateway, key: &str, messages: Value) -> (u16, Value, String) {
+    let response = gw
+        .client
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&json!({"model": "claude-haiku-4-5", "max_tokens": 64, "messages": messages}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    (status, response.json().await.unwrap(), request_id)
+}
+
+async fn sent_to_bedrock(gw: &TestGateway) -> Vec<String> {
+    gw.bedrock_calls()
+        .await
+        .iter()
+        .map(|c| c["body"].to_string())
+        .collect()
+}
+
+async fn spend_row(gw: &TestGateway, request_id: &str) -> (String, Value) {
+    sqlx::query_as("SELECT status, metadata FROM litellm_spend WHERE request_id = $1")
+        .bind(request_id)
+        .persistent(false)
+        .fetch_one(&gw.db.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn masked_text_reaches_the_model_never_the_pii() {
+    let gw = TestGateway::start().await;
+    let key = gw.mint_key(json!({})).await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, body, request_id) = chat(
+        &gw,
+        &key,
+        json!([
+            {"role": "system", "content": "Support desk. Escalations: boss@example.com"},
+            {"role": "user", "content": "Email jane.doe@example.org or ring +44 20 7946 0958 from 10.1.2.3"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "t1", "type": "function",
+                "function": {"name": "lookup", "arguments": "{\"email\": \"jane.doe@example.org\"}"}}]},
+            {"role": "tool", "tool_call_id": "t1", "content": "found: jane.doe@example.org, 07700 900123"}
+        ]),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let sent = sent_to_bedrock(&gw).await.join("\n");
+    for secret in [
+        "boss@example.com",
+        "jane.doe@example.org",
+        "7946 0958",
+        "07700 900123",
+    ] {
+        assert!(!sent.contains(secret), "{secret} reached Bedrock: {sent}");
+    }
+    assert!(
+        sent.contains("<EMAIL_ADDRESS>") && sent.contains("<PHONE_NUMBER>"),
+        "{sent}"
+    );
+    // LOG: the IP address went through, and was counted.
+    assert!(sent.contains("10.1.2.3"));
+    let (status, metadata) = spend_row(&gw, &request_id).await;
+    assert_eq!(status, "success");
+    assert_eq!(
+        metadata["llmlite_pii"],
+        json!({"EMAIL_ADDRESS": 4, "PHONE_NUMBER": 2, "IP_ADDRESS": 1})
+    );
+    assert!(!metadata.to_string().contains("jane"));
+}
+
+#[tokio::test]
+async fn a_block_never_reaches_the_model() {
+    let gw = TestGateway::start().await;
+    let key = gw.mint_key(json!({})).await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, body, request_id) = chat(
+        &gw,
+        &key,
+        json!([{"role": "user", "content": "charge 4539 1488 0343 6467 and SSN 536-90-4399 and 536-90-4390"}]),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["type"], "pii_blocked");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("CREDIT_CARD (1)") && message.contains("US_SSN (2)"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("4539") && !message.contains("536-90"),
+        "{message}"
+    );
+    assert!(gw.bedrock_calls().await.is_empty(), "nothing was sent");
+    let (status, metadata) = spend_row(&gw, &request_id).await;
+    assert_eq!(status, "failure");
+    assert_eq!(
+        metadata["llmlite_pii"],
+        json!({"CREDIT_CARD": 1, "US_SSN": 2})
+    );
+}
+
+#[tokio::test]
+async fn a_key_policy_beats_the_team_and_the_global_one() {
+    // Globally, emails are blocked.
+    let gw =
+        TestGateway::start_with(&[("LLMLITE_PII_POLICY", r#"{"EMAIL_ADDRESS": "BLOCK"}"#)]).await;
+    let email = json!([{"role": "user", "content": "write to ops@example.net"}]);
+
+    let plain = gw.mint_key(json!({})).await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(chat(&gw, &plain, email.clone()).await.0, 400);
+
+    let allowed = gw
+        .mint_key(json!({"pii_policy": {"EMAIL_ADDRESS": "ALLOW"}}))
+        .await;
+    assert_eq!(allowed["pii_policy"], json!({"EMAIL_ADDRESS": "ALLOW"}));
+    let (status, _, _) = chat(&gw, allowed["key"].as_str().unwrap(), email.clone()).await;
+    assert_eq!(status, 200);
+    assert!(
+        sent_to_bedrock(&gw)
+            .await
+            .join("\n")
+            .contains("ops@example.net"),
+        "ALLOW sends it as is"
+    );
+
+    // A team that masks; its key inherits that, and a key of its own policy beats it.
+    let team = gw
+        .client
+        .post(gw.url("/team/new"))
+        .bearer_auth(MASTER_KEY)
+        .json(&json!({"team_id": "masked", "pii_policy": {"EMAIL_ADDRESS": "MASK"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(team.status(), 200);
+    let team_key = gw.mint_key(json!({"team_id": "masked"})).await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(chat(&gw, &team_key, email.clone()).await.0, 200);
+    assert!(
+        sent_to_bedrock(&gw)
+            .await
+            .last()
+            .unwrap()
+            .contains("<EMAIL_ADDRESS>")
+    );
+    let strict = gw
+        .mint_key(json!({"team_id": "masked", "pii_policy": {"*": "BLOCK"}}))
+        .await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(chat(&gw, &strict, email.clone()).await.0, 400);
+
+    // `{"*": "ALLOW"}` turns the guard off for a key.
+    let off = gw.mint_key(json!({"pii_policy": {"*": "ALLOW"}})).await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let card = json!([{"role": "user", "content": "card 4539 1488 0343 6467"}]);
+    assert_eq!(chat(&gw, &off, card).await.0, 200);
+
+    // Bad policies are refused at the admin API.
+    for bad in [
+        json!({"EMAIL": "BLOCK"}),
+        json!({"EMAIL_ADDRESS": "SHRED"}),
+        json!("BLOCK"),
+    ] {
+        let response = gw
+            .client
+            .post(gw.url("/key/generate"))
+            .bearer_auth(MASTER_KEY)
+            .json(&json!({"pii_policy": bad}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn custom_entities_from_configuration() {
+    let gw = TestGateway::start_with(&[
+        (
+            "LLMLITE_PII_ENTITIES",
+            r#"{"EMPLOYEE_ID": "\\bEMP-\\d{6}\\b"}"#,
+        ),
+        ("LLMLITE_PII_POLICY", r#"{"EMPLOYEE_ID": "MASK"}"#),
+    ])
+    .await;
+    let key = gw.mint_key(json!({})).await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _, _) = chat(
+        &gw,
+        &key,
+        json!([{"role": "user", "content": "promote EMP-004217 today"}]),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let sent = sent_to_bedrock(&gw).await.join("\n");
+    assert!(
+        sent.contains("promote <EMPLOYEE_ID> today") && !sent.contains("004217"),
+        "{sent}"
+    );
+}
