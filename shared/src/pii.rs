@@ -174,10 +174,11 @@ impl Scanner {
 
     /// Every validated finding in `text`, in order, without overlaps (the longer wins).
     pub fn scan(&self, text: &str) -> Vec<Finding> {
-        let matched = self.prefilter.matches(text);
-        if !matched.matched_any() {
+        // `is_match` first: it allocates nothing, and most text has nothing to find.
+        if !self.prefilter.is_match(text) {
             return Vec::new();
         }
+        let matched = self.prefilter.matches(text);
         let mut findings = Vec::new();
         for index in matched.iter() {
             let detector = &self.detectors[index];
