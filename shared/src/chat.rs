@@ -23,7 +23,10 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, header};
 use tokio::sync::mpsc;
 
+use serde_json::json;
+
 use crate::admission::{self, Admitted, Refusal};
+use crate::audit;
 use crate::auth::{self, Caller};
 use crate::bedrock::{self, BedrockFailure, ConverseRequest, JSON_TOOL};
 use crate::catalog::{ModelEntry, TokenUsage};
@@ -109,8 +112,12 @@ async fn chat_completions(
     BearerKey(key): BearerKey,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
+    headers: HeaderMap,
     ApiJson(mut request): ApiJson<ChatCompletionRequest>,
 ) -> Result<Response, Refusal> {
+    let started = state.clock.now();
+    let clock = std::time::Instant::now();
+    let client = Client::from_headers(&headers);
     bedrock::validate(&request)?;
     let Some(chain) = state.config.catalog.chain(&request.model) else {
         // An unknown model is a 404 only to a caller with a working key.
@@ -138,7 +145,42 @@ async fn chat_completions(
     let estimate = admission::estimate_prompt_tokens(&request);
     let reserve = admission::worst_case_cost(estimate, &outputs);
     let admitted =
-        admission::admit(&state, &key, &request.model, request_id, estimate, reserve).await?;
+        match admission::admit(&state, &key, &request.model, request_id, estimate, reserve).await {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                // Refused before anything was taken: recorded, not settled.
+                let record = json!({
+                    "timestamp": started,
+                    "request_id": request_id.to_string(),
+                    "user_id": null,
+                    "team_id": null,
+                    "key_hash": crate::keys::KeyHash::from_key_or_hash(&key).map(|h| h.to_string()),
+                    "key_alias": null,
+                    "model": request.model,
+                    "model_id": null,
+                    "request_bytes": client.request_bytes,
+                    "response_bytes": 0,
+                    "latency_ms": clock.elapsed().as_secs_f64() * 1000.0,
+                    "upstream_ms": 0.0,
+                    "overhead_ms": clock.elapsed().as_secs_f64() * 1000.0,
+                    "tokens": {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0},
+                    "cost": "0",
+                    "status_code": refusal.error.status().as_u16(),
+                    "error_type": refusal.error.kind(),
+                    "pii": {},
+                    "client_ip": client.ip,
+                    "user_agent": client.user_agent,
+                });
+                state
+                    .audit
+                    .write(
+                        &audit::request_key(started, &request_id.to_string()),
+                        &record,
+                    )
+                    .await;
+                return Err(refusal);
+            }
+        };
     tracing::info!(
         request_id = %request_id,
         model = %request.model,
@@ -158,9 +200,12 @@ async fn chat_completions(
         created: chrono::Utc::now().timestamp(),
         alias: request.model.clone(),
         request_id,
-        started: state.clock.now(),
+        started,
+        clock,
         end_user: request.user.clone(),
+        pii: report.to_json(),
         metadata,
+        client,
         admitted,
     };
     if !report.blocked.is_empty() {
@@ -168,7 +213,13 @@ async fn chat_completions(
             entities: report.blocked_summary(),
         };
         completion
-            .settle(&state, None, TokenUsage::default(), Some(&error))
+            .settle(
+                &state,
+                None,
+                TokenUsage::default(),
+                Some(&error),
+                Measured::default(),
+            )
             .await;
         return Err(error.into());
     }
@@ -189,10 +240,48 @@ struct Completion {
     alias: String,
     request_id: RequestId,
     started: chrono::DateTime<chrono::Utc>,
+    /// When the request arrived, for latencies.
+    clock: std::time::Instant,
     end_user: Option<String>,
+    /// PII findings by type.
+    pii: serde_json::Value,
     /// The request's `metadata`, kept with its spend row.
     metadata: serde_json::Value,
+    client: Client,
     admitted: Admitted,
+}
+
+/// Who sent the request, as the ALB tells it.
+#[derive(Clone, Default)]
+struct Client {
+    ip: Option<String>,
+    user_agent: Option<String>,
+    request_bytes: u64,
+}
+
+impl Client {
+    fn from_headers(headers: &HeaderMap) -> Self {
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        Client {
+            // The ALB appends the peer to X-Forwarded-For; the first entry is the client.
+            ip: text("x-forwarded-for")
+                .and_then(|v| v.split(',').next())
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty()),
+            user_agent: text("user-agent").map(|v| v.chars().take(256).collect()),
+            request_bytes: text("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// What is known of a request when it ends, besides its usage.
+#[derive(Clone, Copy, Default)]
+struct Measured {
+    upstream: std::time::Duration,
+    response_bytes: u64,
+    status: u16,
 }
 
 /// The largest `metadata` kept with a spend row; larger is replaced by a marker.
@@ -215,30 +304,65 @@ fn accounting_metadata(
 
 impl Completion {
     /// Settles the request: what it cost, or a failure at no cost.
+    /// Settles the request and writes its audit record, concurrently; both finish before this
+    /// returns (a Lambda is frozen once it answers).
     async fn settle(
         &self,
         state: &AppState,
         served: Option<&ModelEntry>,
         usage: TokenUsage,
         error: Option<&ApiError>,
+        measured: Measured,
     ) -> Option<rust_decimal::Decimal> {
         let cost = served.map_or(crate::money::Money::ZERO, |m| m.prices.cost(&usage));
-        admission::settle(
-            state,
-            &admission::Outcome {
-                request_id: self.request_id,
-                admitted: &self.admitted,
-                alias: &self.alias,
-                model_id: served.map(|m| m.bedrock_model_id.as_str()),
-                end_user: self.end_user.as_deref(),
-                usage,
-                cost,
-                started: self.started,
-                error_type: error.map(ApiError::kind),
-                metadata: &self.metadata,
+        let total = self.clock.elapsed();
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+        let status = error.map_or(measured.status, |e| e.status().as_u16());
+        let record = json!({
+            "timestamp": self.started,
+            "request_id": self.request_id.to_string(),
+            "user_id": self.admitted.user_id,
+            "team_id": self.admitted.team_id,
+            "key_hash": self.admitted.token,
+            "key_alias": self.admitted.key_alias,
+            "model": self.alias,
+            "model_id": served.map(|m| m.bedrock_model_id.as_str()),
+            "request_bytes": self.client.request_bytes,
+            "response_bytes": measured.response_bytes,
+            "latency_ms": ms(total),
+            "upstream_ms": ms(measured.upstream),
+            "overhead_ms": ms(total.saturating_sub(measured.upstream)),
+            "tokens": {
+                "input": usage.input,
+                "output": usage.output,
+                "cache_read": usage.cache_read,
+                "cache_write": usage.cache_write,
             },
-        )
-        .await
+            "cost": cost.to_string(),
+            "status_code": status,
+            "error_type": error.map(ApiError::kind),
+            "pii": self.pii,
+            "client_ip": self.client.ip,
+            "user_agent": self.client.user_agent,
+        });
+        let key = audit::request_key(self.started, &self.request_id.to_string());
+        let outcome = admission::Outcome {
+            request_id: self.request_id,
+            admitted: &self.admitted,
+            alias: &self.alias,
+            model_id: served.map(|m| m.bedrock_model_id.as_str()),
+            end_user: self.end_user.as_deref(),
+            usage,
+            cost,
+            started: self.started,
+            error_type: error.map(ApiError::kind),
+            metadata: &self.metadata,
+        };
+        let (spend, ()) = tokio::join!(
+            admission::settle(state, &outcome),
+            state.audit.write(&key, &record)
+        );
+        spend
     }
 }
 
@@ -325,24 +449,38 @@ async fn complete(
     request: ChatCompletionRequest,
     completion: Completion,
 ) -> Result<Response, ApiError> {
+    let upstream_started = std::time::Instant::now();
     let answer = with_fallbacks(&state, &chain, &request, |model, converse| {
         let call = converse_call(&state, &model, converse);
         async move { call.send().await.map_err(|e| BedrockFailure::from_sdk(&e)) }
     })
     .await;
+    let upstream = upstream_started.elapsed();
     let (output, model, converse) = match answer {
         Ok(answer) => answer,
         Err(error) => {
+            let measured = Measured {
+                upstream,
+                ..Measured::default()
+            };
             completion
-                .settle(&state, None, TokenUsage::default(), Some(&error))
+                .settle(&state, None, TokenUsage::default(), Some(&error), measured)
                 .await;
             return Err(error);
         }
     };
     let usage = bedrock::token_usage(output.usage());
-    let key_spend = completion.settle(&state, Some(&model), usage, None).await;
     let body = completion_body(&output, &completion, converse.json_tool, &usage);
-    let mut response = Json(body).into_response();
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    let measured = Measured {
+        upstream,
+        response_bytes: bytes.len() as u64,
+        status: 200,
+    };
+    let key_spend = completion
+        .settle(&state, Some(&model), usage, None, measured)
+        .await;
+    let mut response = ([(header::CONTENT_TYPE, "application/json")], bytes).into_response();
     let headers = response.headers_mut();
     completion.admitted.write_headers(headers);
     headers.insert("x-litellm-response-cost", cost_header(&model, &usage));
@@ -423,16 +561,22 @@ async fn stream(
 ) -> Result<Response, ApiError> {
     // Retries and fallbacks cover the call up to its first byte; after that the stream is the
     // client's, and a failure ends it with an error event.
+    let upstream_started = std::time::Instant::now();
     let answer = with_fallbacks(&state, &chain, &request, |model, converse| {
         let call = converse_stream_call(&state, &model, converse);
         async move { call.send().await.map_err(|e| BedrockFailure::from_sdk(&e)) }
     })
     .await;
+    let upstream_first_byte = upstream_started.elapsed();
     let (output, model, converse) = match answer {
         Ok(answer) => answer,
         Err(error) => {
+            let measured = Measured {
+                upstream: upstream_first_byte,
+                ..Measured::default()
+            };
             completion
-                .settle(&state, None, TokenUsage::default(), Some(&error))
+                .settle(&state, None, TokenUsage::default(), Some(&error), measured)
                 .await;
             return Err(error);
         }
@@ -449,6 +593,7 @@ async fn stream(
         json_block: None,
         finished: false,
         usage: None,
+        sent_bytes: 0,
     };
     let mut headers = HeaderMap::new();
     translator.completion.admitted.write_headers(&mut headers);
@@ -492,6 +637,8 @@ struct StreamTranslator {
     json_block: Option<i32>,
     finished: bool,
     usage: Option<TokenUsage>,
+    /// Bytes of events sent to the client, for the audit record.
+    sent_bytes: u64,
 }
 
 fn sse(data: &impl serde::Serialize) -> Bytes {
@@ -637,19 +784,26 @@ impl StreamTranslator {
         );
         // Whatever happens below, the request is settled once: the stream's usage at its
         // prices, or a failure at no cost.
+        let upstream_started = std::time::Instant::now();
         let failure = self.relay(role, &mut events, &sender).await;
         let usage = self.usage.unwrap_or_default();
+        let measured = Measured {
+            // The model's whole stream is upstream time; the gateway relays as it arrives.
+            upstream: upstream_started.elapsed(),
+            response_bytes: self.sent_bytes,
+            status: 200,
+        };
         match &failure {
             None => {
                 self.completion
-                    .settle(&state, Some(&model), usage, None)
+                    .settle(&state, Some(&model), usage, None, measured)
                     .await;
             }
             Some(error) => {
                 // Tokens a broken stream did produce are still charged.
                 let served = self.usage.is_some().then_some(model.as_ref());
                 self.completion
-                    .settle(&state, served, usage, Some(error))
+                    .settle(&state, served, usage, Some(error), measured)
                     .await;
             }
         }
@@ -684,6 +838,7 @@ impl StreamTranslator {
         sender: &mpsc::Sender<Bytes>,
     ) -> Option<ApiError> {
         let gone = || Some(ApiError::invalid_request("the client closed the stream"));
+        self.sent_bytes += role.len() as u64;
         if sender.send(role).await.is_err() {
             return gone();
         }
@@ -691,6 +846,7 @@ impl StreamTranslator {
             match events.recv().await {
                 Ok(Some(event)) => {
                     for chunk in self.translate(event) {
+                        self.sent_bytes += chunk.len() as u64;
                         if sender.send(chunk).await.is_err() {
                             // The client went away; dropping the receiver ends the Bedrock call.
                             return gone();

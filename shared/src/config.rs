@@ -10,6 +10,8 @@
 //! | `LITELLM_MASTER_KEY_SECRET_ARN` | or: a Secrets Manager secret holding it |
 //! | `AWS_REGION` | default `eu-west-2` |
 //! | `LLMLITE_MODELS` | path to a model catalog file (default: the built-in one) |
+//! | `LLMLITE_AUDIT_BUCKET`, `LLMLITE_AUDIT_KMS_KEY_ID` | the audit bucket and its SSE-KMS key |
+//! | `LLMLITE_AUDIT_DIR` | audit records without a bucket (default `./llmlite-audit`) |
 //! | `LLMLITE_PII_POLICY` | JSON `{"ENTITY": "BLOCK"\|"MASK"\|"LOG"\|"ALLOW"}` merged over the default |
 //! | `LLMLITE_PII_ENTITIES` | JSON `{"NAME": "regex"}`: custom PII entities |
 //!
@@ -187,6 +189,14 @@ pub struct Config {
     /// The refill period of the RPM and TPM buckets (`LLMLITE_RATE_PERIOD_SECS`, default 60:
     /// per minute). Tests lengthen it so that refill during a run is negligible.
     pub rate_period: std::time::Duration,
+    /// `LLMLITE_AUDIT_BUCKET`: where audit records go; without it, `audit_dir`.
+    pub audit_bucket: Option<String>,
+    /// `LLMLITE_AUDIT_KMS_KEY_ID`: SSE-KMS key for audit objects.
+    pub audit_kms_key_id: Option<String>,
+    /// `LLMLITE_AUDIT_DIR` (default `./llmlite-audit`): audit records when there is no bucket.
+    pub audit_dir: std::path::PathBuf,
+    /// `AWS_ENDPOINT_URL_S3`, read here too so that a local S3 is addressed path-style.
+    pub s3_endpoint: Option<String>,
     /// The global PII policy: the built-in default with `LLMLITE_PII_POLICY` on top.
     pub pii_policy: crate::pii::Policy,
     /// Custom PII entities from `LLMLITE_PII_ENTITIES`: (name, regex), already checked.
@@ -273,7 +283,26 @@ impl Config {
                 })?,
         };
         let (pii_custom, pii_policy) = load_pii(env)?;
+        let audit_bucket = non_empty(env, "LLMLITE_AUDIT_BUCKET");
+        if audit_bucket.as_deref().is_some_and(|b| {
+            !(3..=63).contains(&b.len())
+                || !b
+                    .bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.')
+        }) {
+            return Err(ConfigError::new(
+                "LLMLITE_AUDIT_BUCKET",
+                "is not an S3 bucket name",
+            ));
+        }
         Ok(Config {
+            audit_bucket,
+            audit_kms_key_id: non_empty(env, "LLMLITE_AUDIT_KMS_KEY_ID"),
+            audit_dir: non_empty(env, "LLMLITE_AUDIT_DIR").map_or_else(
+                || std::path::PathBuf::from("llmlite-audit"),
+                std::path::PathBuf::from,
+            ),
+            s3_endpoint: non_empty(env, "AWS_ENDPOINT_URL_S3"),
             database,
             master_key,
             aws_region,

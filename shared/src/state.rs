@@ -26,6 +26,18 @@ pub struct AppState {
     pub rate_period: std::time::Duration,
     /// The PII detectors, built once.
     pub pii: Arc<crate::pii::Scanner>,
+    /// Where audit records go.
+    pub audit: crate::audit::Auditor,
+}
+
+/// The S3 client for the audit bucket. An endpoint override (`AWS_ENDPOINT_URL_S3`: a local S3
+/// such as moto's server) is addressed path-style, as local servers expect.
+fn s3_client(config: &Config) -> aws_sdk_s3::Client {
+    let mut builder = aws_sdk_s3::config::Builder::from(&config.aws);
+    if let Some(endpoint) = &config.s3_endpoint {
+        builder = builder.endpoint_url(endpoint).force_path_style(true);
+    }
+    aws_sdk_s3::Client::from_conf(builder.build())
 }
 
 /// The Bedrock client: our own retries (so fallbacks and the client's 429 follow them), a short
@@ -50,7 +62,18 @@ impl AppState {
     pub fn new(config: Config) -> Result<Self, ConfigError> {
         let db = Database::new(&config.database, Some(&config.aws))?;
         let bedrock = bedrock_client(&config);
-        let s3 = aws_sdk_s3::Client::new(&config.aws);
+        let s3 = s3_client(&config);
+        let audit = crate::audit::Auditor::new(
+            match &config.audit_bucket {
+                Some(bucket) => crate::audit::Sink::S3 {
+                    client: s3.clone(),
+                    bucket: bucket.clone(),
+                    kms_key_id: config.audit_kms_key_id.clone(),
+                },
+                None => crate::audit::Sink::Directory(config.audit_dir.clone()),
+            },
+            db.clone(),
+        );
         let rate_period = config.rate_period;
         let pii = crate::pii::Scanner::new(&config.pii_custom).map_err(|e| ConfigError {
             variable: "LLMLITE_PII_ENTITIES",
@@ -65,6 +88,7 @@ impl AppState {
             clock: Clock::default(),
             rate_period,
             pii: Arc::new(pii),
+            audit,
         })
     }
 

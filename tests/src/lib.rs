@@ -111,12 +111,21 @@ impl TestDb {
         }
     }
 
+    /// Where this database's gateways write audit records (no bucket configured).
+    pub fn audit_dir(&self) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("llmlite-audit-{}", self.name))
+    }
+
     /// The environment a gateway for this database is configured with.
     pub fn env(&self) -> HashMap<String, String> {
         HashMap::from([
             ("DATABASE_URL".to_owned(), self.url.clone()),
             ("LITELLM_MASTER_KEY".to_owned(), MASTER_KEY.to_owned()),
             ("AWS_REGION".to_owned(), "eu-west-2".to_owned()),
+            (
+                "LLMLITE_AUDIT_DIR".to_owned(),
+                self.audit_dir().to_string_lossy().into_owned(),
+            ),
         ])
     }
 
@@ -162,6 +171,9 @@ impl Drop for TestDb {
                 .ok()?;
             runtime.block_on(async {
                 let mut admin = PgConnection::connect(server_url()).await.ok()?;
+                let _ = std::fs::remove_dir_all(
+                    std::env::temp_dir().join(format!("llmlite-audit-{name}")),
+                );
                 sqlx::query(sqlx::AssertSqlSafe(format!(
                     "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
                 )))
@@ -314,6 +326,10 @@ pub async fn spawn_serve(
         .env("AWS_SECRET_ACCESS_KEY", "llmlite-test-secret")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("RUST_LOG", "warn")
+        .env(
+            "LLMLITE_AUDIT_DIR",
+            std::env::temp_dir().join(format!("llmlite-audit-serve-{port}")),
+        )
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::inherit())
         .kill_on_drop(true);

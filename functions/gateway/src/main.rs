@@ -5,6 +5,7 @@
 //!   served by the local Bedrock double, so no AWS account is needed.
 //! - `llmlite serve`: the same routes with real configuration only.
 //! - `llmlite migrate`: apply the migrations to `DATABASE_URL`.
+//! - `llmlite audit redrive`: ship audit records waiting in the outbox.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -45,6 +46,17 @@ enum Command {
     },
     /// Apply database migrations to DATABASE_URL.
     Migrate,
+    /// Audit trail maintenance.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Ship the records waiting in the outbox, and admin actions not yet shipped.
+    Redrive,
 }
 
 #[tokio::main]
@@ -54,6 +66,9 @@ async fn main() -> ExitCode {
         Command::Dev { listen } => dev(listen).await,
         Command::Serve { listen } => serve(listen).await,
         Command::Migrate => migrate().await,
+        Command::Audit {
+            command: AuditCommand::Redrive,
+        } => redrive().await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -72,6 +87,35 @@ async fn migrate() -> Result<(), String> {
         .await
         .map_err(|e| format!("migrations failed: {e}"))?;
     tracing::info!("migrations applied");
+    Ok(())
+}
+
+async fn redrive() -> Result<(), String> {
+    let state = AppState::from_env(&ProcessEnv)
+        .await
+        .map_err(|e| e.to_string())?;
+    let admin = state.audit.ship_admin_actions().await?;
+    let mut total = llmlite::audit::Redrive::default();
+    loop {
+        let round = state.audit.redrive(500).await?;
+        total.shipped += round.shipped;
+        total.failed += round.failed;
+        if round.shipped + round.failed < 500 {
+            break;
+        }
+    }
+    tracing::info!(
+        admin_actions = admin,
+        shipped = total.shipped,
+        failed = total.failed,
+        "audit outbox re-driven"
+    );
+    if total.failed > 0 {
+        return Err(format!(
+            "{} records still waiting in the outbox",
+            total.failed
+        ));
+    }
     Ok(())
 }
 

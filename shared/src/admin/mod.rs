@@ -16,6 +16,7 @@ pub mod teams;
 pub mod users;
 
 use axum::Router;
+use axum::extract::State;
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -49,7 +50,29 @@ pub fn router(state: AppState) -> Router {
         .route("/spend/logs", get(spend::logs))
         .route("/global/spend/report", get(spend::report))
         .route("/openapi.json", get(openapi))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ship_audit,
+        ))
         .with_state(state)
+}
+
+/// After a successful change, ships the admin actions it recorded to the audit trail (the
+/// records were written in the change's own transaction; a failed write waits in the outbox).
+async fn ship_audit(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let write = request.method() == http::Method::POST;
+    let response = next.run(request).await;
+    if write
+        && response.status().is_success()
+        && let Err(e) = state.audit.ship_admin_actions().await
+    {
+        tracing::warn!(error = %e, "admin actions not shipped yet; the rollup will");
+    }
+    response
 }
 
 /// The OpenAPI 3 document of every route (`shared/openapi.json`).

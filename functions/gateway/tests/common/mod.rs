@@ -38,6 +38,10 @@ impl Dev {
             .env_remove("LITELLM_MASTER_KEY_SECRET_ARN")
             .env_remove("AWS_ENDPOINT_URL_BEDROCK_RUNTIME")
             .env("RUST_LOG", "warn")
+            .env(
+                "LLMLITE_AUDIT_DIR",
+                std::env::temp_dir().join(format!("llmlite-audit-dev-{}", std::process::id())),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)

@@ -1,0 +1,266 @@
+//! The audit trail: one JSON object per chat request and per admin action, written to the
+//! audit bucket (`LLMLITE_AUDIT_BUCKET`, SSE-KMS with `LLMLITE_AUDIT_KMS_KEY_ID`) or, with no
+//! bucket, to a local directory in the same layout (`LLMLITE_AUDIT_DIR`, default
+//! `./llmlite-audit`).
+//!
+//! No record is lost silently: a write is retried, and one that still fails goes to the
+//! `llmlite_audit_outbox` table, which [`Auditor::redrive`] (the rollup function, and
+//! `llmlite audit redrive`) ships later. Object keys are deterministic, so shipping a record twice
+//! writes the same object. Records never hold prompt or completion text, nor a raw key.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::ServerSideEncryption;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::store::Database;
+
+/// Where records go.
+#[derive(Debug, Clone)]
+pub enum Sink {
+    S3 {
+        client: aws_sdk_s3::Client,
+        bucket: String,
+        kms_key_id: Option<String>,
+    },
+    Directory(PathBuf),
+}
+
+#[derive(Clone)]
+pub struct Auditor {
+    pub sink: Sink,
+    db: Database,
+    attempts: u32,
+}
+
+/// `audit/YYYY/MM/DD/request-{timestamp}-{request_id}.json`.
+pub fn request_key(at: DateTime<Utc>, request_id: &str) -> String {
+    format!(
+        "audit/{}/request-{}-{request_id}.json",
+        at.format("%Y/%m/%d"),
+        at.format("%Y%m%dT%H%M%S%.3fZ")
+    )
+}
+
+/// `audit/admin/YYYY/MM/DD/{action}-{timestamp}-{id}.json`.
+pub fn admin_key(at: DateTime<Utc>, action: &str, id: i64) -> String {
+    format!(
+        "audit/admin/{}/{}-{}-{id}.json",
+        at.format("%Y/%m/%d"),
+        action.replace('.', "-"),
+        at.format("%Y%m%dT%H%M%S%.3fZ")
+    )
+}
+
+/// A row of `llmlite_admin_action`.
+#[derive(sqlx::FromRow)]
+struct AdminAction {
+    id: i64,
+    at: DateTime<Utc>,
+    request_id: String,
+    actor: String,
+    action: String,
+    object_type: String,
+    object_id: String,
+    before: Option<Value>,
+    after: Option<Value>,
+}
+
+/// What a re-drive did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Redrive {
+    pub shipped: u64,
+    pub failed: u64,
+}
+
+impl Auditor {
+    pub fn new(sink: Sink, db: Database) -> Self {
+        Auditor {
+            sink,
+            db,
+            attempts: 3,
+        }
+    }
+
+    async fn put(&self, key: &str, body: &[u8]) -> Result<(), String> {
+        match &self.sink {
+            Sink::S3 {
+                client,
+                bucket,
+                kms_key_id,
+            } => {
+                let mut put = client
+                    .put_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .content_type("application/json")
+                    .body(ByteStream::from(body.to_vec()));
+                if let Some(kms) = kms_key_id {
+                    put = put
+                        .server_side_encryption(ServerSideEncryption::AwsKms)
+                        .ssekms_key_id(kms);
+                }
+                put.send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| aws_sdk_s3::error::DisplayErrorContext(e).to_string())
+            }
+            Sink::Directory(root) => {
+                let path = root.join(key);
+                if let Some(parent) = path.parent() {
+                    tokio::fs::create_dir_all(parent)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                tokio::fs::write(&path, body)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// Writes `record` at `key`, retrying; a record that cannot be written goes to the outbox.
+    pub async fn write(&self, key: &str, record: &Value) {
+        let body = serde_json::to_vec(record).unwrap_or_default();
+        let mut last = String::new();
+        for attempt in 0..self.attempts {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+            }
+            match self.put(key, &body).await {
+                Ok(()) => return,
+                Err(e) => last = e,
+            }
+        }
+        tracing::warn!(key, error = %last, "audit write failed; record kept in the outbox");
+        let saved = async {
+            sqlx::query(
+                "INSERT INTO llmlite_audit_outbox (object_key, record, attempts, last_error)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (object_key) DO NOTHING",
+            )
+            .bind(key)
+            .bind(record)
+            .bind(i32::try_from(self.attempts).unwrap_or(i32::MAX))
+            .bind(&last)
+            .persistent(false)
+            .execute(self.db.pool().await.map_err(|e| e.to_string())?)
+            .await
+            .map_err(|e| e.to_string())
+        };
+        if let Err(e) = saved.await {
+            // Nowhere left to keep it: say so loudly, with the record (it holds no secrets).
+            tracing::error!(key, error = %e, record = %record, "audit record lost: outbox unavailable");
+        }
+    }
+
+    /// Ships up to `limit` records from the outbox; each shipped one leaves it.
+    pub async fn redrive(&self, limit: i64) -> Result<Redrive, String> {
+        let pool = self.db.pool().await.map_err(|e| e.to_string())?;
+        let due: Vec<(i64, String, Value)> = sqlx::query_as(
+            "SELECT id, object_key, record FROM llmlite_audit_outbox
+             WHERE next_attempt_at <= now() ORDER BY id LIMIT $1",
+        )
+        .bind(limit)
+        .persistent(false)
+        .fetch_all(pool)
+        .await
+        .map_err(|e| e.to_string())?;
+        let mut report = Redrive::default();
+        for (id, key, record) in due {
+            let body = serde_json::to_vec(&record).unwrap_or_default();
+            match self.put(&key, &body).await {
+                Ok(()) => {
+                    sqlx::query("DELETE FROM llmlite_audit_outbox WHERE id = $1")
+                        .bind(id)
+                        .persistent(false)
+                        .execute(pool)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    report.shipped += 1;
+                }
+                Err(e) => {
+                    sqlx::query(
+                        "UPDATE llmlite_audit_outbox
+                         SET attempts = attempts + 1, last_error = $2,
+                             next_attempt_at = now() + least(interval '1 hour',
+                                                             interval '10 seconds' * 2 ^ least(attempts, 12))
+                         WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(&e)
+                    .persistent(false)
+                    .execute(pool)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                    report.failed += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Ships the admin actions not yet written (`llmlite_admin_action.shipped_at` is null), each
+    /// to its own object.
+    pub async fn ship_admin_actions(&self) -> Result<u64, String> {
+        let pool = self.db.pool().await.map_err(|e| e.to_string())?;
+        let actions: Vec<AdminAction> = sqlx::query_as(
+            "SELECT id, at, request_id, actor, action, object_type, object_id, before, after
+                 FROM llmlite_admin_action WHERE shipped_at IS NULL ORDER BY id LIMIT 1000",
+        )
+        .persistent(false)
+        .fetch_all(pool)
+        .await
+        .map_err(|e| e.to_string())?;
+        let mut shipped = 0;
+        for AdminAction {
+            id,
+            at,
+            request_id,
+            actor,
+            action,
+            object_type,
+            object_id,
+            before,
+            after,
+        } in actions
+        {
+            let record = serde_json::json!({
+                "timestamp": at, "request_id": request_id, "actor": actor, "action": action,
+                "object_type": object_type, "object_id": object_id, "before": before, "after": after,
+            });
+            // Written (or queued in the outbox) before it is marked shipped.
+            self.write(&admin_key(at, &action, id), &record).await;
+            sqlx::query("UPDATE llmlite_admin_action SET shipped_at = now() WHERE id = $1")
+                .bind(id)
+                .persistent(false)
+                .execute(pool)
+                .await
+                .map_err(|e| e.to_string())?;
+            shipped += 1;
+        }
+        Ok(shipped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_keys_follow_the_documented_layout() {
+        let at = DateTime::parse_from_rfc3339("2026-11-29T04:05:06.789Z")
+            .unwrap()
+            .to_utc();
+        assert_eq!(
+            request_key(at, "9b2c"),
+            "audit/2026/11/29/request-20261129T040506.789Z-9b2c.json"
+        );
+        assert_eq!(
+            admin_key(at, "key.generate", 42),
+            "audit/admin/2026/11/29/key-generate-20261129T040506.789Z-42.json"
+        );
+    }
+}
