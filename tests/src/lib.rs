@@ -355,6 +355,151 @@ pub async fn spawn_serve(
     (child, base)
 }
 
+/// moto's S3 server (`pip install "moto[server]"`) on a loopback port, for as long as this lives.
+pub struct MotoS3 {
+    _child: tokio::process::Child,
+    pub endpoint: String,
+}
+
+impl MotoS3 {
+    /// Starts moto, or `None` when it is not installed (and this is not CI, which installs it).
+    pub async fn start() -> Option<Self> {
+        let installed = std::process::Command::new("moto_server")
+            .arg("--help")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !installed {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must run the S3 tests: pip install \"moto[server]\""
+            );
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = tokio::process::Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start moto_server");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while client.get(&endpoint).send().await.is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "moto_server did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Some(MotoS3 {
+            _child: child,
+            endpoint,
+        })
+    }
+
+    pub async fn create_bucket(&self, bucket: &str) {
+        let response = reqwest::Client::new()
+            .put(format!("{}/{bucket}", self.endpoint))
+            .send()
+            .await
+            .expect("create bucket");
+        assert!(response.status().is_success(), "{}", response.status());
+    }
+
+    /// Every object key under `prefix`.
+    pub async fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut url = format!("{}/{bucket}?list-type=2&prefix={prefix}", self.endpoint);
+            if let Some(t) = &token {
+                url.push_str(&format!("&continuation-token={t}"));
+            }
+            let xml = reqwest::get(url)
+                .await
+                .expect("list")
+                .text()
+                .await
+                .expect("xml");
+            for part in xml.split("<Key>").skip(1) {
+                keys.push(part.split("</Key>").next().unwrap_or_default().to_owned());
+            }
+            token = xml
+                .split("<NextContinuationToken>")
+                .nth(1)
+                .and_then(|p| p.split("</NextContinuationToken>").next())
+                .map(str::to_owned);
+            if token.is_none() {
+                return keys;
+            }
+        }
+    }
+}
+
+/// A loopback TCP forwarder that can be cut and restored: a network outage on demand.
+pub struct Outage {
+    pub endpoint: String,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Outage {
+    /// Forwards a loopback port to `target` (`host:port`) while up.
+    pub async fn forward(target: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let connections = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let target = target.to_owned();
+        let (flag, tasks) = (up.clone(), connections.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let target = target.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                if let Ok(mut list) = tasks.lock() {
+                    list.push(task);
+                }
+            }
+        });
+        Outage {
+            endpoint,
+            up,
+            connections,
+        }
+    }
+
+    /// Cuts every connection and refuses new ones.
+    pub fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        if let Ok(mut list) = self.connections.lock() {
+            for task in list.drain(..) {
+                task.abort();
+            }
+        }
+    }
+
+    pub fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// The `data:` payloads of a server-sent-event body, in order.
 pub fn sse_data(body: &str) -> Vec<String> {
     body.split("\n\n")
