@@ -171,6 +171,20 @@ async fn chat_completions(
                     "client_ip": client.ip,
                     "user_agent": client.user_agent,
                 });
+                let latency = clock.elapsed().as_secs_f64() * 1000.0;
+                crate::telemetry::report_request(
+                    &request_id.to_string(),
+                    record["key_hash"].as_str(),
+                    &crate::telemetry::RequestMetrics {
+                        model: request.model.clone(),
+                        status: refusal.error.status().as_u16(),
+                        error_type: Some(refusal.error.kind()),
+                        latency_ms: latency,
+                        overhead_ms: latency,
+                        ..crate::telemetry::RequestMetrics::default()
+                    },
+                    state.emf,
+                );
                 state
                     .audit
                     .write(
@@ -181,13 +195,6 @@ async fn chat_completions(
                 return Err(refusal);
             }
         };
-    tracing::info!(
-        request_id = %request_id,
-        model = %request.model,
-        stream = request.stream.unwrap_or(false),
-        key = %admitted.token,
-        "chat completion"
-    );
     // The PII guard, before anything leaves: global policy, then the team's, then the key's.
     let policy = admitted.pii_policy(&state.config.pii_policy, &state.pii.entity_names());
     let report = state.pii.guard(&mut request, &policy);
@@ -345,6 +352,22 @@ impl Completion {
             "client_ip": self.client.ip,
             "user_agent": self.client.user_agent,
         });
+        crate::telemetry::report_request(
+            &self.request_id.to_string(),
+            Some(&self.admitted.token),
+            &crate::telemetry::RequestMetrics {
+                model: self.alias.clone(),
+                status,
+                error_type: error.map(ApiError::kind),
+                latency_ms: ms(total),
+                upstream_ms: ms(measured.upstream),
+                overhead_ms: ms(total.saturating_sub(measured.upstream)),
+                input_tokens: usage.input + usage.cache_read + usage.cache_write,
+                output_tokens: usage.output,
+                cost: rust_decimal::prelude::ToPrimitive::to_f64(&cost.amount()).unwrap_or(0.0),
+            },
+            state.emf,
+        );
         let key = audit::request_key(self.started, &self.request_id.to_string());
         let outcome = admission::Outcome {
             request_id: self.request_id,

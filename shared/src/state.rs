@@ -28,6 +28,8 @@ pub struct AppState {
     pub pii: Arc<crate::pii::Scanner>,
     /// Where audit records go.
     pub audit: crate::audit::Auditor,
+    /// Whether to write EMF metric lines (in a Lambda, or with `LLMLITE_EMF=true`).
+    pub emf: bool,
 }
 
 /// The S3 client for the audit bucket. An endpoint override (`AWS_ENDPOINT_URL_S3`: a local S3
@@ -89,6 +91,7 @@ impl AppState {
             rate_period,
             pii: Arc::new(pii),
             audit,
+            emf: crate::telemetry::emf_enabled(),
         })
     }
 
