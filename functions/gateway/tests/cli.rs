@@ -106,3 +106,47 @@ async fn serve_and_migrate_refuse_bad_configuration_naming_the_variable() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn audit_redrive_ships_the_outbox() {
+    let db = llmlite_tests::TestDb::new().await;
+    sqlx::query(
+        "INSERT INTO llmlite_audit_outbox (object_key, record) VALUES
+           ('audit/2026/11/29/request-20261129T000000.000Z-a.json', '{\"request_id\": \"a\"}'),
+           ('audit/2026/11/29/request-20261129T000000.000Z-b.json', '{\"request_id\": \"b\"}')",
+    )
+    .persistent(false)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let dir = db.audit_dir();
+    let output = Command::new(LLMLITE)
+        .args(["audit", "redrive"])
+        .env("DATABASE_URL", &db.url)
+        .env("LITELLM_MASTER_KEY", llmlite_tests::MASTER_KEY)
+        .env("LLMLITE_AUDIT_DIR", &dir)
+        .env("AWS_ACCESS_KEY_ID", "LLMLITETEST")
+        .env("AWS_SECRET_ACCESS_KEY", "llmlite-test-secret")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for id in ["a", "b"] {
+        let path = dir.join(format!(
+            "audit/2026/11/29/request-20261129T000000.000Z-{id}.json"
+        ));
+        let record: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(record["request_id"], id);
+    }
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM llmlite_audit_outbox")
+        .persistent(false)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+}
