@@ -147,7 +147,8 @@ CREATE TABLE litellm_spend (
     status                      TEXT NOT NULL CHECK (status IN ('success', 'failure')),
     error_type                  TEXT,
     cache_hit                   BOOLEAN NOT NULL DEFAULT false,
-    metadata                    JSONB NOT NULL DEFAULT '{}'
+    metadata                    JSONB NOT NULL DEFAULT '{}',
+    rolled_at                   TIMESTAMPTZ                  -- set once counted in the daily rollup
 );
 
 CREATE INDEX litellm_spend_key_time_idx  ON litellm_spend (api_key, start_time);
@@ -155,6 +156,8 @@ CREATE INDEX litellm_spend_user_time_idx ON litellm_spend (user_id, start_time);
 CREATE INDEX litellm_spend_team_time_idx ON litellm_spend (team_id, start_time);
 -- Rollups and retention scan by time; BRIN stays tiny on an append-only table.
 CREATE INDEX litellm_spend_time_brin ON litellm_spend USING brin (start_time);
+-- The rollup reads only rows not yet rolled up.
+CREATE INDEX litellm_spend_unrolled_idx ON litellm_spend (start_time) WHERE rolled_at IS NULL;
 
 -- Daily rollups (LiteLLM's DailyUserSpend), upserted by increment.
 CREATE TABLE litellm_dailyuserspend (

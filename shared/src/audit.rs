@@ -76,17 +76,10 @@ pub struct Redrive {
     pub failed: u64,
 }
 
-impl Auditor {
-    pub fn new(sink: Sink, db: Database) -> Self {
-        Auditor {
-            sink,
-            db,
-            attempts: 3,
-        }
-    }
-
-    async fn put(&self, key: &str, body: &[u8]) -> Result<(), String> {
-        match &self.sink {
+impl Sink {
+    /// Writes one object (or file) at `key`.
+    pub async fn put(&self, key: &str, body: &[u8], content_type: &str) -> Result<(), String> {
+        match self {
             Sink::S3 {
                 client,
                 bucket,
@@ -96,7 +89,7 @@ impl Auditor {
                     .put_object()
                     .bucket(bucket)
                     .key(key)
-                    .content_type("application/json")
+                    .content_type(content_type)
                     .body(ByteStream::from(body.to_vec()));
                 if let Some(kms) = kms_key_id {
                     put = put
@@ -120,6 +113,20 @@ impl Auditor {
                     .map_err(|e| e.to_string())
             }
         }
+    }
+}
+
+impl Auditor {
+    pub fn new(sink: Sink, db: Database) -> Self {
+        Auditor {
+            sink,
+            db,
+            attempts: 3,
+        }
+    }
+
+    async fn put(&self, key: &str, body: &[u8]) -> Result<(), String> {
+        self.sink.put(key, body, "application/json").await
     }
 
     /// Writes `record` at `key`, retrying; a record that cannot be written goes to the outbox.

@@ -23,6 +23,7 @@ pub mod keys;
 pub mod money;
 pub mod openai;
 pub mod pii;
+pub mod rollup;
 pub mod routes;
 pub mod state;
 pub mod store;

@@ -6,6 +6,7 @@
 //! - `llmlite serve`: the same routes with real configuration only.
 //! - `llmlite migrate`: apply the migrations to `DATABASE_URL`.
 //! - `llmlite audit redrive`: ship audit records waiting in the outbox.
+//! - `llmlite rollup`: run the spend rollup once.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -46,6 +47,9 @@ enum Command {
     },
     /// Apply database migrations to DATABASE_URL.
     Migrate,
+    /// Run the spend rollup once: daily rollups, budget resets, expiries, the audit outbox,
+    /// reports and retention (what the spend-rollup function does on its schedule).
+    Rollup,
     /// Audit trail maintenance.
     Audit {
         #[command(subcommand)]
@@ -66,6 +70,7 @@ async fn main() -> ExitCode {
         Command::Dev { listen } => dev(listen).await,
         Command::Serve { listen } => serve(listen).await,
         Command::Migrate => migrate().await,
+        Command::Rollup => rollup().await,
         Command::Audit {
             command: AuditCommand::Redrive,
         } => redrive().await,
@@ -87,6 +92,21 @@ async fn migrate() -> Result<(), String> {
         .await
         .map_err(|e| format!("migrations failed: {e}"))?;
     tracing::info!("migrations applied");
+    Ok(())
+}
+
+#[expect(clippy::print_stdout, reason = "the summary is the command's output")]
+async fn rollup() -> Result<(), String> {
+    let state = AppState::from_env(&ProcessEnv)
+        .await
+        .map_err(|e| e.to_string())?;
+    let reports = llmlite::rollup::reports_sink(&state, &ProcessEnv);
+    let retention = llmlite::rollup::retention_days(&ProcessEnv);
+    let summary = llmlite::rollup::run(&state, &reports, retention, state.clock.now()).await?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?
+    );
     Ok(())
 }
 
