@@ -153,3 +153,54 @@ fn every_fixture_is_a_valid_lambda_event() {
     }
     assert!(count >= 9, "{count} fixtures");
 }
+
+/// Every HTTP fixture, through the function the ALB would send it to, in an order where the
+/// ones that create things come first: each gets a well-formed ALB response with a JSON (or
+/// event-stream) body, and nothing fails on the server side.
+#[tokio::test]
+async fn every_http_fixture_goes_through_its_functions_handler() {
+    let gw = TestGateway::start().await;
+    let dir = format!("{}/../events", env!("CARGO_MANIFEST_DIR"));
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".json") && !n.starts_with("spend-rollup"))
+        .collect();
+    // Creators first, the delete last.
+    names.sort_by_key(|n| {
+        (
+            !(n.ends_with("-new.json") || n == "key-generate.json"),
+            n == "key-delete.json",
+            n.clone(),
+        )
+    });
+    assert!(names.len() >= 16, "{names:?}");
+    for name in names {
+        let event = fixture(&name);
+        let path = match &event.payload {
+            LambdaRequest::Alb(alb) => alb.path.clone().unwrap_or_default(),
+            _ => panic!("{name} is not an ALB event"),
+        };
+        let router = match llmlite::Function::for_path(&path) {
+            Some(llmlite::Function::Chat) => chat_routes(gw.state.clone()),
+            Some(llmlite::Function::KeyAdmin) => admin_routes(gw.state.clone()),
+            Some(llmlite::Function::Health) => health_routes(gw.db.db.clone()),
+            None => panic!("{name}: the ALB would not route {path}"),
+        };
+        let response = invoke(router, event).await;
+        let status = response["statusCode"].as_u64().unwrap();
+        // A fixture named for a refusal expects it; every other one succeeds.
+        let expected = if name.contains("not-allowed") {
+            405
+        } else {
+            200
+        };
+        assert_eq!(status, expected, "{name}: {response}");
+        let body = response["body"].as_str().unwrap();
+        if response["headers"]["content-type"] == "text/event-stream" {
+            assert!(body.ends_with("data: [DONE]\n\n"), "{name}");
+        } else {
+            serde_json::from_str::<Value>(body).unwrap_or_else(|e| panic!("{name}: {e}: {body}"));
+        }
+    }
+}
