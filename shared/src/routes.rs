@@ -18,7 +18,8 @@ pub enum Function {
 }
 
 /// The ALB listener rules' path patterns (`*` matches any characters, case-sensitive), in rule
-/// priority order. `template.yaml` declares the same patterns.
+/// priority order. `template.yaml` declares the same patterns (a test in `tests/tests/router.rs`
+/// compares them).
 pub const ALB_PATH_PATTERNS: &[(&str, Function)] = &[
     ("/v1/*", Function::Chat),
     ("/chat/*", Function::Chat),

@@ -270,3 +270,89 @@ async fn a_panicking_handler_is_a_json_500_and_the_server_lives_on() {
         .unwrap();
     assert_eq!(again.status(), 200);
 }
+
+/// The template's listener rules, read as text: `(priority, patterns, target function)`.
+fn template_listener_rules() -> Vec<(u32, Vec<String>, llmlite::routes::Function)> {
+    use llmlite::routes::Function;
+    let template =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml"))
+            .expect("template.yaml beside the workspace");
+    // Top-level resources are the two-space-indented `Name:` lines; a block runs to the next one.
+    let mut blocks: Vec<(String, String)> = Vec::new();
+    for line in template.lines() {
+        let top = line
+            .strip_prefix("  ")
+            .filter(|rest| !rest.starts_with(' '));
+        match top.and_then(|rest| rest.strip_suffix(':')) {
+            Some(name) if !name.contains(' ') && !name.is_empty() => {
+                blocks.push((name.to_owned(), String::new()));
+            }
+            _ => {
+                if let Some((_, body)) = blocks.last_mut() {
+                    body.push_str(line);
+                    body.push('\n');
+                }
+            }
+        }
+    }
+    let field = |body: &str, key: &str| -> Option<String> {
+        body.lines()
+            .find_map(|line| line.trim().strip_prefix(key).map(|v| v.trim().to_owned()))
+    };
+    let function_of_group = |group: &str| -> Function {
+        let body = &blocks
+            .iter()
+            .find(|(name, _)| name == group)
+            .expect(group)
+            .1;
+        let targets = field(body, "Targets:").expect("target group has Targets");
+        match targets.as_str() {
+            "[{Id: !GetAtt ChatFunction.Arn}]" => Function::Chat,
+            "[{Id: !GetAtt KeyAdminFunction.Arn}]" => Function::KeyAdmin,
+            "[{Id: !GetAtt HealthFunction.Arn}]" => Function::Health,
+            other => panic!("{group} targets {other}"),
+        }
+    };
+    let mut rules: Vec<_> = blocks
+        .iter()
+        .filter(|(_, body)| body.contains("Type: AWS::ElasticLoadBalancingV2::ListenerRule"))
+        .map(|(name, body)| {
+            let priority: u32 = field(body, "Priority:").expect(name).parse().expect(name);
+            let conditions = field(body, "Conditions:").expect(name);
+            let values = conditions
+                .split_once("Values: [")
+                .and_then(|(_, rest)| rest.split_once(']'))
+                .expect(name)
+                .0;
+            let patterns = values
+                .split(',')
+                .map(|p| p.trim().trim_matches('"').to_owned())
+                .collect();
+            let actions = field(body, "Actions:").expect(name);
+            let group = actions
+                .split_once("TargetGroupArn: !Ref ")
+                .and_then(|(_, rest)| rest.split_once('}'))
+                .expect(name)
+                .0
+                .trim();
+            (priority, patterns, function_of_group(group))
+        })
+        .collect();
+    rules.sort_by_key(|(priority, _, _)| *priority);
+    rules
+}
+
+#[test]
+fn the_templates_listener_rules_are_the_routers_path_patterns() {
+    let rules = template_listener_rules();
+    assert!(rules.len() >= 3, "{rules:?}");
+    let from_template: Vec<(String, llmlite::routes::Function)> = rules
+        .into_iter()
+        .flat_map(|(_, patterns, function)| patterns.into_iter().map(move |p| (p, function)))
+        .collect();
+    let from_code: Vec<(String, llmlite::routes::Function)> = llmlite::routes::ALB_PATH_PATTERNS
+        .iter()
+        .map(|(pattern, function)| ((*pattern).to_owned(), *function))
+        .collect();
+    assert_eq!(from_template, from_code);
+}
