@@ -358,15 +358,29 @@ pub async fn generate(
     let mut values = KeyValues::default();
     values.apply(&request, now, &state.pii.entity_names())?;
     let raw = new_raw_key(request.key.as_deref())?;
-    let hash = KeyHash::of(&raw);
     let mut tx = state.db.pool().await?.begin().await?;
     ensure_owner(&mut tx, &values, now).await?;
+    let row = insert_generated(&mut tx, &raw, &values, &caller, now, request_id).await?;
+    tx.commit().await?;
+    Ok(Json(minted(&raw, &row)))
+}
+
+/// Stores a new key and records its `key.generate` admin action, in the caller's transaction.
+async fn insert_generated(
+    tx: &mut Transaction<'_, Postgres>,
+    raw: &str,
+    values: &KeyValues,
+    caller: &Caller,
+    now: DateTime<Utc>,
+    request_id: RequestId,
+) -> Result<KeyRow, ApiError> {
+    let hash = KeyHash::of(raw);
     let row = store(
-        &mut tx,
+        tx,
         hash.as_str(),
-        &keys::short_name(&raw),
-        &values,
-        &caller,
+        &keys::short_name(raw),
+        values,
+        caller,
         now,
         true,
     )
@@ -374,17 +388,16 @@ pub async fn generate(
     Action {
         at: now,
         request_id,
-        caller: &caller,
+        caller,
         action: "key.generate",
         object_type: "key",
         object_id: hash.as_str(),
         before: None,
         after: Some(row.to_json()),
     }
-    .record(&mut tx)
+    .record(tx)
     .await?;
-    tx.commit().await?;
-    Ok(Json(minted(&raw, &row)))
+    Ok(row)
 }
 
 pub async fn update(
@@ -810,33 +823,11 @@ pub async fn generate_for_user(
     request_id: RequestId,
 ) -> Result<(String, KeyRow), ApiError> {
     let raw = keys::generate();
-    let hash = KeyHash::of(&raw);
     let values = KeyValues {
         user_id: Some(user_id.to_owned()),
         ..KeyValues::default()
     };
-    let row = store(
-        tx,
-        hash.as_str(),
-        &keys::short_name(&raw),
-        &values,
-        caller,
-        now,
-        true,
-    )
-    .await?;
-    Action {
-        at: now,
-        request_id,
-        caller,
-        action: "key.generate",
-        object_type: "key",
-        object_id: hash.as_str(),
-        before: None,
-        after: Some(row.to_json()),
-    }
-    .record(tx)
-    .await?;
+    let row = insert_generated(tx, &raw, &values, caller, now, request_id).await?;
     Ok((raw, row))
 }
 
