@@ -300,6 +300,20 @@ impl TestGateway {
         assert!(response.status().is_success(), "{}", response.status());
         response.json().await.expect("the key as JSON")
     }
+
+    /// `POST path` with the master key, expecting 200; the response body.
+    pub async fn admin(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        let response = self
+            .client
+            .post(self.url(path))
+            .bearer_auth(MASTER_KEY)
+            .json(&body)
+            .send()
+            .await
+            .expect("an admin request");
+        assert_eq!(response.status(), 200, "{path}");
+        response.json().await.expect("the answer as JSON")
+    }
 }
 
 /// Starts `llmlite serve` (the binary at `binary`) on a free loopback port against `database_url`

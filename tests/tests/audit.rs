@@ -263,15 +263,7 @@ async fn admin_records(gw: &TestGateway, store: &Store<'_>) {
             json!({"user_id": "auditor", "auto_create_key": false}),
         ),
     ] {
-        let response = gw
-            .client
-            .post(gw.url(path))
-            .bearer_auth(MASTER_KEY)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200, "{path}");
+        gw.admin(path, body).await;
     }
     let admin: Vec<(String, Value)> = store
         .records("audit/admin/")

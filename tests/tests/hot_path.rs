@@ -11,22 +11,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use llmlite_tests::{MASTER_KEY, TestGateway};
+use llmlite_tests::TestGateway;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
-
-async fn admin(gw: &TestGateway, path: &str, body: Value) -> Value {
-    let response = gw
-        .client
-        .post(gw.url(path))
-        .bearer_auth(MASTER_KEY)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{path}");
-    response.json().await.unwrap()
-}
 
 async fn new_key(gw: &TestGateway, body: Value) -> (String, String) {
     let minted = gw.mint_key(body).await;
@@ -150,14 +137,14 @@ async fn revocation_block_expiry_and_model_denial_apply_on_the_very_next_request
 
     let (deleted, _) = new_key(&gw, json!({})).await;
     assert_eq!(chat(deleted.clone()).await.0, 200);
-    admin(&gw, "/key/delete", json!({"keys": [deleted]})).await;
+    gw.admin("/key/delete", json!({"keys": [deleted]})).await;
     assert_eq!(chat(deleted).await, (401, "inactive_key".into()));
 
     let (blocked, _) = new_key(&gw, json!({})).await;
     assert_eq!(chat(blocked.clone()).await.0, 200);
-    admin(&gw, "/key/block", json!({"key": blocked})).await;
+    gw.admin("/key/block", json!({"key": blocked})).await;
     assert_eq!(chat(blocked.clone()).await, (401, "blocked_key".into()));
-    admin(&gw, "/key/unblock", json!({"key": blocked})).await;
+    gw.admin("/key/unblock", json!({"key": blocked})).await;
     assert_eq!(chat(blocked).await.0, 200);
 
     let (expiring, _) = new_key(&gw, json!({"duration": "1h"})).await;
@@ -177,8 +164,7 @@ async fn revocation_block_expiry_and_model_denial_apply_on_the_very_next_request
         200
     );
 
-    admin(
-        &gw,
+    gw.admin(
         "/team/new",
         json!({"team_id": "haiku-only", "models": ["claude-haiku-4-5"]}),
     )
@@ -288,9 +274,8 @@ async fn tpm_takes_the_estimate_then_charges_the_actual_tokens() {
 #[tokio::test]
 async fn spend_never_passes_the_budget_under_50_concurrent_requests() {
     let gw = TestGateway::start().await;
-    admin(&gw, "/team/new", json!({"team_id": "thrifty"})).await;
-    admin(
-        &gw,
+    gw.admin("/team/new", json!({"team_id": "thrifty"})).await;
+    gw.admin(
         "/user/new",
         json!({"user_id": "penny", "auto_create_key": false}),
     )
