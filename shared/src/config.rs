@@ -416,13 +416,18 @@ async fn load_master_key(env: &impl EnvSource, aws: &SdkConfig) -> Result<Secret
 }
 
 /// A secret holds the key as plain text, or as JSON `{"LITELLM_MASTER_KEY": "sk-..."}` (also
-/// `master_key`), which is what a generated Secrets Manager secret with a template looks like.
+/// `master_key`). The secret `template.yaml` generates is `{"master_key_suffix": "<random>"}`:
+/// Secrets Manager can generate a random string but cannot prefix it, so the key is `sk-`
+/// followed by that string.
 fn master_key_from_secret(text: &str) -> String {
     if let Ok(serde_json::Value::Object(map)) = serde_json::from_str(text) {
         for field in ["LITELLM_MASTER_KEY", "master_key"] {
             if let Some(serde_json::Value::String(key)) = map.get(field) {
                 return key.trim().to_owned();
             }
+        }
+        if let Some(serde_json::Value::String(suffix)) = map.get("master_key_suffix") {
+            return format!("sk-{}", suffix.trim());
         }
     }
     text.trim().to_owned()
@@ -533,6 +538,10 @@ mod tests {
         assert_eq!(
             master_key_from_secret(r#"{"master_key":"sk-other"}"#),
             "sk-other"
+        );
+        assert_eq!(
+            master_key_from_secret(r#"{"master_key_suffix":"Generated0123456789"}"#),
+            "sk-Generated0123456789"
         );
     }
 

@@ -112,6 +112,22 @@ async fn the_master_key_can_come_from_secrets_manager() {
 }
 
 #[tokio::test]
+async fn the_templates_generated_secret_is_a_master_key_with_the_sk_prefix() {
+    // The shape template.yaml's MasterKeySecret generates.
+    let (config, _) = load_from_secret(
+        r#"{"master_key_suffix":"a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8s9T0u1V2w3X4"}"#,
+        SECRET_ARN,
+    )
+    .await;
+    assert!(
+        config
+            .unwrap()
+            .master_key
+            .matches("sk-a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8s9T0u1V2w3X4")
+    );
+}
+
+#[tokio::test]
 async fn an_unreadable_secret_stops_start_up_naming_the_variable() {
     let other = "arn:aws:secretsmanager:eu-west-2:123456789012:secret:other";
     let err = load_from_secret("sk-unused-0000000000000", other)
