@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod chat;
 pub mod clock;
 pub mod config;
+pub mod deploy;
 pub mod durations;
 pub mod embedded_pg;
 pub mod error;

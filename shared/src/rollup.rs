@@ -345,6 +345,22 @@ async fn budget_report(state: &AppState, reports: &Sink, now: DateTime<Utc>) -> 
 }
 
 /// The scheduled event's handler: one run, its summary as the result.
+/// The spend-rollup function's entry point: its daily schedule event, or the CloudFormation
+/// custom resource that migrates the database on deploy ([`crate::deploy`]).
+pub async fn handle_event(
+    state: &AppState,
+    reports: &Sink,
+    retention_days: i64,
+    event: Value,
+) -> Result<Value, String> {
+    if crate::deploy::is_custom_resource_request(&event) {
+        return crate::deploy::handle(state, event).await;
+    }
+    let event = serde_json::from_value(event)
+        .map_err(|e| format!("neither a schedule event nor a custom-resource request: {e}"))?;
+    handle(state, reports, retention_days, event).await
+}
+
 pub async fn handle(
     state: &AppState,
     reports: &Sink,

@@ -120,8 +120,9 @@ impl Database {
         Ok(&self.pool)
     }
 
-    /// Applies pending migrations. Run by `llmlite migrate` and `llmlite dev` straight against
-    /// the database, not through RDS Proxy: the migrator takes a session-level advisory lock.
+    /// Applies pending migrations: `llmlite migrate`, `llmlite dev`, and on AWS the deploy's
+    /// custom resource ([`crate::deploy`]). Through RDS Proxy the migrator's session-level
+    /// advisory lock pins that one session while it runs; request paths never do this.
     pub async fn migrate(&self) -> Result<(), MigrateError> {
         let pool = self
             .pool()

@@ -305,7 +305,7 @@ async fn the_schedule_fixture_runs_the_handler_with_reports_on_s3() {
         "/../events/spend-rollup-schedule.json"
     );
     let event = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let summary = rollup::handle(&gw.state, &reports, 90, event)
+    let summary = rollup::handle_event(&gw.state, &reports, 90, event)
         .await
         .unwrap();
     assert_eq!(summary["rows_rolled"], 60);

@@ -1,7 +1,7 @@
-//! Lambda function `spend-rollup`, run by an EventBridge schedule: daily rollups, budget
-//! resets, expiries, the audit outbox, cost reports and retention (`llmlite::rollup`).
+//! Lambda function `spend-rollup`: run by an EventBridge schedule for the daily rollups, budget
+//! resets, expiries, the audit outbox, cost reports and retention (`llmlite::rollup`), and by
+//! CloudFormation on deploy for the database migrations (`llmlite::deploy`).
 
-use aws_lambda_events::eventbridge::EventBridgeEvent;
 use lambda_runtime::{LambdaEvent, service_fn};
 use llmlite::config::ProcessEnv;
 use llmlite::{AppState, rollup, telemetry};
@@ -13,9 +13,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let state = AppState::from_env(&ProcessEnv).await?;
     let reports = rollup::reports_sink(&state, &ProcessEnv);
     let retention = rollup::retention_days(&ProcessEnv);
-    lambda_runtime::run(service_fn(|event: LambdaEvent<EventBridgeEvent<Value>>| {
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let (state, reports) = (state.clone(), reports.clone());
-        async move { rollup::handle(&state, &reports, retention, event.payload).await }
+        async move { rollup::handle_event(&state, &reports, retention, event.payload).await }
     }))
     .await
 }

@@ -1,0 +1,202 @@
+//! The CloudFormation custom resource that migrates the database on every deploy.
+//!
+//! `template.yaml` declares `DatabaseMigrations` (`Custom::DatabaseMigrations`), served by the
+//! spend-rollup function: that function is already in the VPC with the database's IAM grant, and
+//! is not behind the ALB. The resource's `LatestMigration` property names the newest file in
+//! `migrations/` (a test keeps the two equal), so every deploy that adds a migration sends an
+//! `Update`, and the HTTP functions, which `DependsOn` the resource, change only after it
+//! succeeded.
+//!
+//! - `Create` and `Update` apply the pending migrations, through RDS Proxy like every other
+//!   connection. The migrator's session-level advisory lock pins that one proxy session for the
+//!   few seconds it runs, which is harmless; request paths never pin.
+//! - `Delete` succeeds without touching the database: removing the stack must not drop the
+//!   schema (the database itself is kept as a final snapshot).
+//!
+//! Whatever happens, the outcome is `PUT` to the request's pre-signed `ResponseURL` (an S3 URL,
+//! reached through the VPC's S3 gateway endpoint), so a failed migration fails and rolls back
+//! the deploy at once instead of leaving CloudFormation waiting. If that `PUT` fails, the
+//! invocation fails and Lambda's asynchronous retries run it again; migrating twice is a no-op.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::AppState;
+use crate::store::MIGRATOR;
+
+/// The physical id of the one migrations resource a stack has.
+pub const PHYSICAL_RESOURCE_ID: &str = "llmlite-database-migrations";
+
+/// How long the response `PUT` may take before the invocation fails and is retried.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether `event` is a CloudFormation custom-resource request rather than a schedule event.
+pub fn is_custom_resource_request(event: &Value) -> bool {
+    event.get("RequestType").is_some() && event.get("ResponseURL").is_some()
+}
+
+/// What is sent back to CloudFormation (its custom-resource response object).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct Response {
+    /// `SUCCESS` or `FAILED`.
+    pub status: &'static str,
+    /// Why it failed, shown in the stack's events. Never holds a secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub physical_resource_id: String,
+    pub stack_id: String,
+    pub request_id: String,
+    pub logical_resource_id: String,
+    pub no_echo: bool,
+    /// `Version`: the newest migration applied (readable with `!GetAtt`).
+    pub data: BTreeMap<String, String>,
+}
+
+/// A custom-resource request: the fields of CloudFormation's `Create`, `Update` and `Delete`
+/// requests that matter here.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Request {
+    request_type: RequestType,
+    #[serde(rename = "ResponseURL")]
+    response_url: String,
+    stack_id: String,
+    request_id: String,
+    logical_resource_id: String,
+    /// Absent on `Create`.
+    #[serde(default)]
+    physical_resource_id: Option<String>,
+    #[serde(default)]
+    resource_properties: Value,
+}
+
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+enum RequestType {
+    Create,
+    Update,
+    Delete,
+}
+
+/// Handles one custom-resource request: migrate (or not, for `Delete`), then answer
+/// CloudFormation. Returns the answer sent; fails only when the request is malformed (there is
+/// no one to answer) or the answer could not be sent.
+pub async fn handle(state: &AppState, event: Value) -> Result<Value, String> {
+    let request: Request = serde_json::from_value(event)
+        .map_err(|e| format!("not a CloudFormation custom-resource request: {e}"))?;
+    let outcome = match request.request_type {
+        RequestType::Create | RequestType::Update => {
+            run_migrations(state, &request.resource_properties).await
+        }
+        RequestType::Delete => Ok(None),
+    };
+    let (status, reason, data) = match outcome {
+        Ok(version) => (
+            "SUCCESS",
+            None,
+            version
+                .map(|v| BTreeMap::from([("Version".to_owned(), v.to_string())]))
+                .unwrap_or_default(),
+        ),
+        Err(reason) => ("FAILED", Some(reason), BTreeMap::new()),
+    };
+    let response = Response {
+        status,
+        reason,
+        physical_resource_id: request
+            .physical_resource_id
+            .unwrap_or_else(|| PHYSICAL_RESOURCE_ID.to_owned()),
+        stack_id: request.stack_id,
+        request_id: request.request_id,
+        logical_resource_id: request.logical_resource_id,
+        no_echo: false,
+        data,
+    };
+    tracing::info!(
+        request_type = ?request.request_type,
+        status = response.status,
+        reason = response.reason.as_deref().unwrap_or(""),
+        request_id = %response.request_id,
+        logical_resource_id = %response.logical_resource_id,
+        "custom resource answered"
+    );
+    send(&request.response_url, &response).await?;
+    serde_json::to_value(&response).map_err(|e| e.to_string())
+}
+
+/// Applies the pending migrations after checking that this build carries the migration the
+/// template expects (a template deployed with older code would otherwise "succeed" with a
+/// schema older than the other functions need). Returns the newest version applied.
+async fn run_migrations(state: &AppState, properties: &Value) -> Result<Option<i64>, String> {
+    let expected = match properties.get("LatestMigration") {
+        None => None,
+        Some(v) => Some(
+            v.as_str()
+                .and_then(|s| s.split('_').next())
+                .and_then(|s| s.parse::<i64>().ok())
+                .ok_or_else(|| format!("LatestMigration {v} is not a migration file name"))?,
+        ),
+    };
+    let newest = MIGRATOR.iter().map(|m| m.version).max();
+    if let Some(expected) = expected
+        && !MIGRATOR.iter().any(|m| m.version == expected)
+    {
+        return Err(format!(
+            "this build does not carry migration {expected} (its newest is {}): deploy the code \
+             that matches the template",
+            newest.unwrap_or_default()
+        ));
+    }
+    state
+        .db
+        .migrate()
+        .await
+        .map_err(|e| format!("migrating the database failed: {e}"))?;
+    Ok(newest)
+}
+
+/// `PUT`s the response to CloudFormation's pre-signed URL. The URL's signature covers no
+/// content type, so none is sent.
+async fn send(url: &str, response: &Response) -> Result<(), String> {
+    let body = serde_json::to_vec(response).map_err(|e| e.to_string())?;
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_native_roots()
+        .map_err(|e| format!("loading the TLS roots: {e}"))?
+        .https_or_http()
+        .enable_http1()
+        .build();
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+    let request = http::Request::put(url)
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| format!("the response URL is not usable: {e}"))?;
+    let answer = tokio::time::timeout(RESPONSE_TIMEOUT, client.request(request))
+        .await
+        .map_err(|_| "sending the response to CloudFormation timed out".to_owned())?
+        .map_err(|e| format!("sending the response to CloudFormation failed: {e}"))?;
+    let status = answer.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let detail = answer
+        .into_body()
+        .collect()
+        .await
+        .map(|b| {
+            String::from_utf8_lossy(&b.to_bytes())
+                .chars()
+                .take(300)
+                .collect::<String>()
+        })
+        .unwrap_or_default();
+    Err(format!(
+        "CloudFormation's response URL answered {status}: {detail}"
+    ))
+}
