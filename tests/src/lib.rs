@@ -522,6 +522,52 @@ pub fn sse_data(body: &str) -> Vec<String> {
         .collect()
 }
 
+/// `template.yaml`, as JSON: CloudFormation's short-form tags become their long forms
+/// (`!Ref X` is `{"Ref": "X"}`, `!Sub s` is `{"Fn::Sub": s}`, `!GetAtt A.B` is
+/// `{"Fn::GetAtt": "A.B"}`), so tests read it as CloudFormation does.
+pub fn template() -> serde_json::Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml");
+    let text = std::fs::read_to_string(path).expect("template.yaml beside the workspace");
+    let yaml: serde_yaml::Value = serde_yaml::from_str(&text).expect("template.yaml is YAML");
+    yaml_to_json(yaml)
+}
+
+fn yaml_to_json(value: serde_yaml::Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    use serde_yaml::Value as Y;
+    match value {
+        Y::Null => J::Null,
+        Y::Bool(b) => J::Bool(b),
+        Y::Number(n) => serde_json::to_value(&n).expect("a YAML number is a JSON number"),
+        Y::String(s) => J::String(s),
+        Y::Sequence(items) => J::Array(items.into_iter().map(yaml_to_json).collect()),
+        Y::Mapping(map) => J::Object(
+            map.into_iter()
+                .map(|(k, v)| {
+                    let key = match k {
+                        Y::String(s) => s,
+                        other => serde_yaml::to_string(&other)
+                            .expect("a YAML key renders")
+                            .trim()
+                            .to_owned(),
+                    };
+                    (key, yaml_to_json(v))
+                })
+                .collect(),
+        ),
+        Y::Tagged(tagged) => {
+            let tag = tagged.tag.to_string();
+            let name = tag.trim_start_matches('!');
+            let long = if name == "Ref" || name == "Condition" {
+                name.to_owned()
+            } else {
+                format!("Fn::{name}")
+            };
+            serde_json::json!({ long: yaml_to_json(tagged.value) })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::with_database;

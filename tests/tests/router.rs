@@ -271,70 +271,40 @@ async fn a_panicking_handler_is_a_json_500_and_the_server_lives_on() {
     assert_eq!(again.status(), 200);
 }
 
-/// The template's listener rules, read as text: `(priority, patterns, target function)`.
-fn template_listener_rules() -> Vec<(u32, Vec<String>, llmlite::routes::Function)> {
+/// The template's listener rules: `(priority, patterns, target function)`, by priority.
+fn template_listener_rules() -> Vec<(u64, Vec<String>, llmlite::routes::Function)> {
     use llmlite::routes::Function;
-    let template =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml"))
-            .expect("template.yaml beside the workspace");
-    // Top-level resources are the two-space-indented `Name:` lines; a block runs to the next one.
-    let mut blocks: Vec<(String, String)> = Vec::new();
-    for line in template.lines() {
-        let top = line
-            .strip_prefix("  ")
-            .filter(|rest| !rest.starts_with(' '));
-        match top.and_then(|rest| rest.strip_suffix(':')) {
-            Some(name) if !name.contains(' ') && !name.is_empty() => {
-                blocks.push((name.to_owned(), String::new()));
-            }
-            _ => {
-                if let Some((_, body)) = blocks.last_mut() {
-                    body.push_str(line);
-                    body.push('\n');
-                }
-            }
-        }
-    }
-    let field = |body: &str, key: &str| -> Option<String> {
-        body.lines()
-            .find_map(|line| line.trim().strip_prefix(key).map(|v| v.trim().to_owned()))
-    };
+    let template = llmlite_tests::template();
+    let resources = template["Resources"].as_object().expect("Resources");
     let function_of_group = |group: &str| -> Function {
-        let body = &blocks
-            .iter()
-            .find(|(name, _)| name == group)
-            .expect(group)
-            .1;
-        let targets = field(body, "Targets:").expect("target group has Targets");
-        match targets.as_str() {
-            "[{Id: !GetAtt ChatFunction.Arn}]" => Function::Chat,
-            "[{Id: !GetAtt KeyAdminFunction.Arn}]" => Function::KeyAdmin,
-            "[{Id: !GetAtt HealthFunction.Arn}]" => Function::Health,
-            other => panic!("{group} targets {other}"),
+        let targets = &resources[group]["Properties"]["Targets"];
+        match targets[0]["Id"]["Fn::GetAtt"].as_str() {
+            Some("ChatFunction.Arn") => Function::Chat,
+            Some("KeyAdminFunction.Arn") => Function::KeyAdmin,
+            Some("HealthFunction.Arn") => Function::Health,
+            _ => panic!("{group} targets {targets}"),
         }
     };
-    let mut rules: Vec<_> = blocks
+    let mut rules: Vec<_> = resources
         .iter()
-        .filter(|(_, body)| body.contains("Type: AWS::ElasticLoadBalancingV2::ListenerRule"))
-        .map(|(name, body)| {
-            let priority: u32 = field(body, "Priority:").expect(name).parse().expect(name);
-            let conditions = field(body, "Conditions:").expect(name);
-            let values = conditions
-                .split_once("Values: [")
-                .and_then(|(_, rest)| rest.split_once(']'))
+        .filter(|(_, r)| r["Type"] == "AWS::ElasticLoadBalancingV2::ListenerRule")
+        .map(|(name, r)| {
+            let p = &r["Properties"];
+            assert_eq!(p["ListenerArn"]["Ref"], "HttpsListener", "{name}");
+            let priority = p["Priority"].as_u64().expect(name);
+            let conditions = p["Conditions"].as_array().expect(name);
+            assert_eq!(conditions.len(), 1, "{name}");
+            assert_eq!(conditions[0]["Field"], "path-pattern", "{name}");
+            let patterns = conditions[0]["PathPatternConfig"]["Values"]
+                .as_array()
                 .expect(name)
-                .0;
-            let patterns = values
-                .split(',')
-                .map(|p| p.trim().trim_matches('"').to_owned())
+                .iter()
+                .map(|v| v.as_str().expect(name).to_owned())
                 .collect();
-            let actions = field(body, "Actions:").expect(name);
-            let group = actions
-                .split_once("TargetGroupArn: !Ref ")
-                .and_then(|(_, rest)| rest.split_once('}'))
-                .expect(name)
-                .0
-                .trim();
+            let actions = p["Actions"].as_array().expect(name);
+            assert_eq!(actions.len(), 1, "{name}");
+            assert_eq!(actions[0]["Type"], "forward", "{name}");
+            let group = actions[0]["TargetGroupArn"]["Ref"].as_str().expect(name);
             (priority, patterns, function_of_group(group))
         })
         .collect();

@@ -1,0 +1,564 @@
+//! `template.yaml`'s security properties, read as CloudFormation reads them: the WAF rules and
+//! the body-size override, header redaction in WAF logs, the TLS policy, a private and encrypted
+//! database behind a TLS-only proxy, encrypted and private buckets, least-privilege IAM (the
+//! Bedrock grant equal to the model catalog), a network with endpoints and no NAT, and the
+//! migrations resource in step with `migrations/`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails loudly"
+)]
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+use llmlite::catalog::ModelCatalog;
+use llmlite_tests::template;
+use serde_json::{Value, json};
+
+fn resources() -> serde_json::Map<String, Value> {
+    template()["Resources"].as_object().unwrap().clone()
+}
+
+/// The resources of one type, by logical id.
+fn of_type(kind: &str) -> Vec<(String, Value)> {
+    resources()
+        .into_iter()
+        .filter(|(_, r)| r["Type"] == kind)
+        .collect()
+}
+
+fn resource(id: &str) -> Value {
+    let r = resources().get(id).cloned();
+    r.unwrap_or_else(|| panic!("template.yaml has no resource {id}"))
+}
+
+fn props(id: &str) -> Value {
+    resource(id)["Properties"].clone()
+}
+
+fn reference(id: &str) -> Value {
+    json!({ "Ref": id })
+}
+
+#[test]
+fn the_waf_runs_the_five_rules_in_order_and_counts_large_bodies() {
+    let acl = props("WebAcl");
+    assert_eq!(acl["Scope"], "REGIONAL");
+    assert_eq!(acl["DefaultAction"], json!({"Allow": {}}));
+    let rules = acl["Rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 5, "{rules:#?}");
+
+    let managed = |rule: &Value| rule["Statement"]["ManagedRuleGroupStatement"].clone();
+    let priorities: Vec<i64> = rules[..4]
+        .iter()
+        .map(|r| r["Priority"].as_i64().unwrap())
+        .collect();
+    assert_eq!(priorities, [1, 2, 3, 4]);
+    for (rule, group) in rules[..3].iter().zip([
+        "AWSManagedRulesAmazonIpReputationList",
+        "AWSManagedRulesCommonRuleSet",
+        "AWSManagedRulesKnownBadInputsRuleSet",
+    ]) {
+        assert_eq!(managed(rule)["VendorName"], "AWS");
+        assert_eq!(managed(rule)["Name"], group);
+        // The groups' own actions apply (no group-wide Count).
+        assert_eq!(rule["OverrideAction"], json!({"None": {}}), "{group}");
+    }
+    // WAF sees only the first 8 KB of an ALB body: the size rule would block every long prompt.
+    assert_eq!(
+        managed(&rules[1])["RuleActionOverrides"],
+        json!([{"Name": "SizeRestrictions_BODY", "ActionToUse": {"Count": {}}}])
+    );
+
+    let rate = &rules[3];
+    assert_eq!(rate["Action"], json!({"Block": {}}));
+    let statement = &rate["Statement"]["RateBasedStatement"];
+    assert_eq!(statement["Limit"], 2000);
+    assert_eq!(statement["AggregateKeyType"], "IP");
+    assert_eq!(statement["EvaluationWindowSec"], 300);
+
+    // Geo blocking only when countries are given.
+    let geo = &rules[4]["Fn::If"];
+    assert_eq!(geo[0], "GeoBlocking");
+    assert_eq!(geo[1]["Priority"], 5);
+    assert_eq!(geo[1]["Action"], json!({"Block": {}}));
+    assert_eq!(
+        geo[1]["Statement"]["GeoMatchStatement"]["CountryCodes"],
+        reference("BlockedCountries")
+    );
+    assert_eq!(geo[2], reference("AWS::NoValue"));
+
+    let association = props("WebAclAssociation");
+    assert_eq!(association["ResourceArn"], reference("LoadBalancer"));
+    assert_eq!(
+        association["WebACLArn"],
+        json!({"Fn::GetAtt": "WebAcl.Arn"})
+    );
+}
+
+#[test]
+fn waf_logs_go_to_an_aws_waf_logs_group_with_the_authorization_header_redacted() {
+    let logging = props("WafLogging");
+    assert_eq!(logging["ResourceArn"], json!({"Fn::GetAtt": "WebAcl.Arn"}));
+    assert_eq!(
+        logging["LogDestinationConfigs"],
+        json!([{"Fn::GetAtt": "WafLogGroup.Arn"}])
+    );
+    assert!(
+        logging["RedactedFields"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"SingleHeader": {"Name": "authorization"}})),
+        "{logging}"
+    );
+    let group = props("WafLogGroup");
+    assert!(
+        group["LogGroupName"]
+            .as_str()
+            .unwrap()
+            .starts_with("aws-waf-logs-")
+    );
+    assert_eq!(group["KmsKeyId"], json!({"Fn::GetAtt": "Key.Arn"}));
+}
+
+#[test]
+fn the_alb_speaks_tls_1_3_policy_and_redirects_http() {
+    let alb = props("LoadBalancer");
+    assert_eq!(alb["Scheme"], "internet-facing");
+    assert!(alb["LoadBalancerAttributes"].as_array().unwrap().contains(
+        &json!({"Key": "routing.http.drop_invalid_header_fields.enabled", "Value": "true"})
+    ));
+    let listeners = of_type("AWS::ElasticLoadBalancingV2::Listener");
+    assert_eq!(listeners.len(), 2);
+    let https = props("HttpsListener");
+    assert_eq!(https["Protocol"], "HTTPS");
+    assert_eq!(https["Port"], 443);
+    assert_eq!(https["SslPolicy"], "ELBSecurityPolicy-TLS13-1-2-2021-06");
+    assert_eq!(
+        https["Certificates"],
+        json!([{"CertificateArn": reference("CertificateArn")}])
+    );
+    let http = props("HttpListener");
+    assert_eq!(http["Port"], 80);
+    assert_eq!(
+        http["DefaultActions"],
+        json!([{"Type": "redirect", "RedirectConfig": {"Protocol": "HTTPS", "Port": "443", "StatusCode": "HTTP_301"}}]),
+        "port 80 does nothing but redirect"
+    );
+    // Every target group: one Lambda, single-value headers (documented in the template).
+    for (id, group) in of_type("AWS::ElasticLoadBalancingV2::TargetGroup") {
+        let p = &group["Properties"];
+        assert_eq!(p["TargetType"], "lambda", "{id}");
+        assert_eq!(
+            p["TargetGroupAttributes"],
+            json!([{"Key": "lambda.multi_value_headers.enabled", "Value": "false"}]),
+            "{id}"
+        );
+    }
+    for (id, permission) in of_type("AWS::Lambda::Permission") {
+        let p = &permission["Properties"];
+        assert_eq!(p["Principal"], "elasticloadbalancing.amazonaws.com", "{id}");
+        assert!(p["SourceArn"].is_object(), "{id} names no source");
+    }
+}
+
+#[test]
+fn the_database_is_private_encrypted_multi_az_and_behind_a_tls_only_iam_proxy() {
+    let db = props("Database");
+    assert_eq!(db["PubliclyAccessible"], false);
+    assert_eq!(db["StorageEncrypted"], true);
+    assert_eq!(db["KmsKeyId"], reference("Key"));
+    assert_eq!(db["MultiAZ"], true);
+    assert_eq!(db["Engine"], "postgres");
+    assert!(db["EngineVersion"].as_str().unwrap().starts_with("15."));
+    assert_eq!(db["BackupRetentionPeriod"], 7);
+    assert_eq!(db["EnablePerformanceInsights"], true);
+    assert_eq!(db["DeletionProtection"], reference("DeletionProtection"));
+    assert_eq!(
+        db["VPCSecurityGroups"],
+        json!([reference("DatabaseSecurityGroup")])
+    );
+    // Only the proxy reaches the database.
+    assert_eq!(
+        props("DatabaseSecurityGroup")["SecurityGroupIngress"],
+        json!([{"IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432,
+                "SourceSecurityGroupId": reference("ProxySecurityGroup"),
+                "Description": "PostgreSQL from RDS Proxy"}])
+    );
+
+    let proxy = props("DatabaseProxy");
+    assert_eq!(proxy["RequireTLS"], true);
+    assert_eq!(proxy["EngineFamily"], "POSTGRESQL");
+    let auth = proxy["Auth"].as_array().unwrap();
+    assert!(auth.iter().all(|a| a["IAMAuth"] == "REQUIRED"), "{auth:?}");
+    assert_eq!(
+        props("ProxySecurityGroup")["SecurityGroupIngress"][0]["SourceSecurityGroupId"],
+        reference("FunctionSecurityGroup")
+    );
+
+    // The functions log in as the user in the proxy's secret, with TLS verified.
+    let url =
+        template()["Globals"]["Function"]["Environment"]["Variables"]["DATABASE_URL"]["Fn::Sub"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let secret = props("DatabaseSecret")["GenerateSecretString"]["SecretStringTemplate"]
+        .as_str()
+        .map(|s| serde_json::from_str::<Value>(s).unwrap())
+        .unwrap();
+    let user = secret["username"].as_str().unwrap();
+    assert!(url.starts_with(&format!(
+        "postgres://{user}@${{DatabaseProxy.Endpoint}}:5432/"
+    )));
+    assert!(url.ends_with("?sslmode=verify-full"), "{url}");
+    let connect = statement("FunctionPolicy", "DatabaseThroughProxy");
+    assert_eq!(connect["Action"], "rds-db:connect");
+    assert!(
+        connect["Resource"]["Fn::Sub"][0]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!(":dbuser:${{ProxyId}}/{user}")),
+        "{connect}"
+    );
+}
+
+#[test]
+fn every_bucket_is_encrypted_private_and_tls_only() {
+    let buckets = of_type("AWS::S3::Bucket");
+    assert_eq!(buckets.len(), 3);
+    let policies = of_type("AWS::S3::BucketPolicy");
+    for (id, bucket) in &buckets {
+        let p = &bucket["Properties"];
+        assert_eq!(
+            p["PublicAccessBlockConfiguration"],
+            json!({"BlockPublicAcls": true, "BlockPublicPolicy": true,
+                   "IgnorePublicAcls": true, "RestrictPublicBuckets": true}),
+            "{id}"
+        );
+        let sse = &p["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"];
+        if id == "AccessLogBucket" {
+            // ALB access logs can only be delivered to SSE-S3 buckets.
+            assert_eq!(sse["SSEAlgorithm"], "AES256", "{id}");
+        } else {
+            assert_eq!(sse["SSEAlgorithm"], "aws:kms", "{id}");
+            assert_eq!(
+                sse["KMSMasterKeyID"],
+                json!({"Fn::GetAtt": "Key.Arn"}),
+                "{id}"
+            );
+        }
+        let policy = policies
+            .iter()
+            .find(|(_, p)| p["Properties"]["Bucket"] == reference(id))
+            .unwrap_or_else(|| panic!("{id} has no bucket policy"));
+        let statements = policy.1["Properties"]["PolicyDocument"]["Statement"]
+            .as_array()
+            .unwrap();
+        assert!(
+            statements.iter().any(|s| s["Effect"] == "Deny"
+                && s["Principal"] == "*"
+                && s["Action"] == "s3:*"
+                && s["Condition"] == json!({"Bool": {"aws:SecureTransport": "false"}})),
+            "{id} is not TLS-only"
+        );
+    }
+
+    let audit = props("AuditBucket");
+    assert_eq!(audit["VersioningConfiguration"]["Status"], "Enabled");
+    assert_eq!(audit["ObjectLockEnabled"], true);
+    let rule = &audit["LifecycleConfiguration"]["Rules"][0];
+    assert_eq!(
+        rule["Transitions"],
+        json!([{"StorageClass": "GLACIER", "TransitionInDays": 90}])
+    );
+    assert_eq!(rule["ExpirationInDays"], 7 * 365);
+}
+
+/// Every statement of every IAM policy the template writes (roles, managed policies, inline
+/// function policies), with where it came from.
+fn iam_statements() -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    let mut push = |id: &str, document: &Value| {
+        for s in document["Statement"].as_array().into_iter().flatten() {
+            out.push((id.to_owned(), s.clone()));
+        }
+    };
+    for (id, r) in resources() {
+        let p = &r["Properties"];
+        match r["Type"].as_str().unwrap() {
+            "AWS::IAM::ManagedPolicy" => push(&id, &p["PolicyDocument"]),
+            "AWS::IAM::Role" => {
+                for policy in p["Policies"].as_array().into_iter().flatten() {
+                    push(&id, &policy["PolicyDocument"]);
+                }
+            }
+            "AWS::Serverless::Function" => {
+                for policy in p["Policies"].as_array().into_iter().flatten() {
+                    if policy.get("Statement").is_some() {
+                        push(&id, policy);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn statement(policy: &str, sid: &str) -> Value {
+    let statements = props(policy)["PolicyDocument"]["Statement"].clone();
+    statements
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Sid"] == sid)
+        .cloned()
+        .unwrap_or_else(|| panic!("{policy} has no statement {sid}"))
+}
+
+fn actions(statement: &Value) -> Vec<String> {
+    match &statement["Action"] {
+        Value::String(a) => vec![a.clone()],
+        Value::Array(all) => all.iter().map(|a| a.as_str().unwrap().to_owned()).collect(),
+        other => panic!("unexpected Action {other}"),
+    }
+}
+
+#[test]
+fn no_iam_statement_grants_every_resource() {
+    let statements = iam_statements();
+    assert!(statements.len() >= 7, "{statements:#?}");
+    for (id, s) in &statements {
+        let resource = &s["Resource"];
+        let wildcard = resource == "*"
+            || resource
+                .as_array()
+                .is_some_and(|all| all.iter().any(|r| r == "*"));
+        assert!(!wildcard, "{id}: {s}");
+        assert_eq!(s["Effect"], "Allow", "{id}: {s}");
+    }
+}
+
+#[test]
+fn bedrock_may_be_invoked_only_on_the_catalogs_profiles_and_models() {
+    let bedrock: Vec<(String, Value)> = iam_statements()
+        .into_iter()
+        .filter(|(_, s)| actions(s).iter().any(|a| a.starts_with("bedrock:")))
+        .collect();
+    assert_eq!(bedrock.len(), 1, "{bedrock:#?}");
+    let (owner, grant) = &bedrock[0];
+    assert_eq!(owner, "ChatFunction", "only chat calls Bedrock");
+    assert_eq!(
+        actions(grant),
+        [
+            "bedrock:InvokeModel",
+            "bedrock:InvokeModelWithResponseStream"
+        ]
+    );
+    let granted: BTreeSet<String> = grant["Resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["Fn::Sub"].as_str().unwrap().to_owned())
+        .collect();
+
+    let mut expected = BTreeSet::new();
+    for model in ModelCatalog::builtin().unwrap().models() {
+        let id = &model.bedrock_model_id;
+        let (geo, foundation) = id.split_once('.').unwrap();
+        // A cross-region profile routes to its geography's regions; add others here when the
+        // catalog gains them.
+        let regions = match geo {
+            "eu" => "eu-*",
+            other => panic!("{id}: no IAM region pattern for `{other}.` profiles yet"),
+        };
+        expected.insert(format!(
+            "arn:${{AWS::Partition}}:bedrock:${{AWS::Region}}:${{AWS::AccountId}}:inference-profile/{id}"
+        ));
+        expected.insert(format!(
+            "arn:${{AWS::Partition}}:bedrock:{regions}::foundation-model/{foundation}"
+        ));
+    }
+    assert_eq!(granted, expected);
+}
+
+#[test]
+fn objects_are_written_only_under_the_audit_and_report_prefixes() {
+    let puts: Vec<(String, Value)> = iam_statements()
+        .into_iter()
+        .filter(|(_, s)| actions(s).iter().any(|a| a.starts_with("s3:")))
+        .collect();
+    assert_eq!(puts.len(), 1, "{puts:#?}");
+    let grant = &puts[0].1;
+    assert_eq!(actions(grant), ["s3:PutObject"]);
+    assert_eq!(
+        grant["Resource"],
+        json!([{"Fn::Sub": "${AuditBucket.Arn}/audit/*"}, {"Fn::Sub": "${ReportsBucket.Arn}/reports/*"}])
+    );
+}
+
+fn cidr(text: &str) -> (u32, u32) {
+    let (addr, len) = text.split_once('/').unwrap();
+    let addr = u32::from(addr.parse::<Ipv4Addr>().unwrap());
+    let len: u32 = len.parse().unwrap();
+    let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+    (addr & mask, mask)
+}
+
+#[test]
+fn every_subnet_is_inside_the_vpc_and_there_is_no_nat() {
+    let (vpc, vpc_mask) = cidr(props("Vpc")["CidrBlock"].as_str().unwrap());
+    assert_eq!((vpc, vpc_mask), cidr("10.1.0.0/20"));
+    let subnets = of_type("AWS::EC2::Subnet");
+    assert_eq!(subnets.len(), 6);
+    for (id, subnet) in &subnets {
+        let block = subnet["Properties"]["CidrBlock"].as_str().unwrap();
+        let (net, mask) = cidr(block);
+        assert!(
+            mask >= vpc_mask && net & vpc_mask == vpc,
+            "{id} {block} is outside the VPC"
+        );
+    }
+    assert_eq!(props("DatabaseSubnetA")["CidrBlock"], "10.1.13.0/24");
+    assert_eq!(props("DatabaseSubnetB")["CidrBlock"], "10.1.14.0/24");
+    assert!(of_type("AWS::EC2::NatGateway").is_empty());
+    assert!(of_type("AWS::EC2::EIP").is_empty());
+
+    let endpoints: BTreeSet<(String, String)> = of_type("AWS::EC2::VPCEndpoint")
+        .into_iter()
+        .map(|(_, e)| {
+            let p = &e["Properties"];
+            let service = p["ServiceName"]["Fn::Sub"].as_str().unwrap();
+            (
+                service
+                    .trim_start_matches("com.amazonaws.${AWS::Region}.")
+                    .to_owned(),
+                p["VpcEndpointType"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected: BTreeSet<(String, String)> = [
+        ("bedrock-runtime", "Interface"),
+        ("secretsmanager", "Interface"),
+        ("logs", "Interface"),
+        ("kms", "Interface"),
+        ("s3", "Gateway"),
+    ]
+    .into_iter()
+    .map(|(s, t)| (s.to_owned(), t.to_owned()))
+    .collect();
+    assert_eq!(endpoints, expected);
+}
+
+#[test]
+fn the_functions_are_arm64_rust_in_the_vpc_with_encrypted_environment_and_logs() {
+    let globals = &template()["Globals"]["Function"];
+    assert_eq!(globals["Runtime"], "provided.al2023");
+    assert_eq!(globals["Handler"], "bootstrap");
+    assert_eq!(globals["Architectures"], json!(["arm64"]));
+    assert_eq!(globals["KmsKeyArn"], json!({"Fn::GetAtt": "Key.Arn"}));
+    assert_eq!(
+        globals["VpcConfig"]["SubnetIds"],
+        json!([reference("PrivateSubnetA"), reference("PrivateSubnetB")])
+    );
+    let functions = of_type("AWS::Serverless::Function");
+    let binaries: BTreeSet<String> = functions
+        .iter()
+        .map(|(id, f)| {
+            assert_eq!(f["Metadata"]["BuildMethod"], "rust-cargolambda", "{id}");
+            for key in ["Runtime", "Architectures", "VpcConfig", "KmsKeyArn"] {
+                assert!(f["Properties"].get(key).is_none(), "{id} overrides {key}");
+            }
+            f["Metadata"]["BuildProperties"]["Binary"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        binaries,
+        ["chat", "health", "key-admin", "spend-rollup"]
+            .map(str::to_owned)
+            .into()
+    );
+    assert_eq!(
+        props("ChatFunction")["ReservedConcurrentExecutions"],
+        reference("ChatReservedConcurrency")
+    );
+    // One log group each, with retention and the key.
+    for (id, _) in &functions {
+        let (_, group) = of_type("AWS::Logs::LogGroup")
+            .into_iter()
+            .find(|(_, g)| {
+                g["Properties"]["LogGroupName"]
+                    == json!({"Fn::Sub": format!("/aws/lambda/${{{id}}}")})
+            })
+            .unwrap_or_else(|| panic!("{id} has no log group"));
+        assert_eq!(
+            group["Properties"]["RetentionInDays"],
+            reference("LogRetentionDays")
+        );
+        assert_eq!(
+            group["Properties"]["KmsKeyId"],
+            json!({"Fn::GetAtt": "Key.Arn"})
+        );
+    }
+}
+
+#[test]
+fn the_migrations_resource_names_the_newest_migration_and_gates_the_http_functions() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations");
+    let newest = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".sql"))
+        .max()
+        .unwrap();
+
+    let migrations = resource("DatabaseMigrations");
+    assert_eq!(migrations["Type"], "Custom::DatabaseMigrations");
+    let p = &migrations["Properties"];
+    assert_eq!(
+        p["ServiceToken"],
+        json!({"Fn::GetAtt": "SpendRollupFunction.Arn"})
+    );
+    assert_eq!(
+        p["LatestMigration"], newest,
+        "a new migration needs its name in template.yaml, or deploys will not apply it"
+    );
+    for function in ["ChatFunction", "KeyAdminFunction", "HealthFunction"] {
+        assert_eq!(
+            resource(function)["DependsOn"],
+            "DatabaseMigrations",
+            "{function}"
+        );
+    }
+    // The fixture replays the same request.
+    let fixture: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../events/spend-rollup-migrate.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(fixture["ResourceProperties"]["LatestMigration"], newest);
+    assert_eq!(fixture["LogicalResourceId"], "DatabaseMigrations");
+}
+
+#[test]
+fn the_generated_master_key_secret_has_the_shape_the_functions_read() {
+    // llmlite::config reads `{"master_key_suffix": s}` as the key `sk-{s}`.
+    let secret = props("MasterKeySecret");
+    assert_eq!(secret["KmsKeyId"], reference("Key"));
+    let generate = &secret["GenerateSecretString"];
+    assert_eq!(generate["GenerateStringKey"], "master_key_suffix");
+    assert_eq!(generate["ExcludePunctuation"], true);
+    assert!(generate["PasswordLength"].as_u64().unwrap() >= 32);
+    assert_eq!(
+        template()["Globals"]["Function"]["Environment"]["Variables"]["LITELLM_MASTER_KEY_SECRET_ARN"],
+        reference("MasterKeySecret")
+    );
+}
