@@ -97,34 +97,22 @@ async fn load_from_secret(
 
 #[tokio::test]
 async fn the_master_key_can_come_from_secrets_manager() {
-    let (config, calls) = load_from_secret(
-        r#"{"LITELLM_MASTER_KEY":"sk-from-secrets-manager-0001"}"#,
-        SECRET_ARN,
-    )
-    .await;
-    assert!(
-        config
-            .unwrap()
-            .master_key
-            .matches("sk-from-secrets-manager-0001")
-    );
-    assert_eq!(calls, ["secretsmanager.GetSecretValue"]);
-}
-
-#[tokio::test]
-async fn the_templates_generated_secret_is_a_master_key_with_the_sk_prefix() {
-    // The shape template.yaml's MasterKeySecret generates.
-    let (config, _) = load_from_secret(
-        r#"{"master_key_suffix":"a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8s9T0u1V2w3X4"}"#,
-        SECRET_ARN,
-    )
-    .await;
-    assert!(
-        config
-            .unwrap()
-            .master_key
-            .matches("sk-a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8s9T0u1V2w3X4")
-    );
+    let shapes = [
+        (
+            r#"{"LITELLM_MASTER_KEY":"sk-from-secrets-manager-0001"}"#,
+            "sk-from-secrets-manager-0001",
+        ),
+        // The shape template.yaml's MasterKeySecret generates: the key is sk- and the suffix.
+        (
+            r#"{"master_key_suffix":"a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8s9T0u1V2w3X4"}"#,
+            "sk-a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8s9T0u1V2w3X4",
+        ),
+    ];
+    for (secret, key) in shapes {
+        let (config, calls) = load_from_secret(secret, SECRET_ARN).await;
+        assert!(config.unwrap().master_key.matches(key), "{secret}");
+        assert_eq!(calls, ["secretsmanager.GetSecretValue"]);
+    }
 }
 
 #[tokio::test]

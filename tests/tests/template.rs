@@ -326,6 +326,14 @@ fn actions(statement: &Value) -> Vec<String> {
     }
 }
 
+/// The IAM statements with an action of the service `prefix` (`"s3:"`).
+fn statements_for(prefix: &str) -> Vec<(String, Value)> {
+    iam_statements()
+        .into_iter()
+        .filter(|(_, s)| actions(s).iter().any(|a| a.starts_with(prefix)))
+        .collect()
+}
+
 #[test]
 fn no_iam_statement_grants_every_resource() {
     let statements = iam_statements();
@@ -343,10 +351,7 @@ fn no_iam_statement_grants_every_resource() {
 
 #[test]
 fn bedrock_may_be_invoked_only_on_the_catalogs_profiles_and_models() {
-    let bedrock: Vec<(String, Value)> = iam_statements()
-        .into_iter()
-        .filter(|(_, s)| actions(s).iter().any(|a| a.starts_with("bedrock:")))
-        .collect();
+    let bedrock = statements_for("bedrock:");
     assert_eq!(bedrock.len(), 1, "{bedrock:#?}");
     let (owner, grant) = &bedrock[0];
     assert_eq!(owner, "ChatFunction", "only chat calls Bedrock");
@@ -386,10 +391,7 @@ fn bedrock_may_be_invoked_only_on_the_catalogs_profiles_and_models() {
 
 #[test]
 fn objects_are_written_only_under_the_audit_and_report_prefixes() {
-    let puts: Vec<(String, Value)> = iam_statements()
-        .into_iter()
-        .filter(|(_, s)| actions(s).iter().any(|a| a.starts_with("s3:")))
-        .collect();
+    let puts = statements_for("s3:");
     assert_eq!(puts.len(), 1, "{puts:#?}");
     let grant = &puts[0].1;
     assert_eq!(actions(grant), ["s3:PutObject"]);
@@ -560,5 +562,31 @@ fn the_generated_master_key_secret_has_the_shape_the_functions_read() {
     assert_eq!(
         template()["Globals"]["Function"]["Environment"]["Variables"]["LITELLM_MASTER_KEY_SECRET_ARN"],
         reference("MasterKeySecret")
+    );
+}
+
+#[test]
+fn the_key_rotates_and_every_log_group_and_secret_uses_it() {
+    let key = props("Key");
+    assert_eq!(key["EnableKeyRotation"], true);
+    let statements = key["KeyPolicy"]["Statement"].as_array().unwrap();
+    assert!(
+        statements.iter().any(|s| s["Principal"]["Service"]
+            == json!({"Fn::Sub": "logs.${AWS::Region}.amazonaws.com"})),
+        "CloudWatch Logs cannot use the key"
+    );
+    for (id, group) in of_type("AWS::Logs::LogGroup") {
+        assert_eq!(
+            group["Properties"]["KmsKeyId"],
+            json!({"Fn::GetAtt": "Key.Arn"}),
+            "{id}"
+        );
+    }
+    for (id, secret) in of_type("AWS::SecretsManager::Secret") {
+        assert_eq!(secret["Properties"]["KmsKeyId"], reference("Key"), "{id}");
+    }
+    assert_eq!(
+        props("RollupDeadLetterQueue")["KmsMasterKeyId"],
+        reference("Key")
     );
 }
