@@ -489,23 +489,19 @@ fn the_functions_are_arm64_rust_in_the_vpc_with_encrypted_environment_and_logs()
         props("ChatFunction")["ReservedConcurrentExecutions"],
         reference("ChatReservedConcurrency")
     );
-    // One log group each, with retention and the key.
-    for (id, _) in &functions {
-        let (_, group) = of_type("AWS::Logs::LogGroup")
-            .into_iter()
-            .find(|(_, g)| {
-                g["Properties"]["LogGroupName"]
-                    == json!({"Fn::Sub": format!("/aws/lambda/${{{id}}}")})
-            })
-            .unwrap_or_else(|| panic!("{id} has no log group"));
+    // One log group each, with retention and the key, which the function logs to (so the
+    // function is created after it).
+    for (id, function) in &functions {
+        let group = function["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{id} names no log group"));
+        let group = props(group);
         assert_eq!(
-            group["Properties"]["RetentionInDays"],
-            reference("LogRetentionDays")
+            group["RetentionInDays"],
+            reference("LogRetentionDays"),
+            "{id}"
         );
-        assert_eq!(
-            group["Properties"]["KmsKeyId"],
-            json!({"Fn::GetAtt": "Key.Arn"})
-        );
+        assert_eq!(group["KmsKeyId"], json!({"Fn::GetAtt": "Key.Arn"}), "{id}");
     }
 }
 
