@@ -37,6 +37,9 @@ pub const PHYSICAL_RESOURCE_ID: &str = "llmlite-database-migrations";
 /// How long the response `PUT` may take before the invocation fails and is retried.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The longest `Reason` sent: CloudFormation takes responses of up to 4,096 bytes.
+const MAX_REASON_CHARS: usize = 1000;
+
 /// Whether `event` is a CloudFormation custom-resource request rather than a schedule event.
 pub fn is_custom_resource_request(event: &Value) -> bool {
     event.get("RequestType").is_some() && event.get("ResponseURL").is_some()
@@ -105,7 +108,11 @@ pub async fn handle(state: &AppState, event: Value) -> Result<Value, String> {
                 .map(|v| BTreeMap::from([("Version".to_owned(), v.to_string())]))
                 .unwrap_or_default(),
         ),
-        Err(reason) => ("FAILED", Some(reason), BTreeMap::new()),
+        Err(reason) => (
+            "FAILED",
+            Some(reason.chars().take(MAX_REASON_CHARS).collect()),
+            BTreeMap::new(),
+        ),
     };
     let response = Response {
         status,

@@ -344,7 +344,6 @@ async fn budget_report(state: &AppState, reports: &Sink, now: DateTime<Utc>) -> 
         .await
 }
 
-/// The scheduled event's handler: one run, its summary as the result.
 /// The spend-rollup function's entry point: its daily schedule event, or the CloudFormation
 /// custom resource that migrates the database on deploy ([`crate::deploy`]).
 pub async fn handle_event(
@@ -361,6 +360,7 @@ pub async fn handle_event(
     handle(state, reports, retention_days, event).await
 }
 
+/// The scheduled event's handler: one run, its summary as the result.
 pub async fn handle(
     state: &AppState,
     reports: &Sink,
