@@ -461,6 +461,38 @@ fn converse_stream_call(
         .set_additional_model_request_fields(converse.additional_fields)
 }
 
+/// [`with_fallbacks`], timed, for a request already admitted: if every attempt fails, the
+/// request is settled as failed (recorded, its reservation released) before the error returns.
+/// On success, also how long the call took (for a stream, until its first event).
+async fn call_bedrock<T, F, Fut>(
+    state: &AppState,
+    chain: &[Arc<ModelEntry>],
+    request: &ChatCompletionRequest,
+    completion: &Completion,
+    call: F,
+) -> Result<(T, Arc<ModelEntry>, ConverseRequest, std::time::Duration), ApiError>
+where
+    F: FnMut(Arc<ModelEntry>, ConverseRequest) -> Fut,
+    Fut: Future<Output = Result<T, BedrockFailure>>,
+{
+    let started = std::time::Instant::now();
+    let answer = with_fallbacks(state, chain, request, call).await;
+    let upstream = started.elapsed();
+    match answer {
+        Ok((output, model, converse)) => Ok((output, model, converse, upstream)),
+        Err(error) => {
+            let measured = Measured {
+                upstream,
+                ..Measured::default()
+            };
+            completion
+                .settle(state, None, TokenUsage::default(), Some(&error), measured)
+                .await;
+            Err(error)
+        }
+    }
+}
+
 fn cost_header(model: &ModelEntry, usage: &TokenUsage) -> HeaderValue {
     HeaderValue::from_str(&model.prices.cost(usage).to_string())
         .unwrap_or_else(|_| HeaderValue::from_static("0"))
@@ -472,26 +504,12 @@ async fn complete(
     request: ChatCompletionRequest,
     completion: Completion,
 ) -> Result<Response, ApiError> {
-    let upstream_started = std::time::Instant::now();
-    let answer = with_fallbacks(&state, &chain, &request, |model, converse| {
-        let call = converse_call(&state, &model, converse);
-        async move { call.send().await.map_err(|e| BedrockFailure::from_sdk(&e)) }
-    })
-    .await;
-    let upstream = upstream_started.elapsed();
-    let (output, model, converse) = match answer {
-        Ok(answer) => answer,
-        Err(error) => {
-            let measured = Measured {
-                upstream,
-                ..Measured::default()
-            };
-            completion
-                .settle(&state, None, TokenUsage::default(), Some(&error), measured)
-                .await;
-            return Err(error);
-        }
-    };
+    let (output, model, converse, upstream) =
+        call_bedrock(&state, &chain, &request, &completion, |model, converse| {
+            let call = converse_call(&state, &model, converse);
+            async move { call.send().await.map_err(|e| BedrockFailure::from_sdk(&e)) }
+        })
+        .await?;
     let usage = bedrock::token_usage(output.usage());
     let body = completion_body(&output, &completion, converse.json_tool, &usage);
     let bytes = serde_json::to_vec(&body).unwrap_or_default();
@@ -584,26 +602,12 @@ async fn stream(
 ) -> Result<Response, ApiError> {
     // Retries and fallbacks cover the call up to its first byte; after that the stream is the
     // client's, and a failure ends it with an error event.
-    let upstream_started = std::time::Instant::now();
-    let answer = with_fallbacks(&state, &chain, &request, |model, converse| {
-        let call = converse_stream_call(&state, &model, converse);
-        async move { call.send().await.map_err(|e| BedrockFailure::from_sdk(&e)) }
-    })
-    .await;
-    let upstream_first_byte = upstream_started.elapsed();
-    let (output, model, converse) = match answer {
-        Ok(answer) => answer,
-        Err(error) => {
-            let measured = Measured {
-                upstream: upstream_first_byte,
-                ..Measured::default()
-            };
-            completion
-                .settle(&state, None, TokenUsage::default(), Some(&error), measured)
-                .await;
-            return Err(error);
-        }
-    };
+    let (output, model, converse, _) =
+        call_bedrock(&state, &chain, &request, &completion, |model, converse| {
+            let call = converse_stream_call(&state, &model, converse);
+            async move { call.send().await.map_err(|e| BedrockFailure::from_sdk(&e)) }
+        })
+        .await?;
     let include_usage = request
         .stream_options
         .as_ref()
