@@ -301,6 +301,14 @@ impl TestGateway {
         response.json().await.expect("the key as JSON")
     }
 
+    /// [`TestGateway::mint_key`], for just the raw `sk-` key.
+    pub async fn mint_raw_key(&self, body: serde_json::Value) -> String {
+        self.mint_key(body).await["key"]
+            .as_str()
+            .expect("a generated key")
+            .to_owned()
+    }
+
     /// `POST path` with the master key, expecting 200; the response body.
     pub async fn admin(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
         let response = self

@@ -124,6 +124,18 @@ const REQUEST_FIELDS: &[&str] = &[
     "user_id",
 ];
 
+/// A record's field names, sorted.
+fn field_names(record: &Value) -> Vec<&str> {
+    let mut fields: Vec<&str> = record
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    fields.sort_unstable();
+    fields
+}
+
 #[tokio::test]
 async fn every_request_leaves_one_record_in_the_documented_shape() {
     let gw = TestGateway::start().await;
@@ -161,14 +173,7 @@ async fn request_records(gw: &TestGateway, store: &Store<'_>) {
         object_key.starts_with("audit/20") && object_key.contains("/request-"),
         "{object_key}"
     );
-    let mut fields: Vec<&str> = record
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    fields.sort_unstable();
-    assert_eq!(fields, REQUEST_FIELDS);
+    assert_eq!(field_names(&record), REQUEST_FIELDS);
     assert_eq!(record["request_id"], ok_id);
     assert_eq!(record["key_hash"], token);
     assert_eq!(record["key_alias"], "audited");
@@ -194,24 +199,18 @@ async fn request_records(gw: &TestGateway, store: &Store<'_>) {
     let (status, limited) = chat(gw, key, "third").await;
     assert_eq!(status, 429);
     let (_, record) = store.record_for(&limited).await;
-    let mut fields: Vec<&str> = record
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    fields.sort_unstable();
-    assert_eq!(fields, REQUEST_FIELDS, "a refusal has the same shape");
+    assert_eq!(
+        field_names(&record),
+        REQUEST_FIELDS,
+        "a refusal has the same shape"
+    );
     assert_eq!(record["key_hash"], token);
     assert_eq!(
         (record["status_code"].clone(), record["error_type"].clone()),
         (json!(429), json!("rate_limit_exceeded"))
     );
 
-    let other = gw.mint_key(json!({})).await["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let other = gw.mint_raw_key(json!({})).await;
     let (status, blocked) = chat(gw, &other, "card 4539 1488 0343 6467").await;
     assert_eq!(status, 400);
     let (_, record) = store.record_for(&blocked).await;

@@ -46,10 +46,7 @@ async fn spend_row(gw: &TestGateway, request_id: &str) -> (String, Value) {
 #[tokio::test]
 async fn masked_text_reaches_the_model_never_the_pii() {
     let gw = TestGateway::start().await;
-    let key = gw.mint_key(json!({})).await["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = gw.mint_raw_key(json!({})).await;
     let (status, body, request_id) = chat(
         &gw,
         &key,
@@ -90,10 +87,7 @@ async fn masked_text_reaches_the_model_never_the_pii() {
 #[tokio::test]
 async fn a_block_never_reaches_the_model() {
     let gw = TestGateway::start().await;
-    let key = gw.mint_key(json!({})).await["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = gw.mint_raw_key(json!({})).await;
     let (status, body, request_id) = chat(
         &gw,
         &key,
@@ -127,10 +121,7 @@ async fn a_key_policy_beats_the_team_and_the_global_one() {
         TestGateway::start_with(&[("LLMLITE_PII_POLICY", r#"{"EMAIL_ADDRESS": "BLOCK"}"#)]).await;
     let email = json!([{"role": "user", "content": "write to ops@example.net"}]);
 
-    let plain = gw.mint_key(json!({})).await["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let plain = gw.mint_raw_key(json!({})).await;
     assert_eq!(chat(&gw, &plain, email.clone()).await.0, 400);
 
     let allowed = gw
@@ -153,10 +144,7 @@ async fn a_key_policy_beats_the_team_and_the_global_one() {
         json!({"team_id": "masked", "pii_policy": {"EMAIL_ADDRESS": "MASK"}}),
     )
     .await;
-    let team_key = gw.mint_key(json!({"team_id": "masked"})).await["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let team_key = gw.mint_raw_key(json!({"team_id": "masked"})).await;
     assert_eq!(chat(&gw, &team_key, email.clone()).await.0, 200);
     assert!(
         sent_to_bedrock(&gw)
@@ -174,10 +162,7 @@ async fn a_key_policy_beats_the_team_and_the_global_one() {
     assert_eq!(chat(&gw, &strict, email.clone()).await.0, 400);
 
     // `{"*": "ALLOW"}` turns the guard off for a key.
-    let off = gw.mint_key(json!({"pii_policy": {"*": "ALLOW"}})).await["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let off = gw.mint_raw_key(json!({"pii_policy": {"*": "ALLOW"}})).await;
     let card = json!([{"role": "user", "content": "card 4539 1488 0343 6467"}]);
     assert_eq!(chat(&gw, &off, card).await.0, 200);
 
@@ -209,10 +194,7 @@ async fn custom_entities_from_configuration() {
         ("LLMLITE_PII_POLICY", r#"{"EMPLOYEE_ID": "MASK"}"#),
     ])
     .await;
-    let key = gw.mint_key(json!({})).await["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = gw.mint_raw_key(json!({})).await;
     let (status, _, _) = chat(
         &gw,
         &key,

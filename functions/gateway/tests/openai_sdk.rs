@@ -14,17 +14,7 @@ use tokio::process::Command;
 
 #[tokio::test]
 async fn the_openai_python_sdk_works_against_llmlite() {
-    let has_sdk = Command::new("python3")
-        .args(["-c", "import openai"])
-        .status()
-        .await
-        .is_ok_and(|s| s.success());
-    if !has_sdk {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run this test: pip install openai"
-        );
-        eprintln!("skipped: the OpenAI Python SDK is not installed (pip install openai)");
+    if !common::tool_installed("python3", &["-c", "import openai"], "openai").await {
         return;
     }
     let dev = Dev::start().await;
