@@ -4,35 +4,52 @@
 //! Admission checks the key (active, not blocked, not expired, model allowed for key, user and
 //! team), resets ended budget periods, takes a token from each RPM bucket and the prompt
 //! estimate from each TPM bucket, takes a parallel-request lease and reserves the worst-case
-//! cost against every budget, or refuses without taking anything. Settlement records the spend
-//! row (idempotent on the request ID) and swaps the reservation for the actual cost.
+//! cost against every budget, or refuses without taking anything. Settlement (`settlement`)
+//! records the spend row (idempotent on the request ID) and swaps the reservation for the
+//! actual cost.
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use http::{HeaderMap, HeaderValue};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use sqlx::postgres::types::PgInterval;
 
-use crate::catalog::{ModelEntry, TokenUsage};
+use crate::bedrock::Planned;
+use crate::catalog::ModelEntry;
+use crate::chat::record::Payer;
 use crate::error::{ApiError, BudgetScope};
 use crate::http::RequestId;
 use crate::keys::KeyHash;
 use crate::money::Money;
-use crate::openai::{ChatCompletionRequest, ChatMessage, Content, ContentPart};
+use crate::openai::{ChatCompletionRequest, ChatMessage, Content, ContentPart, ResponseFormat};
 use crate::state::AppState;
 
 /// How long an admitted request holds its parallel slot and reservation without settling:
 /// longer than any Lambda can run, so only a crashed invocation's lease ever expires.
 pub const LEASE: Duration = Duration::from_secs(15 * 60);
 
-/// What admission returns.
+/// Admission's verdict, as `llmlite_admit` spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+enum Verdict {
+    Ok,
+    NotFound,
+    Inactive,
+    Blocked,
+    Expired,
+    ModelNotAllowed,
+    RateLimited,
+    BudgetExceeded,
+}
+
+/// What admission returns (`llmlite_admission`).
 #[derive(Debug, Clone, sqlx::FromRow)]
 struct Decision {
-    decision: Option<String>,
+    decision: Option<Verdict>,
     scope: Option<String>,
     detail: Option<String>,
+    key_id: Option<i64>,
     token: Option<String>,
     key_alias: Option<String>,
     user_id: Option<String>,
@@ -49,6 +66,7 @@ struct Decision {
     tpm_reset: Option<Decimal>,
     key_pii_policy: Option<serde_json::Value>,
     team_pii_policy: Option<serde_json::Value>,
+    allowed: Option<Vec<String>>,
 }
 
 /// OpenAI's rate-limit headers, for one kind of limit.
@@ -59,16 +77,16 @@ struct Limit {
     reset_secs: f64,
 }
 
-/// An admitted request: who it is charged to, and the figures for its headers.
+/// An admitted request: who it is charged to, what it may use, and the figures for its headers.
 #[derive(Debug, Clone)]
 pub struct Admitted {
-    pub token: String,
-    pub key_alias: Option<String>,
-    pub user_id: Option<String>,
-    pub team_id: Option<String>,
-    pub key_spend: Decimal,
+    pub payer: Payer,
+    /// The key's spend when it was admitted.
+    pub key_spend: Money,
     /// Master-key requests are not limited; they are still recorded.
     pub master: bool,
+    /// The chain's models that key, user and team all allow, in order.
+    pub allowed: Vec<String>,
     /// The key's and its team's PII policies, over the global one.
     pub key_pii_policy: Option<serde_json::Value>,
     pub team_pii_policy: Option<serde_json::Value>,
@@ -144,7 +162,7 @@ impl Admitted {
                 |policy, stored| match crate::pii::Policy::parse(stored, known) {
                     Ok(overrides) => policy.overlay(&overrides),
                     Err(e) => {
-                        tracing::warn!(key = %self.token, error = %e, "stored PII policy ignored");
+                        tracing::warn!(key_alias = ?self.payer.key_alias, error = %e, "stored PII policy ignored");
                         policy
                     }
                 },
@@ -159,8 +177,8 @@ impl Admitted {
 }
 
 /// A rough prompt size for admission (the TPM estimate and the budget reservation): four
-/// characters a token, plus framing per message and a flat 1,600 per image. Settlement charges
-/// the real count.
+/// bytes a token, plus framing per message and a flat 1,600 per image, over every text the model
+/// sees (messages, tool definitions, the response schema). Settlement charges the real count.
 pub fn estimate_prompt_tokens(request: &ChatCompletionRequest) -> u64 {
     let mut chars = 0usize;
     let mut images = 0u64;
@@ -194,31 +212,30 @@ pub fn estimate_prompt_tokens(request: &ChatCompletionRequest) -> u64 {
             }
         }
     }
-    if let Some(tools) = &request.tools {
-        chars += tools
-            .iter()
-            .map(|t| {
-                t.function.name.len()
-                    + t.function
-                        .parameters
-                        .as_ref()
-                        .map_or(0, |p| p.to_string().len())
-            })
-            .sum::<usize>();
+    let json_len = |v: &serde_json::Value| v.to_string().len();
+    for tool in request.tools.iter().flatten() {
+        chars += tool.function.name.len()
+            + tool.function.description.as_ref().map_or(0, String::len)
+            + tool.function.parameters.as_ref().map_or(0, json_len);
+    }
+    if let Some(ResponseFormat::JsonSchema { json_schema }) = &request.response_format {
+        chars += json_schema.name.as_ref().map_or(0, String::len)
+            + json_schema.schema.as_ref().map_or(0, json_len);
     }
     (chars as u64).div_ceil(4) + 4 * request.messages.len() as u64 + 1600 * images
 }
 
-/// The most a request can cost on any model of its chain: the estimate at the input price plus
-/// every output token it may produce at the output price.
-pub fn worst_case_cost(estimate: u64, models: &[(std::sync::Arc<ModelEntry>, u32)]) -> Money {
-    models
-        .iter()
-        .map(|(model, max_tokens)| {
-            model.prices.input * estimate + model.prices.output * u64::from(*max_tokens)
-        })
-        .max()
-        .unwrap_or(Money::ZERO)
+/// The most a request can cost on one model: the estimate at the dearer of the input and
+/// cache-write prices (a prompt may be written to the cache) plus every output token it may
+/// produce at the output price.
+pub fn worst_case_cost(estimate: u64, model: &ModelEntry, max_tokens: u32) -> Money {
+    let prices = &model.prices;
+    let input = if prices.cache_write.0 > prices.input.0 {
+        prices.cache_write
+    } else {
+        prices.input
+    };
+    input * estimate + model.prices.output * u64::from(max_tokens)
 }
 
 fn interval(duration: Duration) -> PgInterval {
@@ -229,23 +246,32 @@ fn interval(duration: Duration) -> PgInterval {
     }
 }
 
-/// Admits a request for `model` by the key `raw_key` (or the master key), in one round trip.
+/// Admits a request by the key `raw_key` (or the master key) for the model it names, served by
+/// `plan` (that model, then its fallbacks), in one round trip. `alias` is the name the client
+/// used.
 pub async fn admit(
     state: &AppState,
     raw_key: &str,
-    model: &str,
+    alias: &str,
+    plan: &[Planned],
     request_id: RequestId,
     estimate: u64,
-    reserve: Money,
 ) -> Result<Admitted, Refusal> {
+    let chain: Vec<String> = std::iter::once(alias.to_owned())
+        .chain(plan.iter().skip(1).map(|p| p.model.alias.to_string()))
+        .collect();
     if state.config.master_key.matches(raw_key) {
         return Ok(Admitted {
-            token: KeyHash::of(raw_key).to_string(),
-            key_alias: Some("master_key".to_owned()),
-            user_id: None,
-            team_id: None,
-            key_spend: Decimal::ZERO,
+            payer: Payer {
+                key_id: None,
+                key_hash: Some(KeyHash::of(raw_key)),
+                key_alias: Some("master_key".to_owned()),
+                user_id: None,
+                team_id: None,
+            },
+            key_spend: Money::ZERO,
             master: true,
+            allowed: chain,
             key_pii_policy: None,
             team_pii_policy: None,
             requests: None,
@@ -255,14 +281,24 @@ pub async fn admit(
     if !raw_key.starts_with("sk-") {
         return Err(ApiError::InvalidApiKey.into());
     }
+    let reserves: Vec<Decimal> = plan
+        .iter()
+        .map(|p| worst_case_cost(estimate, &p.model, p.converse.max_tokens).amount())
+        .collect();
+    let asked = plan
+        .first()
+        .ok_or_else(|| ApiError::Internal("admission without a model".into()))?;
+    let estimate_cost = asked.model.prices.input * estimate;
     let decision: Decision =
-        sqlx::query_as("SELECT * FROM llmlite_admit($1, $2, $3, $4, $5, $6, $7, $8)")
+        sqlx::query_as("SELECT * FROM llmlite_admit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
             .bind(KeyHash::of(raw_key).as_str())
-            .bind(model)
+            .bind(&chain)
+            .bind(&reserves)
+            .bind(&asked.model.bedrock_model_id)
             .bind(request_id.to_string())
             .bind(state.clock.now())
             .bind(i64::try_from(estimate).unwrap_or(i64::MAX))
-            .bind(reserve.amount())
+            .bind(estimate_cost.amount())
             .bind(interval(LEASE))
             .bind(Decimal::from(state.rate_period.as_secs().max(1)))
             .persistent(false)
@@ -284,34 +320,44 @@ pub async fn admit(
         Some("team") => BudgetScope::Team,
         _ => BudgetScope::Key,
     };
-    match decision.decision.as_deref() {
-        Some("ok") => Ok(Admitted {
-            token: decision.token.unwrap_or_default(),
-            key_alias: decision.key_alias,
-            user_id: decision.user_id,
-            team_id: decision.team_id,
-            key_spend: decision.key_spend.unwrap_or_default(),
+    let Some(verdict) = decision.decision else {
+        return Err(ApiError::Internal("admission returned no decision".into()).into());
+    };
+    match verdict {
+        Verdict::Ok => Ok(Admitted {
+            payer: Payer {
+                key_id: decision.key_id,
+                key_hash: decision
+                    .token
+                    .as_deref()
+                    .and_then(KeyHash::from_key_or_hash),
+                key_alias: decision.key_alias,
+                user_id: decision.user_id,
+                team_id: decision.team_id,
+            },
+            key_spend: Money::new(decision.key_spend.unwrap_or_default()),
             master: false,
+            allowed: decision.allowed.unwrap_or_default(),
             key_pii_policy: decision.key_pii_policy,
             team_pii_policy: decision.team_pii_policy,
             requests,
             tokens,
         }),
-        Some("not_found") => Err(ApiError::InvalidApiKey.into()),
-        Some("inactive") => Err(ApiError::InactiveKey.into()),
-        Some("blocked") => Err(ApiError::BlockedKey.into()),
-        Some("expired") => Err(ApiError::ExpiredKey.into()),
-        Some("model_not_allowed") => Err(ApiError::ModelNotAllowed {
-            model: model.to_owned(),
+        Verdict::NotFound => Err(ApiError::InvalidApiKey.into()),
+        Verdict::Inactive => Err(ApiError::InactiveKey.into()),
+        Verdict::Blocked => Err(ApiError::BlockedKey.into()),
+        Verdict::Expired => Err(ApiError::ExpiredKey.into()),
+        Verdict::ModelNotAllowed => Err(ApiError::ModelNotAllowed {
+            model: alias.to_owned(),
         }
         .into()),
-        Some("budget_exceeded") => Err(ApiError::BudgetExceeded {
+        Verdict::BudgetExceeded => Err(ApiError::BudgetExceeded {
             scope,
             spend: decision.spend.unwrap_or_default(),
             max_budget: decision.max_budget.unwrap_or_default(),
         }
         .into()),
-        Some("rate_limited") => {
+        Verdict::RateLimited => {
             let retry_after = seconds(decision.retry_after);
             let what = match decision.detail.as_deref() {
                 Some("tpm") => format!(
@@ -344,7 +390,6 @@ pub async fn admit(
                 headers,
             })
         }
-        other => Err(ApiError::Internal(format!("unexpected admission decision {other:?}")).into()),
     }
 }
 
@@ -370,83 +415,6 @@ impl axum::response::IntoResponse for Refusal {
         response.headers_mut().extend(self.headers);
         response
     }
-}
-
-/// How a request ended, for settlement.
-pub struct Outcome<'a> {
-    pub request_id: RequestId,
-    pub admitted: &'a Admitted,
-    pub alias: &'a str,
-    pub model_id: Option<&'a str>,
-    pub end_user: Option<&'a str>,
-    pub usage: TokenUsage,
-    pub cost: Money,
-    pub started: DateTime<Utc>,
-    pub error_type: Option<&'static str>,
-    pub metadata: &'a serde_json::Value,
-}
-
-/// Settles a request in one round trip, retrying a failed attempt: a settlement is never
-/// dropped silently (a last failure is logged with everything needed to replay it). Returns the
-/// key's spend afterwards.
-pub async fn settle(state: &AppState, outcome: &Outcome<'_>) -> Option<Decimal> {
-    let mut last_error = None;
-    for attempt in 0..3u32 {
-        if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
-        }
-        match settle_once(state, outcome).await {
-            Ok(spend) => return Some(spend),
-            Err(e) => last_error = Some(e),
-        }
-    }
-    tracing::error!(
-        request_id = %outcome.request_id,
-        key = %outcome.admitted.token,
-        model = outcome.alias,
-        cost = %outcome.cost,
-        input_tokens = outcome.usage.input,
-        output_tokens = outcome.usage.output,
-        error = ?last_error,
-        "settlement failed after retries: spend not recorded"
-    );
-    None
-}
-
-async fn settle_once(state: &AppState, o: &Outcome<'_>) -> Result<Decimal, ApiError> {
-    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    let spend: Option<Decimal> = sqlx::query_scalar(
-        "SELECT llmlite_settle($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-                               $16, $17, $18)",
-    )
-    .bind(o.request_id.to_string())
-    .bind(&o.admitted.token)
-    .bind(&o.admitted.key_alias)
-    .bind(&o.admitted.user_id)
-    .bind(&o.admitted.team_id)
-    .bind(o.end_user)
-    .bind(o.alias)
-    .bind(o.model_id)
-    .bind(count(
-        o.usage.input + o.usage.cache_read + o.usage.cache_write,
-    ))
-    .bind(count(o.usage.output))
-    .bind(count(o.usage.cache_read))
-    .bind(count(o.usage.cache_write))
-    .bind(o.cost.amount())
-    .bind(o.started)
-    .bind(state.clock.now())
-    .bind(if o.error_type.is_some() {
-        "failure"
-    } else {
-        "success"
-    })
-    .bind(o.error_type)
-    .bind(o.metadata)
-    .persistent(false)
-    .fetch_one(state.db.pool().await?)
-    .await?;
-    Ok(spend.unwrap_or_default())
 }
 
 #[cfg(test)]

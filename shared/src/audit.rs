@@ -114,6 +114,86 @@ impl Sink {
             }
         }
     }
+
+    /// The keys under `prefix`, in order.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, String> {
+        match self {
+            Sink::S3 { client, bucket, .. } => {
+                let mut keys = Vec::new();
+                let mut pages = client
+                    .list_objects_v2()
+                    .bucket(bucket)
+                    .prefix(prefix)
+                    .into_paginator()
+                    .send();
+                while let Some(page) = pages.next().await {
+                    let page =
+                        page.map_err(|e| aws_sdk_s3::error::DisplayErrorContext(e).to_string())?;
+                    keys.extend(
+                        page.contents()
+                            .iter()
+                            .filter_map(|o| o.key().map(str::to_owned)),
+                    );
+                }
+                Ok(keys)
+            }
+            Sink::Directory(root) => {
+                let dir = root.join(prefix);
+                let mut keys = Vec::new();
+                let mut entries = match tokio::fs::read_dir(&dir).await {
+                    Ok(entries) => entries,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(keys),
+                    Err(e) => return Err(e.to_string()),
+                };
+                while let Some(entry) = entries.next_entry().await.map_err(|e| e.to_string())? {
+                    if let Some(name) = entry.file_name().to_str() {
+                        keys.push(format!("{prefix}{name}"));
+                    }
+                }
+                keys.sort();
+                Ok(keys)
+            }
+        }
+    }
+
+    /// The object (or file) at `key`.
+    pub async fn get(&self, key: &str) -> Result<Vec<u8>, String> {
+        match self {
+            Sink::S3 { client, bucket, .. } => {
+                let object = client
+                    .get_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .map_err(|e| aws_sdk_s3::error::DisplayErrorContext(e).to_string())?;
+                let body = object.body.collect().await.map_err(|e| e.to_string())?;
+                Ok(body.into_bytes().to_vec())
+            }
+            Sink::Directory(root) => tokio::fs::read(root.join(key))
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Removes the object (or file) at `key`; one already gone is not an error.
+    pub async fn delete(&self, key: &str) -> Result<(), String> {
+        match self {
+            Sink::S3 { client, bucket, .. } => client
+                .delete_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| aws_sdk_s3::error::DisplayErrorContext(e).to_string()),
+            Sink::Directory(root) => match tokio::fs::remove_file(root.join(key)).await {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e.to_string()),
+            },
+        }
+    }
 }
 
 impl Auditor {

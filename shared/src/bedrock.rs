@@ -876,6 +876,99 @@ impl RetryPolicy {
     }
 }
 
+/// One model of a request's chain, with the request translated for it.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub model: std::sync::Arc<ModelEntry>,
+    pub converse: ConverseRequest,
+}
+
+/// Translates `request` once for each model of `chain`. The first model is the one the client
+/// named, and the request must fit it; a fallback it does not fit (a smaller output limit, say)
+/// is left out.
+pub fn plan(
+    request: &ChatCompletionRequest,
+    chain: &[std::sync::Arc<ModelEntry>],
+) -> Result<Vec<Planned>, ApiError> {
+    let mut planned = Vec::with_capacity(chain.len());
+    for (position, model) in chain.iter().enumerate() {
+        match translate(request, model) {
+            Ok(converse) => planned.push(Planned {
+                model: std::sync::Arc::clone(model),
+                converse,
+            }),
+            Err(e) if position == 0 => return Err(e),
+            Err(_) => {}
+        }
+    }
+    Ok(planned)
+}
+
+/// Calls `call` on each planned model in turn, retrying transient failures with `retry`'s
+/// jittered backoff before moving to the next. Returns the answer and the model that gave it.
+pub async fn with_fallbacks<'p, T, F, Fut>(
+    retry: &RetryPolicy,
+    plan: &'p [Planned],
+    alias: &str,
+    mut call: F,
+) -> Result<(T, &'p Planned), ApiError>
+where
+    F: FnMut(&'p Planned) -> Fut,
+    Fut: std::future::Future<Output = Result<T, BedrockFailure>>,
+{
+    let mut last_failure = None;
+    for planned in plan {
+        for attempt in 1..=retry.attempts {
+            match call(planned).await {
+                Ok(answer) => return Ok((answer, planned)),
+                Err(failure) if failure.transient() => {
+                    tracing::warn!(model = %planned.model.alias, attempt, ?failure, "Bedrock call failed, retrying");
+                    last_failure = Some(failure);
+                    if attempt < retry.attempts {
+                        tokio::time::sleep(retry.delay(attempt)).await;
+                    }
+                }
+                Err(failure) => return Err(failure.into_api_error(alias)),
+            }
+        }
+    }
+    Err(last_failure
+        .unwrap_or(BedrockFailure::Unavailable)
+        .into_api_error(alias))
+}
+
+/// A Converse call for one planned model.
+pub fn converse_call(
+    client: &aws_sdk_bedrockruntime::Client,
+    planned: &Planned,
+) -> aws_sdk_bedrockruntime::operation::converse::builders::ConverseFluentBuilder {
+    let c = planned.converse.clone();
+    client
+        .converse()
+        .model_id(&planned.model.bedrock_model_id)
+        .set_system((!c.system.is_empty()).then_some(c.system))
+        .set_messages(Some(c.messages))
+        .inference_config(c.inference)
+        .set_tool_config(c.tool_config)
+        .set_additional_model_request_fields(c.additional_fields)
+}
+
+/// A ConverseStream call for one planned model.
+pub fn converse_stream_call(
+    client: &aws_sdk_bedrockruntime::Client,
+    planned: &Planned,
+) -> aws_sdk_bedrockruntime::operation::converse_stream::builders::ConverseStreamFluentBuilder {
+    let c = planned.converse.clone();
+    client
+        .converse_stream()
+        .model_id(&planned.model.bedrock_model_id)
+        .set_system((!c.system.is_empty()).then_some(c.system))
+        .set_messages(Some(c.messages))
+        .inference_config(c.inference)
+        .set_tool_config(c.tool_config)
+        .set_additional_model_request_fields(c.additional_fields)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

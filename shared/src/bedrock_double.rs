@@ -16,7 +16,8 @@
 //! Failures on demand, in order of precedence:
 //! - a queue of scripted behaviours, `POST /__double/script` with a JSON list (each call takes
 //!   the next one): `{"throttle": true}`, `{"error": {"status": 503, "type":
-//!   "ServiceUnavailableException"}}`, `{"latency_ms": 200}`, `{"break_after": 2}`;
+//!   "ServiceUnavailableException"}}`, `{"latency_ms": 200}`, `{"break_after": 2}`,
+//!   `{"event_gap_ms": 100}` (a pause before each stream event after the first);
 //! - a model ID containing `always-throttle` or `always-unavailable`;
 //! - a directive in the last user text: `[[throttle]]`, `[[error:<status>:<Type>]]`,
 //!   `[[latency:<ms>]]`, `[[break:<events>]]` (a stream that fails after that many events).
@@ -48,6 +49,8 @@ pub struct Behaviour {
     pub error: Option<ScriptedError>,
     pub latency_ms: Option<u64>,
     pub break_after: Option<usize>,
+    /// A pause before each stream event after the first: a model that answers slowly.
+    pub event_gap_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -283,8 +286,16 @@ async fn converse_stream(
         frames.push(event_frame(event_type, &payload));
     }
     // One frame per chunk, so clients see them arrive separately.
-    let stream =
-        futures_util::stream::iter(frames.into_iter().map(Ok::<_, std::convert::Infallible>));
+    let gap = Duration::from_millis(behaviour.event_gap_ms.unwrap_or(0));
+    let stream = futures_util::StreamExt::then(
+        futures_util::stream::iter(frames.into_iter().enumerate()),
+        move |(index, frame)| async move {
+            if index > 0 && !gap.is_zero() {
+                tokio::time::sleep(gap).await;
+            }
+            Ok::<_, std::convert::Infallible>(frame)
+        },
+    );
     Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "application/vnd.amazon.eventstream")

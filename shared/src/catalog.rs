@@ -22,6 +22,10 @@ pub const BUILTIN_CATALOG: &str = include_str!("../models.toml");
 pub struct ModelAlias(String);
 
 impl ModelAlias {
+    pub fn new(alias: impl Into<String>) -> Self {
+        ModelAlias(alias.into())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

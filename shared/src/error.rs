@@ -230,17 +230,25 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %redact_keys(&self.to_string()), detail = %redact_keys(detail), status = status.as_u16(), "request failed");
         }
         let mut response = (status, Json(self.body())).into_response();
-        if let ApiError::RateLimited {
-            retry_after_secs, ..
-        } = self
-        {
+        let retry_after = match self {
+            ApiError::RateLimited {
+                retry_after_secs, ..
+            } => Some(retry_after_secs),
+            // A database failover takes a minute or two; the client should come back.
+            ApiError::DatabaseUnavailable(_) => Some(DATABASE_RETRY_AFTER_SECS),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }
 }
+
+/// What a client refused because the database is away is told to wait.
+pub const DATABASE_RETRY_AFTER_SECS: u64 = 5;
 
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
@@ -264,12 +272,20 @@ impl From<sqlx::Error> for ApiError {
                     "a user or team the request refers to does not exist".into(),
                 );
             }
+            // Connection exceptions, the server shutting down or starting up, too many
+            // connections: the database is away, not broken.
+            Some(c) if c.starts_with("08") || c.starts_with("57P") || c.starts_with("53") => {
+                return ApiError::DatabaseUnavailable(err.to_string());
+            }
             _ => {}
         }
         match err {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                ApiError::DatabaseUnavailable(err.to_string())
-            }
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::Io(_)
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed => ApiError::DatabaseUnavailable(err.to_string()),
             other => ApiError::Internal(format!("database: {other}")),
         }
     }

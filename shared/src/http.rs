@@ -33,7 +33,8 @@ pub fn finish(router: Router) -> Router {
 
 /// The ID of one request: in the `x-request-id` response header of every answer, in the logs,
 /// and in the completion's `id`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct RequestId(pub uuid::Uuid);
 
 impl RequestId {

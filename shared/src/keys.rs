@@ -11,7 +11,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 /// The unsalted SHA-256 hex of a raw key, as LiteLLM stores it (`hash_token`).
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct KeyHash(String);
 
 impl KeyHash {

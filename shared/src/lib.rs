@@ -26,6 +26,7 @@ pub mod openai;
 pub mod pii;
 pub mod rollup;
 pub mod routes;
+pub mod settlement;
 pub mod state;
 pub mod store;
 pub mod telemetry;

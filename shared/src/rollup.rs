@@ -31,6 +31,10 @@ pub struct Summary {
     pub keys_expired: u64,
     pub grace_periods_ended: u64,
     pub records_redriven: u64,
+    /// Settlements the database had refused, replayed from the outbox.
+    pub settlements_replayed: u64,
+    /// Leases that expired unsettled, charged at their prompt estimate as `lost`.
+    pub leases_charged_lost: i64,
     pub spend_rows_deleted: u64,
     pub duration_ms: u64,
 }
@@ -45,6 +49,16 @@ pub async fn run(
     let started = Instant::now();
     let pool = state.db.pool().await.map_err(|e| e.to_string())?;
     let mut summary = Summary::default();
+
+    // 0. Settlements the database refused (any instance's outbox), then leases whose instance
+    //    died before it settled: first, so that this run rolls them up with the rest.
+    summary.settlements_replayed = crate::settlement::replay_outbox(state).await?.settled;
+    summary.leases_charged_lost = sqlx::query_scalar("SELECT llmlite_charge_lost_leases($1)")
+        .bind(now)
+        .persistent(false)
+        .fetch_one(pool)
+        .await
+        .map_err(|e| e.to_string())?;
 
     // 1. Daily rollups, in batches, each in one transaction.
     let mut days: BTreeSet<NaiveDate> = BTreeSet::new();
@@ -78,7 +92,7 @@ pub async fn run(
                         sum(prompt_tokens), sum(completion_tokens), sum(cache_read_input_tokens),
                         sum(cache_creation_input_tokens), sum(spend), count(*),
                         count(*) FILTER (WHERE status = 'success'),
-                        count(*) FILTER (WHERE status = 'failure'), $1
+                        count(*) FILTER (WHERE status <> 'success'), $1
                  FROM batch
                  GROUP BY 1, 2, 3, 4, 5, 6
                  ON CONFLICT (date, user_id, team_id, api_key, model, custom_llm_provider, endpoint)
@@ -158,13 +172,6 @@ pub async fn run(
     .await
     .map_err(|e| e.to_string())?;
     summary.grace_periods_ended = ended.len() as u64;
-    // Leases of invocations that died long ago.
-    sqlx::query("DELETE FROM llmlite_inflight WHERE lease_expires_at < $1 - interval '1 day'")
-        .bind(now)
-        .persistent(false)
-        .execute(pool)
-        .await
-        .map_err(|e| e.to_string())?;
 
     // 4. The audit trail: admin actions (these included) and the outbox.
     summary.records_redriven += state.audit.ship_admin_actions().await?;

@@ -30,6 +30,27 @@ pub struct AppState {
     pub audit: crate::audit::Auditor,
     /// Whether to write EMF metric lines (in a Lambda, or with `LLMLITE_EMF=true`).
     pub emf: bool,
+    /// Settlements in flight and the settlement outbox of this process.
+    pub settlements: crate::settlement::Settler,
+    /// Faults a test injects; all off unless a test turns them on.
+    pub hooks: TestHooks,
+}
+
+/// Faults injected by tests through the state they build, to prove what the gateway does when
+/// its own code fails. Nothing outside a test sets them (no configuration reads them).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TestHooks {
+    /// Panic right after a request is admitted.
+    pub panic_after_admission: bool,
+}
+
+impl TestHooks {
+    #[allow(clippy::panic, reason = "the injected fault is a panic")]
+    pub fn after_admission(&self) {
+        if self.panic_after_admission {
+            panic!("injected panic after admission (TestHooks)");
+        }
+    }
 }
 
 /// The S3 client for the audit bucket. An endpoint override (`AWS_ENDPOINT_URL_S3`: a local S3
@@ -92,6 +113,8 @@ impl AppState {
             pii: Arc::new(pii),
             audit,
             emf: crate::telemetry::emf_enabled(),
+            settlements: crate::settlement::Settler::default(),
+            hooks: TestHooks::default(),
         })
     }
 

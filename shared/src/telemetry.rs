@@ -74,7 +74,7 @@ pub fn init_text() {
 pub struct RequestMetrics {
     pub model: String,
     pub status: u16,
-    pub error_type: Option<&'static str>,
+    pub error_type: Option<String>,
     pub latency_ms: f64,
     pub upstream_ms: f64,
     pub overhead_ms: f64,
@@ -120,8 +120,8 @@ pub fn emf_line(m: &RequestMetrics, timestamp_ms: i64) -> Value {
         "Cost": m.cost,
         "Throttled": flag(m.status == 429),
         "AuthFailures": flag(m.status == 401),
-        "BudgetRejected": flag(m.error_type == Some("budget_exceeded")),
-        "PiiBlocked": flag(m.error_type == Some("pii_blocked")),
+        "BudgetRejected": flag(m.error_type.as_deref() == Some("budget_exceeded")),
+        "PiiBlocked": flag(m.error_type.as_deref() == Some("pii_blocked")),
         "Errors5xx": flag(m.status >= 500),
     })
 }
@@ -140,7 +140,7 @@ pub fn report_request(request_id: &str, key_hash: Option<&str>, m: &RequestMetri
         key = key_hash.map(|k| &k[..k.len().min(12)]).unwrap_or(""),
         model = %m.model,
         status = m.status,
-        error_type = m.error_type.unwrap_or(""),
+        error_type = m.error_type.as_deref().unwrap_or(""),
         latency_ms = m.latency_ms,
         upstream_ms = m.upstream_ms,
         overhead_ms = m.overhead_ms,

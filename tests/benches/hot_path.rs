@@ -2,7 +2,8 @@
 //!
 //! Run: `cargo build --release -p llmlite-gateway && cargo bench -p llmlite-tests --bench hot_path`
 //! Settings (environment): `BENCH_RATE` requests/s per stream (default 200), `BENCH_SECONDS`
-//! (default 10), `BENCH_ADMISSIONS` (default 2000), `BENCH_LITELLM=1` to also run the LiteLLM
+//! (default 10), `BENCH_ADMISSIONS` (default 2000), `BENCH_CLIENTS` (closed-loop clients per
+//! path, default 16), `BENCH_LITELLM=1` to also run the LiteLLM
 //! proxy (`pip install "litellm[proxy]"`) on the same double, at `BENCH_LITELLM_RATE`
 //! (default 20).
 //!
@@ -128,6 +129,53 @@ async fn open_loop(
     results
 }
 
+/// `clients` concurrent clients per path, each sending its next request as soon as its last
+/// answer came back (closed loop), for `seconds` per path. The paths take turns in one-second
+/// slices, so each sees the same machine noise as the others. The latencies of each path's
+/// successful requests, and its failure count.
+async fn closed_loop(
+    paths: &[reqwest::RequestBuilder],
+    clients: usize,
+    seconds: u64,
+) -> Vec<(Vec<f64>, usize)> {
+    let mut results: Vec<(Vec<f64>, usize)> = paths.iter().map(|_| (Vec::new(), 0)).collect();
+    for _ in 0..seconds {
+        for (path, result) in paths.iter().zip(results.iter_mut()) {
+            let until = Instant::now() + Duration::from_secs(1);
+            let workers: Vec<_> = (0..clients)
+                .map(|_| {
+                    let request = path.try_clone().unwrap();
+                    tokio::spawn(async move {
+                        let (mut ok, mut failed) = (Vec::new(), 0);
+                        while Instant::now() < until {
+                            let sent = Instant::now();
+                            let answered = match request.try_clone().unwrap().send().await {
+                                Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                                Err(_) => false,
+                            };
+                            if answered {
+                                ok.push(sent.elapsed().as_secs_f64() * 1000.0);
+                            } else {
+                                failed += 1;
+                            }
+                        }
+                        (ok, failed)
+                    })
+                })
+                .collect();
+            for worker in workers {
+                let (ok, failed) = worker.await.unwrap();
+                result.0.extend(ok);
+                result.1 += failed;
+            }
+        }
+    }
+    for result in &mut results {
+        result.0.sort_by(f64::total_cmp);
+    }
+    results
+}
+
 fn peak_rss_mb(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
@@ -213,9 +261,20 @@ async fn main() {
     // LiteLLM cannot keep up with `rate` on this machine, and a saturated Python process would
     // starve the others: it gets a phase of its own at a rate it sustains, next to llmlite at
     // the same rate, so the ratio compares like with like.
+    let clients = env_or("BENCH_CLIENTS", 16) as usize;
     let mut phase_b = None;
+    let mut phase_c = None;
     let mut litellm = None;
-    if std::env::var_os("BENCH_LITELLM").is_some() {
+    if std::env::var_os("BENCH_LITELLM").is_none() {
+        phase_c = Some(
+            closed_loop(
+                &[direct.try_clone().unwrap(), through.try_clone().unwrap()],
+                clients,
+                seconds,
+            )
+            .await,
+        );
+    } else {
         let litellm_rate = env_or("BENCH_LITELLM_RATE", 20);
         let (child, url) = start_litellm(&double).await;
         litellm = Some(child);
@@ -224,6 +283,7 @@ async fn main() {
             .bearer_auth("sk-llmlite-bench-master")
             .json(&chat_body());
         open_loop(vec![via_litellm.try_clone().unwrap()], 5, 2).await;
+        let via_litellm_closed = via_litellm.try_clone().unwrap();
         phase_b = Some((
             litellm_rate,
             open_loop(
@@ -237,6 +297,18 @@ async fn main() {
             )
             .await,
         ));
+        phase_c = Some(
+            closed_loop(
+                &[
+                    direct.try_clone().unwrap(),
+                    through.try_clone().unwrap(),
+                    via_litellm_closed,
+                ],
+                clients,
+                seconds,
+            )
+            .await,
+        );
     }
 
     // Admission plus settlement alone, straight from this process, one pair at a time.
@@ -246,12 +318,14 @@ async fn main() {
         let request_id = format!("bench-{n}");
         let started = Instant::now();
         let decision: (Option<String>,) = sqlx::query_as(
-            "SELECT decision FROM llmlite_admit($1, 'claude-haiku-4-5', $2, now(), 20, 0.0004, interval '15 minutes', 60)",
+            "SELECT decision FROM llmlite_admit($1, '{claude-haiku-4-5}', '{0.0004}', NULL, $2, now(), 20,
+                                                0.000022, interval '15 minutes', 60)",
         )
         .bind(&token).bind(&request_id).persistent(false).fetch_one(&db.pool).await.unwrap();
         assert_eq!(decision.0.as_deref(), Some("ok"));
         let _: (Option<rust_decimal::Decimal>,) = sqlx::query_as(
-            "SELECT llmlite_settle($1, $2, NULL, NULL, NULL, NULL, 'claude-haiku-4-5', NULL, 20, 10, 0, 0,
+            "SELECT llmlite_settle($1, (SELECT key_id FROM litellm_verificationtoken WHERE token = $2),
+                                   $2, NULL, NULL, NULL, NULL, 'claude-haiku-4-5', NULL, 20, 10, 0, 0,
                                    0.000077, now(), now(), 'success', NULL, '{}')",
         )
         .bind(&request_id).bind(&token).persistent(false).fetch_one(&db.pool).await.unwrap();
@@ -321,6 +395,46 @@ async fn main() {
             added(&phase_b[2].0, &phase_b[0].0, 99.0)
         );
     }
+    if let Some(phase_c) = &phase_c {
+        println!(
+            "\n## Phase C: {clients} concurrent clients per path, closed loop, {seconds} s per path in 1 s turns\n"
+        );
+        println!("| path | requests | failed | p50 ms | p99 ms |");
+        println!("|---|---|---|---|---|");
+        let names = [
+            "direct to the Bedrock double",
+            "through llmlite, virtual key",
+            "through the LiteLLM proxy",
+        ];
+        for (name, (ms, failed)) in names.iter().zip(phase_c) {
+            row(name, ms, *failed);
+        }
+        let ours = (
+            added(&phase_c[1].0, &phase_c[0].0, 50.0),
+            added(&phase_c[1].0, &phase_c[0].0, 99.0),
+        );
+        println!(
+            "\nllmlite added: p50 {:.3} ms, p99 {:.3} ms",
+            ours.0, ours.1
+        );
+        if let Some(theirs) = phase_c.get(2) {
+            let theirs = (
+                added(&theirs.0, &phase_c[0].0, 50.0),
+                added(&theirs.0, &phase_c[0].0, 99.0),
+            );
+            println!(
+                "LiteLLM added: p50 {:.3} ms, p99 {:.3} ms; LiteLLM / llmlite: p50 {:.0}x, p99 {:.0}x",
+                theirs.0,
+                theirs.1,
+                theirs.0 / ours.0.max(0.001),
+                theirs.1 / ours.1.max(0.001)
+            );
+        }
+    }
+    println!(
+        "gateway peak RSS at the end: {:.1} MB",
+        peak_rss_mb(gateway.id().unwrap_or(0))
+    );
     drop(litellm);
     drop(gateway);
 }

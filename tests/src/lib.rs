@@ -55,6 +55,18 @@ pub fn server_url() -> &'static str {
     })
 }
 
+/// The `host:port` of a PostgreSQL URL.
+pub fn authority(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let rest = rest.split_once('@').map_or(rest, |(_, host)| host);
+    rest.split(['/', '?']).next().unwrap_or(rest)
+}
+
+/// Replaces the `host:port` of a PostgreSQL URL.
+pub fn with_authority(url: &str, authority: &str) -> String {
+    url.replacen(self::authority(url), authority, 1)
+}
+
 /// Replaces the database name in a PostgreSQL URL.
 fn with_database(url: &str, database: &str) -> String {
     let (base, query) = match url.split_once('?') {
@@ -228,14 +240,39 @@ impl TestGateway {
 
     /// With extra environment variables (`LLMLITE_MODELS`, say).
     pub async fn start_with(extra: &[(&str, &str)]) -> Self {
+        Self::start_adjusted(extra, |_| {}).await
+    }
+
+    /// With extra environment variables, and `adjust` applied to the state before it serves
+    /// (to inject a fault through [`llmlite::state::TestHooks`], say).
+    pub async fn start_adjusted(
+        extra: &[(&str, &str)],
+        adjust: impl FnOnce(&mut AppState),
+    ) -> Self {
+        Self::start_on(TestDb::new().await, extra, adjust).await
+    }
+
+    /// A gateway that reaches its PostgreSQL server at `authority` (`host:port`: a forwarder
+    /// the test can cut, say) instead of directly; the test's own pool still goes direct.
+    pub async fn start_via(authority: &str) -> Self {
         let db = TestDb::new().await;
+        let url = with_authority(&db.url, authority);
+        Self::start_on(db, &[("DATABASE_URL", &url)], |_| {}).await
+    }
+
+    async fn start_on(
+        db: TestDb,
+        extra: &[(&str, &str)],
+        adjust: impl FnOnce(&mut AppState),
+    ) -> Self {
         let double = BedrockDouble::start(0)
             .await
             .expect("start the Bedrock double");
         let endpoint = double.endpoint();
         let mut env: Vec<(&str, &str)> = vec![("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", &endpoint)];
         env.extend_from_slice(extra);
-        let state = db.state_with(&env).await;
+        let mut state = db.state_with(&env).await;
+        adjust(&mut state);
         let addr = serve(llmlite::all_routes(state.clone())).await;
         TestGateway {
             db,
@@ -259,6 +296,12 @@ impl TestGateway {
             .send()
             .await
             .expect("request")
+    }
+
+    /// Waits until every request this gateway admitted has settled (settlement follows the
+    /// response, in a task of its own).
+    pub async fn settled(&self) {
+        self.state.settlements.drain().await;
     }
 
     /// Queues behaviours for the double's next calls.
@@ -375,6 +418,27 @@ pub async fn spawn_serve(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     (child, base)
+}
+
+/// Waits until no request holds a lease in the database at `pool`: every request that any
+/// gateway process admitted has settled. Bounded: fails after 30 s.
+pub async fn wait_until_settled(pool: &PgPool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let open: i64 = sqlx::query_scalar("SELECT count(*) FROM llmlite_inflight")
+            .persistent(false)
+            .fetch_one(pool)
+            .await
+            .expect("count leases");
+        if open == 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{open} requests still unsettled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// moto's S3 server (`pip install "moto[server]"`) on a loopback port, for as long as this lives.

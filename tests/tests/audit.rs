@@ -92,6 +92,8 @@ async fn chat(gw: &TestGateway, key: &str, text: &str) -> (u16, String) {
         .send()
         .await
         .unwrap();
+    // Records are written after the response, with settlement.
+    gw.settled().await;
     (
         response.status().as_u16(),
         response.headers()["x-request-id"]
@@ -115,6 +117,7 @@ const REQUEST_FIELDS: &[&str] = &[
     "request_bytes",
     "request_id",
     "response_bytes",
+    "status",
     "status_code",
     "team_id",
     "timestamp",

@@ -75,6 +75,8 @@ async fn every_record_arrives_exactly_once_across_an_s3_outage() {
     while let Some(id) = requests.next().await {
         ids.push(id);
     }
+    // Records are written after each response, with settlement.
+    gw.settled().await;
     let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM llmlite_audit_outbox")
         .persistent(false)
         .fetch_one(&gw.db.pool)

@@ -167,6 +167,7 @@ async fn every_error_variant_renders_the_openai_shape_with_its_status() {
 
     for (error, status) in variants {
         let kind = error.kind();
+        let database_away = matches!(error, ApiError::DatabaseUnavailable(_));
         let response = error.into_response();
         assert_eq!(response.status(), status, "{kind}");
         assert_eq!(
@@ -194,6 +195,12 @@ async fn every_error_variant_renders_the_openai_shape_with_its_status() {
         assert_eq!(error["code"], status.as_u16().to_string(), "{kind}");
         if status == StatusCode::TOO_MANY_REQUESTS {
             assert_eq!(retry_after.unwrap(), "7");
+        } else if database_away {
+            assert_eq!(
+                retry_after.unwrap(),
+                "5",
+                "a failover takes a while: come back"
+            );
         } else {
             assert!(retry_after.is_none(), "{kind}");
         }

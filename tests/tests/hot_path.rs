@@ -30,13 +30,17 @@ async fn chat_as(
     text: impl AsRef<str>,
 ) -> reqwest::Response {
     let text = text.as_ref();
-    gw.client
+    let response = gw
+        .client
         .post(gw.url("/v1/chat/completions"))
         .bearer_auth(key)
         .json(&json!({"model": model, "messages": [{"role": "user", "content": text}], "max_tokens": 16}))
         .send()
         .await
-        .unwrap()
+        .unwrap();
+    // Settlement follows the response; what a test checks next is settled.
+    gw.settled().await;
+    response
 }
 
 async fn error_type(response: reqwest::Response) -> (u16, String) {
@@ -79,6 +83,7 @@ async fn a_virtual_key_chats_and_pays_exactly() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+    gw.settled().await;
     let headers = response.headers().clone();
     let cost = headers["x-litellm-response-cost"]
         .to_str()

@@ -23,7 +23,9 @@ async fn chat(gw: &TestGateway, key: &str, messages: Value) -> (u16, Value, Stri
         .to_str()
         .unwrap()
         .to_owned();
-    (status, response.json().await.unwrap(), request_id)
+    let body = response.json().await.unwrap();
+    gw.settled().await;
+    (status, body, request_id)
 }
 
 async fn sent_to_bedrock(gw: &TestGateway) -> Vec<String> {

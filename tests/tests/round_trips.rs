@@ -45,10 +45,13 @@ async fn a_chat_request_is_exactly_two_statements() {
             .send()
     };
     assert_eq!(chat().await.unwrap().status(), 200, "warm-up");
+    gw.settled().await;
     for _ in 0..3 {
         statements.store(0, Ordering::SeqCst);
         let response = chat().await.unwrap();
         assert_eq!(response.status(), 200);
+        // Settlement follows the response.
+        gw.settled().await;
         assert_eq!(statements.load(Ordering::SeqCst), 2);
     }
     statements.store(0, Ordering::SeqCst);
@@ -61,12 +64,6 @@ async fn a_chat_request_is_exactly_two_statements() {
         .await
         .unwrap();
     assert!(streamed.text().await.unwrap().ends_with("data: [DONE]\n\n"));
-    // Settlement of a stream runs as its last event is sent; wait for it.
-    for _ in 0..100 {
-        if statements.load(Ordering::SeqCst) >= 2 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    gw.settled().await;
     assert_eq!(statements.load(Ordering::SeqCst), 2);
 }

@@ -248,11 +248,16 @@ async fn run(listen: SocketAddr, state: AppState) -> Result<(), String> {
     serve_until_signal(listener, state).await
 }
 
+/// Serves until Ctrl-C or SIGTERM, then lets every admitted request settle before returning
+/// (settlement follows each response in a task of its own).
 async fn serve_until_signal(listener: TcpListener, state: AppState) -> Result<(), String> {
-    axum::serve(listener, all_routes(state))
+    let settlements = state.settlements.clone();
+    let served = axum::serve(listener, all_routes(state))
         .with_graceful_shutdown(shutdown_signal())
         .await
-        .map_err(|e| format!("server failed: {e}"))
+        .map_err(|e| format!("server failed: {e}"));
+    settlements.drain().await;
+    served
 }
 
 /// Ctrl-C or SIGTERM.

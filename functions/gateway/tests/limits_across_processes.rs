@@ -12,7 +12,7 @@ mod common;
 
 use common::LLMLITE;
 use futures_util::future::join_all;
-use llmlite_tests::{TestGateway, spawn_serve};
+use llmlite_tests::{TestGateway, spawn_serve, wait_until_settled};
 use serde_json::{Value, json};
 use tokio::process::Child;
 
@@ -62,6 +62,8 @@ async fn limits_are_exact_across_three_gateway_processes() {
     let statuses = burst(&gateways, &tpm_key, 30, "aaaa bbbb cccc dddd eeeee").await;
     assert_eq!(tally(&statuses), (10, 20), "{statuses:?}");
 
+    // Each process settles after its responses; wait for the last settlements to land.
+    wait_until_settled(&gw.db.pool).await;
     let rows: i64 =
         sqlx::query_scalar("SELECT count(*) FROM litellm_spend WHERE status = 'success'")
             .persistent(false)

@@ -1,0 +1,91 @@
+//! A client that hangs up mid-stream still pays: `llmlite serve` over a real socket that the
+//! client closes after the first chunk. It pays for its prompt (admission's estimate: Bedrock's
+//! own count comes only at the end of the stream) and for the output it was sent.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails loudly"
+)]
+
+mod common;
+
+use common::LLMLITE;
+use llmlite_tests::{TestGateway, spawn_serve, wait_until_settled};
+use rust_decimal::Decimal;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test]
+async fn a_client_that_hangs_up_mid_stream_pays_for_its_prompt_and_received_output() {
+    let gw = TestGateway::start().await;
+    let (_serve, base) = spawn_serve(
+        std::path::Path::new(LLMLITE),
+        &gw.db.url,
+        &gw.double.endpoint(),
+        &[],
+    )
+    .await;
+    let minted = gw.mint_key(json!({"max_budget": 5})).await;
+    let key = minted["key"].as_str().unwrap();
+    let token = minted["token"].as_str().unwrap();
+
+    // A long prompt (about 20,000 tokens by admission's estimate) and a slow answer: the
+    // double echoes the prompt, one word a delta, 200 ms apart.
+    gw.script(json!([{"event_gap_ms": 200}])).await;
+    let prompt = "lorem ipsum dolor sit amet ".repeat(3000);
+    let body = json!({"model": "claude-haiku-4-5", "stream": true, "max_tokens": 400,
+                      "messages": [{"role": "user", "content": prompt}]})
+    .to_string();
+    let addr = base.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {key}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(body.as_bytes()).await.unwrap();
+    // Read until the first content delta has arrived, then hang up.
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !String::from_utf8_lossy(&received).contains("\"content\":\"echo") {
+        let n = socket.read(&mut buffer).await.unwrap();
+        assert!(n > 0, "the stream ended before its first delta");
+        received.extend_from_slice(&buffer[..n]);
+    }
+    assert!(String::from_utf8_lossy(&received).starts_with("HTTP/1.1 200"));
+    drop(socket);
+
+    wait_until_settled(&gw.db.pool).await;
+    let (status, prompt_tokens, completion_tokens, spend): (String, i64, i64, Decimal) =
+        sqlx::query_as(
+            "SELECT status, prompt_tokens, completion_tokens, spend FROM litellm_spend
+             WHERE api_key = $1",
+        )
+        .bind(token)
+        .persistent(false)
+        .fetch_one(&gw.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "client_closed");
+    // ceil(81,000 / 4) + 4: the estimate admission took.
+    assert_eq!(prompt_tokens, 20_254);
+    // It hung up after the first delta or so, long before the 400 the answer would have had.
+    assert!(
+        (1..=3).contains(&completion_tokens),
+        "{completion_tokens} output tokens"
+    );
+    // Haiku 4.5 in the EU: $1.10 in, $5.50 out per million.
+    let expected = Decimal::new(11, 7) * Decimal::from(prompt_tokens)
+        + Decimal::new(55, 7) * Decimal::from(completion_tokens);
+    assert_eq!(spend, expected);
+    let key_spend: Decimal =
+        sqlx::query_scalar("SELECT spend FROM litellm_verificationtoken WHERE token = $1")
+            .bind(token)
+            .persistent(false)
+            .fetch_one(&gw.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(key_spend, expected);
+}

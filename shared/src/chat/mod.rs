@@ -1,0 +1,303 @@
+//! The `chat` function: `POST /v1/chat/completions` (and `/chat/completions`), `GET /v1/models`
+//! (and `/models`). Requests are translated to Bedrock Converse (`bedrock`), answers back to
+//! OpenAI's shapes (`openai`). `stream: true` uses ConverseStream and answers with server-sent
+//! events: chunk by chunk from `llmlite`, as one complete body behind the ALB (which cannot
+//! stream a Lambda response).
+//!
+//! A request's story: parse, admit, guard, call, respond, settle. Once admitted, a request is
+//! owned by a settlement [`Guard`](crate::settlement::Guard) that settles it exactly once,
+//! after the response, whatever happens; [`record::RequestRecord`] carries what is known of it.
+
+mod complete;
+pub mod record;
+mod stream;
+
+use axum::extract::{Path, State};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use http::HeaderMap;
+use serde_json::Value;
+
+use crate::admission::{self, Admitted, Refusal};
+use crate::auth::{self, Caller};
+use crate::bedrock::{self, Planned};
+use crate::catalog::ModelAlias;
+use crate::error::ApiError;
+use crate::http::{ApiJson, RequestId};
+use crate::keys::KeyHash;
+use crate::openai::{ChatCompletionRequest, ModelList, ModelObject};
+use crate::settlement::Guard;
+use crate::state::AppState;
+use record::{Client, RequestRecord, Status};
+
+/// `created` for catalog models, which have no release dates of their own.
+const MODELS_CREATED: i64 = 1_677_610_602;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/chat/completions", post(chat_completions))
+        .route("/v1/models", get(list_models))
+        .route("/models", get(list_models))
+        .route("/v1/models/{model}", get(get_model))
+        .route("/models/{model}", get(get_model))
+        .with_state(state)
+}
+
+fn model_object(alias: &str) -> ModelObject {
+    ModelObject {
+        id: alias.to_owned(),
+        object: "model",
+        created: MODELS_CREATED,
+        owned_by: "anthropic",
+    }
+}
+
+/// The catalog's aliases this key may use (its own, its user's and its team's allow-lists).
+async fn list_models(caller: Caller, State(state): State<AppState>) -> Json<ModelList> {
+    let data = state
+        .config
+        .catalog
+        .models()
+        .iter()
+        .flat_map(|m| std::iter::once(&m.alias).chain(&m.other_aliases))
+        .filter(|alias| caller.may_use(alias.as_str()))
+        .map(|alias| model_object(alias.as_str()))
+        .collect();
+    Json(ModelList {
+        object: "list",
+        data,
+    })
+}
+
+async fn get_model(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<Json<ModelObject>, ApiError> {
+    state
+        .config
+        .catalog
+        .get(&model)
+        .filter(|_| caller.may_use(&model))
+        .map(|_| Json(model_object(&model)))
+        .ok_or(ApiError::ModelNotFound { model })
+}
+
+/// The key a request carries; missing is a 401 before the body is read.
+pub struct BearerKey(String);
+
+impl axum::extract::FromRequestParts<AppState> for BearerKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &AppState,
+    ) -> Result<Self, ApiError> {
+        auth::api_key(&parts.headers)
+            .map(|k| BearerKey(k.to_owned()))
+            .ok_or(ApiError::MissingApiKey)
+    }
+}
+
+/// What every response of one completion shares.
+#[derive(Debug, Clone)]
+struct Answer {
+    id: String,
+    created: i64,
+    /// The alias the client asked for: responses name it, whichever model served.
+    alias: String,
+}
+
+async fn chat_completions(
+    BearerKey(key): BearerKey,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    headers: HeaderMap,
+    ApiJson(mut request): ApiJson<ChatCompletionRequest>,
+) -> Result<Response, Refusal> {
+    let arrived = std::time::Instant::now();
+    // Parse: everything that can be refused is refused here, before anything is taken.
+    bedrock::validate(&request)?;
+    stored_fields(&request)?;
+    let Some(chain) = state.config.catalog.chain(&request.model) else {
+        // An unknown model is a 404 only to a caller with a working key.
+        if !state.config.master_key.matches(&key) {
+            auth::authenticate_key(&state, &key).await?;
+        }
+        return Err(ApiError::ModelNotFound {
+            model: request.model.clone(),
+        }
+        .into());
+    };
+    let plan = bedrock::plan(&request, &chain)?;
+    let estimate = admission::estimate_prompt_tokens(&request);
+    let mut record = RequestRecord::new(
+        request_id,
+        state.clock.now(),
+        ModelAlias::new(&request.model),
+        Client::from_headers(&headers),
+    );
+
+    // Admit: one round trip; a refusal is recorded, with nothing to settle.
+    let admitted =
+        match admission::admit(&state, &key, &request.model, &plan, request_id, estimate).await {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                record.payer.key_hash = KeyHash::from_key_or_hash(&key);
+                record.fail(&refusal.error);
+                record.latency_ms = arrived.elapsed().as_secs_f64() * 1000.0;
+                state.settlements.report_refusal(&state, record);
+                return Err(refusal);
+            }
+        };
+    record.payer = admitted.payer.clone();
+    record.end_user = request.user.clone();
+    record.metadata = accounting_metadata(request.metadata.as_ref());
+    record.estimated_input = estimate;
+
+    // Guard: from here every way out settles exactly once.
+    let mut guard = state.settlements.guard(&state, record, arrived);
+    state.hooks.after_admission();
+    let plan = match guard_prompt(&state, &mut request, &admitted, plan, &mut guard) {
+        Ok(plan) => plan,
+        Err(error) => return Err(fail(guard, error)),
+    };
+
+    // Call, respond; settlement follows the response.
+    let answer = Answer {
+        id: format!("chatcmpl-{}", request_id.simple()),
+        created: chrono::Utc::now().timestamp(),
+        alias: request.model.clone(),
+    };
+    if request.stream.unwrap_or(false) {
+        stream::respond(state, plan, &request, answer, admitted, guard).await
+    } else {
+        complete::respond(state, plan, answer, admitted, guard).await
+    }
+}
+
+/// Ends an admitted request with `error`: settled (its reservation released, its failure
+/// recorded), and the error for the client.
+fn fail(mut guard: Guard, error: ApiError) -> Refusal {
+    guard.record().fail(&error);
+    guard.finish(Status::Failure);
+    error.into()
+}
+
+/// The PII guard, before anything leaves: global policy, then the team's, then the key's. Drops
+/// the fallbacks the key may not use, and translates again what masking changed.
+fn guard_prompt(
+    state: &AppState,
+    request: &mut ChatCompletionRequest,
+    admitted: &Admitted,
+    mut plan: Vec<Planned>,
+    guard: &mut Guard,
+) -> Result<Vec<Planned>, ApiError> {
+    let mut position = 0;
+    plan.retain(|p| {
+        position += 1;
+        position == 1 || admitted.allowed.iter().any(|a| a == p.model.alias.as_str())
+    });
+    let policy = admitted.pii_policy(&state.config.pii_policy, &state.pii.entity_names());
+    let report = state.pii.guard(request, &policy);
+    let record = guard.record();
+    record.pii = report.to_json();
+    if report.counts.is_empty() {
+        return Ok(plan);
+    }
+    if let Value::Object(metadata) = &mut record.metadata {
+        metadata.insert("llmlite_pii".to_owned(), report.to_json());
+    }
+    if !report.blocked.is_empty() {
+        return Err(ApiError::PiiBlocked {
+            entities: report.blocked_summary(),
+        });
+    }
+    let models: Vec<_> = plan.into_iter().map(|p| p.model).collect();
+    bedrock::plan(request, &models)
+}
+
+/// The longest `user` kept with a spend row.
+const MAX_USER_CHARS: usize = 256;
+
+/// Refuses what PostgreSQL cannot store or the spend row should not keep: NUL and other C0
+/// control characters (tab, CR and LF aside) in `user` and in `metadata`'s keys and values, and
+/// a `user` over 256 characters. A request that got past this could be admitted and then never
+/// settle.
+fn stored_fields(request: &ChatCompletionRequest) -> Result<(), ApiError> {
+    fn clean(text: &str) -> bool {
+        !text
+            .chars()
+            .any(|c| c.is_control() && (c as u32) < 0x20 && !matches!(c, '\t' | '\r' | '\n'))
+    }
+    fn clean_json(value: &Value) -> bool {
+        match value {
+            Value::String(s) => clean(s),
+            Value::Array(items) => items.iter().all(clean_json),
+            Value::Object(map) => map.iter().all(|(k, v)| clean(k) && clean_json(v)),
+            _ => true,
+        }
+    }
+    let refuse = |param: &str, why: &str| Err(ApiError::invalid_param(param, why.to_owned()));
+    if let Some(user) = &request.user {
+        if !clean(user) {
+            return refuse("user", "`user` must not contain control characters");
+        }
+        if user.chars().count() > MAX_USER_CHARS {
+            return refuse("user", "`user` must be at most 256 characters");
+        }
+    }
+    if let Some(metadata) = &request.metadata
+        && !metadata.iter().all(|(k, v)| clean(k) && clean_json(v))
+    {
+        return refuse(
+            "metadata",
+            "`metadata` keys and values must not contain control characters",
+        );
+    }
+    Ok(())
+}
+
+/// The largest `metadata` kept with a spend row; larger is replaced by a marker.
+const MAX_ACCOUNTING_METADATA: usize = 16 * 1024;
+
+fn accounting_metadata(metadata: Option<&serde_json::Map<String, Value>>) -> Value {
+    match metadata {
+        None => serde_json::json!({}),
+        Some(map)
+            if serde_json::to_string(map).map_or(usize::MAX, |s| s.len())
+                <= MAX_ACCOUNTING_METADATA =>
+        {
+            Value::Object(map.clone())
+        }
+        Some(_) => serde_json::json!({ "llmlite_note": "metadata over 16 KiB was not kept" }),
+    }
+}
+
+/// The rate-limit, cost and spend headers of an answer.
+fn write_headers(
+    headers: &mut HeaderMap,
+    admitted: &Admitted,
+    record: Option<&RequestRecord>,
+    served: Option<&Planned>,
+) {
+    admitted.write_headers(headers);
+    let cost = record.map(|r| r.cost);
+    if let Some(cost) = cost
+        && let Ok(value) = http::HeaderValue::from_str(&cost.to_string())
+    {
+        headers.insert("x-litellm-response-cost", value);
+    }
+    // The key's spend with this request's cost, as settlement will make it.
+    let spend = admitted.key_spend + cost.unwrap_or_default();
+    if let Ok(value) = http::HeaderValue::from_str(&spend.to_string()) {
+        headers.insert("x-litellm-key-spend", value);
+    }
+    if let Some(served) = served
+        && let Ok(value) = http::HeaderValue::from_str(served.model.alias.as_str())
+    {
+        headers.insert("x-llmlite-served-model", value);
+    }
+}

@@ -1,0 +1,245 @@
+//! [`RequestRecord`]: everything known about one model request, from its arrival to its end. It
+//! is the one source of the settlement call, the audit record, the metrics and the request log
+//! line, so a new field is added here once. It is also what the settlement outbox keeps, so it
+//! round-trips through JSON.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{ModelAlias, ModelEntry, TokenUsage};
+use crate::error::ApiError;
+use crate::http::RequestId;
+use crate::keys::KeyHash;
+use crate::money::Money;
+use crate::telemetry::RequestMetrics;
+
+/// How an admitted request ended: the `status` of its spend row and audit record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Success,
+    /// Refused before it was admitted, or failed with nothing produced.
+    Failure,
+    /// The client hung up before the answer was complete.
+    ClientClosed,
+    /// The model's stream broke off.
+    UpstreamCut,
+    /// The gateway panicked while serving it.
+    Panic,
+    /// It ran out of time.
+    Deadline,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Success => "success",
+            Status::Failure => "failure",
+            Status::ClientClosed => "client_closed",
+            Status::UpstreamCut => "upstream_cut",
+            Status::Panic => "panic",
+            Status::Deadline => "deadline",
+        }
+    }
+}
+
+/// Token counts in records (Bedrock's meaning: `input` excludes the cache tokens).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tokens {
+    pub input: u64,
+    pub output: u64,
+    pub cache_read: u64,
+    pub cache_write: u64,
+}
+
+impl From<TokenUsage> for Tokens {
+    fn from(u: TokenUsage) -> Self {
+        Tokens {
+            input: u.input,
+            output: u.output,
+            cache_read: u.cache_read,
+            cache_write: u.cache_write,
+        }
+    }
+}
+
+impl From<Tokens> for TokenUsage {
+    fn from(t: Tokens) -> Self {
+        TokenUsage {
+            input: t.input,
+            output: t.output,
+            cache_read: t.cache_read,
+            cache_write: t.cache_write,
+        }
+    }
+}
+
+/// Who pays for a request: the key as admission found it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Payer {
+    /// The key's immutable id; `None` for the master key and for refused requests.
+    pub key_id: Option<i64>,
+    /// The key's hash when the request arrived.
+    pub key_hash: Option<KeyHash>,
+    pub key_alias: Option<String>,
+    pub user_id: Option<String>,
+    pub team_id: Option<String>,
+}
+
+/// Who sent the request, as the ALB tells it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Client {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_bytes: u64,
+}
+
+impl Client {
+    pub fn from_headers(headers: &http::HeaderMap) -> Self {
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        Client {
+            // The ALB appends the peer to X-Forwarded-For; the first entry is the client.
+            ip: text("x-forwarded-for")
+                .and_then(|v| v.split(',').next())
+                .map(|v| v.trim().chars().take(64).collect::<String>())
+                .filter(|v| !v.is_empty()),
+            user_agent: text("user-agent").map(|v| v.chars().take(256).collect()),
+            request_bytes: text("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// One model request, from arrival to end.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RequestRecord {
+    pub request_id: RequestId,
+    /// When it arrived.
+    pub timestamp: DateTime<Utc>,
+    pub payer: Payer,
+    /// The alias the client asked for: responses and spend rows name it, whichever model served.
+    pub model: ModelAlias,
+    /// The Bedrock model that answered, once one did.
+    pub model_id: Option<String>,
+    /// The request's `user` and `metadata`, kept with the spend row (never in the audit record).
+    pub end_user: Option<String>,
+    pub metadata: serde_json::Value,
+    pub client: Client,
+    /// The prompt tokens admission estimated: what a request is charged for its prompt when the
+    /// model's own count never came.
+    pub estimated_input: u64,
+    pub tokens: Tokens,
+    pub cost: Money,
+    pub status: Status,
+    pub status_code: u16,
+    pub error_type: Option<String>,
+    /// PII findings by entity type (counts only).
+    pub pii: serde_json::Value,
+    pub response_bytes: u64,
+    pub latency_ms: f64,
+    pub upstream_ms: f64,
+    /// When it ended; set when it is settled.
+    pub finished: Option<DateTime<Utc>>,
+}
+
+impl RequestRecord {
+    pub fn new(
+        request_id: RequestId,
+        timestamp: DateTime<Utc>,
+        model: ModelAlias,
+        client: Client,
+    ) -> Self {
+        RequestRecord {
+            request_id,
+            timestamp,
+            payer: Payer::default(),
+            model,
+            model_id: None,
+            end_user: None,
+            metadata: serde_json::json!({}),
+            client,
+            estimated_input: 0,
+            tokens: Tokens::default(),
+            cost: Money::ZERO,
+            status: Status::Failure,
+            status_code: 0,
+            error_type: None,
+            pii: serde_json::json!({}),
+            response_bytes: 0,
+            latency_ms: 0.0,
+            upstream_ms: 0.0,
+            finished: None,
+        }
+    }
+
+    /// Charges `usage` of `model`, the model that answered.
+    pub fn charge(&mut self, model: &ModelEntry, usage: TokenUsage) {
+        self.model_id = Some(model.bedrock_model_id.clone());
+        self.tokens = usage.into();
+        self.cost = model.prices.cost(&usage);
+    }
+
+    /// Ends the record with `error` (no usage is charged here; see [`RequestRecord::charge`]).
+    pub fn fail(&mut self, error: &ApiError) {
+        self.status_code = error.status().as_u16();
+        self.error_type = Some(error.kind().to_owned());
+    }
+
+    /// Prompt, cache and output tokens together, as the spend row's `prompt_tokens` counts them.
+    pub fn prompt_tokens(&self) -> u64 {
+        self.tokens.input + self.tokens.cache_read + self.tokens.cache_write
+    }
+
+    /// The audit record: ids, sizes, timings, tokens, cost and outcome; never prompt or answer
+    /// text, the `user` field or free-text metadata.
+    pub fn audit(&self) -> serde_json::Value {
+        serde_json::json!({
+            "timestamp": self.timestamp,
+            "request_id": self.request_id.to_string(),
+            "user_id": self.payer.user_id,
+            "team_id": self.payer.team_id,
+            "key_hash": self.payer.key_hash.as_ref().map(KeyHash::as_str),
+            "key_alias": self.payer.key_alias,
+            "model": self.model,
+            "model_id": self.model_id,
+            "request_bytes": self.client.request_bytes,
+            "response_bytes": self.response_bytes,
+            "latency_ms": self.latency_ms,
+            "upstream_ms": self.upstream_ms,
+            "overhead_ms": self.overhead_ms(),
+            "tokens": self.tokens,
+            "cost": self.cost.to_string(),
+            "status": self.status.as_str(),
+            "status_code": self.status_code,
+            "error_type": self.error_type,
+            "pii": self.pii,
+            "client_ip": self.client.ip,
+            "user_agent": self.client.user_agent,
+        })
+    }
+
+    fn overhead_ms(&self) -> f64 {
+        (self.latency_ms - self.upstream_ms).max(0.0)
+    }
+
+    /// The metrics and log line of this request.
+    pub fn metrics(&self) -> RequestMetrics {
+        RequestMetrics {
+            model: self.model.to_string(),
+            status: self.status_code,
+            error_type: self.error_type.clone(),
+            latency_ms: self.latency_ms,
+            upstream_ms: self.upstream_ms,
+            overhead_ms: self.overhead_ms(),
+            input_tokens: self.prompt_tokens(),
+            output_tokens: self.tokens.output,
+            cost: rust_decimal::prelude::ToPrimitive::to_f64(&self.cost.amount()).unwrap_or(0.0),
+        }
+    }
+
+    /// The audit object's key.
+    pub fn audit_key(&self) -> String {
+        crate::audit::request_key(self.timestamp, &self.request_id.to_string())
+    }
+}

@@ -1,0 +1,378 @@
+//! Settlement: every admitted request pays exactly once, whatever the client, the model or the
+//! network does.
+//!
+//! - A [`Guard`] owns an admitted request's [`RequestRecord`]. Every way out hands the record to
+//!   settlement exactly once: [`Guard::finish`] on the paths the handler sees; the guard's `Drop`
+//!   for the ones it does not (a client that hangs up drops the handler's future; a panic
+//!   unwinds through it).
+//! - Settlement runs after the response, as a task of its own ([`Settler`]). The reservation
+//!   taken at admission holds the budget until settlement lands, so exactness does not depend on
+//!   timing. [`Settler::drain`] waits for every open request to settle: the Lambda extension
+//!   calls it before the environment is frozen, `llmlite serve` before it exits.
+//! - One settlement is one SQL round trip (`llmlite_settle`, idempotent on the request ID). When
+//!   the database refuses, the record goes to the outbox: kept in memory and replayed after the
+//!   next settlement that succeeds on this instance, and written to the audit sink under
+//!   `settlements/pending/`, which the rollup replays. It is never only logged.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use tokio::sync::Notify;
+
+use crate::chat::record::{RequestRecord, Status};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Where durable copies of unsettled records wait, under the audit sink.
+pub const OUTBOX_PREFIX: &str = "settlements/pending/";
+
+/// Settlements in flight, and the records waiting for the database to come back.
+#[derive(Clone, Default)]
+pub struct Settler {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Admitted requests not yet settled (or handed to the outbox).
+    open: AtomicUsize,
+    idle: Notify,
+    /// Records the database refused, replayed after the next settlement that succeeds.
+    pending: std::sync::Mutex<Vec<RequestRecord>>,
+}
+
+/// One open request, counted until it is settled.
+struct Ticket(Arc<Inner>);
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl Settler {
+    fn ticket(&self) -> Ticket {
+        self.inner.open.fetch_add(1, Ordering::AcqRel);
+        Ticket(Arc::clone(&self.inner))
+    }
+
+    /// How many admitted requests have not settled yet.
+    pub fn open(&self) -> usize {
+        self.inner.open.load(Ordering::Acquire)
+    }
+
+    /// How many records wait in this instance's outbox.
+    pub fn pending(&self) -> usize {
+        self.inner.pending.lock().map_or(0, |p| p.len())
+    }
+
+    /// Waits until every admitted request has settled (or gone to the outbox).
+    pub async fn drain(&self) {
+        loop {
+            let idle = self.inner.idle.notified();
+            if self.open() == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+
+    /// Opens the guard of an admitted request that arrived at `arrived`.
+    pub fn guard(
+        &self,
+        state: &AppState,
+        record: RequestRecord,
+        arrived: std::time::Instant,
+    ) -> Guard {
+        Guard {
+            record: Some(record),
+            state: state.clone(),
+            ticket: Some(self.ticket()),
+            arrived,
+        }
+    }
+
+    /// Records a request refused before admission (nothing to settle): its audit record, metrics
+    /// and log line, after the response.
+    pub fn report_refusal(&self, state: &AppState, record: RequestRecord) {
+        let ticket = self.ticket();
+        let state = state.clone();
+        spawn(async move {
+            report(&state, &record).await;
+            drop(ticket);
+        });
+    }
+
+    fn keep(&self, record: RequestRecord) {
+        if let Ok(mut pending) = self.inner.pending.lock() {
+            pending.push(record);
+        }
+    }
+
+    fn take_pending(&self) -> Vec<RequestRecord> {
+        self.inner
+            .pending
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default()
+    }
+}
+
+/// The guard of one admitted request: settles it exactly once.
+pub struct Guard {
+    record: Option<RequestRecord>,
+    state: AppState,
+    ticket: Option<Ticket>,
+    /// When the request arrived, for the record's latency.
+    arrived: std::time::Instant,
+}
+
+impl Guard {
+    /// The record, to add what becomes known (usage, sizes, timings).
+    pub fn record(&mut self) -> &mut RequestRecord {
+        // Only `finish` and `drop` take the record, and both consume the guard.
+        self.record
+            .get_or_insert_with(|| unreachable_record(&self.state))
+    }
+
+    pub fn record_ref(&self) -> Option<&RequestRecord> {
+        self.record.as_ref()
+    }
+
+    /// Ends the request with `status` and settles it after the response, in a task of its own.
+    pub fn finish(mut self, status: Status) {
+        self.hand_over(status);
+    }
+
+    fn hand_over(&mut self, status: Status) {
+        let (Some(mut record), Some(ticket)) = (self.record.take(), self.ticket.take()) else {
+            return;
+        };
+        record.status = status;
+        if record.status_code == 0 {
+            record.status_code = match status {
+                Status::Success => 200,
+                Status::ClientClosed => 499,
+                Status::Panic => 500,
+                Status::Deadline => 504,
+                Status::UpstreamCut | Status::Failure => 502,
+            };
+        }
+        if record.latency_ms == 0.0 {
+            record.latency_ms = self.arrived.elapsed().as_secs_f64() * 1000.0;
+        }
+        let state = self.state.clone();
+        spawn(async move {
+            settle(&state, record).await;
+            drop(ticket);
+        });
+    }
+}
+
+/// Runs `task` on the current runtime. Settlement is spawned from request handlers (and from
+/// their `Drop`), which always run on one.
+fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(task);
+        }
+        Err(_) => tracing::error!("no runtime to settle on: the lease will be charged as lost"),
+    }
+}
+
+/// The audit record, the metrics and the log line of a request.
+async fn report(state: &AppState, record: &RequestRecord) {
+    state
+        .audit
+        .write(&record.audit_key(), &record.audit())
+        .await;
+    crate::telemetry::report_request(
+        &record.request_id.to_string(),
+        record.payer.key_hash.as_ref().map(|h| h.as_str()),
+        &record.metrics(),
+        state.emf,
+    );
+}
+
+/// A record for a guard whose record was taken: cannot happen (see [`Guard::record`]), but a
+/// request path must not panic, so it yields a throwaway one.
+fn unreachable_record(state: &AppState) -> RequestRecord {
+    tracing::error!("settlement guard used after it settled");
+    RequestRecord::new(
+        crate::http::RequestId(uuid::Uuid::new_v4()),
+        state.clock.now(),
+        crate::catalog::ModelAlias::new("unknown"),
+        crate::chat::record::Client::default(),
+    )
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if self.record.is_none() {
+            return;
+        }
+        // Dropped unsettled: unwinding from a panic, or the handler's future was dropped because
+        // the client went away. Either way the request is charged for what it used.
+        let status = if std::thread::panicking() {
+            Status::Panic
+        } else {
+            Status::ClientClosed
+        };
+        tracing::warn!(
+            status = status.as_str(),
+            "request ended early; settling what it used"
+        );
+        self.hand_over(status);
+    }
+}
+
+/// Settles `record`, writes its audit record and reports its metrics; a record the database
+/// refuses goes to the outbox. After a settlement that succeeds, replays this instance's outbox.
+pub async fn settle(state: &AppState, mut record: RequestRecord) {
+    record.finished.get_or_insert(state.clock.now());
+    let (settled, ()) = tokio::join!(settle_with_retries(state, &record), report(state, &record));
+    match settled {
+        Ok(_) => replay_pending(state).await,
+        Err(error) => to_outbox(state, record, &error).await,
+    }
+}
+
+/// One settlement, tried twice (a dropped connection is replaced on the second attempt). Each
+/// attempt may wait the pool's acquire timeout; past that the outbox takes the record.
+async fn settle_with_retries(
+    state: &AppState,
+    record: &RequestRecord,
+) -> Result<Decimal, ApiError> {
+    let mut last = None;
+    for attempt in 0..2u32 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+        }
+        match settle_once(state, record).await {
+            Ok(spend) => return Ok(spend),
+            // The database took the call and refused it: retrying cannot help.
+            Err(e @ ApiError::InvalidRequest { .. }) => return Err(e),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| ApiError::Internal("settlement not attempted".into())))
+}
+
+/// `llmlite_settle`: one round trip. Returns the key's spend afterwards.
+pub async fn settle_once(state: &AppState, r: &RequestRecord) -> Result<Decimal, ApiError> {
+    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let spend: Option<Decimal> = sqlx::query_scalar(
+        "SELECT llmlite_settle($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+                               $16, $17, $18, $19)",
+    )
+    .bind(r.request_id.to_string())
+    .bind(r.payer.key_id)
+    .bind(r.payer.key_hash.as_ref().map(|h| h.as_str()).unwrap_or(""))
+    .bind(&r.payer.key_alias)
+    .bind(&r.payer.user_id)
+    .bind(&r.payer.team_id)
+    .bind(&r.end_user)
+    .bind(r.model.as_str())
+    .bind(&r.model_id)
+    .bind(count(r.prompt_tokens()))
+    .bind(count(r.tokens.output))
+    .bind(count(r.tokens.cache_read))
+    .bind(count(r.tokens.cache_write))
+    .bind(r.cost.amount())
+    .bind(r.timestamp)
+    .bind(r.finished.unwrap_or(r.timestamp))
+    .bind(r.status.as_str())
+    .bind(&r.error_type)
+    .bind(&r.metadata)
+    .persistent(false)
+    .fetch_one(state.db.pool().await?)
+    .await?;
+    Ok(spend.unwrap_or_default())
+}
+
+fn outbox_key(record: &RequestRecord) -> String {
+    format!("{OUTBOX_PREFIX}{}.json", record.request_id)
+}
+
+/// Keeps a record the database refused: in this instance's memory, and durably in the sink.
+async fn to_outbox(state: &AppState, record: RequestRecord, error: &ApiError) {
+    let body = serde_json::to_vec(&record).unwrap_or_default();
+    match state
+        .audit
+        .sink
+        .put(&outbox_key(&record), &body, "application/json")
+        .await
+    {
+        Ok(()) => tracing::warn!(
+            request_id = %record.request_id, error = %error,
+            "settlement deferred: the database refused it; kept in the outbox"
+        ),
+        Err(e) => tracing::error!(
+            request_id = %record.request_id, error = %error, sink_error = %e,
+            record = %String::from_utf8_lossy(&body),
+            "settlement deferred: the database and the outbox sink both refused it; kept in memory"
+        ),
+    }
+    state.settlements.keep(record);
+}
+
+/// Replays this instance's outbox; what still fails goes back.
+async fn replay_pending(state: &AppState) {
+    let pending = state.settlements.take_pending();
+    for record in pending {
+        match settle_once(state, &record).await {
+            Ok(_) => {
+                if let Err(e) = state.audit.sink.delete(&outbox_key(&record)).await {
+                    // A replay of it later is a no-op (settlement is idempotent).
+                    tracing::warn!(request_id = %record.request_id, error = %e, "settled outbox record not removed");
+                }
+            }
+            Err(_) => state.settlements.keep(record),
+        }
+    }
+}
+
+/// What an outbox replay did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Replay {
+    pub settled: u64,
+    pub failed: u64,
+}
+
+/// Replays the durable outbox (every instance's): the rollup's part. Each record is settled
+/// (idempotently) and then removed.
+pub async fn replay_outbox(state: &AppState) -> Result<Replay, String> {
+    let mut replay = Replay::default();
+    for key in state.audit.sink.list(OUTBOX_PREFIX).await? {
+        let record: RequestRecord = match state.audit.sink.get(&key).await {
+            Ok(body) => match serde_json::from_slice(&body) {
+                Ok(record) => record,
+                Err(e) => {
+                    tracing::error!(key, error = %e, "unreadable outbox record left in place");
+                    replay.failed += 1;
+                    continue;
+                }
+            },
+            Err(e) => {
+                tracing::warn!(key, error = %e, "outbox record not read");
+                replay.failed += 1;
+                continue;
+            }
+        };
+        match settle_once(state, &record).await {
+            Ok(_) => {
+                state.audit.sink.delete(&key).await?;
+                replay.settled += 1;
+            }
+            Err(e) => {
+                tracing::warn!(key, error = %e, "outbox record not settled yet");
+                replay.failed += 1;
+            }
+        }
+    }
+    Ok(replay)
+}
