@@ -9,6 +9,8 @@ pub mod admission;
 pub mod audit;
 pub mod auth;
 pub mod bedrock;
+/// The local Bedrock double: `llmlite dev` and the tests only (feature `dev`).
+#[cfg(feature = "dev")]
 pub mod bedrock_double;
 pub mod catalog;
 pub mod chat;
@@ -16,6 +18,8 @@ pub mod clock;
 pub mod config;
 pub mod deploy;
 pub mod durations;
+/// A throwaway PostgreSQL cluster: `llmlite dev` and the tests only (feature `dev`).
+#[cfg(feature = "dev")]
 pub mod embedded_pg;
 pub mod error;
 pub mod health;

@@ -48,17 +48,20 @@ pub async fn run(
 ) -> Result<Summary, String> {
     let started = Instant::now();
     let pool = state.db.pool().await.map_err(|e| e.to_string())?;
-    let mut summary = Summary::default();
-
     // 0. Settlements the database refused (any instance's outbox), then leases whose instance
     //    died before it settled: first, so that this run rolls them up with the rest.
-    summary.settlements_replayed = crate::settlement::replay_outbox(state).await?.settled;
-    summary.leases_charged_lost = sqlx::query_scalar("SELECT llmlite_charge_lost_leases($1)")
+    let settlements_replayed = crate::settlement::replay_outbox(state).await?.settled;
+    let leases_charged_lost = sqlx::query_scalar("SELECT llmlite_charge_lost_leases($1)")
         .bind(now)
         .persistent(false)
         .fetch_one(pool)
         .await
         .map_err(|e| e.to_string())?;
+    let mut summary = Summary {
+        settlements_replayed,
+        leases_charged_lost,
+        ..Summary::default()
+    };
 
     // 1. Daily rollups, in batches, each in one transaction.
     let mut days: BTreeSet<NaiveDate> = BTreeSet::new();

@@ -21,6 +21,7 @@ use std::time::Duration;
 use rust_decimal::Decimal;
 use tokio::sync::Notify;
 
+use crate::catalog::{ModelEntry, TokenUsage};
 use crate::chat::record::{RequestRecord, Status};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -93,6 +94,7 @@ impl Settler {
             state: state.clone(),
             ticket: Some(self.ticket()),
             arrived,
+            model: None,
         }
     }
 
@@ -129,6 +131,9 @@ pub struct Guard {
     ticket: Option<Ticket>,
     /// When the request arrived, for the record's latency.
     arrived: std::time::Instant,
+    /// The model the request is for: what a client that hangs up before any usage is known
+    /// pays its prompt estimate at.
+    model: Option<Arc<ModelEntry>>,
 }
 
 impl Guard {
@@ -143,6 +148,11 @@ impl Guard {
         self.record.as_ref()
     }
 
+    /// Names the model the request is for (see [`Guard`]'s `model`).
+    pub fn for_model(&mut self, model: Arc<ModelEntry>) {
+        self.model = Some(model);
+    }
+
     /// Ends the request with `status` and settles it after the response, in a task of its own.
     pub fn finish(mut self, status: Status) {
         self.hand_over(status);
@@ -153,6 +163,18 @@ impl Guard {
             return;
         };
         record.status = status;
+        // A client that went away before any usage was known has still had its prompt read:
+        // it pays that, at the estimate. (A panic is the gateway's fault: it pays what it used.)
+        if status == Status::ClientClosed
+            && record.model_id.is_none()
+            && let Some(model) = &self.model
+        {
+            let usage = TokenUsage {
+                input: record.estimated_input,
+                ..TokenUsage::default()
+            };
+            record.charge(model, usage);
+        }
         if record.status_code == 0 {
             record.status_code = match status {
                 Status::Success => 200,

@@ -263,17 +263,14 @@ async fn main() {
     // the same rate, so the ratio compares like with like.
     let clients = env_or("BENCH_CLIENTS", 16) as usize;
     let mut phase_b = None;
-    let mut phase_c = None;
     let mut litellm = None;
-    if std::env::var_os("BENCH_LITELLM").is_none() {
-        phase_c = Some(
-            closed_loop(
-                &[direct.try_clone().unwrap(), through.try_clone().unwrap()],
-                clients,
-                seconds,
-            )
-            .await,
-        );
+    let phase_c = if std::env::var_os("BENCH_LITELLM").is_none() {
+        closed_loop(
+            &[direct.try_clone().unwrap(), through.try_clone().unwrap()],
+            clients,
+            seconds,
+        )
+        .await
     } else {
         let litellm_rate = env_or("BENCH_LITELLM_RATE", 20);
         let (child, url) = start_litellm(&double).await;
@@ -297,19 +294,17 @@ async fn main() {
             )
             .await,
         ));
-        phase_c = Some(
-            closed_loop(
-                &[
-                    direct.try_clone().unwrap(),
-                    through.try_clone().unwrap(),
-                    via_litellm_closed,
-                ],
-                clients,
-                seconds,
-            )
-            .await,
-        );
-    }
+        closed_loop(
+            &[
+                direct.try_clone().unwrap(),
+                through.try_clone().unwrap(),
+                via_litellm_closed,
+            ],
+            clients,
+            seconds,
+        )
+        .await
+    };
 
     // Admission plus settlement alone, straight from this process, one pair at a time.
     let mut pairs = Vec::with_capacity(admissions as usize);
@@ -395,7 +390,7 @@ async fn main() {
             added(&phase_b[2].0, &phase_b[0].0, 99.0)
         );
     }
-    if let Some(phase_c) = &phase_c {
+    {
         println!(
             "\n## Phase C: {clients} concurrent clients per path, closed loop, {seconds} s per path in 1 s turns\n"
         );
@@ -406,7 +401,7 @@ async fn main() {
             "through llmlite, virtual key",
             "through the LiteLLM proxy",
         ];
-        for (name, (ms, failed)) in names.iter().zip(phase_c) {
+        for (name, (ms, failed)) in names.iter().zip(&phase_c) {
             row(name, ms, *failed);
         }
         let ours = (

@@ -390,14 +390,41 @@ fn bedrock_may_be_invoked_only_on_the_catalogs_profiles_and_models() {
 }
 
 #[test]
-fn objects_are_written_only_under_the_audit_and_report_prefixes() {
-    let puts = statements_for("s3:");
-    assert_eq!(puts.len(), 1, "{puts:#?}");
-    let grant = &puts[0].1;
-    assert_eq!(actions(grant), ["s3:PutObject"]);
+fn objects_are_written_only_under_the_audit_report_and_outbox_prefixes() {
+    let grants = statements_for("s3:");
+    assert_eq!(grants.len(), 3, "{grants:#?}");
+    let by_actions = |wanted: &[&str]| {
+        grants
+            .iter()
+            .map(|(_, s)| s)
+            .find(|s| {
+                actions(s)
+                    .iter()
+                    .map(String::as_str)
+                    .eq(wanted.iter().copied())
+            })
+            .unwrap_or_else(|| panic!("no statement with {wanted:?}: {grants:#?}"))
+    };
+    // Records and reports: written, never read back or removed.
     assert_eq!(
-        grant["Resource"],
+        by_actions(&["s3:PutObject"])["Resource"],
         json!([{"Fn::Sub": "${AuditBucket.Arn}/audit/*"}, {"Fn::Sub": "${ReportsBucket.Arn}/reports/*"}])
+    );
+    // The settlement outbox: its own prefix only, listed only there.
+    assert_eq!(
+        by_actions(&["s3:PutObject", "s3:GetObject", "s3:DeleteObject"])["Resource"],
+        json!({"Fn::Sub": "${AuditBucket.Arn}/settlements/*"})
+    );
+    let list = by_actions(&["s3:ListBucket"]);
+    assert_eq!(list["Resource"], json!({"Fn::GetAtt": "AuditBucket.Arn"}));
+    assert_eq!(
+        list["Condition"],
+        json!({"StringLike": {"s3:prefix": "settlements/*"}})
+    );
+    assert_eq!(
+        llmlite::settlement::OUTBOX_PREFIX,
+        "settlements/pending/",
+        "the prefix the code uses is inside the granted one"
     );
 }
 

@@ -159,6 +159,9 @@ async fn chat_completions(
 
     // Guard: from here every way out settles exactly once.
     let mut guard = state.settlements.guard(&state, record, arrived);
+    if let Some(asked) = plan.first() {
+        guard.for_model(std::sync::Arc::clone(&asked.model));
+    }
     state.hooks.after_admission();
     let plan = match guard_prompt(&state, &mut request, &admitted, plan, &mut guard) {
         Ok(plan) => plan,
