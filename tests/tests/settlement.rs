@@ -452,6 +452,15 @@ async fn settlement_survives_a_database_outage() {
     }
     // Away for longer than the pool's acquire timeout, and than settlement's own retries.
     tokio::time::sleep(Duration::from_secs(12)).await;
+    // By now settlement has given up on the database: the records wait in the outbox, in
+    // memory and durably.
+    assert!(gw.state.settlements.pending() > 0);
+    let outbox = llmlite::audit::Sink::Directory(gw.db.audit_dir());
+    let kept = outbox
+        .list(llmlite::settlement::OUTBOX_PREFIX)
+        .await
+        .unwrap();
+    assert_eq!(kept.len(), gw.state.settlements.pending(), "{kept:?}");
     outage.restore();
     // The next settlement that succeeds replays what this instance kept.
     for n in 0..5 {
@@ -460,11 +469,12 @@ async fn settlement_survives_a_database_outage() {
         answered.push(request_id(&response));
         gw.settled().await;
     }
+    assert_eq!(gw.state.settlements.pending(), 0, "the in-memory outbox replayed");
     // And the rollup replays the durable copies (a no-op for those already settled).
     let replay = llmlite::settlement::replay_outbox(&gw.state).await.unwrap();
     assert_eq!(replay.failed, 0);
     assert!(
-        llmlite::audit::Sink::Directory(gw.db.audit_dir())
+        outbox
             .list(llmlite::settlement::OUTBOX_PREFIX)
             .await
             .unwrap()
