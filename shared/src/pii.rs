@@ -3,6 +3,12 @@
 //! for cards, mod-97 and per-country length for IBANs, area/group/serial rules for SSNs, prefix
 //! rules for NINOs, octet ranges for IPs, ...). Nothing is allocated when nothing matches.
 //!
+//! The formats are ASCII, and so are the patterns (`(?-u)`): a digit is `0-9` and a word boundary
+//! is an ASCII one. Unicode `\d` would take a Devanagari `२` for a digit (three bytes where a
+//! validator expects one), Unicode `\b` would hide a card number written right after a CJK
+//! ideograph, and it stops the regex engine's fast DFA on any non-ASCII text. Validators slice
+//! with `get` and match digits by slice patterns, so no text can make them panic.
+//!
 //! Findings carry the entity and the byte span; callers record types and counts, never values.
 
 use std::collections::BTreeMap;
@@ -97,15 +103,15 @@ pub struct ScannerError {
 }
 
 const EMAIL: &str =
-    r"(?i)\b[a-z0-9][a-z0-9._%+-]{0,63}@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,24}\b";
-const PHONE: &str = r"(?:\+[1-9]\d{0,2}[ .-]?(?:\(?\d{1,4}\)?[ .-]?){2,5}\d{2,4}|\b0\d{2,4}[ -]?\d{3,4}[ -]?\d{3,4}\b|\(?\b[2-9]\d{2}\)?[ .-]\s?[2-9]\d{2}[ .-]\d{4}\b)";
-const CARD: &str = r"\b\d(?:[ -]?\d){12,18}\b";
-const IBAN: &str = r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b";
-const SSN: &str = r"\b\d{3}[- ]\d{2}[- ]\d{4}\b";
-const NINO: &str = r"\b[A-Z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b";
-const IPV4: &str = r"\b(?:\d{1,3}\.){3}\d{1,3}\b";
-const IPV6: &str = r"(?i)(?:[0-9a-f]{0,4}:){2,7}[0-9a-f]{0,4}";
-const AWS_KEY_ID: &str = r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b";
+    r"(?i-u)\b[a-z0-9][a-z0-9._%+-]{0,63}@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,24}\b";
+const PHONE: &str = r"(?-u)(?:\+[1-9]\d{0,2}[ .-]?(?:\(?\d{1,4}\)?[ .-]?){2,5}\d{2,4}|\b0\d{2,4}[ -]?\d{3,4}[ -]?\d{3,4}\b|\(?\b[2-9]\d{2}\)?[ .-]\s?[2-9]\d{2}[ .-]\d{4}\b)";
+const CARD: &str = r"(?-u)\b\d(?:[ -]?\d){12,18}\b";
+const IBAN: &str = r"(?-u)\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b";
+const SSN: &str = r"(?-u)\b\d{3}[- ]\d{2}[- ]\d{4}\b";
+const NINO: &str = r"(?-u)\b[A-Z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b";
+const IPV4: &str = r"(?-u)\b(?:\d{1,3}\.){3}\d{1,3}\b";
+const IPV6: &str = r"(?i-u)(?:[0-9a-f]{0,4}:){2,7}[0-9a-f]{0,4}";
+const AWS_KEY_ID: &str = r"(?-u)\b(?:AKIA|ASIA)[A-Z0-9]{16}\b";
 const AWS_SECRET: &str = r"[A-Za-z0-9/+]{40,}";
 const PEM: &str =
     r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----";
@@ -180,8 +186,7 @@ impl Scanner {
         }
         let matched = self.prefilter.matches(text);
         let mut findings = Vec::new();
-        for index in matched.iter() {
-            let detector = &self.detectors[index];
+        for detector in matched.iter().filter_map(|index| self.detectors.get(index)) {
             for m in detector.regex.find_iter(text) {
                 if (detector.validate)(m.as_str(), text, m.start()) {
                     findings.push(Finding {
@@ -419,13 +424,17 @@ pub fn mask(text: &str, findings: &[Finding]) -> String {
     let mut out = String::with_capacity(text.len());
     let mut at = 0;
     for f in findings {
-        out.push_str(&text[at..f.start]);
+        // `scan` gives findings in order, apart, on character boundaries; others are skipped.
+        let (Some(kept), Some(_)) = (text.get(at..f.start), text.get(f.start..f.end)) else {
+            continue;
+        };
+        out.push_str(kept);
         out.push('<');
         out.push_str(f.entity.name());
         out.push('>');
         at = f.end;
     }
-    out.push_str(&text[at..]);
+    out.push_str(text.get(at..).unwrap_or_default());
     out
 }
 
@@ -438,11 +447,16 @@ fn digits(text: &str) -> Vec<u8> {
 
 /// The character before a match, for checks that a match does not continue a longer token.
 fn before(text: &str, start: usize) -> Option<char> {
-    text[..start].chars().next_back()
+    text.get(..start)?.chars().next_back()
 }
 
 fn after(text: &str, end: usize) -> Option<char> {
-    text[end..].chars().next()
+    text.get(end..)?.chars().next()
+}
+
+/// The number a run of decimal digits spells.
+fn number(d: &[u8]) -> u32 {
+    d.iter().fold(0, |acc, &x| acc * 10 + u32::from(x))
 }
 
 fn valid_email(m: &str, _: &str, _: usize) -> bool {
@@ -467,11 +481,12 @@ fn valid_phone(m: &str, text: &str, start: usize) -> bool {
         (10..=11).contains(&d.len()) && d.get(1) != Some(&0)
     } else {
         // US national (NANP): area and exchange codes start 2-9, and are not N11.
-        d.len() == 10
-            && d[0] >= 2
-            && d[3] >= 2
-            && !(d[1] == 1 && d[2] == 1)
-            && !(d[4] == 1 && d[5] == 1)
+        match *d.as_slice() {
+            [area, a1, a2, exchange, e1, e2, _, _, _, _] => {
+                area >= 2 && exchange >= 2 && !(a1 == 1 && a2 == 1) && !(e1 == 1 && e2 == 1)
+            }
+            _ => false,
+        }
     }
 }
 
@@ -518,11 +533,7 @@ fn luhn(d: &[u8]) -> bool {
 }
 
 fn known_issuer(d: &[u8]) -> bool {
-    let prefix = |n: usize| {
-        d.iter()
-            .take(n)
-            .fold(0u32, |acc, &x| acc * 10 + u32::from(x))
-    };
+    let prefix = |n: usize| number(d.get(..n).unwrap_or(d));
     let len = d.len();
     match d.first() {
         Some(4) => matches!(len, 13 | 16 | 19),
@@ -653,14 +664,16 @@ fn valid_iban(m: &str, text: &str, start: usize) -> bool {
         return false;
     }
     let compact: String = m.chars().filter(|c| *c != ' ').collect();
-    let Some(expected) = iban_length(&compact[..2]) else {
+    let (Some(country), Some(check), Some(account)) =
+        (compact.get(..2), compact.get(..4), compact.get(4..))
+    else {
         return false;
     };
-    if compact.len() != expected {
+    if iban_length(country) != Some(compact.chars().count()) {
         return false;
     }
     // Move the first four characters to the end, letters to numbers, then mod 97 must be 1.
-    let rearranged = compact[4..].chars().chain(compact[..4].chars());
+    let rearranged = account.chars().chain(check.chars());
     let mut remainder: u32 = 0;
     for c in rearranged {
         let value = match c {
@@ -685,13 +698,18 @@ fn valid_ssn(m: &str, text: &str, start: usize) -> bool {
     }
     // One kind of separator.
     let separators: Vec<char> = m.chars().filter(|c| !c.is_ascii_digit()).collect();
-    if separators.len() != 2 || separators[0] != separators[1] {
+    if !matches!(separators.as_slice(), [first, second] if first == second) {
         return false;
     }
     let d = digits(m);
-    let area = u32::from(d[0]) * 100 + u32::from(d[1]) * 10 + u32::from(d[2]);
-    let group = u32::from(d[3]) * 10 + u32::from(d[4]);
-    let serial: u32 = d[5..].iter().fold(0, |acc, &x| acc * 10 + u32::from(x));
+    let [a1, a2, a3, g1, g2, s1, s2, s3, s4] = *d.as_slice() else {
+        return false;
+    };
+    let (area, group, serial) = (
+        number(&[a1, a2, a3]),
+        number(&[g1, g2]),
+        number(&[s1, s2, s3, s4]),
+    );
     let plain: String = d.iter().map(|x| char::from(b'0' + x)).collect();
     area != 0
         && area != 666
@@ -709,8 +727,10 @@ fn valid_nino(m: &str, text: &str, start: usize) -> bool {
         return false;
     }
     let compact: Vec<char> = m.chars().filter(|c| *c != ' ').collect();
-    let (first, second) = (compact[0], compact[1]);
-    let prefix: String = compact[..2].iter().collect();
+    let [first, second, ..] = *compact.as_slice() else {
+        return false;
+    };
+    let prefix: String = [first, second].iter().collect();
     !"DFIQUV".contains(first)
         && !"DFIOQUV".contains(second)
         && !matches!(
@@ -725,7 +745,9 @@ fn valid_ipv4(m: &str, text: &str, start: usize) -> bool {
         || after(text, start + m.len()).is_some_and(|c| {
             c.is_ascii_digit()
                 || (c == '.'
-                    && text[start + m.len() + 1..].starts_with(|d: char| d.is_ascii_digit()))
+                    && text
+                        .get(start + m.len() + 1..)
+                        .is_some_and(|rest| rest.starts_with(|d: char| d.is_ascii_digit())))
         })
     {
         return false;
@@ -738,7 +760,9 @@ fn valid_ipv6(m: &str, text: &str, start: usize) -> bool {
     let end = start + m.len();
     // A colon after the address is prose ("... 1bce: retry") unless more hex follows it.
     let continues = match after(text, end) {
-        Some(':') => text[end + 1..].starts_with(|c: char| c.is_ascii_hexdigit()),
+        Some(':') => text
+            .get(end + 1..)
+            .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_hexdigit())),
         Some(c) => c.is_ascii_alphanumeric(),
         None => false,
     };
@@ -757,12 +781,9 @@ fn valid_aws_secret(m: &str, text: &str, start: usize) -> bool {
     }
     // A 40-character secret-looking string (mixed case and a digit, as generated secrets are)
     // next to an access key ID or an AWS mention within the 80 characters before it.
-    let window_start = text[..start]
-        .char_indices()
-        .rev()
-        .nth(79)
-        .map_or(0, |(i, _)| i);
-    let window = &text[window_start..start];
+    let head = text.get(..start).unwrap_or_default();
+    let window_start = head.char_indices().rev().nth(79).map_or(0, |(i, _)| i);
+    let window = head.get(window_start..).unwrap_or_default();
     let near_aws = window.contains("AKIA")
         || window.contains("ASIA")
         || window.to_ascii_lowercase().contains("aws");
@@ -840,6 +861,34 @@ mod tests {
         );
         let pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----";
         assert_eq!(entities(pem), [format!("PRIVATE_KEY={pem}")]);
+    }
+
+    #[test]
+    fn digits_of_other_scripts_are_not_digits_and_never_panic() {
+        for text in [
+            "GB२२ABCDEFGHIJKLMN",
+            "GB82 WEST १२३४ 5698 7654 32",
+            "५३६-९०-४३९९",
+            "536-९०-4399",
+            "AB १२ ३४ ५६ C",
+            "card ４５３９ １４８８ ０３４３ ６４６７",
+            "from ١٩٢.١٦٨.١٠.٤",
+        ] {
+            assert!(entities(text).is_empty(), "{text}: {:?}", entities(text));
+        }
+    }
+
+    #[test]
+    fn pii_written_right_after_cjk_text_is_found() {
+        // No spaces between words: a Unicode word boundary saw none before the number.
+        assert_eq!(
+            entities("卡号4539148803436467，谢谢"),
+            ["CREDIT_CARD=4539148803436467"]
+        );
+        assert_eq!(
+            entities("邮箱jo@example.com。"),
+            ["EMAIL_ADDRESS=jo@example.com"]
+        );
     }
 
     #[test]

@@ -208,3 +208,22 @@ async fn custom_entities_from_configuration() {
         "{sent}"
     );
 }
+
+#[tokio::test]
+async fn a_digit_of_another_script_in_an_iban_like_word_is_not_a_server_error() {
+    // Devanagari digits are three bytes each: the old IBAN check sliced inside one and panicked.
+    let gw = TestGateway::start().await;
+    let key = gw
+        .mint_raw_key(json!({"pii_policy": {"IBAN_CODE": "BLOCK"}}))
+        .await;
+    for text in [
+        "GB२२ABCDEFGHIJKLMN",
+        "pay GB२२ WEST 1234 5698 7654 32 today",
+    ] {
+        let (status, body, _) = chat(&gw, &key, json!([{"role": "user", "content": text}])).await;
+        assert!(
+            status == 200 || (status == 400 && body["error"]["type"] == "pii_blocked"),
+            "{text}: {status} {body}"
+        );
+    }
+}
