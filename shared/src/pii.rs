@@ -20,7 +20,9 @@ use regex::{Regex, RegexSet};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::openai::{ChatCompletionRequest, ChatMessage, Content, ContentPart};
+use crate::openai::{
+    ChatCompletionRequest, ChatMessage, Content, ContentPart, ResponseFormat, ToolChoice,
+};
 
 /// What the guard looks for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -356,71 +358,155 @@ impl Scanner {
         names
     }
 
-    /// Scans every text the model will see (system, user and assistant turns, tool results,
-    /// tool-call arguments), masks what `policy` says to mask in place, and reports the rest.
+    /// Scans every text the model will see, masks what `policy` says to mask in place, and
+    /// reports the rest: system, user and assistant turns, tool results, tool calls (arguments,
+    /// names, IDs), tool definitions (names, descriptions, and every key and string of their
+    /// parameters' schemas), `tool_choice`, and a `response_format` JSON schema.
     pub fn guard(&self, request: &mut ChatCompletionRequest, policy: &Policy) -> Report {
-        let mut report = Report::default();
+        let mut pass = Pass {
+            scanner: self,
+            policy,
+            report: Report::default(),
+        };
         for message in &mut request.messages {
             match message {
                 ChatMessage::System { content }
                 | ChatMessage::Developer { content }
-                | ChatMessage::User { content }
-                | ChatMessage::Tool { content, .. } => {
-                    self.guard_content(content, policy, &mut report)
+                | ChatMessage::User { content } => pass.content(content),
+                ChatMessage::Tool {
+                    content,
+                    tool_call_id,
+                } => {
+                    pass.content(content);
+                    pass.identifier(tool_call_id);
                 }
                 ChatMessage::Assistant {
                     content,
                     tool_calls,
                 } => {
                     if let Some(content) = content {
-                        self.guard_content(content, policy, &mut report);
+                        pass.content(content);
                     }
                     for call in tool_calls.iter_mut().flatten() {
-                        self.guard_text(&mut call.function.arguments, policy, &mut report);
+                        pass.identifier(&mut call.id);
+                        pass.identifier(&mut call.function.name);
+                        pass.text(&mut call.function.arguments);
                     }
                 }
             }
         }
-        report
+        for tool in request.tools.iter_mut().flatten() {
+            let function = &mut tool.function;
+            pass.identifier(&mut function.name);
+            if let Some(description) = &mut function.description {
+                pass.text(description);
+            }
+            if let Some(parameters) = &mut function.parameters {
+                pass.json(parameters);
+            }
+        }
+        if let Some(ToolChoice::Named(named)) = &mut request.tool_choice {
+            pass.identifier(&mut named.function.name);
+        }
+        // The schema's name stays here; only the schema is sent.
+        if let Some(ResponseFormat::JsonSchema { json_schema }) = &mut request.response_format
+            && let Some(schema) = &mut json_schema.schema
+        {
+            pass.json(schema);
+        }
+        pass.report
     }
+}
 
-    fn guard_content(&self, content: &mut Content, policy: &Policy, report: &mut Report) {
+/// One request's guard pass: what it applies, and what it has found so far.
+struct Pass<'a> {
+    scanner: &'a Scanner,
+    policy: &'a Policy,
+    report: Report,
+}
+
+impl Pass<'_> {
+    fn content(&mut self, content: &mut Content) {
         match content {
-            Content::Text(text) => self.guard_text(text, policy, report),
+            Content::Text(text) => self.text(text),
             Content::Parts(parts) => {
                 for part in parts {
                     if let ContentPart::Text { text, .. } = part {
-                        self.guard_text(text, policy, report);
+                        self.text(text);
                     }
                 }
             }
         }
     }
 
-    fn guard_text(&self, text: &mut String, policy: &Policy, report: &mut Report) {
-        let findings = self.scan(text);
+    fn text(&mut self, text: &mut String) {
+        self.guard(text, MaskStyle::Prose);
+    }
+
+    fn identifier(&mut self, identifier: &mut String) {
+        self.guard(identifier, MaskStyle::Identifier);
+    }
+
+    /// Every string and key of a JSON value: a schema's descriptions, enums, defaults and
+    /// examples, and its property names, all of which the model reads.
+    fn json(&mut self, value: &mut Value) {
+        match value {
+            Value::String(text) => self.text(text),
+            Value::Array(items) => items.iter_mut().for_each(|item| self.json(item)),
+            Value::Object(map) => {
+                // Rebuilt only when a key may need masking: keys cannot be changed in place (and
+                // two keys masked alike become one).
+                if map.keys().any(|key| self.scanner.prefilter.is_match(key)) {
+                    let mut rebuilt = Map::with_capacity(map.len());
+                    for (mut key, item) in std::mem::take(map) {
+                        self.text(&mut key);
+                        rebuilt.insert(key, item);
+                    }
+                    *map = rebuilt;
+                }
+                map.values_mut().for_each(|item| self.json(item));
+            }
+            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        }
+    }
+
+    fn guard(&mut self, text: &mut String, style: MaskStyle) {
+        let findings = self.scanner.scan(text);
         if findings.is_empty() {
             return;
         }
         let mut masked = Vec::new();
         for finding in findings {
             let name = finding.entity.name().to_owned();
-            match policy.action(&name) {
+            match self.policy.action(&name) {
                 Action::Allow => continue,
-                Action::Block => *report.blocked.entry(name.clone()).or_default() += 1,
+                Action::Block => *self.report.blocked.entry(name.clone()).or_default() += 1,
                 Action::Mask => masked.push(finding),
                 Action::Log => {}
             }
-            *report.counts.entry(name).or_default() += 1;
+            *self.report.counts.entry(name).or_default() += 1;
         }
         if !masked.is_empty() {
-            *text = mask(text, &masked);
+            *text = mask_as(text, &masked, style);
         }
     }
 }
 
+/// How a masked span is written.
+#[derive(Debug, Clone, Copy)]
+enum MaskStyle {
+    /// `<ENTITY>`, in text.
+    Prose,
+    /// `ENTITY`, in tool names and call IDs, which Bedrock limits to `[A-Za-z0-9_-]`.
+    Identifier,
+}
+
 /// `text` with every finding replaced by `<ENTITY>`.
 pub fn mask(text: &str, findings: &[Finding]) -> String {
+    mask_as(text, findings, MaskStyle::Prose)
+}
+
+fn mask_as(text: &str, findings: &[Finding], style: MaskStyle) -> String {
     let mut out = String::with_capacity(text.len());
     let mut at = 0;
     for f in findings {
@@ -429,9 +515,14 @@ pub fn mask(text: &str, findings: &[Finding]) -> String {
             continue;
         };
         out.push_str(kept);
-        out.push('<');
-        out.push_str(f.entity.name());
-        out.push('>');
+        match style {
+            MaskStyle::Prose => {
+                out.push('<');
+                out.push_str(f.entity.name());
+                out.push('>');
+            }
+            MaskStyle::Identifier => out.push_str(f.entity.name()),
+        }
         at = f.end;
     }
     out.push_str(text.get(at..).unwrap_or_default());
@@ -889,6 +980,35 @@ mod tests {
             entities("邮箱jo@example.com。"),
             ["EMAIL_ADDRESS=jo@example.com"]
         );
+    }
+
+    #[test]
+    fn tool_names_and_schema_keys_are_guarded_and_stay_valid_names() {
+        let scanner = Scanner::new(&[]).unwrap();
+        let known = scanner.entity_names();
+        let card = "4539148803436467";
+        let mut request: ChatCompletionRequest = serde_json::from_value(serde_json::json!({
+            "model": "m",
+            "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"type": "function", "function": {"name": card, "parameters": {
+                "type": "object", "properties": {card: {"type": "string"}}, "required": [card]}}}],
+            "tool_choice": {"type": "function", "function": {"name": card}},
+        }))
+        .unwrap();
+        let mask = Policy::parse(&serde_json::json!({"*": "MASK"}), &known).unwrap();
+        let report = scanner.guard(&mut request, &mask);
+        assert_eq!(report.counts["CREDIT_CARD"], 4);
+        let function = &request.tools.as_ref().unwrap()[0].function;
+        assert_eq!(function.name, "CREDIT_CARD");
+        assert_eq!(
+            function.parameters,
+            Some(serde_json::json!({"type": "object",
+                "properties": {"<CREDIT_CARD>": {"type": "string"}}, "required": ["<CREDIT_CARD>"]}))
+        );
+        let Some(ToolChoice::Named(named)) = &request.tool_choice else {
+            panic!("the named choice stays");
+        };
+        assert_eq!(named.function.name, "CREDIT_CARD");
     }
 
     #[test]
