@@ -3,6 +3,12 @@
 //! for cards, mod-97 and per-country length for IBANs, area/group/serial rules for SSNs, prefix
 //! rules for NINOs, octet ranges for IPs, ...). Nothing is allocated when nothing matches.
 //!
+//! The formats are ASCII, and so are the patterns (`(?-u)`): a digit is `0-9` and a word boundary
+//! is an ASCII one. Unicode `\d` would take a Devanagari `२` for a digit (three bytes where a
+//! validator expects one), Unicode `\b` would hide a card number written right after a CJK
+//! ideograph, and it stops the regex engine's fast DFA on any non-ASCII text. Validators slice
+//! with `get` and match digits by slice patterns, so no text can make them panic.
+//!
 //! Findings carry the entity and the byte span; callers record types and counts, never values.
 
 use std::collections::BTreeMap;
@@ -14,7 +20,9 @@ use regex::{Regex, RegexSet};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::openai::{ChatCompletionRequest, ChatMessage, Content, ContentPart};
+use crate::openai::{
+    ChatCompletionRequest, ChatMessage, Content, ContentPart, ResponseFormat, ToolChoice,
+};
 
 /// What the guard looks for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -97,15 +105,15 @@ pub struct ScannerError {
 }
 
 const EMAIL: &str =
-    r"(?i)\b[a-z0-9][a-z0-9._%+-]{0,63}@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,24}\b";
-const PHONE: &str = r"(?:\+[1-9]\d{0,2}[ .-]?(?:\(?\d{1,4}\)?[ .-]?){2,5}\d{2,4}|\b0\d{2,4}[ -]?\d{3,4}[ -]?\d{3,4}\b|\(?\b[2-9]\d{2}\)?[ .-]\s?[2-9]\d{2}[ .-]\d{4}\b)";
-const CARD: &str = r"\b\d(?:[ -]?\d){12,18}\b";
-const IBAN: &str = r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b";
-const SSN: &str = r"\b\d{3}[- ]\d{2}[- ]\d{4}\b";
-const NINO: &str = r"\b[A-Z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b";
-const IPV4: &str = r"\b(?:\d{1,3}\.){3}\d{1,3}\b";
-const IPV6: &str = r"(?i)(?:[0-9a-f]{0,4}:){2,7}[0-9a-f]{0,4}";
-const AWS_KEY_ID: &str = r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b";
+    r"(?i-u)\b[a-z0-9][a-z0-9._%+-]{0,63}@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,24}\b";
+const PHONE: &str = r"(?-u)(?:\+[1-9]\d{0,2}[ .-]?(?:\(?\d{1,4}\)?[ .-]?){2,5}\d{2,4}|\b0\d{2,4}[ -]?\d{3,4}[ -]?\d{3,4}\b|\(?\b[2-9]\d{2}\)?[ .-]\s?[2-9]\d{2}[ .-]\d{4}\b)";
+const CARD: &str = r"(?-u)\b\d(?:[ -]?\d){12,18}\b";
+const IBAN: &str = r"(?-u)\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b";
+const SSN: &str = r"(?-u)\b\d{3}[- ]\d{2}[- ]\d{4}\b";
+const NINO: &str = r"(?-u)\b[A-Z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b";
+const IPV4: &str = r"(?-u)\b(?:\d{1,3}\.){3}\d{1,3}\b";
+const IPV6: &str = r"(?i-u)(?:[0-9a-f]{0,4}:){2,7}[0-9a-f]{0,4}";
+const AWS_KEY_ID: &str = r"(?-u)\b(?:AKIA|ASIA)[A-Z0-9]{16}\b";
 const AWS_SECRET: &str = r"[A-Za-z0-9/+]{40,}";
 const PEM: &str =
     r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----";
@@ -180,8 +188,7 @@ impl Scanner {
         }
         let matched = self.prefilter.matches(text);
         let mut findings = Vec::new();
-        for index in matched.iter() {
-            let detector = &self.detectors[index];
+        for detector in matched.iter().filter_map(|index| self.detectors.get(index)) {
             for m in detector.regex.find_iter(text) {
                 if (detector.validate)(m.as_str(), text, m.start()) {
                     findings.push(Finding {
@@ -351,81 +358,174 @@ impl Scanner {
         names
     }
 
-    /// Scans every text the model will see (system, user and assistant turns, tool results,
-    /// tool-call arguments), masks what `policy` says to mask in place, and reports the rest.
+    /// Scans every text the model will see, masks what `policy` says to mask in place, and
+    /// reports the rest: system, user and assistant turns, tool results, tool calls (arguments,
+    /// names, IDs), tool definitions (names, descriptions, and every key and string of their
+    /// parameters' schemas), `tool_choice`, and a `response_format` JSON schema.
     pub fn guard(&self, request: &mut ChatCompletionRequest, policy: &Policy) -> Report {
-        let mut report = Report::default();
+        let mut pass = Pass {
+            scanner: self,
+            policy,
+            report: Report::default(),
+        };
         for message in &mut request.messages {
             match message {
                 ChatMessage::System { content }
                 | ChatMessage::Developer { content }
-                | ChatMessage::User { content }
-                | ChatMessage::Tool { content, .. } => {
-                    self.guard_content(content, policy, &mut report)
+                | ChatMessage::User { content } => pass.content(content),
+                ChatMessage::Tool {
+                    content,
+                    tool_call_id,
+                } => {
+                    pass.content(content);
+                    pass.identifier(tool_call_id);
                 }
                 ChatMessage::Assistant {
                     content,
                     tool_calls,
                 } => {
                     if let Some(content) = content {
-                        self.guard_content(content, policy, &mut report);
+                        pass.content(content);
                     }
                     for call in tool_calls.iter_mut().flatten() {
-                        self.guard_text(&mut call.function.arguments, policy, &mut report);
+                        pass.identifier(&mut call.id);
+                        pass.identifier(&mut call.function.name);
+                        pass.text(&mut call.function.arguments);
                     }
                 }
             }
         }
-        report
+        for tool in request.tools.iter_mut().flatten() {
+            let function = &mut tool.function;
+            pass.identifier(&mut function.name);
+            if let Some(description) = &mut function.description {
+                pass.text(description);
+            }
+            if let Some(parameters) = &mut function.parameters {
+                pass.json(parameters);
+            }
+        }
+        if let Some(ToolChoice::Named(named)) = &mut request.tool_choice {
+            pass.identifier(&mut named.function.name);
+        }
+        // The schema's name stays here; only the schema is sent.
+        if let Some(ResponseFormat::JsonSchema { json_schema }) = &mut request.response_format
+            && let Some(schema) = &mut json_schema.schema
+        {
+            pass.json(schema);
+        }
+        pass.report
     }
+}
 
-    fn guard_content(&self, content: &mut Content, policy: &Policy, report: &mut Report) {
+/// One request's guard pass: what it applies, and what it has found so far.
+struct Pass<'a> {
+    scanner: &'a Scanner,
+    policy: &'a Policy,
+    report: Report,
+}
+
+impl Pass<'_> {
+    fn content(&mut self, content: &mut Content) {
         match content {
-            Content::Text(text) => self.guard_text(text, policy, report),
+            Content::Text(text) => self.text(text),
             Content::Parts(parts) => {
                 for part in parts {
                     if let ContentPart::Text { text, .. } = part {
-                        self.guard_text(text, policy, report);
+                        self.text(text);
                     }
                 }
             }
         }
     }
 
-    fn guard_text(&self, text: &mut String, policy: &Policy, report: &mut Report) {
-        let findings = self.scan(text);
+    fn text(&mut self, text: &mut String) {
+        self.guard(text, MaskStyle::Prose);
+    }
+
+    fn identifier(&mut self, identifier: &mut String) {
+        self.guard(identifier, MaskStyle::Identifier);
+    }
+
+    /// Every string and key of a JSON value: a schema's descriptions, enums, defaults and
+    /// examples, and its property names, all of which the model reads.
+    fn json(&mut self, value: &mut Value) {
+        match value {
+            Value::String(text) => self.text(text),
+            Value::Array(items) => items.iter_mut().for_each(|item| self.json(item)),
+            Value::Object(map) => {
+                // Rebuilt only when a key may need masking: keys cannot be changed in place (and
+                // two keys masked alike become one).
+                if map.keys().any(|key| self.scanner.prefilter.is_match(key)) {
+                    let mut rebuilt = Map::with_capacity(map.len());
+                    for (mut key, item) in std::mem::take(map) {
+                        self.text(&mut key);
+                        rebuilt.insert(key, item);
+                    }
+                    *map = rebuilt;
+                }
+                map.values_mut().for_each(|item| self.json(item));
+            }
+            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        }
+    }
+
+    fn guard(&mut self, text: &mut String, style: MaskStyle) {
+        let findings = self.scanner.scan(text);
         if findings.is_empty() {
             return;
         }
         let mut masked = Vec::new();
         for finding in findings {
             let name = finding.entity.name().to_owned();
-            match policy.action(&name) {
+            match self.policy.action(&name) {
                 Action::Allow => continue,
-                Action::Block => *report.blocked.entry(name.clone()).or_default() += 1,
+                Action::Block => *self.report.blocked.entry(name.clone()).or_default() += 1,
                 Action::Mask => masked.push(finding),
                 Action::Log => {}
             }
-            *report.counts.entry(name).or_default() += 1;
+            *self.report.counts.entry(name).or_default() += 1;
         }
         if !masked.is_empty() {
-            *text = mask(text, &masked);
+            *text = mask_as(text, &masked, style);
         }
     }
 }
 
+/// How a masked span is written.
+#[derive(Debug, Clone, Copy)]
+enum MaskStyle {
+    /// `<ENTITY>`, in text.
+    Prose,
+    /// `ENTITY`, in tool names and call IDs, which Bedrock limits to `[A-Za-z0-9_-]`.
+    Identifier,
+}
+
 /// `text` with every finding replaced by `<ENTITY>`.
 pub fn mask(text: &str, findings: &[Finding]) -> String {
+    mask_as(text, findings, MaskStyle::Prose)
+}
+
+fn mask_as(text: &str, findings: &[Finding], style: MaskStyle) -> String {
     let mut out = String::with_capacity(text.len());
     let mut at = 0;
     for f in findings {
-        out.push_str(&text[at..f.start]);
-        out.push('<');
-        out.push_str(f.entity.name());
-        out.push('>');
+        // `scan` gives findings in order, apart, on character boundaries; others are skipped.
+        let (Some(kept), Some(_)) = (text.get(at..f.start), text.get(f.start..f.end)) else {
+            continue;
+        };
+        out.push_str(kept);
+        match style {
+            MaskStyle::Prose => {
+                out.push('<');
+                out.push_str(f.entity.name());
+                out.push('>');
+            }
+            MaskStyle::Identifier => out.push_str(f.entity.name()),
+        }
         at = f.end;
     }
-    out.push_str(&text[at..]);
+    out.push_str(text.get(at..).unwrap_or_default());
     out
 }
 
@@ -438,11 +538,16 @@ fn digits(text: &str) -> Vec<u8> {
 
 /// The character before a match, for checks that a match does not continue a longer token.
 fn before(text: &str, start: usize) -> Option<char> {
-    text[..start].chars().next_back()
+    text.get(..start)?.chars().next_back()
 }
 
 fn after(text: &str, end: usize) -> Option<char> {
-    text[end..].chars().next()
+    text.get(end..)?.chars().next()
+}
+
+/// The number a run of decimal digits spells.
+fn number(d: &[u8]) -> u32 {
+    d.iter().fold(0, |acc, &x| acc * 10 + u32::from(x))
 }
 
 fn valid_email(m: &str, _: &str, _: usize) -> bool {
@@ -467,11 +572,12 @@ fn valid_phone(m: &str, text: &str, start: usize) -> bool {
         (10..=11).contains(&d.len()) && d.get(1) != Some(&0)
     } else {
         // US national (NANP): area and exchange codes start 2-9, and are not N11.
-        d.len() == 10
-            && d[0] >= 2
-            && d[3] >= 2
-            && !(d[1] == 1 && d[2] == 1)
-            && !(d[4] == 1 && d[5] == 1)
+        match *d.as_slice() {
+            [area, a1, a2, exchange, e1, e2, _, _, _, _] => {
+                area >= 2 && exchange >= 2 && !(a1 == 1 && a2 == 1) && !(e1 == 1 && e2 == 1)
+            }
+            _ => false,
+        }
     }
 }
 
@@ -518,11 +624,7 @@ fn luhn(d: &[u8]) -> bool {
 }
 
 fn known_issuer(d: &[u8]) -> bool {
-    let prefix = |n: usize| {
-        d.iter()
-            .take(n)
-            .fold(0u32, |acc, &x| acc * 10 + u32::from(x))
-    };
+    let prefix = |n: usize| number(d.get(..n).unwrap_or(d));
     let len = d.len();
     match d.first() {
         Some(4) => matches!(len, 13 | 16 | 19),
@@ -653,14 +755,16 @@ fn valid_iban(m: &str, text: &str, start: usize) -> bool {
         return false;
     }
     let compact: String = m.chars().filter(|c| *c != ' ').collect();
-    let Some(expected) = iban_length(&compact[..2]) else {
+    let (Some(country), Some(check), Some(account)) =
+        (compact.get(..2), compact.get(..4), compact.get(4..))
+    else {
         return false;
     };
-    if compact.len() != expected {
+    if iban_length(country) != Some(compact.chars().count()) {
         return false;
     }
     // Move the first four characters to the end, letters to numbers, then mod 97 must be 1.
-    let rearranged = compact[4..].chars().chain(compact[..4].chars());
+    let rearranged = account.chars().chain(check.chars());
     let mut remainder: u32 = 0;
     for c in rearranged {
         let value = match c {
@@ -685,13 +789,18 @@ fn valid_ssn(m: &str, text: &str, start: usize) -> bool {
     }
     // One kind of separator.
     let separators: Vec<char> = m.chars().filter(|c| !c.is_ascii_digit()).collect();
-    if separators.len() != 2 || separators[0] != separators[1] {
+    if !matches!(separators.as_slice(), [first, second] if first == second) {
         return false;
     }
     let d = digits(m);
-    let area = u32::from(d[0]) * 100 + u32::from(d[1]) * 10 + u32::from(d[2]);
-    let group = u32::from(d[3]) * 10 + u32::from(d[4]);
-    let serial: u32 = d[5..].iter().fold(0, |acc, &x| acc * 10 + u32::from(x));
+    let [a1, a2, a3, g1, g2, s1, s2, s3, s4] = *d.as_slice() else {
+        return false;
+    };
+    let (area, group, serial) = (
+        number(&[a1, a2, a3]),
+        number(&[g1, g2]),
+        number(&[s1, s2, s3, s4]),
+    );
     let plain: String = d.iter().map(|x| char::from(b'0' + x)).collect();
     area != 0
         && area != 666
@@ -709,8 +818,10 @@ fn valid_nino(m: &str, text: &str, start: usize) -> bool {
         return false;
     }
     let compact: Vec<char> = m.chars().filter(|c| *c != ' ').collect();
-    let (first, second) = (compact[0], compact[1]);
-    let prefix: String = compact[..2].iter().collect();
+    let [first, second, ..] = *compact.as_slice() else {
+        return false;
+    };
+    let prefix: String = [first, second].iter().collect();
     !"DFIQUV".contains(first)
         && !"DFIOQUV".contains(second)
         && !matches!(
@@ -725,7 +836,9 @@ fn valid_ipv4(m: &str, text: &str, start: usize) -> bool {
         || after(text, start + m.len()).is_some_and(|c| {
             c.is_ascii_digit()
                 || (c == '.'
-                    && text[start + m.len() + 1..].starts_with(|d: char| d.is_ascii_digit()))
+                    && text
+                        .get(start + m.len() + 1..)
+                        .is_some_and(|rest| rest.starts_with(|d: char| d.is_ascii_digit())))
         })
     {
         return false;
@@ -738,7 +851,9 @@ fn valid_ipv6(m: &str, text: &str, start: usize) -> bool {
     let end = start + m.len();
     // A colon after the address is prose ("... 1bce: retry") unless more hex follows it.
     let continues = match after(text, end) {
-        Some(':') => text[end + 1..].starts_with(|c: char| c.is_ascii_hexdigit()),
+        Some(':') => text
+            .get(end + 1..)
+            .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_hexdigit())),
         Some(c) => c.is_ascii_alphanumeric(),
         None => false,
     };
@@ -757,12 +872,9 @@ fn valid_aws_secret(m: &str, text: &str, start: usize) -> bool {
     }
     // A 40-character secret-looking string (mixed case and a digit, as generated secrets are)
     // next to an access key ID or an AWS mention within the 80 characters before it.
-    let window_start = text[..start]
-        .char_indices()
-        .rev()
-        .nth(79)
-        .map_or(0, |(i, _)| i);
-    let window = &text[window_start..start];
+    let head = text.get(..start).unwrap_or_default();
+    let window_start = head.char_indices().rev().nth(79).map_or(0, |(i, _)| i);
+    let window = head.get(window_start..).unwrap_or_default();
     let near_aws = window.contains("AKIA")
         || window.contains("ASIA")
         || window.to_ascii_lowercase().contains("aws");
@@ -840,6 +952,63 @@ mod tests {
         );
         let pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----";
         assert_eq!(entities(pem), [format!("PRIVATE_KEY={pem}")]);
+    }
+
+    #[test]
+    fn digits_of_other_scripts_are_not_digits_and_never_panic() {
+        for text in [
+            "GB२२ABCDEFGHIJKLMN",
+            "GB82 WEST १२३४ 5698 7654 32",
+            "५३६-९०-४३९९",
+            "536-९०-4399",
+            "AB १२ ३४ ५६ C",
+            "card ４５３９ １４８８ ０３４３ ６４６７",
+            "from ١٩٢.١٦٨.١٠.٤",
+        ] {
+            assert!(entities(text).is_empty(), "{text}: {:?}", entities(text));
+        }
+    }
+
+    #[test]
+    fn pii_written_right_after_cjk_text_is_found() {
+        // No spaces between words: a Unicode word boundary saw none before the number.
+        assert_eq!(
+            entities("卡号4539148803436467，谢谢"),
+            ["CREDIT_CARD=4539148803436467"]
+        );
+        assert_eq!(
+            entities("邮箱jo@example.com。"),
+            ["EMAIL_ADDRESS=jo@example.com"]
+        );
+    }
+
+    #[test]
+    fn tool_names_and_schema_keys_are_guarded_and_stay_valid_names() {
+        let scanner = Scanner::new(&[]).unwrap();
+        let known = scanner.entity_names();
+        let card = "4539148803436467";
+        let mut request: ChatCompletionRequest = serde_json::from_value(serde_json::json!({
+            "model": "m",
+            "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"type": "function", "function": {"name": card, "parameters": {
+                "type": "object", "properties": {card: {"type": "string"}}, "required": [card]}}}],
+            "tool_choice": {"type": "function", "function": {"name": card}},
+        }))
+        .unwrap();
+        let mask = Policy::parse(&serde_json::json!({"*": "MASK"}), &known).unwrap();
+        let report = scanner.guard(&mut request, &mask);
+        assert_eq!(report.counts["CREDIT_CARD"], 4);
+        let function = &request.tools.as_ref().unwrap()[0].function;
+        assert_eq!(function.name, "CREDIT_CARD");
+        assert_eq!(
+            function.parameters,
+            Some(serde_json::json!({"type": "object",
+                "properties": {"<CREDIT_CARD>": {"type": "string"}}, "required": ["<CREDIT_CARD>"]}))
+        );
+        let Some(ToolChoice::Named(named)) = &request.tool_choice else {
+            panic!("the named choice stays");
+        };
+        assert_eq!(named.function.name, "CREDIT_CARD");
     }
 
     #[test]

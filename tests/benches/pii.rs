@@ -83,6 +83,40 @@ fn clean_prose(bytes: usize) -> String {
     text
 }
 
+/// About `bytes` of prose made by cycling `sentences`: for scripts other than Latin, where every
+/// character is several bytes and words carry no ASCII boundaries.
+fn prose_from(sentences: &[&str], bytes: usize) -> String {
+    let mut text = String::with_capacity(bytes + 256);
+    for (n, sentence) in sentences.iter().cycle().enumerate() {
+        if text.len() >= bytes {
+            break;
+        }
+        text.push_str(sentence);
+        text.push_str(if n % 5 == 4 { "\n" } else { " " });
+    }
+    text
+}
+
+/// Chinese and Japanese prose, with the dates and figures such text carries (no PII).
+const CJK: &[&str] = &[
+    "请总结这段关于季度业绩的文字，并解释为什么北方地区的收入增长而成本下降。",
+    "会议纪要：下周与设计团队一起跟进评审草案，2024年第3季度的目标不变。",
+    "请编写一个简短的函数，用于解析输入，并在缺少值时返回错误。",
+    "注意边界情况：空字符串、超长输入以及重复的键。",
+    "この段落を要約し、売上が12%伸びた理由を説明してください。",
+    "来週の打ち合わせでは、設計レビューの下書きについて話し合います。",
+    "入力を解析して、値がない場合はエラーを返す短い関数を書いてください。",
+];
+
+/// Hindi prose in Devanagari, with Devanagari digits as Hindi text writes them (no PII).
+const DEVANAGARI: &[&str] = &[
+    "कृपया तिमाही परिणामों के बारे में इस अनुच्छेद का सारांश दें और बताएं कि उत्तरी क्षेत्र में राजस्व क्यों बढ़ा।",
+    "बैठक के नोट्स: अगले सप्ताह डिज़ाइन टीम के साथ समीक्षा मसौदे पर चर्चा होगी।",
+    "एक छोटा फ़ंक्शन लिखें जो इनपुट को पार्स करे और मान न होने पर त्रुटि लौटाए।",
+    "वर्ष २०२४ की तीसरी तिमाही में लागत १२ प्रतिशत घटी, जबकि बिक्री ८ प्रतिशत बढ़ी।",
+    "सीमा स्थितियों पर ध्यान दें: खाली स्ट्रिंग, बहुत लंबा इनपुट और दोहराई गई कुंजियाँ।",
+];
+
 /// The labelled corpus's texts, repeated: several findings in every line.
 fn pii_dense(bytes: usize) -> String {
     let corpus =
@@ -127,9 +161,13 @@ fn main() {
     let dense = pii_dense(2 * 1024 * 1024);
     // Per-prompt sizes matter too: the guard scans each message on its own.
     let prompt = clean_prose(4 * 1024);
+    let cjk = prose_from(CJK, 8 * 1024 * 1024);
+    let devanagari = prose_from(DEVANAGARI, 8 * 1024 * 1024);
     let (clean_mbps, clean_findings) = throughput(&scanner, &clean, 10);
     let (dense_mbps, dense_findings) = throughput(&scanner, &dense, 5);
     let (prompt_mbps, _) = throughput(&scanner, &prompt, 20_000);
+    let (cjk_mbps, cjk_findings) = throughput(&scanner, &cjk, 3);
+    let (devanagari_mbps, devanagari_findings) = throughput(&scanner, &devanagari, 3);
     println!("\n## PII guard throughput (single thread)\n");
     println!("| text | size | findings | MB/s |\n|---|---|---|---|");
     println!(
@@ -140,5 +178,13 @@ fn main() {
     println!(
         "| PII-dense (the corpus, repeated) | {:.1} MB | {dense_findings} | {dense_mbps:.0} |",
         dense.len() as f64 / 1e6
+    );
+    println!(
+        "| Chinese and Japanese prose | {:.1} MB | {cjk_findings} | {cjk_mbps:.0} |",
+        cjk.len() as f64 / 1e6
+    );
+    println!(
+        "| Hindi prose (Devanagari, with Devanagari digits) | {:.1} MB | {devanagari_findings} | {devanagari_mbps:.0} |",
+        devanagari.len() as f64 / 1e6
     );
 }

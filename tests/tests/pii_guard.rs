@@ -10,11 +10,20 @@ use llmlite_tests::{MASTER_KEY, TestGateway};
 use serde_json::{Value, json};
 
 async fn chat(gw: &TestGateway, key: &str, messages: Value) -> (u16, Value, String) {
+    chat_with(gw, key, json!({"messages": messages})).await
+}
+
+/// A chat request made of `fields` (`messages`, `tools`, ...) on top of the model and a limit.
+async fn chat_with(gw: &TestGateway, key: &str, fields: Value) -> (u16, Value, String) {
+    let mut body = json!({"model": "claude-haiku-4-5", "max_tokens": 64});
+    for (name, value) in fields.as_object().unwrap() {
+        body[name] = value.clone();
+    }
     let response = gw
         .client
         .post(gw.url("/v1/chat/completions"))
         .bearer_auth(key)
-        .json(&json!({"model": "claude-haiku-4-5", "max_tokens": 64, "messages": messages}))
+        .json(&body)
         .send()
         .await
         .unwrap();
@@ -209,4 +218,97 @@ async fn custom_entities_from_configuration() {
         sent.contains("promote <EMPLOYEE_ID> today") && !sent.contains("004217"),
         "{sent}"
     );
+}
+
+/// A Luhn-valid Visa number, not a documented test card.
+const CARD: &str = "4539 1488 0343 6467";
+
+/// Requests that carry `CARD` only outside the messages: in a tool's description, in its
+/// parameters' schema (a value, and a property name), and in a `response_format` schema.
+fn card_outside_the_messages() -> Vec<(&'static str, Value)> {
+    let user = json!([{"role": "user", "content": "what is on file?"}]);
+    let tool = |description: &str, parameters: Value| {
+        json!([{"type": "function", "function": {
+            "name": "lookup", "description": description, "parameters": parameters}}])
+    };
+    let plain_parameters = json!({"type": "object", "properties": {"id": {"type": "string"}}});
+    vec![
+        (
+            "tool description",
+            json!({"messages": user, "tools": tool(&format!("Looks up card {CARD}"), plain_parameters.clone())}),
+        ),
+        (
+            "tool parameters",
+            json!({"messages": user, "tools": tool("Looks up a card", json!({"type": "object",
+                "properties": {"card": {"type": "string", "description": format!("always {CARD}")}}}))}),
+        ),
+        (
+            "a property name in tool parameters",
+            json!({"messages": user, "tools": tool("Looks up a card", json!({"type": "object",
+                "properties": {CARD: {"type": "string"}}}))}),
+        ),
+        (
+            "response_format schema",
+            json!({"messages": user, "response_format": {"type": "json_schema", "json_schema": {
+                "name": "answer", "schema": {"type": "object", "properties": {
+                    "card": {"type": "string", "description": format!("echo {CARD}")}}}}}}),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn a_card_number_in_a_tool_definition_is_blocked() {
+    let gw = TestGateway::start().await;
+    let key = gw
+        .mint_raw_key(json!({"pii_policy": {"CREDIT_CARD": "BLOCK"}}))
+        .await;
+    for (place, fields) in card_outside_the_messages() {
+        let (status, body, _) = chat_with(&gw, &key, fields).await;
+        assert_eq!(status, 400, "{place}: {body}");
+        assert_eq!(body["error"]["type"], "pii_blocked", "{place}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("CREDIT_CARD (1)"),
+            "{place}: {body}"
+        );
+    }
+    assert!(gw.bedrock_calls().await.is_empty(), "nothing was sent");
+}
+
+#[tokio::test]
+async fn a_masked_tool_definition_reaches_the_model_masked() {
+    let gw = TestGateway::start().await;
+    let key = gw
+        .mint_raw_key(json!({"pii_policy": {"CREDIT_CARD": "MASK"}}))
+        .await;
+    for (place, fields) in card_outside_the_messages() {
+        let (status, body, _) = chat_with(&gw, &key, fields).await;
+        assert_eq!(status, 200, "{place}: {body}");
+        let sent = sent_to_bedrock(&gw).await.pop().unwrap();
+        assert!(
+            !sent.contains(CARD) && sent.contains("<CREDIT_CARD>"),
+            "{place}: {sent}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_digit_of_another_script_in_an_iban_like_word_is_not_a_server_error() {
+    // Devanagari digits are three bytes each: the old IBAN check sliced inside one and panicked.
+    let gw = TestGateway::start().await;
+    let key = gw
+        .mint_raw_key(json!({"pii_policy": {"IBAN_CODE": "BLOCK"}}))
+        .await;
+    for text in [
+        "GB२२ABCDEFGHIJKLMN",
+        "pay GB२२ WEST 1234 5698 7654 32 today",
+    ] {
+        let (status, body, _) = chat(&gw, &key, json!([{"role": "user", "content": text}])).await;
+        assert!(
+            status == 200 || (status == 400 && body["error"]["type"] == "pii_blocked"),
+            "{text}: {status} {body}"
+        );
+    }
 }
