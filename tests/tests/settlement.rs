@@ -469,7 +469,11 @@ async fn settlement_survives_a_database_outage() {
         answered.push(request_id(&response));
         gw.settled().await;
     }
-    assert_eq!(gw.state.settlements.pending(), 0, "the in-memory outbox replayed");
+    assert_eq!(
+        gw.state.settlements.pending(),
+        0,
+        "the in-memory outbox replayed"
+    );
     // And the rollup replays the durable copies (a no-op for those already settled).
     let replay = llmlite::settlement::replay_outbox(&gw.state).await.unwrap();
     assert_eq!(replay.failed, 0);
