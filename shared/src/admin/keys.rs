@@ -199,15 +199,20 @@ impl KeyValues {
     }
 }
 
-/// The key row for `key` (raw or hash), locked for update when `lock`.
+/// `key` (raw or hash) as its hash.
+fn hash_of(key: &str) -> Result<KeyHash, ApiError> {
+    KeyHash::from_key_or_hash(key)
+        .ok_or_else(|| ApiError::invalid_param("key", "`key` must be a key (`sk-...`) or its hash"))
+}
+
+/// The live key row for `key` (raw or hash), locked for update when `lock`. A writer locks its
+/// key before any user or team row, as admission does.
 async fn find(
-    tx: &mut Transaction<'_, Postgres>,
+    executor: impl sqlx::PgExecutor<'_>,
     key: &str,
     lock: bool,
 ) -> Result<KeyRow, ApiError> {
-    let hash = KeyHash::from_key_or_hash(key).ok_or_else(|| {
-        ApiError::invalid_param("key", "`key` must be a key (`sk-...`) or its hash")
-    })?;
+    let hash = hash_of(key)?;
     let sql = format!(
         "SELECT {COLUMNS} FROM litellm_verificationtoken WHERE token = $1 AND is_active{}",
         if lock { " FOR UPDATE" } else { "" }
@@ -215,7 +220,7 @@ async fn find(
     sqlx::query_as::<_, KeyRow>(sqlx::AssertSqlSafe(sql))
         .bind(hash.as_str())
         .persistent(false)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(executor)
         .await?
         .ok_or_else(|| ApiError::NotFound("key not found".into()))
 }
@@ -412,7 +417,7 @@ pub async fn update(
         .ok_or_else(|| ApiError::invalid_param("key", "`key` names the key to update"))?;
     let now = state.clock.now();
     let mut tx = state.db.pool().await?.begin().await?;
-    let before = find(&mut tx, &key, true).await?;
+    let before = find(&mut *tx, &key, true).await?;
     let mut values = KeyValues::from_row(&before);
     values.apply(&request, now, &state.pii.entity_names())?;
     ensure_owner(&mut tx, &values, now).await?;
@@ -466,24 +471,36 @@ pub async fn delete(
     if request.keys.len() + request.key_aliases.len() > 100 {
         return Err(ApiError::invalid_param("keys", "at most 100 keys per call"));
     }
+    let hashes = request
+        .keys
+        .iter()
+        .map(|k| hash_of(k))
+        .collect::<Result<Vec<_>, _>>()?;
+    let tokens: Vec<&str> = hashes.iter().map(KeyHash::as_str).collect();
     let now = state.clock.now();
     let mut tx = state.db.pool().await?.begin().await?;
-    let mut rows = Vec::new();
-    for key in &request.keys {
-        rows.push(find(&mut tx, key, true).await?);
+    // Every key in one statement, in token order: two deletes naming the same keys in different
+    // orders cannot deadlock.
+    let sql = format!(
+        "SELECT {COLUMNS} FROM litellm_verificationtoken
+         WHERE is_active AND (token = ANY($1) OR key_alias = ANY($2))
+         ORDER BY token FOR UPDATE"
+    );
+    let rows = sqlx::query_as::<_, KeyRow>(sqlx::AssertSqlSafe(sql))
+        .bind(&tokens)
+        .bind(&request.key_aliases)
+        .persistent(false)
+        .fetch_all(&mut *tx)
+        .await?;
+    if !tokens.iter().all(|t| rows.iter().any(|r| r.token == *t)) {
+        return Err(ApiError::NotFound("key not found".into()));
     }
-    for alias in &request.key_aliases {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM litellm_verificationtoken
-             WHERE key_alias = $1 AND is_active FOR UPDATE"
-        );
-        let row = sqlx::query_as::<_, KeyRow>(sqlx::AssertSqlSafe(sql))
-            .bind(alias)
-            .persistent(false)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("no key with alias `{alias}`")))?;
-        rows.push(row);
+    if let Some(alias) = request
+        .key_aliases
+        .iter()
+        .find(|a| !rows.iter().any(|r| r.key_alias.as_ref() == Some(*a)))
+    {
+        return Err(ApiError::NotFound(format!("no key with alias `{alias}`")));
     }
     for row in &rows {
         deactivate(&mut tx, row, &caller, now, request_id, "key.delete").await?;
@@ -571,9 +588,7 @@ pub async fn info(
             "a key may only read its own information".into(),
         ));
     }
-    let mut tx = state.db.pool().await?.begin().await?;
-    let row = find(&mut tx, target.as_str(), false).await?;
-    tx.commit().await?;
+    let row = find(state.db.pool().await?, target.as_str(), false).await?;
     Ok(Json(json!({ "key": row.token, "info": row.to_json() })))
 }
 
@@ -688,7 +703,7 @@ async fn rotate(
     let raw = new_raw_key(request.new_key.as_deref())?;
     let new_hash = KeyHash::of(&raw);
     let mut tx = state.db.pool().await?.begin().await?;
-    let before = find(&mut tx, &key, true).await?;
+    let before = find(&mut *tx, &key, true).await?;
     // The row keeps its spend and limits; its token changes (grace entries follow by cascade).
     let sql = format!(
         "UPDATE litellm_verificationtoken
@@ -772,7 +787,7 @@ async fn set_blocked(
 ) -> Result<Json<Value>, ApiError> {
     let now = state.clock.now();
     let mut tx = state.db.pool().await?.begin().await?;
-    let before = find(&mut tx, key, true).await?;
+    let before = find(&mut *tx, key, true).await?;
     let after = set_blocked_row(&mut tx, &before, blocked, &caller, now, request_id).await?;
     tx.commit().await?;
     Ok(Json(after.to_json()))
@@ -831,19 +846,56 @@ pub async fn generate_for_user(
     Ok((raw, row))
 }
 
-/// The live keys of a user or a team.
-pub async fn keys_where(
-    tx: &mut Transaction<'_, Postgres>,
-    column: &'static str,
+/// The live keys of a user or a team: a plain read, no locks.
+pub async fn live_keys(
+    executor: impl sqlx::PgExecutor<'_>,
+    column: Owner,
     id: &str,
 ) -> Result<Vec<KeyRow>, ApiError> {
     let sql = format!(
-        "SELECT {COLUMNS} FROM litellm_verificationtoken WHERE {column} = $1 AND is_active
-         ORDER BY created_at FOR UPDATE"
+        "SELECT {COLUMNS} FROM litellm_verificationtoken WHERE {} = $1 AND is_active
+         ORDER BY created_at, token",
+        column.column()
     );
     Ok(sqlx::query_as::<_, KeyRow>(sqlx::AssertSqlSafe(sql))
         .bind(id)
         .persistent(false)
+        .fetch_all(executor)
+        .await?)
+}
+
+/// Locks every key row (live or not) of the users or teams `ids`, in token order, for a write
+/// that goes on to lock those users or teams: keys first, as admission locks them. Deleting a
+/// user or team also updates its inactive keys (`ON DELETE SET NULL`), so they are locked too.
+pub async fn lock_keys(
+    tx: &mut Transaction<'_, Postgres>,
+    column: Owner,
+    ids: &[String],
+) -> Result<Vec<KeyRow>, ApiError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM litellm_verificationtoken WHERE {} = ANY($1)
+         ORDER BY token FOR UPDATE",
+        column.column()
+    );
+    Ok(sqlx::query_as::<_, KeyRow>(sqlx::AssertSqlSafe(sql))
+        .bind(ids)
+        .persistent(false)
         .fetch_all(&mut **tx)
         .await?)
+}
+
+/// Who a key belongs to.
+#[derive(Debug, Clone, Copy)]
+pub enum Owner {
+    User,
+    Team,
+}
+
+impl Owner {
+    fn column(self) -> &'static str {
+        match self {
+            Owner::User => "user_id",
+            Owner::Team => "team_id",
+        }
+    }
 }

@@ -5,6 +5,10 @@
 //! after) in `llmlite_admin_action`, which the audit function ships to S3. A raw key appears in
 //! exactly two responses: the one that mints it (generate, user/new) and the one that rotates it.
 //!
+//! Locks follow admission's order (`llmlite_admit`: key, then user, then team) so an admin
+//! write never deadlocks with chat traffic: a write locks the key rows it touches first (ordered
+//! by token), then user rows (by id), then team rows (by id). Reads take no row locks at all.
+//!
 //! Input limits (anything beyond is a 400): aliases, IDs and emails up to 256 characters; up to
 //! 100 models of up to 128 characters; metadata a JSON object of at most 16 KiB; budgets from 0
 //! to 1,000,000,000 dollars; rate limits from 0 to 10^12; parallel requests from 0 to 100,000.
@@ -73,6 +77,17 @@ async fn ship_audit(
         tracing::warn!(error = %e, "admin actions not shipped yet; the rollup will");
     }
     response
+}
+
+/// A read-only transaction on one snapshot, for reads that span tables. It takes no row locks,
+/// so it never waits on (or deadlocks with) admission and settlement.
+pub async fn snapshot(state: &AppState) -> Result<Transaction<'static, Postgres>, ApiError> {
+    Ok(state
+        .db
+        .pool()
+        .await?
+        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await?)
 }
 
 /// The OpenAPI 3 document of every route (`shared/openapi.json`).
