@@ -1,6 +1,6 @@
 //! The admin API next to live traffic: info reads and writes never deadlock with chat
-//! admission and settlement,. (How admin actions are shipped is in
-//! `audit.rs`.)
+//! admission and settlement, and caller-chosen keys stay inside the redactor's alphabet. (How
+//! admin actions are shipped is in `audit.rs`.)
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -147,4 +147,79 @@ async fn team_and_user_info_during_traffic_never_deadlock() {
         assert!(Instant::now() < deadline, "{settled} of 200 chats settled");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+async fn a_chosen_key_outside_the_redactors_alphabet_is_refused_without_being_echoed() {
+    let gw = TestGateway::start().await;
+    let existing = gw.mint_key(json!({})).await;
+    let token = existing["token"].as_str().unwrap();
+    let long = format!("sk-{}", "a".repeat(201));
+    let refused = [
+        "sk-nul\u{0}in-the-middle-0001",
+        "sk-a space in-the-middle-0001",
+        "sk-tab\tin-the-middle-00000001",
+        "sk-unicode-ключ-in-the-middle-01",
+        "sk-emoji-🔑-in-the-middle-0001",
+        "sk-dotted.key.in.the.middle.01",
+        "sk-slash/and/quote\"0000000001",
+        "sk-ends-in-punctuation-0001!",
+        "sk-short",
+        "sk-",
+        "sk-0123456789abcde",
+        long.as_str(),
+        "pk-not-even-the-prefix-00001",
+    ];
+    for key in refused {
+        let (status, body) = call(
+            &gw,
+            Method::POST,
+            "/key/generate",
+            MASTER_KEY,
+            Some(json!({"key": key})),
+        )
+        .await;
+        assert_eq!(status, 400, "{key:?}: {body}");
+        assert_eq!(body["error"]["type"], "invalid_request_error", "{key:?}");
+        assert_eq!(body["error"]["param"], "key", "{key:?}");
+        let message = body["error"]["message"].as_str().unwrap();
+        let secret = key.get(3..).unwrap_or(key);
+        assert!(
+            secret.len() < 4 || !message.contains(secret),
+            "{key:?} echoed: {message}"
+        );
+
+        let (status, body) = call(
+            &gw,
+            Method::POST,
+            "/key/regenerate",
+            MASTER_KEY,
+            Some(json!({"key": token, "new_key": key})),
+        )
+        .await;
+        assert_eq!(status, 400, "regenerate {key:?}: {body}");
+        assert_eq!(body["error"]["param"], "new_key", "{key:?}");
+    }
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM litellm_verificationtoken")
+        .persistent(false)
+        .fetch_one(&gw.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 1, "nothing was stored");
+
+    // The whole alphabet, at both ends of the length range, is accepted.
+    for key in [
+        "sk-ABCxyz_0123-7890".to_owned(),
+        format!("sk-{}", "Z9_-".repeat(50)),
+    ] {
+        let minted = gw.mint_key(json!({"key": key})).await;
+        assert_eq!(minted["key"], key.as_str());
+    }
+    let rotated = gw
+        .admin(
+            "/key/regenerate",
+            json!({"key": token, "new_key": "sk-rotated_to-a-chosen-key-01"}),
+        )
+        .await;
+    assert_eq!(rotated["key"], "sk-rotated_to-a-chosen-key-01");
 }

@@ -324,26 +324,34 @@ async fn store(
         .map_err(|e| conflict_or(e, alias_taken(values)))
 }
 
-/// A raw key the caller chose, or a fresh one.
-fn new_raw_key(chosen: Option<&str>) -> Result<String, ApiError> {
-    match chosen {
-        None => Ok(keys::generate()),
-        Some(raw) if !raw.starts_with("sk-") => Err(ApiError::invalid_param(
-            "key",
-            "a chosen `key` must start with `sk-`",
-        )),
-        Some(raw)
-            if raw.len() < 3 + 16
-                || raw.len() > fields::MAX_TEXT
-                || !raw.bytes().all(|b| b.is_ascii_graphic()) =>
-        {
-            Err(ApiError::invalid_param(
-                "key",
-                "a chosen `key` needs at least 16 printable characters after `sk-`",
-            ))
-        }
-        Some(raw) => Ok(raw.to_owned()),
+/// How many characters a chosen key has after `sk-`: enough not to be a guessable password,
+/// and short enough for any header.
+const CHOSEN_KEY_CHARS: std::ops::RangeInclusive<usize> = 16..=200;
+
+/// A raw key the caller chose (in the field `param`), or a fresh one. A chosen key is `sk-` and
+/// `[A-Za-z0-9_-]` only: the alphabet the log redactor recognises as a key, so it is redacted
+/// wherever it appears. The message never repeats the key.
+fn new_raw_key(param: &str, chosen: Option<&str>) -> Result<String, ApiError> {
+    let Some(raw) = chosen else {
+        return Ok(keys::generate());
+    };
+    let valid = raw.strip_prefix("sk-").is_some_and(|rest| {
+        CHOSEN_KEY_CHARS.contains(&rest.len())
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    });
+    if !valid {
+        return Err(ApiError::invalid_param(
+            param,
+            format!(
+                "a chosen `{param}` must be `sk-` followed by {} to {} of A-Z, a-z, 0-9, `_` and `-`",
+                CHOSEN_KEY_CHARS.start(),
+                CHOSEN_KEY_CHARS.end()
+            ),
+        ));
     }
+    Ok(raw.to_owned())
 }
 
 /// The response that carries a raw key, the one time it is shown.
@@ -362,7 +370,7 @@ pub async fn generate(
     let now = state.clock.now();
     let mut values = KeyValues::default();
     values.apply(&request, now, &state.pii.entity_names())?;
-    let raw = new_raw_key(request.key.as_deref())?;
+    let raw = new_raw_key("key", request.key.as_deref())?;
     let mut tx = state.db.pool().await?.begin().await?;
     ensure_owner(&mut tx, &values, now).await?;
     let row = insert_generated(&mut tx, &raw, &values, &caller, now, request_id).await?;
@@ -700,7 +708,7 @@ async fn rotate(
         .clone()
         .ok_or_else(|| ApiError::invalid_param("key", "`key` names the key to regenerate"))?;
     let now = state.clock.now();
-    let raw = new_raw_key(request.new_key.as_deref())?;
+    let raw = new_raw_key("new_key", request.new_key.as_deref())?;
     let new_hash = KeyHash::of(&raw);
     let mut tx = state.db.pool().await?.begin().await?;
     let before = find(&mut *tx, &key, true).await?;
