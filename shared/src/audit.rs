@@ -3,10 +3,12 @@
 //! bucket, to a local directory in the same layout (`LLMLITE_AUDIT_DIR`, default
 //! `./llmlite-audit`).
 //!
-//! No record is lost silently: a write is retried, and one that still fails goes to the
-//! `llmlite_audit_outbox` table, which [`Auditor::redrive`] (the rollup function, and
-//! `llmlite audit redrive`) ships later. Object keys are deterministic, so shipping a record twice
-//! writes the same object. Records never hold prompt or completion text, nor a raw key.
+//! No record is lost silently: a write is retried, and a request record that still fails goes to
+//! the `llmlite_audit_outbox` table, which [`Auditor::redrive`] (the rollup function, and
+//! `llmlite audit redrive`) ships later. Admin actions need no outbox: they are durable in
+//! `llmlite_admin_action` and marked shipped only once written; an admin request ships its own,
+//! the rollup the rest. Object keys are deterministic, so shipping a record twice writes the same
+//! object. Records never hold prompt or completion text, nor a raw key.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,9 +16,16 @@ use std::time::Duration;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ServerSideEncryption;
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
 use serde_json::Value;
 
+use crate::http::RequestId;
 use crate::store::Database;
+
+/// Admin actions claimed per transaction when shipping.
+const ADMIN_BATCH: i64 = 200;
+/// Admin action writes in flight at once.
+const ADMIN_WRITERS: usize = 16;
 
 /// Where records go.
 #[derive(Debug, Clone)]
@@ -209,19 +218,27 @@ impl Auditor {
         self.sink.put(key, body, "application/json").await
     }
 
-    /// Writes `record` at `key`, retrying; a record that cannot be written goes to the outbox.
-    pub async fn write(&self, key: &str, record: &Value) {
-        let body = serde_json::to_vec(record).unwrap_or_default();
+    /// Writes `body` at `key`, retrying; the last error if no attempt succeeded.
+    async fn deliver(&self, key: &str, body: &[u8]) -> Result<(), String> {
         let mut last = String::new();
         for attempt in 0..self.attempts {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
             }
-            match self.put(key, &body).await {
-                Ok(()) => return,
+            match self.put(key, body).await {
+                Ok(()) => return Ok(()),
                 Err(e) => last = e,
             }
         }
+        Err(last)
+    }
+
+    /// Writes `record` at `key`, retrying; a record that cannot be written goes to the outbox.
+    pub async fn write(&self, key: &str, record: &Value) {
+        let body = serde_json::to_vec(record).unwrap_or_default();
+        let Err(last) = self.deliver(key, &body).await else {
+            return;
+        };
         tracing::warn!(key, error = %last, "audit write failed; record kept in the outbox");
         let saved = async {
             sqlx::query(
@@ -289,20 +306,84 @@ impl Auditor {
         Ok(report)
     }
 
-    /// Ships the admin actions not yet written (`llmlite_admin_action.shipped_at` is null), each
-    /// to its own object.
+    /// Ships the admin actions the request `request_id` recorded: an admin write ships its own
+    /// record, never another's.
+    pub async fn ship_request_actions(&self, request_id: RequestId) -> Result<u64, String> {
+        self.ship(Some(&request_id.to_string())).await
+    }
+
+    /// Ships the backlog: every admin action not shipped yet, in batches. Concurrent callers
+    /// (two rollups, an admin request) each claim different rows, so no action is written twice.
     pub async fn ship_admin_actions(&self) -> Result<u64, String> {
+        self.ship(None).await
+    }
+
+    /// Ships unshipped admin actions (of `request_id` only, when given), oldest first. Each
+    /// batch is claimed with `FOR UPDATE SKIP LOCKED` in a transaction that stays open while
+    /// its records are written, and only the records written are marked shipped. A record the
+    /// sink refuses stays unshipped for a later run; a batch with nothing written ends this one
+    /// (the sink is down).
+    async fn ship(&self, request_id: Option<&str>) -> Result<u64, String> {
         let pool = self.db.pool().await.map_err(|e| e.to_string())?;
-        let actions: Vec<AdminAction> = sqlx::query_as(
-            "SELECT id, at, request_id, actor, action, object_type, object_id, before, after
-                 FROM llmlite_admin_action WHERE shipped_at IS NULL ORDER BY id LIMIT 1000",
-        )
-        .persistent(false)
-        .fetch_all(pool)
-        .await
-        .map_err(|e| e.to_string())?;
         let mut shipped = 0;
-        for AdminAction {
+        let mut after = 0_i64;
+        loop {
+            let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
+            let claimed: Vec<AdminAction> = sqlx::query_as(
+                "SELECT id, at, request_id, actor, action, object_type, object_id, before, after
+                 FROM llmlite_admin_action
+                 WHERE shipped_at IS NULL AND id > $1 AND ($2::text IS NULL OR request_id = $2)
+                 ORDER BY id LIMIT $3
+                 FOR UPDATE SKIP LOCKED",
+            )
+            .bind(after)
+            .bind(request_id)
+            .bind(ADMIN_BATCH)
+            .persistent(false)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| e.to_string())?;
+            let Some(last) = claimed.last() else {
+                return Ok(shipped);
+            };
+            after = last.id;
+            let full = claimed.len() as i64 == ADMIN_BATCH;
+            let results: Vec<(i64, Result<(), String>)> =
+                futures_util::stream::iter(claimed.into_iter().map(|action| async move {
+                    let (id, key, body) = action.object();
+                    (id, self.deliver(&key, &body).await)
+                }))
+                .buffer_unordered(ADMIN_WRITERS)
+                .collect()
+                .await;
+            let mut written = Vec::with_capacity(results.len());
+            for (id, result) in results {
+                match result {
+                    Ok(()) => written.push(id),
+                    Err(e) => {
+                        tracing::warn!(id, error = %e, "admin action not shipped; a later run will");
+                    }
+                }
+            }
+            sqlx::query("UPDATE llmlite_admin_action SET shipped_at = now() WHERE id = ANY($1)")
+                .bind(&written)
+                .persistent(false)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| e.to_string())?;
+            tx.commit().await.map_err(|e| e.to_string())?;
+            shipped += written.len() as u64;
+            if written.is_empty() || !full {
+                return Ok(shipped);
+            }
+        }
+    }
+}
+
+impl AdminAction {
+    /// Its id, object key and record.
+    fn object(self) -> (i64, String, Vec<u8>) {
+        let AdminAction {
             id,
             at,
             request_id,
@@ -312,23 +393,16 @@ impl Auditor {
             object_id,
             before,
             after,
-        } in actions
-        {
-            let record = serde_json::json!({
-                "timestamp": at, "request_id": request_id, "actor": actor, "action": action,
-                "object_type": object_type, "object_id": object_id, "before": before, "after": after,
-            });
-            // Written (or queued in the outbox) before it is marked shipped.
-            self.write(&admin_key(at, &action, id), &record).await;
-            sqlx::query("UPDATE llmlite_admin_action SET shipped_at = now() WHERE id = $1")
-                .bind(id)
-                .persistent(false)
-                .execute(pool)
-                .await
-                .map_err(|e| e.to_string())?;
-            shipped += 1;
-        }
-        Ok(shipped)
+        } = self;
+        let record = serde_json::json!({
+            "timestamp": at, "request_id": request_id, "actor": actor, "action": action,
+            "object_type": object_type, "object_id": object_id, "before": before, "after": after,
+        });
+        (
+            id,
+            admin_key(at, &action, id),
+            serde_json::to_vec(&record).unwrap_or_default(),
+        )
     }
 }
 

@@ -1,5 +1,7 @@
 //! The audit trail: one record per chat request and per admin action, in the documented
-//! layout, with no secrets and no loss (local-directory sink; the S3 sink is the same code).
+//! layout, with no secrets and no loss (local-directory sink; the S3 sink is the same code). An
+//! admin request ships only its own action; the backlog is the rollup's, each action shipped
+//! once and only when written.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -7,9 +9,12 @@
     reason = "a test fails loudly"
 )]
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use llmlite::audit::{Auditor, Sink};
+use llmlite::rollup;
 use llmlite_tests::{MASTER_KEY, MotoS3, TestGateway};
 use serde_json::{Value, json};
 
@@ -364,4 +369,159 @@ async fn a_record_that_cannot_be_written_waits_in_the_outbox_until_redriven() {
     );
     let _ = std::fs::remove_file(blocked);
     let _ = std::fs::remove_dir_all(target);
+}
+
+/// The admin action objects under a sink directory, by object key.
+fn admin_objects(root: &Path) -> Vec<String> {
+    files(&root.join("audit/admin"))
+        .into_iter()
+        .map(|p| p.strip_prefix(root).unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
+fn temp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "llmlite-audit-{name}-{}",
+        uuid::Uuid::new_v4().simple()
+    ))
+}
+
+/// Unshipped admin actions, as a backlog a stalled audit sink would leave.
+async fn backlog(gw: &TestGateway, count: i64) {
+    sqlx::query(
+        "INSERT INTO llmlite_admin_action (at, request_id, actor, action, object_type, object_id,
+                                           before, after)
+         SELECT now() - make_interval(secs => n), 'backlog-' || n, 'master_key', 'key.update',
+                'key', 'backlog-key-' || n, NULL, jsonb_build_object('n', n)
+         FROM generate_series(1, $1) n",
+    )
+    .bind(count)
+    .persistent(false)
+    .execute(&gw.db.pool)
+    .await
+    .unwrap();
+}
+
+async fn shipped(gw: &TestGateway) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE shipped_at IS NOT NULL),
+                count(*) FILTER (WHERE shipped_at IS NULL)
+         FROM llmlite_admin_action",
+    )
+    .persistent(false)
+    .fetch_one(&gw.db.pool)
+    .await
+    .unwrap()
+}
+
+async fn outbox(gw: &TestGateway) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM llmlite_audit_outbox")
+        .persistent(false)
+        .fetch_one(&gw.db.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn key_generate_ships_only_its_own_action() {
+    let gw = TestGateway::start().await;
+    backlog(&gw, 10_000).await;
+
+    let started = Instant::now();
+    let minted = gw.mint_key(json!({"key_alias": "behind-a-backlog"})).await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "/key/generate took {took:?}");
+    let token = minted["token"].as_str().unwrap();
+    assert_eq!(
+        shipped(&gw).await,
+        (1, 10_000),
+        "its own action, nothing else"
+    );
+    let own: Option<String> = sqlx::query_scalar(
+        "SELECT object_id FROM llmlite_admin_action WHERE shipped_at IS NOT NULL",
+    )
+    .persistent(false)
+    .fetch_one(&gw.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(own.as_deref(), Some(token));
+    let own_files = admin_objects(&gw.db.audit_dir());
+    assert_eq!(own_files.len(), 1, "{own_files:?}");
+    assert!(own_files[0].contains("key-generate-"), "{own_files:?}");
+
+    // Two rollups at once, each with its own sink: every write is counted, so an action
+    // shipped by both would be in both directories.
+    let (dir_a, dir_b) = (temp("rollup-a"), temp("rollup-b"));
+    let mut a = gw.state.clone();
+    a.audit = Auditor::new(Sink::Directory(dir_a.clone()), gw.state.db.clone());
+    let mut b = gw.state.clone();
+    b.audit = Auditor::new(Sink::Directory(dir_b.clone()), gw.state.db.clone());
+    let reports = Sink::Directory(temp("reports"));
+    let now = gw.state.clock.now();
+    let (ra, rb) = tokio::join!(
+        rollup::run(&a, &reports, 90, now),
+        rollup::run(&b, &reports, 90, now)
+    );
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert_eq!(ra.records_redriven + rb.records_redriven, 10_000);
+    assert_eq!(shipped(&gw).await, (10_001, 0));
+    let (written_a, written_b) = (admin_objects(&dir_a), admin_objects(&dir_b));
+    let union: BTreeSet<&String> = written_a.iter().chain(&written_b).collect();
+    assert_eq!(
+        written_a.len() + written_b.len(),
+        10_000,
+        "each backlog action written exactly once"
+    );
+    assert_eq!(union.len(), 10_000, "no action written by both rollups");
+    assert!(!union.iter().any(|f| f.contains("key-generate-")));
+    assert_eq!(outbox(&gw).await, 0);
+
+    // A third run finds nothing to do.
+    let again = rollup::run(&a, &reports, 90, now).await.unwrap();
+    assert_eq!(again.records_redriven, 0);
+    for dir in [dir_a, dir_b] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+#[tokio::test]
+async fn an_action_the_sink_refuses_stays_unshipped_and_out_of_the_outbox() {
+    // A "directory" that is a file: every write fails.
+    let blocked = temp("blocked");
+    std::fs::write(&blocked, b"not a directory").unwrap();
+    let gw = TestGateway::start_with(&[("LLMLITE_AUDIT_DIR", blocked.to_str().unwrap())]).await;
+
+    let started = Instant::now();
+    let response = gw
+        .client
+        .post(gw.url("/key/generate"))
+        .bearer_auth(MASTER_KEY)
+        .json(&json!({"key_alias": "unshippable"}))
+        .send()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert!(body["key"].as_str().unwrap().starts_with("sk-"));
+    assert!(took < Duration::from_secs(3), "/key/generate took {took:?}");
+    assert_eq!(shipped(&gw).await, (0, 1), "not delivered, so not shipped");
+    assert_eq!(outbox(&gw).await, 0, "the action table already keeps it");
+
+    // The rollup with the same broken sink leaves it too; with a working one, ships it.
+    let reports = Sink::Directory(temp("reports"));
+    let now = gw.state.clock.now();
+    let failed = rollup::run(&gw.state, &reports, 90, now).await.unwrap();
+    assert_eq!(failed.records_redriven, 0);
+    assert_eq!(shipped(&gw).await, (0, 1));
+    assert_eq!(outbox(&gw).await, 0);
+    let working = temp("working");
+    let mut fixed = gw.state.clone();
+    fixed.audit = Auditor::new(Sink::Directory(working.clone()), gw.state.db.clone());
+    let run = rollup::run(&fixed, &reports, 90, now).await.unwrap();
+    assert_eq!(run.records_redriven, 1);
+    assert_eq!(shipped(&gw).await, (1, 0));
+    assert_eq!(admin_objects(&working).len(), 1);
+    let _ = std::fs::remove_file(blocked);
+    let _ = std::fs::remove_dir_all(working);
 }

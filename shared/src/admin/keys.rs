@@ -199,15 +199,20 @@ impl KeyValues {
     }
 }
 
-/// The key row for `key` (raw or hash), locked for update when `lock`.
+/// `key` (raw or hash) as its hash.
+fn hash_of(key: &str) -> Result<KeyHash, ApiError> {
+    KeyHash::from_key_or_hash(key)
+        .ok_or_else(|| ApiError::invalid_param("key", "`key` must be a key (`sk-...`) or its hash"))
+}
+
+/// The live key row for `key` (raw or hash), locked for update when `lock`. A writer locks its
+/// key before any user or team row, as admission does.
 async fn find(
-    tx: &mut Transaction<'_, Postgres>,
+    executor: impl sqlx::PgExecutor<'_>,
     key: &str,
     lock: bool,
 ) -> Result<KeyRow, ApiError> {
-    let hash = KeyHash::from_key_or_hash(key).ok_or_else(|| {
-        ApiError::invalid_param("key", "`key` must be a key (`sk-...`) or its hash")
-    })?;
+    let hash = hash_of(key)?;
     let sql = format!(
         "SELECT {COLUMNS} FROM litellm_verificationtoken WHERE token = $1 AND is_active{}",
         if lock { " FOR UPDATE" } else { "" }
@@ -215,7 +220,7 @@ async fn find(
     sqlx::query_as::<_, KeyRow>(sqlx::AssertSqlSafe(sql))
         .bind(hash.as_str())
         .persistent(false)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(executor)
         .await?
         .ok_or_else(|| ApiError::NotFound("key not found".into()))
 }
@@ -319,26 +324,34 @@ async fn store(
         .map_err(|e| conflict_or(e, alias_taken(values)))
 }
 
-/// A raw key the caller chose, or a fresh one.
-fn new_raw_key(chosen: Option<&str>) -> Result<String, ApiError> {
-    match chosen {
-        None => Ok(keys::generate()),
-        Some(raw) if !raw.starts_with("sk-") => Err(ApiError::invalid_param(
-            "key",
-            "a chosen `key` must start with `sk-`",
-        )),
-        Some(raw)
-            if raw.len() < 3 + 16
-                || raw.len() > fields::MAX_TEXT
-                || !raw.bytes().all(|b| b.is_ascii_graphic()) =>
-        {
-            Err(ApiError::invalid_param(
-                "key",
-                "a chosen `key` needs at least 16 printable characters after `sk-`",
-            ))
-        }
-        Some(raw) => Ok(raw.to_owned()),
+/// How many characters a chosen key has after `sk-`: enough not to be a guessable password,
+/// and short enough for any header.
+const CHOSEN_KEY_CHARS: std::ops::RangeInclusive<usize> = 16..=200;
+
+/// A raw key the caller chose (in the field `param`), or a fresh one. A chosen key is `sk-` and
+/// `[A-Za-z0-9_-]` only: the alphabet the log redactor recognises as a key, so it is redacted
+/// wherever it appears. The message never repeats the key.
+fn new_raw_key(param: &str, chosen: Option<&str>) -> Result<String, ApiError> {
+    let Some(raw) = chosen else {
+        return Ok(keys::generate());
+    };
+    let valid = raw.strip_prefix("sk-").is_some_and(|rest| {
+        CHOSEN_KEY_CHARS.contains(&rest.len())
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    });
+    if !valid {
+        return Err(ApiError::invalid_param(
+            param,
+            format!(
+                "a chosen `{param}` must be `sk-` followed by {} to {} of A-Z, a-z, 0-9, `_` and `-`",
+                CHOSEN_KEY_CHARS.start(),
+                CHOSEN_KEY_CHARS.end()
+            ),
+        ));
     }
+    Ok(raw.to_owned())
 }
 
 /// The response that carries a raw key, the one time it is shown.
@@ -357,7 +370,7 @@ pub async fn generate(
     let now = state.clock.now();
     let mut values = KeyValues::default();
     values.apply(&request, now, &state.pii.entity_names())?;
-    let raw = new_raw_key(request.key.as_deref())?;
+    let raw = new_raw_key("key", request.key.as_deref())?;
     let mut tx = state.db.pool().await?.begin().await?;
     ensure_owner(&mut tx, &values, now).await?;
     let row = insert_generated(&mut tx, &raw, &values, &caller, now, request_id).await?;
@@ -412,7 +425,7 @@ pub async fn update(
         .ok_or_else(|| ApiError::invalid_param("key", "`key` names the key to update"))?;
     let now = state.clock.now();
     let mut tx = state.db.pool().await?.begin().await?;
-    let before = find(&mut tx, &key, true).await?;
+    let before = find(&mut *tx, &key, true).await?;
     let mut values = KeyValues::from_row(&before);
     values.apply(&request, now, &state.pii.entity_names())?;
     ensure_owner(&mut tx, &values, now).await?;
@@ -466,24 +479,36 @@ pub async fn delete(
     if request.keys.len() + request.key_aliases.len() > 100 {
         return Err(ApiError::invalid_param("keys", "at most 100 keys per call"));
     }
+    let hashes = request
+        .keys
+        .iter()
+        .map(|k| hash_of(k))
+        .collect::<Result<Vec<_>, _>>()?;
+    let tokens: Vec<&str> = hashes.iter().map(KeyHash::as_str).collect();
     let now = state.clock.now();
     let mut tx = state.db.pool().await?.begin().await?;
-    let mut rows = Vec::new();
-    for key in &request.keys {
-        rows.push(find(&mut tx, key, true).await?);
+    // Every key in one statement, in token order: two deletes naming the same keys in different
+    // orders cannot deadlock.
+    let sql = format!(
+        "SELECT {COLUMNS} FROM litellm_verificationtoken
+         WHERE is_active AND (token = ANY($1) OR key_alias = ANY($2))
+         ORDER BY token FOR UPDATE"
+    );
+    let rows = sqlx::query_as::<_, KeyRow>(sqlx::AssertSqlSafe(sql))
+        .bind(&tokens)
+        .bind(&request.key_aliases)
+        .persistent(false)
+        .fetch_all(&mut *tx)
+        .await?;
+    if !tokens.iter().all(|t| rows.iter().any(|r| r.token == *t)) {
+        return Err(ApiError::NotFound("key not found".into()));
     }
-    for alias in &request.key_aliases {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM litellm_verificationtoken
-             WHERE key_alias = $1 AND is_active FOR UPDATE"
-        );
-        let row = sqlx::query_as::<_, KeyRow>(sqlx::AssertSqlSafe(sql))
-            .bind(alias)
-            .persistent(false)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("no key with alias `{alias}`")))?;
-        rows.push(row);
+    if let Some(alias) = request
+        .key_aliases
+        .iter()
+        .find(|a| !rows.iter().any(|r| r.key_alias.as_ref() == Some(*a)))
+    {
+        return Err(ApiError::NotFound(format!("no key with alias `{alias}`")));
     }
     for row in &rows {
         deactivate(&mut tx, row, &caller, now, request_id, "key.delete").await?;
@@ -571,9 +596,7 @@ pub async fn info(
             "a key may only read its own information".into(),
         ));
     }
-    let mut tx = state.db.pool().await?.begin().await?;
-    let row = find(&mut tx, target.as_str(), false).await?;
-    tx.commit().await?;
+    let row = find(state.db.pool().await?, target.as_str(), false).await?;
     Ok(Json(json!({ "key": row.token, "info": row.to_json() })))
 }
 
@@ -685,10 +708,10 @@ async fn rotate(
         .clone()
         .ok_or_else(|| ApiError::invalid_param("key", "`key` names the key to regenerate"))?;
     let now = state.clock.now();
-    let raw = new_raw_key(request.new_key.as_deref())?;
+    let raw = new_raw_key("new_key", request.new_key.as_deref())?;
     let new_hash = KeyHash::of(&raw);
     let mut tx = state.db.pool().await?.begin().await?;
-    let before = find(&mut tx, &key, true).await?;
+    let before = find(&mut *tx, &key, true).await?;
     // The row keeps its spend and limits; its token changes (grace entries follow by cascade).
     let sql = format!(
         "UPDATE litellm_verificationtoken
@@ -772,7 +795,7 @@ async fn set_blocked(
 ) -> Result<Json<Value>, ApiError> {
     let now = state.clock.now();
     let mut tx = state.db.pool().await?.begin().await?;
-    let before = find(&mut tx, key, true).await?;
+    let before = find(&mut *tx, key, true).await?;
     let after = set_blocked_row(&mut tx, &before, blocked, &caller, now, request_id).await?;
     tx.commit().await?;
     Ok(Json(after.to_json()))
@@ -831,19 +854,56 @@ pub async fn generate_for_user(
     Ok((raw, row))
 }
 
-/// The live keys of a user or a team.
-pub async fn keys_where(
-    tx: &mut Transaction<'_, Postgres>,
-    column: &'static str,
+/// The live keys of a user or a team: a plain read, no locks.
+pub async fn live_keys(
+    executor: impl sqlx::PgExecutor<'_>,
+    column: Owner,
     id: &str,
 ) -> Result<Vec<KeyRow>, ApiError> {
     let sql = format!(
-        "SELECT {COLUMNS} FROM litellm_verificationtoken WHERE {column} = $1 AND is_active
-         ORDER BY created_at FOR UPDATE"
+        "SELECT {COLUMNS} FROM litellm_verificationtoken WHERE {} = $1 AND is_active
+         ORDER BY created_at, token",
+        column.column()
     );
     Ok(sqlx::query_as::<_, KeyRow>(sqlx::AssertSqlSafe(sql))
         .bind(id)
         .persistent(false)
+        .fetch_all(executor)
+        .await?)
+}
+
+/// Locks every key row (live or not) of the users or teams `ids`, in token order, for a write
+/// that goes on to lock those users or teams: keys first, as admission locks them. Deleting a
+/// user or team also updates its inactive keys (`ON DELETE SET NULL`), so they are locked too.
+pub async fn lock_keys(
+    tx: &mut Transaction<'_, Postgres>,
+    column: Owner,
+    ids: &[String],
+) -> Result<Vec<KeyRow>, ApiError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM litellm_verificationtoken WHERE {} = ANY($1)
+         ORDER BY token FOR UPDATE",
+        column.column()
+    );
+    Ok(sqlx::query_as::<_, KeyRow>(sqlx::AssertSqlSafe(sql))
+        .bind(ids)
+        .persistent(false)
         .fetch_all(&mut **tx)
         .await?)
+}
+
+/// Who a key belongs to.
+#[derive(Debug, Clone, Copy)]
+pub enum Owner {
+    User,
+    Team,
+}
+
+impl Owner {
+    fn column(self) -> &'static str {
+        match self {
+            Owner::User => "user_id",
+            Owner::Team => "team_id",
+        }
+    }
 }

@@ -2,8 +2,13 @@
 //!
 //! Field names and response shapes follow LiteLLM's so its scripts keep working. Every write is
 //! one transaction that also records the action (who, what, the non-secret fields before and
-//! after) in `llmlite_admin_action`, which the audit function ships to S3. A raw key appears in
-//! exactly two responses: the one that mints it (generate, user/new) and the one that rotates it.
+//! after) in `llmlite_admin_action`; the request then ships its own actions to the audit trail,
+//! and the rollup ships whatever is left. A raw key appears in exactly two responses: the one
+//! that mints it (generate, user/new) and the one that rotates it.
+//!
+//! Locks follow admission's order (`llmlite_admit`: key, then user, then team) so an admin
+//! write never deadlocks with chat traffic: a write locks the key rows it touches first (ordered
+//! by token), then user rows (by id), then team rows (by id). Reads take no row locks at all.
 //!
 //! Input limits (anything beyond is a 400): aliases, IDs and emails up to 256 characters; up to
 //! 100 models of up to 128 characters; metadata a JSON object of at most 16 KiB; budgets from 0
@@ -57,22 +62,46 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// After a successful change, ships the admin actions it recorded to the audit trail (the
-/// records were written in the change's own transaction; a failed write waits in the outbox).
+/// How long an admin write may spend shipping its own audit record after the change committed.
+/// Past it the answer goes out anyway; the record stays unshipped for the rollup.
+pub const SHIP_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// After a successful change, ships the admin actions that request recorded (in its own
+/// transaction) to the audit trail, within [`SHIP_BUDGET`]. Older unshipped actions are the
+/// rollup's: a backlog never holds up a committed change, whose answer may carry a raw key.
 async fn ship_audit(
     State(state): State<AppState>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let write = request.method() == http::Method::POST;
+    let request_id = request.extensions().get::<RequestId>().copied();
     let response = next.run(request).await;
     if write
         && response.status().is_success()
-        && let Err(e) = state.audit.ship_admin_actions().await
+        && let Some(request_id) = request_id
     {
-        tracing::warn!(error = %e, "admin actions not shipped yet; the rollup will");
+        match tokio::time::timeout(SHIP_BUDGET, state.audit.ship_request_actions(request_id)).await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "admin action not shipped yet; the rollup will");
+            }
+            Err(_) => tracing::warn!("admin action not shipped in time; the rollup will"),
+        }
     }
     response
+}
+
+/// A read-only transaction on one snapshot, for reads that span tables. It takes no row locks,
+/// so it never waits on (or deadlocks with) admission and settlement.
+pub async fn snapshot(state: &AppState) -> Result<Transaction<'static, Postgres>, ApiError> {
+    Ok(state
+        .db
+        .pool()
+        .await?
+        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await?)
 }
 
 /// The OpenAPI 3 document of every route (`shared/openapi.json`).

@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use sqlx::{Postgres, Transaction};
 
 use super::fields::{self, Limits, LimitsPatch, patch};
-use super::keys::{self, KeyRow};
+use super::keys::{self, KeyRow, Owner};
 use super::{Action, conflict_or};
 use crate::auth::Admin;
 use crate::error::ApiError;
@@ -87,13 +87,19 @@ impl TeamRow {
     }
 }
 
-async fn find(tx: &mut Transaction<'_, Postgres>, team_id: &str) -> Result<TeamRow, ApiError> {
+/// The team `team_id`, locked for update when `lock`.
+async fn find(
+    executor: impl sqlx::PgExecutor<'_>,
+    team_id: &str,
+    lock: bool,
+) -> Result<TeamRow, ApiError> {
     sqlx::query_as::<_, TeamRow>(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM litellm_teamtable WHERE team_id = $1 FOR UPDATE"
+        "SELECT {COLUMNS} FROM litellm_teamtable WHERE team_id = $1{}",
+        if lock { " FOR UPDATE" } else { "" }
     )))
     .bind(team_id)
     .persistent(false)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(executor)
     .await?
     .ok_or_else(|| ApiError::NotFound(format!("team `{team_id}` not found")))
 }
@@ -198,7 +204,8 @@ pub async fn update(
         .ok_or_else(|| ApiError::invalid_param("team_id", "`team_id` names the team to update"))?;
     let now = state.clock.now();
     let mut tx = state.db.pool().await?.begin().await?;
-    let before = find(&mut tx, &team_id).await?;
+    // Only the team row: no key or user row is touched, so no lock order to keep.
+    let before = find(&mut *tx, &team_id, true).await?;
     let mut row = before.clone();
     row.apply(&request, now, &state.pii.entity_names())?;
     let after = save(&mut tx, &row, now, false).await?;
@@ -228,9 +235,9 @@ pub async fn info(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<InfoQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let mut tx = state.db.pool().await?.begin().await?;
-    let team = find(&mut tx, &query.team_id).await?;
-    let keys = keys::keys_where(&mut tx, "team_id", &query.team_id).await?;
+    let mut tx = super::snapshot(&state).await?;
+    let team = find(&mut *tx, &query.team_id, false).await?;
+    let keys = keys::live_keys(&mut *tx, Owner::Team, &query.team_id).await?;
     tx.commit().await?;
     Ok(Json(json!({
         "team_id": team.team_id,
@@ -260,20 +267,45 @@ pub async fn delete(
     }
     let now = state.clock.now();
     let mut tx = state.db.pool().await?.begin().await?;
-    for team_id in &request.team_ids {
-        let before = find(&mut tx, team_id).await?;
-        for key in keys::keys_where(&mut tx, "team_id", team_id).await? {
-            keys::set_blocked_row(&mut tx, &key, true, &caller, now, request_id).await?;
+    // Admission's order: the teams' keys, then their members, then the teams (each set in one
+    // ordered statement).
+    let keys = keys::lock_keys(&mut tx, Owner::Team, &request.team_ids).await?;
+    sqlx::query("SELECT 1 FROM litellm_usertable WHERE teams && $1 ORDER BY user_id FOR UPDATE")
+        .bind(&request.team_ids)
+        .persistent(false)
+        .execute(&mut *tx)
+        .await?;
+    let teams = sqlx::query_as::<_, TeamRow>(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM litellm_teamtable WHERE team_id = ANY($1)
+         ORDER BY team_id FOR UPDATE"
+    )))
+    .bind(&request.team_ids)
+    .persistent(false)
+    .fetch_all(&mut *tx)
+    .await?;
+    if let Some(missing) = request
+        .team_ids
+        .iter()
+        .find(|id| !teams.iter().any(|t| &t.team_id == *id))
+    {
+        return Err(ApiError::NotFound(format!("team `{missing}` not found")));
+    }
+    for before in &teams {
+        for key in keys
+            .iter()
+            .filter(|k| k.is_active && k.team_id.as_ref() == Some(&before.team_id))
+        {
+            keys::set_blocked_row(&mut tx, key, true, &caller, now, request_id).await?;
         }
         sqlx::query(
             "UPDATE litellm_usertable SET teams = array_remove(teams, $1) WHERE $1 = ANY(teams)",
         )
-        .bind(team_id)
+        .bind(&before.team_id)
         .persistent(false)
         .execute(&mut *tx)
         .await?;
         sqlx::query("DELETE FROM litellm_teamtable WHERE team_id = $1")
-            .bind(team_id)
+            .bind(&before.team_id)
             .persistent(false)
             .execute(&mut *tx)
             .await?;
@@ -283,7 +315,7 @@ pub async fn delete(
             caller: &caller,
             action: "team.delete",
             object_type: "team",
-            object_id: team_id,
+            object_id: &before.team_id,
             before: Some(before.to_json()),
             after: None,
         }

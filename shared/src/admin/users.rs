@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use sqlx::{Postgres, Transaction};
 
 use super::fields::{self, Limits, LimitsPatch, patch};
-use super::keys::{self, KeyRow};
+use super::keys::{self, KeyRow, Owner};
 use super::{Action, Page, conflict_or};
 use crate::auth::Admin;
 use crate::error::ApiError;
@@ -123,13 +123,19 @@ impl UserRow {
     }
 }
 
-async fn find(tx: &mut Transaction<'_, Postgres>, user_id: &str) -> Result<UserRow, ApiError> {
+/// The user `user_id`, locked for update when `lock`.
+async fn find(
+    executor: impl sqlx::PgExecutor<'_>,
+    user_id: &str,
+    lock: bool,
+) -> Result<UserRow, ApiError> {
     sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM litellm_usertable WHERE user_id = $1 FOR UPDATE"
+        "SELECT {COLUMNS} FROM litellm_usertable WHERE user_id = $1{}",
+        if lock { " FOR UPDATE" } else { "" }
     )))
     .bind(user_id)
     .persistent(false)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(executor)
     .await?
     .ok_or_else(|| ApiError::NotFound(format!("user `{user_id}` not found")))
 }
@@ -242,7 +248,8 @@ pub async fn update(
     }
     let now = state.clock.now();
     let mut tx = state.db.pool().await?.begin().await?;
-    let before = find(&mut tx, &user_id).await?;
+    // Only the user row: no key or team row is touched, so no lock order to keep.
+    let before = find(&mut *tx, &user_id, true).await?;
     let mut row = before.clone();
     row.apply(&request, now)?;
     let after = save(&mut tx, &row, now, false).await?;
@@ -272,9 +279,9 @@ pub async fn info(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<InfoQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let mut tx = state.db.pool().await?.begin().await?;
-    let user = find(&mut tx, &query.user_id).await?;
-    let keys = keys::keys_where(&mut tx, "user_id", &query.user_id).await?;
+    let mut tx = super::snapshot(&state).await?;
+    let user = find(&mut *tx, &query.user_id, false).await?;
+    let keys = keys::live_keys(&mut *tx, Owner::User, &query.user_id).await?;
     tx.commit().await?;
     Ok(Json(json!({
         "user_id": user.user_id,
@@ -305,13 +312,32 @@ pub async fn delete(
     }
     let now = state.clock.now();
     let mut tx = state.db.pool().await?.begin().await?;
-    for user_id in &request.user_ids {
-        let before = find(&mut tx, user_id).await?;
-        for key in keys::keys_where(&mut tx, "user_id", user_id).await? {
-            keys::deactivate(&mut tx, &key, &caller, now, request_id, "key.delete").await?;
+    // Admission's order: the users' keys, then the users (each set in one ordered statement).
+    let keys = keys::lock_keys(&mut tx, Owner::User, &request.user_ids).await?;
+    let users = sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM litellm_usertable WHERE user_id = ANY($1)
+         ORDER BY user_id FOR UPDATE"
+    )))
+    .bind(&request.user_ids)
+    .persistent(false)
+    .fetch_all(&mut *tx)
+    .await?;
+    if let Some(missing) = request
+        .user_ids
+        .iter()
+        .find(|id| !users.iter().any(|u| &u.user_id == *id))
+    {
+        return Err(ApiError::NotFound(format!("user `{missing}` not found")));
+    }
+    for before in &users {
+        for key in keys
+            .iter()
+            .filter(|k| k.is_active && k.user_id.as_ref() == Some(&before.user_id))
+        {
+            keys::deactivate(&mut tx, key, &caller, now, request_id, "key.delete").await?;
         }
         sqlx::query("DELETE FROM litellm_usertable WHERE user_id = $1")
-            .bind(user_id)
+            .bind(&before.user_id)
             .persistent(false)
             .execute(&mut *tx)
             .await?;
@@ -321,7 +347,7 @@ pub async fn delete(
             caller: &caller,
             action: "user.delete",
             object_type: "user",
-            object_id: user_id,
+            object_id: &before.user_id,
             before: Some(before.to_json()),
             after: None,
         }

@@ -1,0 +1,225 @@
+//! The admin API next to live traffic: info reads and writes never deadlock with chat
+//! admission and settlement, and caller-chosen keys stay inside the redactor's alphabet. (How
+//! admin actions are shipped is in `audit.rs`.)
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails loudly"
+)]
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use llmlite_tests::{MASTER_KEY, TestGateway};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// `(status, body)` of one call with the master key or `key`.
+async fn call(
+    gw: &TestGateway,
+    method: Method,
+    path: &str,
+    key: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = gw.client.request(method, gw.url(path)).bearer_auth(key);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn team_and_user_info_during_traffic_never_deadlock() {
+    let gw = TestGateway::start_with(&[("LLMLITE_DB_POOL_SIZE", "8")]).await;
+    gw.admin("/team/new", json!({"team_id": "busy-team"})).await;
+    gw.admin(
+        "/user/new",
+        json!({"user_id": "busy-user", "teams": ["busy-team"], "auto_create_key": false}),
+    )
+    .await;
+    let mut keys = Vec::new();
+    for n in 0..6 {
+        let minted = gw
+            .mint_key(json!({"user_id": "busy-user", "team_id": "busy-team", "key_alias": format!("busy-{n}")}))
+            .await;
+        keys.push((
+            minted["key"].as_str().unwrap().to_owned(),
+            minted["token"].as_str().unwrap().to_owned(),
+        ));
+    }
+
+    let chats = (0..200).map(|n| {
+        let key = keys[n % keys.len()].0.clone();
+        let gw = &gw;
+        async move {
+            let body = json!({"model": "claude-sonnet-4-5", "max_tokens": 16,
+                              "messages": [{"role": "user", "content": format!("busy {n}")}]});
+            let (status, body) =
+                call(gw, Method::POST, "/v1/chat/completions", &key, Some(body)).await;
+            (format!("chat {n}"), status, body)
+        }
+    });
+    let reads = (0..60).map(|n| {
+        let token = keys[n % keys.len()].1.clone();
+        let gw = &gw;
+        async move {
+            let path = match n % 3 {
+                0 => "/team/info?team_id=busy-team".to_owned(),
+                1 => "/user/info?user_id=busy-user".to_owned(),
+                _ => format!("/key/info?key={token}"),
+            };
+            let (status, body) = call(gw, Method::GET, &path, MASTER_KEY, None).await;
+            (path, status, body)
+        }
+    });
+    let writes = (0..12).map(|n| {
+        let token = keys[n % keys.len()].1.clone();
+        let gw = &gw;
+        async move {
+            let (path, body) = match n % 3 {
+                0 => (
+                    "/team/update",
+                    json!({"team_id": "busy-team", "team_alias": format!("busy {n}")}),
+                ),
+                1 => (
+                    "/user/update",
+                    json!({"user_id": "busy-user", "user_alias": format!("busy {n}")}),
+                ),
+                _ => (
+                    "/key/update",
+                    json!({"key": token, "metadata": {"round": n}}),
+                ),
+            };
+            let (status, body) = call(gw, Method::POST, path, MASTER_KEY, Some(body)).await;
+            (path.to_owned(), status, body)
+        }
+    });
+    // Interleave the three kinds, then send them all at once.
+    type Call<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = (String, u16, Value)> + 'a>>;
+    let mut all: Vec<Call<'_>> = Vec::new();
+    let (mut chats, mut reads, mut writes) =
+        (chats.peekable(), reads.peekable(), writes.peekable());
+    while chats.peek().is_some() || reads.peek().is_some() || writes.peek().is_some() {
+        for _ in 0..3 {
+            if let Some(f) = chats.next() {
+                all.push(Box::pin(f));
+            }
+        }
+        if let Some(f) = reads.next() {
+            all.push(Box::pin(f));
+        }
+        if let Some(f) = writes.next() {
+            all.push(Box::pin(f));
+        }
+    }
+    let results = join_all(all).await;
+    let failures: Vec<String> = results
+        .iter()
+        .filter(|(_, status, _)| *status >= 500)
+        .map(|(what, status, body)| format!("{what}: {status} {body}"))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} answers were 5xx:\n{}",
+        failures.len(),
+        results.len(),
+        failures.join("\n")
+    );
+    for (what, status, body) in &results {
+        assert_eq!(*status, 200, "{what}: {body}");
+    }
+    // Every chat is settled (settlement may land just after its answer).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let settled: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM litellm_spend WHERE team_id = 'busy-team'")
+                .persistent(false)
+                .fetch_one(&gw.db.pool)
+                .await
+                .unwrap();
+        if settled == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{settled} of 200 chats settled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_chosen_key_outside_the_redactors_alphabet_is_refused_without_being_echoed() {
+    let gw = TestGateway::start().await;
+    let existing = gw.mint_key(json!({})).await;
+    let token = existing["token"].as_str().unwrap();
+    let long = format!("sk-{}", "a".repeat(201));
+    let refused = [
+        "sk-nul\u{0}in-the-middle-0001",
+        "sk-a space in-the-middle-0001",
+        "sk-tab\tin-the-middle-00000001",
+        "sk-unicode-ключ-in-the-middle-01",
+        "sk-emoji-🔑-in-the-middle-0001",
+        "sk-dotted.key.in.the.middle.01",
+        "sk-slash/and/quote\"0000000001",
+        "sk-ends-in-punctuation-0001!",
+        "sk-short",
+        "sk-",
+        "sk-0123456789abcde",
+        long.as_str(),
+        "pk-not-even-the-prefix-00001",
+    ];
+    for key in refused {
+        let (status, body) = call(
+            &gw,
+            Method::POST,
+            "/key/generate",
+            MASTER_KEY,
+            Some(json!({"key": key})),
+        )
+        .await;
+        assert_eq!(status, 400, "{key:?}: {body}");
+        assert_eq!(body["error"]["type"], "invalid_request_error", "{key:?}");
+        assert_eq!(body["error"]["param"], "key", "{key:?}");
+        let message = body["error"]["message"].as_str().unwrap();
+        let secret = key.get(3..).unwrap_or(key);
+        assert!(
+            secret.len() < 4 || !message.contains(secret),
+            "{key:?} echoed: {message}"
+        );
+
+        let (status, body) = call(
+            &gw,
+            Method::POST,
+            "/key/regenerate",
+            MASTER_KEY,
+            Some(json!({"key": token, "new_key": key})),
+        )
+        .await;
+        assert_eq!(status, 400, "regenerate {key:?}: {body}");
+        assert_eq!(body["error"]["param"], "new_key", "{key:?}");
+    }
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM litellm_verificationtoken")
+        .persistent(false)
+        .fetch_one(&gw.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 1, "nothing was stored");
+
+    // The whole alphabet, at both ends of the length range, is accepted.
+    for key in [
+        "sk-ABCxyz_0123-7890".to_owned(),
+        format!("sk-{}", "Z9_-".repeat(50)),
+    ] {
+        let minted = gw.mint_key(json!({"key": key})).await;
+        assert_eq!(minted["key"], key.as_str());
+    }
+    let rotated = gw
+        .admin(
+            "/key/regenerate",
+            json!({"key": token, "new_key": "sk-rotated_to-a-chosen-key-01"}),
+        )
+        .await;
+    assert_eq!(rotated["key"], "sk-rotated_to-a-chosen-key-01");
+}
