@@ -49,14 +49,26 @@ pub async fn run(
     let started = Instant::now();
     let pool = state.db.pool().await.map_err(|e| e.to_string())?;
     // 0. Settlements the database refused (any instance's outbox), then leases whose instance
-    //    died before it settled: first, so that this run rolls them up with the rest.
-    let settlements_replayed = crate::settlement::replay_outbox(state).await?.settled;
-    let leases_charged_lost = sqlx::query_scalar("SELECT llmlite_charge_lost_leases($1)")
-        .bind(now)
-        .persistent(false)
-        .fetch_one(pool)
+    //    died before it settled: first, so that this run rolls them up with the rest. An
+    //    outbox that cannot be read (S3 away) stops nothing else, but the leases wait too: one
+    //    of them may have its real settlement in that outbox. The next run tries again.
+    let (settlements_replayed, leases_charged_lost) = match crate::settlement::replay_outbox(state)
         .await
-        .map_err(|e| e.to_string())?;
+    {
+        Ok(replay) => (
+            replay.settled,
+            sqlx::query_scalar("SELECT llmlite_charge_lost_leases($1)")
+                .bind(now)
+                .persistent(false)
+                .fetch_one(pool)
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "settlement outbox not read: replay and lost leases wait");
+            (0, 0)
+        }
+    };
     let mut summary = Summary {
         settlements_replayed,
         leases_charged_lost,
