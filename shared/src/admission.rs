@@ -18,7 +18,7 @@ use sqlx::postgres::types::PgInterval;
 use crate::bedrock::Planned;
 use crate::catalog::ModelEntry;
 use crate::chat::record::Payer;
-use crate::error::{ApiError, BudgetScope};
+use crate::error::{ApiError, BudgetScope, WorstCase};
 use crate::http::RequestId;
 use crate::keys::KeyHash;
 use crate::money::Money;
@@ -57,6 +57,7 @@ struct Decision {
     key_spend: Option<Decimal>,
     spend: Option<Decimal>,
     max_budget: Option<Decimal>,
+    reserve: Option<Decimal>,
     retry_after: Option<Decimal>,
     rpm_limit: Option<i64>,
     rpm_remaining: Option<Decimal>,
@@ -351,12 +352,23 @@ pub async fn admit(
             model: alias.to_owned(),
         }
         .into()),
-        Verdict::BudgetExceeded => Err(ApiError::BudgetExceeded {
-            scope,
-            spend: decision.spend.unwrap_or_default(),
-            max_budget: decision.max_budget.unwrap_or_default(),
+        Verdict::BudgetExceeded => {
+            let spend = decision.spend.unwrap_or_default();
+            let max_budget = decision.max_budget.unwrap_or_default();
+            // The prompt and one output token on the model asked for: the least that could run.
+            let least = worst_case_cost(estimate, &asked.model, 1).amount();
+            Err(ApiError::BudgetExceeded {
+                scope,
+                spend,
+                max_budget,
+                worst_case: decision.reserve.map(|cost| WorstCase {
+                    cost,
+                    max_tokens: asked.converse.max_tokens,
+                    lower_max_tokens_fits: least <= max_budget - spend,
+                }),
+            }
+            .into())
         }
-        .into()),
         Verdict::RateLimited => {
             let retry_after = seconds(decision.retry_after);
             let what = match decision.detail.as_deref() {

@@ -105,12 +105,15 @@ pub fn validate(request: &ChatCompletionRequest) -> Result<(), ApiError> {
 }
 
 /// Translates `request` for `model`.
+/// Translates `request` for `model`; `default_max_tokens` is the output limit of a request that
+/// sets none (capped by the model's maximum).
 pub fn translate(
     request: &ChatCompletionRequest,
     model: &ModelEntry,
+    default_max_tokens: u32,
 ) -> Result<ConverseRequest, ApiError> {
     validate(request)?;
-    let max_tokens = max_tokens(request, model)?;
+    let max_tokens = max_tokens(request, model, default_max_tokens)?;
     let thinking_budget = thinking_budget(request, model, max_tokens)?;
 
     let mut json_tool = false;
@@ -560,14 +563,22 @@ fn tool_choice(
     Ok(Some(choice))
 }
 
-fn max_tokens(request: &ChatCompletionRequest, model: &ModelEntry) -> Result<u32, ApiError> {
+fn max_tokens(
+    request: &ChatCompletionRequest,
+    model: &ModelEntry,
+    default: u32,
+) -> Result<u32, ApiError> {
     let (param, requested) = match (request.max_completion_tokens, request.max_tokens) {
         (Some(n), _) => ("max_completion_tokens", Some(n)),
         (None, Some(n)) => ("max_tokens", Some(n)),
         (None, None) => ("max_tokens", None),
     };
     match requested {
-        None => Ok(model.max_output_tokens),
+        // Thinking comes out of max_tokens: a request that sets none gets the default for its
+        // answer on top of the thinking it asked for.
+        None => Ok(default
+            .saturating_add(wanted_thinking(request, model).unwrap_or(0))
+            .min(model.max_output_tokens)),
         Some(0) => Err(ApiError::invalid_param(
             param,
             format!("`{param}` must be at least 1"),
@@ -583,24 +594,29 @@ fn max_tokens(request: &ChatCompletionRequest, model: &ModelEntry) -> Result<u32
     }
 }
 
-/// The thinking budget for `reasoning_effort`, on models that reason. Others ignore it (IDEs
-/// send it to every model).
+/// The thinking budget `reasoning_effort` asks for, on a model that reasons. Others ignore it
+/// (IDEs send it to every model).
+fn wanted_thinking(request: &ChatCompletionRequest, model: &ModelEntry) -> Option<u32> {
+    let effort = request.reasoning_effort?;
+    if !model.flags.reasoning {
+        tracing::debug!(model = %model.alias, "reasoning_effort ignored: the model does not reason");
+        return None;
+    }
+    Some(match effort {
+        ReasoningEffort::Minimal | ReasoningEffort::Low => MIN_THINKING_BUDGET,
+        ReasoningEffort::Medium => 4096,
+        ReasoningEffort::High => 16384,
+    })
+}
+
+/// The thinking budget to send: what was asked for, leaving room for the answer.
 fn thinking_budget(
     request: &ChatCompletionRequest,
     model: &ModelEntry,
     max_tokens: u32,
 ) -> Result<Option<u32>, ApiError> {
-    let Some(effort) = request.reasoning_effort else {
+    let Some(wanted) = wanted_thinking(request, model) else {
         return Ok(None);
-    };
-    if !model.flags.reasoning {
-        tracing::debug!(model = %model.alias, "reasoning_effort ignored: the model does not reason");
-        return Ok(None);
-    }
-    let wanted = match effort {
-        ReasoningEffort::Minimal | ReasoningEffort::Low => MIN_THINKING_BUDGET,
-        ReasoningEffort::Medium => 4096,
-        ReasoningEffort::High => 16384,
     };
     if max_tokens <= MIN_THINKING_BUDGET {
         return Err(ApiError::invalid_param(
@@ -889,10 +905,11 @@ pub struct Planned {
 pub fn plan(
     request: &ChatCompletionRequest,
     chain: &[std::sync::Arc<ModelEntry>],
+    default_max_tokens: u32,
 ) -> Result<Vec<Planned>, ApiError> {
     let mut planned = Vec::with_capacity(chain.len());
     for (position, model) in chain.iter().enumerate() {
-        match translate(request, model) {
+        match translate(request, model, default_max_tokens) {
             Ok(converse) => planned.push(Planned {
                 model: std::sync::Arc::clone(model),
                 converse,
@@ -1133,7 +1150,7 @@ mod properties {
         let Some(model) = catalog.get(&parsed.model) else {
             return Ok(());
         };
-        if let Err(error) = translate(&parsed, model) {
+        if let Err(error) = translate(&parsed, model, 4096) {
             prop_assert!(error.status().is_client_error(), "{error:?}");
             let body = serde_json::to_value(error.body())
                 .map_err(|e| TestCaseError::fail(e.to_string()))?;

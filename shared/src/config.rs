@@ -189,6 +189,9 @@ pub struct Config {
     /// The refill period of the RPM and TPM buckets (`LLMLITE_RATE_PERIOD_SECS`, default 60:
     /// per minute). Tests lengthen it so that refill during a run is negligible.
     pub rate_period: std::time::Duration,
+    /// `LLMLITE_DEFAULT_MAX_TOKENS` (default 4096): the output limit of a request that sets
+    /// none, capped by the model's own maximum. It also sizes the budget reservation.
+    pub default_max_tokens: u32,
     /// `LLMLITE_AUDIT_BUCKET`: where audit records go; without it, `audit_dir`.
     pub audit_bucket: Option<String>,
     /// `LLMLITE_AUDIT_KMS_KEY_ID`: SSE-KMS key for audit objects.
@@ -282,6 +285,16 @@ impl Config {
                     ConfigError::new("LLMLITE_RATE_PERIOD_SECS", "must be 1 to 86400 seconds")
                 })?,
         };
+        let default_max_tokens = match non_empty(env, "LLMLITE_DEFAULT_MAX_TOKENS") {
+            None => DEFAULT_MAX_TOKENS,
+            Some(v) => v
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=1_000_000).contains(n))
+                .ok_or_else(|| {
+                    ConfigError::new("LLMLITE_DEFAULT_MAX_TOKENS", "must be 1 to 1000000 tokens")
+                })?,
+        };
         let (pii_custom, pii_policy) = load_pii(env)?;
         let audit_bucket = non_empty(env, "LLMLITE_AUDIT_BUCKET");
         if audit_bucket.as_deref().is_some_and(|b| {
@@ -311,10 +324,15 @@ impl Config {
             pii_policy,
             pii_custom,
             rate_period: std::time::Duration::from_secs(rate_period),
+            default_max_tokens,
             bedrock_endpoint,
         })
     }
 }
+
+/// The output limit of a request that sets none: enough for an ordinary long answer, far
+/// below the newest models' 64,000, which would make every request reserve over a dollar.
+pub const DEFAULT_MAX_TOKENS: u32 = 4096;
 
 fn load_catalog(env: &impl EnvSource) -> Result<ModelCatalog, ConfigError> {
     match non_empty(env, "LLMLITE_MODELS") {

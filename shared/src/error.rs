@@ -30,6 +30,43 @@ impl BudgetScope {
     }
 }
 
+/// The reservation a request could not get: its worst-case cost and what that assumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorstCase {
+    pub cost: Decimal,
+    /// The `max_tokens` the worst case assumed (the request's own, or the default).
+    pub max_tokens: u32,
+    /// Whether the prompt and at least one output token would fit what is left, so that a
+    /// lower `max_tokens` would be admitted.
+    pub lower_max_tokens_fits: bool,
+}
+
+/// The budget refusal in numbers, the same in every error shape.
+fn budget_message(
+    scope: BudgetScope,
+    spend: &Decimal,
+    max_budget: &Decimal,
+    worst_case: Option<&WorstCase>,
+) -> String {
+    let scope = scope.as_str();
+    let Some(w) = worst_case else {
+        return format!("{scope} budget exceeded: spend {spend} of max budget {max_budget}");
+    };
+    let left = (*max_budget - *spend).max(Decimal::ZERO).normalize();
+    let advice = if w.lower_max_tokens_fits {
+        "a lower `max_tokens` would fit"
+    } else {
+        "even the prompt alone does not fit"
+    };
+    format!(
+        "{scope} budget exceeded: this request could cost up to {} (with max_tokens {}), and \
+         {left} of the {scope}'s max budget {max_budget} is left (spend and requests in flight \
+         {spend}); {advice}",
+        w.cost.normalize(),
+        w.max_tokens
+    )
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// A request that is well-formed JSON but asks for something invalid.
@@ -62,11 +99,14 @@ pub enum ApiError {
 
     #[error("this key is not allowed to use model `{model}`")]
     ModelNotAllowed { model: String },
-    #[error("{} budget exceeded: spend {spend} of max budget {max_budget}", .scope.as_str())]
+    #[error("{}", budget_message(*.scope, .spend, .max_budget, .worst_case.as_ref()))]
     BudgetExceeded {
         scope: BudgetScope,
+        /// Spent, plus what requests in flight have reserved.
         spend: Decimal,
         max_budget: Decimal,
+        /// What this request would have reserved, when admission knew it.
+        worst_case: Option<WorstCase>,
     },
     #[error("{0}")]
     PermissionDenied(String),

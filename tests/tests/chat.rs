@@ -651,6 +651,8 @@ async fn response_format_reasoning_and_prompt_caching() {
         sent["additionalModelRequestFields"],
         json!({"thinking": {"type": "enabled", "budget_tokens": 4096}})
     );
+    // No max_tokens: the default (4,096) is left for the answer, on top of the thinking.
+    assert_eq!(sent["inferenceConfig"]["maxTokens"], 8192);
     assert!(sent["inferenceConfig"].get("temperature").is_none());
 
     let (_, body) = ok_json(

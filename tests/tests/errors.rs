@@ -53,6 +53,7 @@ fn every_variant() -> Vec<(ApiError, StatusCode)> {
                 scope: BudgetScope::Key,
                 spend: Decimal::new(5001, 2),
                 max_budget: Decimal::new(50, 0),
+                worst_case: None,
             },
             StatusCode::FORBIDDEN,
         ),
@@ -213,6 +214,7 @@ async fn specific_messages_and_params() {
         scope: BudgetScope::User,
         spend: Decimal::new(5001, 2),
         max_budget: Decimal::new(50, 0),
+        worst_case: None,
     };
     assert_eq!(budget.kind(), "budget_exceeded");
     assert_eq!(

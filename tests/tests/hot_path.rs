@@ -458,3 +458,59 @@ async fn the_chat_path_leaves_no_named_prepared_statement_for_rds_proxy() {
         .unwrap();
     assert_eq!(prepared, 0);
 }
+
+#[tokio::test]
+async fn a_small_budget_runs_the_readme_hello_and_a_refusal_says_why_in_numbers() {
+    let gw = TestGateway::start().await;
+    let hello = |max_tokens: Option<u32>| {
+        let mut body = json!({"model": "claude-sonnet-4-5",
+                              "messages": [{"role": "user", "content": "Hello"}]});
+        if let Some(n) = max_tokens {
+            body["max_tokens"] = json!(n);
+        }
+        body
+    };
+    let send = |key: String, body: Value| {
+        let request = gw
+            .client
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&body);
+        async move { request.send().await.unwrap() }
+    };
+
+    // A $1 key runs the README's Hello: no `max_tokens` means LLMLITE_DEFAULT_MAX_TOKENS
+    // (4,096), not the model's 64,000, which alone would reserve over a dollar.
+    let (one_dollar, _) = new_key(&gw, json!({"max_budget": 1})).await;
+    assert_eq!(send(one_dollar, hello(None)).await.status(), 200);
+    let calls = gw.bedrock_calls().await;
+    assert_eq!(calls[0]["body"]["inferenceConfig"]["maxTokens"], 4096);
+
+    // A cent does not cover the worst case at 4,096 tokens: the refusal gives the numbers.
+    // "Hello" is estimated at ceil(5 / 4) + 4 = 6 prompt tokens, priced at Sonnet 4.5's EU
+    // cache-write price ($4.125 per million, dearer than input), plus 4,096 x $16.50 per million.
+    let (cent, _) = new_key(&gw, json!({"max_budget": "0.01"})).await;
+    let refused = send(cent.clone(), hello(None)).await;
+    let (status, body) = (refused.status(), refused.json::<Value>().await.unwrap());
+    assert_eq!(status, 403);
+    assert_eq!(body["error"]["type"], "budget_exceeded");
+    assert_eq!(
+        body["error"]["message"],
+        "key budget exceeded: this request could cost up to 0.06760875 (with max_tokens 4096), \
+         and 0.01 of the key's max budget 0.01 is left (spend and requests in flight 0); \
+         a lower `max_tokens` would fit"
+    );
+    // And it would: 100 tokens fit.
+    assert_eq!(send(cent, hello(Some(100))).await.status(), 200);
+
+    // Below the price of the prompt itself, a lower max_tokens would not help either.
+    let (crumb, _) = new_key(&gw, json!({"max_budget": "0.00001"})).await;
+    let body: Value = send(crumb, hello(Some(1))).await.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("even the prompt alone does not fit"),
+        "{body}"
+    );
+}

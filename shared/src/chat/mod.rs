@@ -131,7 +131,7 @@ async fn chat_completions(
         }
         .into());
     };
-    let plan = bedrock::plan(&request, &chain)?;
+    let plan = bedrock::plan(&request, &chain, state.config.default_max_tokens)?;
     let estimate = admission::estimate_prompt_tokens(&request);
     let mut record = RequestRecord::new(
         request_id,
@@ -219,7 +219,7 @@ fn guard_prompt(
         });
     }
     let models: Vec<_> = plan.into_iter().map(|p| p.model).collect();
-    bedrock::plan(request, &models)
+    bedrock::plan(request, &models, state.config.default_max_tokens)
 }
 
 /// The longest `user` kept with a spend row.
