@@ -124,6 +124,24 @@ fn waf_logs_go_to_an_aws_waf_logs_group_with_the_authorization_header_redacted()
 }
 
 #[test]
+fn the_alb_waits_as_long_as_the_chat_function_may_run() {
+    let alb = props("LoadBalancer");
+    let idle: u64 = alb["LoadBalancerAttributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["Key"] == "idle_timeout.timeout_seconds")
+        .expect("the ALB's idle timeout is set, not left at 60 s")["Value"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let chat = props("ChatFunction")["Timeout"].as_u64().unwrap();
+    assert!(idle >= chat, "ALB idle timeout {idle} s < chat timeout {chat} s");
+    assert_eq!(chat, 900, "long answers get Lambda's maximum");
+}
+
+#[test]
 fn the_alb_speaks_tls_1_3_policy_and_redirects_http() {
     let alb = props("LoadBalancer");
     assert_eq!(alb["Scheme"], "internet-facing");
