@@ -137,7 +137,10 @@ fn the_alb_waits_as_long_as_the_chat_function_may_run() {
         .parse()
         .unwrap();
     let chat = props("ChatFunction")["Timeout"].as_u64().unwrap();
-    assert!(idle >= chat, "ALB idle timeout {idle} s < chat timeout {chat} s");
+    assert!(
+        idle >= chat,
+        "ALB idle timeout {idle} s < chat timeout {chat} s"
+    );
     assert_eq!(chat, 900, "long answers get Lambda's maximum");
 }
 
