@@ -335,7 +335,8 @@ async fn to_outbox(state: &AppState, record: RequestRecord, error: &ApiError) {
         ),
         Err(e) => tracing::error!(
             request_id = %record.request_id, error = %error, sink_error = %e,
-            record = %String::from_utf8_lossy(&body),
+            // The audit view: what to charge, without the `user` field or free-text metadata.
+            record = %record.audit(),
             "settlement deferred: the database and the outbox sink both refused it; kept in memory"
         ),
     }
