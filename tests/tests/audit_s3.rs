@@ -49,40 +49,42 @@ async fn every_record_arrives_exactly_once_across_an_s3_outage() {
     assert!(admin[0].contains("/key-generate-"), "{admin:?}");
     assert_eq!(object(&gw, &admin[0]).await["actor"], "master_key");
 
-    // 200 requests, 10 at a time; S3 is cut off for requests 80 to 140.
+    // 200 requests, 10 at a time; S3 is cut off while requests 80 to 139 are answered and
+    // their records written (each phase settles before the link changes: records are written
+    // after the response, and a count of requests alone would make the outage a race).
     let mut ids = Vec::new();
-    let mut requests = futures_util::stream::iter(0..200)
-        .map(|n| {
-            if n == 80 {
-                link.cut();
-            }
-            if n == 140 {
-                link.restore();
-            }
-            let request = gw
-                .client
-                .post(gw.url("/v1/chat/completions"))
-                .bearer_auth(&key)
-                .json(&json!({"model": "claude-haiku-4-5", "max_tokens": 8, "messages": [{"role": "user", "content": format!("n {n}")}]}))
-                .send();
-            async move {
-                let response = request.await.unwrap();
-                assert_eq!(response.status(), 200);
-                response.headers()["x-request-id"].to_str().unwrap().to_owned()
-            }
-        })
-        .buffer_unordered(10);
-    while let Some(id) = requests.next().await {
-        ids.push(id);
+    for (phase, range) in [(0, 0..80), (1, 80..140), (2, 140..200)] {
+        match phase {
+            1 => link.cut(),
+            2 => link.restore(),
+            _ => {}
+        }
+        let mut requests = futures_util::stream::iter(range)
+            .map(|n| {
+                let request = gw
+                    .client
+                    .post(gw.url("/v1/chat/completions"))
+                    .bearer_auth(&key)
+                    .json(&json!({"model": "claude-haiku-4-5", "max_tokens": 8, "messages": [{"role": "user", "content": format!("n {n}")}]}))
+                    .send();
+                async move {
+                    let response = request.await.unwrap();
+                    assert_eq!(response.status(), 200);
+                    response.headers()["x-request-id"].to_str().unwrap().to_owned()
+                }
+            })
+            .buffer_unordered(10);
+        while let Some(id) = requests.next().await {
+            ids.push(id);
+        }
+        gw.settled().await;
     }
-    // Records are written after each response, with settlement.
-    gw.settled().await;
     let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM llmlite_audit_outbox")
         .persistent(false)
         .fetch_one(&gw.db.pool)
         .await
         .unwrap();
-    assert!(queued > 0, "the outage sent records to the outbox");
+    assert_eq!(queued, 60, "the outage sent its records to the outbox");
 
     let report = gw.state.audit.redrive(1000).await.unwrap();
     assert_eq!(
