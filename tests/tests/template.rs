@@ -1,7 +1,9 @@
 //! `template.yaml`'s security properties, read as CloudFormation reads them: the WAF rules and
-//! the body-size override, header redaction in WAF logs, the TLS policy, a private and encrypted
-//! database behind a TLS-only proxy, encrypted and private buckets, least-privilege IAM (the
-//! Bedrock grant equal to the model catalog), a network with endpoints and no NAT, and the
+//! the body-size override, the WAF on every internet-facing entry point, header redaction in WAF
+//! logs, the TLS policies, a private and encrypted database behind a TLS-only proxy, encrypted
+//! and private buckets, least-privilege IAM (the Bedrock grant equal to the model catalog), a
+//! network with endpoints and no NAT, the streaming ingress (API Gateway response streaming in
+//! front of the chat-stream function), timeouts that outlast the settlement margin, and the
 //! migrations resource in step with `migrations/`.
 #![allow(
     clippy::unwrap_used,
@@ -12,6 +14,7 @@
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
+use std::time::Duration;
 
 use llmlite::catalog::ModelCatalog;
 use llmlite_tests::template;
@@ -178,10 +181,17 @@ fn the_alb_speaks_tls_1_3_policy_and_redirects_http() {
             "{id}"
         );
     }
+    // Who may invoke a function: the ALB's target groups, and the streaming API (checked in
+    // the_streaming_api_streams_every_method_from_the_chat_stream_function); nobody else.
     for (id, permission) in of_type("AWS::Lambda::Permission") {
         let p = &permission["Properties"];
-        assert_eq!(p["Principal"], "elasticloadbalancing.amazonaws.com", "{id}");
+        assert_eq!(p["Action"], "lambda:InvokeFunction", "{id}");
         assert!(p["SourceArn"].is_object(), "{id} names no source");
+        match p["Principal"].as_str() {
+            Some("elasticloadbalancing.amazonaws.com") => {}
+            Some("apigateway.amazonaws.com") => assert_eq!(id, "ChatStreamApiPermission"),
+            other => panic!("{id} lets {other:?} invoke a function"),
+        }
     }
 }
 
@@ -375,7 +385,26 @@ fn bedrock_may_be_invoked_only_on_the_catalogs_profiles_and_models() {
     let bedrock = statements_for("bedrock:");
     assert_eq!(bedrock.len(), 1, "{bedrock:#?}");
     let (owner, grant) = &bedrock[0];
-    assert_eq!(owner, "ChatFunction", "only chat calls Bedrock");
+    assert_eq!(
+        owner, "BedrockPolicy",
+        "one grant, shared by the chat functions"
+    );
+    // Only the two chat functions (buffered and streamed) call Bedrock.
+    let holders: BTreeSet<String> = of_type("AWS::Serverless::Function")
+        .into_iter()
+        .filter(|(_, f)| {
+            f["Properties"]["Policies"]
+                .as_array()
+                .is_some_and(|all| all.contains(&reference("BedrockPolicy")))
+        })
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(
+        holders,
+        ["ChatFunction", "ChatStreamFunction"]
+            .map(str::to_owned)
+            .into()
+    );
     assert_eq!(
         actions(grant),
         [
@@ -529,7 +558,7 @@ fn the_functions_are_arm64_rust_in_the_vpc_with_encrypted_environment_and_logs()
         .collect();
     assert_eq!(
         binaries,
-        ["chat", "health", "key-admin", "spend-rollup"]
+        ["chat", "chat-stream", "health", "key-admin", "spend-rollup"]
             .map(str::to_owned)
             .into()
     );
@@ -537,6 +566,21 @@ fn the_functions_are_arm64_rust_in_the_vpc_with_encrypted_environment_and_logs()
         props("ChatFunction")["ReservedConcurrentExecutions"],
         reference("ChatReservedConcurrency")
     );
+    // The streamed chat function is the chat function but for its binary and its reservation.
+    let (chat, stream) = (props("ChatFunction"), props("ChatStreamFunction"));
+    assert_eq!(
+        stream["ReservedConcurrentExecutions"],
+        reference("ChatStreamReservedConcurrency")
+    );
+    for key in [
+        "MemorySize",
+        "Timeout",
+        "Environment",
+        "Policies",
+        "VpcConfig",
+    ] {
+        assert_eq!(chat[key], stream[key], "ChatStreamFunction's {key}");
+    }
     // One log group each, with retention and the key, which the function logs to (so the
     // function is created after it).
     for (id, function) in &functions {
@@ -574,7 +618,12 @@ fn the_migrations_resource_names_the_newest_migration_and_gates_the_http_functio
         p["LatestMigration"], newest,
         "a new migration needs its name in template.yaml, or deploys will not apply it"
     );
-    for function in ["ChatFunction", "KeyAdminFunction", "HealthFunction"] {
+    for function in [
+        "ChatFunction",
+        "ChatStreamFunction",
+        "KeyAdminFunction",
+        "HealthFunction",
+    ] {
         assert_eq!(
             resource(function)["DependsOn"],
             "DatabaseMigrations",
@@ -633,4 +682,404 @@ fn the_key_rotates_and_every_log_group_and_secret_uses_it() {
         props("RollupDeadLetterQueue")["KmsMasterKeyId"],
         reference("Key")
     );
+}
+
+/// The logical ids a resource waits for through `DependsOn` (a string or a list).
+fn depends_on(id: &str) -> BTreeSet<String> {
+    match &resource(id)["DependsOn"] {
+        Value::Null => BTreeSet::new(),
+        Value::String(one) => [one.clone()].into(),
+        Value::Array(all) => all.iter().map(|d| d.as_str().unwrap().to_owned()).collect(),
+        other => panic!("{id}: unexpected DependsOn {other}"),
+    }
+}
+
+/// The resources of one type that belong to the REST API `api` (`RestApiId: !Ref api`).
+fn of_rest_api(kind: &str, api: &str) -> Vec<(String, Value)> {
+    of_type(kind)
+        .into_iter()
+        .filter(|(_, r)| r["Properties"]["RestApiId"] == reference(api))
+        .collect()
+}
+
+/// The path of an `AWS::ApiGateway::Resource` of `api`, from the root (`/v1/{proxy+}`).
+fn rest_path(api: &str, id: &str) -> String {
+    let p = props(id);
+    assert_eq!(p["RestApiId"], reference(api), "{id}");
+    let part = p["PathPart"].as_str().unwrap();
+    let root = json!({ "Fn::GetAtt": format!("{api}.RootResourceId") });
+    if p["ParentId"] == root {
+        format!("/{part}")
+    } else {
+        let parent = p["ParentId"]["Ref"].as_str().unwrap();
+        format!("{}/{part}", rest_path(api, parent))
+    }
+}
+
+#[test]
+fn the_streaming_api_streams_every_method_from_the_chat_stream_function() {
+    let methods = of_rest_api("AWS::ApiGateway::Method", "StreamingApi");
+    assert!(!methods.is_empty());
+    assert_eq!(
+        methods.len(),
+        of_type("AWS::ApiGateway::Method").len(),
+        "every method belongs to StreamingApi"
+    );
+    let timeout_ms = props("ChatStreamFunction")["Timeout"].as_u64().unwrap() * 1000;
+    for (id, method) in &methods {
+        let p = &method["Properties"];
+        assert_eq!(p["HttpMethod"], "ANY", "{id}");
+        let integration = &p["Integration"];
+        assert_eq!(integration["Type"], "AWS_PROXY", "{id}");
+        // A Lambda proxy integration always POSTs to Lambda's API, whatever the client's method.
+        assert_eq!(integration["IntegrationHttpMethod"], "POST", "{id}");
+        assert_eq!(integration["ResponseTransferMode"], "STREAM", "{id}");
+        // Lambda's InvokeWithResponseStream (API version 2021-11-15), on the streaming function.
+        assert_eq!(
+            integration["Uri"],
+            json!({"Fn::Sub": "arn:${AWS::Partition}:apigateway:${AWS::Region}:lambda:path/2021-11-15/functions/${ChatStreamFunction.Arn}/response-streaming-invocations"}),
+            "{id}"
+        );
+        // The integration waits as long as the function may run, and at most the 15 minutes a
+        // streamed response may last.
+        let integration_ms = integration["TimeoutInMillis"].as_u64().unwrap();
+        assert!(
+            (timeout_ms..=900_000).contains(&integration_ms),
+            "{id}: integration timeout {integration_ms} ms, function timeout {timeout_ms} ms"
+        );
+    }
+
+    // API Gateway may invoke the function from this API only.
+    let permission = props("ChatStreamApiPermission");
+    assert_eq!(
+        permission["FunctionName"],
+        json!({"Fn::GetAtt": "ChatStreamFunction.Arn"})
+    );
+    // lambda:InvokeFunction also authorizes InvokeWithResponseStream.
+    assert_eq!(permission["Action"], "lambda:InvokeFunction");
+    assert_eq!(permission["Principal"], "apigateway.amazonaws.com");
+    assert_eq!(
+        permission["SourceArn"],
+        json!({"Fn::Sub": "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${StreamingApi}/*"})
+    );
+}
+
+#[test]
+fn the_streaming_apis_paths_are_the_chat_functions_alb_patterns() {
+    use llmlite::routes::{ALB_PATH_PATTERNS, Function};
+    // `{proxy+}` is one or more path segments, the ALB's `*` any characters: `/v1/{proxy+}`
+    // serves what `/v1/*` does (but the bare `/v1/`, which no route answers anyway).
+    let from_template: BTreeSet<String> = of_rest_api("AWS::ApiGateway::Method", "StreamingApi")
+        .into_iter()
+        .map(|(id, m)| {
+            let resource = m["Properties"]["ResourceId"]["Ref"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{id} is not on a resource of its own"));
+            let path = rest_path("StreamingApi", resource);
+            match path.strip_suffix("/{proxy+}") {
+                Some(prefix) => format!("{prefix}/*"),
+                None => path,
+            }
+        })
+        .collect();
+    let from_code: BTreeSet<String> = ALB_PATH_PATTERNS
+        .iter()
+        .filter(|(_, function)| *function == Function::Chat)
+        .map(|(pattern, _)| (*pattern).to_owned())
+        .collect();
+    assert_eq!(from_template, from_code);
+}
+
+#[test]
+fn the_streaming_stage_serves_a_deployment_of_every_method_and_logs_access() {
+    let deployments = of_type("AWS::ApiGateway::Deployment");
+    assert_eq!(deployments.len(), 1, "{deployments:#?}");
+    let (deployment, d) = &deployments[0];
+    // A deployment created before a method would not contain it (and CloudFormation would not
+    // redeploy later): it waits for every method and gateway response.
+    let waits_for = depends_on(deployment);
+    for kind in [
+        "AWS::ApiGateway::Method",
+        "AWS::ApiGateway::GatewayResponse",
+    ] {
+        for (id, _) in of_rest_api(kind, "StreamingApi") {
+            assert!(
+                waits_for.contains(&id),
+                "{deployment} does not wait for {id}"
+            );
+        }
+    }
+    // The stage is its own resource (a StageName here would make a second, unmanaged stage).
+    assert!(d["Properties"].get("StageName").is_none());
+    assert_eq!(d["Properties"]["RestApiId"], reference("StreamingApi"));
+
+    let stages = of_type("AWS::ApiGateway::Stage");
+    assert_eq!(stages.len(), 1);
+    let stage = props("StreamingStage");
+    assert_eq!(stage["RestApiId"], reference("StreamingApi"));
+    assert_eq!(stage["DeploymentId"], reference(deployment));
+    assert_eq!(stage["CacheClusterEnabled"], false);
+    let access = &stage["AccessLogSetting"];
+    assert_eq!(
+        access["DestinationArn"],
+        json!({"Fn::GetAtt": "StreamingAccessLogGroup.Arn"})
+    );
+    let format: Value = serde_json::from_str(access["Format"].as_str().unwrap())
+        .expect("the access log format is one JSON object");
+    assert_eq!(format["requestId"], "$context.requestId");
+    let group = props("StreamingAccessLogGroup");
+    assert_eq!(group["RetentionInDays"], reference("LogRetentionDays"));
+    assert_eq!(group["KmsKeyId"], json!({"Fn::GetAtt": "Key.Arn"}));
+    // Access logging to CloudWatch needs the account's logging role first.
+    assert!(depends_on("StreamingStage").contains("ApiGatewayAccount"));
+    assert_eq!(
+        props("ApiGatewayAccount")["CloudWatchRoleArn"],
+        json!({"Fn::GetAtt": "ApiGatewayLogsRole.Arn"})
+    );
+
+    let settings = stage["MethodSettings"].as_array().unwrap();
+    assert_eq!(settings.len(), 1);
+    let all = &settings[0];
+    assert_eq!(
+        (&all["ResourcePath"], &all["HttpMethod"]),
+        (&json!("/*"), &json!("*"))
+    );
+    assert_eq!(all["MetricsEnabled"], true);
+    assert_eq!(all["CachingEnabled"], false);
+    // Execution logs would land in a group API Gateway makes: unencrypted, kept forever.
+    assert_eq!(all["LoggingLevel"], "OFF");
+    assert_eq!(all["DataTraceEnabled"], false);
+    assert!(all["ThrottlingRateLimit"].as_f64().unwrap() > 0.0);
+    assert!(all["ThrottlingBurstLimit"].as_u64().unwrap() > 0);
+
+    // The stage answers at the root of the streaming host name.
+    let mapping = props("StreamingBasePathMapping");
+    assert_eq!(mapping["DomainName"], reference("StreamingDomain"));
+    assert_eq!(mapping["RestApiId"], reference("StreamingApi"));
+    assert_eq!(mapping["Stage"], reference("StreamingStage"));
+    assert!(mapping.get("BasePath").is_none(), "{mapping}");
+    let outputs = &template()["Outputs"];
+    assert_eq!(
+        outputs["StreamingBaseUrl"]["Value"],
+        json!({"Fn::Sub": "https://${StreamingDomainName}/v1"})
+    );
+    assert_eq!(
+        outputs["StreamingDnsTarget"]["Value"],
+        json!({"Fn::GetAtt": "StreamingDomain.RegionalDomainName"})
+    );
+    assert!(outputs["GatewayUrl"].is_object(), "the ALB's output stays");
+}
+
+#[test]
+fn the_streaming_entry_point_speaks_tls_1_2_or_later_on_its_own_domain_only() {
+    let api = props("StreamingApi");
+    assert_eq!(api["EndpointConfiguration"], json!({"Types": ["REGIONAL"]}));
+    // The execute-api host answers 403: clients must use the custom domain.
+    assert_eq!(api["DisableExecuteApiEndpoint"], true);
+    assert_eq!(api["SecurityPolicy"], "TLS_1_2");
+    let domain = props("StreamingDomain");
+    assert_eq!(domain["DomainName"], reference("StreamingDomainName"));
+    assert_eq!(
+        domain["RegionalCertificateArn"],
+        reference("StreamingCertificateArn")
+    );
+    assert_eq!(
+        domain["EndpointConfiguration"],
+        json!({"Types": ["REGIONAL"]})
+    );
+    assert_eq!(domain["SecurityPolicy"], "TLS_1_2");
+    // And the ALB's listener (the_alb_speaks_tls_1_3_policy_and_redirects_http).
+    assert_eq!(
+        props("HttpsListener")["SslPolicy"],
+        "ELBSecurityPolicy-TLS13-1-2-2021-06"
+    );
+}
+
+#[test]
+fn every_internet_facing_entry_point_carries_the_web_acl() {
+    let acls = of_type("AWS::WAFv2::WebACL");
+    assert_eq!(acls.len(), 1, "one WebACL");
+    assert_eq!(acls[0].0, "WebAcl");
+
+    // What the associations protect, as the ResourceArn each must name.
+    let mut entry_points: Vec<(String, Value)> = Vec::new();
+    for (id, lb) in of_type("AWS::ElasticLoadBalancingV2::LoadBalancer") {
+        let p = &lb["Properties"];
+        // A load balancer without a Scheme is internet-facing.
+        if p["Scheme"] == "internal" {
+            continue;
+        }
+        assert_ne!(
+            p["Type"], "network",
+            "{id}: WAF cannot protect a network load balancer"
+        );
+        entry_points.push((id.clone(), reference(&id)));
+    }
+    for (id, stage) in of_type("AWS::ApiGateway::Stage") {
+        let api = stage["Properties"]["RestApiId"]["Ref"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        if props(&api)["EndpointConfiguration"]["Types"] == json!(["PRIVATE"]) {
+            continue;
+        }
+        let arn = format!(
+            "arn:${{AWS::Partition}}:apigateway:${{AWS::Region}}::/restapis/${{{api}}}/stages/${{{id}}}"
+        );
+        entry_points.push((id, json!({ "Fn::Sub": arn })));
+    }
+    for (id, deployment) in of_type("AWS::ApiGateway::Deployment") {
+        assert!(
+            deployment["Properties"].get("StageName").is_none(),
+            "{id} makes a stage no association can name"
+        );
+    }
+    // A CloudFront distribution takes only a CLOUDFRONT-scope ACL (us-east-1), which this
+    // regional template cannot declare; HTTP APIs and Function URLs cannot take an ACL at all;
+    // SAM's Api events and AWS::Serverless::Api make APIs with stages this test cannot name.
+    for kind in [
+        "AWS::CloudFront::Distribution",
+        "AWS::ApiGatewayV2::Api",
+        "AWS::ApiGatewayV2::Stage",
+        "AWS::Serverless::HttpApi",
+        "AWS::Serverless::Api",
+        "AWS::Lambda::Url",
+        "AWS::AppSync::GraphQLApi",
+        "AWS::AppRunner::Service",
+    ] {
+        assert!(of_type(kind).is_empty(), "{kind} would bypass the WAF");
+    }
+    for (id, function) in of_type("AWS::Serverless::Function") {
+        let p = &function["Properties"];
+        assert!(
+            p.get("FunctionUrlConfig").is_none(),
+            "{id} has a Function URL"
+        );
+        for (name, event) in p["Events"].as_object().into_iter().flatten() {
+            let kind = event["Type"].as_str().unwrap();
+            assert!(
+                !["Api", "HttpApi"].contains(&kind),
+                "{id}'s event {name} makes an API outside the WAF"
+            );
+        }
+    }
+    assert!(
+        template()["Globals"]["Function"]
+            .get("FunctionUrlConfig")
+            .is_none()
+    );
+
+    assert_eq!(
+        entry_points.len(),
+        2,
+        "the ALB and the streaming stage: {entry_points:#?}"
+    );
+    let associations = of_type("AWS::WAFv2::WebACLAssociation");
+    for (_, association) in &associations {
+        assert_eq!(
+            association["Properties"]["WebACLArn"],
+            json!({"Fn::GetAtt": "WebAcl.Arn"})
+        );
+    }
+    let protected: Vec<&Value> = associations
+        .iter()
+        .map(|(_, a)| &a["Properties"]["ResourceArn"])
+        .collect();
+    for (id, arn) in &entry_points {
+        assert!(
+            protected.contains(&arn),
+            "{id} has no WebACLAssociation ({arn})"
+        );
+    }
+    assert_eq!(associations.len(), entry_points.len(), "{associations:#?}");
+}
+
+#[test]
+fn both_chat_functions_outlast_the_model_deadline_and_the_settlement() {
+    use llmlite::config::DEFAULT_SETTLEMENT_MARGIN;
+    use llmlite::settlement::SETTLE_WITHIN;
+    for id in ["ChatFunction", "ChatStreamFunction"] {
+        let p = props(id);
+        let timeout = Duration::from_secs(p["Timeout"].as_u64().unwrap());
+        let margin = p["Environment"]["Variables"]["LLMLITE_SETTLEMENT_MARGIN_MS"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{id} states no LLMLITE_SETTLEMENT_MARGIN_MS"))
+            .parse::<u64>()
+            .map(Duration::from_millis)
+            .unwrap();
+        // The margin holds a whole settlement after the model call's deadline.
+        assert!(
+            margin >= SETTLE_WITHIN,
+            "{id}: margin {margin:?} < settlement bound {SETTLE_WITHIN:?}"
+        );
+        // The model call gets some time at all, with the default margin as with this one.
+        assert!(
+            timeout > margin,
+            "{id}: timeout {timeout:?} <= margin {margin:?}"
+        );
+        assert!(
+            timeout >= DEFAULT_SETTLEMENT_MARGIN + SETTLE_WITHIN,
+            "{id}: timeout {timeout:?} < default margin {DEFAULT_SETTLEMENT_MARGIN:?} + {SETTLE_WITHIN:?}"
+        );
+    }
+}
+
+#[test]
+fn the_chat_stream_function_and_the_streaming_api_have_the_chat_functions_alarms() {
+    let alarms = of_type("AWS::CloudWatch::Alarm");
+    assert_eq!(
+        alarms.len(),
+        22,
+        "README's \"Deploy (AWS)\" states how many alarms the stack has"
+    );
+    let on = |function: &str| -> BTreeSet<String> {
+        alarms
+            .iter()
+            .filter(|(_, a)| {
+                a["Properties"]["Dimensions"]
+                    == json!([{"Name": "FunctionName", "Value": reference(function)}])
+            })
+            .map(|(_, a)| a["Properties"]["MetricName"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let chat = on("ChatFunction");
+    assert_eq!(
+        chat,
+        ["ConcurrentExecutions", "Duration", "Errors", "Throttles"]
+            .map(str::to_owned)
+            .into()
+    );
+    assert_eq!(on("ChatStreamFunction"), chat);
+    let stage_5xx = alarms.iter().any(|(_, a)| {
+        let p = &a["Properties"];
+        p["Namespace"] == "AWS/ApiGateway"
+            && p["MetricName"] == "5XXError"
+            && p["Dimensions"]
+                == json!([{"Name": "ApiName", "Value": props("StreamingApi")["Name"]},
+                          {"Name": "Stage", "Value": reference("StreamingStage")}])
+    });
+    assert!(stage_5xx, "no 5XXError alarm on the streaming stage");
+    let dashboard = props("Dashboard")["DashboardBody"]["Fn::Sub"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for name in [
+        "${ChatFunction}",
+        "${ChatStreamFunction}",
+        "${StreamingStage}",
+    ] {
+        assert!(dashboard.contains(name), "the dashboard has no {name}");
+    }
+    // The body is JSON once substituted (`${X}` stands for a name or id).
+    let mut body = String::new();
+    let mut rest = dashboard.as_str();
+    while let Some(start) = rest.find("${") {
+        let end = start + rest[start..].find('}').unwrap();
+        body.push_str(&rest[..start]);
+        body.push_str("value");
+        rest = &rest[end + 1..];
+    }
+    body.push_str(rest);
+    let body: Value = serde_json::from_str(&body).expect("the dashboard body is JSON");
+    assert!(body["widgets"].as_array().unwrap().len() >= 8);
 }
