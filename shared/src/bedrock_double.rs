@@ -26,6 +26,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -65,11 +66,14 @@ pub struct ScriptedError {
 struct DoubleState {
     script: Mutex<VecDeque<Behaviour>>,
     calls: Mutex<Vec<Value>>,
+    /// Stream content deltas written to the wire so far, over every call.
+    deltas_sent: AtomicU64,
 }
 
 /// A running double.
 pub struct BedrockDouble {
     pub addr: SocketAddr,
+    state: Arc<DoubleState>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -84,11 +88,17 @@ impl BedrockDouble {
             .route("/model/{model_id}/converse-stream", post(converse_stream))
             .route("/__double/script", post(script))
             .route("/__double/calls", get(calls))
-            .with_state(state);
+            .with_state(Arc::clone(&state));
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(BedrockDouble { addr, task })
+        Ok(BedrockDouble { addr, state, task })
+    }
+
+    /// The `contentBlockDelta` stream events handed to the connection so far, over every call:
+    /// how far a stream had got when a client saw something.
+    pub fn deltas_sent(&self) -> u64 {
+        self.state.deltas_sent.load(Ordering::SeqCst)
     }
 
     /// The endpoint URL to give the SDK.
@@ -277,23 +287,32 @@ async fn converse_stream(
     let mut frames = Vec::new();
     for (sent, (event_type, payload)) in events.into_iter().enumerate() {
         if behaviour.break_after == Some(sent) {
-            frames.push(exception_frame(
-                "modelStreamErrorException",
-                "the model stream broke",
+            frames.push((
+                false,
+                exception_frame("modelStreamErrorException", "the model stream broke"),
             ));
             break;
         }
-        frames.push(event_frame(event_type, &payload));
+        frames.push((
+            event_type == "contentBlockDelta",
+            event_frame(event_type, &payload),
+        ));
     }
     // One frame per chunk, so clients see them arrive separately.
     let gap = Duration::from_millis(behaviour.event_gap_ms.unwrap_or(0));
     let stream = futures_util::StreamExt::then(
         futures_util::stream::iter(frames.into_iter().enumerate()),
-        move |(index, frame)| async move {
-            if index > 0 && !gap.is_zero() {
-                tokio::time::sleep(gap).await;
+        move |(index, (delta, frame))| {
+            let state = Arc::clone(&state);
+            async move {
+                if index > 0 && !gap.is_zero() {
+                    tokio::time::sleep(gap).await;
+                }
+                if delta {
+                    state.deltas_sent.fetch_add(1, Ordering::SeqCst);
+                }
+                Ok::<_, std::convert::Infallible>(frame)
             }
-            Ok::<_, std::convert::Infallible>(frame)
         },
     );
     Response::builder()

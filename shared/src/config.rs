@@ -14,6 +14,8 @@
 //! | `LLMLITE_AUDIT_DIR` | audit records without a bucket (default `./llmlite-audit`) |
 //! | `LLMLITE_PII_POLICY` | JSON `{"ENTITY": "BLOCK"\|"MASK"\|"LOG"\|"ALLOW"}` merged over the default |
 //! | `LLMLITE_PII_ENTITIES` | JSON `{"NAME": "regex"}`: custom PII entities |
+//! | `LLMLITE_DEFAULT_MAX_TOKENS` | output limit of a request that sets none (default 4096) |
+//! | `LLMLITE_SETTLEMENT_MARGIN_MS` | in Lambda, time kept back from the invocation's deadline to end the answer and settle it (default 30000) |
 //!
 //! The AWS SDK reads its own standard variables too, including `AWS_ENDPOINT_URL_<SERVICE>`.
 
@@ -192,6 +194,10 @@ pub struct Config {
     /// `LLMLITE_DEFAULT_MAX_TOKENS` (default 4096): the output limit of a request that sets
     /// none, capped by the model's own maximum. It also sizes the budget reservation.
     pub default_max_tokens: u32,
+    /// `LLMLITE_SETTLEMENT_MARGIN_MS` (default 30 s): in Lambda, the model call's deadline is
+    /// the invocation's deadline less this, so that the answer can end and settle before Lambda
+    /// stops the function. At least [`crate::settlement::SETTLE_WITHIN`] in production.
+    pub settlement_margin: std::time::Duration,
     /// `LLMLITE_AUDIT_BUCKET`: where audit records go; without it, `audit_dir`.
     pub audit_bucket: Option<String>,
     /// `LLMLITE_AUDIT_KMS_KEY_ID`: SSE-KMS key for audit objects.
@@ -295,6 +301,20 @@ impl Config {
                     ConfigError::new("LLMLITE_DEFAULT_MAX_TOKENS", "must be 1 to 1000000 tokens")
                 })?,
         };
+        let settlement_margin = match non_empty(env, "LLMLITE_SETTLEMENT_MARGIN_MS") {
+            None => DEFAULT_SETTLEMENT_MARGIN,
+            Some(v) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (1..=600_000).contains(n))
+                .map(std::time::Duration::from_millis)
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        "LLMLITE_SETTLEMENT_MARGIN_MS",
+                        "must be 1 to 600000 milliseconds",
+                    )
+                })?,
+        };
         let (pii_custom, pii_policy) = load_pii(env)?;
         let audit_bucket = non_empty(env, "LLMLITE_AUDIT_BUCKET");
         if audit_bucket.as_deref().is_some_and(|b| {
@@ -325,6 +345,7 @@ impl Config {
             pii_custom,
             rate_period: std::time::Duration::from_secs(rate_period),
             default_max_tokens,
+            settlement_margin,
             bedrock_endpoint,
         })
     }
@@ -333,6 +354,10 @@ impl Config {
 /// The output limit of a request that sets none: enough for an ordinary long answer, far
 /// below the newest models' 64,000, which would make every request reserve over a dollar.
 pub const DEFAULT_MAX_TOKENS: u32 = 4096;
+
+/// The time kept back from a Lambda invocation's deadline by default: settlement's own bound
+/// ([`crate::settlement::SETTLE_WITHIN`]) and a few seconds to end the answer.
+pub const DEFAULT_SETTLEMENT_MARGIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn load_catalog(env: &impl EnvSource) -> Result<ModelCatalog, ConfigError> {
     match non_empty(env, "LLMLITE_MODELS") {

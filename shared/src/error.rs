@@ -141,6 +141,13 @@ pub enum ApiError {
     UpstreamUnavailable(String),
     #[error("upstream timed out: {0}")]
     UpstreamTimeout(String),
+    /// A buffered answer outgrew what its receiver takes (an ALB: 1 MB); sent as the last
+    /// event of the stream it cuts.
+    #[error(
+        "the answer passed the 1 MB a response through the load balancer may carry and was cut \
+         here; send `stream: true` requests to the gateway's streaming endpoint"
+    )]
+    ResponseTooLarge,
     #[error("database unavailable: {0}")]
     DatabaseUnavailable(String),
     /// A bug or an unexpected failure. The detail is logged, never sent to the client.
@@ -199,7 +206,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Upstream(_) | ApiError::ResponseTooLarge => StatusCode::BAD_GATEWAY,
             ApiError::UpstreamUnavailable(_) | ApiError::DatabaseUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -230,6 +237,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "request_too_large",
             ApiError::RateLimited { .. } => "rate_limit_exceeded",
             ApiError::Upstream(_) => "upstream_error",
+            ApiError::ResponseTooLarge => "response_too_large",
             ApiError::UpstreamUnavailable(_) | ApiError::DatabaseUnavailable(_) => {
                 "service_unavailable"
             }

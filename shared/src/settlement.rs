@@ -29,6 +29,16 @@ use crate::state::AppState;
 /// Where durable copies of unsettled records wait, under the audit sink.
 pub const OUTBOX_PREFIX: &str = "settlements/pending/";
 
+/// One settlement attempt's bound: the pool's acquire timeout and the round trip. An attempt cut
+/// here may still have landed; the outbox's replay of it is then a no-op.
+const ATTEMPT_WITHIN: Duration = Duration::from_secs(8);
+/// The bound on the outbox write, and on the audit write beside the settlement.
+const OUTBOX_WITHIN: Duration = Duration::from_secs(5);
+/// The longest one settlement takes: two attempts, the pause between them and the outbox write.
+/// In Lambda the model call's deadline keeps at least this back (`LLMLITE_SETTLEMENT_MARGIN_MS`).
+pub const SETTLE_WITHIN: Duration =
+    Duration::from_secs(2 * ATTEMPT_WITHIN.as_secs() + OUTBOX_WITHIN.as_secs() + 1);
+
 /// Settlements in flight, and the records waiting for the database to come back.
 #[derive(Clone, Default)]
 pub struct Settler {
@@ -163,9 +173,10 @@ impl Guard {
             return;
         };
         record.status = status;
-        // A client that went away before any usage was known has still had its prompt read:
-        // it pays that, at the estimate. (A panic is the gateway's fault: it pays what it used.)
-        if status == Status::ClientClosed
+        // A client that went away, or a call cut by the deadline, before any usage was known
+        // has still had its prompt read: it pays that, at the estimate. (A panic is the
+        // gateway's fault: it pays what it used.)
+        if matches!(status, Status::ClientClosed | Status::Deadline)
             && record.model_id.is_none()
             && let Some(model) = &self.model
         {
@@ -208,10 +219,13 @@ fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) {
 
 /// The audit record, the metrics and the log line of a request.
 async fn report(state: &AppState, record: &RequestRecord) {
-    state
-        .audit
-        .write(&record.audit_key(), &record.audit())
-        .await;
+    let (key, audit) = (record.audit_key(), record.audit());
+    if tokio::time::timeout(2 * ATTEMPT_WITHIN, state.audit.write(&key, &audit))
+        .await
+        .is_err()
+    {
+        tracing::error!(request_id = %record.request_id, "audit record not written in time");
+    }
     crate::telemetry::report_request(
         &record.request_id.to_string(),
         record.payer.key_hash.as_ref().map(|h| h.as_str()),
@@ -274,7 +288,13 @@ async fn settle_with_retries(
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
         }
-        match settle_once(state, record).await {
+        let attempt = tokio::time::timeout(ATTEMPT_WITHIN, settle_once(state, record)).await;
+        match attempt.unwrap_or_else(|_| {
+            Err(ApiError::DatabaseUnavailable(format!(
+                "no settlement within {} s",
+                ATTEMPT_WITHIN.as_secs()
+            )))
+        }) {
             Ok(spend) => return Ok(spend),
             // The database took the call and refused it: retrying cannot help.
             Err(e @ ApiError::InvalidRequest { .. }) => return Err(e),
@@ -323,12 +343,12 @@ fn outbox_key(record: &RequestRecord) -> String {
 /// Keeps a record the database refused: in this instance's memory, and durably in the sink.
 async fn to_outbox(state: &AppState, record: RequestRecord, error: &ApiError) {
     let body = serde_json::to_vec(&record).unwrap_or_default();
-    match state
-        .audit
-        .sink
-        .put(&outbox_key(&record), &body, "application/json")
+    let key = outbox_key(&record);
+    let put = state.audit.sink.put(&key, &body, "application/json");
+    let put = tokio::time::timeout(OUTBOX_WITHIN, put)
         .await
-    {
+        .unwrap_or_else(|_| Err(format!("no answer within {} s", OUTBOX_WITHIN.as_secs())));
+    match put {
         Ok(()) => tracing::warn!(
             request_id = %record.request_id, error = %error,
             "settlement deferred: the database refused it; kept in the outbox"

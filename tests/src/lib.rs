@@ -24,6 +24,8 @@ use llmlite::store::Database;
 use sqlx::postgres::PgConnection;
 use sqlx::{Connection, PgPool};
 
+pub mod lambda_runtime;
+
 /// The master key the test configuration uses.
 pub const MASTER_KEY: &str = "sk-test-master-key-0123456789";
 

@@ -122,6 +122,7 @@ fn every_variant() -> Vec<(ApiError, StatusCode)> {
             ApiError::Conflict("key alias `ci` is taken".into()),
             StatusCode::CONFLICT,
         ),
+        (ApiError::ResponseTooLarge, StatusCode::BAD_GATEWAY),
     ]
 }
 
@@ -152,6 +153,7 @@ fn variant_number(error: &ApiError) -> usize {
         ApiError::Internal(_) => 21,
         ApiError::ModelNotFound { .. } => 22,
         ApiError::Conflict(_) => 23,
+        ApiError::ResponseTooLarge => 24,
     }
 }
 
@@ -162,7 +164,7 @@ async fn every_error_variant_renders_the_openai_shape_with_its_status() {
     covered.sort_unstable();
     assert_eq!(
         covered,
-        (0..=23).collect::<Vec<_>>(),
+        (0..=24).collect::<Vec<_>>(),
         "every variant exactly once"
     );
 

@@ -7,8 +7,9 @@
     reason = "a test fails loudly"
 )]
 
+use futures_util::StreamExt;
 use lambda_http::request::LambdaRequest;
-use lambda_http::{Adapter, Context, LambdaEvent};
+use lambda_http::{Adapter, Context, LambdaEvent, StreamAdapter};
 use llmlite::{admin_routes, chat_routes, health_routes};
 use llmlite_tests::{TestDb, TestGateway, sse_data};
 use serde_json::Value;
@@ -25,6 +26,27 @@ async fn invoke(router: axum::Router, event: LambdaEvent<LambdaRequest>) -> Valu
     let adapter: Adapter<'_, _, _> = Adapter::from(router);
     let response = adapter.oneshot(event).await.unwrap();
     serde_json::to_value(&response).unwrap()
+}
+
+/// Through the adapter `lambda_http::run_with_streaming_response` wraps the `chat-stream`
+/// function's router in: the metadata prelude, and the body as it streamed.
+async fn invoke_streaming(
+    router: axum::Router,
+    event: LambdaEvent<LambdaRequest>,
+) -> (u16, http::HeaderMap, String) {
+    let adapter: StreamAdapter<'_, _, _> = StreamAdapter::from(router);
+    let response = adapter.oneshot(event).await.unwrap();
+    let prelude = response.metadata_prelude;
+    let mut stream = response.stream;
+    let mut body = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        body.extend_from_slice(&chunk.unwrap());
+    }
+    (
+        prelude.status_code.as_u16(),
+        prelude.headers,
+        String::from_utf8(body).unwrap(),
+    )
 }
 
 fn body_json(response: &Value) -> Value {
@@ -132,6 +154,58 @@ async fn alb_key_admin_events_generate_read_and_delete_a_key() {
     assert_eq!(response["statusCode"], 404, "{response}");
 }
 
+/// The streaming API's events carry the stage (`live`), which `lambda_http` puts in front of the
+/// path; the function routes on the path the client asked for. Non-streamed answers come back
+/// whole through the streaming adapter too (aws-lambda-rust-runtime #805 and #967 were empty
+/// bodies there).
+#[tokio::test]
+async fn api_gateway_events_reach_the_chat_routes_without_their_stage() {
+    let gw = TestGateway::start().await;
+
+    let (status, headers, body) = invoke_streaming(
+        chat::router(gw.state.clone(), chat::Mode::Streaming),
+        fixture("apigw-chat-completion.json"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["content-type"], "application/json");
+    assert!(headers.contains_key("x-litellm-response-cost"));
+    let completion: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        completion["choices"][0]["message"]["content"],
+        "echo: Hello from API Gateway"
+    );
+
+    let (status, headers, body) = invoke_streaming(
+        chat::router(gw.state.clone(), chat::Mode::Streaming),
+        fixture("apigw-chat-completion-stream.json"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["content-type"], "text/event-stream");
+    let events = sse_data(&body);
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let text: String = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(e).unwrap())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(text, "echo: Stream through API Gateway");
+
+    // The bare routes would see `/live/v1/chat/completions`.
+    let (status, _, body) = invoke_streaming(
+        chat_routes(gw.state.clone()),
+        fixture("apigw-chat-completion.json"),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("/live/v1/chat/completions"), "{body}");
+}
+
 #[test]
 fn every_fixture_is_a_valid_lambda_event() {
     let dir = format!("{}/../events", env!("CARGO_MANIFEST_DIR"));
@@ -179,7 +253,27 @@ async fn every_http_fixture_goes_through_its_functions_handler() {
         let event = fixture(&name);
         let path = match &event.payload {
             LambdaRequest::Alb(alb) => alb.path.clone().unwrap_or_default(),
-            _ => panic!("{name} is not an ALB event"),
+            // The streaming API serves the chat function's paths only.
+            LambdaRequest::ApiGatewayV1(rest) => {
+                let path = rest.path.clone().unwrap_or_default();
+                assert_eq!(
+                    llmlite::Function::for_path(&path),
+                    Some(llmlite::Function::Chat),
+                    "{name}"
+                );
+                let (status, headers, body) =
+                    invoke_streaming(chat::router(gw.state.clone(), chat::Mode::Streaming), event)
+                        .await;
+                assert_eq!(status, 200, "{name}: {body}");
+                if headers["content-type"] == "text/event-stream" {
+                    assert!(body.ends_with("data: [DONE]\n\n"), "{name}: {body}");
+                } else {
+                    serde_json::from_str::<Value>(&body)
+                        .unwrap_or_else(|e| panic!("{name}: {e}: {body}"));
+                }
+                continue;
+            }
+            _ => panic!("{name} is neither an ALB nor an API Gateway REST event"),
         };
         let router = match llmlite::Function::for_path(&path) {
             Some(llmlite::Function::Chat) => chat_routes(gw.state.clone()),

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use http::header;
 
 use super::record::Status;
-use super::{Answer, fail, write_headers};
+use super::{Answer, Invocation, deadline_error, end, fail, until_deadline, write_headers};
 use crate::admission::{Admitted, Refusal};
 use crate::bedrock::{self, BedrockFailure, JSON_TOOL, Planned};
 use crate::catalog::TokenUsage;
@@ -14,24 +14,31 @@ use crate::openai::{ChatCompletion, Choice, FunctionCall, ResponseMessage, ToolC
 use crate::settlement::Guard;
 use crate::state::AppState;
 
-/// Calls the model (with retries and fallbacks), answers, and hands the request to settlement.
+/// Calls the model (with retries and fallbacks) until the invocation's deadline, answers, and
+/// hands the request to settlement.
 pub(super) async fn respond(
     state: AppState,
     plan: Vec<Planned>,
     answer: Answer,
     admitted: Admitted,
     mut guard: Guard,
+    invocation: Invocation,
 ) -> Result<Response, Refusal> {
     let upstream = std::time::Instant::now();
-    let called = bedrock::with_fallbacks(&state.retry, &plan, &answer.alias, |planned| {
-        let call = bedrock::converse_call(&state.bedrock, planned);
-        async move { call.send().await.map_err(|e| BedrockFailure::from_sdk(&e)) }
-    })
+    let called = until_deadline(
+        &invocation,
+        bedrock::with_fallbacks(&state.retry, &plan, &answer.alias, |planned| {
+            let call = bedrock::converse_call(&state.bedrock, planned);
+            async move { call.send().await.map_err(|e| BedrockFailure::from_sdk(&e)) }
+        }),
+    )
     .await;
     guard.record().upstream_ms = upstream.elapsed().as_secs_f64() * 1000.0;
     let (output, planned) = match called {
-        Ok(called) => called,
-        Err(error) => return Err(fail(guard, error)),
+        Some(Ok(called)) => called,
+        Some(Err(error)) => return Err(fail(guard, error)),
+        // Cut: the prompt was read, the answer is lost; it pays the prompt at the estimate.
+        None => return Err(end(guard, deadline_error(), Status::Deadline)),
     };
     let usage = bedrock::token_usage(output.usage());
     let body = completion_body(&output, &answer, planned.converse.json_tool, &usage);

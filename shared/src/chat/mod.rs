@@ -9,6 +9,7 @@
 //! after the response, whatever happens; [`record::RequestRecord`] carries what is known of it.
 
 mod complete;
+pub mod invocation;
 pub mod record;
 mod stream;
 
@@ -29,6 +30,7 @@ use crate::keys::KeyHash;
 use crate::openai::{ChatCompletionRequest, ModelList, ModelObject};
 use crate::settlement::Guard;
 use crate::state::AppState;
+pub use invocation::{Delivery, Invocation};
 use record::{Client, RequestRecord, Status};
 
 /// `created` for catalog models, which have no release dates of their own.
@@ -114,10 +116,12 @@ async fn chat_completions(
     BearerKey(key): BearerKey,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
+    invocation: Option<Extension<Invocation>>,
     headers: HeaderMap,
     ApiJson(mut request): ApiJson<ChatCompletionRequest>,
 ) -> Result<Response, Refusal> {
     let arrived = std::time::Instant::now();
+    let invocation = invocation.map(|Extension(i)| i).unwrap_or_default();
     // Parse: everything that can be refused is refused here, before anything is taken.
     bedrock::validate(&request)?;
     stored_fields(&request)?;
@@ -132,6 +136,13 @@ async fn chat_completions(
         .into());
     };
     let plan = bedrock::plan(&request, &chain, state.config.default_max_tokens)?;
+    if invocation.out_of_time() {
+        // Nothing is taken: the invocation has no time left for a model call and its settlement.
+        return Err(ApiError::UpstreamTimeout(
+            "the gateway has no time left in this invocation; retry".into(),
+        )
+        .into());
+    }
     let estimate = admission::estimate_prompt_tokens(&request);
     let mut record = RequestRecord::new(
         request_id,
@@ -175,18 +186,40 @@ async fn chat_completions(
         alias: request.model.clone(),
     };
     if request.stream.unwrap_or(false) {
-        stream::respond(state, plan, &request, answer, admitted, guard).await
+        stream::respond(state, plan, &request, answer, admitted, guard, invocation).await
     } else {
-        complete::respond(state, plan, answer, admitted, guard).await
+        complete::respond(state, plan, answer, admitted, guard, invocation).await
     }
 }
 
 /// Ends an admitted request with `error`: settled (its reservation released, its failure
 /// recorded), and the error for the client.
-fn fail(mut guard: Guard, error: ApiError) -> Refusal {
+fn fail(guard: Guard, error: ApiError) -> Refusal {
+    end(guard, error, Status::Failure)
+}
+
+/// Ends an admitted request with `error` and `status`.
+fn end(mut guard: Guard, error: ApiError, status: Status) -> Refusal {
     guard.record().fail(&error);
-    guard.finish(Status::Failure);
+    guard.finish(status);
     error.into()
+}
+
+/// The error of a model call cut by the invocation's deadline.
+fn deadline_error() -> ApiError {
+    ApiError::UpstreamTimeout(
+        "the answer did not finish before the gateway's deadline (the function's time limit \
+         less its settlement margin); ask for a shorter answer (a lower max_tokens), or stream it"
+            .into(),
+    )
+}
+
+/// Runs `call` until the invocation's deadline, if it has one; `None` when the deadline came.
+async fn until_deadline<T>(invocation: &Invocation, call: impl Future<Output = T>) -> Option<T> {
+    match invocation.deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, call).await.ok(),
+        None => Some(call.await),
+    }
 }
 
 /// The PII guard, before anything leaves: global policy, then the team's, then the key's. Drops

@@ -1,7 +1,11 @@
 //! A completion streamed as server-sent events (`stream: true`): ConverseStream events become
 //! `chat.completion.chunk`s as they arrive. Once the first event is in, the stream is the
-//! client's: a failure ends it with an error event, and the request settles for what was
-//! produced, whoever ended it.
+//! client's: a failure, or the invocation's deadline, ends it with an error event, and the
+//! request settles for what was produced, whoever ended it.
+//!
+//! A buffered response (behind an ALB, which hands the client the body once complete and takes
+//! at most 1 MB) coalesces consecutive deltas of one kind into one chunk, and ends with an error
+//! event rather than outgrow its limit.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -17,8 +21,9 @@ use bytes::Bytes;
 use http::{HeaderValue, header};
 use tokio::sync::mpsc;
 
+use super::invocation::{Delivery, Invocation};
 use super::record::Status;
-use super::{Answer, fail, write_headers};
+use super::{Answer, deadline_error, end, fail, until_deadline, write_headers};
 use crate::admission::{Admitted, Refusal};
 use crate::bedrock::{self, BedrockFailure, JSON_TOOL, Planned};
 use crate::catalog::{ModelEntry, TokenUsage};
@@ -38,18 +43,26 @@ pub(super) async fn respond(
     answer: Answer,
     admitted: Admitted,
     mut guard: Guard,
+    invocation: Invocation,
 ) -> Result<Response, Refusal> {
     let upstream = std::time::Instant::now();
-    let called = bedrock::with_fallbacks(&state.retry, &plan, &answer.alias, |planned| {
-        let call = bedrock::converse_stream_call(&state.bedrock, planned);
-        async move { call.send().await.map_err(|e| BedrockFailure::from_sdk(&e)) }
-    })
+    let called = until_deadline(
+        &invocation,
+        bedrock::with_fallbacks(&state.retry, &plan, &answer.alias, |planned| {
+            let call = bedrock::converse_stream_call(&state.bedrock, planned);
+            async move { call.send().await.map_err(|e| BedrockFailure::from_sdk(&e)) }
+        }),
+    )
     .await;
     let (output, planned) = match called {
-        Ok(called) => called,
-        Err(error) => {
+        Some(Ok(called)) => called,
+        Some(Err(error)) => {
             guard.record().upstream_ms = upstream.elapsed().as_secs_f64() * 1000.0;
             return Err(fail(guard, error));
+        }
+        None => {
+            guard.record().upstream_ms = upstream.elapsed().as_secs_f64() * 1000.0;
+            return Err(end(guard, deadline_error(), Status::Deadline));
         }
     };
     let include_usage = request
@@ -84,6 +97,11 @@ pub(super) async fn respond(
         deltas: 0,
         delta_bytes: 0,
         sent_bytes: 0,
+        deadline: invocation.deadline,
+        buffer: match invocation.delivery {
+            Delivery::Streamed => None,
+            Delivery::Buffered { limit_bytes } => Some(Coalescer::new(limit_bytes)),
+        },
     };
     tokio::spawn(translator.run(output.stream, sender, include_usage, guard, upstream));
     Ok(response)
@@ -107,6 +125,10 @@ struct StreamTranslator {
     delta_bytes: u64,
     /// Bytes of events sent to the client, for the audit record.
     sent_bytes: u64,
+    /// When the model call must have ended.
+    deadline: Option<tokio::time::Instant>,
+    /// A buffered response's coalescing and limit; `None` when streamed.
+    buffer: Option<Coalescer>,
 }
 
 /// How a relayed stream ended.
@@ -114,7 +136,167 @@ enum End {
     Complete,
     ClientGone,
     Upstream(ApiError),
+    Deadline,
+    /// A buffered response reached its limit.
+    TooLarge,
 }
+
+/// Why an event was not sent.
+enum Unsent {
+    ClientGone,
+    TooLarge,
+}
+
+impl From<Unsent> for End {
+    fn from(unsent: Unsent) -> End {
+        match unsent {
+            Unsent::ClientGone => End::ClientGone,
+            Unsent::TooLarge => End::TooLarge,
+        }
+    }
+}
+
+/// Room kept at the end of a buffered response for its last events (the finish chunk, the
+/// usage chunk and `[DONE]`, or an error event).
+const END_RESERVE: usize = 4 * 1024;
+/// The most text one coalesced chunk carries.
+const COALESCE_UP_TO: usize = 16 * 1024;
+
+/// The deltas of a buffered response, coalesced: consecutive content, reasoning or argument
+/// deltas of one tool call become one chunk. Counts the response's size as its receiver does
+/// (the body as a JSON string).
+struct Coalescer {
+    limit: usize,
+    used: usize,
+    pending: Option<Delta>,
+}
+
+impl Coalescer {
+    fn new(limit: usize) -> Coalescer {
+        Coalescer {
+            limit,
+            used: 0,
+            pending: None,
+        }
+    }
+
+    /// Adds `next` to the pending delta when they are of one kind; otherwise returns the
+    /// pending delta, to be sent, and keeps `next`.
+    fn push(&mut self, next: Delta) -> Option<Delta> {
+        if let Some(pending) = &mut self.pending
+            && delta_text(pending) < COALESCE_UP_TO
+            && merge(pending, &next)
+        {
+            return None;
+        }
+        self.pending.replace(next)
+    }
+
+    /// True when `event` fits, keeping room for the last events; counts it if so.
+    fn admit(&mut self, event: &[u8], last: bool) -> bool {
+        let size = escaped_len(event);
+        let reserve = if last { 0 } else { END_RESERVE };
+        if self.used + size + reserve > self.limit {
+            return false;
+        }
+        self.used += size;
+        true
+    }
+}
+
+/// The text a delta carries.
+fn delta_text(delta: &Delta) -> usize {
+    delta.content.as_ref().map_or(0, String::len)
+        + delta.reasoning_content.as_ref().map_or(0, String::len)
+        + delta
+            .tool_calls
+            .iter()
+            .flatten()
+            .map(|t| t.function.arguments.len())
+            .sum::<usize>()
+}
+
+/// Appends `next` to `into` when both are only content, only reasoning, or only argument text
+/// of one tool call.
+fn merge(into: &mut Delta, next: &Delta) -> bool {
+    if into.role.is_some() || next.role.is_some() {
+        return false;
+    }
+    match (into, next) {
+        (
+            Delta {
+                content: Some(text),
+                reasoning_content: None,
+                tool_calls: None,
+                ..
+            },
+            Delta {
+                content: Some(more),
+                reasoning_content: None,
+                tool_calls: None,
+                ..
+            },
+        )
+        | (
+            Delta {
+                content: None,
+                reasoning_content: Some(text),
+                tool_calls: None,
+                ..
+            },
+            Delta {
+                content: None,
+                reasoning_content: Some(more),
+                tool_calls: None,
+                ..
+            },
+        ) => {
+            text.push_str(more);
+            true
+        }
+        (
+            Delta {
+                content: None,
+                reasoning_content: None,
+                tool_calls: Some(calls),
+                ..
+            },
+            Delta {
+                content: None,
+                reasoning_content: None,
+                tool_calls: Some(more),
+                ..
+            },
+        ) => match (calls.as_mut_slice(), more.as_slice()) {
+            ([call], [next])
+                if call.index == next.index
+                    && next.id.is_none()
+                    && next.kind.is_none()
+                    && next.function.name.is_none() =>
+            {
+                call.function.arguments.push_str(&next.function.arguments);
+                true
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// The length of `bytes` as a JSON string's contents: what an ALB counts of a body.
+fn escaped_len(bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .map(|&b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum()
+}
+
+/// A chunk's delta and finish reason.
+type Piece = (Delta, Option<&'static str>);
 
 fn sse(data: &impl serde::Serialize) -> Bytes {
     let json = serde_json::to_string(data).unwrap_or_else(|_| "{}".to_owned());
@@ -137,8 +319,8 @@ impl StreamTranslator {
         })
     }
 
-    fn content(&self, text: &str) -> Bytes {
-        self.chunk(
+    fn content(text: &str) -> Piece {
+        (
             Delta {
                 content: Some(text.to_owned()),
                 ..Delta::default()
@@ -147,8 +329,8 @@ impl StreamTranslator {
         )
     }
 
-    fn tool_delta(&self, delta: ToolCallDelta) -> Bytes {
-        self.chunk(
+    fn tool_delta(delta: ToolCallDelta) -> Piece {
+        (
             Delta {
                 tool_calls: Some(vec![delta]),
                 ..Delta::default()
@@ -173,8 +355,8 @@ impl StreamTranslator {
         })
     }
 
-    /// The chunks one Bedrock event becomes.
-    fn translate(&mut self, event: ConverseStreamOutput) -> Vec<Bytes> {
+    /// The chunks one Bedrock event becomes, as deltas and finish reasons.
+    fn translate(&mut self, event: ConverseStreamOutput) -> Vec<Piece> {
         match event {
             ConverseStreamOutput::ContentBlockStart(start) => {
                 let block = start.content_block_index();
@@ -188,7 +370,7 @@ impl StreamTranslator {
                     Some(ContentBlockStart::ToolUse(tool)) => {
                         let index = u32::try_from(self.tool_index.len()).unwrap_or(u32::MAX);
                         self.tool_index.insert(block, index);
-                        vec![self.tool_delta(ToolCallDelta {
+                        vec![Self::tool_delta(ToolCallDelta {
                             index,
                             id: Some(tool.tool_use_id().to_owned()),
                             kind: Some("function"),
@@ -206,17 +388,17 @@ impl StreamTranslator {
                 match delta.delta() {
                     Some(ContentBlockDelta::Text(text)) => {
                         self.count(text);
-                        vec![self.content(text)]
+                        vec![Self::content(text)]
                     }
                     Some(ContentBlockDelta::ToolUse(tool)) if self.json_block == Some(block) => {
                         self.count(tool.input());
-                        vec![self.content(tool.input())]
+                        vec![Self::content(tool.input())]
                     }
                     Some(ContentBlockDelta::ToolUse(tool)) => {
                         match self.tool_index.get(&block).copied() {
                             Some(index) => {
                                 self.count(tool.input());
-                                vec![self.tool_delta(ToolCallDelta {
+                                vec![Self::tool_delta(ToolCallDelta {
                                     index,
                                     id: None,
                                     kind: None,
@@ -233,7 +415,7 @@ impl StreamTranslator {
                         ReasoningContentBlockDelta::Text(text),
                     )) => {
                         self.count(text);
-                        vec![self.chunk(
+                        vec![(
                             Delta {
                                 reasoning_content: Some(text.clone()),
                                 ..Delta::default()
@@ -250,7 +432,7 @@ impl StreamTranslator {
                 if self.json_tool && reason == "tool_calls" {
                     reason = "stop";
                 }
-                vec![self.chunk(Delta::default(), Some(reason))]
+                vec![(Delta::default(), Some(reason))]
             }
             ConverseStreamOutput::Metadata(metadata) => {
                 self.usage = Some(bedrock::token_usage(metadata.usage()));
@@ -270,15 +452,28 @@ impl StreamTranslator {
         mut guard: Guard,
         upstream: std::time::Instant,
     ) {
-        let end = self.relay(&mut events, &sender).await;
+        let mut end = self.relay(&mut events, &sender).await;
+        // A buffered response's last coalesced delta goes out before its ending.
+        if !matches!(end, End::ClientGone | End::TooLarge)
+            && let Err(unsent) = self.flush(&sender).await
+        {
+            end = unsent.into();
+        }
         // The model's whole stream is upstream time; the gateway relays as it arrives.
         let estimated_input = guard.record().estimated_input;
         let usage = self.best_usage(estimated_input);
         let record = guard.record();
         record.upstream_ms = upstream.elapsed().as_secs_f64() * 1000.0;
         record.charge(&self.model, usage);
-        let status = match end {
-            End::Complete => {
+        let (status, error) = match end {
+            End::Complete => (Status::Success, None),
+            End::ClientGone => (Status::ClientClosed, None),
+            End::Upstream(error) => (Status::UpstreamCut, Some(error)),
+            End::Deadline => (Status::Deadline, Some(deadline_error())),
+            End::TooLarge => (Status::Failure, Some(ApiError::ResponseTooLarge)),
+        };
+        match &error {
+            None if status == Status::Success => {
                 if include_usage {
                     let chunk = sse(&ChatCompletionChunk {
                         id: self.answer.id.clone(),
@@ -288,65 +483,108 @@ impl StreamTranslator {
                         choices: Vec::new(),
                         usage: Some(bedrock::openai_usage(&usage)),
                     });
-                    self.send(&sender, chunk).await;
+                    let _ = self.deliver(&sender, chunk, true).await;
                 }
-                self.send(&sender, Bytes::from_static(b"data: [DONE]\n\n"))
-                    .await;
+                let done = Bytes::from_static(b"data: [DONE]\n\n");
+                let _ = self.deliver(&sender, done, true).await;
                 record.status_code = 200;
-                Status::Success
             }
-            End::ClientGone => Status::ClientClosed,
-            End::Upstream(error) => {
-                let event = sse(&error.body());
-                self.send(&sender, event).await;
-                record.fail(&error);
-                Status::UpstreamCut
+            None => {}
+            // An error event, and no `[DONE]`: the client can tell the answer is incomplete.
+            Some(error) => {
+                let _ = self.deliver(&sender, sse(&error.body()), true).await;
+                record.fail(error);
             }
-        };
+        }
         guard.record().response_bytes = self.sent_bytes;
         drop(sender);
         guard.finish(status);
     }
 
-    /// Sends one event; false when the client has gone.
-    async fn send(&mut self, sender: &mpsc::Sender<Bytes>, chunk: Bytes) -> bool {
-        let len = chunk.len() as u64;
-        let sent = sender.send(chunk).await.is_ok();
-        if sent {
-            self.sent_bytes += len;
+    /// Emits one piece: sent at once when streamed; coalesced with its neighbours when buffered.
+    async fn emit(&mut self, sender: &mpsc::Sender<Bytes>, piece: Piece) -> Result<(), Unsent> {
+        let (delta, finish_reason) = piece;
+        let ready = match &mut self.buffer {
+            Some(buffer) if finish_reason.is_none() => match buffer.push(delta) {
+                Some(ready) => ready,
+                None => return Ok(()),
+            },
+            Some(_) => {
+                self.flush(sender).await?;
+                delta
+            }
+            None => delta,
+        };
+        let chunk = self.chunk(ready, finish_reason);
+        self.deliver(sender, chunk, false).await
+    }
+
+    /// Sends a buffered response's pending delta.
+    async fn flush(&mut self, sender: &mpsc::Sender<Bytes>) -> Result<(), Unsent> {
+        match self.buffer.as_mut().and_then(|b| b.pending.take()) {
+            Some(pending) => {
+                let chunk = self.chunk(pending, None);
+                self.deliver(sender, chunk, false).await
+            }
+            None => Ok(()),
         }
-        sent
+    }
+
+    /// Sends one event. In a buffered response it must fit, and only the `last` events may use
+    /// the room kept for the ending.
+    async fn deliver(
+        &mut self,
+        sender: &mpsc::Sender<Bytes>,
+        chunk: Bytes,
+        last: bool,
+    ) -> Result<(), Unsent> {
+        if let Some(buffer) = &mut self.buffer
+            && !buffer.admit(&chunk, last)
+        {
+            return Err(Unsent::TooLarge);
+        }
+        let len = chunk.len() as u64;
+        sender.send(chunk).await.map_err(|_| Unsent::ClientGone)?;
+        self.sent_bytes += len;
+        Ok(())
     }
 
     /// Sends the role chunk and then every translated event, until the stream ends, the client
-    /// goes away (noticed at once, not at the next event), or Bedrock fails.
+    /// goes away (noticed at once, not at the next event), the deadline comes, Bedrock fails, or
+    /// a buffered response is full.
     async fn relay(
         &mut self,
         events: &mut EventReceiver<ConverseStreamOutput, ConverseStreamOutputError>,
         sender: &mpsc::Sender<Bytes>,
     ) -> End {
-        let role = self.chunk(
-            Delta {
-                role: Some("assistant"),
-                content: Some(String::new()),
-                ..Delta::default()
-            },
-            None,
-        );
-        if !self.send(sender, role).await {
-            return End::ClientGone;
+        let role = Delta {
+            role: Some("assistant"),
+            content: Some(String::new()),
+            ..Delta::default()
+        };
+        if let Err(unsent) = self.emit(sender, (role, None)).await {
+            return unsent.into();
         }
+        let deadline = self.deadline;
+        let out_of_time = async move {
+            match deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(out_of_time);
         loop {
             let event = tokio::select! {
                 // Dropping the event receiver on the way out ends the Bedrock call.
                 () = sender.closed() => return End::ClientGone,
+                () = &mut out_of_time => return End::Deadline,
                 event = events.recv() => event,
             };
             match event {
                 Ok(Some(event)) => {
-                    for chunk in self.translate(event) {
-                        if !self.send(sender, chunk).await {
-                            return End::ClientGone;
+                    for piece in self.translate(event) {
+                        if let Err(unsent) = self.emit(sender, piece).await {
+                            return unsent.into();
                         }
                     }
                 }

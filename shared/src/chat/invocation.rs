@@ -1,0 +1,109 @@
+//! What the entry point knows about the invocation a request arrived in: when it must end, and
+//! whether its response is streamed to the client or handed over in one piece. `llmlite serve`
+//! sets nothing (no deadline, streamed); the Lambda functions set both from their runtime.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// The largest response an ALB takes from a Lambda target: 1 MB of response JSON, the body
+/// escaped inside it. A larger one becomes a 502 the client cannot tell from a gateway fault.
+pub const ALB_RESPONSE_LIMIT: usize = 1_000_000;
+
+/// Room kept in [`ALB_RESPONSE_LIMIT`] for the response JSON around the body (status, headers).
+const ALB_ENVELOPE: usize = 16 * 1024;
+
+/// A request extension set by the entry point; absent means streamed with no deadline.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Invocation {
+    /// When the model call must have ended: the invocation's deadline less the settlement
+    /// margin. `None` where nothing stops the process (`llmlite serve`).
+    pub deadline: Option<Instant>,
+    /// How the response reaches the client.
+    pub delivery: Delivery,
+}
+
+/// How a response reaches the client.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Delivery {
+    /// Chunk by chunk as it is produced: `llmlite serve`, Lambda response streaming.
+    #[default]
+    Streamed,
+    /// In one piece once complete, of at most `limit_bytes` as the receiver counts them (JSON
+    /// escaped): a Lambda target of an ALB.
+    Buffered { limit_bytes: usize },
+}
+
+impl Delivery {
+    /// Behind an ALB: one body, within its limit less the envelope.
+    pub const ALB: Delivery = Delivery::Buffered {
+        limit_bytes: ALB_RESPONSE_LIMIT - ALB_ENVELOPE,
+    };
+}
+
+impl Invocation {
+    /// An invocation that Lambda ends at `deadline_ms` (milliseconds since the Unix epoch),
+    /// `margin` of which is kept for ending the answer and settling it. A deadline of 0 is
+    /// unknown (no deadline).
+    pub fn lambda(deadline_ms: u64, margin: Duration, delivery: Delivery) -> Invocation {
+        let deadline = (deadline_ms > 0).then(|| {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            let left = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
+            Instant::now() + left.saturating_sub(margin)
+        });
+        Invocation { deadline, delivery }
+    }
+
+    /// True when the model call may not start: its deadline has passed.
+    pub fn out_of_time(&self) -> bool {
+        self.deadline.is_some_and(|d| d <= Instant::now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now_ms() -> u64 {
+        u64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis(),
+        )
+        .unwrap_or(0)
+    }
+
+    #[test]
+    fn the_deadline_keeps_the_margin_back() {
+        let invocation = Invocation::lambda(
+            now_ms() + 10_000,
+            Duration::from_secs(4),
+            Delivery::Streamed,
+        );
+        let left = invocation
+            .deadline
+            .map(|d| d.saturating_duration_since(Instant::now()));
+        let left = left.unwrap_or_default();
+        assert!(left > Duration::from_millis(5_000), "{left:?}");
+        assert!(left <= Duration::from_secs(6), "{left:?}");
+        assert!(!invocation.out_of_time());
+    }
+
+    #[test]
+    fn a_margin_past_the_deadline_leaves_no_time_and_zero_is_unknown() {
+        let late = Invocation::lambda(now_ms() + 1_000, Duration::from_secs(2), Delivery::ALB);
+        assert!(late.out_of_time());
+        let unknown = Invocation::lambda(0, Duration::from_secs(2), Delivery::ALB);
+        assert!(unknown.deadline.is_none());
+        assert!(!unknown.out_of_time());
+        assert_eq!(
+            Delivery::ALB,
+            Delivery::Buffered {
+                limit_bytes: ALB_RESPONSE_LIMIT - ALB_ENVELOPE
+            }
+        );
+    }
+}
