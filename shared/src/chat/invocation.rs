@@ -13,6 +13,9 @@ pub const ALB_RESPONSE_LIMIT: usize = 1_000_000;
 /// Room kept in [`ALB_RESPONSE_LIMIT`] for the response JSON around the body (status, headers).
 const ALB_ENVELOPE: usize = 16 * 1024;
 
+/// 2001-09-09 in milliseconds since the Unix epoch: an earlier "deadline" is not a timestamp.
+const NOT_BEFORE_MS: u64 = 1_000_000_000_000;
+
 /// A request extension set by the entry point; absent means streamed with no deadline.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Invocation {
@@ -43,10 +46,12 @@ impl Delivery {
 
 impl Invocation {
     /// An invocation that Lambda ends at `deadline_ms` (milliseconds since the Unix epoch),
-    /// `margin` of which is kept for ending the answer and settling it. A deadline of 0 is
-    /// unknown (no deadline).
+    /// `margin` of which is kept for ending the answer and settling it. A deadline that cannot
+    /// be one is unknown (no deadline): 0 when there is no Lambda context, and any time before
+    /// 2001, which is what an emulator sends when it writes a duration there instead (`cargo
+    /// lambda watch` sends its timeout, `600000`).
     pub fn lambda(deadline_ms: u64, margin: Duration, delivery: Delivery) -> Invocation {
-        let deadline = (deadline_ms > 0).then(|| {
+        let deadline = (deadline_ms >= NOT_BEFORE_MS).then(|| {
             let now_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
@@ -93,12 +98,14 @@ mod tests {
     }
 
     #[test]
-    fn a_margin_past_the_deadline_leaves_no_time_and_zero_is_unknown() {
+    fn a_margin_past_the_deadline_leaves_no_time_and_a_deadline_that_is_no_time_is_unknown() {
         let late = Invocation::lambda(now_ms() + 1_000, Duration::from_secs(2), Delivery::ALB);
         assert!(late.out_of_time());
-        let unknown = Invocation::lambda(0, Duration::from_secs(2), Delivery::ALB);
-        assert!(unknown.deadline.is_none());
-        assert!(!unknown.out_of_time());
+        for not_a_time in [0, 600_000] {
+            let unknown = Invocation::lambda(not_a_time, Duration::from_secs(2), Delivery::ALB);
+            assert!(unknown.deadline.is_none(), "{not_a_time}");
+            assert!(!unknown.out_of_time());
+        }
         assert_eq!(
             Delivery::ALB,
             Delivery::Buffered {
