@@ -15,7 +15,7 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use sqlx::postgres::types::PgInterval;
 
-use crate::bedrock::Planned;
+use crate::bedrock::Candidate;
 use crate::catalog::ModelEntry;
 use crate::chat::record::Payer;
 use crate::error::{ApiError, BudgetScope, WorstCase};
@@ -254,12 +254,12 @@ pub async fn admit(
     state: &AppState,
     raw_key: &str,
     alias: &str,
-    plan: &[Planned],
+    plan: &[impl Candidate],
     request_id: RequestId,
     estimate: u64,
 ) -> Result<Admitted, Refusal> {
     let chain: Vec<String> = std::iter::once(alias.to_owned())
-        .chain(plan.iter().skip(1).map(|p| p.model.alias.to_string()))
+        .chain(plan.iter().skip(1).map(|p| p.model().alias.to_string()))
         .collect();
     if state.config.master_key.matches(raw_key) {
         return Ok(Admitted {
@@ -284,18 +284,18 @@ pub async fn admit(
     }
     let reserves: Vec<Decimal> = plan
         .iter()
-        .map(|p| worst_case_cost(estimate, &p.model, p.converse.max_tokens).amount())
+        .map(|p| worst_case_cost(estimate, p.model(), p.max_tokens()).amount())
         .collect();
     let asked = plan
         .first()
         .ok_or_else(|| ApiError::Internal("admission without a model".into()))?;
-    let estimate_cost = asked.model.prices.input * estimate;
+    let estimate_cost = asked.model().prices.input * estimate;
     let decision: Decision =
         sqlx::query_as("SELECT * FROM llmlite_admit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
             .bind(KeyHash::of(raw_key).as_str())
             .bind(&chain)
             .bind(&reserves)
-            .bind(&asked.model.bedrock_model_id)
+            .bind(&asked.model().bedrock_model_id)
             .bind(request_id.to_string())
             .bind(state.clock.now())
             .bind(i64::try_from(estimate).unwrap_or(i64::MAX))
@@ -356,14 +356,14 @@ pub async fn admit(
             let spend = decision.spend.unwrap_or_default();
             let max_budget = decision.max_budget.unwrap_or_default();
             // The prompt and one output token on the model asked for: the least that could run.
-            let least = worst_case_cost(estimate, &asked.model, 1).amount();
+            let least = worst_case_cost(estimate, asked.model(), 1).amount();
             Err(ApiError::BudgetExceeded {
                 scope,
                 spend,
                 max_budget,
                 worst_case: decision.reserve.map(|cost| WorstCase {
                     cost,
-                    max_tokens: asked.converse.max_tokens,
+                    max_tokens: asked.max_tokens(),
                     lower_max_tokens_fits: least <= max_budget - spend,
                 }),
             }

@@ -899,6 +899,24 @@ pub struct Planned {
     pub converse: ConverseRequest,
 }
 
+/// One model a request may be served by, as planned for it: the model, and the output limit the
+/// request has there (which sizes its budget reservation). Chat completions plan Converse
+/// requests; Anthropic's Messages API plans InvokeModel bodies.
+pub trait Candidate {
+    fn model(&self) -> &std::sync::Arc<ModelEntry>;
+    fn max_tokens(&self) -> u32;
+}
+
+impl Candidate for Planned {
+    fn model(&self) -> &std::sync::Arc<ModelEntry> {
+        &self.model
+    }
+
+    fn max_tokens(&self) -> u32 {
+        self.converse.max_tokens
+    }
+}
+
 /// Translates `request` once for each model of `chain`. The first model is the one the client
 /// named, and the request must fit it; a fallback it does not fit (a smaller output limit, say)
 /// is left out.
@@ -923,14 +941,15 @@ pub fn plan(
 
 /// Calls `call` on each planned model in turn, retrying transient failures with `retry`'s
 /// jittered backoff before moving to the next. Returns the answer and the model that gave it.
-pub async fn with_fallbacks<'p, T, F, Fut>(
+pub async fn with_fallbacks<'p, P, T, F, Fut>(
     retry: &RetryPolicy,
-    plan: &'p [Planned],
+    plan: &'p [P],
     alias: &str,
     mut call: F,
-) -> Result<(T, &'p Planned), ApiError>
+) -> Result<(T, &'p P), ApiError>
 where
-    F: FnMut(&'p Planned) -> Fut,
+    P: Candidate,
+    F: FnMut(&'p P) -> Fut,
     Fut: std::future::Future<Output = Result<T, BedrockFailure>>,
 {
     let mut last_failure = None;
@@ -939,7 +958,7 @@ where
             match call(planned).await {
                 Ok(answer) => return Ok((answer, planned)),
                 Err(failure) if failure.transient() => {
-                    tracing::warn!(model = %planned.model.alias, attempt, ?failure, "Bedrock call failed, retrying");
+                    tracing::warn!(model = %planned.model().alias, attempt, ?failure, "Bedrock call failed, retrying");
                     last_failure = Some(failure);
                     if attempt < retry.attempts {
                         tokio::time::sleep(retry.delay(attempt)).await;

@@ -90,6 +90,9 @@ pub struct ModelEntry {
     pub flags: ModelFlags,
     /// Other aliases tried, in order, when this model is throttled or failing.
     pub fallbacks: Vec<ModelAlias>,
+    /// The `anthropic-beta` values passed to Bedrock for this model on `/v1/messages`; others
+    /// are dropped.
+    pub anthropic_betas: Vec<String>,
 }
 
 /// The validated catalog.
@@ -147,6 +150,8 @@ struct RawModel {
     legacy: bool,
     #[serde(default)]
     fallbacks: Vec<String>,
+    #[serde(default)]
+    anthropic_betas: Vec<String>,
 }
 
 fn valid_alias(alias: &str) -> bool {
@@ -204,6 +209,7 @@ impl TryFrom<RawModel> for ModelEntry {
                 legacy: raw.legacy,
             },
             fallbacks: raw.fallbacks.into_iter().map(ModelAlias).collect(),
+            anthropic_betas: raw.anthropic_betas,
         })
     }
 }

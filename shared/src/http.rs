@@ -105,7 +105,7 @@ fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
 #[derive(Debug, Clone)]
 pub struct ApiJson<T>(pub T);
 
-fn is_json_content_type(value: &str) -> bool {
+pub(crate) fn is_json_content_type(value: &str) -> bool {
     let mime = value
         .split(';')
         .next()

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod admission;
+pub mod anthropic;
 pub mod audit;
 pub mod auth;
 pub mod bedrock;

@@ -418,6 +418,58 @@ impl Scanner {
     }
 }
 
+impl Scanner {
+    /// The guard over an Anthropic Messages body (`POST /v1/messages`), as [`Scanner::guard`]
+    /// over a chat completion: `system`, every text and `tool_result` block (its content, a
+    /// string or blocks), `tool_use` blocks (ID, name, input), tool definitions (name,
+    /// description, every key and string of the input schema) and a named `tool_choice`.
+    /// Images, documents' binary sources and `thinking` blocks (signed by the model: a change
+    /// would be refused) are left alone.
+    pub fn guard_messages(&self, body: &mut Value, policy: &Policy) -> Report {
+        let mut pass = Pass {
+            scanner: self,
+            policy,
+            report: Report::default(),
+        };
+        if let Some(system) = body.get_mut("system") {
+            pass.blocks(system);
+        }
+        for message in body
+            .get_mut("messages")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(content) = message.get_mut("content") {
+                pass.blocks(content);
+            }
+        }
+        for tool in body
+            .get_mut("tools")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(Value::String(name)) = tool.get_mut("name") {
+                pass.identifier(name);
+            }
+            if let Some(Value::String(description)) = tool.get_mut("description") {
+                pass.text(description);
+            }
+            if let Some(schema) = tool.get_mut("input_schema") {
+                pass.json(schema);
+            }
+        }
+        if let Some(Value::String(name)) = body
+            .get_mut("tool_choice")
+            .and_then(|choice| choice.get_mut("name"))
+        {
+            pass.identifier(name);
+        }
+        pass.report
+    }
+}
+
 /// One request's guard pass: what it applies, and what it has found so far.
 struct Pass<'a> {
     scanner: &'a Scanner,
@@ -441,6 +493,57 @@ impl Pass<'_> {
 
     fn text(&mut self, text: &mut String) {
         self.guard(text, MaskStyle::Prose);
+    }
+
+    /// Anthropic content: a string, or blocks.
+    fn blocks(&mut self, content: &mut Value) {
+        match content {
+            Value::String(text) => self.text(text),
+            Value::Array(blocks) => blocks.iter_mut().for_each(|block| self.block(block)),
+            _ => {}
+        }
+    }
+
+    fn block(&mut self, block: &mut Value) {
+        let kind = block
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        match kind {
+            "text" => {
+                if let Some(Value::String(text)) = block.get_mut("text") {
+                    self.text(text);
+                }
+            }
+            "tool_use" => {
+                for field in ["id", "name"] {
+                    if let Some(Value::String(value)) = block.get_mut(field) {
+                        self.identifier(value);
+                    }
+                }
+                if let Some(input) = block.get_mut("input") {
+                    self.json(input);
+                }
+            }
+            "tool_result" => {
+                if let Some(Value::String(id)) = block.get_mut("tool_use_id") {
+                    self.identifier(id);
+                }
+                if let Some(content) = block.get_mut("content") {
+                    self.blocks(content);
+                }
+            }
+            "document" => {
+                // A plain-text document's text; base64 and URL sources are not read.
+                if let Some(source) = block.get_mut("source")
+                    && source.get("type").and_then(Value::as_str) == Some("text")
+                    && let Some(Value::String(data)) = source.get_mut("data")
+                {
+                    self.text(data);
+                }
+            }
+            _ => {}
+        }
     }
 
     fn identifier(&mut self, identifier: &mut String) {

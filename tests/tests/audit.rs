@@ -109,6 +109,7 @@ async fn chat(gw: &TestGateway, key: &str, text: &str) -> (u16, String) {
 }
 
 const REQUEST_FIELDS: &[&str] = &[
+    "call_type",
     "client_ip",
     "cost",
     "error_type",

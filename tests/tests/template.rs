@@ -409,7 +409,8 @@ fn bedrock_may_be_invoked_only_on_the_catalogs_profiles_and_models() {
         actions(grant),
         [
             "bedrock:InvokeModel",
-            "bedrock:InvokeModelWithResponseStream"
+            "bedrock:InvokeModelWithResponseStream",
+            "bedrock:CountTokens"
         ]
     );
     let granted: BTreeSet<String> = grant["Resource"]

@@ -52,7 +52,7 @@ pub(super) async fn respond(
         response.headers_mut(),
         &admitted,
         guard.record_ref(),
-        Some(planned),
+        Some(&planned.model),
     );
     guard.finish(Status::Success);
     Ok(response)

@@ -39,6 +39,11 @@ const MODELS_CREATED: i64 = 1_677_610_602;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/messages", post(crate::anthropic::messages))
+        .route(
+            "/v1/messages/count_tokens",
+            post(crate::anthropic::count_tokens),
+        )
         .route("/chat/completions", post(chat_completions))
         .route("/v1/models", get(list_models))
         .route("/models", get(list_models))
@@ -194,19 +199,19 @@ async fn chat_completions(
 
 /// Ends an admitted request with `error`: settled (its reservation released, its failure
 /// recorded), and the error for the client.
-fn fail(guard: Guard, error: ApiError) -> Refusal {
+pub(crate) fn fail(guard: Guard, error: ApiError) -> Refusal {
     end(guard, error, Status::Failure)
 }
 
 /// Ends an admitted request with `error` and `status`.
-fn end(mut guard: Guard, error: ApiError, status: Status) -> Refusal {
+pub(crate) fn end(mut guard: Guard, error: ApiError, status: Status) -> Refusal {
     guard.record().fail(&error);
     guard.finish(status);
     error.into()
 }
 
 /// The error of a model call cut by the invocation's deadline.
-fn deadline_error() -> ApiError {
+pub(crate) fn deadline_error() -> ApiError {
     ApiError::UpstreamTimeout(
         "the answer did not finish before the gateway's deadline (the function's time limit \
          less its settlement margin); ask for a shorter answer (a lower max_tokens), or stream it"
@@ -215,7 +220,10 @@ fn deadline_error() -> ApiError {
 }
 
 /// Runs `call` until the invocation's deadline, if it has one; `None` when the deadline came.
-async fn until_deadline<T>(invocation: &Invocation, call: impl Future<Output = T>) -> Option<T> {
+pub(crate) async fn until_deadline<T>(
+    invocation: &Invocation,
+    call: impl Future<Output = T>,
+) -> Option<T> {
     match invocation.deadline {
         Some(deadline) => tokio::time::timeout_at(deadline, call).await.ok(),
         None => Some(call.await),
@@ -255,19 +263,21 @@ fn guard_prompt(
     bedrock::plan(request, &models, state.config.default_max_tokens)
 }
 
+/// No NUL or other C0 control character but tab, CR and LF: what a spend row may keep.
+pub(crate) fn clean(text: &str) -> bool {
+    !text
+        .chars()
+        .any(|c| c.is_control() && (c as u32) < 0x20 && !matches!(c, '\t' | '\r' | '\n'))
+}
+
 /// The longest `user` kept with a spend row.
-const MAX_USER_CHARS: usize = 256;
+pub(crate) const MAX_USER_CHARS: usize = 256;
 
 /// Refuses what PostgreSQL cannot store or the spend row should not keep: NUL and other C0
 /// control characters (tab, CR and LF aside) in `user` and in `metadata`'s keys and values, and
 /// a `user` over 256 characters. A request that got past this could be admitted and then never
 /// settle.
 fn stored_fields(request: &ChatCompletionRequest) -> Result<(), ApiError> {
-    fn clean(text: &str) -> bool {
-        !text
-            .chars()
-            .any(|c| c.is_control() && (c as u32) < 0x20 && !matches!(c, '\t' | '\r' | '\n'))
-    }
     fn clean_json(value: &Value) -> bool {
         match value {
             Value::String(s) => clean(s),
@@ -313,11 +323,11 @@ fn accounting_metadata(metadata: Option<&serde_json::Map<String, Value>>) -> Val
 }
 
 /// The rate-limit, cost and spend headers of an answer.
-fn write_headers(
+pub(crate) fn write_headers(
     headers: &mut HeaderMap,
     admitted: &Admitted,
     record: Option<&RequestRecord>,
-    served: Option<&Planned>,
+    served: Option<&std::sync::Arc<crate::catalog::ModelEntry>>,
 ) {
     admitted.write_headers(headers);
     let cost = record.map(|r| r.cost);
@@ -332,7 +342,7 @@ fn write_headers(
         headers.insert("x-litellm-key-spend", value);
     }
     if let Some(served) = served
-        && let Ok(value) = http::HeaderValue::from_str(served.model.alias.as_str())
+        && let Ok(value) = http::HeaderValue::from_str(served.alias.as_str())
     {
         headers.insert("x-llmlite-served-model", value);
     }

@@ -43,6 +43,26 @@ impl Status {
     }
 }
 
+/// Which API a request came through: the spend row's `call_type`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallType {
+    /// OpenAI's chat completions (LiteLLM's name for them).
+    #[default]
+    Acompletion,
+    /// Anthropic's Messages API, `POST /v1/messages`.
+    AnthropicMessages,
+}
+
+impl CallType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallType::Acompletion => "acompletion",
+            CallType::AnthropicMessages => "anthropic_messages",
+        }
+    }
+}
+
 /// Token counts in records (Bedrock's meaning: `input` excludes the cache tokens).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tokens {
@@ -117,6 +137,9 @@ pub struct RequestRecord {
     pub request_id: RequestId,
     /// When it arrived.
     pub timestamp: DateTime<Utc>,
+    /// The API it came through (records kept before this field were chat completions).
+    #[serde(default)]
+    pub call_type: CallType,
     pub payer: Payer,
     /// The alias the client asked for: responses and spend rows name it, whichever model served.
     pub model: ModelAlias,
@@ -153,6 +176,7 @@ impl RequestRecord {
         RequestRecord {
             request_id,
             timestamp,
+            call_type: CallType::Acompletion,
             payer: Payer::default(),
             model,
             model_id: None,
@@ -197,6 +221,7 @@ impl RequestRecord {
         serde_json::json!({
             "timestamp": self.timestamp,
             "request_id": self.request_id.to_string(),
+            "call_type": self.call_type.as_str(),
             "user_id": self.payer.user_id,
             "team_id": self.payer.team_id,
             "key_hash": self.payer.key_hash.as_ref().map(KeyHash::as_str),

@@ -1,0 +1,323 @@
+//! Anthropic's Messages API (`POST /v1/messages`, `/v1/messages/count_tokens`) over real HTTP,
+//! against the Bedrock double's InvokeModel: the same admission, PII guard, settlement and audit
+//! as chat completions, with `call_type` `anthropic_messages` and Anthropic's error shape.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails loudly"
+)]
+
+use llmlite_tests::{MASTER_KEY, TestGateway};
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+
+async fn messages(gw: &TestGateway, key: &str, body: Value) -> (u16, http::HeaderMap, String) {
+    let response = gw
+        .client
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", key)
+        .header("anthropic-version", "2023-06-01")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    (status, headers, response.text().await.unwrap())
+}
+
+/// The `data:` of each event, with its `event:` name.
+fn events(body: &str) -> Vec<(String, Value)> {
+    body.split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            let mut lines = e.lines();
+            let name = lines.next().unwrap().strip_prefix("event: ").unwrap();
+            let data = lines.next().unwrap().strip_prefix("data: ").unwrap();
+            (name.to_owned(), serde_json::from_str(data).unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_message_settles_as_anthropic_messages_with_its_exact_cost() {
+    let gw = TestGateway::start().await;
+    let key = gw
+        .mint_raw_key(json!({"key_alias": "claude-code", "max_budget": 5}))
+        .await;
+    let (status, headers, body) = messages(
+        &gw,
+        &key,
+        json!({"model": "claude-sonnet-4-5-20250929", "max_tokens": 100,
+               "system": "be brief", "metadata": {"user_id": "alice"},
+               "messages": [{"role": "user", "content": "Hello there"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let message: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(message["model"], "claude-sonnet-4-5-20250929");
+    assert_eq!(message["content"][0]["text"], "echo: Hello there");
+    let cost: Decimal = headers["x-litellm-response-cost"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let (status, _, body) = messages(
+        &gw,
+        &key,
+        json!({"model": "claude-sonnet-4-5", "max_tokens": 100, "stream": true,
+               "messages": [{"role": "user", "content": "stream it"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let events = events(&body);
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names[..2], ["message_start", "ping"], "{names:?}");
+    assert_eq!(names.last(), Some(&"message_stop"));
+    assert!(
+        !events[events.len() - 1]
+            .1
+            .to_string()
+            .contains("invocationMetrics")
+    );
+    assert_eq!(events[0].1["message"]["model"], "claude-sonnet-4-5");
+
+    gw.settled().await;
+    let rows: Vec<(String, String, Option<String>, Decimal)> = sqlx::query_as(
+        "SELECT call_type, status, end_user, spend FROM litellm_spend ORDER BY start_time",
+    )
+    .persistent(false)
+    .fetch_all(&gw.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for row in &rows {
+        assert_eq!(
+            (row.0.as_str(), row.1.as_str()),
+            ("anthropic_messages", "success")
+        );
+    }
+    assert_eq!(rows[0].2.as_deref(), Some("alice"));
+    assert_eq!(rows[0].3, cost);
+    let key_spend: Decimal = sqlx::query_scalar(
+        "SELECT spend FROM litellm_verificationtoken WHERE key_alias = 'claude-code'",
+    )
+    .persistent(false)
+    .fetch_one(&gw.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(key_spend, rows[0].3 + rows[1].3);
+}
+
+#[tokio::test]
+async fn bad_requests_and_keys_get_anthropics_error_shape_before_anything_is_taken() {
+    let gw = TestGateway::start().await;
+    let cases = [
+        (
+            MASTER_KEY,
+            json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "x"}]}),
+            400,
+            "invalid_request_error",
+        ),
+        (
+            MASTER_KEY,
+            json!({"model": "nope", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}),
+            404,
+            "not_found_error",
+        ),
+        (
+            "sk-not-a-key-000000000",
+            json!({"model": "claude-sonnet-4-5", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}),
+            401,
+            "authentication_error",
+        ),
+        (
+            MASTER_KEY,
+            json!({"model": "claude-sonnet-4-5", "max_tokens": 999_999, "messages": [{"role": "user", "content": "x"}]}),
+            400,
+            "invalid_request_error",
+        ),
+    ];
+    for (key, body, status, kind) in cases {
+        let (got, _, text) = messages(&gw, key, body.clone()).await;
+        assert_eq!(got, status, "{body}: {text}");
+        let error: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(error["type"], "error", "{text}");
+        assert_eq!(error["error"]["type"], kind, "{text}");
+        assert!(!text.contains(key) || key == MASTER_KEY);
+    }
+    // No key at all, and a body that is not JSON.
+    let response = gw
+        .client
+        .post(gw.url("/v1/messages"))
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["type"], "authentication_error");
+    let (status, _, text) = messages(&gw, MASTER_KEY, json!([1, 2])).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(gw.bedrock_calls().await.is_empty());
+    gw.settled().await;
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM litellm_spend")
+        .persistent(false)
+        .fetch_one(&gw.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0);
+}
+
+#[tokio::test]
+async fn a_card_in_a_tool_result_is_blocked_and_an_email_in_system_is_masked() {
+    let gw = TestGateway::start().await;
+    let (status, _, text) = messages(
+        &gw,
+        MASTER_KEY,
+        json!({"model": "claude-sonnet-4-5", "max_tokens": 50,
+               "messages": [
+                   {"role": "user", "content": "look it up"},
+                   {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "lookup", "input": {}}]},
+                   {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1",
+                                                 "content": [{"type": "text", "text": "card 4539 1488 0343 6467"}]}]}
+               ]}),
+    )
+    .await;
+    assert_eq!(status, 400, "{text}");
+    let error: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(error["error"]["type"], "invalid_request_error");
+    assert!(text.contains("CREDIT_CARD"), "{text}");
+    assert!(!text.contains("4539"), "{text}");
+
+    let (status, _, text) = messages(
+        &gw,
+        MASTER_KEY,
+        json!({"model": "claude-sonnet-4-5", "max_tokens": 50,
+               "system": [{"type": "text", "text": "Escalate to boss@example.com"}],
+               "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let calls = gw.bedrock_calls().await;
+    let sent = calls.last().unwrap()["body"].to_string();
+    assert!(!sent.contains("boss@example.com"), "{sent}");
+    assert!(sent.contains("anthropic_version"), "{sent}");
+}
+
+#[tokio::test]
+async fn count_tokens_needs_a_key_and_takes_nothing_from_its_limits() {
+    let gw = TestGateway::start().await;
+    let key = gw.mint_raw_key(json!({"rpm_limit": 1})).await;
+    for _ in 0..3 {
+        let response = gw
+            .client
+            .post(gw.url("/v1/messages/count_tokens"))
+            .bearer_auth(&key)
+            .json(&json!({"model": "claude-haiku-4-5",
+                          "messages": [{"role": "user", "content": "four words right here"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(response.headers().contains_key("x-llmlite-token-count"));
+        let counted: Value = response.json().await.unwrap();
+        assert!(counted["input_tokens"].as_u64().unwrap() > 0, "{counted}");
+    }
+    // The one request a minute is still there.
+    let (status, _, text) = messages(
+        &gw,
+        &key,
+        json!({"model": "claude-haiku-4-5", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let response = gw
+        .client
+        .post(gw.url("/v1/messages/count_tokens"))
+        .json(&json!({"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+}
+
+#[tokio::test]
+async fn a_recorded_claude_code_request_streams_with_only_the_betas_bedrock_takes() {
+    let gw = TestGateway::start().await;
+    let key = gw.mint_raw_key(json!({"key_alias": "claude-code"})).await;
+    let recorded: Value =
+        serde_json::from_str(include_str!("../compat/claude-code-messages.json")).unwrap();
+    let mut request = gw.client.post(gw.url("/v1/messages"));
+    for (name, value) in recorded["headers"].as_object().unwrap() {
+        let value = value.as_str().unwrap().replace("KEY", &key);
+        request = request.header(name.as_str(), value);
+    }
+    let response = request
+        .body(recorded["body"].to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    assert_eq!(
+        response.headers()["x-llmlite-dropped-betas"],
+        "claude-code-20250219,context-management-2025-06-27"
+    );
+    let body = response.text().await.unwrap();
+    let events = events(&body);
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names[..2], ["message_start", "ping"], "{names:?}");
+    assert_eq!(names.last(), Some(&"message_stop"), "{names:?}");
+    // The double answers a named tool with a call: the stream carries a tool_use block and its
+    // input as JSON deltas, and stops for the tool.
+    let tool = events
+        .iter()
+        .find(|(n, e)| n == "content_block_start" && e["content_block"]["type"] == "tool_use")
+        .expect("a tool_use block");
+    assert_eq!(tool.1["content_block"]["name"], "Bash");
+    let input: String = events
+        .iter()
+        .filter_map(|(_, e)| e["delta"]["partial_json"].as_str())
+        .collect();
+    serde_json::from_str::<Value>(&input).unwrap();
+    let stop = events.iter().find(|(n, _)| n == "message_delta").unwrap();
+    assert_eq!(stop.1["delta"]["stop_reason"], "tool_use");
+
+    // What Bedrock was sent: the two betas it takes, no Anthropic-only fields.
+    let calls = gw.bedrock_calls().await;
+    let sent = &calls.last().unwrap()["body"];
+    assert_eq!(
+        calls.last().unwrap()["operation"],
+        "invoke-with-response-stream"
+    );
+    assert_eq!(
+        sent["anthropic_beta"],
+        json!([
+            "interleaved-thinking-2025-05-14",
+            "fine-grained-tool-streaming-2025-05-14"
+        ])
+    );
+    assert_eq!(sent["anthropic_version"], "bedrock-2023-05-31");
+    for absent in ["model", "stream", "metadata", "context_management"] {
+        assert!(sent.get(absent).is_none(), "{absent}: {sent}");
+    }
+    gw.settled().await;
+    let row: (String, Option<String>, String) =
+        sqlx::query_as("SELECT call_type, end_user, status FROM litellm_spend")
+            .persistent(false)
+            .fetch_one(&gw.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        row,
+        (
+            "anthropic_messages".to_owned(),
+            Some("user_2f9c0c2b_account__session_7d1e3a44".to_owned()),
+            "success".to_owned()
+        )
+    );
+}
