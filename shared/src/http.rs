@@ -60,18 +60,30 @@ async fn request_id(mut request: Request, next: Next) -> Response {
     response
 }
 
-async fn route_not_found(method: Method, uri: Uri) -> ApiError {
-    ApiError::RouteNotFound {
-        method: method.to_string(),
-        path: uri.path().to_owned(),
+/// An error in the shape of the API family `path` belongs to: Anthropic's for `/v1/messages`
+/// and below, OpenAI's elsewhere.
+fn in_shape(path: &str, error: ApiError) -> Response {
+    if path == "/v1/messages" || path.starts_with("/v1/messages/") {
+        crate::anthropic::AnthropicError::from(error).into_response()
+    } else {
+        error.into_response()
     }
 }
 
-async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
-    ApiError::MethodNotAllowed {
+async fn route_not_found(method: Method, uri: Uri) -> Response {
+    let error = ApiError::RouteNotFound {
         method: method.to_string(),
         path: uri.path().to_owned(),
-    }
+    };
+    in_shape(uri.path(), error)
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    let error = ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+    };
+    in_shape(uri.path(), error)
 }
 
 /// Refuses a declared body over the limit before any handler runs, on every path (as the ALB
@@ -83,10 +95,12 @@ async fn refuse_oversized(request: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     match declared {
-        Some(len) if len > MAX_BODY_BYTES as u64 => ApiError::PayloadTooLarge {
-            limit_bytes: MAX_BODY_BYTES,
-        }
-        .into_response(),
+        Some(len) if len > MAX_BODY_BYTES as u64 => in_shape(
+            request.uri().path(),
+            ApiError::PayloadTooLarge {
+                limit_bytes: MAX_BODY_BYTES,
+            },
+        ),
         _ => next.run(request).await,
     }
 }

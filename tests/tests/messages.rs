@@ -321,3 +321,110 @@ async fn a_recorded_claude_code_request_streams_with_only_the_betas_bedrock_take
         )
     );
 }
+
+#[tokio::test]
+async fn the_routers_own_refusals_on_messages_paths_have_anthropics_shape_too() {
+    let gw = TestGateway::start().await;
+    let too_large = "x".repeat(1024 * 1024 + 1);
+    let response = gw
+        .client
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", MASTER_KEY)
+        .header("content-type", "application/json")
+        .body(too_large)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["type"], "request_too_large", "{error}");
+
+    let response = gw
+        .client
+        .get(gw.url("/v1/messages"))
+        .header("x-api-key", MASTER_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["type"], "error", "{error}");
+    assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
+
+    let response = gw
+        .client
+        .post(gw.url("/v1/messages/batches"))
+        .header("x-api-key", MASTER_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["type"], "not_found_error", "{error}");
+
+    // The OpenAI routes keep theirs.
+    let response = gw
+        .client
+        .get(gw.url("/v1/chat/completions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["type"], "method_not_allowed", "{error}");
+}
+
+#[tokio::test]
+async fn one_key_on_both_apis_pays_exactly_what_its_rows_say() {
+    let gw = TestGateway::start().await;
+    let key = gw.mint_raw_key(json!({"max_budget": 10})).await;
+    let mut requests = Vec::new();
+    for n in 0..12 {
+        let gw = &gw;
+        let key = key.clone();
+        requests.push(async move {
+            let content = format!("mixed traffic number {n}");
+            let response = if n % 2 == 0 {
+                gw.client
+                    .post(gw.url("/v1/chat/completions"))
+                    .bearer_auth(&key)
+                    .json(&json!({"model": "claude-haiku-4-5", "stream": n % 4 == 0,
+                                  "messages": [{"role": "user", "content": content}]}))
+                    .send()
+                    .await
+            } else {
+                gw.client
+                    .post(gw.url("/v1/messages"))
+                    .header("x-api-key", &key)
+                    .json(
+                        &json!({"model": "claude-haiku-4-5", "max_tokens": 64, "stream": n % 4 == 1,
+                                  "messages": [{"role": "user", "content": content}]}),
+                    )
+                    .send()
+                    .await
+            }
+            .unwrap();
+            assert_eq!(response.status(), 200);
+            response.text().await.unwrap();
+        });
+    }
+    futures_util::future::join_all(requests).await;
+    gw.settled().await;
+    let (rows, chat, messages, total): (i64, i64, i64, Decimal) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE call_type = 'acompletion'),
+                count(*) FILTER (WHERE call_type = 'anthropic_messages'), sum(spend)
+           FROM litellm_spend",
+    )
+    .persistent(false)
+    .fetch_one(&gw.db.pool)
+    .await
+    .unwrap();
+    assert_eq!((rows, chat, messages), (12, 6, 6));
+    let key_spend: Decimal = sqlx::query_scalar("SELECT spend FROM litellm_verificationtoken")
+        .persistent(false)
+        .fetch_one(&gw.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(key_spend, total);
+    assert!(total > Decimal::ZERO);
+}

@@ -24,7 +24,7 @@ use super::{Answer, AnthropicError, Planned, error_body, usage_of, write_dropped
 use crate::admission::Admitted;
 use crate::bedrock::{self, BedrockFailure};
 use crate::catalog::{ModelEntry, TokenUsage};
-use crate::chat::invocation::{Delivery, Invocation};
+use crate::chat::invocation::{Delivery, Invocation, escaped_len};
 use crate::chat::record::Status;
 use crate::chat::{self};
 use crate::error::ApiError;
@@ -150,18 +150,6 @@ fn delta_text(event: &Value) -> Option<(&'static str, &str)> {
 fn sse(event: &Value) -> Bytes {
     let kind = event.get("type").and_then(Value::as_str).unwrap_or("error");
     Bytes::from(format!("event: {kind}\ndata: {event}\n\n"))
-}
-
-/// The length of `bytes` as a JSON string's contents: what an ALB counts of a body.
-fn escaped_len(bytes: &[u8]) -> usize {
-    bytes
-        .iter()
-        .map(|&b| match b {
-            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
-            0..=0x1f => 6,
-            _ => 1,
-        })
-        .sum()
 }
 
 impl Relay {

@@ -44,6 +44,19 @@ impl Delivery {
     };
 }
 
+/// The length of `bytes` as a JSON string's contents: what an ALB counts of a
+/// body (it carries the body inside its response JSON).
+pub fn escaped_len(bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .map(|&b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum()
+}
+
 impl Invocation {
     /// An invocation that Lambda ends at `deadline_ms` (milliseconds since the Unix epoch),
     /// `margin` of which is kept for ending the answer and settling it. A deadline that cannot

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use http::{HeaderValue, header};
 use tokio::sync::mpsc;
 
-use super::invocation::{Delivery, Invocation};
+use super::invocation::{Delivery, Invocation, escaped_len};
 use super::record::Status;
 use super::{Answer, deadline_error, end, fail, until_deadline, write_headers};
 use crate::admission::{Admitted, Refusal};
@@ -281,18 +281,6 @@ fn merge(into: &mut Delta, next: &Delta) -> bool {
         },
         _ => false,
     }
-}
-
-/// The length of `bytes` as a JSON string's contents: what an ALB counts of a body.
-fn escaped_len(bytes: &[u8]) -> usize {
-    bytes
-        .iter()
-        .map(|&b| match b {
-            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
-            0..=0x1f => 6,
-            _ => 1,
-        })
-        .sum()
 }
 
 /// A chunk's delta and finish reason.
