@@ -103,13 +103,15 @@ pub async fn run(
                       cache_creation_input_tokens, spend, api_requests, successful_requests,
                       failed_requests, updated_at)
                  SELECT (start_time AT TIME ZONE 'UTC')::date, user_id, team_id, api_key, model,
-                        custom_llm_provider, '/v1/chat/completions',
+                        custom_llm_provider,
+                        CASE call_type WHEN 'anthropic_messages' THEN '/v1/messages'
+                                       ELSE '/v1/chat/completions' END,
                         sum(prompt_tokens), sum(completion_tokens), sum(cache_read_input_tokens),
                         sum(cache_creation_input_tokens), sum(spend), count(*),
                         count(*) FILTER (WHERE status = 'success'),
                         count(*) FILTER (WHERE status <> 'success'), $1
                  FROM batch
-                 GROUP BY 1, 2, 3, 4, 5, 6
+                 GROUP BY 1, 2, 3, 4, 5, 6, 7
                  ON CONFLICT (date, user_id, team_id, api_key, model, custom_llm_provider, endpoint)
                  DO UPDATE SET
                      prompt_tokens = d.prompt_tokens + EXCLUDED.prompt_tokens,
@@ -253,6 +255,7 @@ struct DailyRow {
     team_id: Option<String>,
     key_alias: Option<String>,
     model: String,
+    call_type: String,
     requests: i64,
     prompt_tokens: i64,
     completion_tokens: i64,
@@ -268,16 +271,19 @@ fn csv_field(value: &str) -> String {
 }
 
 /// `reports/daily/YYYY-MM-DD.json` and `.csv`: requests, tokens and spend per user, team,
-/// key alias and model.
+/// key alias, model and call type (the daily table's `endpoint`).
 async fn daily_report(state: &AppState, reports: &Sink, day: NaiveDate) -> Result<(), String> {
     let rows: Vec<DailyRow> = sqlx::query_as(
-        "SELECT d.user_id, d.team_id, k.key_alias, d.model, sum(d.api_requests)::bigint AS requests,
+        "SELECT d.user_id, d.team_id, k.key_alias, d.model,
+                CASE d.endpoint WHEN '/v1/messages' THEN 'anthropic_messages'
+                                ELSE 'acompletion' END AS call_type,
+                sum(d.api_requests)::bigint AS requests,
                 sum(d.prompt_tokens)::bigint AS prompt_tokens,
                 sum(d.completion_tokens)::bigint AS completion_tokens, sum(d.spend) AS spend
          FROM litellm_dailyuserspend d
          LEFT JOIN litellm_verificationtoken k ON k.token = d.api_key
          WHERE d.date = $1
-         GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
+         GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5",
     )
     .bind(day)
     .persistent(false)
@@ -288,21 +294,23 @@ async fn daily_report(state: &AppState, reports: &Sink, day: NaiveDate) -> Resul
         .iter()
         .map(|r| {
             json!({"user_id": r.user_id, "team_id": r.team_id, "key_alias": r.key_alias,
-                   "model": r.model, "requests": r.requests, "prompt_tokens": r.prompt_tokens,
+                   "model": r.model, "call_type": r.call_type, "requests": r.requests,
+                   "prompt_tokens": r.prompt_tokens,
                    "completion_tokens": r.completion_tokens, "spend": r.spend.normalize().to_string()})
         })
         .collect();
     let report = json!({"date": day, "rows": json_rows});
     let mut csv = String::from(
-        "date,user_id,team_id,key_alias,model,requests,prompt_tokens,completion_tokens,spend\n",
+        "date,user_id,team_id,key_alias,model,call_type,requests,prompt_tokens,completion_tokens,spend\n",
     );
     for r in &rows {
         csv.push_str(&format!(
-            "{day},{},{},{},{},{},{},{},{}\n",
+            "{day},{},{},{},{},{},{},{},{},{}\n",
             csv_field(r.user_id.as_deref().unwrap_or("")),
             csv_field(r.team_id.as_deref().unwrap_or("")),
             csv_field(r.key_alias.as_deref().unwrap_or("")),
             csv_field(&r.model),
+            r.call_type,
             r.requests,
             r.prompt_tokens,
             r.completion_tokens,

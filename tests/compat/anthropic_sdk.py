@@ -148,6 +148,15 @@ def rate_limit():
     raise AssertionError("no RateLimitError")
 
 
+def models():
+    page = client.models.list()
+    ids = [m.id for m in page.data]
+    assert MODEL in ids and "claude-sonnet-4-5-20250929" in ids, ids
+    assert all(m.type == "model" for m in page.data), page.data
+    one = client.models.retrieve(MODEL)
+    assert one.id == MODEL and one.display_name == MODEL, one
+
+
 CHECKS = [
     create,
     bearer_token,
@@ -160,6 +169,7 @@ CHECKS = [
     authentication,
     bad_request,
     rate_limit,
+    models,
 ]
 
 passed = failed = 0

@@ -106,6 +106,32 @@ schemas = {
   "Model": {"type": "object", "required": ["id", "object", "created", "owned_by"], "properties": {
       "id": string, "object": {"type": "string", "enum": ["model"]}, "created": integer, "owned_by": string}},
 }
+# Anthropic's Messages API (/v1/messages): its request as llmlite reads it (the rest of the body
+# goes to Bedrock as it came), its answers, and its error shape.
+block = {"type": "object", "required": ["type", "text"], "additionalProperties": False,
+         "properties": {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string", "minLength": 1, "maxLength": 2000}}}
+content = {"oneOf": [{"type": "string", "minLength": 1, "maxLength": 2000}, {"type": "array", "minItems": 1, "maxItems": 4, "items": block}]}
+anthropic_messages = {"type": "array", "minItems": 1, "maxItems": 4, "items": {"type": "object", "required": ["role", "content"], "additionalProperties": False,
+    "properties": {"role": {"type": "string", "enum": ["user", "assistant"]}, "content": content}}}
+anthropic_base = {"model": {"type": "string", "enum": ["claude-sonnet-4-5", "claude-haiku-4-5-20251001", "claude-opus-4-5"]},
+    "messages": anthropic_messages, "system": content,
+    "metadata": {"type": "object", "additionalProperties": False, "properties": {"user_id": text}}}
+schemas["MessagesRequest"] = {"type": "object", "required": ["model", "max_tokens", "messages"], "additionalProperties": False, "properties": {
+    **anthropic_base, "max_tokens": {"type": "integer", "minimum": 1, "maximum": 4096},
+    "stream": {"type": "boolean"}, "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+    "stop_sequences": {"type": "array", "maxItems": 4, "items": {"type": "string", "minLength": 1, "maxLength": 20}}}}
+schemas["CountTokensRequest"] = {"type": "object", "required": ["model", "messages"], "additionalProperties": False, "properties": anthropic_base}
+schemas["Message"] = {"type": "object", "required": ["id", "type", "role", "model", "content", "stop_reason", "usage"], "properties": {
+    "id": string, "type": {"type": "string", "enum": ["message"]}, "role": {"type": "string", "enum": ["assistant"]}, "model": string,
+    "content": {"type": "array", "items": {"type": "object", "required": ["type"], "properties": {"type": string}}},
+    "stop_reason": nullable(string), "stop_sequence": nullable(string),
+    "usage": {"type": "object", "required": ["input_tokens", "output_tokens"], "properties": {
+        "input_tokens": integer, "output_tokens": integer, "cache_read_input_tokens": integer, "cache_creation_input_tokens": integer}}}}
+schemas["AnthropicError"] = {"type": "object", "required": ["type", "error"], "properties": {"type": {"type": "string", "enum": ["error"]},
+    "error": {"type": "object", "required": ["type", "message"], "properties": {"type": {"type": "string", "enum": [
+        "invalid_request_error", "authentication_error", "permission_error", "not_found_error", "request_too_large",
+        "rate_limit_error", "api_error", "overloaded_error"]}, "message": string}}}}
+anthropic_err = {"description": "An error, in Anthropic's shape", "content": {"application/json": {"schema": ref("AnthropicError")}}}
 err = {"description": "An error, in OpenAI's shape", "content": {"application/json": {"schema": ref("Error")}}}
 def ok(schema, desc="OK", extra=None):
     content = {"application/json": {"schema": schema}}
@@ -123,7 +149,16 @@ keys_body = {"type": "object", "additionalProperties": False, "properties": {"ke
 paths = {
   "/v1/chat/completions": {"post": {"operationId": "chatCompletions", "tags": ["chat"], "summary": "Chat completion on Bedrock (stream: true answers with server-sent events)",
       "requestBody": body(ref("ChatCompletionRequest")),
-      "responses": ok(ref("ChatCompletion"), extra={"text/event-stream": {"schema": {"type": "string"}}})}},
+      "responses": ok(ref("ChatCompletion"), extra={"text/event-stream": {"schema": {"type": "object", "description": "One server-sent event", "required": ["data"], "properties": {
+          "data": {"type": "string", "description": "A chat.completion.chunk as JSON, an error, or [DONE]"}}}}})}},
+  "/v1/messages": {"post": {"operationId": "messages", "tags": ["anthropic"], "summary": "Anthropic's Messages API on Bedrock InvokeModel (stream: true answers with Anthropic's server-sent events)",
+      "requestBody": body(ref("MessagesRequest")),
+      "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": ref("Message")}, "text/event-stream": {"schema": {"type": "object", "description": "One server-sent event", "required": ["event", "data"], "properties": {
+          "event": {"type": "string", "enum": ["message_start", "ping", "content_block_start", "content_block_delta", "content_block_stop", "message_delta", "message_stop", "error"]},
+          "data": {"type": "string", "description": "The event as JSON"}}}}}}, "default": anthropic_err}}},
+  "/v1/messages/count_tokens": {"post": {"operationId": "countTokens", "tags": ["anthropic"], "summary": "Input tokens: Bedrock's CountTokens, or an estimate (x-llmlite-token-count says which)",
+      "requestBody": body(ref("CountTokensRequest")),
+      "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object", "required": ["input_tokens"], "properties": {"input_tokens": integer}}}}}, "default": anthropic_err}}},
   "/v1/models": {"get": {"operationId": "listModels", "tags": ["chat"], "responses": ok({"type": "object", "required": ["object", "data"], "properties": {"object": {"type": "string", "enum": ["list"]}, "data": {"type": "array", "items": ref("Model")}}})}},
   "/v1/models/{model}": {"get": {"operationId": "getModel", "tags": ["chat"], "parameters": [{"name": "model", "in": "path", "required": True, "schema": string}], "responses": ok(ref("Model"))}},
   "/key/generate": {"post": {"operationId": "keyGenerate", "tags": ["keys"], "requestBody": body(ref("KeyRequest")), "responses": ok(ref("MintedKey"))}},
@@ -168,7 +203,7 @@ paths = {
 }
 doc = {
   "openapi": "3.0.3",
-  "info": {"title": "llmlite", "version": "0.1.0", "description": "An OpenAI-compatible gateway to Claude on Amazon Bedrock, with LiteLLM's admin API. Every error is `{\"error\": {\"message\", \"type\", \"param\", \"code\"}}`."},
+  "info": {"title": "llmlite", "version": "0.1.0", "description": "An OpenAI- and Anthropic-compatible gateway to Claude on Amazon Bedrock, with LiteLLM's admin API. Every error is `{\"error\": {\"message\", \"type\", \"param\", \"code\"}}`, except on `/v1/messages`, where it is Anthropic's `{\"type\": \"error\", \"error\": {\"type\", \"message\"}}`."},
   "security": [{"bearer": []}, {"apiKey": []}],
   "paths": paths,
   "components": {"schemas": schemas, "securitySchemes": {

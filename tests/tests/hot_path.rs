@@ -43,6 +43,38 @@ async fn chat_as(
     response
 }
 
+/// The API a request goes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Api {
+    Chat,
+    /// Anthropic's Messages API, `/v1/messages`.
+    Messages,
+}
+
+/// One request through `api`, settled before it returns (as [`chat_as`]).
+async fn ask_as(
+    gw: &TestGateway,
+    api: Api,
+    key: &str,
+    model: &str,
+    text: impl AsRef<str>,
+) -> reqwest::Response {
+    if api == Api::Chat {
+        return chat_as(gw, key, model, text).await;
+    }
+    let response = gw
+        .client
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", key)
+        .json(&json!({"model": model, "max_tokens": 16,
+                      "messages": [{"role": "user", "content": text.as_ref()}]}))
+        .send()
+        .await
+        .unwrap();
+    gw.settled().await;
+    response
+}
+
 async fn error_type(response: reqwest::Response) -> (u16, String) {
     let status = response.status().as_u16();
     let body: Value = response.json().await.unwrap();
@@ -278,6 +310,18 @@ async fn tpm_takes_the_estimate_then_charges_the_actual_tokens() {
 
 #[tokio::test]
 async fn spend_never_passes_the_budget_under_50_concurrent_requests() {
+    budget_holds_under_50_concurrent_requests(Api::Chat, "budget_exceeded").await;
+}
+
+#[tokio::test]
+async fn spend_never_passes_the_budget_under_50_concurrent_messages() {
+    budget_holds_under_50_concurrent_requests(Api::Messages, "permission_error").await;
+}
+
+/// 50 requests at once through `api` against a key whose budget covers some: the refused get
+/// 403 with `refused_as`, and the key's, its user's and its team's spend equal its rows', never
+/// over the budget.
+async fn budget_holds_under_50_concurrent_requests(api: Api, refused_as: &str) {
     let gw = TestGateway::start().await;
     gw.admin("/team/new", json!({"team_id": "thrifty"})).await;
     gw.admin(
@@ -292,13 +336,13 @@ async fn spend_never_passes_the_budget_under_50_concurrent_requests() {
     )
     .await;
     let responses =
-        join_all((0..50).map(|n| chat_as(&gw, &key, "claude-haiku-4-5", format!("spend {n}"))))
+        join_all((0..50).map(|n| ask_as(&gw, api, &key, "claude-haiku-4-5", format!("spend {n}"))))
             .await;
     let mut ok = 0;
     for response in responses {
         match response.status().as_u16() {
             200 => ok += 1,
-            403 => assert_eq!(error_type(response).await.1, "budget_exceeded"),
+            403 => assert_eq!(error_type(response).await.1, refused_as),
             other => panic!("unexpected {other}"),
         }
     }

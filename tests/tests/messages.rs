@@ -428,3 +428,80 @@ async fn one_key_on_both_apis_pays_exactly_what_its_rows_say() {
     assert_eq!(key_spend, total);
     assert!(total > Decimal::ZERO);
 }
+
+#[tokio::test]
+async fn spend_logs_the_rollup_and_the_reports_tell_the_two_apis_apart() {
+    let gw = TestGateway::start().await;
+    let key = gw.mint_raw_key(json!({"key_alias": "both"})).await;
+    let (status, _, text) = messages(
+        &gw,
+        &key,
+        json!({"model": "claude-haiku-4-5", "max_tokens": 16, "messages": [{"role": "user", "content": "via messages"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let response = gw
+        .client
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&json!({"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "via chat"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    gw.settled().await;
+
+    let logs: Value = gw
+        .client
+        .get(gw.url("/spend/logs"))
+        .bearer_auth(MASTER_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut call_types: Vec<String> = logs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["call_type"].as_str().unwrap().to_owned())
+        .collect();
+    call_types.sort();
+    assert_eq!(call_types, ["acompletion", "anthropic_messages"], "{logs}");
+
+    let root =
+        std::env::temp_dir().join(format!("llmlite-messages-reports-{}", std::process::id()));
+    let sink = llmlite::audit::Sink::Directory(root.clone());
+    llmlite::rollup::run(&gw.state, &sink, 90, gw.state.clock.now())
+        .await
+        .unwrap();
+    let mut endpoints: Vec<(String, i64)> =
+        sqlx::query_as("SELECT endpoint, api_requests FROM litellm_dailyuserspend")
+            .persistent(false)
+            .fetch_all(&gw.db.pool)
+            .await
+            .unwrap();
+    endpoints.sort();
+    assert_eq!(
+        endpoints,
+        [
+            ("/v1/chat/completions".to_owned(), 1),
+            ("/v1/messages".to_owned(), 1)
+        ]
+    );
+    let day = gw.state.clock.now().date_naive();
+    let report: Value = serde_json::from_slice(
+        &std::fs::read(root.join(format!("reports/daily/{day}.json"))).unwrap(),
+    )
+    .unwrap();
+    let mut reported: Vec<&str> = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["call_type"].as_str().unwrap())
+        .collect();
+    reported.sort_unstable();
+    assert_eq!(reported, ["acompletion", "anthropic_messages"], "{report}");
+    let _ = std::fs::remove_dir_all(root);
+}

@@ -163,7 +163,7 @@ async fn reports_parse_and_match_the_database() {
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(
         lines[0],
-        "date,user_id,team_id,key_alias,model,requests,prompt_tokens,completion_tokens,spend"
+        "date,user_id,team_id,key_alias,model,call_type,requests,prompt_tokens,completion_tokens,spend"
     );
     assert_eq!(lines.len(), 5);
     let csv_spend: Decimal = lines[1..]

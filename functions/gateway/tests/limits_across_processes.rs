@@ -1,6 +1,7 @@
 //! Rate limits hold across gateway processes: three `llmlite serve` processes share one
-//! database; 60 concurrent clients of one key with `rpm_limit` 30 get exactly 30 answers, and a
-//! `tpm_limit` admits exactly as many requests as its tokens cover.
+//! database; 60 concurrent clients of one key with `rpm_limit` 30 get exactly 30 answers (on
+//! chat completions and on Anthropic's Messages API), and a `tpm_limit` admits exactly as many
+//! requests as its tokens cover.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -20,11 +21,18 @@ async fn mint(gw: &TestGateway, body: Value) -> String {
     gw.mint_key(body).await["key"].as_str().unwrap().to_owned()
 }
 
-/// Sends `count` concurrent chats of `text` as `key`, spread over the gateways; the statuses.
-async fn burst(gateways: &[(Child, String)], key: &str, count: usize, text: &str) -> Vec<u16> {
+/// Sends `count` concurrent chats of `text` as `key`, spread over the gateways, to `path`
+/// (`/v1/chat/completions`, or Anthropic's `/v1/messages`); the statuses.
+async fn burst(
+    gateways: &[(Child, String)],
+    path: &str,
+    key: &str,
+    count: usize,
+    text: &str,
+) -> Vec<u16> {
     let client = reqwest::Client::new();
     let requests = (0..count).map(|n| {
-        let url = format!("{}/v1/chat/completions", gateways[n % gateways.len()].1);
+        let url = format!("{}{path}", gateways[n % gateways.len()].1);
         let request = client
             .post(url)
             .bearer_auth(key)
@@ -34,6 +42,8 @@ async fn burst(gateways: &[(Child, String)], key: &str, count: usize, text: &str
     });
     join_all(requests).await
 }
+
+const CHAT: &str = "/v1/chat/completions";
 
 fn tally(statuses: &[u16]) -> (usize, usize) {
     let ok = statuses.iter().filter(|s| **s == 200).count();
@@ -53,13 +63,18 @@ async fn limits_are_exact_across_three_gateway_processes() {
     }
 
     let rpm_key = mint(&gw, json!({"rpm_limit": 30})).await;
-    let statuses = burst(&gateways, &rpm_key, 60, "one request").await;
+    let statuses = burst(&gateways, CHAT, &rpm_key, 60, "one request").await;
+    assert_eq!(tally(&statuses), (30, 30), "{statuses:?}");
+
+    // The same through Anthropic's Messages API.
+    let messages_key = mint(&gw, json!({"rpm_limit": 30})).await;
+    let statuses = burst(&gateways, "/v1/messages", &messages_key, 60, "one request").await;
     assert_eq!(tally(&statuses), (30, 30), "{statuses:?}");
 
     // Five 4- and 5-letter words: admission estimates ceil(25 / 4) + 4 = 11 tokens, and the
     // double counts 5 in + 6 out = 11, so every admitted request takes exactly 11 of 110.
     let tpm_key = mint(&gw, json!({"tpm_limit": 110})).await;
-    let statuses = burst(&gateways, &tpm_key, 30, "aaaa bbbb cccc dddd eeeee").await;
+    let statuses = burst(&gateways, CHAT, &tpm_key, 30, "aaaa bbbb cccc dddd eeeee").await;
     assert_eq!(tally(&statuses), (10, 20), "{statuses:?}");
 
     // Each process settles after its responses; wait for the last settlements to land.
@@ -70,5 +85,13 @@ async fn limits_are_exact_across_three_gateway_processes() {
             .fetch_one(&gw.db.pool)
             .await
             .unwrap();
-    assert_eq!(rows, 40, "every admitted request was settled once");
+    assert_eq!(rows, 70, "every admitted request was settled once");
+    let messages: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM litellm_spend WHERE call_type = 'anthropic_messages'",
+    )
+    .persistent(false)
+    .fetch_one(&gw.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(messages, 30);
 }

@@ -14,7 +14,7 @@ pub mod record;
 mod stream;
 
 use axum::extract::{Path, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use http::HeaderMap;
@@ -61,34 +61,74 @@ fn model_object(alias: &str) -> ModelObject {
     }
 }
 
-/// The catalog's aliases this key may use (its own, its user's and its team's allow-lists).
-async fn list_models(caller: Caller, State(state): State<AppState>) -> Json<ModelList> {
-    let data = state
+/// True for a request from an Anthropic client (its SDKs always send `anthropic-version`): it
+/// gets Anthropic's shapes on the routes both API families share.
+fn anthropic_client(headers: &HeaderMap) -> bool {
+    headers.contains_key("anthropic-version")
+}
+
+/// A model in Anthropic's shape.
+fn anthropic_model(alias: &str) -> Value {
+    let created = chrono::DateTime::from_timestamp(MODELS_CREATED, 0).unwrap_or_default();
+    serde_json::json!({
+        "type": "model",
+        "id": alias,
+        "display_name": alias,
+        "created_at": created.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    })
+}
+
+/// The catalog's aliases this key may use (its own, its user's and its team's allow-lists), in
+/// OpenAI's list shape or, for an Anthropic client, Anthropic's.
+async fn list_models(
+    caller: Caller,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Response {
+    let aliases: Vec<&str> = state
         .config
         .catalog
         .models()
         .iter()
         .flat_map(|m| std::iter::once(&m.alias).chain(&m.other_aliases))
-        .filter(|alias| caller.may_use(alias.as_str()))
-        .map(|alias| model_object(alias.as_str()))
+        .map(ModelAlias::as_str)
+        .filter(|alias| caller.may_use(alias))
         .collect();
+    if anthropic_client(&headers) {
+        let data: Vec<Value> = aliases.iter().map(|a| anthropic_model(a)).collect();
+        return Json(serde_json::json!({
+            "data": data,
+            "has_more": false,
+            "first_id": aliases.first(),
+            "last_id": aliases.last(),
+        }))
+        .into_response();
+    }
     Json(ModelList {
         object: "list",
-        data,
+        data: aliases.into_iter().map(model_object).collect(),
     })
+    .into_response()
 }
 
 async fn get_model(
     caller: Caller,
     State(state): State<AppState>,
+    headers: HeaderMap,
     Path(model): Path<String>,
-) -> Result<Json<ModelObject>, ApiError> {
+) -> Result<Response, ApiError> {
     state
         .config
         .catalog
         .get(&model)
         .filter(|_| caller.may_use(&model))
-        .map(|_| Json(model_object(&model)))
+        .map(|_| {
+            if anthropic_client(&headers) {
+                Json(anthropic_model(&model)).into_response()
+            } else {
+                Json(model_object(&model)).into_response()
+            }
+        })
         .ok_or(ApiError::ModelNotFound { model })
 }
 
