@@ -76,6 +76,7 @@ struct AdminAction {
     object_id: String,
     before: Option<Value>,
     after: Option<Value>,
+    via: String,
 }
 
 /// What a re-drive did.
@@ -330,7 +331,8 @@ impl Auditor {
         loop {
             let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
             let claimed: Vec<AdminAction> = sqlx::query_as(
-                "SELECT id, at, request_id, actor, action, object_type, object_id, before, after
+                "SELECT id, at, request_id, actor, action, object_type, object_id, before, after,
+                        via
                  FROM llmlite_admin_action
                  WHERE shipped_at IS NULL AND id > $1 AND ($2::text IS NULL OR request_id = $2)
                  ORDER BY id LIMIT $3
@@ -393,10 +395,12 @@ impl AdminAction {
             object_id,
             before,
             after,
+            via,
         } = self;
         let record = serde_json::json!({
-            "timestamp": at, "request_id": request_id, "actor": actor, "action": action,
-            "object_type": object_type, "object_id": object_id, "before": before, "after": after,
+            "timestamp": at, "request_id": request_id, "actor": actor, "via": via,
+            "action": action, "object_type": object_type, "object_id": object_id,
+            "before": before, "after": after,
         });
         (
             id,

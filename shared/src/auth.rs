@@ -94,7 +94,11 @@ pub async fn authenticate_key(state: &AppState, raw: &str) -> Result<Caller, Api
     if !raw.starts_with("sk-") {
         return Err(ApiError::InvalidApiKey);
     }
-    let hash = KeyHash::of(raw);
+    authenticate_hash(state, KeyHash::of(raw)).await
+}
+
+/// [`authenticate_key`] for a key known by its hash (a console session's key).
+pub async fn authenticate_hash(state: &AppState, hash: KeyHash) -> Result<Caller, ApiError> {
     let found: Option<KeyState> = sqlx::query_as(
         "WITH target AS (
              SELECT $1::text AS token, NULL::timestamptz AS deprecated_until

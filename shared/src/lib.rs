@@ -17,6 +17,7 @@ pub mod catalog;
 pub mod chat;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod deploy;
 pub mod durations;
 /// A throwaway PostgreSQL cluster: `llmlite dev` and the tests only (feature `dev`).

@@ -7,7 +7,7 @@ use tower::ServiceExt;
 
 use crate::state::AppState;
 use crate::store::Database;
-use crate::{admin, chat, health, http};
+use crate::{admin, chat, console, health, http};
 
 /// The functions behind the ALB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +31,8 @@ pub const ALB_PATH_PATTERNS: &[(&str, Function)] = &[
     ("/spend/*", Function::KeyAdmin),
     ("/global/*", Function::KeyAdmin),
     ("/openapi.json", Function::KeyAdmin),
+    ("/ui", Function::KeyAdmin),
+    ("/ui/*", Function::KeyAdmin),
     ("/health*", Function::Health),
 ];
 
@@ -57,10 +59,10 @@ pub fn chat_routes(state: AppState) -> Router {
     http::finish(chat::router(state))
 }
 
-/// The `key-admin` function: `/key/*`, `/user/*`, `/team/*`, `/spend/*`, `/global/*`, and
-/// the OpenAPI document at `/openapi.json`.
+/// The `key-admin` function: `/key/*`, `/user/*`, `/team/*`, `/spend/*`, `/global/*`, the
+/// OpenAPI document at `/openapi.json`, and the admin console under `/ui`.
 pub fn admin_routes(state: AppState) -> Router {
-    http::finish(admin::router(state))
+    http::finish(admin::router(state.clone()).merge(console::router(state)))
 }
 
 /// The `health` function: `/health*`. It needs only the database.
@@ -111,6 +113,9 @@ mod tests {
             ("/health", Some(Function::Health)),
             ("/health/readiness", Some(Function::Health)),
             ("/healthz", Some(Function::Health)),
+            ("/ui", Some(Function::KeyAdmin)),
+            ("/ui/keys", Some(Function::KeyAdmin)),
+            ("/uix", None),
             ("/v1", None),
             ("/V1/models", None),
             ("/", None),

@@ -69,7 +69,7 @@ pub const SHIP_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
 /// After a successful change, ships the admin actions that request recorded (in its own
 /// transaction) to the audit trail, within [`SHIP_BUDGET`]. Older unshipped actions are the
 /// rollup's: a backlog never holds up a committed change, whose answer may carry a raw key.
-async fn ship_audit(
+pub(crate) async fn ship_audit(
     State(state): State<AppState>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
@@ -111,6 +111,21 @@ async fn openapi() -> impl axum::response::IntoResponse {
     ([(http::header::CONTENT_TYPE, "application/json")], OPENAPI)
 }
 
+tokio::task_local! {
+    /// Set by the console around the admin handlers it calls: its actions are recorded as
+    /// coming from the console.
+    pub static VIA_CONSOLE: ();
+}
+
+/// Where the action being recorded came from: `console` inside [`VIA_CONSOLE`], else `api`.
+fn via() -> &'static str {
+    if VIA_CONSOLE.try_with(|()| ()).is_ok() {
+        "console"
+    } else {
+        "api"
+    }
+}
+
 /// One admin action, recorded in the transaction that makes it.
 pub struct Action<'a> {
     pub at: DateTime<Utc>,
@@ -127,8 +142,8 @@ impl Action<'_> {
     pub async fn record(self, tx: &mut Transaction<'_, Postgres>) -> Result<(), ApiError> {
         sqlx::query(
             "INSERT INTO llmlite_admin_action
-                 (at, request_id, actor, action, object_type, object_id, before, after)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                 (at, request_id, actor, action, object_type, object_id, before, after, via)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(self.at)
         .bind(self.request_id.to_string())
@@ -138,6 +153,7 @@ impl Action<'_> {
         .bind(self.object_id)
         .bind(self.before)
         .bind(self.after)
+        .bind(via())
         .persistent(false)
         .execute(&mut **tx)
         .await?;

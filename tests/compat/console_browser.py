@@ -1,0 +1,170 @@
+"""The admin console in a real headless Chromium (Debian's chromium and chromium-driver, driven
+through WebDriver by selenium), against a running `llmlite dev`.
+
+Run by functions/gateway/tests/console_browser.rs:
+    LLMLITE_URL=http://127.0.0.1:4000 LLMLITE_KEY=sk-... LLMLITE_OUT=/tmp/out python3 console_browser.py
+Walks an admin's morning: sign in with the master key, create a key with a budget in the
+console, read its secret once, use it for three chats through the API, see its spend in the keys
+table, block it there and see the next chat refused, sign out and see /ui refuse. Prints one line
+per step and "N passed, N failed"; a failed step leaves a screenshot and the page's HTML in
+LLMLITE_OUT. With LLMLITE_SCREENSHOTS set, the keys page is also saved there as keys.png.
+"""
+
+import json
+import os
+import sys
+import time
+import traceback
+import urllib.error
+import urllib.request
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+URL = os.environ["LLMLITE_URL"].rstrip("/")
+KEY = os.environ["LLMLITE_KEY"]
+OUT = os.environ.get("LLMLITE_OUT", "console-browser-output")
+SCREENSHOTS = os.environ.get("LLMLITE_SCREENSHOTS")
+os.makedirs(OUT, exist_ok=True)
+
+
+def api(path, body, key):
+    request = urllib.request.Request(
+        URL + path,
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def chat(key, text):
+    return api("/v1/chat/completions", {"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": text}]}, key)
+
+
+options = webdriver.ChromeOptions()
+options.binary_location = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+for flag in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,900"]:
+    options.add_argument(flag)
+driver = webdriver.Chrome(service=Service(os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")), options=options)
+driver.set_page_load_timeout(30)
+state = {}
+
+
+def wait_for(path):
+    """Waits for a click's navigation to land on `path` (a click does not wait for it)."""
+    WebDriverWait(driver, 15).until(lambda d: d.current_url == URL + path)
+
+
+def sign_in():
+    driver.get(URL + "/ui")
+    assert driver.current_url.endswith("/ui/login"), driver.current_url
+    driver.find_element(By.ID, "key").send_keys(KEY)
+    driver.find_element(By.CSS_SELECTOR, "form.signin button").click()
+    wait_for("/ui/keys")
+    assert "Keys" in driver.find_element(By.TAG_NAME, "h2").text
+    assert KEY not in driver.page_source
+    cookies = driver.get_cookies()
+    session = [c for c in cookies if c["name"] == "llmlite_session"]
+    assert session and session[0]["httpOnly"], cookies
+    assert KEY not in session[0]["value"]
+
+
+def create_key_with_budget():
+    status, _ = api("/team/new", {"team_id": "browsers"}, KEY)
+    assert status == 200, status
+    driver.find_element(By.LINK_TEXT, "New key").click()
+    wait_for("/ui/keys/new")
+    driver.find_element(By.ID, "key_alias").send_keys("browser-made")
+    driver.find_element(By.ID, "team_id").send_keys("browsers")
+    driver.find_element(By.ID, "max_budget").send_keys("5")
+    driver.find_element(By.CSS_SELECTOR, "form.signin button").click()
+    # The answer stays on /ui/keys/new: wait for the new page's secret field.
+    WebDriverWait(driver, 15).until(lambda d: d.find_elements(By.ID, "secret"))
+    assert "Key created" in driver.find_element(By.TAG_NAME, "h2").text, driver.page_source
+
+
+def read_the_secret_once():
+    secret = driver.find_element(By.ID, "secret").get_attribute("value")
+    assert secret.startswith("sk-"), secret
+    state["secret"] = secret
+    driver.get(URL + "/ui/keys")
+    assert secret not in driver.page_source
+    assert "browser-made" in driver.page_source
+
+
+def three_chats():
+    for n in range(3):
+        status, body = chat(state["secret"], f"chat number {n}")
+        assert status == 200, (status, body)
+
+
+def spend_on_the_keys_page():
+    # Settlement follows each answer by a database round trip: give it a moment.
+    for _ in range(50):
+        driver.get(URL + "/ui/keys?q=browser-made")
+        row = driver.find_element(By.CSS_SELECTOR, "tr[data-token]")
+        budget = row.find_elements(By.TAG_NAME, "td")[4].text
+        if not budget.startswith("$0 "):
+            break
+        time.sleep(0.1)
+    assert budget.startswith("$") and " of $5" in budget and not budget.startswith("$0 "), budget
+    assert "team browsers" in row.text, row.text
+    if SCREENSHOTS:
+        os.makedirs(SCREENSHOTS, exist_ok=True)
+        driver.get(URL + "/ui/keys")
+        driver.save_screenshot(os.path.join(SCREENSHOTS, "keys.png"))
+
+
+def block_and_see_the_next_chat_refused():
+    driver.get(URL + "/ui/keys?q=browser-made")
+    driver.find_element(By.CSS_SELECTOR, "button[value=block]").click()
+    wait_for("/ui/keys")
+    status, body = chat(state["secret"], "after the block")
+    assert status == 401, (status, body)
+    driver.get(URL + "/ui/keys?q=browser-made")
+    assert driver.find_element(By.CSS_SELECTOR, "td.status-blocked").text == "blocked"
+
+
+def sign_out_and_see_ui_refuse():
+    driver.find_element(By.CSS_SELECTOR, "nav form button").click()
+    wait_for("/ui/login")
+    driver.get(URL + "/ui/keys")
+    assert driver.current_url.endswith("/ui/login"), driver.current_url
+    assert not [c for c in driver.get_cookies() if c["name"] == "llmlite_session"]
+
+
+STEPS = [
+    sign_in,
+    create_key_with_budget,
+    read_the_secret_once,
+    three_chats,
+    spend_on_the_keys_page,
+    block_and_see_the_next_chat_refused,
+    sign_out_and_see_ui_refuse,
+]
+
+passed = failed = 0
+for step in STEPS:
+    try:
+        step()
+        passed += 1
+        print(f"ok   {step.__name__}")
+    except Exception:
+        failed += 1
+        print(f"FAIL {step.__name__}")
+        traceback.print_exc()
+        shot = os.path.join(OUT, f"{step.__name__}.png")
+        driver.save_screenshot(shot)
+        with open(os.path.join(OUT, f"{step.__name__}.html"), "w") as page:
+            page.write(driver.page_source)
+        print(f"     screenshot: {shot}")
+        break
+driver.quit()
+print(f"{passed} passed, {failed} failed")
+sys.exit(1 if failed or passed != len(STEPS) else 0)

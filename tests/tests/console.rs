@@ -1,0 +1,459 @@
+//! The admin console's sign-in, session and pages over real HTTP: who may sign in, what the
+//! cookie holds and how it is refused (none, forged, expired, a key since blocked), CSRF on
+//! state-changing forms, the security headers, and the keys table.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails loudly"
+)]
+
+use std::time::Duration;
+
+use llmlite::console::{CSP, SESSION_COOKIE};
+use llmlite_tests::{MASTER_KEY, TestGateway};
+use serde_json::json;
+
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Signs in with `key`: the status and the session cookie's `name=value`, if one was set.
+async fn sign_in(gw: &TestGateway, key: &str) -> (u16, Option<String>, String) {
+    let response = form(browser().post(gw.url("/ui/login")), &[("key", key)])
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let set_cookie = response
+        .headers()
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = response.text().await.unwrap();
+    (status, set_cookie, body)
+}
+
+/// `builder` with `pairs` as an HTML form's body.
+fn form(builder: reqwest::RequestBuilder, pairs: &[(&str, &str)]) -> reqwest::RequestBuilder {
+    builder
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(serde_urlencoded::to_string(pairs).unwrap())
+}
+
+/// Unpadded URL-safe base64, as the cookie's parts are written.
+fn base64_url(text: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes = text.as_bytes();
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+        }
+    }
+    out
+}
+
+fn cookie_pair(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap().to_owned()
+}
+
+async fn get(gw: &TestGateway, path: &str, cookie: Option<&str>) -> reqwest::Response {
+    let mut request = browser().get(gw.url(path));
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    request.send().await.unwrap()
+}
+
+/// A signed-in page's HTML.
+async fn page_text(gw: &TestGateway, path: &str, cookie: &str) -> String {
+    get(gw, path, Some(cookie)).await.text().await.unwrap()
+}
+
+/// The CSRF token of a signed-in page's sign-out form.
+fn csrf(page: &str) -> String {
+    let at = page.find("name=\"csrf\" value=\"").unwrap() + "name=\"csrf\" value=\"".len();
+    page[at..].split('"').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn the_master_key_signs_in_and_the_cookie_holds_a_session_not_the_key() {
+    let gw = TestGateway::start().await;
+    let minted = gw
+        .mint_key(json!({"key_alias": "team-<b>bot</b>", "max_budget": 5, "rpm_limit": 60}))
+        .await;
+    let raw = minted["key"].as_str().unwrap().to_owned();
+
+    // Signed out: every page sends the browser to the sign-in page, which has the CSP.
+    let response = get(&gw, "/ui/keys", None).await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(response.headers()["location"], "/ui/login");
+    let response = get(&gw, "/ui/login", None).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-security-policy"], CSP);
+    assert_eq!(response.headers()["x-frame-options"], "DENY");
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("<form method=\"post\" action=\"/ui/login\"")
+    );
+
+    let (status, set_cookie, _) = sign_in(&gw, MASTER_KEY).await;
+    assert_eq!(status, 303);
+    let set_cookie = set_cookie.expect("a session cookie");
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/ui", "Max-Age=28800"] {
+        assert!(set_cookie.contains(attribute), "{set_cookie}");
+    }
+    // Loopback (llmlite dev): no Secure, which a browser would drop over plain HTTP.
+    assert!(!set_cookie.contains("Secure"), "{set_cookie}");
+    assert!(!set_cookie.contains(MASTER_KEY), "{set_cookie}");
+    assert!(set_cookie.starts_with(&format!("{SESSION_COOKIE}=")));
+    let cookie = cookie_pair(&set_cookie);
+
+    let response = get(&gw, "/ui/keys", Some(&cookie)).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-security-policy"], CSP);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let page = response.text().await.unwrap();
+    // The alias, escaped; the key's short name; never the raw key or the master key.
+    assert!(page.contains("team-&lt;b&gt;bot&lt;/b&gt;"), "{page}");
+    assert!(!page.contains("<b>bot</b>"));
+    assert!(
+        page.contains(minted["key_name"].as_str().unwrap()),
+        "{page}"
+    );
+    assert!(!page.contains(&raw));
+    assert!(!page.contains(MASTER_KEY));
+    assert!(page.contains("$0 of $5"), "{page}");
+    assert!(page.contains("60 / –"), "{page}");
+    assert!(!page.contains("<script"), "no inline script: {page}");
+}
+
+#[tokio::test]
+async fn no_cookie_a_forged_one_an_expired_one_or_a_blocked_keys_one_is_refused() {
+    let gw = TestGateway::start().await;
+    let (_, set_cookie, _) = sign_in(&gw, MASTER_KEY).await;
+    let cookie = cookie_pair(&set_cookie.unwrap());
+    assert_eq!(get(&gw, "/ui/keys", Some(&cookie)).await.status(), 200);
+
+    // Forged: the payload changed (a key hash in place of `master`), or the MAC.
+    let value = cookie.split_once('=').unwrap().1;
+    let (payload, mac) = value.split_once('.').unwrap();
+    let flip = |text: &str| {
+        let mut flipped = text.to_owned();
+        flipped.replace_range(0..1, if text.starts_with('A') { "B" } else { "A" });
+        flipped
+    };
+    // A payload of our own (a later expiry), signed with nothing valid.
+    let own = base64_url(&format!("v1|master|{}|csrf", i64::MAX));
+    for forged in [
+        format!("{SESSION_COOKIE}={}.{mac}", flip(payload)),
+        format!("{SESSION_COOKIE}={own}.{mac}"),
+        format!("{SESSION_COOKIE}={payload}.{}", flip(mac)),
+        format!("{SESSION_COOKIE}={payload}"),
+        format!("{SESSION_COOKIE}=garbage"),
+    ] {
+        let response = get(&gw, "/ui/keys", Some(&forged)).await;
+        assert_eq!(response.status(), 303, "{forged}");
+        assert_eq!(response.headers()["location"], "/ui/login");
+    }
+
+    // Expired: eight hours later.
+    gw.state.clock.advance(Duration::from_secs(8 * 3600 + 1));
+    assert_eq!(get(&gw, "/ui/keys", Some(&cookie)).await.status(), 303);
+
+    // An admin key's session ends the moment the key is blocked.
+    gw.admin(
+        "/user/new",
+        json!({"user_id": "ops", "user_role": "proxy_admin", "auto_create_key": false}),
+    )
+    .await;
+    let admin_key = gw.mint_raw_key(json!({"user_id": "ops"})).await;
+    let (status, set_cookie, _) = sign_in(&gw, &admin_key).await;
+    assert_eq!(status, 303);
+    let set_cookie = set_cookie.unwrap();
+    assert!(!set_cookie.contains(&admin_key));
+    let cookie = cookie_pair(&set_cookie);
+    let page = page_text(&gw, "/ui/keys", &cookie).await;
+    assert!(page.contains("admin key"), "{page}");
+    assert!(!page.contains(&admin_key));
+    gw.admin("/key/block", json!({"key": admin_key})).await;
+    assert_eq!(get(&gw, "/ui/keys", Some(&cookie)).await.status(), 303);
+}
+
+#[tokio::test]
+async fn a_key_that_is_not_an_admin_key_cannot_sign_in() {
+    let gw = TestGateway::start().await;
+    let plain = gw.mint_raw_key(json!({"key_alias": "dev"})).await;
+    let (status, set_cookie, body) = sign_in(&gw, &plain).await;
+    assert_eq!(status, 403);
+    assert!(set_cookie.is_none());
+    assert!(body.contains("not an admin key"), "{body}");
+    assert!(!body.contains(&plain));
+    let (status, set_cookie, body) = sign_in(&gw, "sk-nobody-0000000000000000").await;
+    assert_eq!(status, 401);
+    assert!(set_cookie.is_none());
+    assert!(body.contains("was not accepted"), "{body}");
+    let (status, _, _) = sign_in(&gw, "").await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn signing_out_needs_the_csrf_token_and_ends_the_session() {
+    let gw = TestGateway::start().await;
+    let (_, set_cookie, _) = sign_in(&gw, MASTER_KEY).await;
+    let cookie = cookie_pair(&set_cookie.unwrap());
+    let page = page_text(&gw, "/ui/keys", &cookie).await;
+    let token = csrf(&page);
+
+    for bad in ["", "not-the-token"] {
+        let request = browser()
+            .post(gw.url("/ui/logout"))
+            .header("cookie", &cookie);
+        let response = form(request, &[("csrf", bad)]).send().await.unwrap();
+        assert_eq!(response.status(), 403, "{bad:?}");
+        assert!(response.headers().get("set-cookie").is_none());
+    }
+    assert_eq!(get(&gw, "/ui/keys", Some(&cookie)).await.status(), 200);
+
+    let request = browser()
+        .post(gw.url("/ui/logout"))
+        .header("cookie", &cookie);
+    let response = form(request, &[("csrf", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    let cleared = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+    // The browser drops the cookie; without it /ui refuses.
+    assert_eq!(get(&gw, "/ui/keys", None).await.status(), 303);
+}
+
+#[tokio::test]
+async fn the_keys_table_is_filtered_and_paginated_by_the_server() {
+    let gw = TestGateway::start().await;
+    gw.admin("/team/new", json!({"team_id": "blue"})).await;
+    for n in 0..55 {
+        let team = if n % 5 == 0 {
+            json!("blue")
+        } else {
+            json!(null)
+        };
+        gw.mint_key(json!({"key_alias": format!("svc-{n:02}"), "team_id": team}))
+            .await;
+    }
+    let (_, set_cookie, _) = sign_in(&gw, MASTER_KEY).await;
+    let cookie = cookie_pair(&set_cookie.unwrap());
+    let rows = |page: &str| page.matches("<tr data-token=").count();
+
+    let first = page_text(&gw, "/ui/keys", &cookie).await;
+    assert_eq!(rows(&first), 50);
+    assert!(first.contains("55 keys · page 1 of 2"), "{first}");
+    let second = page_text(&gw, "/ui/keys?page=2", &cookie).await;
+    assert_eq!(rows(&second), 5);
+
+    let blue = page_text(&gw, "/ui/keys?team=blue", &cookie).await;
+    assert_eq!(rows(&blue), 11, "{blue}");
+    let one = page_text(&gw, "/ui/keys?q=svc-07", &cookie).await;
+    assert_eq!(rows(&one), 1, "{one}");
+    // A wildcard in the filter is text, not a pattern.
+    let none = page_text(&gw, "/ui/keys?q=%25", &cookie).await;
+    assert_eq!(rows(&none), 0, "{none}");
+    let underscore = page_text(&gw, "/ui/keys?q=svc_0", &cookie).await;
+    assert_eq!(rows(&underscore), 0, "{underscore}");
+    let bad = get(&gw, "/ui/keys?page=abc", Some(&cookie)).await;
+    assert_eq!(bad.status(), 400);
+    assert!(
+        bad.text()
+            .await
+            .unwrap()
+            .contains("The page number must be")
+    );
+}
+
+/// A signed-in master session: the cookie and a page's CSRF token.
+async fn master_session(gw: &TestGateway) -> (String, String) {
+    let (_, set_cookie, _) = sign_in(gw, MASTER_KEY).await;
+    let cookie = cookie_pair(&set_cookie.unwrap());
+    let page = get(gw, "/ui/keys", Some(&cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    (cookie, csrf(&page))
+}
+
+async fn post_form(
+    gw: &TestGateway,
+    path: &str,
+    cookie: &str,
+    pairs: &[(&str, &str)],
+) -> (u16, String) {
+    let request = browser().post(gw.url(path)).header("cookie", cookie);
+    let response = form(request, pairs).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+async fn key_count(gw: &TestGateway) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM litellm_verificationtoken")
+        .persistent(false)
+        .fetch_one(&gw.db.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_key_made_in_the_console_is_shown_once_works_and_is_blocked_from_there() {
+    let gw = TestGateway::start().await;
+    gw.admin("/team/new", json!({"team_id": "blue"})).await;
+    let (cookie, token) = master_session(&gw).await;
+    let (status, created) = post_form(
+        &gw,
+        "/ui/keys/new",
+        &cookie,
+        &[
+            ("csrf", &token),
+            ("key_alias", "console-made"),
+            ("team_id", "blue"),
+            ("max_budget", "2.5"),
+            ("rpm_limit", "10"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    let at = created.find("value=\"sk-").unwrap() + "value=\"".len();
+    let secret = created[at..].split('"').next().unwrap().to_owned();
+    assert!(created.contains("only time the key is shown"));
+    assert!(created.contains("src=\"/ui/static/console.js\""));
+
+    // The key works; the keys page names it but never shows it again.
+    let chat = gw
+        .client
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(&secret)
+        .json(
+            &json!({"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chat.status(), 200);
+    gw.settled().await;
+    let keys = page_text(&gw, "/ui/keys", &cookie).await;
+    assert!(keys.contains("console-made"), "{keys}");
+    assert!(keys.contains("team blue"));
+    assert!(!keys.contains(&secret));
+
+    // The action is the admin API's, recorded in the audit trail as the master key's.
+    let actions: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT actor, action, via FROM llmlite_admin_action WHERE object_type = 'key' ORDER BY at",
+    )
+    .persistent(false)
+    .fetch_all(&gw.db.pool)
+    .await
+    .unwrap();
+    assert!(
+        actions
+            .iter()
+            .any(|(actor, action, via)| actor == "master_key"
+                && action.contains("generate")
+                && via == "console"),
+        "{actions:?}"
+    );
+
+    // Block it from the table: the next chat is refused.
+    let hash: String = sqlx::query_scalar(
+        "SELECT token FROM litellm_verificationtoken WHERE key_alias = 'console-made'",
+    )
+    .persistent(false)
+    .fetch_one(&gw.db.pool)
+    .await
+    .unwrap();
+    let (status, _) = post_form(
+        &gw,
+        "/ui/keys/action",
+        &cookie,
+        &[("csrf", &token), ("key", &hash), ("action", "block")],
+    )
+    .await;
+    assert_eq!(status, 303);
+    let chat = gw
+        .client
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(&secret)
+        .json(
+            &json!({"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chat.status(), 401);
+    let keys = page_text(&gw, "/ui/keys", &cookie).await;
+    assert!(keys.contains("status-blocked"), "{keys}");
+}
+
+#[tokio::test]
+async fn bad_input_in_a_console_form_says_why_and_changes_nothing() {
+    let gw = TestGateway::start().await;
+    let (cookie, token) = master_session(&gw).await;
+    let before = key_count(&gw).await;
+
+    let (status, page) = post_form(
+        &gw,
+        "/ui/keys/new",
+        &cookie,
+        &[("csrf", &token), ("key_alias", "x"), ("max_budget", "lots")],
+    )
+    .await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("role=\"alert\""), "{page}");
+    assert!(page.contains("max_budget"), "{page}");
+    // The form comes back as it was sent.
+    assert!(page.contains("value=\"lots\""), "{page}");
+
+    let (status, page) = post_form(
+        &gw,
+        "/ui/keys/new",
+        &cookie,
+        &[("csrf", &token), ("team_id", "no-such-team")],
+    )
+    .await;
+    assert!(status == 400 || status == 404, "{status}: {page}");
+    assert!(page.contains("role=\"alert\""), "{page}");
+
+    // No CSRF token, or another session's: refused before anything is read.
+    let (status, _) = post_form(&gw, "/ui/keys/new", &cookie, &[("key_alias", "sneaky")]).await;
+    assert_eq!(status, 403);
+    let (other_cookie, _) = master_session(&gw).await;
+    let (status, _) = post_form(
+        &gw,
+        "/ui/keys/new",
+        &other_cookie,
+        &[("csrf", &token), ("key_alias", "sneaky")],
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = post_form(
+        &gw,
+        "/ui/keys/action",
+        &cookie,
+        &[("csrf", &token), ("key", "nope"), ("action", "explode")],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(key_count(&gw).await, before);
+}
