@@ -12,6 +12,7 @@ LLMLITE_OUT. With LLMLITE_SCREENSHOTS set, the keys page is also saved there as 
 
 import json
 import os
+import subprocess
 import sys
 import time
 import traceback
@@ -21,7 +22,7 @@ import urllib.request
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 URL = os.environ["LLMLITE_URL"].rstrip("/")
 KEY = os.environ["LLMLITE_KEY"]
@@ -121,6 +122,38 @@ def spend_on_the_keys_page():
         driver.save_screenshot(os.path.join(SCREENSHOTS, "keys.png"))
 
 
+def run_the_rollup():
+    env = dict(os.environ, DATABASE_URL=os.environ["LLMLITE_DATABASE_URL"], LITELLM_MASTER_KEY=KEY)
+    done = subprocess.run([os.environ["LLMLITE_BIN"], "rollup"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def spend_on_the_key_detail():
+    driver.get(URL + "/ui/keys?q=browser-made")
+    driver.find_element(By.LINK_TEXT, "browser-made").click()
+    WebDriverWait(driver, 15).until(lambda d: d.find_elements(By.ID, "verdict"))
+    requests = driver.find_elements(By.CSS_SELECTOR, "table.requests tbody tr")
+    assert len(requests) == 3, driver.page_source
+    limits = driver.find_element(By.CSS_SELECTOR, "table.limits").text
+    assert " of $5" in limits and "team" in limits, limits
+    assert "No limit would refuse" in driver.find_element(By.ID, "verdict").text
+
+
+def spend_in_the_chart():
+    driver.find_element(By.LINK_TEXT, "Spend").click()
+    wait_for("/ui/spend")
+    Select(driver.find_element(By.ID, "group")).select_by_value("team")
+    driver.find_element(By.CSS_SELECTOR, "form.filters button").click()
+    WebDriverWait(driver, 15).until(lambda d: d.find_elements(By.CSS_SELECTOR, "figure#chart[data-drawn=true]"))
+    bars = driver.find_elements(By.CSS_SELECTOR, "figure#chart rect.bar")
+    assert bars, driver.page_source
+    assert "browsers" in driver.find_element(By.ID, "chart").text, driver.find_element(By.ID, "chart").text
+    total = driver.find_element(By.ID, "total-spend").text
+    assert total.startswith("$") and total != "$0", total
+    if SCREENSHOTS:
+        driver.save_screenshot(os.path.join(SCREENSHOTS, "spend.png"))
+
+
 def block_and_see_the_next_chat_refused():
     driver.get(URL + "/ui/keys?q=browser-made")
     driver.find_element(By.CSS_SELECTOR, "button[value=block]").click()
@@ -145,6 +178,9 @@ STEPS = [
     read_the_secret_once,
     three_chats,
     spend_on_the_keys_page,
+    run_the_rollup,
+    spend_on_the_key_detail,
+    spend_in_the_chart,
     block_and_see_the_next_chat_refused,
     sign_out_and_see_ui_refuse,
 ]

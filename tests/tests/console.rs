@@ -457,3 +457,181 @@ async fn bad_input_in_a_console_form_says_why_and_changes_nothing() {
     assert_eq!(status, 400);
     assert_eq!(key_count(&gw).await, before);
 }
+
+#[tokio::test]
+async fn the_spend_chart_reads_the_rollup_and_what_is_not_rolled_up_yet() {
+    let gw = TestGateway::start().await;
+    gw.admin("/team/new", json!({"team_id": "red"})).await;
+    let key = gw
+        .mint_raw_key(json!({"key_alias": "red-1", "team_id": "red"}))
+        .await;
+    let chat = |text: &'static str| {
+        gw.client
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&json!({"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": text}]}))
+            .send()
+    };
+    assert_eq!(chat("rolled up later").await.unwrap().status(), 200);
+    gw.settled().await;
+    let reports =
+        std::env::temp_dir().join(format!("llmlite-console-spend-{}", std::process::id()));
+    llmlite::rollup::run(
+        &gw.state,
+        &llmlite::audit::Sink::Directory(reports.clone()),
+        90,
+        gw.state.clock.now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(chat("not rolled up yet").await.unwrap().status(), 200);
+    gw.settled().await;
+    let expected: rust_decimal::Decimal =
+        sqlx::query_scalar("SELECT sum(spend) FROM litellm_spend")
+            .persistent(false)
+            .fetch_one(&gw.db.pool)
+            .await
+            .unwrap();
+
+    // Without a session the data is a 401, as an API.
+    let response = get(&gw, "/ui/spend.json?group=team&days=7", None).await;
+    assert_eq!(response.status(), 401);
+    let (cookie, _) = master_session(&gw).await;
+    let data: serde_json::Value = get(&gw, "/ui/spend.json?group=team&days=7", Some(&cookie))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(data["days"].as_array().unwrap().len(), 7);
+    assert_eq!(data["series"][0]["name"], "red", "{data}");
+    let today: rust_decimal::Decimal = data["series"][0]["values"][6]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(today, expected, "both requests, each once: {data}");
+    assert_eq!(data["totals"]["requests"], 2);
+
+    let page = page_text(&gw, "/ui/spend?group=key&days=30", &cookie).await;
+    assert!(
+        page.contains(&format!("${}", expected.normalize())),
+        "{page}"
+    );
+    assert!(page.contains("red-1"));
+    assert!(
+        page.contains("data-src=\"/ui/spend.json?group=key&amp;days=30\""),
+        "{page}"
+    );
+    let csv = get(&gw, "/ui/spend.csv?group=model&days=30", Some(&cookie)).await;
+    assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
+    let csv = csv.text().await.unwrap();
+    assert!(
+        csv.starts_with("date,model,requests,tokens,spend\n"),
+        "{csv}"
+    );
+    assert!(csv.contains(",claude-haiku-4-5,2,"), "{csv}");
+
+    for bad in [
+        "/ui/spend?days=91",
+        "/ui/spend?days=0",
+        "/ui/spend?group=colour",
+    ] {
+        let response = get(&gw, bad, Some(&cookie)).await;
+        assert_eq!(response.status(), 400, "{bad}");
+        assert!(response.text().await.unwrap().contains("role=\"alert\""));
+    }
+    let _ = std::fs::remove_dir_all(reports);
+}
+
+#[tokio::test]
+async fn the_models_and_audit_pages_show_the_catalog_and_the_trail() {
+    let gw = TestGateway::start().await;
+    let raw = gw.mint_raw_key(json!({"key_alias": "audited"})).await;
+    let (cookie, _) = master_session(&gw).await;
+    let models = page_text(&gw, "/ui/models", &cookie).await;
+    assert!(
+        models.contains("eu.anthropic.claude-haiku-4-5-20251001-v1:0"),
+        "{models}"
+    );
+    assert!(
+        models.contains("$1.10") && models.contains("$5.50"),
+        "{models}"
+    );
+
+    let audit = page_text(&gw, "/ui/audit", &cookie).await;
+    assert!(audit.contains("<td>key.generate</td>"), "{audit}");
+    assert!(audit.contains("<td>api</td>"), "{audit}");
+    let filtered = page_text(&gw, "/ui/audit?action=user.new", &cookie).await;
+    assert!(!filtered.contains("<td>key.generate</td>"), "{filtered}");
+    // Keys appear as hashes only.
+    let hash: String = sqlx::query_scalar("SELECT token FROM litellm_verificationtoken")
+        .persistent(false)
+        .fetch_one(&gw.db.pool)
+        .await
+        .unwrap();
+    assert!(audit.contains(&hash), "{audit}");
+    assert!(!audit.contains(&raw), "{audit}");
+}
+
+#[tokio::test]
+async fn a_keys_page_shows_every_limit_that_applies_and_which_would_refuse() {
+    let gw = TestGateway::start().await;
+    gw.admin(
+        "/team/new",
+        json!({"team_id": "tight", "max_budget": "0.0000001"}),
+    )
+    .await;
+    gw.admin(
+        "/user/new",
+        json!({"user_id": "u1", "rpm_limit": 100, "auto_create_key": false}),
+    )
+    .await;
+    let raw = gw
+        .mint_raw_key(
+            json!({"key_alias": "limited", "user_id": "u1", "team_id": "tight",
+                            "rpm_limit": 5, "max_parallel_requests": 2}),
+        )
+        .await;
+    let response = gw
+        .client
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(&raw)
+        .json(&json!({"model": "claude-haiku-4-5", "max_tokens": 8,
+                      "messages": [{"role": "user", "content": "one"}]}))
+        .send()
+        .await
+        .unwrap();
+    let first = response.status().as_u16();
+    gw.settled().await;
+    let token: String = sqlx::query_scalar("SELECT token FROM litellm_verificationtoken")
+        .persistent(false)
+        .fetch_one(&gw.db.pool)
+        .await
+        .unwrap();
+    let (cookie, _) = master_session(&gw).await;
+    let keys = page_text(&gw, "/ui/keys", &cookie).await;
+    assert!(
+        keys.contains(&format!("href=\"/ui/keys/{token}\"")),
+        "{keys}"
+    );
+    let page = page_text(&gw, &format!("/ui/keys/{token}"), &cookie).await;
+    for scope in ["<td>key</td>", "<td>user</td>", "<td>team</td>"] {
+        assert!(page.contains(scope), "{scope}: {page}");
+    }
+    assert!(page.contains("of 2 in flight"), "{page}");
+    assert!(page.contains("5 ("), "the key's RPM and its level: {page}");
+    // The team's budget is smaller than any request: it refuses.
+    assert_eq!(first, 403, "the team budget refused the chat");
+    assert!(
+        page.contains("The next request would be refused by the team budget"),
+        "{page}"
+    );
+    assert!(
+        page.contains("ANTHROPIC_BASE_URL=http://127.0.0.1"),
+        "{page}"
+    );
+    assert!(!page.contains(&raw));
+
+    let missing = get(&gw, &format!("/ui/keys/{}", "0".repeat(64)), Some(&cookie)).await;
+    assert_eq!(missing.status(), 404);
+}

@@ -216,8 +216,9 @@ fn announce(
         .map_or_else(|_| "?".to_owned(), |a| a.to_string());
     let database = match cluster {
         Some(c) => format!(
-            "throwaway cluster in {} (removed on exit)",
-            c.dir().display()
+            "throwaway cluster in {} at {} (removed on exit)",
+            c.dir().display(),
+            c.url("postgres")
         ),
         None => "DATABASE_URL".to_owned(),
     };

@@ -41,7 +41,14 @@ async fn an_admin_walks_the_console_in_a_real_browser() {
         .arg(script)
         .env("LLMLITE_URL", format!("http://{}", dev.addr))
         .env("LLMLITE_KEY", &dev.master_key)
-        .env("LLMLITE_OUT", &out);
+        .env("LLMLITE_OUT", &out)
+        // For `llmlite rollup` against the same database.
+        .env("LLMLITE_BIN", common::LLMLITE)
+        .env("LLMLITE_DATABASE_URL", &dev.database_url)
+        .env(
+            "LLMLITE_REPORTS_DIR",
+            std::env::temp_dir().join(format!("llmlite-console-reports-{}", std::process::id())),
+        );
     // `LLMLITE_SCREENSHOTS=docs cargo test -p llmlite-gateway --test console_browser` refreshes
     // the README's screenshot.
     if let Ok(dir) = std::env::var("LLMLITE_SCREENSHOTS") {
@@ -56,6 +63,6 @@ async fn an_admin_walks_the_console_in_a_real_browser() {
         "{stdout}\n{stderr}\nscreenshots and pages: {}",
         out.display()
     );
-    assert!(stdout.contains("7 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("10 passed, 0 failed"), "{stdout}");
     let _ = std::fs::remove_dir_all(&out);
 }

@@ -9,6 +9,8 @@
 //! the key; every request checks the key again, so a blocked or deleted key's session ends at
 //! once. State-changing requests carry the session's CSRF token.
 
+mod detail;
+mod pages;
 mod session;
 
 use axum::Extension;
@@ -43,6 +45,12 @@ pub fn router(state: AppState) -> Router {
         .route("/ui/keys", get(keys_page))
         .route("/ui/keys/new", get(new_key_page).post(create_key))
         .route("/ui/keys/action", post(key_action))
+        .route("/ui/keys/{token}", get(detail::key_page))
+        .route("/ui/spend", get(pages::spend_page))
+        .route("/ui/spend.json", get(pages::spend_json))
+        .route("/ui/spend.csv", get(pages::spend_csv))
+        .route("/ui/models", get(pages::models_page))
+        .route("/ui/audit", get(pages::audit_page))
         .route("/ui/static/console.css", get(stylesheet))
         .route("/ui/static/console.js", get(script))
         .layer(axum::middleware::from_fn_with_state(
@@ -118,10 +126,12 @@ pub fn escape(text: &str) -> String {
 }
 
 /// A whole page: `title`, the navigation when signed in (with the sign-out form), and `body`.
-fn page(title: &str, session: Option<&Session>, body: &str) -> Response {
+pub(super) fn page(title: &str, session: Option<&Session>, body: &str) -> Response {
     let nav = match session {
         Some(session) => format!(
             "<nav><a href=\"/ui/keys\">Keys</a><a href=\"/ui/keys/new\">New key</a>\
+             <a href=\"/ui/spend\">Spend</a><a href=\"/ui/models\">Models</a>\
+             <a href=\"/ui/audit\">Audit</a>\
              <form method=\"post\" action=\"/ui/logout\" class=\"inline\">\
              <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
              <button type=\"submit\">Sign out</button></form>\
@@ -429,11 +439,12 @@ async fn keys_page(
             String::new()
         };
         table.push_str(&format!(
-            "<tr data-token=\"{}\"><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td>\
+            "<tr data-token=\"{}\"><td><a href=\"/ui/keys/{}\">{}</a></td><td><code>{}</code></td><td>{}</td><td>{}</td>\
              <td>{}</td><td>{} / {}</td><td>{}</td><td class=\"status-{status}\">{status}</td>\
              <td class=\"actions\">{actions}</td></tr>",
             escape(&r.token),
-            escape(r.key_alias.as_deref().unwrap_or("")),
+            escape(&r.token),
+            escape(r.key_alias.as_deref().unwrap_or("(no alias)")),
             escape(&r.key_name),
             owner,
             models,
@@ -500,7 +511,7 @@ fn action_form(session: &Session, token: &str, action: &str) -> String {
 }
 
 /// The session of a console request, or the answer that sends the browser to sign in.
-async fn signed_in(state: &AppState, headers: &HeaderMap) -> Result<Session, Response> {
+pub(super) async fn signed_in(state: &AppState, headers: &HeaderMap) -> Result<Session, Response> {
     Session::from_headers(state, headers)
         .await
         .map_err(|_| Redirect::to("/ui/login").into_response())
@@ -541,7 +552,7 @@ impl Csrf for ActionForm {
 }
 
 /// `page`, with `status`.
-fn with_status(mut response: Response, status: StatusCode) -> Response {
+pub(super) fn with_status(mut response: Response, status: StatusCode) -> Response {
     *response.status_mut() = status;
     response
 }

@@ -47,6 +47,8 @@ pub struct Dev {
     pub cluster_dir: PathBuf,
     pub master_key: String,
     pub curl: String,
+    /// The throwaway cluster's database URL (for `llmlite rollup` and friends).
+    pub database_url: String,
 }
 
 impl Dev {
@@ -70,6 +72,7 @@ impl Dev {
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let (mut addr, mut cluster_dir, mut master_key, mut curl) = (None, None, None, None);
+        let mut database_url = None;
         tokio::time::timeout(STARTUP_LIMIT, async {
             while let Some(line) = lines.next_line().await.unwrap() {
                 let trimmed = line.trim();
@@ -78,6 +81,11 @@ impl Dev {
                 } else if let Some(rest) = trimmed.strip_prefix("database:   throwaway cluster in ")
                 {
                     cluster_dir = rest.split(' ').next().map(PathBuf::from);
+                    database_url = rest
+                        .split(" at ")
+                        .nth(1)
+                        .and_then(|url| url.split(' ').next())
+                        .map(str::to_owned);
                 } else if let Some(rest) = trimmed.strip_prefix("master key: ") {
                     master_key = Some(rest.to_owned());
                 } else if trimmed.starts_with("curl -s") && trimmed.contains("/v1/chat/completions")
@@ -96,6 +104,7 @@ impl Dev {
             cluster_dir: cluster_dir.expect("cluster directory printed"),
             master_key: master_key.expect("master key printed"),
             curl: curl.expect("a chat curl printed"),
+            database_url: database_url.expect("the database URL printed"),
         }
     }
 

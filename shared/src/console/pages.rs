@@ -1,0 +1,477 @@
+//! The console's read-only pages: spend (a daily stacked chart drawn in the browser from JSON,
+//! totals and CSV, all from the daily rollup plus what is not rolled up yet), the model catalog,
+//! and the admin audit trail.
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{Duration, NaiveDate};
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{escape, page, signed_in, with_status};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The longest range the spend page shows.
+pub const MAX_DAYS: i64 = 90;
+
+#[derive(Deserialize, Default)]
+pub(super) struct SpendQuery {
+    #[serde(default)]
+    group: Option<String>,
+    #[serde(default)]
+    days: Option<String>,
+}
+
+/// What spend is grouped by.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Group {
+    Model,
+    Team,
+    Key,
+}
+
+impl Group {
+    fn name(self) -> &'static str {
+        match self {
+            Group::Model => "model",
+            Group::Team => "team",
+            Group::Key => "key",
+        }
+    }
+
+    /// The SQL naming a row's group (`t` is the spend or rollup row, `k` its key).
+    fn sql(self) -> &'static str {
+        match self {
+            Group::Model => "t.model",
+            Group::Team => "COALESCE(t.team_id, '(no team)')",
+            Group::Key => "COALESCE(k.key_alias, k.key_name, left(t.api_key, 12))",
+        }
+    }
+}
+
+/// A checked spend query: the group and the range's first and last day.
+struct Range {
+    group: Group,
+    days: i64,
+    from: NaiveDate,
+    to: NaiveDate,
+}
+
+fn range(state: &AppState, query: &SpendQuery) -> Result<Range, String> {
+    let group = match query.group.as_deref().unwrap_or("model") {
+        "model" => Group::Model,
+        "team" => Group::Team,
+        "key" => Group::Key,
+        other => {
+            return Err(format!(
+                "cannot group spend by `{other}`: use model, team or key"
+            ));
+        }
+    };
+    let days = match query.days.as_deref().map(str::trim) {
+        None | Some("") => 30,
+        Some(days) => days
+            .parse::<i64>()
+            .ok()
+            .filter(|d| (1..=MAX_DAYS).contains(d))
+            .ok_or_else(|| format!("the range must be 1 to {MAX_DAYS} days, not `{days}`"))?,
+    };
+    let to = state.clock.now().date_naive();
+    Ok(Range {
+        group,
+        days,
+        from: to - Duration::days(days - 1),
+        to,
+    })
+}
+
+#[derive(sqlx::FromRow)]
+struct SpendRow {
+    date: NaiveDate,
+    name: String,
+    spend: Decimal,
+    requests: i64,
+    tokens: i64,
+}
+
+/// Spend per day and group over the range: the daily rollup, plus the rows not rolled up yet
+/// (today's, say), each row counted once (a row is marked rolled in the statement that counts
+/// it).
+async fn spend_rows(state: &AppState, range: &Range) -> Result<Vec<SpendRow>, ApiError> {
+    let group = range.group.sql();
+    let sql = format!(
+        "WITH days AS (
+             SELECT t.date, {group} AS name, sum(t.spend) AS spend,
+                    sum(t.api_requests) AS requests,
+                    sum(t.prompt_tokens + t.completion_tokens) AS tokens
+             FROM litellm_dailyuserspend t
+             LEFT JOIN litellm_verificationtoken k ON k.token = t.api_key
+             WHERE t.date BETWEEN $1 AND $2
+             GROUP BY 1, 2
+             UNION ALL
+             SELECT (t.start_time AT TIME ZONE 'UTC')::date, {group}, sum(t.spend), count(*),
+                    sum(t.prompt_tokens + t.completion_tokens)
+             FROM litellm_spend t
+             LEFT JOIN litellm_verificationtoken k ON k.token = t.api_key
+             WHERE t.rolled_at IS NULL
+               AND t.start_time >= $1::date AND t.start_time < $2::date + 1
+             GROUP BY 1, 2
+         )
+         SELECT date, name, sum(spend) AS spend, sum(requests)::bigint AS requests,
+                sum(tokens)::bigint AS tokens
+         FROM days GROUP BY 1, 2 ORDER BY 1, 2"
+    );
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(range.from)
+        .bind(range.to)
+        .persistent(false)
+        .fetch_all(state.db.pool().await?)
+        .await?)
+}
+
+/// The chart's data: every day of the range, and one series per group with a value a day.
+fn chart_json(range: &Range, rows: &[SpendRow]) -> serde_json::Value {
+    let days: Vec<NaiveDate> = (0..range.days)
+        .map(|n| range.from + Duration::days(n))
+        .collect();
+    let mut names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let series: Vec<serde_json::Value> = names
+        .iter()
+        .map(|name| {
+            let values: Vec<String> = days
+                .iter()
+                .map(|day| {
+                    rows.iter()
+                        .filter(|r| r.date == *day && r.name == *name)
+                        .map(|r| r.spend)
+                        .sum::<Decimal>()
+                        .normalize()
+                        .to_string()
+                })
+                .collect();
+            json!({"name": name, "values": values})
+        })
+        .collect();
+    let spend: Decimal = rows.iter().map(|r| r.spend).sum();
+    json!({
+        "group": range.group.name(),
+        "from": range.from,
+        "to": range.to,
+        "days": days,
+        "series": series,
+        "totals": {
+            "spend": spend.normalize().to_string(),
+            "requests": rows.iter().map(|r| r.requests).sum::<i64>(),
+            "tokens": rows.iter().map(|r| r.tokens).sum::<i64>(),
+        },
+    })
+}
+
+fn api_error(status: StatusCode, message: &str) -> Response {
+    let body = json!({"error": {"message": message, "type": "console_error", "param": null,
+                                "code": status.as_u16().to_string()}});
+    (status, axum::Json(body)).into_response()
+}
+
+/// The range and figures a spend API request asks for, or its JSON error (401 without a
+/// session, as an API).
+async fn spend_data(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: &SpendQuery,
+) -> Result<(Range, Vec<SpendRow>), Response> {
+    if signed_in(state, headers).await.is_err() {
+        return Err(api_error(
+            StatusCode::UNAUTHORIZED,
+            "sign in to the console first",
+        ));
+    }
+    let range = range(state, query).map_err(|m| api_error(StatusCode::BAD_REQUEST, &m))?;
+    let rows = spend_rows(state, &range)
+        .await
+        .map_err(|e| api_error(e.status(), &e.to_string()))?;
+    Ok((range, rows))
+}
+
+/// `GET /ui/spend.json`: the chart's data.
+pub(super) async fn spend_json(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<SpendQuery>,
+) -> Response {
+    match spend_data(&state, &headers, &query).await {
+        Ok((range, rows)) => axum::Json(chart_json(&range, &rows)).into_response(),
+        Err(response) => response,
+    }
+}
+
+/// `GET /ui/spend.csv`: the same figures, one row per day and group.
+pub(super) async fn spend_csv(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<SpendQuery>,
+) -> Response {
+    let (range, rows) = match spend_data(&state, &headers, &query).await {
+        Ok(data) => data,
+        Err(response) => return response,
+    };
+    let mut csv = format!("date,{},requests,tokens,spend\n", range.group.name());
+    for r in &rows {
+        let name = if r.name.contains([',', '"', '\n']) {
+            format!("\"{}\"", r.name.replace('"', "\"\""))
+        } else {
+            r.name.clone()
+        };
+        csv.push_str(&format!(
+            "{},{name},{},{},{}\n",
+            r.date,
+            r.requests,
+            r.tokens,
+            r.spend.normalize()
+        ));
+    }
+    let mut response = csv.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&format!(
+        "attachment; filename=\"llmlite-spend-{}-{}-{}.csv\"",
+        range.group.name(),
+        range.from,
+        range.to
+    )) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    response
+}
+
+/// `GET /ui/spend`: the range form, the totals, the chart (drawn by the console's script from
+/// `/ui/spend.json`) and a table of each group's total.
+pub(super) async fn spend_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<SpendQuery>,
+) -> Response {
+    let session = match signed_in(&state, &headers).await {
+        Ok(session) => session,
+        Err(response) => return response,
+    };
+    let range = match range(&state, &query) {
+        Ok(range) => range,
+        Err(message) => {
+            let body = format!(
+                "<h2>Spend</h2><p class=\"error\" role=\"alert\">{}</p>\
+                 <p><a href=\"/ui/spend\">The last 30 days by model</a></p>",
+                escape(&message)
+            );
+            return with_status(
+                page("Spend", Some(&session), &body),
+                StatusCode::BAD_REQUEST,
+            );
+        }
+    };
+    let rows = match spend_rows(&state, &range).await {
+        Ok(rows) => rows,
+        Err(error) => {
+            let body = format!(
+                "<h2>Spend</h2><p class=\"error\" role=\"alert\">{}</p>",
+                escape(&error.to_string())
+            );
+            return with_status(page("Spend", Some(&session), &body), error.status());
+        }
+    };
+    let data = chart_json(&range, &rows);
+    let mut by_name: Vec<(String, Decimal, i64)> = Vec::new();
+    for r in &rows {
+        match by_name.iter_mut().find(|(name, _, _)| *name == r.name) {
+            Some(entry) => {
+                entry.1 += r.spend;
+                entry.2 += r.requests;
+            }
+            None => by_name.push((r.name.clone(), r.spend, r.requests)),
+        }
+    }
+    by_name.sort_by_key(|entry| std::cmp::Reverse(entry.1));
+    let table: String = by_name
+        .iter()
+        .map(|(name, spend, requests)| {
+            format!(
+                "<tr><td>{}</td><td>{requests}</td><td>${}</td></tr>",
+                escape(name),
+                spend.normalize()
+            )
+        })
+        .collect();
+    let params = format!("group={}&days={}", range.group.name(), range.days);
+    let option = |group: Group| {
+        let selected = if group == range.group {
+            " selected"
+        } else {
+            ""
+        };
+        format!("<option value=\"{0}\"{selected}>{0}</option>", group.name())
+    };
+    let body = format!(
+        "<h2>Spend</h2>\
+         <form method=\"get\" action=\"/ui/spend\" class=\"filters\">\
+         <label for=\"group\">By</label><select id=\"group\" name=\"group\">{}{}{}</select>\
+         <label for=\"days\">Days</label>\
+         <input id=\"days\" name=\"days\" type=\"number\" min=\"1\" max=\"{MAX_DAYS}\" value=\"{}\">\
+         <button type=\"submit\">Show</button></form>\
+         <p class=\"totals\">{} to {}: <strong id=\"total-spend\">${}</strong> over {} requests \
+         and {} tokens · <a href=\"/ui/spend.csv?{}\">CSV</a></p>\
+         <figure id=\"chart\" data-src=\"/ui/spend.json?{}\"></figure>\
+         <table class=\"totals\"><thead><tr><th>{}</th><th>Requests</th><th>Spend</th></tr>\
+         </thead><tbody>{table}</tbody></table>\
+         <script src=\"/ui/static/console.js\"></script>",
+        option(Group::Model),
+        option(Group::Team),
+        option(Group::Key),
+        range.days,
+        range.from,
+        range.to,
+        escape(data["totals"]["spend"].as_str().unwrap_or("0")),
+        data["totals"]["requests"],
+        data["totals"]["tokens"],
+        escape(&params),
+        escape(&params),
+        range.group.name(),
+    );
+    page("Spend", Some(&session), &body)
+}
+
+/// `GET /ui/models`: the catalog, with Bedrock IDs and prices per million tokens.
+pub(super) async fn models_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let session = match signed_in(&state, &headers).await {
+        Ok(session) => session,
+        Err(response) => return response,
+    };
+    let rows: String = state
+        .config
+        .catalog
+        .models()
+        .iter()
+        .map(|m| {
+            let aliases = m
+                .other_aliases
+                .iter()
+                .map(|a| escape(a.as_str()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!(
+                "<tr><td>{}</td><td>{aliases}</td><td><code>{}</code></td><td>${}</td>\
+                 <td>${}</td><td>${}</td><td>${}</td><td>{}</td></tr>",
+                escape(m.alias.as_str()),
+                escape(&m.bedrock_model_id),
+                m.prices.input.0.amount(),
+                m.prices.output.0.amount(),
+                m.prices.cache_read.0.amount(),
+                m.prices.cache_write.0.amount(),
+                m.max_output_tokens,
+            )
+        })
+        .collect();
+    let body = format!(
+        "<h2>Models</h2><p class=\"note\">Prices are US dollars per million tokens.</p>\
+         <table><thead><tr><th>Alias</th><th>Also</th><th>Bedrock ID</th><th>Input</th>\
+         <th>Output</th><th>Cache read</th><th>Cache write</th><th>Max output</th></tr></thead>\
+         <tbody>{rows}</tbody></table>"
+    );
+    page("Models", Some(&session), &body)
+}
+
+#[derive(Deserialize, Default)]
+pub(super) struct AuditQuery {
+    #[serde(default)]
+    actor: Option<String>,
+    #[serde(default)]
+    action: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ActionRow {
+    at: chrono::DateTime<chrono::Utc>,
+    actor: String,
+    via: String,
+    action: String,
+    object_type: String,
+    object_id: String,
+}
+
+/// `GET /ui/audit`: admin actions, newest first, filterable by actor and action. Keys appear
+/// as their hashes (what the trail keeps).
+pub(super) async fn audit_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<AuditQuery>,
+) -> Response {
+    let session = match signed_in(&state, &headers).await {
+        Ok(session) => session,
+        Err(response) => return response,
+    };
+    let text = |value: &Option<String>| {
+        value
+            .as_deref()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    let (actor, action) = (text(&query.actor), text(&query.action));
+    let rows: Result<Vec<ActionRow>, ApiError> = async {
+        Ok(sqlx::query_as(
+            "SELECT at, actor, via, action, object_type, object_id FROM llmlite_admin_action
+             WHERE ($1::text IS NULL OR actor = $1) AND ($2::text IS NULL OR action = $2)
+             ORDER BY at DESC, id DESC LIMIT 200",
+        )
+        .bind(&actor)
+        .bind(&action)
+        .persistent(false)
+        .fetch_all(state.db.pool().await?)
+        .await?)
+    }
+    .await;
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(error) => {
+            let body = format!(
+                "<h2>Audit</h2><p class=\"error\" role=\"alert\">{}</p>",
+                escape(&error.to_string())
+            );
+            return with_status(page("Audit", Some(&session), &body), error.status());
+        }
+    };
+    let table: String = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td>\
+                 <td><code>{}</code></td></tr>",
+                r.at.format("%Y-%m-%d %H:%M:%S"),
+                escape(&r.actor),
+                escape(&r.via),
+                escape(&r.action),
+                escape(&r.object_type),
+                escape(&r.object_id),
+            )
+        })
+        .collect();
+    let body = format!(
+        "<h2>Audit</h2><form method=\"get\" action=\"/ui/audit\" class=\"filters\">\
+         <input name=\"actor\" placeholder=\"actor (master_key or a key hash)\" value=\"{}\">\
+         <input name=\"action\" placeholder=\"action (key.generate, ...)\" value=\"{}\">\
+         <button type=\"submit\">Filter</button></form>\
+         <table><thead><tr><th>When (UTC)</th><th>Actor</th><th>Via</th><th>Action</th>\
+         <th>Object</th><th>ID</th></tr></thead><tbody>{table}</tbody></table>\
+         <p class=\"note\">The newest 200 that match.</p>",
+        escape(actor.as_deref().unwrap_or("")),
+        escape(action.as_deref().unwrap_or("")),
+    );
+    page("Audit", Some(&session), &body)
+}
