@@ -635,3 +635,75 @@ async fn a_keys_page_shows_every_limit_that_applies_and_which_would_refuse() {
     let missing = get(&gw, &format!("/ui/keys/{}", "0".repeat(64)), Some(&cookie)).await;
     assert_eq!(missing.status(), 404);
 }
+
+#[tokio::test]
+async fn a_key_is_regenerated_from_its_page_with_a_grace_period() {
+    let gw = TestGateway::start().await;
+    let old = gw.mint_raw_key(json!({"key_alias": "rotating"})).await;
+    let token: String = sqlx::query_scalar("SELECT token FROM litellm_verificationtoken")
+        .persistent(false)
+        .fetch_one(&gw.db.pool)
+        .await
+        .unwrap();
+    let (cookie, csrf_token) = master_session(&gw).await;
+    let detail = page_text(&gw, &format!("/ui/keys/{token}"), &cookie).await;
+    assert!(
+        detail.contains("action=\"/ui/keys/regenerate\""),
+        "{detail}"
+    );
+    let (status, page) = post_form(
+        &gw,
+        "/ui/keys/regenerate",
+        &cookie,
+        &[
+            ("csrf", &csrf_token),
+            ("key", &token),
+            ("grace_period", "1h"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("Key regenerated"));
+    let at = page.find("value=\"sk-").unwrap() + "value=\"".len();
+    let new = page[at..].split('"').next().unwrap().to_owned();
+    assert_ne!(new, old);
+    let chat = |key: String| {
+        let request = gw
+            .client
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&json!({"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "hi"}]}));
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(chat(new.clone()).await, 200);
+    assert_eq!(
+        chat(old.clone()).await,
+        200,
+        "the old key works for its grace period"
+    );
+    gw.state.clock.advance(Duration::from_secs(3601));
+    assert_eq!(chat(old).await, 401, "and not after it");
+    assert_eq!(chat(new).await, 200);
+    gw.settled().await;
+    let via: String =
+        sqlx::query_scalar("SELECT via FROM llmlite_admin_action WHERE action = 'key.regenerate'")
+            .persistent(false)
+            .fetch_one(&gw.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(via, "console");
+    // A grace period that is not one is a message, and changes nothing.
+    let (status, page) = post_form(
+        &gw,
+        "/ui/keys/regenerate",
+        &cookie,
+        &[
+            ("csrf", &csrf_token),
+            ("key", &token),
+            ("grace_period", "soon"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("role=\"alert\""));
+}

@@ -302,6 +302,12 @@ pub(super) async fn key_page(
     let body = format!(
         "<h2>Key {}</h2><p><code>{name}</code> · hash <code>{}</code> · created {}</p>\
          <p class=\"verdict\" id=\"verdict\">{verdict}</p>\
+         <form method=\"post\" action=\"/ui/keys/regenerate\" class=\"filters\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+         <input type=\"hidden\" name=\"key\" value=\"{}\">\
+         <label for=\"grace_period\">Old key keeps working for</label>\
+         <input id=\"grace_period\" name=\"grace_period\" placeholder=\"e.g. 24h (empty: stops now)\">\
+         <button type=\"submit\">Regenerate</button></form>\
          <h3>Limits that apply</h3>\
          <table class=\"limits\"><thead><tr><th>Scope</th><th>ID</th><th>Budget</th><th>RPM</th>\
          <th>TPM</th><th>Parallel</th></tr></thead><tbody>{rows}</tbody></table>\
@@ -319,6 +325,8 @@ pub(super) async fn key_page(
         escape(detail.head.key_alias.as_deref().unwrap_or("")),
         escape(&token),
         detail.head.created_at.format("%Y-%m-%d"),
+        escape(session.csrf()),
+        escape(&token),
     );
     page("Key", Some(&session), &body)
 }

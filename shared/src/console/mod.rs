@@ -45,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ui/keys", get(keys_page))
         .route("/ui/keys/new", get(new_key_page).post(create_key))
         .route("/ui/keys/action", post(key_action))
+        .route("/ui/keys/regenerate", post(regenerate_key))
         .route("/ui/keys/{token}", get(detail::key_page))
         .route("/ui/spend", get(pages::spend_page))
         .route("/ui/spend.json", get(pages::spend_json))
@@ -715,26 +716,94 @@ async fn create_key(
         Err(error) => Err(error),
     };
     match created {
-        Ok(axum::Json(minted)) => {
-            let secret = minted["key"].as_str().unwrap_or_default();
-            let body = format!(
-                "<h2>Key created</h2><p>This is the only time the key is shown. Copy it now: \
-                 llmlite keeps only its hash.</p>\
-                 <p><input id=\"secret\" class=\"secret\" readonly value=\"{}\">\
-                 <button type=\"button\" id=\"copy\" data-copy=\"secret\">Copy</button></p>\
-                 <p>Alias: {} · name <code>{}</code></p><p><a href=\"/ui/keys\">Back to keys</a></p>\
-                 <script src=\"/ui/static/console.js\"></script>",
-                escape(secret),
-                escape(minted["key_alias"].as_str().unwrap_or("")),
-                escape(minted["key_name"].as_str().unwrap_or("")),
-            );
-            page("Key created", Some(&session), &body)
-        }
+        Ok(axum::Json(minted)) => shown_once(&session, "Key created", &minted),
         Err(error) => with_status(
             page(
                 "New key",
                 Some(&session),
                 &new_key_form(&session, Some(&error.to_string()), &sent),
+            ),
+            error.status(),
+        ),
+    }
+}
+
+/// The page that shows a new key's secret, this once.
+fn shown_once(session: &Session, title: &str, minted: &serde_json::Value) -> Response {
+    let secret = minted["key"].as_str().unwrap_or_default();
+    let body = format!(
+        "<h2>{}</h2><p>This is the only time the key is shown. Copy it now: \
+         llmlite keeps only its hash.</p>\
+         <p><input id=\"secret\" class=\"secret\" readonly value=\"{}\">\
+         <button type=\"button\" id=\"copy\" data-copy=\"secret\">Copy</button></p>\
+         <p>Alias: {} · name <code>{}</code></p><p><a href=\"/ui/keys\">Back to keys</a></p>\
+         <script src=\"/ui/static/console.js\"></script>",
+        escape(title),
+        escape(secret),
+        escape(minted["key_alias"].as_str().unwrap_or("")),
+        escape(minted["key_name"].as_str().unwrap_or("")),
+    );
+    page(title, Some(session), &body)
+}
+
+#[derive(Deserialize, Default)]
+struct RegenerateForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    grace_period: String,
+}
+
+impl Csrf for RegenerateForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// Rotates a key through the admin API's own handler: a new secret, shown once; the old one
+/// keeps working for the grace period (none: it stops at once).
+async fn regenerate_key(
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (session, sent) = match posted::<RegenerateForm>(&state, &headers, &body).await {
+        Ok(posted) => posted,
+        Err(response) => return response,
+    };
+    let mut request = serde_json::json!({"key": sent.key});
+    if !sent.grace_period.trim().is_empty() {
+        request["grace_period"] = serde_json::json!(sent.grace_period.trim());
+    }
+    let rotated = match serde_json::from_value::<crate::admin::keys::RegenerateRequest>(request) {
+        Ok(request) => {
+            crate::admin::VIA_CONSOLE
+                .scope(
+                    (),
+                    crate::admin::keys::regenerate(
+                        crate::auth::Admin(session.caller().clone()),
+                        State(state.clone()),
+                        Extension(request_id),
+                        crate::http::ApiJson(request),
+                    ),
+                )
+                .await
+        }
+        Err(e) => Err(ApiError::invalid_param("grace_period", e.to_string())),
+    };
+    match rotated {
+        Ok(axum::Json(minted)) => shown_once(&session, "Key regenerated", &minted),
+        Err(error) => with_status(
+            page(
+                "Refused",
+                Some(&session),
+                &format!(
+                    "<p class=\"error\" role=\"alert\">{}</p><p><a href=\"/ui/keys\">Back to keys</a></p>",
+                    escape(&error.to_string())
+                ),
             ),
             error.status(),
         ),
