@@ -76,9 +76,17 @@ def sign_in():
     assert KEY not in session[0]["value"]
 
 
+def create_a_team():
+    driver.find_element(By.LINK_TEXT, "Teams").click()
+    wait_for("/ui/teams")
+    driver.find_element(By.ID, "id").send_keys("browsers")
+    driver.find_element(By.ID, "max_budget").send_keys("20")
+    driver.find_element(By.CSS_SELECTOR, "form.signin button").click()
+    wait_for("/ui/teams/browsers")
+    assert "Team browsers" in driver.find_element(By.TAG_NAME, "h2").text
+
+
 def create_key_with_budget():
-    status, _ = api("/team/new", {"team_id": "browsers"}, KEY)
-    assert status == 200, status
     driver.find_element(By.LINK_TEXT, "New key").click()
     wait_for("/ui/keys/new")
     driver.find_element(By.ID, "key_alias").send_keys("browser-made")
@@ -174,6 +182,7 @@ def sign_out_and_see_ui_refuse():
 
 STEPS = [
     sign_in,
+    create_a_team,
     create_key_with_budget,
     read_the_secret_once,
     three_chats,

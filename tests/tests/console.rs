@@ -707,3 +707,127 @@ async fn a_key_is_regenerated_from_its_page_with_a_grace_period() {
     assert_eq!(status, 400, "{page}");
     assert!(page.contains("role=\"alert\""));
 }
+
+#[tokio::test]
+async fn teams_and_users_are_listed_created_and_their_limits_edited() {
+    let gw = TestGateway::start().await;
+    let (cookie, token) = master_session(&gw).await;
+    // Create a team and a user from the console.
+    let (status, _) = post_form(
+        &gw,
+        "/ui/teams",
+        &cookie,
+        &[
+            ("csrf", &token),
+            ("mode", "create"),
+            ("id", "green"),
+            ("label", "Green team"),
+            ("max_budget", "100"),
+            ("rpm_limit", "50"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 303);
+    let (status, _) = post_form(
+        &gw,
+        "/ui/users",
+        &cookie,
+        &[
+            ("csrf", &token),
+            ("mode", "create"),
+            ("id", "grace"),
+            ("label", "grace@example.com"),
+            ("role", "internal_user"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 303);
+    gw.mint_key(json!({"key_alias": "grace-green", "user_id": "grace", "team_id": "green"}))
+        .await;
+
+    let teams = page_text(&gw, "/ui/teams", &cookie).await;
+    assert!(teams.contains("href=\"/ui/teams/green\""), "{teams}");
+    assert!(
+        teams.contains("Green team") && teams.contains("$0 of $100"),
+        "{teams}"
+    );
+    let team = page_text(&gw, "/ui/teams/green", &cookie).await;
+    assert!(team.contains("href=\"/ui/users/grace\""), "members: {team}");
+    assert!(team.contains("grace-green"), "keys: {team}");
+    assert!(
+        team.contains("value=\"50\""),
+        "the form holds the limits: {team}"
+    );
+    let user = page_text(&gw, "/ui/users/grace", &cookie).await;
+    assert!(user.contains("href=\"/ui/teams/green\""), "{user}");
+
+    // Edit the team's limits: a new budget, the RPM limit cleared.
+    let (status, _) = post_form(
+        &gw,
+        "/ui/teams",
+        &cookie,
+        &[
+            ("csrf", &token),
+            ("mode", "update"),
+            ("id", "green"),
+            ("label", "Green team"),
+            ("max_budget", "250"),
+            ("rpm_limit", ""),
+        ],
+    )
+    .await;
+    assert_eq!(status, 303);
+    let (max_budget, rpm): (Option<rust_decimal::Decimal>, Option<i64>) = sqlx::query_as(
+        "SELECT max_budget, rpm_limit FROM litellm_teamtable WHERE team_id = 'green'",
+    )
+    .persistent(false)
+    .fetch_one(&gw.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(max_budget, Some(rust_decimal::Decimal::from(250)));
+    assert_eq!(rpm, None);
+    let vias: Vec<String> = sqlx::query_scalar(
+        "SELECT via FROM llmlite_admin_action WHERE object_type IN ('team', 'user') ORDER BY id",
+    )
+    .persistent(false)
+    .fetch_all(&gw.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(vias, ["console", "console", "console"]);
+
+    // Bad input: a message, the form as sent, nothing changed.
+    let (status, page) = post_form(
+        &gw,
+        "/ui/teams",
+        &cookie,
+        &[
+            ("csrf", &token),
+            ("mode", "update"),
+            ("id", "green"),
+            ("max_budget", "-5"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 400, "{page}");
+    assert!(
+        page.contains("role=\"alert\"") && page.contains("value=\"-5\""),
+        "{page}"
+    );
+    let (status, page) = post_form(
+        &gw,
+        "/ui/teams",
+        &cookie,
+        &[("csrf", &token), ("mode", "create"), ("id", "green")],
+    )
+    .await;
+    assert_eq!(status, 409, "{page}");
+    let missing = get(&gw, "/ui/teams/nobody", Some(&cookie)).await;
+    assert_eq!(missing.status(), 404);
+    let unchanged: Option<rust_decimal::Decimal> =
+        sqlx::query_scalar("SELECT max_budget FROM litellm_teamtable WHERE team_id = 'green'")
+            .persistent(false)
+            .fetch_one(&gw.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(unchanged, Some(rust_decimal::Decimal::from(250)));
+}

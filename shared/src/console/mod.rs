@@ -10,6 +10,7 @@
 //! once. State-changing requests carry the session's CSRF token.
 
 mod detail;
+mod owners;
 mod pages;
 mod session;
 
@@ -47,6 +48,10 @@ pub fn router(state: AppState) -> Router {
         .route("/ui/keys/action", post(key_action))
         .route("/ui/keys/regenerate", post(regenerate_key))
         .route("/ui/keys/{token}", get(detail::key_page))
+        .route("/ui/teams", get(owners::teams).post(owners::save_team))
+        .route("/ui/teams/{id}", get(owners::team))
+        .route("/ui/users", get(owners::users).post(owners::save_user))
+        .route("/ui/users/{id}", get(owners::user))
         .route("/ui/spend", get(pages::spend_page))
         .route("/ui/spend.json", get(pages::spend_json))
         .route("/ui/spend.csv", get(pages::spend_csv))
@@ -131,6 +136,7 @@ pub(super) fn page(title: &str, session: Option<&Session>, body: &str) -> Respon
     let nav = match session {
         Some(session) => format!(
             "<nav><a href=\"/ui/keys\">Keys</a><a href=\"/ui/keys/new\">New key</a>\
+             <a href=\"/ui/teams\">Teams</a><a href=\"/ui/users\">Users</a>\
              <a href=\"/ui/spend\">Spend</a><a href=\"/ui/models\">Models</a>\
              <a href=\"/ui/audit\">Audit</a>\
              <form method=\"post\" action=\"/ui/logout\" class=\"inline\">\

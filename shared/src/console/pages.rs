@@ -2,6 +2,8 @@
 //! totals and CSV, all from the daily rollup plus what is not rolled up yet), the model catalog,
 //! and the admin audit trail.
 
+use std::collections::HashMap;
+
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -48,6 +50,14 @@ impl Group {
             Group::Model => "t.model",
             Group::Team => "COALESCE(t.team_id, '(no team)')",
             Group::Key => "COALESCE(k.key_alias, k.key_name, left(t.api_key, 12))",
+        }
+    }
+
+    /// The SQL of a row's group key, with no join: the key's hash for `key`.
+    fn key_sql(self) -> &'static str {
+        match self {
+            Group::Key => "t.api_key",
+            other => other.sql(),
         }
     }
 }
@@ -132,42 +142,163 @@ async fn spend_rows(state: &AppState, range: &Range) -> Result<Vec<SpendRow>, Ap
         .await?)
 }
 
-/// The chart's data: every day of the range, and one series per group with a value a day.
-fn chart_json(range: &Range, rows: &[SpendRow]) -> serde_json::Value {
+/// The daily rollup over the range plus the rows not rolled up yet, one row each, as `days`
+/// (`date`, group key `g`, `spend`, `requests`, `tokens`): the CTE every summary reads.
+fn days_cte(group: Group) -> String {
+    let g = group.key_sql();
+    format!(
+        "days AS (
+             SELECT t.date, {g} AS g, t.spend, t.api_requests AS requests,
+                    t.prompt_tokens + t.completion_tokens AS tokens
+             FROM litellm_dailyuserspend t
+             WHERE t.date BETWEEN $1 AND $2
+             UNION ALL
+             SELECT (t.start_time AT TIME ZONE 'UTC')::date, {g}, t.spend, 1,
+                    t.prompt_tokens + t.completion_tokens
+             FROM litellm_spend t
+             WHERE t.rolled_at IS NULL
+               AND t.start_time >= $1::date AND t.start_time < $2::date + 1
+         )"
+    )
+}
+
+/// A chart cell: a day's spend of one of the largest groups, or (`g` null) of the others.
+#[derive(sqlx::FromRow)]
+struct Cell {
+    date: NaiveDate,
+    g: Option<String>,
+    spend: Decimal,
+    requests: i64,
+    tokens: i64,
+}
+
+/// A group's total over the range, with its display name and how many groups there are.
+#[derive(sqlx::FromRow)]
+struct GroupTotal {
+    g: String,
+    name: String,
+    spend: Decimal,
+    requests: i64,
+    groups: i64,
+}
+
+/// What the page and the chart show, summed by the database: the chart's cells (the largest
+/// groups by day, the rest as one) and the largest groups' totals. A page over millions of rows
+/// reads a few hundred.
+struct Summary {
+    cells: Vec<Cell>,
+    groups: Vec<GroupTotal>,
+}
+
+async fn summary(state: &AppState, range: &Range) -> Result<Summary, ApiError> {
+    let days = days_cte(range.group);
+    let cells_sql = format!(
+        "WITH {days},
+         top AS (SELECT g FROM days GROUP BY g ORDER BY sum(spend) DESC, g LIMIT $3)
+         SELECT d.date, top.g, sum(d.spend) AS spend, sum(d.requests)::bigint AS requests,
+                sum(d.tokens)::bigint AS tokens
+         FROM days d LEFT JOIN top ON top.g = d.g
+         GROUP BY 1, 2 ORDER BY 1, 2"
+    );
+    let name = match range.group {
+        Group::Key => "COALESCE(k.key_alias, k.key_name, left(per.g, 12))",
+        _ => "per.g",
+    };
+    let join = match range.group {
+        Group::Key => "LEFT JOIN litellm_verificationtoken k ON k.token = per.g",
+        _ => "",
+    };
+    let groups_sql = format!(
+        "WITH {days},
+         per AS (SELECT g, sum(spend) AS spend, sum(requests)::bigint AS requests
+                 FROM days GROUP BY g)
+         SELECT per.g, {name} AS name, per.spend, per.requests, count(*) OVER () AS groups
+         FROM per {join}
+         ORDER BY per.spend DESC, per.g LIMIT $3"
+    );
+    let series = i64::try_from(CHART_SERIES).unwrap_or(10);
+    let rows = i64::try_from(TABLE_ROWS).unwrap_or(100);
+    let mut tx = crate::admin::snapshot(state).await?;
+    let cells = sqlx::query_as(sqlx::AssertSqlSafe(cells_sql))
+        .bind(range.from)
+        .bind(range.to)
+        .bind(series)
+        .persistent(false)
+        .fetch_all(&mut *tx)
+        .await?;
+    let groups = sqlx::query_as(sqlx::AssertSqlSafe(groups_sql))
+        .bind(range.from)
+        .bind(range.to)
+        .bind(rows)
+        .persistent(false)
+        .fetch_all(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Summary { cells, groups })
+}
+
+/// The most series the chart draws: the largest groups; the rest are summed as `(other)`.
+const CHART_SERIES: usize = 10;
+/// The most groups the page's table lists (the CSV has them all).
+const TABLE_ROWS: usize = 100;
+
+/// The chart's data: every day of the range, and a value a day for each of the largest groups
+/// (named as the table names them) and `(other)` for the rest.
+fn chart_json(range: &Range, summary: &Summary) -> serde_json::Value {
     let days: Vec<NaiveDate> = (0..range.days)
         .map(|n| range.from + Duration::days(n))
         .collect();
-    let mut names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
-    names.sort_unstable();
-    names.dedup();
-    let series: Vec<serde_json::Value> = names
+    let mut keys: Vec<Option<&str>> = summary
+        .groups
         .iter()
-        .map(|name| {
-            let values: Vec<String> = days
+        .take(CHART_SERIES)
+        .map(|t| Some(t.g.as_str()))
+        .collect();
+    if summary.cells.iter().any(|c| c.g.is_none()) {
+        keys.push(None);
+    }
+    let index: HashMap<Option<&str>, usize> =
+        keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
+    let mut grid = vec![vec![Decimal::ZERO; days.len()]; keys.len()];
+    for cell in &summary.cells {
+        let series = index.get(&cell.g.as_deref()).copied();
+        let day = usize::try_from((cell.date - range.from).num_days()).ok();
+        if let (Some(series), Some(day)) = (series, day)
+            && let Some(value) = grid.get_mut(series).and_then(|s| s.get_mut(day))
+        {
+            *value += cell.spend;
+        }
+    }
+    let name = |key: Option<&str>| -> String {
+        match key {
+            Some(g) => summary
+                .groups
                 .iter()
-                .map(|day| {
-                    rows.iter()
-                        .filter(|r| r.date == *day && r.name == *name)
-                        .map(|r| r.spend)
-                        .sum::<Decimal>()
-                        .normalize()
-                        .to_string()
-                })
-                .collect();
-            json!({"name": name, "values": values})
+                .find(|t| t.g == g)
+                .map_or_else(|| g.to_owned(), |t| t.name.clone()),
+            None => "(other)".to_owned(),
+        }
+    };
+    let series: Vec<serde_json::Value> = keys
+        .iter()
+        .zip(&grid)
+        .map(|(key, values)| {
+            let values: Vec<String> = values.iter().map(|v| v.normalize().to_string()).collect();
+            json!({"name": name(*key), "values": values})
         })
         .collect();
-    let spend: Decimal = rows.iter().map(|r| r.spend).sum();
+    let spend: Decimal = summary.cells.iter().map(|c| c.spend).sum();
     json!({
         "group": range.group.name(),
         "from": range.from,
         "to": range.to,
         "days": days,
         "series": series,
+        "groups": summary.groups.first().map_or(0, |t| t.groups),
         "totals": {
             "spend": spend.normalize().to_string(),
-            "requests": rows.iter().map(|r| r.requests).sum::<i64>(),
-            "tokens": rows.iter().map(|r| r.tokens).sum::<i64>(),
+            "requests": summary.cells.iter().map(|c| c.requests).sum::<i64>(),
+            "tokens": summary.cells.iter().map(|c| c.tokens).sum::<i64>(),
         },
     })
 }
@@ -178,24 +309,20 @@ fn api_error(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-/// The range and figures a spend API request asks for, or its JSON error (401 without a
-/// session, as an API).
-async fn spend_data(
+/// The range a spend API request asks for, or its JSON error (401 without a session, as an
+/// API).
+async fn api_range(
     state: &AppState,
     headers: &HeaderMap,
     query: &SpendQuery,
-) -> Result<(Range, Vec<SpendRow>), Response> {
+) -> Result<Range, Response> {
     if signed_in(state, headers).await.is_err() {
         return Err(api_error(
             StatusCode::UNAUTHORIZED,
             "sign in to the console first",
         ));
     }
-    let range = range(state, query).map_err(|m| api_error(StatusCode::BAD_REQUEST, &m))?;
-    let rows = spend_rows(state, &range)
-        .await
-        .map_err(|e| api_error(e.status(), &e.to_string()))?;
-    Ok((range, rows))
+    range(state, query).map_err(|m| api_error(StatusCode::BAD_REQUEST, &m))
 }
 
 /// `GET /ui/spend.json`: the chart's data.
@@ -204,9 +331,13 @@ pub(super) async fn spend_json(
     headers: HeaderMap,
     Query(query): Query<SpendQuery>,
 ) -> Response {
-    match spend_data(&state, &headers, &query).await {
-        Ok((range, rows)) => axum::Json(chart_json(&range, &rows)).into_response(),
-        Err(response) => response,
+    let range = match api_range(&state, &headers, &query).await {
+        Ok(range) => range,
+        Err(response) => return response,
+    };
+    match summary(&state, &range).await {
+        Ok(summary) => axum::Json(chart_json(&range, &summary)).into_response(),
+        Err(error) => api_error(error.status(), &error.to_string()),
     }
 }
 
@@ -216,9 +347,13 @@ pub(super) async fn spend_csv(
     headers: HeaderMap,
     Query(query): Query<SpendQuery>,
 ) -> Response {
-    let (range, rows) = match spend_data(&state, &headers, &query).await {
-        Ok(data) => data,
+    let range = match api_range(&state, &headers, &query).await {
+        Ok(range) => range,
         Err(response) => return response,
+    };
+    let rows = match spend_rows(&state, &range).await {
+        Ok(rows) => rows,
+        Err(error) => return api_error(error.status(), &error.to_string()),
     };
     let mut csv = format!("date,{},requests,tokens,spend\n", range.group.name());
     for r in &rows {
@@ -277,8 +412,8 @@ pub(super) async fn spend_page(
             );
         }
     };
-    let rows = match spend_rows(&state, &range).await {
-        Ok(rows) => rows,
+    let summary = match summary(&state, &range).await {
+        Ok(summary) => summary,
         Err(error) => {
             let body = format!(
                 "<h2>Spend</h2><p class=\"error\" role=\"alert\">{}</p>",
@@ -287,28 +422,27 @@ pub(super) async fn spend_page(
             return with_status(page("Spend", Some(&session), &body), error.status());
         }
     };
-    let data = chart_json(&range, &rows);
-    let mut by_name: Vec<(String, Decimal, i64)> = Vec::new();
-    for r in &rows {
-        match by_name.iter_mut().find(|(name, _, _)| *name == r.name) {
-            Some(entry) => {
-                entry.1 += r.spend;
-                entry.2 += r.requests;
-            }
-            None => by_name.push((r.name.clone(), r.spend, r.requests)),
-        }
-    }
-    by_name.sort_by_key(|entry| std::cmp::Reverse(entry.1));
-    let table: String = by_name
+    let data = chart_json(&range, &summary);
+    let mut table: String = summary
+        .groups
         .iter()
-        .map(|(name, spend, requests)| {
+        .map(|t| {
             format!(
-                "<tr><td>{}</td><td>{requests}</td><td>${}</td></tr>",
-                escape(name),
-                spend.normalize()
+                "<tr><td>{}</td><td>{}</td><td>${}</td></tr>",
+                escape(&t.name),
+                t.requests,
+                t.spend.normalize()
             )
         })
         .collect();
+    let groups = summary.groups.first().map_or(0, |t| t.groups);
+    let listed = i64::try_from(summary.groups.len()).unwrap_or(i64::MAX);
+    if groups > listed {
+        table.push_str(&format!(
+            "<tr><td colspan=\"3\" class=\"note\">and {} more (the CSV has every one)</td></tr>",
+            groups - listed
+        ));
+    }
     let params = format!("group={}&days={}", range.group.name(), range.days);
     let option = |group: Group| {
         let selected = if group == range.group {
