@@ -164,12 +164,40 @@ async fn no_cookie_a_forged_one_an_expired_one_or_a_blocked_keys_one_is_refused(
     ] {
         let response = get(&gw, "/ui/keys", Some(&forged)).await;
         assert_eq!(response.status(), 303, "{forged}");
-        assert_eq!(response.headers()["location"], "/ui/login");
+        assert_eq!(response.headers()["location"], "/ui/login?ended=1");
     }
 
-    // Expired: eight hours later.
+    // Expired: eight hours later. The sign-in page says why.
     gw.state.clock.advance(Duration::from_secs(8 * 3600 + 1));
-    assert_eq!(get(&gw, "/ui/keys", Some(&cookie)).await.status(), 303);
+    let expired = get(&gw, "/ui/keys", Some(&cookie)).await;
+    assert_eq!(expired.status(), 303);
+    assert_eq!(expired.headers()["location"], "/ui/login?ended=1");
+    let login = get(&gw, "/ui/login?ended=1", None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(login.contains("Your session has ended"), "{login}");
+    // An expired session's form changes nothing.
+    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM litellm_verificationtoken")
+        .persistent(false)
+        .fetch_one(&gw.db.pool)
+        .await
+        .unwrap();
+    let request = browser()
+        .post(gw.url("/ui/keys/new"))
+        .header("cookie", &cookie);
+    let response = form(request, &[("csrf", "x"), ("key_alias", "late")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM litellm_verificationtoken")
+        .persistent(false)
+        .fetch_one(&gw.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(after, before);
 
     // An admin key's session ends the moment the key is blocked.
     gw.admin(
@@ -357,6 +385,29 @@ async fn a_key_made_in_the_console_is_shown_once_works_and_is_blocked_from_there
     assert!(keys.contains("console-made"), "{keys}");
     assert!(keys.contains("team blue"));
     assert!(!keys.contains(&secret));
+    // Nor on any other page.
+    let hash: String = sqlx::query_scalar(
+        "SELECT token FROM litellm_verificationtoken WHERE key_alias = 'console-made'",
+    )
+    .persistent(false)
+    .fetch_one(&gw.db.pool)
+    .await
+    .unwrap();
+    for path in [
+        format!("/ui/keys/{hash}"),
+        "/ui/teams".to_owned(),
+        "/ui/teams/blue".to_owned(),
+        "/ui/users".to_owned(),
+        "/ui/spend?group=key".to_owned(),
+        "/ui/spend.json?group=key".to_owned(),
+        "/ui/spend.csv?group=key".to_owned(),
+        "/ui/models".to_owned(),
+        "/ui/audit".to_owned(),
+    ] {
+        let body = page_text(&gw, &path, &cookie).await;
+        assert!(!body.contains(&secret), "{path}");
+        assert!(!body.contains(MASTER_KEY), "{path}");
+    }
 
     // The action is the admin API's, recorded in the audit trail as the master key's.
     let actions: Vec<(String, String, String)> = sqlx::query_as(
@@ -376,13 +427,6 @@ async fn a_key_made_in_the_console_is_shown_once_works_and_is_blocked_from_there
     );
 
     // Block it from the table: the next chat is refused.
-    let hash: String = sqlx::query_scalar(
-        "SELECT token FROM litellm_verificationtoken WHERE key_alias = 'console-made'",
-    )
-    .persistent(false)
-    .fetch_one(&gw.db.pool)
-    .await
-    .unwrap();
     let (status, _) = post_form(
         &gw,
         "/ui/keys/action",

@@ -174,8 +174,17 @@ fn login_form(message: Option<&str>) -> String {
     )
 }
 
-async fn login_page() -> Response {
-    page("Sign in", None, &login_form(None))
+#[derive(Deserialize, Default)]
+struct LoginQuery {
+    #[serde(default)]
+    ended: Option<String>,
+}
+
+async fn login_page(Query(query): Query<LoginQuery>) -> Response {
+    let message = query.ended.is_some().then_some(
+        "Your session has ended (it expired, or its key was blocked or changed): sign in again.",
+    );
+    page("Sign in", None, &login_form(message))
 }
 
 /// A form's fields; a body that is not a form reads as empty (and is refused as such).
@@ -309,9 +318,9 @@ async fn keys_page(
     headers: HeaderMap,
     Query(query): Query<KeysQuery>,
 ) -> Response {
-    let session = match Session::from_headers(&state, &headers).await {
+    let session = match signed_in(&state, &headers).await {
         Ok(session) => session,
-        Err(_) => return Redirect::to("/ui/login").into_response(),
+        Err(response) => return response,
     };
     let page_number = match query.page.as_deref().map(str::parse::<u32>) {
         None => 1,
@@ -521,7 +530,14 @@ fn action_form(session: &Session, token: &str, action: &str) -> String {
 pub(super) async fn signed_in(state: &AppState, headers: &HeaderMap) -> Result<Session, Response> {
     Session::from_headers(state, headers)
         .await
-        .map_err(|_| Redirect::to("/ui/login").into_response())
+        .map_err(|error| {
+            // A session that was there and is refused (expired, forged, its key blocked) is told so.
+            let target = match error {
+                ApiError::MissingApiKey => "/ui/login",
+                _ => "/ui/login?ended=1",
+            };
+            Redirect::to(target).into_response()
+        })
 }
 
 /// A form that changes something: the session it was posted in, and its fields, once its CSRF

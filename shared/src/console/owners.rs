@@ -542,52 +542,34 @@ async fn save(
     let admin = crate::auth::Admin(session.caller().clone());
     let request = sent.request(kind);
     let update = sent.mode == "update";
+    let state_ = || State(state.clone());
     let saved = crate::admin::VIA_CONSOLE
         .scope((), async {
-            match kind {
-                Kind::Team => {
-                    let request = serde_json::from_value(request)
-                        .map_err(|e| ApiError::InvalidJson(e.to_string()))?;
-                    let handler = if update {
-                        crate::admin::teams::update(
-                            admin,
-                            State(state.clone()),
-                            Extension(request_id),
-                            crate::http::ApiJson(request),
-                        )
-                        .await
-                    } else {
-                        crate::admin::teams::create(
-                            admin,
-                            State(state.clone()),
-                            Extension(request_id),
-                            crate::http::ApiJson(request),
-                        )
-                        .await
-                    };
-                    handler.map(|_| ())
+            use crate::admin::{teams, users};
+            match (kind, update) {
+                (Kind::Team, true) => {
+                    call(request, |body| {
+                        teams::update(admin, state_(), Extension(request_id), body)
+                    })
+                    .await
                 }
-                Kind::User => {
-                    let request = serde_json::from_value(request)
-                        .map_err(|e| ApiError::InvalidJson(e.to_string()))?;
-                    let handler = if update {
-                        crate::admin::users::update(
-                            admin,
-                            State(state.clone()),
-                            Extension(request_id),
-                            crate::http::ApiJson(request),
-                        )
-                        .await
-                    } else {
-                        crate::admin::users::create(
-                            admin,
-                            State(state.clone()),
-                            Extension(request_id),
-                            crate::http::ApiJson(request),
-                        )
-                        .await
-                    };
-                    handler.map(|_| ())
+                (Kind::Team, false) => {
+                    call(request, |body| {
+                        teams::create(admin, state_(), Extension(request_id), body)
+                    })
+                    .await
+                }
+                (Kind::User, true) => {
+                    call(request, |body| {
+                        users::update(admin, state_(), Extension(request_id), body)
+                    })
+                    .await
+                }
+                (Kind::User, false) => {
+                    call(request, |body| {
+                        users::create(admin, state_(), Extension(request_id), body)
+                    })
+                    .await
                 }
             }
         })
@@ -609,6 +591,18 @@ async fn save(
             with_status(page(kind.title(), Some(&session), &body), error.status())
         }
     }
+}
+
+/// Runs an admin API handler on `request`, read as its body type.
+async fn call<R, F, Fut>(request: Value, handler: F) -> Result<(), ApiError>
+where
+    R: serde::de::DeserializeOwned,
+    F: FnOnce(crate::http::ApiJson<R>) -> Fut,
+    Fut: Future<Output = Result<axum::Json<Value>, ApiError>>,
+{
+    let request =
+        serde_json::from_value(request).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    handler(crate::http::ApiJson(request)).await.map(|_| ())
 }
 
 pub(super) async fn save_team(
