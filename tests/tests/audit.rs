@@ -91,7 +91,7 @@ async fn chat(gw: &TestGateway, key: &str, text: &str) -> (u16, String) {
         .client
         .post(gw.url("/v1/chat/completions"))
         .bearer_auth(key)
-        .header("x-forwarded-for", "203.0.113.7, 10.1.1.5")
+        .header("x-forwarded-for", "6.6.6.6, 203.0.113.7")
         .header("user-agent", "audit-test/1.0")
         .json(&json!({"model": "claude-haiku-4-5", "max_tokens": 32, "messages": [{"role": "user", "content": text}]}))
         .send()
@@ -198,6 +198,7 @@ async fn request_records(gw: &TestGateway, store: &Store<'_>) {
         json!({"input": 3, "output": 4, "cache_read": 0, "cache_write": 0})
     );
     assert_eq!(record["cost"], "0.0000253");
+    // The address the ALB appended, not the one the client wrote first.
     assert_eq!(record["client_ip"], "203.0.113.7");
     assert_eq!(record["user_agent"], "audit-test/1.0");
     assert!(record["response_bytes"].as_u64().unwrap() > 100);

@@ -109,12 +109,23 @@ fn waf_logs_go_to_an_aws_waf_logs_group_with_the_authorization_header_redacted()
         logging["LogDestinationConfigs"],
         json!([{"Fn::GetAtt": "WafLogGroup.Arn"}])
     );
+    // Both headers a key can arrive in.
+    for header in ["authorization", "x-api-key"] {
+        assert!(
+            logging["RedactedFields"]
+                .as_array()
+                .unwrap()
+                .contains(&json!({"SingleHeader": {"Name": header}})),
+            "{header}: {logging}"
+        );
+    }
+    // The ALB appends the peer to X-Forwarded-For, which the audit trail's client_ip reads last.
+    let attributes = props("LoadBalancer")["LoadBalancerAttributes"].clone();
     assert!(
-        logging["RedactedFields"]
-            .as_array()
-            .unwrap()
-            .contains(&json!({"SingleHeader": {"Name": "authorization"}})),
-        "{logging}"
+        attributes.as_array().unwrap().contains(
+            &json!({"Key": "routing.http.xff_header_processing.mode", "Value": "append"})
+        ),
+        "{attributes}"
     );
     let group = props("WafLogGroup");
     assert!(

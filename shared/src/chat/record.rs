@@ -118,9 +118,11 @@ impl Client {
     pub fn from_headers(headers: &http::HeaderMap) -> Self {
         let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         Client {
-            // The ALB appends the peer to X-Forwarded-For; the first entry is the client.
+            // The ALB (in `append` mode, set in template.yaml) and API Gateway append the
+            // address they saw to X-Forwarded-For: the last entry is the client. Earlier entries
+            // are whatever the client sent, and can be forged.
             ip: text("x-forwarded-for")
-                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.rsplit(',').next())
                 .map(|v| v.trim().chars().take(64).collect::<String>())
                 .filter(|v| !v.is_empty()),
             user_agent: text("user-agent").map(|v| v.chars().take(256).collect()),
