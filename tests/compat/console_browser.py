@@ -152,7 +152,12 @@ def spend_in_the_chart():
     wait_for("/ui/spend")
     Select(driver.find_element(By.ID, "group")).select_by_value("team")
     driver.find_element(By.CSS_SELECTOR, "form.filters button").click()
-    WebDriverWait(driver, 15).until(lambda d: d.find_elements(By.CSS_SELECTOR, "figure#chart[data-drawn=true]"))
+    # The new page (not the one the click was on) with its chart drawn: the chart is fetched
+    # and drawn after the page loads.
+    WebDriverWait(driver, 15).until(
+        lambda d: "group=team" in d.current_url
+        and d.find_elements(By.CSS_SELECTOR, "figure#chart[data-drawn=true] rect.bar")
+    )
     bars = driver.find_elements(By.CSS_SELECTOR, "figure#chart rect.bar")
     assert bars, driver.page_source
     assert "browsers" in driver.find_element(By.ID, "chart").text, driver.find_element(By.ID, "chart").text
