@@ -9,29 +9,10 @@
 
 mod common;
 
-use common::Dev;
-use tokio::process::Command;
-
 #[tokio::test]
 async fn the_openai_python_sdk_works_against_llmlite() {
     if !common::tool_installed("python3", &["-c", "import openai"], "openai").await {
         return;
     }
-    let dev = Dev::start().await;
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/compat/openai_sdk.py"
-    );
-    let output = Command::new("python3")
-        .arg(script)
-        .env("LLMLITE_BASE_URL", format!("http://{}/v1", dev.addr))
-        .env("LLMLITE_KEY", &dev.master_key)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    dev.stop().await;
-    assert!(output.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    common::sdk_check("openai_sdk.py", "/v1").await;
 }

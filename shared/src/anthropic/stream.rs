@@ -6,17 +6,14 @@
 //! Behind an ALB (one buffered body of at most 1 MB) consecutive deltas of one content block
 //! are coalesced, and a body that would still outgrow the limit ends with an `error` event.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::primitives::event_stream::EventReceiver;
 use aws_sdk_bedrockruntime::types::ResponseStream;
 use aws_sdk_bedrockruntime::types::error::ResponseStreamError;
-use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
-use http::{HeaderValue, header};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -72,24 +69,10 @@ pub(super) async fn respond(
             return Err(chat::end(guard, chat::deadline_error(), Status::Deadline).into());
         }
     };
-    let (sender, receiver) = mpsc::channel::<Bytes>(64);
-    let mut response = Response::new(Body::from_stream(futures_util::stream::unfold(
-        receiver,
-        |mut receiver| async {
-            receiver
-                .recv()
-                .await
-                .map(|chunk| (Ok::<_, Infallible>(chunk), receiver))
-        },
-    )));
+    let (sender, mut response) = chat::stream::event_stream();
     let headers = response.headers_mut();
     chat::write_headers(headers, &admitted, None, Some(&planned.model));
     write_dropped(headers, planned);
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     let relay = Relay {
         alias: answer.alias,
         model: Arc::clone(&planned.model),
@@ -305,13 +288,7 @@ impl Relay {
         events: &mut EventReceiver<ResponseStream, ResponseStreamError>,
         sender: &mpsc::Sender<Bytes>,
     ) -> End {
-        let deadline = self.deadline;
-        let out_of_time = async move {
-            match deadline {
-                Some(deadline) => tokio::time::sleep_until(deadline).await,
-                None => std::future::pending().await,
-            }
-        };
+        let out_of_time = crate::chat::invocation::passed(self.deadline);
         tokio::pin!(out_of_time);
         loop {
             let received = tokio::select! {

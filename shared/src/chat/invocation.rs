@@ -80,6 +80,14 @@ impl Invocation {
     }
 }
 
+/// Resolves when `deadline` has passed; never without one.
+pub async fn passed(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@
 mod complete;
 pub mod invocation;
 pub mod record;
-mod stream;
+pub(crate) mod stream;
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};

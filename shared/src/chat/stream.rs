@@ -69,23 +69,8 @@ pub(super) async fn respond(
         .stream_options
         .as_ref()
         .is_some_and(|o| o.include_usage);
-    let (sender, receiver) = mpsc::channel::<Bytes>(64);
-    let mut response = Response::new(Body::from_stream(futures_util::stream::unfold(
-        receiver,
-        |mut receiver| async {
-            receiver
-                .recv()
-                .await
-                .map(|chunk| (Ok::<_, Infallible>(chunk), receiver))
-        },
-    )));
-    let headers = response.headers_mut();
-    write_headers(headers, &admitted, None, None);
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    let (sender, mut response) = event_stream();
+    write_headers(response.headers_mut(), &admitted, None, None);
     let translator = StreamTranslator {
         answer,
         json_tool: planned.converse.json_tool,
@@ -105,6 +90,28 @@ pub(super) async fn respond(
     };
     tokio::spawn(translator.run(output.stream, sender, include_usage, guard, upstream));
     Ok(response)
+}
+
+/// A server-sent-event response whose body is what is sent on the returned channel, as it is
+/// sent; dropping the sender ends it. Both APIs' streams answer with it.
+pub(crate) fn event_stream() -> (mpsc::Sender<Bytes>, Response) {
+    let (sender, receiver) = mpsc::channel::<Bytes>(64);
+    let mut response = Response::new(Body::from_stream(futures_util::stream::unfold(
+        receiver,
+        |mut receiver| async {
+            receiver
+                .recv()
+                .await
+                .map(|chunk| (Ok::<_, Infallible>(chunk), receiver))
+        },
+    )));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    (sender, response)
 }
 
 /// Turns ConverseStream events into `chat.completion.chunk` events.
@@ -553,13 +560,7 @@ impl StreamTranslator {
         if let Err(unsent) = self.emit(sender, (role, None)).await {
             return unsent.into();
         }
-        let deadline = self.deadline;
-        let out_of_time = async move {
-            match deadline {
-                Some(deadline) => tokio::time::sleep_until(deadline).await,
-                None => std::future::pending().await,
-            }
-        };
+        let out_of_time = super::invocation::passed(self.deadline);
         tokio::pin!(out_of_time);
         loop {
             let event = tokio::select! {

@@ -124,3 +124,24 @@ impl Dev {
         assert!(status.success(), "{status}");
     }
 }
+
+/// Runs the SDK check `tests/compat/{script}` against a fresh `llmlite dev`, with
+/// `LLMLITE_BASE_URL` its address followed by `path` and `LLMLITE_KEY` its master key, and
+/// checks that it exits cleanly saying `N passed, 0 failed`.
+#[allow(dead_code, reason = "each test binary uses the helpers it needs")]
+pub async fn sdk_check(script: &str, path: &str) {
+    let dev = Dev::start().await;
+    let script = format!("{}/../../tests/compat/{script}", env!("CARGO_MANIFEST_DIR"));
+    let output = Command::new("python3")
+        .arg(script)
+        .env("LLMLITE_BASE_URL", format!("http://{}{path}", dev.addr))
+        .env("LLMLITE_KEY", &dev.master_key)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    dev.stop().await;
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+}
