@@ -261,7 +261,7 @@ pub async fn admit(
     let chain: Vec<String> = std::iter::once(alias.to_owned())
         .chain(plan.iter().skip(1).map(|p| p.model().alias.to_string()))
         .collect();
-    if state.config.master_key.matches(raw_key) {
+    if state.config.master_key.matches(raw_key).await {
         return Ok(Admitted {
             payer: Payer {
                 key_id: None,

@@ -148,7 +148,7 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let key = api_key(&parts.headers).ok_or(ApiError::MissingApiKey)?;
-        if state.config.master_key.matches(key) {
+        if state.config.master_key.matches(key).await {
             return Ok(Caller::Master);
         }
         authenticate_key(state, key).await

@@ -8,6 +8,8 @@
 //! | `LLMLITE_DB_IAM_AUTH` | `true`: authenticate with RDS IAM tokens (RDS Proxy), over verified TLS |
 //! | `LITELLM_MASTER_KEY` | the admin master key, `sk-...` |
 //! | `LITELLM_MASTER_KEY_SECRET_ARN` | or: a Secrets Manager secret holding it |
+//! | `LLMLITE_MASTER_KEY_TTL_SECS` | how often the secret is re-read (default 300) |
+//! | `LLMLITE_MASTER_KEY_GRACE_SECS` | how long the previous key stays accepted after a rotation (default 3600) |
 //! | `AWS_REGION` | default `eu-west-2` |
 //! | `LLMLITE_MODELS` | path to a model catalog file (default: the built-in one) |
 //! | `LLMLITE_AUDIT_BUCKET`, `LLMLITE_AUDIT_KMS_KEY_ID` | the audit bucket and its SSE-KMS key |
@@ -28,7 +30,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 use crate::catalog::ModelCatalog;
-use crate::keys::SecretKey;
+use crate::master_key::MasterKey;
 
 pub const DEFAULT_REGION: &str = "eu-west-2";
 pub const DEFAULT_POOL_SIZE: u32 = 2;
@@ -76,7 +78,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(variable: &'static str, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(variable: &'static str, reason: impl Into<String>) -> Self {
         ConfigError {
             variable,
             reason: reason.into(),
@@ -85,7 +87,7 @@ impl ConfigError {
 }
 
 /// A non-empty value, or `None` for unset or blank.
-fn non_empty(env: &impl EnvSource, name: &str) -> Option<String> {
+pub(crate) fn non_empty(env: &impl EnvSource, name: &str) -> Option<String> {
     env.var(name)
         .map(|v| v.trim().to_owned())
         .filter(|v| !v.is_empty())
@@ -171,6 +173,18 @@ impl DatabaseConfig {
     }
 }
 
+impl DatabaseConfig {
+    /// The same server and settings, logged in as `user` with one connection (the migrations
+    /// handler's admin and owner sessions). With IAM authentication the token is `user`'s.
+    pub fn as_user(&self, user: &str) -> DatabaseConfig {
+        DatabaseConfig {
+            options: self.options.clone().username(user),
+            pool_size: 1,
+            iam_auth: self.iam_auth,
+        }
+    }
+}
+
 /// True when the URL's authority has `user:password@`.
 fn url_has_password(url: &str) -> bool {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
@@ -184,7 +198,8 @@ fn url_has_password(url: &str) -> bool {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub database: DatabaseConfig,
-    pub master_key: SecretKey,
+    /// The admin master key (re-read from its secret every TTL, see [`crate::master_key`]).
+    pub master_key: MasterKey,
     pub aws_region: String,
     pub catalog: Arc<ModelCatalog>,
     pub aws: SdkConfig,
@@ -270,7 +285,7 @@ impl Config {
         let aws_region = aws_region(env)?;
         let database = DatabaseConfig::from_env(env)?;
         let catalog = Arc::new(load_catalog(env)?);
-        let master_key = load_master_key(env, &aws).await?;
+        let master_key = MasterKey::from_env(env, &aws).await?;
         let bedrock_endpoint = non_empty(env, "AWS_ENDPOINT_URL_BEDROCK_RUNTIME");
         if bedrock_endpoint
             .as_deref()
@@ -404,78 +419,6 @@ fn load_pii(
     Ok((custom, policy))
 }
 
-/// A master key must look like a key and be long enough not to be guessed.
-pub fn validate_master_key(raw: &str, variable: &'static str) -> Result<SecretKey, ConfigError> {
-    if !raw.starts_with("sk-") {
-        return Err(ConfigError::new(variable, "must start with `sk-`"));
-    }
-    if raw.len() < 3 + 16 {
-        return Err(ConfigError::new(
-            variable,
-            "is too short: use at least 16 characters after `sk-` (llmlite dev generates one)",
-        ));
-    }
-    if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(ConfigError::new(variable, "must not contain whitespace"));
-    }
-    Ok(SecretKey::new(raw.to_owned()))
-}
-
-async fn load_master_key(env: &impl EnvSource, aws: &SdkConfig) -> Result<SecretKey, ConfigError> {
-    const PLAIN: &str = "LITELLM_MASTER_KEY";
-    const ARN: &str = "LITELLM_MASTER_KEY_SECRET_ARN";
-    match (non_empty(env, PLAIN), non_empty(env, ARN)) {
-        (Some(_), Some(_)) => Err(ConfigError::new(
-            ARN,
-            "set either LITELLM_MASTER_KEY or LITELLM_MASTER_KEY_SECRET_ARN, not both",
-        )),
-        (None, None) => Err(ConfigError::new(
-            PLAIN,
-            "is not set (nor LITELLM_MASTER_KEY_SECRET_ARN)",
-        )),
-        (Some(raw), None) => validate_master_key(&raw, PLAIN),
-        (None, Some(arn)) => {
-            let client = aws_sdk_secretsmanager::Client::new(aws);
-            let secret = client
-                .get_secret_value()
-                .secret_id(&arn)
-                .send()
-                .await
-                .map_err(|e| {
-                    ConfigError::new(
-                        ARN,
-                        format!(
-                            "could not read the secret: {}",
-                            aws_sdk_secretsmanager::error::DisplayErrorContext(e)
-                        ),
-                    )
-                })?;
-            let text = secret
-                .secret_string()
-                .ok_or_else(|| ConfigError::new(ARN, "the secret has no SecretString"))?;
-            validate_master_key(&master_key_from_secret(text), ARN)
-        }
-    }
-}
-
-/// A secret holds the key as plain text, or as JSON `{"LITELLM_MASTER_KEY": "sk-..."}` (also
-/// `master_key`). The secret `template.yaml` generates is `{"master_key_suffix": "<random>"}`:
-/// Secrets Manager can generate a random string but cannot prefix it, so the key is `sk-`
-/// followed by that string.
-fn master_key_from_secret(text: &str) -> String {
-    if let Ok(serde_json::Value::Object(map)) = serde_json::from_str(text) {
-        for field in ["LITELLM_MASTER_KEY", "master_key"] {
-            if let Some(serde_json::Value::String(key)) = map.get(field) {
-                return key.trim().to_owned();
-            }
-        }
-        if let Some(serde_json::Value::String(suffix)) = map.get("master_key_suffix") {
-            return format!("sk-{}", suffix.trim());
-        }
-    }
-    text.trim().to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -560,31 +503,6 @@ mod tests {
                 .unwrap_err()
                 .variable,
             "AWS_REGION"
-        );
-    }
-
-    #[test]
-    fn master_keys_are_validated() {
-        assert!(validate_master_key("sk-1234", "LITELLM_MASTER_KEY").is_err());
-        assert!(validate_master_key("pk-aaaaaaaaaaaaaaaaaaaa", "LITELLM_MASTER_KEY").is_err());
-        assert!(validate_master_key("sk-aaaaaaaa aaaaaaaaaaa", "LITELLM_MASTER_KEY").is_err());
-        assert!(validate_master_key("sk-abcdefghijklmnop", "LITELLM_MASTER_KEY").is_ok());
-    }
-
-    #[test]
-    fn secrets_may_hold_plain_text_or_json() {
-        assert_eq!(master_key_from_secret(" sk-plain \n"), "sk-plain");
-        assert_eq!(
-            master_key_from_secret(r#"{"LITELLM_MASTER_KEY":"sk-json"}"#),
-            "sk-json"
-        );
-        assert_eq!(
-            master_key_from_secret(r#"{"master_key":"sk-other"}"#),
-            "sk-other"
-        );
-        assert_eq!(
-            master_key_from_secret(r#"{"master_key_suffix":"Generated0123456789"}"#),
-            "sk-Generated0123456789"
         );
     }
 

@@ -27,9 +27,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sqlx::Connection;
 
 use crate::AppState;
-use crate::store::MIGRATOR;
+use crate::db_roles;
+use crate::store::{Database, MIGRATOR};
 
 /// The physical id of the one migrations resource a stack has.
 pub const PHYSICAL_RESOURCE_ID: &str = "llmlite-database-migrations";
@@ -161,12 +163,114 @@ async fn run_migrations(state: &AppState, properties: &Value) -> Result<Option<i
             newest.unwrap_or_default()
         ));
     }
-    state
-        .db
-        .migrate()
-        .await
-        .map_err(|e| format!("migrating the database failed: {e}"))?;
+    match RoleSetup::from_properties(properties)? {
+        None => state
+            .db
+            .migrate()
+            .await
+            .map_err(|e| format!("migrating the database failed: {e}"))?,
+        Some(setup) => setup.run(state).await?,
+    }
     Ok(newest)
+}
+
+/// The database roles the resource keeps ([`crate::db_roles`]): its `AdminUser`,
+/// `OwnerSecretArn` and `AppSecretArn` properties, all three or none (a template from before the
+/// roles: then it migrates as `DATABASE_URL`'s user, as it always did).
+struct RoleSetup {
+    admin_user: String,
+    owner_secret: String,
+    app_secret: String,
+}
+
+impl RoleSetup {
+    fn from_properties(properties: &Value) -> Result<Option<Self>, String> {
+        let field = |name: &str| {
+            properties
+                .get(name)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        match (
+            field("AdminUser"),
+            field("OwnerSecretArn"),
+            field("AppSecretArn"),
+        ) {
+            (None, None, None) => Ok(None),
+            (Some(admin_user), Some(owner_secret), Some(app_secret)) => {
+                db_roles::check_identifier(&admin_user).map_err(|e| format!("AdminUser: {e}"))?;
+                Ok(Some(RoleSetup {
+                    admin_user,
+                    owner_secret,
+                    app_secret,
+                }))
+            }
+            _ => Err("AdminUser, OwnerSecretArn and AppSecretArn go together".into()),
+        }
+    }
+
+    /// Creates the roles as the admin user, migrates as the owner, then grants the application
+    /// role its privileges. Every connection goes where `DATABASE_URL` does (RDS Proxy), as the
+    /// user named; with IAM authentication each gets a token for its own user.
+    async fn run(&self, state: &AppState) -> Result<(), String> {
+        let owner = read_login(state, &self.owner_secret).await?;
+        let app = read_login(state, &self.app_secret).await?;
+        let configured = state.config.database.options.get_username();
+        if configured != app.name {
+            tracing::warn!(
+                configured,
+                app = %app.name,
+                "DATABASE_URL's user is not the application role: the functions would not run \
+                 with the application role's privileges"
+            );
+        }
+        let as_user = |user: &str| {
+            Database::new(
+                &state.config.database.as_user(user),
+                Some(&state.config.aws),
+            )
+            .map_err(|e| format!("connecting as {user}: {e}"))
+        };
+        let mut admin = as_user(&self.admin_user)?
+            .connection()
+            .await
+            .map_err(|e| format!("connecting as {}: {e}", self.admin_user))?;
+        let created = db_roles::bootstrap(&mut admin, &owner, &app).await;
+        let _ = admin.close().await;
+        created?;
+        let owner_db = as_user(&owner.name)?;
+        owner_db
+            .migrate()
+            .await
+            .map_err(|e| format!("migrating the database failed: {e}"))?;
+        let mut conn = owner_db
+            .connection()
+            .await
+            .map_err(|e| format!("connecting as {}: {e}", owner.name))?;
+        let granted = db_roles::grant_app(&mut conn, &app.name).await;
+        let _ = conn.close().await;
+        granted
+    }
+}
+
+/// A role's login from its Secrets Manager secret.
+async fn read_login(state: &AppState, arn: &str) -> Result<db_roles::Login, String> {
+    let client = aws_sdk_secretsmanager::Client::new(&state.config.aws);
+    let secret = client
+        .get_secret_value()
+        .secret_id(arn)
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "reading the secret {arn}: {}",
+                aws_sdk_secretsmanager::error::DisplayErrorContext(e)
+            )
+        })?;
+    let text = secret
+        .secret_string()
+        .ok_or_else(|| format!("the secret {arn} has no SecretString"))?;
+    db_roles::Login::from_secret(text).map_err(|e| format!("the secret {arn}: {e}"))
 }
 
 /// `PUT`s the response to CloudFormation's pre-signed URL. The URL's signature covers no

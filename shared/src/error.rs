@@ -148,7 +148,9 @@ pub enum ApiError {
          here; send `stream: true` requests to the gateway's streaming endpoint"
     )]
     ResponseTooLarge,
-    #[error("database unavailable: {0}")]
+    /// The detail (which server, which failure) is logged, never sent: clients get a generic
+    /// message and `Retry-After`.
+    #[error("database unavailable: the gateway cannot reach its database; retry shortly")]
     DatabaseUnavailable(String),
     /// A bug or an unexpected failure. The detail is logged, never sent to the client.
     #[error("internal server error")]
@@ -272,7 +274,9 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             // The detail of an internal error is for the operator only.
             let detail = match &self {
-                ApiError::Internal(detail) => detail.as_str(),
+                ApiError::Internal(detail) | ApiError::DatabaseUnavailable(detail) => {
+                    detail.as_str()
+                }
                 _ => "",
             };
             tracing::error!(error = %redact_keys(&self.to_string()), detail = %redact_keys(detail), status = status.as_u16(), "request failed");

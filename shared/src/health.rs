@@ -28,6 +28,14 @@ pub fn router(db: Database) -> Router {
         .with_state(db)
 }
 
+/// `GET /health` alone: liveness without the database, for the chat and key-admin functions'
+/// target-group health checks (`template.yaml`: `HealthCheckPath: /health`). A database outage
+/// must not mark those functions unhealthy: they answer it themselves with 503 and
+/// `Retry-After`.
+pub fn liveness_router() -> Router {
+    Router::new().route("/health", get(health))
+}
+
 async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "healthy", "version": VERSION }))
 }

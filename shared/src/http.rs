@@ -13,7 +13,7 @@ use http::{Method, StatusCode, Uri, header};
 use serde::de::DeserializeOwned;
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, redact_keys};
 
 /// The largest request body accepted: 1 MB, the ALB's limit for Lambda targets, so the local
 /// gateway refuses exactly what production would.
@@ -27,6 +27,7 @@ pub fn finish(router: Router) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(refuse_oversized))
+        .layer(middleware::from_fn(refuse_keys_in_urls))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(middleware::from_fn(request_id))
 }
@@ -49,16 +50,30 @@ impl std::fmt::Display for RequestId {
     }
 }
 
-/// Gives each request a fresh ID (a client's own `x-request-id` is not trusted to be unique).
+/// Gives each request a fresh ID (a client's own `x-request-id` is not trusted to be unique),
+/// and every response the security headers.
 async fn request_id(mut request: Request, next: Next) -> Response {
     let id = RequestId(uuid::Uuid::new_v4());
     request.extensions_mut().insert(id);
     let mut response = next.run(request).await;
+    let headers = response.headers_mut();
     if let Ok(value) = http::HeaderValue::from_str(&id.to_string()) {
-        response.headers_mut().insert("x-request-id", value);
+        headers.insert("x-request-id", value);
     }
+    // Every answer: browsers keep to HTTPS for two years (they ignore the header on plain
+    // HTTP, so `llmlite dev` is unaffected), and nothing is sniffed into another type.
+    headers
+        .entry(http::header::STRICT_TRANSPORT_SECURITY)
+        .or_insert(http::HeaderValue::from_static(HSTS));
+    headers
+        .entry(http::header::X_CONTENT_TYPE_OPTIONS)
+        .or_insert(http::HeaderValue::from_static("nosniff"));
     response
 }
+
+/// The `Strict-Transport-Security` value of every response (the ALB's HTTPS listener sends the
+/// same, `template.yaml`).
+pub const HSTS: &str = "max-age=63072000; includeSubDomains";
 
 /// An error in the shape of the API family `path` belongs to: Anthropic's for `/v1/messages`
 /// and below, OpenAI's elsewhere.
@@ -103,6 +118,77 @@ async fn refuse_oversized(request: Request, next: Next) -> Response {
         ),
         _ => next.run(request).await,
     }
+}
+
+/// Refuses a request whose URL carries a raw key, in its path or its query string, on every
+/// route: URLs end up in access logs (the ALB's, API Gateway's, a proxy's), bodies and headers do
+/// not. The key is not echoed; the message says where it goes instead. A key's SHA-256 hash (64
+/// hex digits) names a key just as well and is accepted wherever a key is.
+async fn refuse_keys_in_urls(request: Request, next: Next) -> Response {
+    match key_in_url(request.uri()) {
+        None => next.run(request).await,
+        Some(param) => {
+            let message = "a raw API key must not be sent in a URL, where access logs keep it: \
+                           send it in the request body (`POST /key/info` and \
+                           `POST /key/regenerate` take `{\"key\": ...}`), or name the key by its \
+                           SHA-256 hash (64 hex digits) in the URL instead; then regenerate this \
+                           key, as it may have been logged";
+            let error = match param {
+                Some(param) => ApiError::invalid_param(&param, message),
+                None => ApiError::invalid_request(message),
+            };
+            in_shape(request.uri().path(), error)
+        }
+    }
+}
+
+/// Whether `uri` carries something shaped like a raw key (what [`redact_keys`] would hide),
+/// after percent-decoding: `Some(Some(name))` for a query parameter (its name), `Some(None)` for
+/// the path or an unparsable query.
+fn key_in_url(uri: &Uri) -> Option<Option<String>> {
+    let looks_like_key = |text: &str| redact_keys(text) != text;
+    let path = percent_decode(uri.path());
+    if looks_like_key(&path) {
+        return Some(None);
+    }
+    let query = uri.query()?;
+    match serde_urlencoded::from_str::<Vec<(String, String)>>(query) {
+        Ok(pairs) => pairs.into_iter().find_map(|(name, value)| {
+            if looks_like_key(&name) {
+                Some(None)
+            } else if looks_like_key(&value) {
+                Some(Some(name))
+            } else {
+                None
+            }
+        }),
+        Err(_) => looks_like_key(&percent_decode(query)).then_some(None),
+    }
+}
+
+/// `%XX` sequences decoded (bytes that are not UTF-8 are replaced); anything else kept.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
@@ -196,6 +282,36 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raw_keys_in_urls_are_found_and_hashes_are_not() {
+        let key = "sk-AbCdEf0123456789xyz";
+        let hash = "88dc28d0f030c55ed4ab77ed8faf098196cb1c05df778539800c9f1243fe6b4b";
+        let cases: &[(String, Option<Option<&str>>)] = &[
+            (format!("/key/info?key={key}"), Some(Some("key"))),
+            (format!("/key/info?key={hash}"), None),
+            (
+                format!("/spend/logs?user_id=u1&api_key={key}"),
+                Some(Some("api_key")),
+            ),
+            // Percent-encoded, in the path, or as a parameter's name.
+            (
+                "/key/info?key=%73k-AbCdEf0123456789xyz".to_owned(),
+                Some(Some("key")),
+            ),
+            (format!("/key/{key}/regenerate"), Some(None)),
+            (format!("/key/{hash}/regenerate"), None),
+            (format!("/v1/models?{key}=1"), Some(None)),
+            ("/v1/models".to_owned(), None),
+            ("/key/list?key_alias=my-sk-alias&page=1".to_owned(), None),
+            ("/ui/keys?q=%E2%82%AC%FF%00".to_owned(), None),
+        ];
+        for (url, expected) in cases {
+            let uri: Uri = url.parse().unwrap();
+            let found = key_in_url(&uri);
+            assert_eq!(found.as_ref().map(|p| p.as_deref()), *expected, "{url}");
+        }
+    }
 
     #[test]
     fn json_content_types() {

@@ -18,6 +18,8 @@ pub mod chat;
 pub mod clock;
 pub mod config;
 pub mod console;
+pub mod crypto;
+pub mod db_roles;
 pub mod deploy;
 pub mod durations;
 /// A throwaway PostgreSQL cluster: `llmlite dev` and the tests only (feature `dev`).
@@ -27,6 +29,7 @@ pub mod error;
 pub mod health;
 pub mod http;
 pub mod keys;
+pub mod master_key;
 pub mod money;
 pub mod openai;
 pub mod pii;

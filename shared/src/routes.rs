@@ -54,15 +54,21 @@ fn alb_pattern_matches(pattern: &str, path: &str) -> bool {
     }
 }
 
-/// The `chat` function: `/v1/*`, `/chat/*`, `/models`.
+/// The `chat` function: `/v1/*`, `/chat/*`, `/models`; and `GET /health`, which only its
+/// target group's health checks reach (the ALB sends `/health*` to the health function).
 pub fn chat_routes(state: AppState) -> Router {
-    http::finish(chat::router(state))
+    http::finish(chat::router(state).merge(health::liveness_router()))
 }
 
 /// The `key-admin` function: `/key/*`, `/user/*`, `/team/*`, `/spend/*`, `/global/*`, the
-/// OpenAPI document at `/openapi.json`, and the admin console under `/ui`.
+/// OpenAPI document at `/openapi.json`, the admin console under `/ui`, and `GET /health` for
+/// its target group's health checks.
 pub fn admin_routes(state: AppState) -> Router {
-    http::finish(admin::router(state.clone()).merge(console::router(state)))
+    http::finish(
+        admin::router(state.clone())
+            .merge(console::router(state))
+            .merge(health::liveness_router()),
+    )
 }
 
 /// The `health` function: `/health*`. It needs only the database.

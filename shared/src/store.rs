@@ -120,6 +120,15 @@ impl Database {
         Ok(&self.pool)
     }
 
+    /// One connection of its own, outside the pool (with a fresh IAM token when configured),
+    /// for work that needs a session to itself: the migrations handler's role setup.
+    pub async fn connection(&self) -> Result<PgConnection, ApiError> {
+        let options = self.pool().await?.connect_options();
+        PgConnection::connect_with(&options)
+            .await
+            .map_err(|e| ApiError::DatabaseUnavailable(e.to_string()))
+    }
+
     /// Applies pending migrations: `llmlite migrate`, `llmlite dev`, and on AWS the deploy's
     /// custom resource ([`crate::deploy`]). Through RDS Proxy the migrator's session-level
     /// advisory lock pins that one session while it runs; request paths never do this.

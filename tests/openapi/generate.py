@@ -145,6 +145,8 @@ def q(name, schema, required=False, desc=None):
 page = [q("page", {"type": "integer", "minimum": 1}), q("size", {"type": "integer", "minimum": 1, "maximum": 100})]
 date = {"type": "string", "format": "date"}
 key_ref = {"type": "string", "pattern": "^(sk-[!-~]{1,253}|[0-9a-f]{64})$", "description": "a raw key or its SHA-256 hash"}
+# In a URL only the hash: URLs are kept by access logs, and a raw key there is refused (400).
+hash_ref = {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "a key's SHA-256 hash (a raw key in a URL is refused: send it in a body)"}
 keys_body = {"type": "object", "additionalProperties": False, "properties": {"keys": {"type": "array", "maxItems": 100, "items": key_ref}, "key_aliases": {"type": "array", "maxItems": 100, "items": string}}}
 paths = {
   "/v1/chat/completions": {"post": {"operationId": "chatCompletions", "tags": ["chat"], "summary": "Chat completion on Bedrock (stream: true answers with server-sent events)",
@@ -165,14 +167,17 @@ paths = {
   "/key/update": {"post": {"operationId": "keyUpdate", "tags": ["keys"], "requestBody": body(ref("KeyUpdateRequest")), "responses": ok(ref("Key"))}},
   "/key/delete": {"post": {"operationId": "keyDelete", "tags": ["keys"], "requestBody": body(keys_body),
       "responses": ok({"type": "object", "required": ["deleted_keys"], "properties": {"deleted_keys": {"type": "array", "items": string}}})}},
-  "/key/info": {"get": {"operationId": "keyInfo", "tags": ["keys"], "parameters": [q("key", key_ref, desc="raw key or hash; a plain key may omit it to read itself")],
+  "/key/info": {"get": {"operationId": "keyInfo", "tags": ["keys"], "parameters": [q("key", hash_ref, desc="the key's hash; a plain key may omit it to read itself")],
+      "responses": ok({"type": "object", "required": ["key", "info"], "properties": {"key": string, "info": ref("Key")}})},
+    "post": {"operationId": "keyInfoByBody", "tags": ["keys"], "summary": "As GET, with the raw key in the body, where access logs do not keep it",
+      "requestBody": body({"type": "object", "additionalProperties": False, "properties": {"key": key_ref}}),
       "responses": ok({"type": "object", "required": ["key", "info"], "properties": {"key": string, "info": ref("Key")}})}},
   "/key/list": {"get": {"operationId": "keyList", "tags": ["keys"], "parameters": page + [q("user_id", string), q("team_id", string), q("key_alias", string), q("return_full_object", {"type": "boolean"})],
       "responses": ok({"type": "object", "required": ["keys", "total_count", "current_page", "total_pages"], "properties": {
           "keys": {"type": "array", "items": {"oneOf": [string, ref("Key")]}}, "total_count": integer, "current_page": integer, "total_pages": integer}})}},
   "/key/regenerate": {"post": {"operationId": "keyRegenerate", "tags": ["keys"], "requestBody": body({"type": "object", "additionalProperties": False, "required": ["key"], "properties": {
       "key": key_ref, "grace_period": duration, "new_key": {"type": "string", "pattern": "^sk-[!-~]{16,253}$"}}}), "responses": ok(ref("MintedKey"))}},
-  "/key/{key}/regenerate": {"post": {"operationId": "keyRegeneratePath", "tags": ["keys"], "parameters": [{"name": "key", "in": "path", "required": True, "schema": key_ref}],
+  "/key/{key}/regenerate": {"post": {"operationId": "keyRegeneratePath", "tags": ["keys"], "parameters": [{"name": "key", "in": "path", "required": True, "schema": hash_ref}],
       "requestBody": {"required": False, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": False, "properties": {"grace_period": duration, "new_key": {"type": "string", "pattern": "^sk-[!-~]{16,253}$"}}}}}},
       "responses": ok(ref("MintedKey"))}},
   "/key/block": {"post": {"operationId": "keyBlock", "tags": ["keys"], "requestBody": body({"type": "object", "additionalProperties": False, "required": ["key"], "properties": {"key": key_ref}}), "responses": ok(ref("Key"))}},
@@ -191,7 +196,7 @@ paths = {
   "/team/update": {"post": {"operationId": "teamUpdate", "tags": ["teams"], "requestBody": body({"allOf": [ref("TeamRequest"), {"type": "object", "required": ["team_id"]}]}), "responses": ok(ref("Team"))}},
   "/team/delete": {"post": {"operationId": "teamDelete", "tags": ["teams"], "requestBody": body({"type": "object", "additionalProperties": False, "required": ["team_ids"], "properties": {"team_ids": {"type": "array", "minItems": 1, "maxItems": 100, "items": string}}}),
       "responses": ok({"type": "object", "required": ["deleted_teams"], "properties": {"deleted_teams": {"type": "array", "items": string}}})}},
-  "/spend/logs": {"get": {"operationId": "spendLogs", "tags": ["spend"], "parameters": [q("api_key", string), q("user_id", string), q("request_id", string), q("start_date", date), q("end_date", date), q("page", {"type": "integer", "minimum": 1}), q("page_size", {"type": "integer", "minimum": 1, "maximum": 100})],
+  "/spend/logs": {"get": {"operationId": "spendLogs", "tags": ["spend"], "parameters": [q("api_key", hash_ref), q("user_id", string), q("request_id", string), q("start_date", date), q("end_date", date), q("page", {"type": "integer", "minimum": 1}), q("page_size", {"type": "integer", "minimum": 1, "maximum": 100})],
       "responses": ok({"type": "array", "items": ref("SpendLog")})}},
   "/global/spend/report": {"get": {"operationId": "spendReport", "tags": ["spend"], "parameters": [q("start_date", date), q("end_date", date), q("group_by", {"type": "string", "enum": ["team", "user", "key", "model"]})],
       "responses": ok({"type": "array", "items": ref("SpendReportRow")})}},

@@ -24,7 +24,9 @@ use llmlite::store::Database;
 use sqlx::postgres::PgConnection;
 use sqlx::{Connection, PgPool};
 
+pub mod deploy;
 pub mod lambda_runtime;
+pub mod secrets_manager;
 
 /// The master key the test configuration uses.
 pub const MASTER_KEY: &str = "sk-test-master-key-0123456789";
@@ -55,6 +57,20 @@ pub fn server_url() -> &'static str {
         });
         rx.recv().expect("the database thread died")
     })
+}
+
+/// Replaces the user of a PostgreSQL URL (the servers the tests use trust loopback logins).
+pub fn with_user(url: &str, user: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+    let rest = rest.split_once('@').map_or(rest, |(_, host)| host);
+    format!("{scheme}://{user}@{rest}")
+}
+
+/// The user of a PostgreSQL URL.
+pub fn user_of(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let userinfo = rest.split_once('@').map_or("", |(userinfo, _)| userinfo);
+    userinfo.split(':').next().unwrap_or(userinfo)
 }
 
 /// The `host:port` of a PostgreSQL URL.
@@ -159,7 +175,12 @@ impl TestDb {
         for (k, v) in extra {
             env.insert((*k).to_owned(), (*v).to_owned());
         }
-        let aws = config::local_aws_config("eu-west-2").await;
+        Self::state_from(env, config::local_aws_config("eu-west-2").await).await
+    }
+
+    /// Application state from exactly `env`, with `aws` as the AWS configuration (a Secrets
+    /// Manager double's, say).
+    pub async fn state_from(env: HashMap<String, String>, aws: aws_config::SdkConfig) -> AppState {
         let config = Config::load_with_aws(&env, aws)
             .await
             .expect("test configuration");
@@ -176,29 +197,32 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let name = self.name.clone();
-        // Drop runs outside any async context we can rely on: use a thread of its own.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            runtime.block_on(async {
-                let mut admin = PgConnection::connect(server_url()).await.ok()?;
-                let _ = std::fs::remove_dir_all(
-                    std::env::temp_dir().join(format!("llmlite-audit-{name}")),
-                );
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .persistent(false)
+        let _ = std::fs::remove_dir_all(self.audit_dir());
+        on_server_blocking(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ));
+    }
+}
+
+/// Runs `sql` (ours, not input) on the test server as its superuser, and waits for it: for
+/// clean-up in `Drop`, which runs outside any async context we can rely on, so on a thread and
+/// runtime of its own. Failures are ignored (clean-up is best effort).
+pub fn on_server_blocking(sql: String) {
+    let _ = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        runtime.block_on(async {
+            let mut admin = PgConnection::connect(server_url()).await.ok()?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
                 .execute(&mut admin)
                 .await
                 .ok()
-            })
         })
-        .join();
-    }
+    })
+    .join();
 }
 
 pub fn database_config(url: &str) -> DatabaseConfig {
@@ -262,7 +286,8 @@ impl TestGateway {
         Self::start_on(db, &[("DATABASE_URL", &url)], |_| {}).await
     }
 
-    async fn start_on(
+    /// A gateway on an existing database `db`, with extra environment variables.
+    pub async fn start_on(
         db: TestDb,
         extra: &[(&str, &str)],
         adjust: impl FnOnce(&mut AppState),

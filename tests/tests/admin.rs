@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use llmlite::keys::KeyHash;
 use llmlite_tests::{MASTER_KEY, TestGateway};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -128,8 +129,12 @@ async fn generate_shows_the_key_once_and_stores_only_its_hash() {
     );
     assert_eq!(after["key_alias"], "ci-bot");
 
-    // Info by raw key or hash; the raw key is not echoed back.
-    let (status, info) = admin.get(&format!("/key/info?key={raw}")).await;
+    // Info by the raw key in a body, or by the hash in the URL; the raw key is not echoed back.
+    // A raw key in the URL is refused: access logs keep URLs.
+    let (status, refused) = admin.get(&format!("/key/info?key={raw}")).await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(!refused.to_string().contains(&raw[3..]));
+    let (status, info) = admin.post("/key/info", json!({"key": raw})).await;
     assert_eq!(status, 200);
     assert_eq!(info["key"], body["token"]);
     assert_eq!(info["info"]["key_alias"], "ci-bot");
@@ -296,7 +301,7 @@ async fn rotation_keeps_the_old_key_for_its_grace_period_only() {
     let (status, again) = admin
         .call(
             Method::POST,
-            &format!("/key/{new}/regenerate"),
+            &format!("/key/{}/regenerate", KeyHash::of(&new).as_str()),
             Some(MASTER_KEY),
             None,
         )
@@ -533,7 +538,11 @@ async fn who_may_call_what() {
             "/key/update".into(),
             Some(json!({"key": other, "tpm_limit": 5})),
         ),
-        (Method::GET, format!("/key/info?key={other}"), None),
+        (
+            Method::GET,
+            format!("/key/info?key={}", KeyHash::of(&other).as_str()),
+            None,
+        ),
         (Method::GET, "/key/list".into(), None),
         (
             Method::POST,
@@ -600,7 +609,7 @@ async fn who_may_call_what() {
         admin
             .call(
                 Method::GET,
-                &format!("/key/info?key={other}"),
+                &format!("/key/info?key={}", KeyHash::of(&other).as_str()),
                 Some(&own),
                 None
             )
@@ -810,8 +819,11 @@ async fn litellm_doc_curls_work_unchanged() {
     ))
     .await;
     let key = generated["key"].as_str().unwrap();
+    // LiteLLM's docs put the raw key in the URL (`/key/info?key=sk-...`); llmlite refuses a raw
+    // key in any URL (access logs keep URLs) and takes its hash there, as LiteLLM also does.
+    let token = generated["token"].as_str().unwrap();
     let info = run(format!(
-        r#"curl -s -X GET "{base}/key/info?key={key}" -H "Authorization: Bearer {MASTER_KEY}""#
+        r#"curl -s -X GET "{base}/key/info?key={token}" -H "Authorization: Bearer {MASTER_KEY}""#
     ))
     .await;
     assert_eq!(info["info"]["metadata"]["user"], "ishaan@berri.ai");

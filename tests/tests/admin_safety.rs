@@ -223,3 +223,120 @@ async fn a_chosen_key_outside_the_redactors_alphabet_is_refused_without_being_ec
         .await;
     assert_eq!(rotated["key"], "sk-rotated_to-a-chosen-key-01");
 }
+
+/// A raw key in a URL (query or path) is refused on every route, in the route's error shape,
+/// without echoing it; the key's hash works in its place, and `POST /key/info` takes the key in
+/// its body.
+#[tokio::test]
+async fn a_raw_key_in_a_url_is_refused_without_being_echoed_and_its_hash_works() {
+    let gw = TestGateway::start().await;
+    let key = gw.mint_raw_key(json!({"key_alias": "url-test"})).await;
+    let hash = llmlite::keys::KeyHash::of(&key);
+    let encoded = key.replace('-', "%2D");
+    for (method, path, shape, param) in [
+        (
+            Method::GET,
+            format!("/key/info?key={key}"),
+            "openai",
+            Some("key"),
+        ),
+        (
+            Method::GET,
+            format!("/key/info?key={encoded}"),
+            "openai",
+            Some("key"),
+        ),
+        (
+            Method::GET,
+            format!("/spend/logs?api_key={key}"),
+            "openai",
+            Some("api_key"),
+        ),
+        (
+            Method::POST,
+            format!("/key/{key}/regenerate"),
+            "openai",
+            None,
+        ),
+        (
+            Method::GET,
+            format!("/v1/models?key={key}"),
+            "openai",
+            Some("key"),
+        ),
+        (
+            Method::POST,
+            format!("/v1/messages?api_key={key}"),
+            "anthropic",
+            Some("api_key"),
+        ),
+        (
+            Method::GET,
+            format!("/ui/keys?q={key}"),
+            "openai",
+            Some("q"),
+        ),
+    ] {
+        let response = gw
+            .client
+            .request(method.clone(), gw.url(&path))
+            .bearer_auth(MASTER_KEY)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{path}");
+        let text = response.text().await.unwrap();
+        assert!(
+            !text.contains(&key[3..]),
+            "{path}: the key was echoed: {text}"
+        );
+        let body: Value = serde_json::from_str(&text).unwrap();
+        let message = match shape {
+            "anthropic" => {
+                assert_eq!(body["type"], "error", "{path}: {body}");
+                body["error"]["message"].as_str().unwrap().to_owned()
+            }
+            _ => {
+                assert_eq!(body["error"]["param"].as_str(), param, "{path}: {body}");
+                body["error"]["message"].as_str().unwrap().to_owned()
+            }
+        };
+        assert!(message.contains("request body"), "{path}: {message}");
+        assert!(message.contains("hash"), "{path}: {message}");
+    }
+
+    // The hash in the URL, or the key in a body, reads the key.
+    let (status, by_hash) = call(
+        &gw,
+        Method::GET,
+        &format!("/key/info?key={}", hash.as_str()),
+        MASTER_KEY,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{by_hash}");
+    let (status, by_body) = call(
+        &gw,
+        Method::POST,
+        "/key/info",
+        MASTER_KEY,
+        Some(json!({"key": key})),
+    )
+    .await;
+    assert_eq!(status, 200, "{by_body}");
+    assert_eq!(by_hash, by_body);
+    assert_eq!(by_body["info"]["key_alias"], "url-test");
+    // A key may read itself by body, too, and an unknown field is refused.
+    let (status, own) = call(&gw, Method::POST, "/key/info", &key, Some(json!({}))).await;
+    assert_eq!(status, 200, "{own}");
+    let (status, _) = call(
+        &gw,
+        Method::POST,
+        "/key/info",
+        MASTER_KEY,
+        Some(json!({"key": key, "extra": 1})),
+    )
+    .await;
+    assert_eq!(status, 400);
+}

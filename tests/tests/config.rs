@@ -8,55 +8,11 @@
 )]
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 
 use aws_config::BehaviorVersion;
 use aws_sdk_secretsmanager::config::{Credentials, Region};
-use axum::Router;
-use axum::http::HeaderMap;
-use axum::routing::post;
 use llmlite::config::{Config, ConfigError};
-use llmlite_tests::serve;
-use serde_json::{Value, json};
-
-/// Answers `GetSecretValue` for one ARN with `secret`, and records the targets it was asked for.
-async fn secrets_manager_double(secret: &'static str) -> (String, Arc<Mutex<Vec<String>>>) {
-    let calls = Arc::new(Mutex::new(Vec::new()));
-    let seen = Arc::clone(&calls);
-    let router = Router::new().route(
-        "/",
-        post(move |headers: HeaderMap, body: String| {
-            let seen = Arc::clone(&seen);
-            async move {
-                let target = headers
-                    .get("x-amz-target")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_owned();
-                seen.lock().unwrap().push(target.clone());
-                let request: Value = serde_json::from_str(&body).unwrap_or_default();
-                let arn = SECRET_ARN;
-                if target == "secretsmanager.GetSecretValue" && request["SecretId"] == arn {
-                    (
-                        axum::http::StatusCode::OK,
-                        [("content-type", "application/x-amz-json-1.1")],
-                        json!({ "ARN": arn, "Name": "llmlite-master", "SecretString": secret })
-                            .to_string(),
-                    )
-                } else {
-                    (
-                        axum::http::StatusCode::BAD_REQUEST,
-                        [("content-type", "application/x-amz-json-1.1")],
-                        json!({ "__type": "ResourceNotFoundException", "message": "no such secret" })
-                            .to_string(),
-                    )
-                }
-            }
-        }),
-    );
-    let addr = serve(router).await;
-    (format!("http://{addr}"), calls)
-}
+use llmlite_tests::secrets_manager::SecretsManager;
 
 async fn aws_for(endpoint: &str) -> aws_config::SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
@@ -77,21 +33,23 @@ fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
 const SECRET_ARN: &str = "arn:aws:secretsmanager:eu-west-2:123456789012:secret:llmlite-master";
 
 /// Loads the configuration with the master key taken from `arn`, served by a double holding
-/// `secret`; also returns the calls the double saw.
-async fn load_from_secret(
-    secret: &'static str,
-    arn: &str,
-) -> (Result<Config, ConfigError>, Vec<String>) {
-    let (endpoint, calls) = secrets_manager_double(secret).await;
+/// `secret` under [`SECRET_ARN`]; also returns the targets of the calls the double saw.
+async fn load_from_secret(secret: &str, arn: &str) -> (Result<Config, ConfigError>, Vec<String>) {
+    let double = SecretsManager::start().await;
+    double.put(SECRET_ARN, secret);
     let result = Config::load_with_aws(
         &env(&[
             ("DATABASE_URL", "postgres://llmlite@127.0.0.1/llmlite"),
             ("LITELLM_MASTER_KEY_SECRET_ARN", arn),
         ]),
-        aws_for(&endpoint).await,
+        double.aws_config().await,
     )
     .await;
-    let seen = calls.lock().unwrap().clone();
+    let seen = double
+        .calls()
+        .iter()
+        .map(|c| c["target"].as_str().unwrap_or_default().to_owned())
+        .collect();
     (result, seen)
 }
 
@@ -110,8 +68,16 @@ async fn the_master_key_can_come_from_secrets_manager() {
     ];
     for (secret, key) in shapes {
         let (config, calls) = load_from_secret(secret, SECRET_ARN).await;
-        assert!(config.unwrap().master_key.matches(key), "{secret}");
-        assert_eq!(calls, ["secretsmanager.GetSecretValue"]);
+        assert!(config.unwrap().master_key.matches(key).await, "{secret}");
+        // The current version, and (it was created just now, within the grace window) the
+        // previous one, which this secret does not have.
+        assert_eq!(
+            calls,
+            [
+                "secretsmanager.GetSecretValue",
+                "secretsmanager.GetSecretValue"
+            ]
+        );
     }
 }
 

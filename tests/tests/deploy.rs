@@ -8,56 +8,13 @@
     reason = "a test fails loudly"
 )]
 
-use std::sync::{Arc, Mutex};
-
-use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::put;
+use axum::http::StatusCode;
 use llmlite::audit::Sink;
 use llmlite::rollup;
 use llmlite::store::MIGRATOR;
-use llmlite_tests::{TestDb, serve};
+use llmlite_tests::TestDb;
+use llmlite_tests::deploy::{response_url, without_roles};
 use serde_json::Value;
-
-/// What the stand-in for the response URL received: one entry per `PUT`.
-#[derive(Clone, Default)]
-struct Received(Arc<Mutex<Vec<(HeaderMap, Value)>>>);
-
-/// A loopback response URL answering `status`, and what it received.
-async fn response_url(status: StatusCode) -> (String, Received) {
-    let received = Received::default();
-    let router = Router::new()
-        .route(
-            "/{*path}",
-            put(
-                move |State(r): State<Received>, headers: HeaderMap, body: String| async move {
-                    r.0.lock()
-                        .unwrap()
-                        .push((headers, serde_json::from_str(&body).unwrap()));
-                    status
-                },
-            ),
-        )
-        .with_state(received.clone());
-    let addr = serve(router).await;
-    (
-        format!("http://{addr}/cfn-response/stack%7CDatabaseMigrations?X-Amz-Signature=0"),
-        received,
-    )
-}
-
-/// The fixture, answered at `url`, with `change` applied.
-fn request(url: &str, change: impl FnOnce(&mut Value)) -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../events/spend-rollup-migrate.json"
-    );
-    let mut event: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    event["ResponseURL"] = url.into();
-    change(&mut event);
-    event
-}
 
 async fn applied_versions(db: &TestDb) -> Vec<i64> {
     sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
@@ -77,6 +34,14 @@ async fn has_keys_table(db: &TestDb) -> bool {
 
 fn newest_migration() -> i64 {
     MIGRATOR.iter().map(|m| m.version).max().unwrap()
+}
+
+/// The fixture without its role properties (see [`without_roles`]).
+fn request(url: &str, change: impl FnOnce(&mut Value)) -> Value {
+    llmlite_tests::deploy::request(url, |e| {
+        without_roles(e);
+        change(e);
+    })
 }
 
 fn reports() -> Sink {
@@ -228,5 +193,29 @@ async fn a_malformed_request_is_refused_without_touching_the_database() {
 
     assert!(error.contains("custom-resource request"), "{error}");
     assert!(received.0.lock().unwrap().is_empty());
+    assert!(!has_keys_table(&db).await);
+}
+
+#[tokio::test]
+async fn role_properties_come_all_three_or_not_at_all() {
+    let db = TestDb::empty().await;
+    let state = db.state().await;
+    let (url, received) = response_url(StatusCode::OK).await;
+
+    let event = request(&url, |e| {
+        e["ResourceProperties"]["AdminUser"] = "llmlite".into();
+        e["ResourceProperties"]["AppSecretArn"] =
+            "arn:aws:secretsmanager:eu-west-2:123456789012:secret:app".into();
+    });
+    let answer = rollup::handle_event(&state, &reports(), 90, event)
+        .await
+        .unwrap();
+
+    assert_eq!(answer["Status"], "FAILED", "{answer}");
+    assert!(
+        answer["Reason"].as_str().unwrap().contains("go together"),
+        "{answer}"
+    );
+    assert_eq!(received.0.lock().unwrap().len(), 1);
     assert!(!has_keys_table(&db).await);
 }

@@ -16,9 +16,16 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 fn fixture(name: &str) -> LambdaEvent<LambdaRequest> {
+    fixture_with(name, |_| {})
+}
+
+/// The fixture `name` with `change` applied to its JSON.
+fn fixture_with(name: &str, change: impl FnOnce(&mut Value)) -> LambdaEvent<LambdaRequest> {
     let path = format!("{}/../events/{name}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let request: LambdaRequest = serde_json::from_str(&text).unwrap();
+    let mut json: Value = serde_json::from_str(&text).unwrap();
+    change(&mut json);
+    let request: LambdaRequest = serde_json::from_value(json).unwrap();
     LambdaEvent::new(request, Context::default())
 }
 
@@ -147,6 +154,14 @@ async fn alb_key_admin_events_generate_read_and_delete_a_key() {
         !response.to_string().contains("0000000000000001"),
         "no raw key in the info response"
     );
+
+    // The fixture names the key by its hash; the raw key in its place is refused, unechoed.
+    let raw_in_url = fixture_with("key-info.json", |e| {
+        e["queryStringParameters"]["key"] = "sk-fixture-key-0000000000000001".into();
+    });
+    let response = invoke(routes(), raw_in_url).await;
+    assert_eq!(response["statusCode"], 400, "{response}");
+    assert!(!response.to_string().contains("0000000000000001"));
 
     let response = invoke(routes(), fixture("key-delete.json")).await;
     assert_eq!(response["statusCode"], 200, "{response}");

@@ -326,3 +326,57 @@ fn the_templates_listener_rules_are_the_routers_path_patterns() {
         .collect();
     assert_eq!(from_template, from_code);
 }
+
+/// Every answer, success or error, on every function's paths, says: HTTPS only, and no sniffing.
+#[tokio::test]
+async fn every_response_carries_hsts_and_nosniff() {
+    let db = TestDb::new().await;
+    let addr = serve(all_routes(db.state().await)).await;
+    let client = reqwest::Client::new();
+    for (path, status) in [
+        ("/health", 200),
+        ("/health/readiness", 200),
+        ("/v1/models", 401),
+        ("/key/list", 401),
+        ("/ui/login", 200),
+        ("/nope", 404),
+    ] {
+        let response = client
+            .get(format!("http://{addr}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), status, "{path}");
+        let headers = response.headers();
+        assert_eq!(
+            headers["strict-transport-security"],
+            llmlite::http::HSTS,
+            "{path}"
+        );
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(
+            headers.get_all("strict-transport-security").iter().count(),
+            1
+        );
+    }
+}
+
+/// The ALB's health checks of the chat and key-admin target groups ask those functions for
+/// `/health` (template.yaml); each answers it without its database.
+#[tokio::test]
+async fn the_chat_and_key_admin_functions_answer_their_health_checks() {
+    let db = TestDb::new().await;
+    let state = db
+        .state_with(&[("DATABASE_URL", "postgres://nobody@127.0.0.1:9/nowhere")])
+        .await;
+    for router in [
+        llmlite::chat_routes(state.clone()),
+        llmlite::admin_routes(state.clone()),
+    ] {
+        let addr = serve(router).await;
+        let response = reqwest::get(format!("http://{addr}/health")).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["status"], "healthy");
+    }
+}

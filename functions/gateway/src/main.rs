@@ -222,7 +222,8 @@ fn announce(
         ),
         None => "DATABASE_URL".to_owned(),
     };
-    let key = state.config.master_key.expose();
+    let master_key = state.config.master_key.cached();
+    let key = master_key.expose();
     println!("llmlite dev: listening on http://{addr}");
     println!("  database:   {database}");
     println!(

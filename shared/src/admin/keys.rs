@@ -569,11 +569,36 @@ pub struct InfoQuery {
 }
 
 /// `GET /key/info?key=`: admins may ask about any key; a plain key about itself only (and
-/// without `key`, it is about itself).
+/// without `key`, it is about itself). In the URL, `key` must be the key's hash: a raw key
+/// there is refused before this runs ([`crate::http`]), and goes in the body of
+/// `POST /key/info` instead.
 pub async fn info(
     caller: Caller,
-    State(state): State<AppState>,
+    state: State<AppState>,
     ApiQuery(query): ApiQuery<InfoQuery>,
+) -> Result<Json<Value>, ApiError> {
+    key_info(caller, state, query).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InfoBody {
+    key: Option<String>,
+}
+
+/// `POST /key/info` with `{"key": ...}`: the same, with the key where logs do not keep it.
+pub async fn info_from_body(
+    caller: Caller,
+    state: State<AppState>,
+    ApiJson(body): ApiJson<InfoBody>,
+) -> Result<Json<Value>, ApiError> {
+    key_info(caller, state, InfoQuery { key: body.key }).await
+}
+
+async fn key_info(
+    caller: Caller,
+    State(state): State<AppState>,
+    query: InfoQuery,
 ) -> Result<Json<Value>, ApiError> {
     let target = match (&query.key, &caller) {
         (Some(key), _) => KeyHash::from_key_or_hash(key).ok_or_else(|| {

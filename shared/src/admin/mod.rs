@@ -37,7 +37,7 @@ pub fn router(state: AppState) -> Router {
         .route("/key/generate", post(keys::generate))
         .route("/key/update", post(keys::update))
         .route("/key/delete", post(keys::delete))
-        .route("/key/info", get(keys::info))
+        .route("/key/info", get(keys::info).post(keys::info_from_body))
         .route("/key/list", get(keys::list))
         .route("/key/regenerate", post(keys::regenerate))
         .route("/key/{key}/regenerate", post(keys::regenerate_path))

@@ -369,7 +369,7 @@ async fn chain(state: &AppState, key: &str, model: &str) -> Result<Vec<Arc<Model
     match state.config.catalog.chain(model) {
         Some(chain) => Ok(chain),
         None => {
-            if !state.config.master_key.matches(key) {
+            if !state.config.master_key.matches(key).await {
                 auth::authenticate_key(state, key).await?;
             }
             Err(ApiError::ModelNotFound {
@@ -583,7 +583,7 @@ pub async fn count_tokens(
         .to_owned();
     let request = read_body(&headers, body)?;
     let parsed = parse(&request, true)?;
-    if !state.config.master_key.matches(&key) {
+    if !state.config.master_key.matches(&key).await {
         let caller = auth::authenticate_key(&state, &key).await?;
         if !caller.may_use(&parsed.model) {
             return Err(ApiError::ModelNotAllowed {

@@ -172,7 +172,7 @@ async fn chat_completions(
     stored_fields(&request)?;
     let Some(chain) = state.config.catalog.chain(&request.model) else {
         // An unknown model is a 404 only to a caller with a working key.
-        if !state.config.master_key.matches(&key) {
+        if !state.config.master_key.matches(&key).await {
             auth::authenticate_key(&state, &key).await?;
         }
         return Err(ApiError::ModelNotFound {

@@ -202,7 +202,7 @@ struct LoginForm {
 async fn login(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let login: LoginForm = form(&body);
     let key = login.key.trim();
-    let caller = if state.config.master_key.matches(key) {
+    let caller = if state.config.master_key.matches(key).await {
         Ok(Caller::Master)
     } else if key.is_empty() {
         Err(ApiError::MissingApiKey)

@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::auth::{self, Caller};
+use crate::crypto::hmac_sha256;
 use crate::error::ApiError;
 use crate::keys::KeyHash;
 use crate::state::AppState;
@@ -32,25 +33,8 @@ pub struct Session {
 fn secret(state: &AppState) -> [u8; 32] {
     let mut hash = Sha256::new();
     hash.update(b"llmlite console session v1\0");
-    hash.update(state.config.master_key.expose().as_bytes());
+    hash.update(state.config.master_key.cached().expose().as_bytes());
     hash.finalize().into()
-}
-
-/// HMAC-SHA256 (RFC 2104).
-fn hmac(key: &[u8; 32], message: &[u8]) -> [u8; 32] {
-    let mut block = [0u8; 64];
-    block[..32].copy_from_slice(key);
-    let pad = |byte: u8| block.map(|b| b ^ byte);
-    let inner: [u8; 32] = Sha256::new()
-        .chain_update(pad(0x36))
-        .chain_update(message)
-        .finalize()
-        .into();
-    Sha256::new()
-        .chain_update(pad(0x5c))
-        .chain_update(inner)
-        .finalize()
-        .into()
 }
 
 /// True when the request came to a loopback address (`llmlite dev`): the only place the cookie
@@ -87,7 +71,7 @@ impl Session {
     /// The cookie's value: the payload and its MAC.
     fn value(&self, state: &AppState) -> String {
         let payload = self.payload();
-        let mac = hmac(&secret(state), payload.as_bytes());
+        let mac = hmac_sha256(&secret(state), payload.as_bytes());
         format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(payload),
@@ -114,6 +98,8 @@ impl Session {
     /// The session a request carries: signed by this deployment, not expired, and its key still
     /// an admin key (checked again on every request).
     pub async fn from_headers(state: &AppState, headers: &HeaderMap) -> Result<Session, ApiError> {
+        // Sessions are signed under the master key: a rotated key ends them within its TTL.
+        state.config.master_key.refresh_if_stale().await;
         let value = headers
             .get_all(http::header::COOKIE)
             .iter()
@@ -130,7 +116,7 @@ impl Session {
         let mac = URL_SAFE_NO_PAD
             .decode(mac)
             .map_err(|_| ApiError::InvalidApiKey)?;
-        let expected = hmac(&secret(state), &payload);
+        let expected = hmac_sha256(&secret(state), &payload);
         if !bool::from(expected.as_slice().ct_eq(&mac)) {
             return Err(ApiError::InvalidApiKey);
         }
@@ -193,18 +179,6 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hmac_matches_rfc_4231_case_2_shape() {
-        // RFC 4231 test case 2 uses a 4-byte key; ours are 32 bytes, zero-padded the same way.
-        let mut key = [0u8; 32];
-        key[..4].copy_from_slice(b"Jefe");
-        let mac = hmac(&key, b"what do ya want for nothing?");
-        assert_eq!(
-            hex::encode(mac),
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
-    }
 
     #[test]
     fn only_loopback_hosts_go_without_secure() {
