@@ -1,9 +1,12 @@
-//! `template.yaml`'s security properties, read as CloudFormation reads them: the WAF rules and
-//! the body-size override, the WAF on every internet-facing entry point, header redaction in WAF
-//! logs, the TLS policies, a private and encrypted database behind a TLS-only proxy, encrypted
-//! and private buckets, least-privilege IAM (the Bedrock grant equal to the model catalog), a
-//! network with endpoints and no NAT, the streaming ingress (API Gateway response streaming in
-//! front of the chat-stream function), timeouts that outlast the settlement margin, and the
+//! `template.yaml`'s security and operations properties, read as CloudFormation reads them: the
+//! WAF rules and the body-size override, the admin IP set, the WAF on every internet-facing entry
+//! point, WAF logs to S3 with both key headers redacted, the TLS policies and HSTS, a private and
+//! encrypted database behind a TLS-only proxy, its three roles with their own secrets, rotation
+//! and IAM users, its logs and parameter group, encrypted and private buckets (the audit bucket's
+//! Object Lock), least-privilege IAM (the Bedrock grant equal to the model catalog), a network
+//! with endpoints, no NAT, narrowed egress and flow logs, alarms that all reach a topic (the 5xx
+//! rate, health checks, backup failure), the streaming ingress (API Gateway response streaming
+//! in front of the chat-stream function), timeouts that outlast the settlement margin, and the
 //! migrations resource in step with `migrations/`.
 #![allow(
     clippy::unwrap_used,
@@ -46,12 +49,12 @@ fn reference(id: &str) -> Value {
 }
 
 #[test]
-fn the_waf_runs_the_five_rules_in_order_and_counts_large_bodies() {
+fn the_waf_runs_the_six_rules_in_order_and_counts_large_bodies() {
     let acl = props("WebAcl");
     assert_eq!(acl["Scope"], "REGIONAL");
     assert_eq!(acl["DefaultAction"], json!({"Allow": {}}));
     let rules = acl["Rules"].as_array().unwrap();
-    assert_eq!(rules.len(), 5, "{rules:#?}");
+    assert_eq!(rules.len(), 6, "{rules:#?}");
 
     let managed = |rule: &Value| rule["Statement"]["ManagedRuleGroupStatement"].clone();
     let priorities: Vec<i64> = rules[..4]
@@ -92,6 +95,9 @@ fn the_waf_runs_the_five_rules_in_order_and_counts_large_bodies() {
         reference("BlockedCountries")
     );
     assert_eq!(geo[2], reference("AWS::NoValue"));
+    // The admin IP rule, only when addresses are given (the_admin_paths_answer_only_the_trusted_addresses_when_given).
+    assert_eq!(rules[5]["Fn::If"][0], "AdminIpRestriction");
+    assert_eq!(rules[5]["Fn::If"][1]["Priority"], 6);
 
     let association = props("WebAclAssociation");
     assert_eq!(association["ResourceArn"], reference("LoadBalancer"));
@@ -102,12 +108,13 @@ fn the_waf_runs_the_five_rules_in_order_and_counts_large_bodies() {
 }
 
 #[test]
-fn waf_logs_go_to_an_aws_waf_logs_group_with_the_authorization_header_redacted() {
+fn waf_logs_go_to_an_aws_waf_logs_bucket_with_both_key_headers_redacted() {
     let logging = props("WafLogging");
     assert_eq!(logging["ResourceArn"], json!({"Fn::GetAtt": "WebAcl.Arn"}));
+    // One destination per web ACL: the LLD's S3 bucket.
     assert_eq!(
         logging["LogDestinationConfigs"],
-        json!([{"Fn::GetAtt": "WafLogGroup.Arn"}])
+        json!([{"Fn::GetAtt": "WafLogBucket.Arn"}])
     );
     // Both headers a key can arrive in.
     for header in ["authorization", "x-api-key"] {
@@ -127,14 +134,67 @@ fn waf_logs_go_to_an_aws_waf_logs_group_with_the_authorization_header_redacted()
         ),
         "{attributes}"
     );
-    let group = props("WafLogGroup");
+    // WAF writes only to a bucket whose name starts with aws-waf-logs-, encrypted with SSE-S3 or
+    // a customer managed key (this stack's), kept as long as the log groups.
+    let bucket = props("WafLogBucket");
     assert!(
-        group["LogGroupName"]
+        bucket["BucketName"]["Fn::Sub"]
             .as_str()
             .unwrap()
-            .starts_with("aws-waf-logs-")
+            .starts_with("aws-waf-logs-"),
+        "{bucket}"
     );
-    assert_eq!(group["KmsKeyId"], json!({"Fn::GetAtt": "Key.Arn"}));
+    let sse = &bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"];
+    assert_eq!(sse["KMSMasterKeyID"], json!({"Fn::GetAtt": "Key.Arn"}));
+    assert_eq!(
+        bucket["LifecycleConfiguration"]["Rules"][0]["ExpirationInDays"],
+        reference("LogRetentionDays")
+    );
+    // The log delivery service may write there and use the key; the policy is the stack's, so a
+    // later update does not drop the statements WAF would otherwise add itself.
+    let policy = of_type("AWS::S3::BucketPolicy")
+        .into_iter()
+        .find(|(_, p)| p["Properties"]["Bucket"] == reference("WafLogBucket"))
+        .unwrap()
+        .1;
+    let delivery = policy["Properties"]["PolicyDocument"]["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["Principal"] == json!({"Service": "delivery.logs.amazonaws.com"}))
+        .map(|s| s["Action"].as_str().unwrap().to_owned())
+        .collect::<BTreeSet<_>>();
+    assert_eq!(
+        delivery,
+        ["s3:GetBucketAcl", "s3:PutObject"]
+            .map(str::to_owned)
+            .into()
+    );
+    assert!(
+        key_statement_for("delivery.logs.amazonaws.com").is_some(),
+        "the log delivery service cannot use the bucket's key"
+    );
+    assert!(
+        of_type("AWS::Logs::LogGroup")
+            .iter()
+            .all(|(id, _)| id != "WafLogGroup"),
+        "one destination only"
+    );
+}
+
+/// The key policy statement whose principal is (or includes) the service `service`.
+fn key_statement_for(service: &str) -> Option<Value> {
+    props("Key")["KeyPolicy"]["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| {
+            let p = &s["Principal"]["Service"];
+            p == service
+                || p.as_array()
+                    .is_some_and(|all| all.iter().any(|x| x == service))
+        })
+        .cloned()
 }
 
 #[test]
@@ -222,12 +282,26 @@ fn the_database_is_private_encrypted_multi_az_and_behind_a_tls_only_iam_proxy() 
         db["VPCSecurityGroups"],
         json!([reference("DatabaseSecurityGroup")])
     );
-    // Only the proxy reaches the database.
+    // Only the proxy reaches the database, and the rotation functions (each role changes its
+    // own password).
+    let sources: BTreeSet<String> = sg_rules("DatabaseSecurityGroup", Direction::Ingress)
+        .iter()
+        .map(|r| {
+            assert_eq!(
+                (r["FromPort"].clone(), r["ToPort"].clone()),
+                (json!(5432), json!(5432))
+            );
+            r["SourceSecurityGroupId"]["Ref"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
     assert_eq!(
-        props("DatabaseSecurityGroup")["SecurityGroupIngress"],
-        json!([{"IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432,
-                "SourceSecurityGroupId": reference("ProxySecurityGroup"),
-                "Description": "PostgreSQL from RDS Proxy"}])
+        sources,
+        ["ProxySecurityGroup", "RotationSecurityGroup"]
+            .map(str::to_owned)
+            .into()
     );
 
     let proxy = props("DatabaseProxy");
@@ -240,36 +314,69 @@ fn the_database_is_private_encrypted_multi_az_and_behind_a_tls_only_iam_proxy() 
         reference("FunctionSecurityGroup")
     );
 
-    // The functions log in as the user in the proxy's secret, with TLS verified.
+    // The functions log in as the application role, whose secret the proxy holds, with TLS
+    // verified.
     let url =
         template()["Globals"]["Function"]["Environment"]["Variables"]["DATABASE_URL"]["Fn::Sub"]
             .as_str()
             .unwrap()
             .to_owned();
-    let secret = props("DatabaseSecret")["GenerateSecretString"]["SecretStringTemplate"]
-        .as_str()
-        .map(|s| serde_json::from_str::<Value>(s).unwrap())
-        .unwrap();
-    let user = secret["username"].as_str().unwrap();
+    let user = secret_user("AppDatabaseSecret");
+    assert_eq!(user, "llmlite_app");
     assert!(url.starts_with(&format!(
         "postgres://{user}@${{DatabaseProxy.Endpoint}}:5432/"
     )));
     assert!(url.ends_with("?sslmode=verify-full"), "{url}");
-    let connect = statement("FunctionPolicy", "DatabaseThroughProxy");
-    assert_eq!(connect["Action"], "rds-db:connect");
-    assert!(
-        connect["Resource"]["Fn::Sub"][0]
-            .as_str()
-            .unwrap()
-            .ends_with(&format!(":dbuser:${{ProxyId}}/{user}")),
-        "{connect}"
-    );
+    assert_eq!(db_users("FunctionPolicy"), BTreeSet::from([user]));
+}
+
+/// The username in a generated database secret's template.
+fn secret_user(id: &str) -> String {
+    let template = props(id)["GenerateSecretString"]["SecretStringTemplate"]
+        .as_str()
+        .map(|s| serde_json::from_str::<Value>(s).unwrap())
+        .unwrap();
+    template["username"].as_str().unwrap().to_owned()
+}
+
+/// A statement's resources as a list (one resource or several).
+fn statement_resources(statement: &Value) -> Vec<Value> {
+    match &statement["Resource"] {
+        Value::Array(all) => all.clone(),
+        one => vec![one.clone()],
+    }
+}
+
+fn strings(all: &[&str]) -> BTreeSet<String> {
+    all.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// The database users a managed policy lets its holder connect to the proxy as.
+fn db_users(policy: &str) -> BTreeSet<String> {
+    let statements = props(policy)["PolicyDocument"]["Statement"].clone();
+    let mut users = BTreeSet::new();
+    for s in statements.as_array().unwrap() {
+        if !actions(s).iter().any(|a| a == "rds-db:connect") {
+            continue;
+        }
+        for r in statement_resources(s) {
+            let arn = r["Fn::Sub"][0].as_str().unwrap();
+            assert_eq!(
+                r["Fn::Sub"][1]["ProxyId"],
+                json!({"Fn::Select": [6, {"Fn::Split": [":", {"Fn::GetAtt": "DatabaseProxy.DBProxyArn"}]}]}),
+                "{policy}: a user of another proxy"
+            );
+            let (_, user) = arn.split_once(":dbuser:${ProxyId}/").unwrap();
+            users.insert(user.to_owned());
+        }
+    }
+    users
 }
 
 #[test]
 fn every_bucket_is_encrypted_private_and_tls_only() {
     let buckets = of_type("AWS::S3::Bucket");
-    assert_eq!(buckets.len(), 3);
+    assert_eq!(buckets.len(), 4);
     let policies = of_type("AWS::S3::BucketPolicy");
     for (id, bucket) in &buckets {
         let p = &bucket["Properties"];
@@ -315,7 +422,30 @@ fn every_bucket_is_encrypted_private_and_tls_only() {
         rule["Transitions"],
         json!([{"StorageClass": "GLACIER", "TransitionInDays": 90}])
     );
-    assert_eq!(rule["ExpirationInDays"], 7 * 365);
+    // Records expire when their lock ends (the_audit_bucket_locks_records_in_compliance_mode_for_seven_years).
+    assert_eq!(rule["ExpirationInDays"], reference("AuditRetentionDays"));
+}
+
+fn parameter(name: &str) -> Value {
+    template()["Parameters"][name].clone()
+}
+
+#[test]
+fn the_audit_bucket_locks_records_in_compliance_mode_for_seven_years() {
+    let lock = &props("AuditBucket")["ObjectLockConfiguration"];
+    assert_eq!(lock["ObjectLockEnabled"], "Enabled");
+    assert_eq!(
+        lock["Rule"]["DefaultRetention"],
+        json!({"Mode": reference("AuditRetentionMode"), "Days": reference("AuditRetentionDays")})
+    );
+    let mode = parameter("AuditRetentionMode");
+    assert_eq!(mode["Default"], "COMPLIANCE");
+    assert_eq!(mode["AllowedValues"], json!(["COMPLIANCE", "GOVERNANCE"]));
+    let days = parameter("AuditRetentionDays");
+    // The LLD's 7 years, leap days included.
+    assert_eq!(days["Default"], 2557);
+    // Glacier from day 90: S3 refuses an expiry that does not come after the transition.
+    assert!(days["MinValue"].as_i64().unwrap() > 90, "{days}");
 }
 
 /// Every statement of every IAM policy the template writes (roles, managed policies, inline
@@ -642,6 +772,18 @@ fn the_migrations_resource_names_the_newest_migration_and_gates_the_http_functio
             "{function}"
         );
     }
+    // What the handler needs to create the roles (llmlite::deploy reads these names): the
+    // master user, resolved from its secret, and the two roles' secrets.
+    assert_eq!(
+        p["AdminUser"],
+        json!({"Fn::Sub": "{{resolve:secretsmanager:${DatabaseSecret}:SecretString:username}}"})
+    );
+    assert_eq!(p["OwnerSecretArn"], reference("OwnerDatabaseSecret"));
+    assert_eq!(p["AppSecretArn"], reference("AppDatabaseSecret"));
+    // The functions reach the proxy and the endpoints only through the separate egress rules.
+    for rule in ["FunctionToProxyEgress", "FunctionToEndpointsEgress"] {
+        assert!(depends_on("DatabaseMigrations").contains(rule), "{rule}");
+    }
     // The fixture replays the same request.
     let fixture: Value = serde_json::from_str(
         &std::fs::read_to_string(concat!(
@@ -653,6 +795,19 @@ fn the_migrations_resource_names_the_newest_migration_and_gates_the_http_functio
     .unwrap();
     assert_eq!(fixture["ResourceProperties"]["LatestMigration"], newest);
     assert_eq!(fixture["LogicalResourceId"], "DatabaseMigrations");
+    let given = &fixture["ResourceProperties"];
+    assert_eq!(given["AdminUser"], secret_user("DatabaseSecret"));
+    for (key, secret) in [
+        ("OwnerSecretArn", "OwnerDatabaseSecret"),
+        ("AppSecretArn", "AppDatabaseSecret"),
+    ] {
+        assert!(
+            given[key].as_str().is_some_and(
+                |arn| arn.starts_with("arn:aws:secretsmanager:") && arn.contains(secret)
+            ),
+            "the fixture's {key}: {given}"
+        );
+    }
 }
 
 #[test]
@@ -1041,7 +1196,7 @@ fn the_chat_stream_function_and_the_streaming_api_have_the_chat_functions_alarms
     let alarms = of_type("AWS::CloudWatch::Alarm");
     assert_eq!(
         alarms.len(),
-        22,
+        27,
         "README's \"Deploy (AWS)\" states how many alarms the stack has"
     );
     let on = |function: &str| -> BTreeSet<String> {
@@ -1094,4 +1249,674 @@ fn the_chat_stream_function_and_the_streaming_api_have_the_chat_functions_alarms
     body.push_str(rest);
     let body: Value = serde_json::from_str(&body).expect("the dashboard body is JSON");
     assert!(body["widgets"].as_array().unwrap().len() >= 8);
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Ingress,
+    Egress,
+}
+
+/// A security group's rules one way, inline and from separate `SecurityGroupIngress`/`Egress`
+/// resources (without their `GroupId`), as one list.
+fn sg_rules(group: &str, direction: Direction) -> Vec<Value> {
+    let (inline, kind) = match direction {
+        Direction::Ingress => ("SecurityGroupIngress", "AWS::EC2::SecurityGroupIngress"),
+        Direction::Egress => ("SecurityGroupEgress", "AWS::EC2::SecurityGroupEgress"),
+    };
+    let mut rules: Vec<Value> = props(group)[inline].as_array().cloned().unwrap_or_default();
+    for (_, rule) in of_type(kind) {
+        let mut p = rule["Properties"].clone();
+        if p["GroupId"] == reference(group) {
+            p.as_object_mut().unwrap().remove("GroupId");
+            rules.push(p);
+        }
+    }
+    rules
+}
+
+/// The rule a group that needs no egress declares, so that EC2 drops its allow-all default.
+fn no_egress() -> Value {
+    json!({"IpProtocol": "icmp", "FromPort": -1, "ToPort": -1, "CidrIp": "127.0.0.1/32", "Description": "NoEgress"})
+}
+
+/// A rule's port and peer, in one line: `tcp 5432 -> ProxySecurityGroup`.
+fn peer(rule: &Value) -> String {
+    let to = ["DestinationSecurityGroupId", "SourceSecurityGroupId"]
+        .iter()
+        .find_map(|k| rule[*k]["Ref"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| rule["CidrIp"].to_string());
+    format!(
+        "{} {} -> {to}",
+        rule["IpProtocol"].as_str().unwrap(),
+        rule["FromPort"]
+    )
+}
+
+fn peers(group: &str, direction: Direction) -> BTreeSet<String> {
+    sg_rules(group, direction).iter().map(peer).collect()
+}
+
+#[test]
+fn security_group_egress_reaches_only_each_groups_peers() {
+    // The database and the endpoints only answer: one rule that matches nothing, so EC2's
+    // allow-all default is gone.
+    for group in ["DatabaseSecurityGroup", "EndpointSecurityGroup"] {
+        assert_eq!(sg_rules(group, Direction::Egress), [no_egress()], "{group}");
+    }
+    assert_eq!(
+        peers("ProxySecurityGroup", Direction::Egress),
+        strings(&["tcp 5432 -> DatabaseSecurityGroup"])
+    );
+    assert_eq!(
+        peers("RotationSecurityGroup", Direction::Egress),
+        strings(&[
+            "tcp 5432 -> DatabaseSecurityGroup",
+            "tcp 443 -> EndpointSecurityGroup"
+        ])
+    );
+    assert_eq!(
+        peers("EndpointSecurityGroup", Direction::Ingress),
+        strings(&[
+            "tcp 443 -> FunctionSecurityGroup",
+            "tcp 443 -> RotationSecurityGroup"
+        ])
+    );
+
+    // The functions: PostgreSQL to the proxy, HTTPS to the interface endpoints, and HTTPS to
+    // the S3 gateway endpoint: its prefix list when given, else 0.0.0.0/0 (routed only there).
+    let egress = sg_rules("FunctionSecurityGroup", Direction::Egress);
+    assert_eq!(egress.len(), 3, "{egress:#?}");
+    let named: BTreeSet<String> = egress
+        .iter()
+        .filter(|r| r.get("DestinationSecurityGroupId").is_some())
+        .map(peer)
+        .collect();
+    assert_eq!(
+        named,
+        strings(&[
+            "tcp 5432 -> ProxySecurityGroup",
+            "tcp 443 -> EndpointSecurityGroup"
+        ])
+    );
+    let s3 = egress
+        .iter()
+        .find(|r| r.get("DestinationSecurityGroupId").is_none())
+        .unwrap();
+    assert_eq!(
+        (s3["FromPort"].clone(), s3["ToPort"].clone()),
+        (json!(443), json!(443))
+    );
+    assert_eq!(
+        s3["DestinationPrefixListId"],
+        json!({"Fn::If": ["HasS3PrefixList", reference("S3PrefixListId"), reference("AWS::NoValue")]})
+    );
+    assert_eq!(
+        s3["CidrIp"],
+        json!({"Fn::If": ["HasS3PrefixList", reference("AWS::NoValue"), "0.0.0.0/0"]})
+    );
+
+    // Every group but the ALB's declares its egress, so none keeps the allow-all default.
+    for (id, group) in of_type("AWS::EC2::SecurityGroup") {
+        if id == "AlbSecurityGroup" {
+            continue;
+        }
+        assert!(
+            group["Properties"]["SecurityGroupEgress"].is_array(),
+            "{id} keeps EC2's allow-all egress"
+        );
+    }
+}
+
+#[test]
+fn each_database_role_has_its_own_secret_registered_with_the_proxy() {
+    let roles = [
+        ("DatabaseSecret", "llmlite"),
+        ("OwnerDatabaseSecret", "llmlite_owner"),
+        ("AppDatabaseSecret", "llmlite_app"),
+    ];
+    for (secret, user) in roles {
+        assert_eq!(secret_user(secret), user, "{secret}");
+        let generate = &props(secret)["GenerateSecretString"];
+        assert_eq!(generate["GenerateStringKey"], "password", "{secret}");
+        assert_eq!(generate["ExcludePunctuation"], true, "{secret}");
+        assert_eq!(props(secret)["KmsKeyId"], reference("Key"), "{secret}");
+        // Attached to the instance: host, port and engine in the secret, which rotation needs.
+        let attached = of_type("AWS::SecretsManager::SecretTargetAttachment")
+            .into_iter()
+            .any(|(_, a)| {
+                a["Properties"]["SecretId"] == reference(secret)
+                    && a["Properties"]["TargetId"] == reference("Database")
+                    && a["Properties"]["TargetType"] == "AWS::RDS::DBInstance"
+            });
+        assert!(attached, "{secret} is not attached to the database");
+    }
+    let auth = props("DatabaseProxy")["Auth"].as_array().unwrap().clone();
+    let registered: BTreeSet<String> = auth
+        .iter()
+        .map(|a| {
+            assert_eq!(a["AuthScheme"], "SECRETS");
+            assert_eq!(a["IAMAuth"], "REQUIRED");
+            assert_eq!(a["ClientPasswordAuthType"], "POSTGRES_SCRAM_SHA_256");
+            a["SecretArn"]["Ref"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let secrets: BTreeSet<String> = roles.iter().map(|(s, _)| (*s).to_owned()).collect();
+    assert_eq!(registered, secrets);
+    // The proxy may read exactly those secrets.
+    let readable: BTreeSet<String> = iam_statements()
+        .into_iter()
+        .filter(|(id, s)| {
+            id == "ProxyRole"
+                && actions(s)
+                    .iter()
+                    .any(|a| a == "secretsmanager:GetSecretValue")
+        })
+        .flat_map(|(_, s)| s["Resource"].as_array().cloned().unwrap_or_default())
+        .map(|r| r["Ref"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(readable, secrets);
+}
+
+#[test]
+fn only_the_migration_handler_may_connect_as_the_owner_or_the_master_user() {
+    // What each function may connect as, and which database secrets it may read.
+    let mut users_of = std::collections::BTreeMap::new();
+    for (id, function) in of_type("AWS::Serverless::Function") {
+        let mut users = BTreeSet::new();
+        let mut secrets = BTreeSet::new();
+        for policy in function["Properties"]["Policies"].as_array().unwrap() {
+            let policy = policy["Ref"]
+                .as_str()
+                .expect("functions use managed policies");
+            users.extend(db_users(policy));
+            for s in props(policy)["PolicyDocument"]["Statement"]
+                .as_array()
+                .unwrap()
+            {
+                if actions(s)
+                    .iter()
+                    .any(|a| a == "secretsmanager:GetSecretValue")
+                {
+                    let resources = statement_resources(s);
+                    secrets.extend(
+                        resources
+                            .iter()
+                            .map(|r| r["Ref"].as_str().unwrap().to_owned()),
+                    );
+                }
+            }
+        }
+        users_of.insert(id, (users, secrets));
+    }
+    for id in [
+        "ChatFunction",
+        "ChatStreamFunction",
+        "KeyAdminFunction",
+        "HealthFunction",
+    ] {
+        assert_eq!(users_of[id].0, strings(&["llmlite_app"]), "{id}");
+        assert_eq!(users_of[id].1, strings(&["MasterKeySecret"]), "{id}");
+    }
+    // The spend-rollup function serves DatabaseMigrations: the master user creates the roles
+    // from their secrets' passwords, the owner migrates.
+    let master = secret_user("DatabaseSecret");
+    assert_eq!(
+        users_of["SpendRollupFunction"].0,
+        strings(&["llmlite_app", "llmlite_owner", &master])
+    );
+    assert_eq!(
+        users_of["SpendRollupFunction"].1,
+        strings(&[
+            "MasterKeySecret",
+            "OwnerDatabaseSecret",
+            "AppDatabaseSecret"
+        ])
+    );
+    assert_eq!(
+        props("DatabaseMigrations")["ServiceToken"],
+        json!({"Fn::GetAtt": "SpendRollupFunction.Arn"})
+    );
+    // Reading the role passwords is all the handler may do with those secrets.
+    assert_eq!(
+        statement("MigrationPolicy", "RolePasswords")["Action"],
+        "secretsmanager:GetSecretValue"
+    );
+}
+
+#[test]
+fn the_database_secrets_rotate_in_the_vpc_every_30_days_by_default() {
+    let rotation_days = parameter("DatabaseRotationDays");
+    assert_eq!(rotation_days["Default"], 30);
+    assert!(
+        template()["Transform"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("AWS::SecretsManager-2024-09-16")),
+        "HostedRotationLambda needs the Secrets Manager transform"
+    );
+    let schedules = of_type("AWS::SecretsManager::RotationSchedule");
+    let rotated: BTreeSet<String> = schedules
+        .iter()
+        .map(|(id, schedule)| {
+            let p = &schedule["Properties"];
+            assert_eq!(
+                p["RotationRules"]["AutomaticallyAfterDays"],
+                reference("DatabaseRotationDays"),
+                "{id}"
+            );
+            let hosted = &p["HostedRotationLambda"];
+            assert_eq!(hosted["RotationType"], "PostgreSQLSingleUser", "{id}");
+            assert_eq!(hosted["KmsKeyArn"], json!({"Fn::GetAtt": "Key.Arn"}), "{id}");
+            assert_eq!(
+                hosted["VpcSubnetIds"],
+                json!({"Fn::Join": [",", [reference("PrivateSubnetA"), reference("PrivateSubnetB")]]}),
+                "{id}"
+            );
+            assert_eq!(hosted["VpcSecurityGroupIds"], reference("RotationSecurityGroup"), "{id}");
+            // Reaching Secrets Manager through its endpoint, and the database, before the first run.
+            let waits = depends_on(id);
+            for needed in ["DatabaseFromRotationIngress", "EndpointFromRotationIngress"] {
+                assert!(waits.contains(needed), "{id} does not wait for {needed}");
+            }
+            let secret = p["SecretId"]["Ref"].as_str().unwrap().to_owned();
+            if secret != "DatabaseSecret" {
+                // The handler creates these roles: they must exist before their first rotation.
+                assert!(waits.contains("DatabaseMigrations"), "{id}");
+            }
+            secret
+        })
+        .collect();
+    assert_eq!(
+        rotated,
+        ["AppDatabaseSecret", "DatabaseSecret", "OwnerDatabaseSecret"]
+            .map(str::to_owned)
+            .into(),
+        "the master key (MasterKeySecret) is rotated by hand (RUNBOOK.md)"
+    );
+    // The hosted function and the endpoint it calls: the rotation group reaches the endpoint
+    // (security_group_egress_reaches_only_each_groups_peers).
+    assert_eq!(
+        props("SecretsEndpoint")["SecurityGroupIds"],
+        json!([reference("EndpointSecurityGroup")])
+    );
+}
+
+/// Where an alarm (or the backup-failure rule) sends its notifications.
+fn alarm_topic() -> Value {
+    json!({"Fn::If": ["HasAlarmTopic", reference("AlarmTopicArn"), reference("AlarmTopic")]})
+}
+
+#[test]
+fn every_alarm_notifies_the_alarm_topic_on_alarm_and_on_ok() {
+    let alarms = of_type("AWS::CloudWatch::Alarm");
+    assert!(alarms.len() >= 27);
+    for (id, alarm) in &alarms {
+        let p = &alarm["Properties"];
+        assert_eq!(p["AlarmActions"], json!([alarm_topic()]), "{id}");
+        assert_eq!(p["OKActions"], json!([alarm_topic()]), "{id}");
+    }
+    // The topic exists unless one is given, encrypted, and lets CloudWatch and the backup rule
+    // publish; the key lets them use it.
+    let conditions = &template()["Conditions"];
+    assert_eq!(
+        conditions["CreateAlarmTopic"],
+        json!({"Fn::Equals": [reference("AlarmTopicArn"), ""]})
+    );
+    let topic = resource("AlarmTopic");
+    assert_eq!(topic["Condition"], "CreateAlarmTopic");
+    assert_eq!(topic["Properties"]["KmsMasterKeyId"], reference("Key"));
+    let publishers: BTreeSet<String> = props("AlarmTopicPolicy")["PolicyDocument"]["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            assert_eq!(s["Action"], "sns:Publish");
+            assert_eq!(s["Resource"], reference("AlarmTopic"));
+            assert!(s["Condition"].is_object(), "{s}");
+            s["Principal"]["Service"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let services = ["cloudwatch.amazonaws.com", "events.amazonaws.com"];
+    assert_eq!(publishers, services.map(str::to_owned).into());
+    for service in services {
+        let grant =
+            key_statement_for(service).unwrap_or_else(|| panic!("{service} cannot use the key"));
+        assert!(actions(&grant).iter().any(|a| a == "kms:GenerateDataKey*"));
+    }
+    // An optional e-mail subscription.
+    let email = resource("AlarmEmailSubscription");
+    assert_eq!(email["Condition"], "HasAlarmEmail");
+    assert_eq!(email["Properties"]["Protocol"], "email");
+    assert_eq!(email["Properties"]["Endpoint"], reference("AlarmEmail"));
+    assert_eq!(email["Properties"]["TopicArn"], alarm_topic());
+    assert_eq!(parameter("AlarmEmail")["Default"], "");
+}
+
+#[test]
+fn a_failed_backup_reaches_the_alarm_topic() {
+    // No CloudWatch metric says a backup failed: RDS's event does, through EventBridge.
+    let rule = props("DatabaseBackupFailureRule");
+    let pattern = &rule["EventPattern"];
+    assert_eq!(pattern["source"], json!(["aws.rds"]));
+    assert_eq!(pattern["detail-type"], json!(["RDS DB Instance Event"]));
+    assert_eq!(
+        pattern["detail"]["SourceArn"],
+        json!([{"Fn::GetAtt": "Database.DBInstanceArn"}])
+    );
+    assert_eq!(
+        pattern["detail"]["EventCategories"],
+        json!(["backup", "failure"])
+    );
+    // Not the daily "backing up" and "finished backup" notices.
+    assert_eq!(
+        pattern["detail"]["EventID"],
+        json!([{"anything-but": ["RDS-EVENT-0001", "RDS-EVENT-0002"]}])
+    );
+    assert_eq!(rule["Targets"].as_array().unwrap().len(), 1);
+    assert_eq!(rule["Targets"][0]["Arn"], alarm_topic());
+}
+
+#[test]
+fn the_alarms_the_lld_asks_for_exist_with_its_thresholds() {
+    let alarm = |id: &str| props(id);
+    let memory = alarm("DatabaseMemoryAlarm");
+    assert_eq!(
+        (memory["Namespace"].clone(), memory["MetricName"].clone()),
+        (json!("AWS/RDS"), json!("FreeableMemory"))
+    );
+    assert_eq!(memory["ComparisonOperator"], "LessThanThreshold");
+    let read = alarm("DatabaseReadLatencyAlarm");
+    assert_eq!(read["MetricName"], "ReadLatency");
+    assert_eq!(
+        read["Threshold"],
+        json!(0.1),
+        "the LLD's 100 ms, in seconds"
+    );
+    let waf = alarm("WafBlockedAlarm");
+    assert_eq!(waf["MetricName"], "BlockedRequests");
+    assert_eq!(
+        (waf["Threshold"].clone(), waf["Period"].clone()),
+        (json!(100), json!(300))
+    );
+    // Concurrency cannot pass the reservation: the alarm fires on reaching it.
+    for (id, reservation) in [
+        ("ChatConcurrencyAlarm", "ChatReservedConcurrency"),
+        (
+            "ChatStreamConcurrencyAlarm",
+            "ChatStreamReservedConcurrency",
+        ),
+    ] {
+        assert_eq!(alarm(id)["Threshold"], reference(reservation), "{id}");
+        assert_eq!(
+            alarm(id)["ComparisonOperator"],
+            "GreaterThanOrEqualToThreshold",
+            "{id}"
+        );
+    }
+    for id in ["DatabaseMemoryAlarm", "DatabaseReadLatencyAlarm"] {
+        assert_eq!(
+            alarm(id)["Dimensions"],
+            json!([{"Name": "DBInstanceIdentifier", "Value": reference("Database")}]),
+            "{id}"
+        );
+    }
+}
+
+#[test]
+fn the_5xx_alarm_is_a_rate_with_a_minimum_traffic_guard() {
+    let alarm = props("Alb5xxAlarm");
+    for key in ["MetricName", "Namespace", "Statistic", "Dimensions"] {
+        assert!(alarm.get(key).is_none(), "a rate alarm has no single {key}");
+    }
+    let metrics = alarm["Metrics"].as_array().unwrap();
+    let by_id = |id: &str| {
+        metrics
+            .iter()
+            .find(|m| m["Id"] == id)
+            .unwrap_or_else(|| panic!("no metric {id}"))
+            .clone()
+    };
+    for (id, name) in [
+        ("target5xx", "HTTPCode_Target_5XX_Count"),
+        ("elb5xx", "HTTPCode_ELB_5XX_Count"),
+        ("requests", "RequestCount"),
+    ] {
+        let stat = &by_id(id)["MetricStat"];
+        assert_eq!(stat["Metric"]["Namespace"], "AWS/ApplicationELB");
+        assert_eq!(stat["Metric"]["MetricName"], name);
+        assert_eq!(
+            stat["Metric"]["Dimensions"],
+            json!([{"Name": "LoadBalancer", "Value": {"Fn::GetAtt": "LoadBalancer.LoadBalancerFullName"}}])
+        );
+        assert_eq!(stat["Stat"], "Sum");
+        assert_eq!(stat["Period"], 300);
+    }
+    assert_eq!(
+        by_id("errors")["Expression"],
+        "FILL(target5xx, 0) + FILL(elb5xx, 0)"
+    );
+    assert_eq!(
+        by_id("total")["Expression"],
+        "FILL(requests, 0) + FILL(elb5xx, 0)"
+    );
+    // A percentage, and 0 below 20 requests in a period.
+    assert_eq!(
+        by_id("rate")["Expression"],
+        "IF(total >= 20, 100 * errors / total, 0)"
+    );
+    let returned: Vec<&Value> = metrics.iter().filter(|m| m["ReturnData"] == true).collect();
+    assert_eq!(returned.len(), 1);
+    assert_eq!(returned[0]["Id"], "rate");
+    // The LLD's > 5 % over 10 minutes.
+    assert_eq!(alarm["Threshold"], 5);
+    assert_eq!(alarm["ComparisonOperator"], "GreaterThanThreshold");
+    assert_eq!(alarm["EvaluationPeriods"], 2);
+}
+
+#[test]
+fn every_lambda_target_group_checks_health_and_has_an_unhealthy_targets_alarm() {
+    let groups = of_type("AWS::ElasticLoadBalancingV2::TargetGroup");
+    assert_eq!(groups.len(), 3);
+    let alarms = of_type("AWS::CloudWatch::Alarm");
+    for (id, group) in &groups {
+        let p = &group["Properties"];
+        assert_eq!(p["HealthCheckEnabled"], true, "{id}");
+        assert_eq!(p["HealthCheckPath"], "/health", "{id}");
+        assert_eq!(p["Matcher"], json!({"HttpCode": "200"}), "{id}");
+        let interval = p["HealthCheckIntervalSeconds"].as_u64().unwrap();
+        let timeout = p["HealthCheckTimeoutSeconds"].as_u64().unwrap();
+        assert!(
+            timeout < interval,
+            "{id}: timeout {timeout} s >= interval {interval} s"
+        );
+        assert!((5..=300).contains(&interval), "{id}");
+        assert!(p["HealthyThresholdCount"].as_u64().unwrap() >= 2, "{id}");
+        assert!(p["UnhealthyThresholdCount"].as_u64().unwrap() >= 2, "{id}");
+        let watched = alarms.iter().any(|(_, a)| {
+            let a = &a["Properties"];
+            a["MetricName"] == "UnHealthyHostCount"
+                && a["Threshold"] == 0
+                && a["ComparisonOperator"] == "GreaterThanThreshold"
+                && a["Dimensions"].as_array().unwrap().contains(&json!(
+                    {"Name": "TargetGroup", "Value": {"Fn::GetAtt": format!("{id}.TargetGroupFullName")}}
+                ))
+        });
+        assert!(watched, "no UnHealthyHostCount alarm on {id}");
+    }
+}
+
+#[test]
+fn the_database_exports_its_log_with_slow_statements_lock_waits_and_tls_required() {
+    let db = props("Database");
+    assert_eq!(db["EnableCloudwatchLogsExports"], json!(["postgresql"]));
+    assert_eq!(
+        db["DBParameterGroupName"],
+        reference("DatabaseParameterGroup")
+    );
+    let group = props("DatabaseParameterGroup");
+    assert_eq!(group["Family"], "postgres15");
+    let p = &group["Parameters"];
+    assert_eq!(
+        p["log_min_duration_statement"],
+        reference("SlowStatementMs")
+    );
+    assert_eq!(p["rds.force_ssl"], "1");
+    assert_eq!(p["log_lock_waits"], "1");
+    assert_eq!(parameter("SlowStatementMs")["Default"], 500);
+    // The export's group exists before the instance, encrypted and with a retention.
+    let log = props("DatabaseLogGroup");
+    assert_eq!(
+        log["LogGroupName"],
+        format!(
+            "/aws/rds/instance/{}/postgresql",
+            db["DBInstanceIdentifier"].as_str().unwrap()
+        )
+    );
+    assert_eq!(log["RetentionInDays"], reference("LogRetentionDays"));
+    assert!(depends_on("Database").contains("DatabaseLogGroup"));
+}
+
+#[test]
+fn vpc_flow_logs_record_all_traffic_to_an_encrypted_group() {
+    let flows = of_type("AWS::EC2::FlowLog");
+    assert_eq!(flows.len(), 1);
+    let p = &flows[0].1["Properties"];
+    assert_eq!(p["ResourceType"], "VPC");
+    assert_eq!(p["ResourceId"], reference("Vpc"));
+    assert_eq!(p["TrafficType"], "ALL");
+    assert_eq!(p["LogDestinationType"], "cloud-watch-logs");
+    let group = p["LogGroupName"]["Ref"].as_str().unwrap();
+    let group = props(group);
+    assert_eq!(group["KmsKeyId"], json!({"Fn::GetAtt": "Key.Arn"}));
+    assert_eq!(group["RetentionInDays"], reference("LogRetentionDays"));
+    let role = p["DeliverLogsPermissionArn"]["Fn::GetAtt"]
+        .as_str()
+        .unwrap();
+    let role = props(role.trim_end_matches(".Arn"));
+    assert_eq!(
+        role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"],
+        json!({"Service": "vpc-flow-logs.amazonaws.com"})
+    );
+}
+
+#[test]
+fn the_admin_paths_answer_only_the_trusted_addresses_when_given() {
+    assert_eq!(parameter("AdminAllowedCidrs")["Type"], "CommaDelimitedList");
+    assert_eq!(parameter("AdminAllowedCidrs")["Default"], "");
+    let set = resource("AdminIpSet");
+    assert_eq!(set["Condition"], "AdminIpRestriction");
+    assert_eq!(
+        set["Properties"]["Addresses"],
+        reference("AdminAllowedCidrs")
+    );
+    assert_eq!(set["Properties"]["Scope"], "REGIONAL");
+
+    let rules = props("WebAcl")["Rules"].as_array().unwrap().clone();
+    let rule = rules
+        .iter()
+        .find(|r| r["Fn::If"][0] == "AdminIpRestriction")
+        .expect("an admin IP rule");
+    assert_eq!(
+        rule["Fn::If"][2],
+        reference("AWS::NoValue"),
+        "off when no addresses are given"
+    );
+    let rule = &rule["Fn::If"][1];
+    assert_eq!(rule["Action"], json!({"Block": {}}));
+    let and = rule["Statement"]["AndStatement"]["Statements"]
+        .as_array()
+        .unwrap();
+    assert_eq!(
+        and[0],
+        json!({"NotStatement": {"Statement": {"IPSetReferenceStatement": {"Arn": {"Fn::GetAtt": "AdminIpSet.Arn"}}}}})
+    );
+    let paths: BTreeSet<(String, String)> = and[1]["OrStatement"]["Statements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let m = &s["ByteMatchStatement"];
+            assert_eq!(m["FieldToMatch"], json!({"UriPath": {}}));
+            let transforms: Vec<&str> = m["TextTransformations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["Type"].as_str().unwrap())
+                .collect();
+            assert!(transforms.contains(&"LOWERCASE"), "{m}");
+            (
+                m["SearchString"].as_str().unwrap().to_owned(),
+                m["PositionalConstraint"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected: BTreeSet<(String, String)> = [
+        ("/key/", "STARTS_WITH"),
+        ("/user/", "STARTS_WITH"),
+        ("/team/", "STARTS_WITH"),
+        ("/spend/", "STARTS_WITH"),
+        ("/global/", "STARTS_WITH"),
+        ("/ui", "EXACTLY"),
+        ("/ui/", "STARTS_WITH"),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    .collect();
+    assert_eq!(paths, expected);
+    // Every admin route of the key-admin function's listener rules is among them.
+    for rule in ["KeyAdminRule", "ConsoleRule"] {
+        for pattern in props(rule)["Conditions"][0]["PathPatternConfig"]["Values"]
+            .as_array()
+            .unwrap()
+        {
+            let pattern = pattern.as_str().unwrap().trim_end_matches('*');
+            assert!(
+                expected.iter().any(|(p, _)| p == pattern),
+                "{pattern} is not behind the IP set"
+            );
+        }
+    }
+}
+
+#[test]
+fn deletion_protection_covers_the_alb_and_the_database() {
+    assert_eq!(parameter("DeletionProtection")["Default"], "true");
+    assert!(
+        props("LoadBalancer")["LoadBalancerAttributes"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"Key": "deletion_protection.enabled", "Value": reference("DeletionProtection")}))
+    );
+    assert_eq!(
+        props("Database")["DeletionProtection"],
+        reference("DeletionProtection")
+    );
+}
+
+#[test]
+fn https_answers_carry_hsts() {
+    let attributes = props("HttpsListener")["ListenerAttributes"].clone();
+    assert_eq!(
+        attributes,
+        json!([{"Key": "routing.http.response.strict_transport_security.header_value",
+                "Value": "max-age=63072000; includeSubDomains"}])
+    );
+}
+
+#[test]
+fn log_retention_cannot_go_below_the_llds_90_days() {
+    let retention = parameter("LogRetentionDays");
+    assert_eq!(retention["Default"], 90);
+    assert_eq!(retention["MinValue"], 90);
+    for days in retention["AllowedValues"].as_array().unwrap() {
+        assert!(days.as_i64().unwrap() >= 90, "{days}");
+    }
+}
+
+#[test]
+fn the_master_key_is_cached_with_a_ttl_and_a_grace_window() {
+    let env = &template()["Globals"]["Function"]["Environment"]["Variables"];
+    assert_eq!(env["LLMLITE_MASTER_KEY_TTL_SECS"], "300");
+    assert_eq!(env["LLMLITE_MASTER_KEY_GRACE_SECS"], "3600");
 }
