@@ -9,6 +9,7 @@
 //! | `LITELLM_MASTER_KEY` | the admin master key, `sk-...` |
 //! | `LITELLM_MASTER_KEY_SECRET_ARN` | or: a Secrets Manager secret holding it |
 //! | `LLMLITE_MASTER_KEY_TTL_SECS` | how often the secret is re-read (default 300) |
+//! | `LLMLITE_PSEUDONYM_SECRET` | the key erasure pseudonyms are made under (default: a random key kept in the database) |
 //! | `LLMLITE_MASTER_KEY_GRACE_SECS` | how long the previous key stays accepted after a rotation (default 3600) |
 //! | `AWS_REGION` | default `eu-west-2` |
 //! | `LLMLITE_MODELS` | path to a model catalog file (default: the built-in one) |
@@ -30,6 +31,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 use crate::catalog::ModelCatalog;
+use crate::keys::SecretKey;
 use crate::master_key::MasterKey;
 
 pub const DEFAULT_REGION: &str = "eu-west-2";
@@ -225,6 +227,9 @@ pub struct Config {
     pub pii_policy: crate::pii::Policy,
     /// Custom PII entities from `LLMLITE_PII_ENTITIES`: (name, regex), already checked.
     pub pii_custom: Vec<(String, String)>,
+    /// `LLMLITE_PSEUDONYM_SECRET`: the key erasure's pseudonyms are made under (at least 32
+    /// characters); without it the database keeps a random one ([`crate::admin::erasure`]).
+    pub pseudonym_secret: Option<SecretKey>,
     /// `AWS_ENDPOINT_URL_BEDROCK_RUNTIME`, read here as well as by the SDK so that `llmlite dev`
     /// can point Bedrock at its double without touching the process environment.
     pub bedrock_endpoint: Option<String>,
@@ -286,6 +291,16 @@ impl Config {
         let database = DatabaseConfig::from_env(env)?;
         let catalog = Arc::new(load_catalog(env)?);
         let master_key = MasterKey::from_env(env, &aws).await?;
+        let pseudonym_secret = match non_empty(env, "LLMLITE_PSEUDONYM_SECRET") {
+            None => None,
+            Some(secret) if secret.len() >= 32 => Some(SecretKey::new(secret)),
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "LLMLITE_PSEUDONYM_SECRET",
+                    "must be at least 32 characters",
+                ));
+            }
+        };
         let bedrock_endpoint = non_empty(env, "AWS_ENDPOINT_URL_BEDROCK_RUNTIME");
         if bedrock_endpoint
             .as_deref()
@@ -353,6 +368,7 @@ impl Config {
             s3_endpoint: non_empty(env, "AWS_ENDPOINT_URL_S3"),
             database,
             master_key,
+            pseudonym_secret,
             aws_region,
             catalog,
             aws,

@@ -147,7 +147,8 @@ date = {"type": "string", "format": "date"}
 key_ref = {"type": "string", "pattern": "^(sk-[!-~]{1,253}|[0-9a-f]{64})$", "description": "a raw key or its SHA-256 hash"}
 # In a URL only the hash: URLs are kept by access logs, and a raw key there is refused (400).
 hash_ref = {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "a key's SHA-256 hash (a raw key in a URL is refused: send it in a body)"}
-keys_body = {"type": "object", "additionalProperties": False, "properties": {"keys": {"type": "array", "maxItems": 100, "items": key_ref}, "key_aliases": {"type": "array", "maxItems": 100, "items": string}}}
+keys_body = {"type": "object", "additionalProperties": False, "properties": {"keys": {"type": "array", "maxItems": 100, "items": key_ref}, "key_aliases": {"type": "array", "maxItems": 100, "items": string},
+    "erase": {"type": "boolean", "description": "remove the keys and their personal data from spend rows and the audit table (llmlite)"}}}
 paths = {
   "/v1/chat/completions": {"post": {"operationId": "chatCompletions", "tags": ["chat"], "summary": "Chat completion on Bedrock (stream: true answers with server-sent events)",
       "requestBody": body(ref("ChatCompletionRequest")),
@@ -186,8 +187,9 @@ paths = {
   "/user/info": {"get": {"operationId": "userInfo", "tags": ["users"], "parameters": [q("user_id", string, True)],
       "responses": ok({"type": "object", "required": ["user_id", "user_info", "keys", "teams"], "properties": {"user_id": string, "user_info": ref("User"), "keys": {"type": "array", "items": ref("Key")}, "teams": {"type": "array", "items": string}}})}},
   "/user/update": {"post": {"operationId": "userUpdate", "tags": ["users"], "requestBody": body({"allOf": [ref("UserRequest"), {"type": "object", "required": ["user_id"]}]}), "responses": ok(ref("User"))}},
-  "/user/delete": {"post": {"operationId": "userDelete", "tags": ["users"], "requestBody": body({"type": "object", "additionalProperties": False, "required": ["user_ids"], "properties": {"user_ids": {"type": "array", "minItems": 1, "maxItems": 100, "items": string}}}),
-      "responses": ok({"type": "object", "required": ["deleted_users"], "properties": {"deleted_users": {"type": "array", "items": string}}})}},
+  "/user/delete": {"post": {"operationId": "userDelete", "tags": ["users"], "requestBody": body({"type": "object", "additionalProperties": False, "required": ["user_ids"], "properties": {"user_ids": {"type": "array", "minItems": 1, "maxItems": 100, "items": string},
+      "erase": {"type": "boolean", "description": "erase: remove the users, their keys and every trace of their IDs, e-mails and free text (llmlite)"}}}),
+      "responses": ok({"type": "object", "required": ["deleted_users"], "properties": {"deleted_users": {"type": "array", "items": string}, "erased": {"type": "boolean"}, "pseudonyms": {"type": "array", "items": string}}})}},
   "/user/list": {"get": {"operationId": "userList", "tags": ["users"], "parameters": [q("page", {"type": "integer", "minimum": 1}), q("page_size", {"type": "integer", "minimum": 1, "maximum": 100}), q("role", string)],
       "responses": ok({"type": "object", "required": ["users", "total", "page", "page_size", "total_pages"], "properties": {"users": {"type": "array", "items": ref("User")}, "total": integer, "page": integer, "page_size": integer, "total_pages": integer}})}},
   "/team/new": {"post": {"operationId": "teamNew", "tags": ["teams"], "requestBody": body(ref("TeamRequest")), "responses": ok(ref("Team"))}},

@@ -286,6 +286,14 @@ async fn the_application_role_runs_the_gateway_but_cannot_change_the_schema_or_t
         json!({"user_id": "roles-user", "teams": ["roles-team"]}),
     )
     .await;
+    // Erasure rewrites audit rows only through its SECURITY DEFINER function.
+    let erased = gw
+        .admin(
+            "/user/delete",
+            json!({"user_ids": ["roles-user"], "erase": true}),
+        )
+        .await;
+    assert_eq!(erased["erased"], true, "{erased}");
     gw.admin("/key/block", json!({"key": key})).await;
     gw.admin("/key/delete", json!({"keys": [key]})).await;
     for path in [

@@ -462,6 +462,10 @@ pub struct DeleteRequest {
     keys: Vec<String>,
     #[serde(default)]
     key_aliases: Vec<String>,
+    /// Erase instead (llmlite's extension): the key rows go, and their spend rows lose alias,
+    /// client address, `end_user` and free text ([`super::erasure`]).
+    #[serde(default)]
+    erase: bool,
 }
 
 pub async fn delete(
@@ -489,9 +493,11 @@ pub async fn delete(
     let mut tx = state.db.pool().await?.begin().await?;
     // Every key in one statement, in token order: two deletes naming the same keys in different
     // orders cannot deadlock.
+    // An erasure may name a key deleted earlier (its row was kept for the record).
+    let active = if request.erase { "true" } else { "is_active" };
     let sql = format!(
         "SELECT {COLUMNS} FROM litellm_verificationtoken
-         WHERE is_active AND (token = ANY($1) OR key_alias = ANY($2))
+         WHERE {active} AND (token = ANY($1) OR key_alias = ANY($2))
          ORDER BY token FOR UPDATE"
     );
     let rows = sqlx::query_as::<_, KeyRow>(sqlx::AssertSqlSafe(sql))
@@ -510,8 +516,13 @@ pub async fn delete(
     {
         return Err(ApiError::NotFound(format!("no key with alias `{alias}`")));
     }
-    for row in &rows {
-        deactivate(&mut tx, row, &caller, now, request_id, "key.delete").await?;
+    if request.erase {
+        let erased: Vec<String> = rows.iter().map(|r| r.token.clone()).collect();
+        super::erasure::erase_keys(&state, &mut tx, &caller, request_id, now, &erased).await?;
+    } else {
+        for row in &rows {
+            deactivate(&mut tx, row, &caller, now, request_id, "key.delete").await?;
+        }
     }
     tx.commit().await?;
     // LiteLLM echoes what it was given; a raw key is never echoed, its hash stands in.

@@ -14,6 +14,7 @@
 //! 100 models of up to 128 characters; metadata a JSON object of at most 16 KiB; budgets from 0
 //! to 1,000,000,000 dollars; rate limits from 0 to 10^12; parallel requests from 0 to 100,000.
 
+pub mod erasure;
 pub mod fields;
 pub mod keys;
 pub mod spend;
@@ -138,8 +139,49 @@ pub struct Action<'a> {
     pub after: Option<Value>,
 }
 
+/// The free-text fields of keys, users and teams. An admin action keeps IDs and numbers, never
+/// their values: the record is shipped to write-once storage for years, where nothing could be
+/// erased. A value shows as `[redacted]`, or `[redacted, changed]` when the action changed it.
+pub const FREE_TEXT_FIELDS: &[&str] = &[
+    "user_email",
+    "user_alias",
+    "key_alias",
+    "team_alias",
+    "metadata",
+];
+
+/// `before` and `after` with their free text replaced (see [`FREE_TEXT_FIELDS`]).
+pub fn scrub(before: Option<Value>, after: Option<Value>) -> (Option<Value>, Option<Value>) {
+    let original = before.clone();
+    let mark = |object: &mut Value, field: &str, changed: bool| {
+        if let Some(value) = object.get_mut(field)
+            && !value.is_null()
+        {
+            *value = Value::from(if changed {
+                "[redacted, changed]"
+            } else {
+                "[redacted]"
+            });
+        }
+    };
+    let mut before = before;
+    let mut after = after;
+    for field in FREE_TEXT_FIELDS {
+        if let Some(b) = before.as_mut() {
+            mark(b, field, false);
+        }
+        if let Some(a) = after.as_mut() {
+            let old = original.as_ref().and_then(|o| o.get(*field));
+            let changed = original.is_some() && old != a.get(*field);
+            mark(a, field, changed);
+        }
+    }
+    (before, after)
+}
+
 impl Action<'_> {
     pub async fn record(self, tx: &mut Transaction<'_, Postgres>) -> Result<(), ApiError> {
+        let (before, after) = scrub(self.before, self.after);
         sqlx::query(
             "INSERT INTO llmlite_admin_action
                  (at, request_id, actor, action, object_type, object_id, before, after, via)
@@ -151,8 +193,8 @@ impl Action<'_> {
         .bind(self.action)
         .bind(self.object_type)
         .bind(self.object_id)
-        .bind(self.before)
-        .bind(self.after)
+        .bind(before)
+        .bind(after)
         .bind(via())
         .persistent(false)
         .execute(&mut **tx)

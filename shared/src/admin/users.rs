@@ -295,9 +295,14 @@ pub async fn info(
 #[serde(deny_unknown_fields)]
 pub struct DeleteRequest {
     user_ids: Vec<String>,
+    /// Erase instead (llmlite's extension): the users, their keys and every trace of their IDs,
+    /// e-mails and free text ([`super::erasure`]). The master key or an admin key only.
+    #[serde(default)]
+    erase: bool,
 }
 
-/// Deletes users; their keys are deactivated first (and kept, for the record).
+/// Deletes users; their keys are deactivated first (and kept, for the record). With `erase`,
+/// everything about them goes ([`super::erasure`]).
 pub async fn delete(
     Admin(caller): Admin,
     State(state): State<AppState>,
@@ -328,6 +333,18 @@ pub async fn delete(
         .find(|id| !users.iter().any(|u| &u.user_id == *id))
     {
         return Err(ApiError::NotFound(format!("user `{missing}` not found")));
+    }
+    if request.erase {
+        let mut ids = request.user_ids.clone();
+        ids.sort();
+        ids.dedup();
+        let pseudonyms =
+            super::erasure::erase_users(&state, &mut tx, &caller, request_id, now, &ids).await?;
+        tx.commit().await?;
+        // The IDs the caller sent are theirs to know; the answer names what now stands in.
+        return Ok(Json(
+            json!({ "deleted_users": ids, "erased": true, "pseudonyms": pseudonyms }),
+        ));
     }
     for before in &users {
         for key in keys
