@@ -18,23 +18,6 @@ use llmlite::rollup;
 use llmlite_tests::{MASTER_KEY, MotoS3, TestGateway};
 use serde_json::{Value, json};
 
-fn files(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// Where a gateway's records went: its local directory, or the S3 bucket (moto).
 enum Store<'a> {
     Dir(PathBuf),
@@ -45,7 +28,7 @@ impl Store<'_> {
     /// Every (object key, record) under `prefix`.
     async fn records(&self, prefix: &str) -> Vec<(String, Value)> {
         match self {
-            Store::Dir(root) => files(&root.join(prefix))
+            Store::Dir(root) => llmlite_tests::files_under(&root.join(prefix))
                 .into_iter()
                 .map(|p| {
                     let key = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
@@ -363,7 +346,7 @@ async fn a_record_that_cannot_be_written_waits_in_the_outbox_until_redriven() {
     let working = Auditor::new(Sink::Directory(target.clone()), gw.state.db.clone());
     let report = working.redrive(100).await.unwrap();
     assert_eq!((report.shipped, report.failed), (2, 0));
-    assert_eq!(files(&target).len(), 2);
+    assert_eq!(llmlite_tests::files_under(&target).len(), 2);
     assert_eq!(
         working.redrive(100).await.unwrap().shipped,
         0,
@@ -375,7 +358,7 @@ async fn a_record_that_cannot_be_written_waits_in_the_outbox_until_redriven() {
 
 /// The admin action objects under a sink directory, by object key.
 fn admin_objects(root: &Path) -> Vec<String> {
-    files(&root.join("audit/admin"))
+    llmlite_tests::files_under(&root.join("audit/admin"))
         .into_iter()
         .map(|p| p.strip_prefix(root).unwrap().to_string_lossy().into_owned())
         .collect()

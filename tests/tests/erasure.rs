@@ -9,7 +9,6 @@
     reason = "a test fails loudly"
 )]
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use llmlite::audit::Sink;
@@ -19,25 +18,9 @@ use llmlite_tests::{MASTER_KEY, TestGateway};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-fn files(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                out.push(path);
-            }
-        }
-    }
-    out
-}
-
 /// The audit records written so far, as text.
 fn audit_records(gw: &TestGateway) -> Vec<String> {
-    files(&gw.db.audit_dir())
+    llmlite_tests::files_under(&gw.db.audit_dir())
         .iter()
         .filter_map(|p| std::fs::read_to_string(p).ok())
         .collect()
