@@ -11,27 +11,15 @@
     reason = "a benchmark reports and fails loudly"
 )]
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use llmlite_tests::{MASTER_KEY, TestGateway};
-
-fn env(name: &str, default: i64) -> i64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index].as_secs_f64() * 1000.0
-}
+use llmlite_tests::{MASTER_KEY, TestGateway, bench_env, percentile_ms};
 
 #[tokio::main]
 async fn main() {
-    let rows = env("BENCH_ROWS", 1_000_000);
-    let keys = env("BENCH_KEYS", 10_000);
-    let samples = env("BENCH_SAMPLES", 40);
+    let rows = bench_env("BENCH_ROWS", 1_000_000);
+    let keys = bench_env("BENCH_KEYS", 10_000);
+    let samples = bench_env("BENCH_SAMPLES", 40);
     let gw = TestGateway::start().await;
     let seeding = Instant::now();
     let sql = [
@@ -138,9 +126,9 @@ async fn main() {
         times.sort();
         println!(
             "| `{path}` | {samples} | {:.1} | {:.1} | {:.1} | {bytes} |",
-            percentile(&times, 0.5),
-            percentile(&times, 0.95),
-            percentile(&times, 1.0),
+            percentile_ms(&times, 0.5),
+            percentile_ms(&times, 0.95),
+            percentile_ms(&times, 1.0),
         );
     }
 }

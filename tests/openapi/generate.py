@@ -71,7 +71,7 @@ schemas = {
       "custom_llm_provider": string, "prompt_tokens": integer, "completion_tokens": integer,
       "cache_read_input_tokens": integer, "cache_creation_input_tokens": integer, "total_tokens": integer,
       "spend": {"type": "number"}, "startTime": dt, "endTime": dt, "request_duration_ms": integer,
-      "status": {"type": "string", "enum": ["success", "failure"]}, "error_type": nullable(string), "metadata": {"type": "object"}}},
+      "status": {"type": "string", "enum": ["success", "failure", "lost"]}, "error_type": nullable(string), "metadata": {"type": "object"}}},
   "SpendReportRow": {"type": "object", "required": ["date", "spend", "api_requests"], "properties": {
       "date": {"type": "string", "format": "date"}, "team_id": nullable(string), "user_id": nullable(string),
       "api_key": nullable(string), "model": nullable(string), "spend": {"type": "number"},
@@ -143,6 +143,10 @@ def q(name, schema, required=False, desc=None):
     if desc: p["description"] = desc
     return p
 page = [q("page", {"type": "integer", "minimum": 1}), q("size", {"type": "integer", "minimum": 1, "maximum": 100})]
+# Routes whose LiteLLM name is `page_size` take `size` too (not both at once: that is a 400).
+page_either = page + [q("page_size", {"type": "integer", "minimum": 1, "maximum": 100}, desc="LiteLLM's name for `size`")]
+# The nested key list of /user/info and /team/info: a page of keys, and its totals.
+key_page = {"keys": {"type": "array", "items": ref("Key")}, "keys_total_count": integer, "keys_page": integer, "keys_page_size": integer, "keys_total_pages": integer}
 date = {"type": "string", "format": "date"}
 key_ref = {"type": "string", "pattern": "^(sk-[!-~]{1,253}|[0-9a-f]{64})$", "description": "a raw key or its SHA-256 hash"}
 # In a URL only the hash: URLs are kept by access logs, and a raw key there is refused (400).
@@ -173,7 +177,8 @@ paths = {
     "post": {"operationId": "keyInfoByBody", "tags": ["keys"], "summary": "As GET, with the raw key in the body, where access logs do not keep it",
       "requestBody": body({"type": "object", "additionalProperties": False, "properties": {"key": key_ref}}),
       "responses": ok({"type": "object", "required": ["key", "info"], "properties": {"key": string, "info": ref("Key")}})}},
-  "/key/list": {"get": {"operationId": "keyList", "tags": ["keys"], "parameters": page + [q("user_id", string), q("team_id", string), q("key_alias", string), q("return_full_object", {"type": "boolean"})],
+  "/key/list": {"get": {"operationId": "keyList", "tags": ["keys"], "parameters": page_either + [q("user_id", string), q("team_id", string), q("key_alias", string),
+      q("older_than_days", {"type": "integer", "minimum": 0, "maximum": 36500}, desc="only keys created at least this many days ago"), q("return_full_object", {"type": "boolean"})],
       "responses": ok({"type": "object", "required": ["keys", "total_count", "current_page", "total_pages"], "properties": {
           "keys": {"type": "array", "items": {"oneOf": [string, ref("Key")]}}, "total_count": integer, "current_page": integer, "total_pages": integer}})}},
   "/key/regenerate": {"post": {"operationId": "keyRegenerate", "tags": ["keys"], "requestBody": body({"type": "object", "additionalProperties": False, "required": ["key"], "properties": {
@@ -184,23 +189,27 @@ paths = {
   "/key/block": {"post": {"operationId": "keyBlock", "tags": ["keys"], "requestBody": body({"type": "object", "additionalProperties": False, "required": ["key"], "properties": {"key": key_ref}}), "responses": ok(ref("Key"))}},
   "/key/unblock": {"post": {"operationId": "keyUnblock", "tags": ["keys"], "requestBody": body({"type": "object", "additionalProperties": False, "required": ["key"], "properties": {"key": key_ref}}), "responses": ok(ref("Key"))}},
   "/user/new": {"post": {"operationId": "userNew", "tags": ["users"], "requestBody": body(ref("UserRequest")), "responses": ok(ref("User"))}},
-  "/user/info": {"get": {"operationId": "userInfo", "tags": ["users"], "parameters": [q("user_id", string, True)],
-      "responses": ok({"type": "object", "required": ["user_id", "user_info", "keys", "teams"], "properties": {"user_id": string, "user_info": ref("User"), "keys": {"type": "array", "items": ref("Key")}, "teams": {"type": "array", "items": string}}})}},
+  "/user/info": {"get": {"operationId": "userInfo", "tags": ["users"], "parameters": [q("user_id", string, True)] + page_either,
+      "responses": ok({"type": "object", "required": ["user_id", "user_info", "teams", *key_page], "properties": {"user_id": string, "user_info": ref("User"), **key_page, "teams": {"type": "array", "items": string}}})}},
   "/user/update": {"post": {"operationId": "userUpdate", "tags": ["users"], "requestBody": body({"allOf": [ref("UserRequest"), {"type": "object", "required": ["user_id"]}]}), "responses": ok(ref("User"))}},
   "/user/delete": {"post": {"operationId": "userDelete", "tags": ["users"], "requestBody": body({"type": "object", "additionalProperties": False, "required": ["user_ids"], "properties": {"user_ids": {"type": "array", "minItems": 1, "maxItems": 100, "items": string},
       "erase": {"type": "boolean", "description": "erase: remove the users, their keys and every trace of their IDs, e-mails and free text (llmlite)"}}}),
       "responses": ok({"type": "object", "required": ["deleted_users"], "properties": {"deleted_users": {"type": "array", "items": string}, "erased": {"type": "boolean"}, "pseudonyms": {"type": "array", "items": string}}})}},
-  "/user/list": {"get": {"operationId": "userList", "tags": ["users"], "parameters": [q("page", {"type": "integer", "minimum": 1}), q("page_size", {"type": "integer", "minimum": 1, "maximum": 100}), q("role", string)],
+  "/user/list": {"get": {"operationId": "userList", "tags": ["users"], "parameters": page_either + [q("role", string)],
       "responses": ok({"type": "object", "required": ["users", "total", "page", "page_size", "total_pages"], "properties": {"users": {"type": "array", "items": ref("User")}, "total": integer, "page": integer, "page_size": integer, "total_pages": integer}})}},
   "/team/new": {"post": {"operationId": "teamNew", "tags": ["teams"], "requestBody": body(ref("TeamRequest")), "responses": ok(ref("Team"))}},
-  "/team/info": {"get": {"operationId": "teamInfo", "tags": ["teams"], "parameters": [q("team_id", string, True)],
-      "responses": ok({"type": "object", "required": ["team_id", "team_info", "keys"], "properties": {"team_id": string, "team_info": ref("Team"), "keys": {"type": "array", "items": ref("Key")}}})}},
+  "/team/info": {"get": {"operationId": "teamInfo", "tags": ["teams"], "parameters": [q("team_id", string, True)] + page_either,
+      "responses": ok({"type": "object", "required": ["team_id", "team_info", *key_page], "properties": {"team_id": string, "team_info": ref("Team"), **key_page}})}},
+  "/team/list": {"get": {"operationId": "teamList", "tags": ["teams"], "parameters": page_either,
+      "responses": ok({"type": "object", "required": ["teams", "total", "page", "page_size", "total_pages"], "properties": {"teams": {"type": "array", "items": ref("Team")}, "total": integer, "page": integer, "page_size": integer, "total_pages": integer}})}},
   "/team/update": {"post": {"operationId": "teamUpdate", "tags": ["teams"], "requestBody": body({"allOf": [ref("TeamRequest"), {"type": "object", "required": ["team_id"]}]}), "responses": ok(ref("Team"))}},
   "/team/delete": {"post": {"operationId": "teamDelete", "tags": ["teams"], "requestBody": body({"type": "object", "additionalProperties": False, "required": ["team_ids"], "properties": {"team_ids": {"type": "array", "minItems": 1, "maxItems": 100, "items": string}}}),
       "responses": ok({"type": "object", "required": ["deleted_teams"], "properties": {"deleted_teams": {"type": "array", "items": string}}})}},
-  "/spend/logs": {"get": {"operationId": "spendLogs", "tags": ["spend"], "parameters": [q("api_key", hash_ref), q("user_id", string), q("request_id", string), q("start_date", date), q("end_date", date), q("page", {"type": "integer", "minimum": 1}), q("page_size", {"type": "integer", "minimum": 1, "maximum": 100})],
-      "responses": ok({"type": "array", "items": ref("SpendLog")})}},
-  "/global/spend/report": {"get": {"operationId": "spendReport", "tags": ["spend"], "parameters": [q("start_date", date), q("end_date", date), q("group_by", {"type": "string", "enum": ["team", "user", "key", "model"]})],
+  "/spend/logs": {"get": {"operationId": "spendLogs", "tags": ["spend"], "parameters": [q("api_key", hash_ref), q("user_id", string), q("request_id", string), q("start_date", date), q("end_date", date)] + page_either,
+      "responses": {"200": {"description": "A page of rows, newest first", "content": {"application/json": {"schema": {"type": "array", "items": ref("SpendLog")}}},
+          "headers": {"x-total-count": {"description": "How many rows match, on all pages", "schema": integer}, "x-total-pages": {"description": "How many pages they fill", "schema": integer}}}, "default": err}}},
+  "/global/spend/report": {"get": {"operationId": "spendReport", "tags": ["spend"], "summary": "Totals per UTC day and group, from the daily rollups and the rows not rolled up yet, over at most 366 days",
+      "parameters": [q("start_date", date, True), q("end_date", date, True), q("group_by", {"type": "string", "enum": ["team", "user", "key", "model"]})],
       "responses": ok({"type": "array", "items": ref("SpendReportRow")})}},
   "/health": {"get": {"operationId": "health", "tags": ["health"], "security": [], "responses": ok({"type": "object", "required": ["status"], "properties": {"status": string, "version": string}})}},
   "/health/liveliness": {"get": {"operationId": "liveliness", "tags": ["health"], "security": [], "responses": ok(string)}},

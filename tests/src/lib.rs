@@ -685,6 +685,20 @@ fn yaml_to_json(value: serde_yaml::Value) -> serde_json::Value {
     }
 }
 
+/// A benchmark's size setting: the environment variable `name`, else `default`.
+pub fn bench_env(name: &str, default: i64) -> i64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The `p` percentile (0 to 1, nearest rank) of sorted durations, in milliseconds.
+pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(index).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::with_database;

@@ -575,7 +575,12 @@ async fn who_may_call_what() {
             Some(json!({"team_id": "matrix", "rpm_limit": 3})),
         ),
         (Method::GET, "/spend/logs".into(), None),
-        (Method::GET, "/global/spend/report".into(), None),
+        (
+            Method::GET,
+            "/global/spend/report?start_date=2026-11-01&end_date=2026-11-30".into(),
+            None,
+        ),
+        (Method::GET, "/team/list".into(), None),
     ];
     for (method, path, body) in &routes {
         for (caller, expected) in [
@@ -771,10 +776,15 @@ async fn spend_logs_and_report_read_the_spend_table() {
         "completion_tokens": 10, "total_tokens": 40, "api_requests": 2, "successful_requests": 2, "failed_requests": 0})
     );
     assert_eq!(report[1]["failed_requests"], 1);
-    let (_, models) = admin.get("/global/spend/report?group_by=model").await;
+    let (_, models) = admin
+        .get("/global/spend/report?start_date=2026-11-01&end_date=2026-11-02&group_by=model")
+        .await;
     assert_eq!(models.as_array().unwrap().len(), 3);
     assert_eq!(
-        admin.get("/global/spend/report?group_by=planet").await.0,
+        admin
+            .get("/global/spend/report?start_date=2026-11-01&end_date=2026-11-02&group_by=planet")
+            .await
+            .0,
         400
     );
     assert_eq!(admin.get("/spend/logs?start_date=yesterday").await.0, 400);

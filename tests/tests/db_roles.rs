@@ -298,7 +298,8 @@ async fn the_application_role_runs_the_gateway_but_cannot_change_the_schema_or_t
     gw.admin("/key/delete", json!({"keys": [key]})).await;
     for path in [
         "/spend/logs",
-        "/global/spend/report",
+        "/global/spend/report?start_date=2026-11-01&end_date=2026-11-30",
+        "/team/list",
         "/key/list",
         "/health/readiness",
     ] {

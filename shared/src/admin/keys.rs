@@ -636,13 +636,19 @@ async fn key_info(
     Ok(Json(json!({ "key": row.token, "info": row.to_json() })))
 }
 
+/// The largest `older_than_days` (about a hundred years).
+const MAX_AGE_DAYS: i64 = 36_500;
+
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {
     page: Option<i64>,
     size: Option<i64>,
+    page_size: Option<i64>,
     user_id: Option<String>,
     team_id: Option<String>,
     key_alias: Option<String>,
+    /// Only keys created at least this many days ago (rotation hygiene).
+    older_than_days: Option<i64>,
     #[serde(default)]
     return_full_object: bool,
 }
@@ -652,33 +658,50 @@ pub async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let page = Page::new(query.page, query.size)?;
+    let page = Page::either(query.page, query.size, query.page_size)?;
+    let created_before = match query.older_than_days {
+        None => None,
+        Some(days) if (0..=MAX_AGE_DAYS).contains(&days) => {
+            Some(state.clock.now() - chrono::Duration::days(days))
+        }
+        Some(_) => {
+            return Err(ApiError::invalid_param(
+                "older_than_days",
+                format!("`older_than_days` must be 0 to {MAX_AGE_DAYS}"),
+            ));
+        }
+    };
     let filter = "is_active
          AND ($1::text IS NULL OR user_id = $1)
          AND ($2::text IS NULL OR team_id = $2)
-         AND ($3::text IS NULL OR key_alias = $3)";
-    let pool = state.db.pool().await?;
+         AND ($3::text IS NULL OR key_alias = $3)
+         AND ($4::timestamptz IS NULL OR created_at <= $4)";
+    // The count and the page from one snapshot, so they agree.
+    let mut tx = super::snapshot(&state).await?;
     let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT count(*) FROM litellm_verificationtoken WHERE {filter}"
     )))
     .bind(&query.user_id)
     .bind(&query.team_id)
     .bind(&query.key_alias)
+    .bind(created_before)
     .persistent(false)
-    .fetch_one(pool)
+    .fetch_one(&mut *tx)
     .await?;
     let rows = sqlx::query_as::<_, KeyRow>(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM litellm_verificationtoken WHERE {filter}
-         ORDER BY created_at, token LIMIT $4 OFFSET $5"
+         ORDER BY created_at, token LIMIT $5 OFFSET $6"
     )))
     .bind(&query.user_id)
     .bind(&query.team_id)
     .bind(&query.key_alias)
+    .bind(created_before)
     .bind(page.size)
     .bind(page.offset())
     .persistent(false)
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
+    tx.commit().await?;
     let keys: Vec<Value> = rows
         .iter()
         .map(|row| {
@@ -890,22 +913,52 @@ pub async fn generate_for_user(
     Ok((raw, row))
 }
 
-/// The live keys of a user or a team: a plain read, no locks.
-pub async fn live_keys(
-    executor: impl sqlx::PgExecutor<'_>,
+/// A page of the live keys of a user or a team, oldest first, and how many there are in all: a
+/// plain read, no locks (run it in a [`super::snapshot`] so the two agree).
+async fn live_keys(
+    conn: &mut sqlx::PgConnection,
     column: Owner,
     id: &str,
-) -> Result<Vec<KeyRow>, ApiError> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM litellm_verificationtoken WHERE {} = $1 AND is_active
-         ORDER BY created_at, token",
-        column.column()
-    );
-    Ok(sqlx::query_as::<_, KeyRow>(sqlx::AssertSqlSafe(sql))
-        .bind(id)
-        .persistent(false)
-        .fetch_all(executor)
-        .await?)
+    page: Page,
+) -> Result<(Vec<KeyRow>, i64), ApiError> {
+    let filter = format!("{} = $1 AND is_active", column.column());
+    let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM litellm_verificationtoken WHERE {filter}"
+    )))
+    .bind(id)
+    .persistent(false)
+    .fetch_one(&mut *conn)
+    .await?;
+    let rows = sqlx::query_as::<_, KeyRow>(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM litellm_verificationtoken WHERE {filter}
+         ORDER BY created_at, token LIMIT $2 OFFSET $3"
+    )))
+    .bind(id)
+    .bind(page.size)
+    .bind(page.offset())
+    .persistent(false)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok((rows, total))
+}
+
+/// Adds the nested key list of `/user/info` and `/team/info` to `out`: a page of the owner's
+/// live keys (`keys`) and its totals (`keys_total_count`, `keys_page`, `keys_page_size`,
+/// `keys_total_pages`).
+pub async fn add_key_page(
+    conn: &mut sqlx::PgConnection,
+    column: Owner,
+    id: &str,
+    page: Page,
+    out: &mut Value,
+) -> Result<(), ApiError> {
+    let (rows, total) = live_keys(conn, column, id, page).await?;
+    out["keys"] = rows.iter().map(KeyRow::to_json).collect();
+    out["keys_total_count"] = json!(total);
+    out["keys_page"] = json!(page.page);
+    out["keys_page_size"] = json!(page.size);
+    out["keys_total_pages"] = json!(page.total_pages(total));
+    Ok(())
 }
 
 /// Locks every key row (live or not) of the users or teams `ids`, in token order, for a write

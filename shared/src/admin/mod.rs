@@ -53,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .route("/team/info", get(teams::info))
         .route("/team/update", post(teams::update))
         .route("/team/delete", post(teams::delete))
+        .route("/team/list", get(teams::list))
         .route("/spend/logs", get(spend::logs))
         .route("/global/spend/report", get(spend::report))
         .route("/openapi.json", get(openapi))
@@ -203,7 +204,8 @@ impl Action<'_> {
     }
 }
 
-/// `page` (from 1) and `size` (1 to 100, default 10) of a list.
+/// `page` (from 1) and `size` (1 to 100, default 10) of a list. Every list route pages: a list
+/// (or a list nested in an answer, such as `/team/info`'s keys) never returns every row.
 #[derive(Debug, Clone, Copy)]
 pub struct Page {
     pub page: i64,
@@ -211,14 +213,35 @@ pub struct Page {
 }
 
 impl Page {
-    pub fn new(page: Option<i64>, size: Option<i64>) -> Result<Self, ApiError> {
+    /// `page` with a size named `size` or LiteLLM's `page_size` (either, not both); a bad size
+    /// is reported under the name the caller used. (Not a flattened struct: serde's `flatten`
+    /// cannot read numbers from a query string.)
+    pub fn either(
+        page: Option<i64>,
+        size: Option<i64>,
+        page_size: Option<i64>,
+    ) -> Result<Self, ApiError> {
+        match (size, page_size) {
+            (Some(_), Some(_)) => Err(ApiError::invalid_param(
+                "page_size",
+                "give `size` or `page_size`, not both",
+            )),
+            (None, Some(size)) => Self::checked(page, Some(size), "page_size"),
+            (size, None) => Self::checked(page, size, "size"),
+        }
+    }
+
+    fn checked(page: Option<i64>, size: Option<i64>, size_param: &str) -> Result<Self, ApiError> {
         let page = page.unwrap_or(1);
         let size = size.unwrap_or(10);
         if page < 1 {
             return Err(ApiError::invalid_param("page", "`page` starts at 1"));
         }
         if !(1..=100).contains(&size) {
-            return Err(ApiError::invalid_param("size", "`size` must be 1 to 100"));
+            return Err(ApiError::invalid_param(
+                size_param,
+                format!("`{size_param}` must be 1 to 100"),
+            ));
         }
         Ok(Page { page, size })
     }

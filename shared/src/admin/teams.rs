@@ -10,8 +10,8 @@ use serde_json::{Map, Value, json};
 use sqlx::{Postgres, Transaction};
 
 use super::fields::{self, Limits, LimitsPatch, patch};
-use super::keys::{self, KeyRow, Owner};
-use super::{Action, conflict_or};
+use super::keys::{self, Owner};
+use super::{Action, Page, conflict_or};
 use crate::auth::Admin;
 use crate::error::ApiError;
 use crate::http::{ApiJson, ApiQuery, RequestId};
@@ -228,6 +228,10 @@ pub async fn update(
 #[derive(Debug, Deserialize)]
 pub struct InfoQuery {
     team_id: String,
+    /// The page of the team's keys (`page`, and `size` or `page_size`).
+    page: Option<i64>,
+    size: Option<i64>,
+    page_size: Option<i64>,
 }
 
 pub async fn info(
@@ -235,14 +239,51 @@ pub async fn info(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<InfoQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    let page = Page::either(query.page, query.size, query.page_size)?;
     let mut tx = super::snapshot(&state).await?;
     let team = find(&mut *tx, &query.team_id, false).await?;
-    let keys = keys::live_keys(&mut *tx, Owner::Team, &query.team_id).await?;
+    let mut out = json!({"team_id": team.team_id, "team_info": team.to_json()});
+    keys::add_key_page(&mut tx, Owner::Team, &query.team_id, page, &mut out).await?;
+    tx.commit().await?;
+    Ok(Json(out))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    page: Option<i64>,
+    page_size: Option<i64>,
+    size: Option<i64>,
+}
+
+/// `GET /team/list`: teams oldest first, a page at a time, in the shape of LiteLLM's paged
+/// team list (`teams`, `total`, `page`, `page_size`, `total_pages`).
+pub async fn list(
+    Admin(_): Admin,
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let page = Page::either(query.page, query.size, query.page_size)?;
+    // The count and the page from one snapshot, so they agree.
+    let mut tx = super::snapshot(&state).await?;
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM litellm_teamtable")
+        .persistent(false)
+        .fetch_one(&mut *tx)
+        .await?;
+    let rows = sqlx::query_as::<_, TeamRow>(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM litellm_teamtable ORDER BY created_at, team_id LIMIT $1 OFFSET $2"
+    )))
+    .bind(page.size)
+    .bind(page.offset())
+    .persistent(false)
+    .fetch_all(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(Json(json!({
-        "team_id": team.team_id,
-        "team_info": team.to_json(),
-        "keys": keys.iter().map(KeyRow::to_json).collect::<Vec<_>>(),
+        "teams": rows.iter().map(TeamRow::to_json).collect::<Vec<_>>(),
+        "total": total,
+        "page": page.page,
+        "page_size": page.size,
+        "total_pages": page.total_pages(total),
     })))
 }
 

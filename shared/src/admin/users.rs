@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use sqlx::{Postgres, Transaction};
 
 use super::fields::{self, Limits, LimitsPatch, patch};
-use super::keys::{self, KeyRow, Owner};
+use super::keys::{self, Owner};
 use super::{Action, Page, conflict_or};
 use crate::auth::Admin;
 use crate::error::ApiError;
@@ -272,6 +272,10 @@ pub async fn update(
 #[derive(Debug, Deserialize)]
 pub struct InfoQuery {
     user_id: String,
+    /// The page of the user's keys (`page`, and `size` or `page_size`).
+    page: Option<i64>,
+    size: Option<i64>,
+    page_size: Option<i64>,
 }
 
 pub async fn info(
@@ -279,16 +283,17 @@ pub async fn info(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<InfoQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    let page = Page::either(query.page, query.size, query.page_size)?;
     let mut tx = super::snapshot(&state).await?;
     let user = find(&mut *tx, &query.user_id, false).await?;
-    let keys = keys::live_keys(&mut *tx, Owner::User, &query.user_id).await?;
-    tx.commit().await?;
-    Ok(Json(json!({
+    let mut out = json!({
         "user_id": user.user_id,
         "user_info": user.to_json(),
-        "keys": keys.iter().map(KeyRow::to_json).collect::<Vec<_>>(),
         "teams": user.teams,
-    })))
+    });
+    keys::add_key_page(&mut tx, Owner::User, &query.user_id, page, &mut out).await?;
+    tx.commit().await?;
+    Ok(Json(out))
 }
 
 #[derive(Debug, Deserialize)]
@@ -379,6 +384,7 @@ pub async fn delete(
 pub struct ListQuery {
     page: Option<i64>,
     page_size: Option<i64>,
+    size: Option<i64>,
     role: Option<String>,
 }
 
@@ -387,14 +393,15 @@ pub async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let page = Page::new(query.page, query.page_size)?;
-    let pool = state.db.pool().await?;
+    let page = Page::either(query.page, query.size, query.page_size)?;
+    // The count and the page from one snapshot, so they agree.
+    let mut tx = super::snapshot(&state).await?;
     let total: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM litellm_usertable WHERE ($1::text IS NULL OR user_role = $1)",
     )
     .bind(&query.role)
     .persistent(false)
-    .fetch_one(pool)
+    .fetch_one(&mut *tx)
     .await?;
     let rows = sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM litellm_usertable WHERE ($1::text IS NULL OR user_role = $1)
@@ -404,8 +411,9 @@ pub async fn list(
     .bind(page.size)
     .bind(page.offset())
     .persistent(false)
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(Json(json!({
         "users": rows.iter().map(UserRow::to_json).collect::<Vec<_>>(),
         "total": total,

@@ -127,7 +127,8 @@ async fn spend_rows(state: &AppState, range: &Range) -> Result<Vec<SpendRow>, Ap
              FROM litellm_spend t
              LEFT JOIN litellm_verificationtoken k ON k.token = t.api_key
              WHERE t.rolled_at IS NULL
-               AND t.start_time >= $1::date AND t.start_time < $2::date + 1
+               AND t.start_time >= $1::timestamp AT TIME ZONE 'UTC'
+               AND t.start_time < ($2 + 1)::timestamp AT TIME ZONE 'UTC'
              GROUP BY 1, 2
          )
          SELECT date, name, sum(spend) AS spend, sum(requests)::bigint AS requests,
@@ -157,7 +158,8 @@ fn days_cte(group: Group) -> String {
                     t.prompt_tokens + t.completion_tokens
              FROM litellm_spend t
              WHERE t.rolled_at IS NULL
-               AND t.start_time >= $1::date AND t.start_time < $2::date + 1
+               AND t.start_time >= $1::timestamp AT TIME ZONE 'UTC'
+               AND t.start_time < ($2 + 1)::timestamp AT TIME ZONE 'UTC'
          )"
     )
 }
