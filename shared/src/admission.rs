@@ -266,6 +266,7 @@ pub async fn admit(
             payer: Payer {
                 key_id: None,
                 key_hash: Some(KeyHash::of(raw_key)),
+                presented_key_hash: Some(KeyHash::of(raw_key)),
                 key_alias: Some("master_key".to_owned()),
                 user_id: None,
                 team_id: None,
@@ -332,6 +333,9 @@ pub async fn admit(
                     .token
                     .as_deref()
                     .and_then(KeyHash::from_key_or_hash),
+                // During a rotation grace period the old key is presented and the row (its
+                // current hash) is charged.
+                presented_key_hash: Some(KeyHash::of(raw_key)),
                 key_alias: decision.key_alias,
                 user_id: decision.user_id,
                 team_id: decision.team_id,

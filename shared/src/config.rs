@@ -19,6 +19,9 @@
 //! | `LLMLITE_PII_ENTITIES` | JSON `{"NAME": "regex"}`: custom PII entities |
 //! | `LLMLITE_DEFAULT_MAX_TOKENS` | output limit of a request that sets none (default 4096) |
 //! | `LLMLITE_SETTLEMENT_MARGIN_MS` | in Lambda, time kept back from the invocation's deadline to end the answer and settle it (default 30000) |
+//! | `LLMLITE_DEFAULT_TIER` | `standard` (default), `admin` or `none`: the limits of a key created without a `tier` (see [`crate::admin::keys`]) |
+//! | `LLMLITE_KEY_MAX_AGE_DAYS` | a key whose secret is this old is listed for rotation in the daily report (default 90) |
+//! | `LLMLITE_ALLOWED_MODEL_PREFIXES` | comma-separated model-ID prefixes (`eu.`): a catalog with any other model ID is refused (empty: no restriction) |
 //!
 //! The AWS SDK reads its own standard variables too, including `AWS_ENDPOINT_URL_<SERVICE>`.
 
@@ -30,6 +33,7 @@ use std::sync::Arc;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
+use crate::admin::keys::Tier;
 use crate::catalog::ModelCatalog;
 use crate::keys::SecretKey;
 use crate::master_key::MasterKey;
@@ -233,6 +237,15 @@ pub struct Config {
     /// `AWS_ENDPOINT_URL_BEDROCK_RUNTIME`, read here as well as by the SDK so that `llmlite dev`
     /// can point Bedrock at its double without touching the process environment.
     pub bedrock_endpoint: Option<String>,
+    /// `LLMLITE_DEFAULT_TIER` (default `standard`): the tier whose limits a new key starts from
+    /// when its request names no `tier`.
+    pub default_tier: Tier,
+    /// `LLMLITE_KEY_MAX_AGE_DAYS` (default 90, the LLD's rotation period): keys whose secret is
+    /// at least this many days old are due for rotation.
+    pub key_max_age_days: u32,
+    /// `LLMLITE_ALLOWED_MODEL_PREFIXES`: the model-ID prefixes the catalog was checked against
+    /// at start-up (empty: no restriction).
+    pub allowed_model_prefixes: Vec<String>,
 }
 
 pub fn aws_region(env: &impl EnvSource) -> Result<String, ConfigError> {
@@ -289,7 +302,21 @@ impl Config {
     pub async fn load_with_aws(env: &impl EnvSource, aws: SdkConfig) -> Result<Self, ConfigError> {
         let aws_region = aws_region(env)?;
         let database = DatabaseConfig::from_env(env)?;
-        let catalog = Arc::new(load_catalog(env)?);
+        let catalog = load_catalog(env)?;
+        let allowed_model_prefixes = allowed_model_prefixes(env)?;
+        check_residency(&catalog, &allowed_model_prefixes)?;
+        let catalog = Arc::new(catalog);
+        let default_tier = default_tier(env)?;
+        let key_max_age_days = match non_empty(env, "LLMLITE_KEY_MAX_AGE_DAYS") {
+            None => DEFAULT_KEY_MAX_AGE_DAYS,
+            Some(v) => v
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=3650).contains(n))
+                .ok_or_else(|| {
+                    ConfigError::new("LLMLITE_KEY_MAX_AGE_DAYS", "must be 1 to 3650 days")
+                })?,
+        };
         let master_key = MasterKey::from_env(env, &aws).await?;
         let pseudonym_secret = match non_empty(env, "LLMLITE_PSEUDONYM_SECRET") {
             None => None,
@@ -378,6 +405,9 @@ impl Config {
             default_max_tokens,
             settlement_margin,
             bedrock_endpoint,
+            default_tier,
+            key_max_age_days,
+            allowed_model_prefixes,
         })
     }
 }
@@ -389,6 +419,90 @@ pub const DEFAULT_MAX_TOKENS: u32 = 4096;
 /// The time kept back from a Lambda invocation's deadline by default: settlement's own bound
 /// ([`crate::settlement::SETTLE_WITHIN`]) and a few seconds to end the answer.
 pub const DEFAULT_SETTLEMENT_MARGIN: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The LLD's rotation period: keys older than this are listed for rotation.
+pub const DEFAULT_KEY_MAX_AGE_DAYS: u32 = 90;
+
+/// `LLMLITE_DEFAULT_TIER`: `standard` unless set; `none` only when written out.
+fn default_tier(env: &impl EnvSource) -> Result<Tier, ConfigError> {
+    match non_empty(env, "LLMLITE_DEFAULT_TIER") {
+        None => Ok(Tier::Standard),
+        Some(v) => Tier::parse(&v).ok_or_else(|| {
+            ConfigError::new(
+                "LLMLITE_DEFAULT_TIER",
+                format!("`{v}` is not a tier: use standard, admin or none"),
+            )
+        }),
+    }
+}
+
+/// `LLMLITE_ALLOWED_MODEL_PREFIXES`: comma-separated, blanks dropped.
+fn allowed_model_prefixes(env: &impl EnvSource) -> Result<Vec<String>, ConfigError> {
+    let prefixes: Vec<String> = non_empty(env, "LLMLITE_ALLOWED_MODEL_PREFIXES")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if prefixes
+        .iter()
+        .any(|p| p.len() > 128 || p.chars().any(|c| c.is_control() || c.is_whitespace()))
+    {
+        return Err(ConfigError::new(
+            "LLMLITE_ALLOWED_MODEL_PREFIXES",
+            "must be comma-separated model-ID prefixes such as `eu.`",
+        ));
+    }
+    Ok(prefixes)
+}
+
+/// The part of a model ID its geography prefix starts: the ID itself, or an ARN's resource name
+/// (`arn:aws:bedrock:eu-west-2:1:inference-profile/eu.anthropic...` is checked as
+/// `eu.anthropic...`).
+fn model_id_name(id: &str) -> &str {
+    if id.starts_with("arn:") {
+        id.rsplit('/').next().unwrap_or(id)
+    } else {
+        id
+    }
+}
+
+/// Refuses a catalog with a model ID (a fallback's included: fallbacks are catalog entries)
+/// outside `prefixes`, naming the model, so that no request can be routed beyond the allowed
+/// geography. No prefixes: no restriction.
+fn check_residency(catalog: &ModelCatalog, prefixes: &[String]) -> Result<(), ConfigError> {
+    if prefixes.is_empty() {
+        return Ok(());
+    }
+    let Some(outside) = catalog.models().iter().find(|m| {
+        let name = model_id_name(&m.bedrock_model_id);
+        !prefixes.iter().any(|p| name.starts_with(p.as_str()))
+    }) else {
+        return Ok(());
+    };
+    let fallback_of: Vec<&str> = catalog
+        .models()
+        .iter()
+        .filter(|m| m.fallbacks.contains(&outside.alias))
+        .map(|m| m.alias.as_str())
+        .collect();
+    let role = if fallback_of.is_empty() {
+        String::new()
+    } else {
+        format!(", the fallback of `{}`,", fallback_of.join("`, `"))
+    };
+    Err(ConfigError::new(
+        "LLMLITE_ALLOWED_MODEL_PREFIXES",
+        format!(
+            "model `{}`{role} has the model ID `{}`, which starts with none of the allowed \
+             prefixes `{}`: requests for it could be processed outside the allowed geography",
+            outside.alias,
+            outside.bedrock_model_id,
+            prefixes.join(",")
+        ),
+    ))
+}
 
 fn load_catalog(env: &impl EnvSource) -> Result<ModelCatalog, ConfigError> {
     match non_empty(env, "LLMLITE_MODELS") {
@@ -548,6 +662,46 @@ mod tests {
                 "{value}"
             );
         }
+    }
+
+    #[test]
+    fn residency_prefixes_are_read_and_checked_on_arn_resource_names() {
+        assert_eq!(
+            allowed_model_prefixes(&env(&[("LLMLITE_ALLOWED_MODEL_PREFIXES", " eu., ,apac.")]))
+                .unwrap(),
+            ["eu.", "apac."]
+        );
+        assert!(allowed_model_prefixes(&env(&[])).unwrap().is_empty());
+        assert_eq!(
+            allowed_model_prefixes(&env(&[("LLMLITE_ALLOWED_MODEL_PREFIXES", "eu. us.")]))
+                .unwrap_err()
+                .variable,
+            "LLMLITE_ALLOWED_MODEL_PREFIXES"
+        );
+        assert_eq!(
+            model_id_name("arn:aws:bedrock:eu-west-2:1:inference-profile/eu.anthropic.x"),
+            "eu.anthropic.x"
+        );
+        assert_eq!(model_id_name("global.anthropic.x"), "global.anthropic.x");
+        let builtin = ModelCatalog::builtin().unwrap();
+        assert!(check_residency(&builtin, &["eu.".to_owned()]).is_ok());
+        assert!(check_residency(&builtin, &[]).is_ok());
+        assert!(check_residency(&builtin, &["global.".to_owned()]).is_err());
+    }
+
+    #[test]
+    fn the_default_tier_is_standard_and_anything_unknown_is_refused() {
+        assert_eq!(default_tier(&env(&[])).unwrap(), Tier::Standard);
+        assert_eq!(
+            default_tier(&env(&[("LLMLITE_DEFAULT_TIER", "none")])).unwrap(),
+            Tier::Unlimited
+        );
+        assert_eq!(
+            default_tier(&env(&[("LLMLITE_DEFAULT_TIER", "gold")]))
+                .unwrap_err()
+                .variable,
+            "LLMLITE_DEFAULT_TIER"
+        );
     }
 
     #[test]

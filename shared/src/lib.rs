@@ -34,6 +34,7 @@ pub mod money;
 pub mod openai;
 pub mod pii;
 pub mod rollup;
+pub mod rotation;
 pub mod routes;
 pub mod settlement;
 pub mod state;

@@ -1,5 +1,6 @@
 //! The `spend-rollup` function (and `llmlite rollup`): daily rollups of the spend rows, budget
-//! resets, key expiries and ended grace periods, the audit outbox, cost reports and retention.
+//! resets, key expiries and ended grace periods, the audit outbox, cost and key-rotation
+//! reports, and retention.
 //!
 //! Each spend row is counted exactly once: the rollup marks the rows it aggregates
 //! (`rolled_at`) in the same statement that adds them to the daily totals, so a rerun finds
@@ -36,6 +37,8 @@ pub struct Summary {
     /// Leases that expired unsettled, charged at their prompt estimate as `lost`.
     pub leases_charged_lost: i64,
     pub spend_rows_deleted: u64,
+    /// Live keys whose secret is at least `LLMLITE_KEY_MAX_AGE_DAYS` old (the rotation report).
+    pub keys_due_for_rotation: u64,
     pub duration_ms: u64,
 }
 
@@ -206,6 +209,8 @@ pub async fn run(
         daily_report(state, reports, *day).await?;
     }
     budget_report(state, reports, now).await?;
+    summary.keys_due_for_rotation =
+        crate::rotation::report(state, reports, now, state.config.key_max_age_days).await?;
     summary.days_reported = days.into_iter().collect();
 
     // 6. Retention: rolled-up rows only, in bounded batches.
@@ -262,7 +267,7 @@ struct DailyRow {
     spend: Decimal,
 }
 
-fn csv_field(value: &str) -> String {
+pub(crate) fn csv_field(value: &str) -> String {
     if value.contains([',', '"', '\n']) {
         format!("\"{}\"", value.replace('"', "\"\""))
     } else {
@@ -317,11 +322,20 @@ async fn daily_report(state: &AppState, reports: &Sink, day: NaiveDate) -> Resul
             r.spend.normalize()
         ));
     }
-    let base = format!("reports/daily/{day}");
+    put_report(reports, &format!("reports/daily/{day}"), &report, &csv).await
+}
+
+/// Writes a report as `{base}.json` and `{base}.csv`.
+pub(crate) async fn put_report(
+    reports: &Sink,
+    base: &str,
+    json: &Value,
+    csv: &str,
+) -> Result<(), String> {
     reports
         .put(
             &format!("{base}.json"),
-            report.to_string().as_bytes(),
+            json.to_string().as_bytes(),
             "application/json",
         )
         .await?;

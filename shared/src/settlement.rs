@@ -304,15 +304,16 @@ async fn settle_with_retries(
     Err(last.unwrap_or_else(|| ApiError::Internal("settlement not attempted".into())))
 }
 
-/// `llmlite_settle_as` (`llmlite_settle`, and the call type): one round trip. Returns the key's
-/// spend afterwards.
+/// `llmlite_settle_presented` (`llmlite_settle`, with the call type and the hash the client
+/// presented): one round trip. Returns the key's spend afterwards.
 pub async fn settle_once(state: &AppState, r: &RequestRecord) -> Result<Decimal, ApiError> {
     let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     let spend: Option<Decimal> = sqlx::query_scalar(
-        "SELECT llmlite_settle_as($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-                                  $15, $16, $17, $18, $19, $20)",
+        "SELECT llmlite_settle_presented($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+                                         $14, $15, $16, $17, $18, $19, $20, $21)",
     )
     .bind(r.call_type.as_str())
+    .bind(r.payer.presented_key_hash.as_ref().map(|h| h.as_str()))
     .bind(r.request_id.to_string())
     .bind(r.payer.key_id)
     .bind(r.payer.key_hash.as_ref().map(|h| h.as_str()).unwrap_or(""))

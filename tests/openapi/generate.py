@@ -33,7 +33,7 @@ limits_out = {
 }
 key_out_props = {
   "token": {"type": "string", "pattern": "^[0-9a-f]{64}$"}, "key_name": string, "key_alias": nullable(string),
-  "user_id": nullable(string), "team_id": nullable(string), "tier": nullable({"type": "string", "enum": ["standard", "admin"]}),
+  "user_id": nullable(string), "team_id": nullable(string), "tier": nullable({"type": "string", "enum": ["standard", "admin", "none"]}),
   **limits_out, "expires": nullable(dt), "is_active": {"type": "boolean"}, "blocked": {"type": "boolean"},
   "created_by": nullable(string), "updated_by": nullable(string), "created_at": dt, "updated_at": dt, "last_active": nullable(dt),
   "pii_policy": nullable({"type": "object"}),
@@ -47,7 +47,7 @@ schemas = {
       "key": {"type": "string", "description": "generate: your own raw key (`sk-` and 16+ printable characters); update: the key to change, raw or hash"},
       "key_alias": nullable(text), "duration": nullable(duration), **limits_in,
       "user_id": nullable(text), "team_id": nullable(text), "blocked": {"type": "boolean"},
-      "tier": {"type": "string", "enum": ["standard", "admin"]}, "pii_policy": nullable(pii_policy)}},
+      "tier": {"type": "string", "enum": ["standard", "admin", "none"], "description": "The limits a new key starts from (default LLMLITE_DEFAULT_TIER, standard); fields given override them. none, or a limit given as null, needs the master key."}, "pii_policy": nullable(pii_policy)}},
   "KeyUpdateRequest": {"allOf": [ref("KeyRequest"), {"type": "object", "required": ["key"]}]},
   "User": {"type": "object", "required": ["user_id", "user_role", "teams", "spend"], "properties": {
       "user_id": string, "user_alias": nullable(string), "user_email": nullable(string),
@@ -58,7 +58,8 @@ schemas = {
       "user_id": text, "user_alias": nullable(text), "user_email": nullable(text),
       "user_role": {"type": "string", "enum": ["proxy_admin", "proxy_admin_viewer", "internal_user", "internal_user_viewer"]},
       "teams": nullable({"type": "array", "maxItems": 100, "items": text}), **limits_in,
-      "auto_create_key": {"type": "boolean", "description": "/user/new only (default true)"}}},
+      "auto_create_key": {"type": "boolean", "description": "/user/new only (default true)"},
+      "key_tier": {"type": "string", "enum": ["standard", "admin", "none"], "description": "/user/new only: the tier of the key it mints (default LLMLITE_DEFAULT_TIER); none needs the master key"}}},
   "Team": {"type": "object", "required": ["team_id", "blocked", "spend"], "properties": {
       "team_id": string, "team_alias": nullable(string), **limits_out, "blocked": {"type": "boolean"},
       "created_by": nullable(string), "created_at": dt, "updated_at": dt}},
@@ -66,7 +67,9 @@ schemas = {
       "team_id": text, "team_alias": nullable(text), **limits_in, "blocked": {"type": "boolean"},
       "pii_policy": nullable(pii_policy)}},
   "SpendLog": {"type": "object", "required": ["request_id", "api_key", "model", "spend", "startTime", "endTime", "status"], "properties": {
-      "request_id": string, "call_type": string, "api_key": string, "key_alias": nullable(string), "user": nullable(string),
+      "request_id": string, "call_type": string, "api_key": {"type": "string", "description": "The hash of the key charged"},
+      "presented_key_hash": nullable({"type": "string", "description": "The hash of the key the client presented: an old key's during a rotation grace period (null on rows from before it was recorded)"}),
+      "key_alias": nullable(string), "user": nullable(string),
       "team_id": nullable(string), "end_user": nullable(string), "model": string, "model_id": nullable(string),
       "custom_llm_provider": string, "prompt_tokens": integer, "completion_tokens": integer,
       "cache_read_input_tokens": integer, "cache_creation_input_tokens": integer, "total_tokens": integer,

@@ -206,6 +206,8 @@ impl RuntimeApi {
             .env("DATABASE_URL", &gateway.db.url)
             .env("LITELLM_MASTER_KEY", crate::MASTER_KEY)
             .env("AWS_REGION", "eu-west-2")
+            // As `TestDb::env`: keys made without limits are unlimited in tests.
+            .env("LLMLITE_DEFAULT_TIER", "none")
             .env("AWS_ACCESS_KEY_ID", "LLMLITETEST")
             .env("AWS_SECRET_ACCESS_KEY", "llmlite-test-secret")
             .env("AWS_EC2_METADATA_DISABLED", "true")

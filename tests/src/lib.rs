@@ -164,12 +164,16 @@ impl TestDb {
         std::env::temp_dir().join(format!("llmlite-audit-{}", self.name))
     }
 
-    /// The environment a gateway for this database is configured with.
+    /// The environment a gateway for this database is configured with. Keys made without
+    /// limits are unlimited here (`LLMLITE_DEFAULT_TIER=none`): tests of rate limits, budgets
+    /// and the rest set the limits they test, and a default tier would only blur them. The
+    /// tier tests set the variable themselves (`""`: the production default, `standard`).
     pub fn env(&self) -> HashMap<String, String> {
         HashMap::from([
             ("DATABASE_URL".to_owned(), self.url.clone()),
             ("LITELLM_MASTER_KEY".to_owned(), MASTER_KEY.to_owned()),
             ("AWS_REGION".to_owned(), "eu-west-2".to_owned()),
+            ("LLMLITE_DEFAULT_TIER".to_owned(), "none".to_owned()),
             (
                 "LLMLITE_AUDIT_DIR".to_owned(),
                 self.audit_dir().to_string_lossy().into_owned(),
@@ -432,6 +436,8 @@ pub async fn spawn_serve(
         .env("LITELLM_MASTER_KEY", MASTER_KEY)
         .env("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", bedrock)
         .env("AWS_REGION", "eu-west-2")
+        // As `TestDb::env`: keys made without limits are unlimited in tests.
+        .env("LLMLITE_DEFAULT_TIER", "none")
         .env("AWS_ACCESS_KEY_ID", "LLMLITETEST")
         .env("AWS_SECRET_ACCESS_KEY", "llmlite-test-secret")
         .env("AWS_EC2_METADATA_DISABLED", "true")

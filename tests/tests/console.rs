@@ -875,3 +875,76 @@ async fn teams_and_users_are_listed_created_and_their_limits_edited() {
             .unwrap();
     assert_eq!(unchanged, Some(rust_decimal::Decimal::from(250)));
 }
+
+#[tokio::test]
+async fn a_key_made_in_the_console_without_limits_gets_the_default_tier() {
+    // The production default: LLMLITE_DEFAULT_TIER unset.
+    let gw = TestGateway::start_with(&[("LLMLITE_DEFAULT_TIER", "")]).await;
+    let (cookie, token) = master_session(&gw).await;
+    let form_page = page_text(&gw, "/ui/keys/new", &cookie).await;
+    assert!(form_page.contains("default (standard)"), "{form_page}");
+    let (status, created) = post_form(
+        &gw,
+        "/ui/keys/new",
+        &cookie,
+        &[("csrf", &token), ("key_alias", "console-default")],
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    assert!(
+        created
+            .contains("Tier standard · 100 requests/min · 10000 tokens/min · budget $50 per 30d"),
+        "{created}"
+    );
+    let stored: (
+        Option<String>,
+        Option<i64>,
+        Option<i64>,
+        Option<rust_decimal::Decimal>,
+    ) = sqlx::query_as(
+        "SELECT tier, tpm_limit, rpm_limit, max_budget FROM litellm_verificationtoken
+             WHERE key_alias = 'console-default'",
+    )
+    .persistent(false)
+    .fetch_one(&gw.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        stored,
+        (
+            Some("standard".to_owned()),
+            Some(10_000),
+            Some(100),
+            Some(rust_decimal::Decimal::from(50))
+        )
+    );
+    let via: String = sqlx::query_scalar(
+        // The record names the key by its hash (the alias is free text, kept out of it).
+        "SELECT via FROM llmlite_admin_action WHERE action = 'key.generate'
+           AND object_id = (SELECT token FROM litellm_verificationtoken
+                             WHERE key_alias = 'console-default')",
+    )
+    .persistent(false)
+    .fetch_one(&gw.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(via, "console");
+
+    // `none` from the form, with the master key's session: no limits.
+    let (status, created) = post_form(
+        &gw,
+        "/ui/keys/new",
+        &cookie,
+        &[
+            ("csrf", &token),
+            ("key_alias", "console-none"),
+            ("tier", "none"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    assert!(
+        created.contains("Tier none · no limit requests/min"),
+        "{created}"
+    );
+}

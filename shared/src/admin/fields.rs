@@ -82,6 +82,25 @@ pub struct LimitsPatch {
     metadata: Option<Option<Map<String, Value>>>,
 }
 
+impl LimitsPatch {
+    /// The first limit this patch removes (names as JSON `null`): `tpm_limit`, `rpm_limit`,
+    /// `max_budget` or `max_parallel_requests`. (`budget_duration: null` only makes a budget
+    /// last for good; it removes no limit.)
+    pub fn cleared_limit(&self) -> Option<&'static str> {
+        [
+            ("tpm_limit", matches!(self.tpm_limit, Some(None))),
+            ("rpm_limit", matches!(self.rpm_limit, Some(None))),
+            ("max_budget", matches!(self.max_budget, Some(None))),
+            (
+                "max_parallel_requests",
+                matches!(self.max_parallel_requests, Some(None)),
+            ),
+        ]
+        .into_iter()
+        .find_map(|(name, cleared)| cleared.then_some(name))
+    }
+}
+
 /// What keys, users and teams all carry, as stored: a model allow-list (empty: every model),
 /// budgets, the budget period, rate limits and metadata.
 #[derive(Debug, Clone, sqlx::FromRow)]

@@ -18,28 +18,93 @@ use crate::http::{ApiJson, ApiQuery, RequestId};
 use crate::keys::{self, KeyHash};
 use crate::state::AppState;
 
-/// The LLD's key tiers. Explicit fields override them.
+/// The LLD's key tiers. A new key starts from its request's `tier`, or from
+/// `LLMLITE_DEFAULT_TIER` when it names none; fields the request names override the tier's.
+/// `none` sets no limits: a deliberate choice that needs the master key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String")]
 pub enum Tier {
     Standard,
     Admin,
+    /// `none`: no rate limits and no budget.
+    Unlimited,
+}
+
+impl TryFrom<String> for Tier {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        Tier::parse(&text)
+            .ok_or_else(|| format!("`{text}` is not a tier: use standard, admin or none"))
+    }
 }
 
 impl Tier {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Tier::Standard => "standard",
             Tier::Admin => "admin",
+            Tier::Unlimited => "none",
         }
     }
 
-    /// (tpm, rpm, max budget in dollars) per 30 days.
-    fn defaults(self) -> (i64, i64, i64) {
-        match self {
-            Tier::Standard => (10_000, 100, 50),
-            Tier::Admin => (100_000, 1_000, 500),
+    pub fn parse(text: &str) -> Option<Tier> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "standard" => Some(Tier::Standard),
+            "admin" => Some(Tier::Admin),
+            "none" => Some(Tier::Unlimited),
+            _ => None,
         }
+    }
+
+    /// (tpm, rpm, max budget in dollars) per [`TIER_BUDGET_PERIOD`]; none for `none`.
+    pub fn limits(self) -> Option<(i64, i64, i64)> {
+        match self {
+            Tier::Standard => Some((10_000, 100, 50)),
+            Tier::Admin => Some((100_000, 1_000, 500)),
+            Tier::Unlimited => None,
+        }
+    }
+
+    /// Sets the tier's TPM, RPM, budget and budget period on `limits` (`none` clears them).
+    fn apply_to(self, limits: &mut Limits, now: DateTime<Utc>) {
+        let tier = self.limits();
+        limits.tpm_limit = tier.map(|(tpm, _, _)| tpm);
+        limits.rpm_limit = tier.map(|(_, rpm, _)| rpm);
+        limits.max_budget = tier.map(|(_, _, budget)| Decimal::from(budget));
+        limits.set_budget_period(tier.map(|_| TIER_BUDGET_PERIOD), now);
+    }
+}
+
+/// A tier's budget period: the LLD's "per month".
+const TIER_BUDGET_PERIOD: DurationSpec = DurationSpec {
+    amount: 30,
+    unit: crate::durations::Unit::Days,
+};
+
+/// Refuses a request that would take limits off a key (`tier: "none"`, or a limit given as
+/// `null`) unless it comes with the master key: an admin key cannot make an unlimited key.
+/// `param` is the name of the tier field (`tier`, or `/user/new`'s `key_tier`).
+pub fn unlimited_needs_master(
+    caller: &Caller,
+    param: &str,
+    tier: Option<Tier>,
+    limits: Option<&LimitsPatch>,
+) -> Result<(), ApiError> {
+    if matches!(caller, Caller::Master) {
+        return Ok(());
+    }
+    let field = if tier == Some(Tier::Unlimited) {
+        Some(param)
+    } else {
+        limits.and_then(LimitsPatch::cleared_limit)
+    };
+    match field {
+        None => Ok(()),
+        Some(field) => Err(ApiError::PermissionDenied(format!(
+            "`{field}`: a key without that limit needs the master key (an admin key may set \
+             limits, not remove them)"
+        ))),
     }
 }
 
@@ -139,11 +204,7 @@ impl KeyValues {
             key_alias: row.key_alias.clone(),
             user_id: row.user_id.clone(),
             team_id: row.team_id.clone(),
-            tier: match row.tier.as_deref() {
-                Some("standard") => Some(Tier::Standard),
-                Some("admin") => Some(Tier::Admin),
-                _ => None,
-            },
+            tier: row.tier.as_deref().and_then(Tier::parse),
             limits: row.limits.clone(),
             expires: row.expires,
             blocked: row.blocked,
@@ -151,10 +212,12 @@ impl KeyValues {
         }
     }
 
-    /// Applies a request: tier defaults first, then every field it names; then checks them.
+    /// Applies a request: the tier's limits first (`tier`: the request's, or for a new key the
+    /// default), then every field it names; then checks them.
     fn apply(
         &mut self,
         request: &KeyRequest,
+        tier: Option<Tier>,
         now: DateTime<Utc>,
         pii_entities: &[String],
     ) -> Result<(), ApiError> {
@@ -162,19 +225,9 @@ impl KeyValues {
         if let Some(v) = &request.pii_policy {
             self.pii_policy = fields::pii_policy(v.as_ref(), pii_entities)?;
         }
-        if let Some(tier) = request.tier {
-            let (tpm, rpm, budget) = tier.defaults();
+        if let Some(tier) = tier {
             self.tier = Some(tier);
-            self.limits.tpm_limit = Some(tpm);
-            self.limits.rpm_limit = Some(rpm);
-            self.limits.max_budget = Some(Decimal::from(budget));
-            self.limits.set_budget_period(
-                Some(DurationSpec {
-                    amount: 30,
-                    unit: crate::durations::Unit::Days,
-                }),
-                now,
-            );
+            tier.apply_to(&mut self.limits, now);
         }
         if let Some(v) = &request.key_alias {
             self.key_alias = v.clone();
@@ -369,7 +422,9 @@ pub async fn generate(
 ) -> Result<Json<Value>, ApiError> {
     let now = state.clock.now();
     let mut values = KeyValues::default();
-    values.apply(&request, now, &state.pii.entity_names())?;
+    let tier = request.tier.unwrap_or(state.config.default_tier);
+    values.apply(&request, Some(tier), now, &state.pii.entity_names())?;
+    unlimited_needs_master(&caller, "tier", request.tier, Some(&request.limits))?;
     let raw = new_raw_key("key", request.key.as_deref())?;
     let mut tx = state.db.pool().await?.begin().await?;
     ensure_owner(&mut tx, &values, now).await?;
@@ -423,11 +478,12 @@ pub async fn update(
         .key
         .clone()
         .ok_or_else(|| ApiError::invalid_param("key", "`key` names the key to update"))?;
+    unlimited_needs_master(&caller, "tier", request.tier, Some(&request.limits))?;
     let now = state.clock.now();
     let mut tx = state.db.pool().await?.begin().await?;
     let before = find(&mut *tx, &key, true).await?;
     let mut values = KeyValues::from_row(&before);
-    values.apply(&request, now, &state.pii.entity_names())?;
+    values.apply(&request, request.tier, now, &state.pii.entity_names())?;
     ensure_owner(&mut tx, &values, now).await?;
     let after = store(
         &mut tx,
@@ -647,7 +703,8 @@ pub struct ListQuery {
     user_id: Option<String>,
     team_id: Option<String>,
     key_alias: Option<String>,
-    /// Only keys created at least this many days ago (rotation hygiene).
+    /// Only keys whose secret is at least this many days old: since the last rotation, else
+    /// since creation (rotation hygiene, as the rotation report counts it).
     older_than_days: Option<i64>,
     #[serde(default)]
     return_full_object: bool,
@@ -675,7 +732,7 @@ pub async fn list(
          AND ($1::text IS NULL OR user_id = $1)
          AND ($2::text IS NULL OR team_id = $2)
          AND ($3::text IS NULL OR key_alias = $3)
-         AND ($4::timestamptz IS NULL OR created_at <= $4)";
+         AND ($4::timestamptz IS NULL OR COALESCE(last_rotation_at, created_at) <= $4)";
     // The count and the page from one snapshot, so they agree.
     let mut tx = super::snapshot(&state).await?;
     let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
@@ -774,7 +831,7 @@ async fn rotate(
     // The row keeps its spend and limits; its token changes (grace entries follow by cascade).
     let sql = format!(
         "UPDATE litellm_verificationtoken
-         SET token = $2, key_name = $3, updated_by = $4, updated_at = $5
+         SET token = $2, key_name = $3, updated_by = $4, updated_at = $5, last_rotation_at = $5
          WHERE token = $1 RETURNING {COLUMNS}"
     );
     let after = sqlx::query_as::<_, KeyRow>(sqlx::AssertSqlSafe(sql))
@@ -896,19 +953,23 @@ pub async fn set_blocked_row(
     Ok(after)
 }
 
-/// Creates a key for a user (`/user/new` with `auto_create_key`), in the caller's transaction.
+/// Creates a key with `tier`'s limits for a user (`/user/new` with `auto_create_key`), in the
+/// caller's transaction.
 pub async fn generate_for_user(
     tx: &mut Transaction<'_, Postgres>,
     user_id: &str,
+    tier: Tier,
     caller: &Caller,
     now: DateTime<Utc>,
     request_id: RequestId,
 ) -> Result<(String, KeyRow), ApiError> {
     let raw = keys::generate();
-    let values = KeyValues {
+    let mut values = KeyValues {
         user_id: Some(user_id.to_owned()),
+        tier: Some(tier),
         ..KeyValues::default()
     };
+    tier.apply_to(&mut values.limits, now);
     let row = insert_generated(tx, &raw, &values, caller, now, request_id).await?;
     Ok((raw, row))
 }

@@ -110,6 +110,7 @@ struct SpendRow {
     request_id: String,
     call_type: String,
     api_key: String,
+    presented_key_hash: Option<String>,
     key_alias: Option<String>,
     user_id: Option<String>,
     team_id: Option<String>,
@@ -169,7 +170,7 @@ pub async fn logs(
     .fetch_one(&mut *tx)
     .await?;
     let rows: Vec<SpendRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT request_id, call_type, api_key, key_alias, user_id, team_id, end_user, model,
+        "SELECT request_id, call_type, api_key, presented_key_hash, key_alias, user_id, team_id, end_user, model,
                 model_id, custom_llm_provider, prompt_tokens, completion_tokens,
                 cache_read_input_tokens, cache_creation_input_tokens, total_tokens, spend,
                 start_time, end_time, request_duration_ms, status, error_type, metadata
@@ -196,6 +197,7 @@ pub async fn logs(
                 "request_id": r.request_id,
                 "call_type": r.call_type,
                 "api_key": r.api_key,
+                "presented_key_hash": r.presented_key_hash,
                 "key_alias": r.key_alias,
                 "user": r.user_id,
                 "team_id": r.team_id,

@@ -36,6 +36,8 @@ pub struct UserRequest {
     teams: Option<Option<Vec<String>>>,
     /// `/user/new` only: also mint a key for the user (LiteLLM's default: yes).
     auto_create_key: Option<bool>,
+    /// `/user/new` only: the tier of the key it mints (default `LLMLITE_DEFAULT_TIER`).
+    key_tier: Option<keys::Tier>,
     #[serde(flatten)]
     limits: LimitsPatch,
     #[serde(flatten)]
@@ -204,6 +206,14 @@ pub async fn create(
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let mut row = UserRow::empty(user_id, now);
     row.apply(&request, now)?;
+    let auto_create_key = request.auto_create_key.unwrap_or(true);
+    if request.key_tier.is_some() && !auto_create_key {
+        return Err(ApiError::invalid_param(
+            "key_tier",
+            "`key_tier` is the tier of the key /user/new mints; there is none with `auto_create_key: false`",
+        ));
+    }
+    keys::unlimited_needs_master(&caller, "key_tier", request.key_tier, None)?;
     let mut tx = state.db.pool().await?.begin().await?;
     let saved = save(&mut tx, &row, now, true).await?;
     Action {
@@ -219,10 +229,14 @@ pub async fn create(
     .record(&mut tx)
     .await?;
     let mut body = saved.to_json();
-    if request.auto_create_key.unwrap_or(true) {
+    if auto_create_key {
+        let tier = request.key_tier.unwrap_or(state.config.default_tier);
         let (raw, key) =
-            keys::generate_for_user(&mut tx, &saved.user_id, &caller, now, request_id).await?;
+            keys::generate_for_user(&mut tx, &saved.user_id, tier, &caller, now, request_id)
+                .await?;
         body["key"] = Value::String(raw);
+        // The key's own limits (the user's are the fields above).
+        body["key_info"] = key.to_json();
         body["token"] = Value::String(key.token);
         body["key_name"] = Value::String(key.key_name);
     }
@@ -244,6 +258,12 @@ pub async fn update(
         return Err(ApiError::invalid_param(
             "auto_create_key",
             "`auto_create_key` is for /user/new",
+        ));
+    }
+    if request.key_tier.is_some() {
+        return Err(ApiError::invalid_param(
+            "key_tier",
+            "`key_tier` is for /user/new",
         ));
     }
     let now = state.clock.now();

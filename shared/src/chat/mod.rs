@@ -202,6 +202,7 @@ async fn chat_completions(
             Ok(admitted) => admitted,
             Err(refusal) => {
                 record.payer.key_hash = KeyHash::from_key_or_hash(&key);
+                record.payer.presented_key_hash = record.payer.key_hash.clone();
                 record.fail(&refusal.error);
                 record.latency_ms = arrived.elapsed().as_secs_f64() * 1000.0;
                 state.settlements.report_refusal(&state, record);

@@ -99,8 +99,13 @@ impl From<Tokens> for TokenUsage {
 pub struct Payer {
     /// The key's immutable id; `None` for the master key and for refused requests.
     pub key_id: Option<i64>,
-    /// The key's hash when the request arrived.
+    /// The hash of the key charged, as its row had it when the request was admitted.
     pub key_hash: Option<KeyHash>,
+    /// The hash of the key the client presented. It differs from `key_hash` only during a
+    /// rotation grace period, when the old key is still accepted (records kept before this
+    /// field have none).
+    #[serde(default)]
+    pub presented_key_hash: Option<KeyHash>,
     pub key_alias: Option<String>,
     pub user_id: Option<String>,
     pub team_id: Option<String>,
@@ -227,6 +232,7 @@ impl RequestRecord {
             "user_id": self.payer.user_id,
             "team_id": self.payer.team_id,
             "key_hash": self.payer.key_hash.as_ref().map(KeyHash::as_str),
+            "presented_key_hash": self.payer.presented_key_hash.as_ref().map(KeyHash::as_str),
             "key_alias": self.payer.key_alias,
             "model": self.model,
             "model_id": self.model_id,

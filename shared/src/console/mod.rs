@@ -23,6 +23,7 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use serde::Deserialize;
 
+use crate::admin::keys::Tier;
 use crate::auth::{self, Caller};
 use crate::error::ApiError;
 use crate::http::RequestId;
@@ -581,7 +582,12 @@ pub(super) fn with_status(mut response: Response, status: StatusCode) -> Respons
 }
 
 /// The new-key form, with `message` (escaped) and the fields as last sent.
-fn new_key_form(session: &Session, message: Option<&str>, sent: &NewKeyForm) -> String {
+fn new_key_form(
+    session: &Session,
+    message: Option<&str>,
+    sent: &NewKeyForm,
+    default_tier: Tier,
+) -> String {
     let message = message
         .map(|m| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(m)))
         .unwrap_or_default();
@@ -592,9 +598,32 @@ fn new_key_form(session: &Session, message: Option<&str>, sent: &NewKeyForm) -> 
             escape(value)
         )
     };
+    // The tier the limits start from; limits typed below override it.
+    let tiers: String = [
+        ("", format!("default ({})", default_tier.as_str())),
+        (
+            "standard",
+            "standard: 10k TPM, 100 RPM, $50 per 30d".to_owned(),
+        ),
+        (
+            "admin",
+            "admin: 100k TPM, 1,000 RPM, $500 per 30d".to_owned(),
+        ),
+        ("none", "none: no limits (master key only)".to_owned()),
+    ]
+    .iter()
+    .map(|(value, label)| {
+        format!(
+            "<option value=\"{value}\"{}>{}</option>",
+            if sent.tier == *value { " selected" } else { "" },
+            escape(label)
+        )
+    })
+    .collect();
     format!(
         "<h2>New key</h2>{message}<form method=\"post\" action=\"/ui/keys/new\" class=\"signin\">\
-         <input type=\"hidden\" name=\"csrf\" value=\"{}\">{}{}{}{}{}{}{}{}\
+         <input type=\"hidden\" name=\"csrf\" value=\"{}\">{}{}{}{}\
+         <label for=\"tier\">Tier</label><select id=\"tier\" name=\"tier\">{tiers}</select>{}{}{}{}\
          <button type=\"submit\">Create key</button></form>",
         escape(session.csrf()),
         field("key_alias", "Alias", &sent.key_alias, "e.g. alice-laptop"),
@@ -653,6 +682,8 @@ struct NewKeyForm {
     rpm_limit: String,
     #[serde(default)]
     tpm_limit: String,
+    #[serde(default)]
+    tier: String,
 }
 
 impl NewKeyForm {
@@ -665,6 +696,7 @@ impl NewKeyForm {
             ("user_id", &self.user_id),
             ("team_id", &self.team_id),
             ("budget_duration", &self.budget_duration),
+            ("tier", &self.tier),
         ] {
             if !value.trim().is_empty() {
                 body.insert(name.into(), serde_json::json!(value.trim()));
@@ -701,7 +733,12 @@ async fn new_key_page(State(state): State<AppState>, headers: HeaderMap) -> Resp
         Ok(session) => page(
             "New key",
             Some(&session),
-            &new_key_form(&session, None, &NewKeyForm::default()),
+            &new_key_form(
+                &session,
+                None,
+                &NewKeyForm::default(),
+                state.config.default_tier,
+            ),
         ),
         Err(response) => response,
     }
@@ -743,11 +780,23 @@ async fn create_key(
             page(
                 "New key",
                 Some(&session),
-                &new_key_form(&session, Some(&error.to_string()), &sent),
+                &new_key_form(
+                    &session,
+                    Some(&error.to_string()),
+                    &sent,
+                    state.config.default_tier,
+                ),
             ),
             error.status(),
         ),
     }
+}
+
+/// A rate limit as the key page shows it: the number, or "no limit".
+fn shown_limit(value: &serde_json::Value) -> String {
+    value
+        .as_i64()
+        .map_or_else(|| "no limit".to_owned(), |n| n.to_string())
 }
 
 /// The page that shows a new key's secret, this once.
@@ -758,12 +807,25 @@ fn shown_once(session: &Session, title: &str, minted: &serde_json::Value) -> Res
          llmlite keeps only its hash.</p>\
          <p><input id=\"secret\" class=\"secret\" readonly value=\"{}\">\
          <button type=\"button\" id=\"copy\" data-copy=\"secret\">Copy</button></p>\
-         <p>Alias: {} · name <code>{}</code></p><p><a href=\"/ui/keys\">Back to keys</a></p>\
+         <p>Alias: {} · name <code>{}</code></p>\
+         <p id=\"limits\">Tier {} · {} requests/min · {} tokens/min · budget {}</p>\
+         <p><a href=\"/ui/keys\">Back to keys</a></p>\
          <script src=\"/ui/static/console.js\"></script>",
         escape(title),
         escape(secret),
         escape(minted["key_alias"].as_str().unwrap_or("")),
         escape(minted["key_name"].as_str().unwrap_or("")),
+        escape(minted["tier"].as_str().unwrap_or("–")),
+        shown_limit(&minted["rpm_limit"]),
+        shown_limit(&minted["tpm_limit"]),
+        match (
+            minted["max_budget"].as_f64(),
+            minted["budget_duration"].as_str()
+        ) {
+            (None, _) => "none".to_owned(),
+            (Some(budget), Some(period)) => format!("${budget} per {}", escape(period)),
+            (Some(budget), None) => format!("${budget}"),
+        },
     );
     page(title, Some(session), &body)
 }
