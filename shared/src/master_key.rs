@@ -122,11 +122,20 @@ impl MasterKey {
         }
     }
 
-    fn keys(&self) -> Keys {
+    /// `f` of the keys as last read, under the read lock: nothing is copied on the request path.
+    fn with_keys<R>(&self, f: impl FnOnce(&Keys) -> R) -> R {
         match self.inner.keys.read() {
-            Ok(keys) => keys.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
+            Ok(keys) => f(&keys),
+            Err(poisoned) => f(&poisoned.into_inner()),
         }
+    }
+
+    fn keys(&self) -> Keys {
+        self.with_keys(Keys::clone)
+    }
+
+    fn due(&self) -> bool {
+        self.with_keys(|k| Instant::now() >= k.next_check)
     }
 
     /// Re-reads the secret when the TTL has passed. Only one caller reads; the others go on with
@@ -135,14 +144,14 @@ impl MasterKey {
         let Some(source) = &self.inner.source else {
             return;
         };
-        if Instant::now() < self.keys().next_check {
+        if !self.due() {
             return;
         }
         let Ok(_guard) = self.inner.refreshing.try_lock() else {
             return;
         };
         // Another caller may have refreshed between the check and the lock.
-        if Instant::now() < self.keys().next_check {
+        if !self.due() {
             return;
         }
         let refreshed = match source.read().await {
@@ -168,17 +177,18 @@ impl MasterKey {
     /// grace window. Constant-time in the key.
     pub async fn matches(&self, candidate: &str) -> bool {
         self.refresh_if_stale().await;
-        let keys = self.keys();
-        let previous = keys
-            .previous
-            .as_ref()
-            .is_some_and(|(key, until)| SystemTime::now() < *until && key.matches(candidate));
-        keys.current.matches(candidate) | previous
+        self.with_keys(|keys| {
+            let previous = keys
+                .previous
+                .as_ref()
+                .is_some_and(|(key, until)| SystemTime::now() < *until && key.matches(candidate));
+            keys.current.matches(candidate) | previous
+        })
     }
 
     /// The current key as last read (no refresh): what the console signs its sessions under.
     pub fn cached(&self) -> SecretKey {
-        self.keys().current
+        self.with_keys(|k| k.current.clone())
     }
 }
 
