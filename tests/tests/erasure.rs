@@ -397,3 +397,48 @@ async fn an_erasure_waits_for_requests_in_flight_and_pseudonyms_are_stable() {
     .await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn malformed_or_hostile_erasure_requests_are_refused_and_erase_nothing() {
+    let gw = TestGateway::start().await;
+    post(
+        &gw,
+        "/user/new",
+        MASTER_KEY,
+        json!({"user_id": "stays-put"}),
+    )
+    .await;
+    for (body, status) in [
+        (json!({"user_ids": ["stays-put"], "erase": "yes"}), 400),
+        (json!({"user_ids": ["stays-put"], "erase": 1}), 400),
+        (json!({"user_ids": [], "erase": true}), 400),
+        // PostgreSQL takes no NUL in text: refused as invalid, before anything changes.
+        (json!({"user_ids": ["stays\u{0}put"], "erase": true}), 400),
+        (
+            json!({"user_ids": ["stays-put\u{202e}"], "erase": true}),
+            404,
+        ),
+    ] {
+        let (got, answer) = post(&gw, "/user/delete", MASTER_KEY, body.clone()).await;
+        assert_eq!(got, status, "{body}: {answer}");
+        assert!(
+            answer["error"]["message"].is_string(),
+            "OpenAI shape: {answer}"
+        );
+    }
+    let (got, answer) = post(
+        &gw,
+        "/key/delete",
+        MASTER_KEY,
+        json!({"keys": ["sk-not\u{0}a-key-0000000000"], "erase": true}),
+    )
+    .await;
+    assert!((400..500).contains(&got), "{answer}");
+    let users: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM litellm_usertable WHERE user_id = 'stays-put'")
+            .persistent(false)
+            .fetch_one(&gw.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(users, 1, "nothing was erased");
+}
