@@ -470,6 +470,26 @@ impl Scanner {
     }
 }
 
+impl Scanner {
+    /// The guard over plain texts (an embeddings request's inputs, say): masks what `policy`
+    /// says to mask in place and reports the rest, as [`Scanner::guard`] does for a chat.
+    pub fn guard_texts<'t>(
+        &self,
+        texts: impl IntoIterator<Item = &'t mut String>,
+        policy: &Policy,
+    ) -> Report {
+        let mut pass = Pass {
+            scanner: self,
+            policy,
+            report: Report::default(),
+        };
+        for text in texts {
+            pass.text(text);
+        }
+        pass.report
+    }
+}
+
 /// One request's guard pass: what it applies, and what it has found so far.
 struct Pass<'a> {
     scanner: &'a Scanner,
