@@ -23,6 +23,8 @@
 //! - a request whose last message carries tool results answers `Tool result: <results>`;
 //! - with tools offered (and `tool_choice` not `none`), a user message naming one or more of them
 //!   (or `tool_choice` any/tool) gets a call to each, with input `{"input": "<the user's text>"}`;
+//! - a last user text with `[[say64:<base64>]]` is answered with the decoded text instead of
+//!   the echo below (text the prompt does not carry, for the answers' PII guard);
 //! - otherwise the answer is `echo: <the user's last text>`, cut at a stop sequence or at the
 //!   maximum tokens in words, with a reasoning block first when thinking was asked for.
 //!
@@ -195,6 +197,18 @@ fn behaviour_for(state: &DoubleState, model_id: &str, last_user_text: &str) -> B
         }
     }
     behaviour
+}
+
+/// The answer a `[[say64:<base64>]]` directive asks for: text the prompt does not carry (what
+/// the PII guard would otherwise mask on the way in), such as a card number in the answer.
+fn said(text: &str) -> Option<String> {
+    directives(text).iter().find_map(|d| {
+        let encoded = d.strip_prefix("say64:")?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok()?;
+        String::from_utf8(bytes).ok()
+    })
 }
 
 fn directives(text: &str) -> Vec<String> {
@@ -1054,7 +1068,7 @@ impl Reply {
                 .collect();
         }
         if reply.text.is_none() && reply.tool_calls.is_empty() {
-            let mut text = format!("echo: {user_text}");
+            let mut text = said(&user_text).unwrap_or_else(|| format!("echo: {user_text}"));
             if let Some(note) = request.image_note() {
                 text = format!("{text} {note}");
             }

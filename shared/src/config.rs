@@ -231,6 +231,9 @@ pub struct Config {
     pub pii_policy: crate::pii::Policy,
     /// Custom PII entities from `LLMLITE_PII_ENTITIES`: (name, regex), already checked.
     pub pii_custom: Vec<(String, String)>,
+    /// The detectors' settings: `LLMLITE_PII_PHONE_REGIONS` (default
+    /// `GB,US,IE,DE,FR,ES,IT,NL`) and `LLMLITE_PII_CONTEXT` (context words per entity).
+    pub pii_options: crate::pii::Options,
     /// `LLMLITE_PSEUDONYM_SECRET`: the key erasure's pseudonyms are made under (at least 32
     /// characters); without it the database keeps a random one ([`crate::admin::erasure`]).
     pub pseudonym_secret: Option<SecretKey>,
@@ -372,7 +375,7 @@ impl Config {
                     )
                 })?,
         };
-        let (pii_custom, pii_policy) = load_pii(env)?;
+        let (pii_custom, pii_policy, pii_options) = load_pii(env)?;
         let audit_bucket = non_empty(env, "LLMLITE_AUDIT_BUCKET");
         if audit_bucket.as_deref().is_some_and(|b| {
             !(3..=63).contains(&b.len())
@@ -401,6 +404,7 @@ impl Config {
             aws,
             pii_policy,
             pii_custom,
+            pii_options,
             rate_period: std::time::Duration::from_secs(rate_period),
             default_max_tokens,
             settlement_margin,
@@ -518,11 +522,47 @@ fn load_catalog(env: &impl EnvSource) -> Result<ModelCatalog, ConfigError> {
 }
 
 /// Custom PII entities and the global PII policy, checked.
-fn load_pii(
-    env: &impl EnvSource,
-) -> Result<(Vec<(String, String)>, crate::pii::Policy), ConfigError> {
+type PiiSettings = (
+    Vec<(String, String)>,
+    crate::pii::Policy,
+    crate::pii::Options,
+);
+
+fn load_pii(env: &impl EnvSource) -> Result<PiiSettings, ConfigError> {
     const ENTITIES: &str = "LLMLITE_PII_ENTITIES";
     const POLICY: &str = "LLMLITE_PII_POLICY";
+    const REGIONS: &str = "LLMLITE_PII_PHONE_REGIONS";
+    const CONTEXT: &str = "LLMLITE_PII_CONTEXT";
+    const SCAN_OUTPUT: &str = "LLMLITE_PII_SCAN_OUTPUT";
+    let mut options = crate::pii::Options::default();
+    if let Some(list) = non_empty(env, REGIONS) {
+        options.phone_regions = crate::pii::phone::regions(&list).map_err(|bad| {
+            ConfigError::new(
+                REGIONS,
+                format!("`{bad}` is not a region code libphonenumber knows (GB, US, DE, ...)"),
+            )
+        })?;
+        if options.phone_regions.is_empty() {
+            return Err(ConfigError::new(REGIONS, "names no region"));
+        }
+    }
+    if let Some(text) = non_empty(env, CONTEXT) {
+        let map: std::collections::BTreeMap<String, Vec<String>> = serde_json::from_str(&text)
+            .map_err(|_| {
+                ConfigError::new(
+                    CONTEXT,
+                    "must be a JSON object of entity to a list of words",
+                )
+            })?;
+        options.cues =
+            crate::pii::Cues::with_overrides(&map).map_err(|e| ConfigError::new(CONTEXT, e))?;
+    }
+    let scan_output = match non_empty(env, SCAN_OUTPUT).as_deref() {
+        None => None,
+        Some("false" | "0") => Some(false),
+        Some("true" | "1") => Some(true),
+        Some(_) => return Err(ConfigError::new(SCAN_OUTPUT, "must be true or false")),
+    };
     let custom: Vec<(String, String)> = match non_empty(env, ENTITIES) {
         None => Vec::new(),
         Some(text) => {
@@ -534,8 +574,8 @@ fn load_pii(
             custom
         }
     };
-    let scanner =
-        crate::pii::Scanner::new(&custom).map_err(|e| ConfigError::new(ENTITIES, e.to_string()))?;
+    let scanner = crate::pii::Scanner::with_options(&custom, &options)
+        .map_err(|e| ConfigError::new(ENTITIES, e.to_string()))?;
     let policy = match non_empty(env, POLICY) {
         None => crate::pii::Policy::builtin(),
         Some(text) => {
@@ -546,7 +586,11 @@ fn load_pii(
             crate::pii::Policy::builtin().overlay(&overrides)
         }
     };
-    Ok((custom, policy))
+    let policy = match scan_output {
+        Some(scan) => policy.with_output(scan),
+        None => policy,
+    };
+    Ok((custom, policy, options))
 }
 
 #[cfg(test)]
@@ -638,7 +682,7 @@ mod tests {
 
     #[test]
     fn pii_settings_are_checked() {
-        let (custom, policy) = load_pii(&env(&[
+        let (custom, policy, _) = load_pii(&env(&[
             ("LLMLITE_PII_ENTITIES", r#"{"TICKET": "TCK-\\d+"}"#),
             (
                 "LLMLITE_PII_POLICY",

@@ -85,6 +85,10 @@ pub enum ApiError {
     /// matched text.
     #[error("request blocked by the PII policy: the prompt contains {}", .entities.join(", "))]
     PiiBlocked { entities: Vec<String> },
+    /// The PII guard withheld the model's answer (`"output": true` in the policy): only entity
+    /// types and counts are named. The request is charged; the tokens were produced.
+    #[error("answer withheld by the PII policy: it contains {}; the request is charged, as the model produced it", .entities.join(", "))]
+    PiiBlockedOutput { entities: Vec<String> },
 
     #[error("no API key: send `Authorization: Bearer sk-...` or `x-api-key`")]
     MissingApiKey,
@@ -192,7 +196,8 @@ impl ApiError {
             ApiError::InvalidRequest { .. }
             | ApiError::InvalidJson(_)
             | ApiError::UnsupportedContentType { .. }
-            | ApiError::PiiBlocked { .. } => StatusCode::BAD_REQUEST,
+            | ApiError::PiiBlocked { .. }
+            | ApiError::PiiBlockedOutput { .. } => StatusCode::BAD_REQUEST,
             ApiError::MissingApiKey
             | ApiError::InvalidApiKey
             | ApiError::ExpiredKey
@@ -224,6 +229,7 @@ impl ApiError {
             | ApiError::InvalidJson(_)
             | ApiError::UnsupportedContentType { .. } => "invalid_request_error",
             ApiError::PiiBlocked { .. } => "pii_blocked",
+            ApiError::PiiBlockedOutput { .. } => "pii_blocked_output",
             ApiError::MissingApiKey => "missing_api_key",
             ApiError::InvalidApiKey => "token_not_found_in_db",
             ApiError::ExpiredKey => "expired_key",

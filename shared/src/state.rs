@@ -98,10 +98,11 @@ impl AppState {
             db.clone(),
         );
         let rate_period = config.rate_period;
-        let pii = crate::pii::Scanner::new(&config.pii_custom).map_err(|e| ConfigError {
-            variable: "LLMLITE_PII_ENTITIES",
-            reason: e.to_string(),
-        })?;
+        let pii = crate::pii::Scanner::with_options(&config.pii_custom, &config.pii_options)
+            .map_err(|e| ConfigError {
+                variable: "LLMLITE_PII_ENTITIES",
+                reason: e.to_string(),
+            })?;
         Ok(AppState {
             config: Arc::new(config),
             db,

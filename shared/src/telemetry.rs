@@ -121,7 +121,7 @@ pub fn emf_line(m: &RequestMetrics, timestamp_ms: i64) -> Value {
         "Throttled": flag(m.status == 429),
         "AuthFailures": flag(m.status == 401),
         "BudgetRejected": flag(m.error_type.as_deref() == Some("budget_exceeded")),
-        "PiiBlocked": flag(m.error_type.as_deref() == Some("pii_blocked")),
+        "PiiBlocked": flag(matches!(m.error_type.as_deref(), Some("pii_blocked" | "pii_blocked_output"))),
         "Errors5xx": flag(m.status >= 500),
     })
 }

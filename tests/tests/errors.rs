@@ -123,6 +123,12 @@ fn every_variant() -> Vec<(ApiError, StatusCode)> {
             StatusCode::CONFLICT,
         ),
         (ApiError::ResponseTooLarge, StatusCode::BAD_GATEWAY),
+        (
+            ApiError::PiiBlockedOutput {
+                entities: vec!["CREDIT_CARD (1)".into()],
+            },
+            StatusCode::BAD_REQUEST,
+        ),
     ]
 }
 
@@ -154,6 +160,7 @@ fn variant_number(error: &ApiError) -> usize {
         ApiError::ModelNotFound { .. } => 22,
         ApiError::Conflict(_) => 23,
         ApiError::ResponseTooLarge => 24,
+        ApiError::PiiBlockedOutput { .. } => 25,
     }
 }
 
@@ -164,7 +171,7 @@ async fn every_error_variant_renders_the_openai_shape_with_its_status() {
     covered.sort_unstable();
     assert_eq!(
         covered,
-        (0..=24).collect::<Vec<_>>(),
+        (0..=25).collect::<Vec<_>>(),
         "every variant exactly once"
     );
 

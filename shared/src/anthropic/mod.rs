@@ -475,10 +475,11 @@ pub async fn messages(
     let answer = Answer {
         alias: parsed.model.clone(),
     };
+    let output = crate::pii::OutputGuard::new(&state.pii, policy);
     if parsed.stream {
-        stream::respond(state, plan, answer, admitted, guard, invocation).await
+        stream::respond(state, plan, answer, admitted, guard, invocation, output).await
     } else {
-        complete(state, plan, answer, admitted, guard, invocation).await
+        complete(state, plan, answer, admitted, guard, invocation, output).await
     }
 }
 
@@ -523,6 +524,7 @@ async fn complete(
     admitted: admission::Admitted,
     mut guard: Guard,
     invocation: Invocation,
+    output: Option<crate::pii::OutputGuard>,
 ) -> Result<Response, AnthropicError> {
     let upstream = std::time::Instant::now();
     let called = chat::until_deadline(
@@ -540,12 +542,12 @@ async fn complete(
     )
     .await;
     guard.record().upstream_ms = upstream.elapsed().as_secs_f64() * 1000.0;
-    let (output, planned) = match called {
+    let (called, planned) = match called {
         Some(Ok(called)) => called,
         Some(Err(error)) => return Err(chat::fail(guard, error).into()),
         None => return Err(chat::end(guard, chat::deadline_error(), Status::Deadline).into()),
     };
-    let mut message: Value = match serde_json::from_slice(output.body().as_ref()) {
+    let mut message: Value = match serde_json::from_slice(called.body().as_ref()) {
         Ok(Value::Object(message)) => Value::Object(message),
         _ => {
             let error = ApiError::Upstream("the model's answer was not a message".into());
@@ -554,9 +556,17 @@ async fn complete(
     };
     let usage = usage_of(message.get("usage"));
     message["model"] = json!(answer.alias);
+    guard.record().charge(&planned.model, usage);
+    if let Some(mut output) = output {
+        guard_answer(&mut output, &mut message);
+        guard.record().note_output(output.report());
+        if let Some(error) = output.blocked() {
+            // The answer is withheld; the request pays for it, as the model produced it.
+            return Err(chat::end(guard, error, Status::Failure).into());
+        }
+    }
     let bytes = serde_json::to_vec(&message).unwrap_or_default();
     let record = guard.record();
-    record.charge(&planned.model, usage);
     record.response_bytes = bytes.len() as u64;
     record.status_code = 200;
     let mut response = ([(header::CONTENT_TYPE, "application/json")], bytes).into_response();
@@ -569,6 +579,26 @@ async fn complete(
     write_dropped(response.headers_mut(), planned);
     guard.finish(Status::Success);
     Ok(response)
+}
+
+/// The output guard over a whole message: its text, thinking and tool-use input. (A masked
+/// thinking block no longer matches its signature: sent back, Bedrock refuses it.)
+fn guard_answer(output: &mut crate::pii::OutputGuard, message: &mut Value) {
+    for block in message
+        .get_mut("content")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        for field in ["text", "thinking"] {
+            if let Some(Value::String(text)) = block.get_mut(field) {
+                output.text(text);
+            }
+        }
+        if let Some(input) = block.get_mut("input") {
+            output.json(input);
+        }
+    }
 }
 
 /// `POST /v1/messages/count_tokens`: Bedrock's `CountTokens` where the model takes it, else an

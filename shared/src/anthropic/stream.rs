@@ -5,7 +5,13 @@
 //! deadline ends the stream with an `error` event; the request settles for what was produced.
 //! Behind an ALB (one buffered body of at most 1 MB) consecutive deltas of one content block
 //! are coalesced, and a body that would still outgrow the limit ends with an `error` event.
+//!
+//! When answers are scanned for PII, each content block's deltas go through the
+//! [`OutputGuard`]'s held-back window, and what it still holds goes out before the block's
+//! `content_block_stop`; a BLOCK finding ends the stream with an `error` event, and the model's
+//! stream is read to its end (unsent) for Bedrock's own token count.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use aws_sdk_bedrockruntime::primitives::Blob;
@@ -25,6 +31,7 @@ use crate::chat::invocation::{Delivery, Invocation, escaped_len};
 use crate::chat::record::Status;
 use crate::chat::{self};
 use crate::error::ApiError;
+use crate::pii::OutputGuard;
 use crate::settlement::Guard;
 use crate::state::AppState;
 
@@ -42,6 +49,7 @@ pub(super) async fn respond(
     admitted: Admitted,
     mut guard: Guard,
     invocation: Invocation,
+    output: Option<OutputGuard>,
 ) -> Result<Response, AnthropicError> {
     let upstream = std::time::Instant::now();
     let called = chat::until_deadline(
@@ -58,7 +66,7 @@ pub(super) async fn respond(
         }),
     )
     .await;
-    let (output, planned) = match called {
+    let (called, planned) = match called {
         Some(Ok(called)) => called,
         Some(Err(error)) => {
             guard.record().upstream_ms = upstream.elapsed().as_secs_f64() * 1000.0;
@@ -89,8 +97,10 @@ pub(super) async fn respond(
         deltas: 0,
         delta_bytes: 0,
         sent_bytes: 0,
+        guard_output: output,
+        kinds: HashMap::new(),
     };
-    tokio::spawn(relay.run(output.body, sender, guard, upstream));
+    tokio::spawn(relay.run(called.body, sender, guard, upstream));
     Ok(response)
 }
 
@@ -101,6 +111,8 @@ enum End {
     Upstream(ApiError),
     Deadline,
     TooLarge,
+    /// The PII guard withheld the rest of the answer.
+    Blocked(ApiError),
 }
 
 struct Relay {
@@ -120,6 +132,10 @@ struct Relay {
     deltas: u64,
     delta_bytes: u64,
     sent_bytes: u64,
+    /// The answer's PII guard, when answers are scanned.
+    guard_output: Option<OutputGuard>,
+    /// Each content block's delta type and text field, for the text the guard still holds.
+    kinds: HashMap<i64, (String, &'static str)>,
 }
 
 /// The text a `content_block_delta` carries, and the field it is in.
@@ -144,24 +160,19 @@ impl Relay {
         upstream: std::time::Instant,
     ) {
         let mut end = self.relay(&mut events, &sender).await;
+        if let End::Blocked(error) = end {
+            return self.withhold(events, sender, guard, upstream, error).await;
+        }
+        if let Some(output) = &self.guard_output {
+            guard.record().note_output(output.report());
+        }
         if !matches!(end, End::ClientGone | End::TooLarge)
             && let Err(unsent) = self.flush(&sender).await
         {
             end = unsent;
         }
         let estimated_input = guard.record().estimated_input;
-        let relayed = self.deltas.max(self.delta_bytes.div_ceil(4));
-        let usage = match self.usage {
-            Some(usage) => TokenUsage {
-                output: self.output.max(usage.output).max(relayed),
-                ..usage
-            },
-            None => TokenUsage {
-                input: estimated_input,
-                output: relayed,
-                ..TokenUsage::default()
-            },
-        };
+        let usage = self.best_usage(estimated_input);
         let record = guard.record();
         record.upstream_ms = upstream.elapsed().as_secs_f64() * 1000.0;
         record.charge(&self.model, usage);
@@ -171,6 +182,7 @@ impl Relay {
             End::Upstream(error) => (Status::UpstreamCut, Some(error)),
             End::Deadline => (Status::Deadline, Some(chat::deadline_error())),
             End::TooLarge => (Status::Failure, Some(ApiError::ResponseTooLarge)),
+            End::Blocked(error) => (Status::Failure, Some(error)),
         };
         match &error {
             None if status == Status::Success => record.status_code = 200,
@@ -183,6 +195,139 @@ impl Relay {
         guard.record().response_bytes = self.sent_bytes;
         drop(sender);
         guard.finish(status);
+    }
+
+    /// The usage to charge: Bedrock's, with the output relayed as a floor; or the prompt estimate
+    /// and the output relayed.
+    fn best_usage(&self, estimated_input: u64) -> TokenUsage {
+        let relayed = self.deltas.max(self.delta_bytes.div_ceil(4));
+        match self.usage {
+            Some(usage) => TokenUsage {
+                output: self.output.max(usage.output).max(relayed),
+                ..usage
+            },
+            None => TokenUsage {
+                input: estimated_input,
+                output: relayed,
+                ..TokenUsage::default()
+            },
+        }
+    }
+
+    /// Ends an answer the PII guard withheld: what was released goes out, then the `error`
+    /// event, and the client's stream ends. The model's stream is read on, unsent, to its end
+    /// (or the deadline) for Bedrock's own count; the request pays for what the model produced.
+    async fn withhold(
+        mut self,
+        mut events: EventReceiver<ResponseStream, ResponseStreamError>,
+        sender: mpsc::Sender<Bytes>,
+        mut guard: Guard,
+        upstream: std::time::Instant,
+        error: ApiError,
+    ) {
+        let _ = self.flush(&sender).await;
+        let _ = self.deliver(&sender, sse(&error_body(&error)), true).await;
+        drop(sender);
+        let deadline = self.deadline;
+        chat::stream::drain(&mut events, deadline, |received| {
+            if let ResponseStream::Chunk(part) = received
+                && let Some(Ok(mut event)) = part
+                    .bytes()
+                    .map(|b| serde_json::from_slice::<Value>(b.as_ref()))
+            {
+                self.account(&mut event);
+            }
+        })
+        .await;
+        let estimated_input = guard.record().estimated_input;
+        let usage = self.best_usage(estimated_input);
+        let record = guard.record();
+        record.upstream_ms = upstream.elapsed().as_secs_f64() * 1000.0;
+        record.charge(&self.model, usage);
+        if let Some(output) = &self.guard_output {
+            record.note_output(output.report());
+        }
+        record.fail(&error);
+        record.response_bytes = self.sent_bytes;
+        guard.finish(Status::Failure);
+    }
+
+    /// Notes what an event tells of the usage, and takes Bedrock's invocation metrics out of it.
+    fn account(&mut self, event: &mut Value) {
+        match event
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+        {
+            "message_start" => {
+                self.usage = Some(super::usage_of(
+                    event.get("message").and_then(|m| m.get("usage")),
+                ));
+            }
+            "content_block_delta" => {
+                if let Some((_, text)) = delta_text(event) {
+                    self.deltas += 1;
+                    self.delta_bytes += text.len() as u64;
+                }
+            }
+            "message_delta" => {
+                let output = usage_of(event.get("usage")).output;
+                self.output = self.output.max(output);
+            }
+            "message_stop" => {
+                if let Some(metrics) = event
+                    .as_object_mut()
+                    .and_then(|e| e.remove("amazon-bedrock-invocationMetrics"))
+                    && self.usage.is_none()
+                {
+                    let count = |f: &str| metrics.get(f).and_then(Value::as_u64).unwrap_or(0);
+                    self.usage = Some(TokenUsage {
+                        input: count("inputTokenCount"),
+                        output: count("outputTokenCount"),
+                        ..TokenUsage::default()
+                    });
+                }
+                self.finished = true;
+            }
+            _ => {}
+        }
+    }
+
+    /// A content block's delta through the output guard: `None` while the guard holds its text
+    /// back (or has blocked the answer).
+    fn screened(&mut self, mut event: Value) -> Option<Value> {
+        let Some(output) = &mut self.guard_output else {
+            return Some(event);
+        };
+        let index = event.get("index").and_then(Value::as_i64).unwrap_or(0);
+        let (field, text) = delta_text(&event)?;
+        let kind = event["delta"]
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("text_delta")
+            .to_owned();
+        let released = output.push(index, text);
+        self.kinds.insert(index, (kind, field));
+        if released.is_empty() {
+            return None;
+        }
+        event["delta"][field] = Value::String(released);
+        Some(event)
+    }
+
+    /// What the output guard still holds for block `index`, as one delta, before its end.
+    fn held_delta(&mut self, index: i64) -> Option<Value> {
+        let output = self.guard_output.as_mut()?;
+        let released = output.flush(index);
+        let (kind, field) = self.kinds.get(&index)?;
+        if released.is_empty() {
+            return None;
+        }
+        Some(json!({
+            "type": "content_block_delta",
+            "index": index,
+            "delta": { "type": kind, *field: released },
+        }))
     }
 
     /// Sends one event. In a buffered response it must fit, and only the `last` events may use
@@ -238,45 +383,38 @@ impl Relay {
 
     /// One Bedrock chunk: an Anthropic event, noted and relayed.
     async fn event(&mut self, sender: &mpsc::Sender<Bytes>, mut event: Value) -> Result<(), End> {
+        self.account(&mut event);
         match event
             .get("type")
             .and_then(Value::as_str)
             .unwrap_or_default()
         {
             "message_start" => {
-                self.usage = Some(super::usage_of(
-                    event.get("message").and_then(|m| m.get("usage")),
-                ));
                 if let Some(message) = event.get_mut("message") {
                     message["model"] = json!(self.alias);
                 }
                 self.emit(sender, event).await?;
                 return self.emit(sender, json!({"type": "ping"})).await;
             }
-            "content_block_delta" => {
-                if let Some((_, text)) = delta_text(&event) {
-                    self.deltas += 1;
-                    self.delta_bytes += text.len() as u64;
+            "content_block_delta" if delta_text(&event).is_some() => {
+                let screened = self.screened(event);
+                if let Some(error) = self.guard_output.as_ref().and_then(OutputGuard::blocked) {
+                    return Err(End::Blocked(error));
                 }
+                return match screened {
+                    Some(event) => self.emit(sender, event).await,
+                    None => Ok(()),
+                };
             }
-            "message_delta" => {
-                let output = usage_of(event.get("usage")).output;
-                self.output = self.output.max(output);
-            }
-            "message_stop" => {
-                if let Some(metrics) = event
-                    .as_object_mut()
-                    .and_then(|e| e.remove("amazon-bedrock-invocationMetrics"))
-                    && self.usage.is_none()
-                {
-                    let count = |f: &str| metrics.get(f).and_then(Value::as_u64).unwrap_or(0);
-                    self.usage = Some(TokenUsage {
-                        input: count("inputTokenCount"),
-                        output: count("outputTokenCount"),
-                        ..TokenUsage::default()
-                    });
+            "content_block_stop" => {
+                let index = event.get("index").and_then(Value::as_i64).unwrap_or(0);
+                let held = self.held_delta(index);
+                if let Some(error) = self.guard_output.as_ref().and_then(OutputGuard::blocked) {
+                    return Err(End::Blocked(error));
                 }
-                self.finished = true;
+                if let Some(held) = held {
+                    self.emit(sender, held).await?;
+                }
             }
             _ => {}
         }

@@ -11,6 +11,7 @@ use crate::admission::{Admitted, Refusal};
 use crate::bedrock::{self, BedrockFailure, JSON_TOOL, Planned};
 use crate::catalog::TokenUsage;
 use crate::openai::{ChatCompletion, Choice, FunctionCall, ResponseMessage, ToolCall};
+use crate::pii::OutputGuard;
 use crate::settlement::Guard;
 use crate::state::AppState;
 
@@ -23,6 +24,7 @@ pub(super) async fn respond(
     admitted: Admitted,
     mut guard: Guard,
     invocation: Invocation,
+    output: Option<OutputGuard>,
 ) -> Result<Response, Refusal> {
     let upstream = std::time::Instant::now();
     let called = until_deadline(
@@ -34,17 +36,25 @@ pub(super) async fn respond(
     )
     .await;
     guard.record().upstream_ms = upstream.elapsed().as_secs_f64() * 1000.0;
-    let (output, planned) = match called {
+    let (called_output, planned) = match called {
         Some(Ok(called)) => called,
         Some(Err(error)) => return Err(fail(guard, error)),
         // Cut: the prompt was read, the answer is lost; it pays the prompt at the estimate.
         None => return Err(end(guard, deadline_error(), Status::Deadline)),
     };
-    let usage = bedrock::token_usage(output.usage());
-    let body = completion_body(&output, &answer, planned.converse.json_tool, &usage);
+    let usage = bedrock::token_usage(called_output.usage());
+    let mut body = completion_body(&called_output, &answer, planned.converse.json_tool, &usage);
+    guard.record().charge(&planned.model, usage);
+    if let Some(mut output) = output {
+        guard_answer(&mut output, &mut body);
+        guard.record().note_output(output.report());
+        if let Some(error) = output.blocked() {
+            // The answer is withheld; the request pays for it, as the model produced it.
+            return Err(end(guard, error, Status::Failure));
+        }
+    }
     let bytes = serde_json::to_vec(&body).unwrap_or_default();
     let record = guard.record();
-    record.charge(&planned.model, usage);
     record.response_bytes = bytes.len() as u64;
     record.status_code = 200;
     let mut response = ([(header::CONTENT_TYPE, "application/json")], bytes).into_response();
@@ -56,6 +66,22 @@ pub(super) async fn respond(
     );
     guard.finish(Status::Success);
     Ok(response)
+}
+
+/// The output guard over a whole answer: its text, reasoning and tool-call arguments.
+fn guard_answer(output: &mut OutputGuard, body: &mut ChatCompletion) {
+    for choice in &mut body.choices {
+        let message = &mut choice.message;
+        for text in [&mut message.content, &mut message.reasoning_content]
+            .into_iter()
+            .flatten()
+        {
+            output.text(text);
+        }
+        for call in message.tool_calls.iter_mut().flatten() {
+            output.text(&mut call.function.arguments);
+        }
+    }
 }
 
 fn completion_body(

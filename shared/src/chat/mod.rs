@@ -155,6 +155,8 @@ struct Answer {
     created: i64,
     /// The alias the client asked for: responses name it, whichever model served.
     alias: String,
+    /// A stream ends with a usage chunk (`stream_options.include_usage`).
+    include_usage: bool,
 }
 
 async fn chat_completions(
@@ -220,21 +222,26 @@ async fn chat_completions(
         guard.for_model(std::sync::Arc::clone(&asked.model));
     }
     state.hooks.after_admission();
-    let plan = match guard_prompt(&state, &mut request, &admitted, plan, &mut guard) {
-        Ok(plan) => plan,
+    let (plan, policy) = match guard_prompt(&state, &mut request, &admitted, plan, &mut guard) {
+        Ok(guarded) => guarded,
         Err(error) => return Err(fail(guard, error)),
     };
+    let output = crate::pii::OutputGuard::new(&state.pii, policy);
 
     // Call, respond; settlement follows the response.
     let answer = Answer {
         id: format!("chatcmpl-{}", request_id.simple()),
         created: chrono::Utc::now().timestamp(),
         alias: request.model.clone(),
+        include_usage: request
+            .stream_options
+            .as_ref()
+            .is_some_and(|o| o.include_usage),
     };
     if request.stream.unwrap_or(false) {
-        stream::respond(state, plan, &request, answer, admitted, guard, invocation).await
+        stream::respond(state, plan, answer, admitted, guard, invocation, output).await
     } else {
-        complete::respond(state, plan, answer, admitted, guard, invocation).await
+        complete::respond(state, plan, answer, admitted, guard, invocation, output).await
     }
 }
 
@@ -272,14 +279,15 @@ pub(crate) async fn until_deadline<T>(
 }
 
 /// The PII guard, before anything leaves: global policy, then the team's, then the key's. Drops
-/// the fallbacks the key may not use, and translates again what masking changed.
+/// the fallbacks the key may not use, and translates again what masking changed. Returns the
+/// plan and the policy, which the answer's guard applies too.
 fn guard_prompt(
     state: &AppState,
     request: &mut ChatCompletionRequest,
     admitted: &Admitted,
     mut plan: Vec<Planned>,
     guard: &mut Guard,
-) -> Result<Vec<Planned>, ApiError> {
+) -> Result<(Vec<Planned>, crate::pii::Policy), ApiError> {
     let mut position = 0;
     plan.retain(|p| {
         position += 1;
@@ -290,7 +298,7 @@ fn guard_prompt(
     let record = guard.record();
     record.pii = report.to_json();
     if report.counts.is_empty() {
-        return Ok(plan);
+        return Ok((plan, policy));
     }
     if let Value::Object(metadata) = &mut record.metadata {
         metadata.insert("llmlite_pii".to_owned(), report.to_json());
@@ -301,7 +309,8 @@ fn guard_prompt(
         });
     }
     let models: Vec<_> = plan.into_iter().map(|p| p.model).collect();
-    bedrock::plan(request, &models, state.config.default_max_tokens)
+    let plan = bedrock::plan(request, &models, state.config.default_max_tokens)?;
+    Ok((plan, policy))
 }
 
 /// No NUL or other C0 control character but tab, CR and LF: what a spend row may keep.

@@ -166,6 +166,9 @@ pub struct RequestRecord {
     pub error_type: Option<String>,
     /// PII findings by entity type (counts only).
     pub pii: serde_json::Value,
+    /// PII findings in the model's answer, when answers are scanned (counts only).
+    #[serde(default = "empty_object")]
+    pub pii_output: serde_json::Value,
     pub response_bytes: u64,
     pub latency_ms: f64,
     pub upstream_ms: f64,
@@ -197,6 +200,7 @@ impl RequestRecord {
             status_code: 0,
             error_type: None,
             pii: serde_json::json!({}),
+            pii_output: serde_json::json!({}),
             response_bytes: 0,
             latency_ms: 0.0,
             upstream_ms: 0.0,
@@ -209,6 +213,18 @@ impl RequestRecord {
         self.model_id = Some(model.bedrock_model_id.clone());
         self.tokens = usage.into();
         self.cost = model.prices.cost(&usage);
+    }
+
+    /// Notes what the output guard found in the answer: in the audit record, and with the
+    /// spend row's metadata as `llmlite_pii_output`.
+    pub fn note_output(&mut self, report: &crate::pii::Report) {
+        if report.counts.is_empty() {
+            return;
+        }
+        self.pii_output = report.to_json();
+        if let serde_json::Value::Object(metadata) = &mut self.metadata {
+            metadata.insert("llmlite_pii_output".to_owned(), report.to_json());
+        }
     }
 
     /// Ends the record with `error` (no usage is charged here; see [`RequestRecord::charge`]).
@@ -247,6 +263,7 @@ impl RequestRecord {
             "status_code": self.status_code,
             "error_type": self.error_type,
             "pii": self.pii,
+            "pii_output": self.pii_output,
             "client_ip": self.client.ip,
             "user_agent": self.client.user_agent,
         })
@@ -275,4 +292,8 @@ impl RequestRecord {
     pub fn audit_key(&self) -> String {
         crate::audit::request_key(self.timestamp, &self.request_id.to_string())
     }
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::json!({})
 }

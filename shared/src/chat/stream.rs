@@ -6,6 +6,10 @@
 //! A buffered response (behind an ALB, which hands the client the body once complete and takes
 //! at most 1 MB) coalesces consecutive deltas of one kind into one chunk, and ends with an error
 //! event rather than outgrow its limit.
+//!
+//! When answers are scanned for PII, each content block's text goes through the
+//! [`OutputGuard`]'s held-back window; a BLOCK finding ends the stream with an error event, and
+//! the model's stream is read to its end (unsent) for Bedrock's own token count.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -28,9 +32,8 @@ use crate::admission::{Admitted, Refusal};
 use crate::bedrock::{self, BedrockFailure, JSON_TOOL, Planned};
 use crate::catalog::{ModelEntry, TokenUsage};
 use crate::error::ApiError;
-use crate::openai::{
-    ChatCompletionChunk, ChatCompletionRequest, ChunkChoice, Delta, FunctionDelta, ToolCallDelta,
-};
+use crate::openai::{ChatCompletionChunk, ChunkChoice, Delta, FunctionDelta, ToolCallDelta};
+use crate::pii::OutputGuard;
 use crate::settlement::Guard;
 use crate::state::AppState;
 
@@ -39,11 +42,11 @@ use crate::state::AppState;
 pub(super) async fn respond(
     state: AppState,
     plan: Vec<Planned>,
-    request: &ChatCompletionRequest,
     answer: Answer,
     admitted: Admitted,
     mut guard: Guard,
     invocation: Invocation,
+    output: Option<OutputGuard>,
 ) -> Result<Response, Refusal> {
     let upstream = std::time::Instant::now();
     let called = until_deadline(
@@ -54,7 +57,7 @@ pub(super) async fn respond(
         }),
     )
     .await;
-    let (output, planned) = match called {
+    let (called, planned) = match called {
         Some(Ok(called)) => called,
         Some(Err(error)) => {
             guard.record().upstream_ms = upstream.elapsed().as_secs_f64() * 1000.0;
@@ -65,10 +68,7 @@ pub(super) async fn respond(
             return Err(end(guard, deadline_error(), Status::Deadline));
         }
     };
-    let include_usage = request
-        .stream_options
-        .as_ref()
-        .is_some_and(|o| o.include_usage);
+    let include_usage = answer.include_usage;
     let (sender, mut response) = event_stream();
     write_headers(response.headers_mut(), &admitted, None, None);
     let translator = StreamTranslator {
@@ -87,9 +87,35 @@ pub(super) async fn respond(
             Delivery::Streamed => None,
             Delivery::Buffered { limit_bytes } => Some(Coalescer::new(limit_bytes)),
         },
+        output,
+        kinds: HashMap::new(),
     };
-    tokio::spawn(translator.run(output.stream, sender, include_usage, guard, upstream));
+    tokio::spawn(translator.run(called.stream, sender, include_usage, guard, upstream));
     Ok(response)
+}
+
+/// Reads the rest of a model's stream, unsent, until it ends, fails or `deadline` passes,
+/// handing each event to `each`: what an answer the PII guard withheld still owes its count.
+pub(crate) async fn drain<T, E>(
+    events: &mut EventReceiver<T, E>,
+    deadline: Option<tokio::time::Instant>,
+    mut each: impl FnMut(T),
+) where
+    T: std::fmt::Debug,
+    E: std::error::Error + std::fmt::Debug,
+{
+    let out_of_time = super::invocation::passed(deadline);
+    tokio::pin!(out_of_time);
+    loop {
+        let event = tokio::select! {
+            () = &mut out_of_time => return,
+            event = events.recv() => event,
+        };
+        match event {
+            Ok(Some(event)) => each(event),
+            Ok(None) | Err(_) => return,
+        }
+    }
 }
 
 /// A server-sent-event response whose body is what is sent on the returned channel, as it is
@@ -136,6 +162,18 @@ struct StreamTranslator {
     deadline: Option<tokio::time::Instant>,
     /// A buffered response's coalescing and limit; `None` when streamed.
     buffer: Option<Coalescer>,
+    /// The answer's PII guard, when answers are scanned.
+    output: Option<OutputGuard>,
+    /// What each content block's text is, for the guard's held text.
+    kinds: HashMap<i32, Kind>,
+}
+
+/// What a content block's text deltas are.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Content,
+    Reasoning,
+    Arguments(u32),
 }
 
 /// How a relayed stream ended.
@@ -146,6 +184,8 @@ enum End {
     Deadline,
     /// A buffered response reached its limit.
     TooLarge,
+    /// The PII guard withheld the rest of the answer.
+    Blocked(ApiError),
 }
 
 /// Why an event was not sent.
@@ -314,16 +354,6 @@ impl StreamTranslator {
         })
     }
 
-    fn content(text: &str) -> Piece {
-        (
-            Delta {
-                content: Some(text.to_owned()),
-                ..Delta::default()
-            },
-            None,
-        )
-    }
-
     fn tool_delta(delta: ToolCallDelta) -> Piece {
         (
             Delta {
@@ -348,6 +378,62 @@ impl StreamTranslator {
             output: self.deltas.max(self.delta_bytes.div_ceil(4)),
             ..TokenUsage::default()
         })
+    }
+
+    /// A text delta of `block` as a piece: as it came, or through the output guard's window
+    /// (nothing, while it holds the text back).
+    fn screened(&mut self, block: i32, kind: Kind, text: &str) -> Vec<Piece> {
+        let released = match &mut self.output {
+            None => text.to_owned(),
+            Some(output) => {
+                self.kinds.insert(block, kind);
+                output.push(i64::from(block), text)
+            }
+        };
+        if released.is_empty() {
+            return Vec::new();
+        }
+        vec![Self::piece(kind, released)]
+    }
+
+    /// The text the output guard still holds for `block`, which has ended.
+    fn flushed(&mut self, block: i32) -> Vec<Piece> {
+        let (Some(output), Some(kind)) = (&mut self.output, self.kinds.get(&block).copied()) else {
+            return Vec::new();
+        };
+        let released = output.flush(i64::from(block));
+        if released.is_empty() {
+            return Vec::new();
+        }
+        vec![Self::piece(kind, released)]
+    }
+
+    fn piece(kind: Kind, text: String) -> Piece {
+        match kind {
+            Kind::Content => (
+                Delta {
+                    content: Some(text),
+                    ..Delta::default()
+                },
+                None,
+            ),
+            Kind::Reasoning => (
+                Delta {
+                    reasoning_content: Some(text),
+                    ..Delta::default()
+                },
+                None,
+            ),
+            Kind::Arguments(index) => Self::tool_delta(ToolCallDelta {
+                index,
+                id: None,
+                kind: None,
+                function: FunctionDelta {
+                    name: None,
+                    arguments: text,
+                },
+            }),
+        }
     }
 
     /// The chunks one Bedrock event becomes, as deltas and finish reasons.
@@ -383,25 +469,17 @@ impl StreamTranslator {
                 match delta.delta() {
                     Some(ContentBlockDelta::Text(text)) => {
                         self.count(text);
-                        vec![Self::content(text)]
+                        self.screened(block, Kind::Content, text)
                     }
                     Some(ContentBlockDelta::ToolUse(tool)) if self.json_block == Some(block) => {
                         self.count(tool.input());
-                        vec![Self::content(tool.input())]
+                        self.screened(block, Kind::Content, tool.input())
                     }
                     Some(ContentBlockDelta::ToolUse(tool)) => {
                         match self.tool_index.get(&block).copied() {
                             Some(index) => {
                                 self.count(tool.input());
-                                vec![Self::tool_delta(ToolCallDelta {
-                                    index,
-                                    id: None,
-                                    kind: None,
-                                    function: FunctionDelta {
-                                        name: None,
-                                        arguments: tool.input().to_owned(),
-                                    },
-                                })]
+                                self.screened(block, Kind::Arguments(index), tool.input())
                             }
                             None => Vec::new(),
                         }
@@ -410,16 +488,13 @@ impl StreamTranslator {
                         ReasoningContentBlockDelta::Text(text),
                     )) => {
                         self.count(text);
-                        vec![(
-                            Delta {
-                                reasoning_content: Some(text.clone()),
-                                ..Delta::default()
-                            },
-                            None,
-                        )]
+                        self.screened(block, Kind::Reasoning, text)
                     }
                     _ => Vec::new(),
                 }
+            }
+            ConverseStreamOutput::ContentBlockStop(stop) => {
+                self.flushed(stop.content_block_index())
             }
             ConverseStreamOutput::MessageStop(stop) => {
                 self.finished = true;
@@ -427,7 +502,18 @@ impl StreamTranslator {
                 if self.json_tool && reason == "tool_calls" {
                     reason = "stop";
                 }
-                vec![(Delta::default(), Some(reason))]
+                let held: Vec<i32> = self
+                    .output
+                    .as_ref()
+                    .map(OutputGuard::held_blocks)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|b| i32::try_from(b).ok())
+                    .collect();
+                let mut pieces: Vec<Piece> =
+                    held.into_iter().flat_map(|b| self.flushed(b)).collect();
+                pieces.push((Delta::default(), Some(reason)));
+                pieces
             }
             ConverseStreamOutput::Metadata(metadata) => {
                 self.usage = Some(bedrock::token_usage(metadata.usage()));
@@ -448,6 +534,12 @@ impl StreamTranslator {
         upstream: std::time::Instant,
     ) {
         let mut end = self.relay(&mut events, &sender).await;
+        if let End::Blocked(error) = end {
+            return self.withhold(events, sender, guard, upstream, error).await;
+        }
+        if let Some(output) = &self.output {
+            guard.record().note_output(output.report());
+        }
         // A buffered response's last coalesced delta goes out before its ending.
         if !matches!(end, End::ClientGone | End::TooLarge)
             && let Err(unsent) = self.flush(&sender).await
@@ -466,6 +558,7 @@ impl StreamTranslator {
             End::Upstream(error) => (Status::UpstreamCut, Some(error)),
             End::Deadline => (Status::Deadline, Some(deadline_error())),
             End::TooLarge => (Status::Failure, Some(ApiError::ResponseTooLarge)),
+            End::Blocked(error) => (Status::Failure, Some(error)),
         };
         match &error {
             None if status == Status::Success => {
@@ -494,6 +587,38 @@ impl StreamTranslator {
         guard.record().response_bytes = self.sent_bytes;
         drop(sender);
         guard.finish(status);
+    }
+
+    /// Ends an answer the PII guard withheld: what was released goes out, then the error event,
+    /// and the client's stream ends. The model's stream is read on, unsent, to its end (or the
+    /// deadline) for Bedrock's own count; the request pays for what the model produced.
+    async fn withhold(
+        mut self,
+        mut events: EventReceiver<ConverseStreamOutput, ConverseStreamOutputError>,
+        sender: mpsc::Sender<Bytes>,
+        mut guard: Guard,
+        upstream: std::time::Instant,
+        error: ApiError,
+    ) {
+        let _ = self.flush(&sender).await;
+        let _ = self.deliver(&sender, sse(&error.body()), true).await;
+        drop(sender);
+        let deadline = self.deadline;
+        drain(&mut events, deadline, |event| {
+            let _ = self.translate(event);
+        })
+        .await;
+        let estimated_input = guard.record().estimated_input;
+        let usage = self.best_usage(estimated_input);
+        let record = guard.record();
+        record.upstream_ms = upstream.elapsed().as_secs_f64() * 1000.0;
+        record.charge(&self.model, usage);
+        if let Some(output) = &self.output {
+            record.note_output(output.report());
+        }
+        record.fail(&error);
+        record.response_bytes = self.sent_bytes;
+        guard.finish(Status::Failure);
     }
 
     /// Emits one piece: sent at once when streamed; coalesced with its neighbours when buffered.
@@ -571,7 +696,11 @@ impl StreamTranslator {
             };
             match event {
                 Ok(Some(event)) => {
-                    for piece in self.translate(event) {
+                    let pieces = self.translate(event);
+                    if let Some(error) = self.output.as_ref().and_then(OutputGuard::blocked) {
+                        return End::Blocked(error);
+                    }
+                    for piece in pieces {
                         if let Err(unsent) = self.emit(sender, piece).await {
                             return unsent.into();
                         }

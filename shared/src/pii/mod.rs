@@ -1,7 +1,12 @@
 //! The PII guard's detectors: one pass over the text with a `RegexSet` prefilter, then only the
 //! candidates of the patterns that matched are found and validated (Luhn and issuer prefixes
-//! for cards, mod-97 and per-country length for IBANs, area/group/serial rules for SSNs, prefix
-//! rules for NINOs, octet ranges for IPs, ...). Nothing is allocated when nothing matches.
+//! for cards, the ISO 13616 formats of the `iban_validate` crate for IBANs, area/group/serial
+//! rules for SSNs, prefix rules for NINOs, octet ranges for IPs, libphonenumber's metadata for
+//! phone numbers in [`phone`]). Nothing is allocated when nothing matches.
+//!
+//! A candidate a validator is unsure of (a bare run of digits that could be a phone number or an
+//! SSN, a card number of an unknown issuer, a lower-case NINO) is *weak*: it becomes a
+//! finding only with a context word for its entity nearby ([`context`]).
 //!
 //! The formats are ASCII, and so are the patterns (`(?-u)`): a digit is `0-9` and a word boundary
 //! is an ASCII one. Unicode `\d` would take a Devanagari `२` for a digit (three bytes where a
@@ -19,6 +24,13 @@ use std::str::FromStr;
 use regex::{Regex, RegexSet};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+pub mod context;
+pub mod output;
+pub mod phone;
+
+pub use context::Cues;
+pub use output::OutputGuard;
 
 use crate::openai::{
     ChatCompletionRequest, ChatMessage, Content, ContentPart, ResponseFormat, ToolChoice,
@@ -83,18 +95,60 @@ pub struct Finding {
     pub end: usize,
 }
 
+/// What a validator makes of a candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    No,
+    Yes,
+    /// Only with a context word for the entity nearby.
+    Weak,
+}
+
 type Validator = fn(&str, &str, usize) -> bool;
+type Grader = fn(&Rules, &str, &str, usize) -> Verdict;
+
+enum Check {
+    /// Valid or not.
+    Plain(Validator),
+    /// Valid, invalid, or weak.
+    Graded(Grader),
+}
 
 struct Detector {
     entity: Entity,
     regex: Regex,
-    validate: Validator,
+    check: Check,
+}
+
+/// What the graded validators need: the phone regions and the context words.
+struct Rules {
+    regions: Vec<phone::Region>,
+    cues: Cues,
+}
+
+/// The detectors' settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The regions a national phone number may belong to (`LLMLITE_PII_PHONE_REGIONS`).
+    pub phone_regions: Vec<phone::Region>,
+    /// Context words per entity (`LLMLITE_PII_CONTEXT`).
+    pub cues: Cues,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            phone_regions: phone::regions(phone::DEFAULT_REGIONS).unwrap_or_default(),
+            cues: Cues::default(),
+        }
+    }
 }
 
 /// The compiled detectors. Build once per process; scanning borrows it.
 pub struct Scanner {
     prefilter: RegexSet,
     detectors: Vec<Detector>,
+    rules: Rules,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,11 +160,10 @@ pub struct ScannerError {
 
 const EMAIL: &str =
     r"(?i-u)\b[a-z0-9][a-z0-9._%+-]{0,63}@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,24}\b";
-const PHONE: &str = r"(?-u)(?:\+[1-9]\d{0,2}[ .-]?(?:\(?\d{1,4}\)?[ .-]?){2,5}\d{2,4}|\b0\d{2,4}[ -]?\d{3,4}[ -]?\d{3,4}\b|\(?\b[2-9]\d{2}\)?[ .-]\s?[2-9]\d{2}[ .-]\d{4}\b)";
 const CARD: &str = r"(?-u)\b\d(?:[ -]?\d){12,18}\b";
 const IBAN: &str = r"(?-u)\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b";
-const SSN: &str = r"(?-u)\b\d{3}[- ]\d{2}[- ]\d{4}\b";
-const NINO: &str = r"(?-u)\b[A-Z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b";
+const SSN: &str = r"(?-u)\b\d{3}[- ]?\d{2}[- ]?\d{4}\b";
+const NINO: &str = r"(?i-u)\b[A-Z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b";
 const IPV4: &str = r"(?-u)\b(?:\d{1,3}\.){3}\d{1,3}\b";
 const IPV6: &str = r"(?i-u)(?:[0-9a-f]{0,4}:){2,7}[0-9a-f]{0,4}";
 const AWS_KEY_ID: &str = r"(?-u)\b(?:AKIA|ASIA)[A-Z0-9]{16}\b";
@@ -119,30 +172,52 @@ const PEM: &str =
     r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----";
 
 impl Scanner {
-    /// The built-in detectors and `custom` (name, regex) entities.
+    /// The built-in detectors, with the default options, and `custom` (name, regex) entities.
     pub fn new(custom: &[(String, String)]) -> Result<Self, ScannerError> {
+        Scanner::with_options(custom, &Options::default())
+    }
+
+    /// The built-in detectors with `options`, and `custom` (name, regex) entities.
+    pub fn with_options(
+        custom: &[(String, String)],
+        options: &Options,
+    ) -> Result<Self, ScannerError> {
         let mut detectors = Vec::new();
-        let mut add = |entity: Entity, pattern: &str, validate: Validator| {
+        let mut add = |entity: Entity, pattern: &str, check: Check| {
             // The built-in patterns are constants, checked by the tests.
             if let Ok(regex) = Regex::new(pattern) {
                 detectors.push(Detector {
                     entity,
                     regex,
-                    validate,
+                    check,
                 });
             }
         };
-        add(Entity::EmailAddress, EMAIL, valid_email);
-        add(Entity::PhoneNumber, PHONE, valid_phone);
-        add(Entity::CreditCard, CARD, valid_card);
-        add(Entity::IbanCode, IBAN, valid_iban);
-        add(Entity::UsSsn, SSN, valid_ssn);
-        add(Entity::UkNino, NINO, valid_nino);
-        add(Entity::IpAddress, IPV4, valid_ipv4);
-        add(Entity::IpAddress, IPV6, valid_ipv6);
-        add(Entity::AwsAccessKey, AWS_KEY_ID, |_, _, _| true);
-        add(Entity::AwsAccessKey, AWS_SECRET, valid_aws_secret);
-        add(Entity::PrivateKey, PEM, |_, _, _| true);
+        add(Entity::EmailAddress, EMAIL, Check::Plain(valid_email));
+        add(Entity::CreditCard, CARD, Check::Graded(grade_card));
+        add(Entity::IbanCode, IBAN, Check::Plain(valid_iban));
+        add(Entity::UsSsn, SSN, Check::Graded(grade_ssn));
+        add(Entity::UkNino, NINO, Check::Graded(grade_nino));
+        add(Entity::IpAddress, IPV4, Check::Plain(valid_ipv4));
+        add(Entity::IpAddress, IPV6, Check::Plain(valid_ipv6));
+        add(
+            Entity::AwsAccessKey,
+            AWS_KEY_ID,
+            Check::Plain(|_, _, _| true),
+        );
+        add(
+            Entity::AwsAccessKey,
+            AWS_SECRET,
+            Check::Plain(valid_aws_secret),
+        );
+        add(Entity::PrivateKey, PEM, Check::Plain(|_, _, _| true));
+        // Last of the built-ins: where a phone candidate and another entity cover the same
+        // span (a card number, an SSN), the other entity is named.
+        add(
+            Entity::PhoneNumber,
+            phone::PATTERN,
+            Check::Graded(|rules, m, text, start| phone::check(&rules.regions, m, text, start)),
+        );
         for (name, pattern) in custom {
             let valid_name = !name.is_empty()
                 && name.len() <= 64
@@ -165,7 +240,7 @@ impl Scanner {
             detectors.push(Detector {
                 entity: Entity::Custom(name.clone()),
                 regex,
-                validate: |_, _, _| true,
+                check: Check::Plain(|_, _, _| true),
             });
         }
         let prefilter = RegexSet::new(detectors.iter().map(|d| d.regex.as_str())).map_err(|e| {
@@ -177,7 +252,29 @@ impl Scanner {
         Ok(Scanner {
             prefilter,
             detectors,
+            rules: Rules {
+                regions: options.phone_regions.clone(),
+                cues: options.cues.clone(),
+            },
         })
+    }
+
+    /// A candidate's verdict, a weak one settled by the context words near it.
+    fn accepts(&self, detector: &Detector, m: &str, text: &str, start: usize) -> bool {
+        match detector.check {
+            Check::Plain(validate) => validate(m, text, start),
+            Check::Graded(grade) => match grade(&self.rules, m, text, start) {
+                Verdict::Yes => true,
+                Verdict::No => false,
+                Verdict::Weak => {
+                    self.rules
+                        .cues
+                        .near(detector.entity.name(), text, start, start + m.len())
+                        && (detector.entity != Entity::PhoneNumber
+                            || phone::valid_anywhere(&self.rules.regions, m))
+                }
+            },
+        }
     }
 
     /// Every validated finding in `text`, in order, without overlaps (the longer wins).
@@ -190,7 +287,7 @@ impl Scanner {
         let mut findings = Vec::new();
         for detector in matched.iter().filter_map(|index| self.detectors.get(index)) {
             for m in detector.regex.find_iter(text) {
-                if (detector.validate)(m.as_str(), text, m.start()) {
+                if self.accepts(detector, m.as_str(), text, m.start()) {
                     findings.push(Finding {
                         entity: detector.entity.clone(),
                         start: m.start(),
@@ -225,12 +322,17 @@ pub enum Action {
     Allow,
 }
 
-/// Actions per entity, with an optional `*` for every entity not named.
+/// Actions per entity, with an optional `*` for every entity not named, and whether the model's
+/// answers are scanned too (`"output": true`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
     rules: BTreeMap<String, Action>,
     otherwise: Option<Action>,
+    output: Option<bool>,
 }
+
+/// The policy key that turns the scanning of answers on or off.
+pub const OUTPUT_FIELD: &str = "output";
 
 impl Policy {
     /// The default when nothing is configured.
@@ -252,17 +354,38 @@ impl Policy {
         Policy {
             rules,
             otherwise: None,
+            output: None,
         }
     }
 
-    /// Reads `{"ENTITY": "BLOCK"|"MASK"|"LOG"|"ALLOW", "*": ...}`. `known` names the entities
-    /// that may appear (built-in and custom).
+    /// This policy with answers scanned (`true`) or not: `LLMLITE_PII_SCAN_OUTPUT`.
+    pub fn with_output(mut self, scan: bool) -> Policy {
+        self.output = Some(scan);
+        self
+    }
+
+    /// Whether the model's answers are scanned under this policy (off unless set).
+    pub fn scans_output(&self) -> bool {
+        self.output.unwrap_or(false)
+    }
+
+    /// Reads `{"ENTITY": "BLOCK"|"MASK"|"LOG"|"ALLOW", "*": ..., "output": true|false}`. `known`
+    /// names the entities that may appear (built-in and custom).
     pub fn parse(value: &Value, known: &[String]) -> Result<Policy, String> {
         let Value::Object(map) = value else {
             return Err("a PII policy is a JSON object of entity to action".into());
         };
         let mut policy = Policy::default();
         for (entity, action) in map {
+            if entity == OUTPUT_FIELD {
+                let Value::Bool(scan) = action else {
+                    return Err(format!(
+                        "`{OUTPUT_FIELD}` is true (scan the model's answers too) or false"
+                    ));
+                };
+                policy.output = Some(*scan);
+                continue;
+            }
             let action: Action = serde_json::from_value(action.clone())
                 .map_err(|_| format!("`{entity}`: the action must be BLOCK, MASK, LOG or ALLOW"))?;
             if entity == "*" {
@@ -285,6 +408,7 @@ impl Policy {
             Policy {
                 rules: BTreeMap::new(),
                 otherwise: overrides.otherwise,
+                output: self.output,
             }
         } else {
             self.clone()
@@ -292,6 +416,9 @@ impl Policy {
         merged
             .rules
             .extend(overrides.rules.iter().map(|(k, v)| (k.clone(), *v)));
+        if overrides.output.is_some() {
+            merged.output = overrides.output;
+        }
         merged
     }
 
@@ -312,6 +439,9 @@ impl Policy {
             .collect();
         if let Some(otherwise) = self.otherwise {
             map.insert("*".into(), serde_json::json!(otherwise));
+        }
+        if let Some(output) = self.output {
+            map.insert(OUTPUT_FIELD.into(), Value::Bool(output));
         }
         Value::Object(map)
     }
@@ -595,24 +725,33 @@ impl Pass<'_> {
 
     fn guard(&mut self, text: &mut String, style: MaskStyle) {
         let findings = self.scanner.scan(text);
-        if findings.is_empty() {
-            return;
-        }
-        let mut masked = Vec::new();
-        for finding in findings {
-            let name = finding.entity.name().to_owned();
-            match self.policy.action(&name) {
-                Action::Allow => continue,
-                Action::Block => *self.report.blocked.entry(name.clone()).or_default() += 1,
-                Action::Mask => masked.push(finding),
-                Action::Log => {}
-            }
-            *self.report.counts.entry(name).or_default() += 1;
-        }
-        if !masked.is_empty() {
-            *text = mask_as(text, &masked, style);
+        if let Some(masked) = apply(self.policy, &mut self.report, text, findings, style) {
+            *text = masked;
         }
     }
+}
+
+/// Applies `policy` to the `findings` in `text`: counts them in `report` (BLOCK ones also as
+/// blocked), and returns the text with the MASK ones masked, if there are any.
+fn apply(
+    policy: &Policy,
+    report: &mut Report,
+    text: &str,
+    findings: Vec<Finding>,
+    style: MaskStyle,
+) -> Option<String> {
+    let mut masked = Vec::new();
+    for finding in findings {
+        let name = finding.entity.name().to_owned();
+        match policy.action(&name) {
+            Action::Allow => continue,
+            Action::Block => *report.blocked.entry(name.clone()).or_default() += 1,
+            Action::Mask => masked.push(finding),
+            Action::Log => {}
+        }
+        *report.counts.entry(name).or_default() += 1;
+    }
+    (!masked.is_empty()).then(|| mask_as(text, &masked, style))
 }
 
 /// How a masked span is written.
@@ -678,30 +817,6 @@ fn valid_email(m: &str, _: &str, _: usize) -> bool {
         return false;
     };
     !local.ends_with('.') && !local.contains("..") && !domain.contains("..")
-}
-
-fn valid_phone(m: &str, text: &str, start: usize) -> bool {
-    let d = digits(m);
-    if before(text, start)
-        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '/')
-        || after(text, start + m.len()).is_some_and(|c| c.is_ascii_digit() || c == '-' || c == '/')
-    {
-        return false;
-    }
-    if m.starts_with('+') {
-        (8..=15).contains(&d.len())
-    } else if m.starts_with('0') {
-        // UK national: 10 or 11 digits starting 0, and not 00 (international prefix).
-        (10..=11).contains(&d.len()) && d.get(1) != Some(&0)
-    } else {
-        // US national (NANP): area and exchange codes start 2-9, and are not N11.
-        match *d.as_slice() {
-            [area, a1, a2, exchange, e1, e2, _, _, _, _] => {
-                area >= 2 && exchange >= 2 && !(a1 == 1 && a2 == 1) && !(e1 == 1 && e2 == 1)
-            }
-            _ => false,
-        }
-    }
 }
 
 /// Publicly documented test card numbers: not anybody's card.
@@ -771,153 +886,61 @@ fn known_issuer(d: &[u8]) -> bool {
     }
 }
 
-fn valid_card(m: &str, text: &str, start: usize) -> bool {
+/// A Luhn-valid number of 13-19 digits: a card of a known issuer, or weak (a card only where
+/// the text says so) when its prefix is no issuer's.
+fn grade_card(_: &Rules, m: &str, text: &str, start: usize) -> Verdict {
     if before(text, start).is_some_and(|c| c == '-' || c == '.' || c.is_ascii_alphanumeric())
         || after(text, start + m.len()).is_some_and(|c| c == '-' || c.is_ascii_alphanumeric())
     {
-        return false;
+        return Verdict::No;
     }
     // Separators, if any, must be consistent: one kind, in groups.
     if m.contains(' ') && m.contains('-') {
-        return false;
+        return Verdict::No;
     }
     let d = digits(m);
-    if !(13..=19).contains(&d.len()) || !luhn(&d) || !known_issuer(&d) {
-        return false;
+    if !(13..=19).contains(&d.len()) || !luhn(&d) {
+        return Verdict::No;
     }
     let plain: String = d.iter().map(|x| char::from(b'0' + x)).collect();
-    !TEST_CARDS.contains(&plain.as_str())
+    if TEST_CARDS.contains(&plain.as_str()) {
+        Verdict::No
+    } else if known_issuer(&d) {
+        Verdict::Yes
+    } else {
+        Verdict::Weak
+    }
 }
 
-/// IBAN lengths per country (ISO 13616 registry).
-fn iban_length(country: &str) -> Option<usize> {
-    Some(match country {
-        "AD" => 24,
-        "AE" => 23,
-        "AL" => 28,
-        "AT" => 20,
-        "AZ" => 28,
-        "BA" => 20,
-        "BE" => 16,
-        "BG" => 22,
-        "BH" => 22,
-        "BR" => 29,
-        "BY" => 28,
-        "CH" => 21,
-        "CR" => 22,
-        "CY" => 28,
-        "CZ" => 24,
-        "DE" => 22,
-        "DK" => 18,
-        "DO" => 28,
-        "EE" => 20,
-        "EG" => 29,
-        "ES" => 24,
-        "FI" => 18,
-        "FO" => 18,
-        "FR" => 27,
-        "GB" => 22,
-        "GE" => 22,
-        "GI" => 23,
-        "GL" => 18,
-        "GR" => 27,
-        "GT" => 28,
-        "HR" => 21,
-        "HU" => 28,
-        "IE" => 22,
-        "IL" => 23,
-        "IQ" => 23,
-        "IS" => 26,
-        "IT" => 27,
-        "JO" => 30,
-        "KW" => 30,
-        "KZ" => 20,
-        "LB" => 28,
-        "LC" => 32,
-        "LI" => 21,
-        "LT" => 20,
-        "LU" => 20,
-        "LV" => 21,
-        "MC" => 27,
-        "MD" => 24,
-        "ME" => 22,
-        "MK" => 19,
-        "MR" => 27,
-        "MT" => 31,
-        "MU" => 30,
-        "NL" => 18,
-        "NO" => 15,
-        "PK" => 24,
-        "PL" => 28,
-        "PS" => 29,
-        "PT" => 25,
-        "QA" => 29,
-        "RO" => 24,
-        "RS" => 22,
-        "SA" => 24,
-        "SC" => 31,
-        "SE" => 24,
-        "SI" => 19,
-        "SK" => 24,
-        "SM" => 27,
-        "ST" => 25,
-        "SV" => 28,
-        "TL" => 23,
-        "TN" => 24,
-        "TR" => 26,
-        "UA" => 29,
-        "VA" => 22,
-        "VG" => 24,
-        "XK" => 20,
-        _ => return None,
-    })
-}
-
+/// An IBAN in the ISO 13616 format of its country (the `iban_validate` crate: country, length,
+/// BBAN structure, mod-97).
 fn valid_iban(m: &str, text: &str, start: usize) -> bool {
-    if after(text, start + m.len()).is_some_and(|c| c.is_ascii_alphanumeric()) {
-        return false;
-    }
-    let compact: String = m.chars().filter(|c| *c != ' ').collect();
-    let (Some(country), Some(check), Some(account)) =
-        (compact.get(..2), compact.get(..4), compact.get(4..))
-    else {
-        return false;
-    };
-    if iban_length(country) != Some(compact.chars().count()) {
-        return false;
-    }
-    // Move the first four characters to the end, letters to numbers, then mod 97 must be 1.
-    let rearranged = account.chars().chain(check.chars());
-    let mut remainder: u32 = 0;
-    for c in rearranged {
-        let value = match c {
-            '0'..='9' => c as u32 - '0' as u32,
-            'A'..='Z' => c as u32 - 'A' as u32 + 10,
-            _ => return false,
-        };
-        remainder = if value >= 10 {
-            (remainder * 100 + value) % 97
-        } else {
-            (remainder * 10 + value) % 97
-        };
-    }
-    remainder == 1
-}
-
-fn valid_ssn(m: &str, text: &str, start: usize) -> bool {
-    if before(text, start).is_some_and(|c| c.is_ascii_alphanumeric() || c == '-')
-        || after(text, start + m.len()).is_some_and(|c| c.is_ascii_alphanumeric() || c == '-')
+    if before(text, start).is_some_and(|c| c.is_ascii_alphanumeric())
+        || after(text, start + m.len()).is_some_and(|c| c.is_ascii_alphanumeric())
     {
         return false;
     }
-    // One kind of separator.
-    let separators: Vec<char> = m.chars().filter(|c| !c.is_ascii_digit()).collect();
-    if !matches!(separators.as_slice(), [first, second] if first == second) {
-        return false;
+    let compact: String = m.chars().filter(|c| *c != ' ').collect();
+    iban::Iban::from_str(&compact).is_ok()
+}
+
+/// `536-90-4399` or `536 90 4399`; nine bare digits are weak.
+fn grade_ssn(_: &Rules, m: &str, text: &str, start: usize) -> Verdict {
+    if before(text, start).is_some_and(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        || after(text, start + m.len()).is_some_and(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return Verdict::No;
     }
+    // One kind of separator, twice, or none.
+    let separators: Vec<char> = m.chars().filter(|c| !c.is_ascii_digit()).collect();
+    let strong = match separators.as_slice() {
+        [first, second] if first == second => true,
+        [] => false,
+        _ => return Verdict::No,
+    };
     let d = digits(m);
     let [a1, a2, a3, g1, g2, s1, s2, s3, s4] = *d.as_slice() else {
-        return false;
+        return Verdict::No;
     };
     let (area, group, serial) = (
         number(&[a1, a2, a3]),
@@ -925,37 +948,53 @@ fn valid_ssn(m: &str, text: &str, start: usize) -> bool {
         number(&[s1, s2, s3, s4]),
     );
     let plain: String = d.iter().map(|x| char::from(b'0' + x)).collect();
-    area != 0
+    let valid = area != 0
         && area != 666
         && area < 900
         && group != 0
         && serial != 0
         // Famous examples, never issued to anyone.
-        && !matches!(plain.as_str(), "078051120" | "219099999" | "123456789")
+        && !matches!(plain.as_str(), "078051120" | "219099999" | "123456789");
+    match (valid, strong) {
+        (false, _) => Verdict::No,
+        (true, true) => Verdict::Yes,
+        (true, false) => Verdict::Weak,
+    }
 }
 
-fn valid_nino(m: &str, text: &str, start: usize) -> bool {
+/// HMRC's prefix rules; written in lower or mixed case it is weak.
+fn grade_nino(_: &Rules, m: &str, text: &str, start: usize) -> Verdict {
     if before(text, start).is_some_and(|c| c.is_ascii_alphanumeric())
         || after(text, start + m.len()).is_some_and(|c| c.is_ascii_alphanumeric())
     {
-        return false;
+        return Verdict::No;
     }
-    let compact: Vec<char> = m.chars().filter(|c| *c != ' ').collect();
+    let compact: Vec<char> = m
+        .chars()
+        .filter(|c| *c != ' ')
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
     let [first, second, ..] = *compact.as_slice() else {
-        return false;
+        return Verdict::No;
     };
     let prefix: String = [first, second].iter().collect();
-    !"DFIQUV".contains(first)
+    let valid = !"DFIQUV".contains(first)
         && !"DFIOQUV".contains(second)
         && !matches!(
             prefix.as_str(),
             "BG" | "GB" | "NK" | "KN" | "TN" | "NT" | "ZZ"
-        )
+        );
+    match (valid, m.bytes().any(|b| b.is_ascii_lowercase())) {
+        (false, _) => Verdict::No,
+        (true, false) => Verdict::Yes,
+        (true, true) => Verdict::Weak,
+    }
 }
 
 fn valid_ipv4(m: &str, text: &str, start: usize) -> bool {
-    // Not part of a longer dotted run (a version string such as 1.2.3.4.5).
-    if before(text, start).is_some_and(|c| c == '.' || c.is_ascii_alphanumeric())
+    // Not part of a longer dotted run (a version string such as 1.2.3.4.5), nor of a hyphenated
+    // token (`release-1.2.3.4`).
+    if before(text, start).is_some_and(|c| c == '.' || c == '-' || c.is_ascii_alphanumeric())
         || after(text, start + m.len()).is_some_and(|c| {
             c.is_ascii_digit()
                 || (c == '.'
@@ -1025,6 +1064,7 @@ mod tests {
     fn every_built_in_pattern_compiles() {
         let scanner = Scanner::new(&[]).unwrap();
         assert_eq!(scanner.detectors.len(), 11);
+        assert_eq!(scanner.rules.regions.len(), 8);
     }
 
     #[test]
