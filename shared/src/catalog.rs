@@ -1,5 +1,7 @@
 //! The model catalog: which aliases clients may ask for, the Bedrock model or inference-profile ID
-//! each maps to, exact prices per token type, output limits and per-model flags.
+//! each maps to, exact prices per token type, output limits and per-model flags. A model is a
+//! chat model (served by chat completions, messages and responses) or, with an `embedding`
+//! table, an embedding model (served by `/v1/embeddings` only).
 //!
 //! The built-in catalog is `shared/models.toml`, compiled in; `LLMLITE_MODELS` names a file of
 //! the same shape that replaces it. Parsing is strict (unknown fields are refused) and the result
@@ -79,6 +81,32 @@ pub struct ModelFlags {
     pub legacy: bool,
 }
 
+/// The InvokeModel body an embedding model takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmbeddingApi {
+    /// Amazon Titan Text Embeddings: `{"inputText", "dimensions"}`, one text a call; the
+    /// token count in the body (`inputTextTokenCount`).
+    Titan,
+    /// Cohere Embed: `{"texts": [..], "input_type"}`, several texts a call; the token count in
+    /// the `X-Amzn-Bedrock-Input-Token-Count` response header.
+    Cohere,
+}
+
+/// What an embedding model takes and gives.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingSpec {
+    pub api: EmbeddingApi,
+    /// The length of its vectors when the request names none.
+    pub dimensions: u32,
+    /// The lengths a request may ask for with `dimensions`; empty: `dimensions` is refused.
+    #[serde(default)]
+    pub dimension_choices: Vec<u32>,
+    /// The most texts one InvokeModel call takes; larger batches are split.
+    pub max_batch: usize,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelEntry {
     pub alias: ModelAlias,
@@ -93,6 +121,19 @@ pub struct ModelEntry {
     /// The `anthropic-beta` values passed to Bedrock for this model on `/v1/messages`; others
     /// are dropped.
     pub anthropic_betas: Vec<String>,
+    /// Set for an embedding model (which has no output tokens); `None` for a chat model.
+    pub embedding: Option<EmbeddingSpec>,
+}
+
+impl ModelEntry {
+    /// Who makes the model, as `/v1/models` names it (`owned_by`).
+    pub fn owner(&self) -> &'static str {
+        match self.embedding.as_ref().map(|e| e.api) {
+            None => "anthropic",
+            Some(EmbeddingApi::Titan) => "amazon",
+            Some(EmbeddingApi::Cohere) => "cohere",
+        }
+    }
 }
 
 /// The validated catalog.
@@ -133,7 +174,8 @@ struct RawModel {
     #[serde(default)]
     aliases: Vec<String>,
     bedrock_model_id: String,
-    max_output_tokens: u32,
+    /// Required for a chat model; an embedding model has no output.
+    max_output_tokens: Option<u32>,
     context_window: u32,
     prices: TokenPrices,
     #[serde(default = "yes")]
@@ -152,6 +194,7 @@ struct RawModel {
     fallbacks: Vec<String>,
     #[serde(default)]
     anthropic_betas: Vec<String>,
+    embedding: Option<EmbeddingSpec>,
 }
 
 fn valid_alias(alias: &str) -> bool {
@@ -181,11 +224,23 @@ impl TryFrom<RawModel> for ModelEntry {
         if raw.bedrock_model_id.trim().is_empty() {
             return Err(invalid("bedrock_model_id is empty"));
         }
-        if raw.max_output_tokens == 0 || raw.context_window == 0 {
-            return Err(invalid(
-                "max_output_tokens and context_window must be positive",
-            ));
+        if raw.context_window == 0 {
+            return Err(invalid("context_window must be positive"));
         }
+        let max_output_tokens = match (&raw.embedding, raw.max_output_tokens) {
+            (None, Some(max)) if max > 0 => max,
+            (None, _) => return Err(invalid("max_output_tokens must be positive")),
+            (Some(spec), None) => {
+                check_embedding(spec, &raw.prices, &raw.fallbacks).map_err(|r| invalid(&r))?;
+                0
+            }
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "an embedding model has no output: max_output_tokens does not apply",
+                ));
+            }
+        };
+        let chat = raw.embedding.is_none();
         let p = raw.prices;
         if [p.input, p.output, p.cache_read, p.cache_write]
             .iter()
@@ -197,21 +252,53 @@ impl TryFrom<RawModel> for ModelEntry {
             alias: ModelAlias(raw.alias),
             other_aliases: raw.aliases.into_iter().map(ModelAlias).collect(),
             bedrock_model_id: raw.bedrock_model_id,
-            max_output_tokens: raw.max_output_tokens,
+            max_output_tokens,
             context_window: raw.context_window,
             prices: raw.prices,
             flags: ModelFlags {
                 temperature_and_top_p: raw.temperature_and_top_p,
-                tools: raw.tools,
-                images: raw.images,
-                reasoning: raw.reasoning,
-                prompt_caching: raw.prompt_caching,
+                tools: raw.tools && chat,
+                images: raw.images && chat,
+                reasoning: raw.reasoning && chat,
+                prompt_caching: raw.prompt_caching && chat,
                 legacy: raw.legacy,
             },
             fallbacks: raw.fallbacks.into_iter().map(ModelAlias).collect(),
             anthropic_betas: raw.anthropic_betas,
+            embedding: raw.embedding,
         })
     }
+}
+
+/// An embedding model's entry, checked: sizes that can be served, no output or cache prices (it
+/// has neither), and no fallbacks (another model's vectors are not comparable with its own).
+fn check_embedding(
+    spec: &EmbeddingSpec,
+    prices: &TokenPrices,
+    fallbacks: &[String],
+) -> Result<(), String> {
+    if spec.dimensions == 0 || spec.max_batch == 0 {
+        return Err("embedding dimensions and max_batch must be positive".into());
+    }
+    if !spec.dimension_choices.is_empty() && !spec.dimension_choices.contains(&spec.dimensions) {
+        return Err("embedding dimension_choices must include its default dimensions".into());
+    }
+    if [prices.output, prices.cache_read, prices.cache_write]
+        .iter()
+        .any(|price| !price.0.0.is_zero())
+    {
+        return Err(
+            "an embedding model has only an input price: output and cache prices must be \"0\""
+                .into(),
+        );
+    }
+    if !fallbacks.is_empty() {
+        return Err(
+            "an embedding model takes no fallbacks: another model's vectors are not comparable"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 impl ModelCatalog {
@@ -241,9 +328,10 @@ impl ModelCatalog {
         }
         for entry in &models {
             for fallback in &entry.fallbacks {
-                let known = by_alias
-                    .get(fallback.as_str())
-                    .is_some_and(|target| !Arc::ptr_eq(target, entry));
+                // A chat model falls back to chat models only.
+                let known = by_alias.get(fallback.as_str()).is_some_and(|target| {
+                    !Arc::ptr_eq(target, entry) && target.embedding.is_none()
+                });
                 if !known {
                     return Err(CatalogError::BadFallback {
                         alias: entry.alias.0.clone(),
@@ -341,6 +429,54 @@ mod tests {
         let catalog = ModelCatalog::parse(ONE).unwrap();
         let m = catalog.get("m").unwrap();
         assert!(m.flags.temperature_and_top_p && m.flags.tools && !m.flags.legacy);
+    }
+
+    const EMBED: &str = r#"
+        [[model]]
+        alias = "e"
+        bedrock_model_id = "amazon.titan-embed-text-v2:0"
+        context_window = 8192
+        prices = { input = "0.02", output = "0", cache_read = "0", cache_write = "0" }
+        embedding = { api = "titan", dimensions = 1024, dimension_choices = [256, 1024], max_batch = 1 }
+    "#;
+
+    #[test]
+    fn embedding_models_have_input_prices_only_and_no_fallbacks() {
+        let catalog = ModelCatalog::parse(&format!("{ONE}{EMBED}")).unwrap();
+        let e = catalog.get("e").unwrap();
+        assert_eq!(
+            e.embedding.as_ref().map(|s| s.api),
+            Some(EmbeddingApi::Titan)
+        );
+        assert_eq!(
+            (e.owner(), catalog.get("m").unwrap().owner()),
+            ("amazon", "anthropic")
+        );
+        let invalid = |text: String| {
+            assert!(
+                matches!(
+                    ModelCatalog::parse(&text),
+                    Err(CatalogError::Invalid { .. })
+                ),
+                "{text}"
+            );
+        };
+        invalid(EMBED.replace("output = \"0\"", "output = \"1\""));
+        invalid(EMBED.replace("context_window", "max_output_tokens = 5\ncontext_window"));
+        invalid(EMBED.replace("[256, 1024]", "[256, 512]"));
+        invalid(EMBED.replace("max_batch = 1", "max_batch = 0"));
+        invalid(format!(
+            "{ONE}{}",
+            EMBED.replace("alias = \"e\"", "alias = \"e\"\nfallbacks = [\"m\"]")
+        ));
+        // A chat model cannot fall back to an embedding model.
+        let chat_to_embedding = ONE.replace("alias = \"m\"", "alias = \"m\"\nfallbacks = [\"e\"]");
+        assert!(matches!(
+            ModelCatalog::parse(&format!("{chat_to_embedding}{EMBED}")),
+            Err(CatalogError::BadFallback { .. })
+        ));
+        // A chat model without max_output_tokens is refused.
+        invalid(ONE.replace("max_output_tokens = 10", ""));
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod durations;
 /// A throwaway PostgreSQL cluster: `llmlite dev` and the tests only (feature `dev`).
 #[cfg(feature = "dev")]
 pub mod embedded_pg;
+pub mod embeddings;
 pub mod error;
 pub mod health;
 pub mod http;

@@ -5,6 +5,7 @@ Run by functions/gateway/tests/openai_sdk.rs against `llmlite dev` (Bedrock doub
 Prints one line per check and a closing "N passed, N failed"; exits 1 on any failure.
 """
 
+import hashlib
 import json
 import os
 import sys
@@ -15,6 +16,8 @@ import openai
 BASE_URL = os.environ["LLMLITE_BASE_URL"]
 KEY = os.environ["LLMLITE_KEY"]
 MODEL = "claude-sonnet-4-5"
+TITAN = "titan-embed-text-v2"
+COHERE = "cohere-embed-english-v3"
 
 client = openai.OpenAI(base_url=BASE_URL, api_key=KEY, max_retries=0, timeout=30)
 
@@ -145,10 +148,57 @@ def rate_limit():
 
 def models():
     ids = [m.id for m in client.models.list()]
-    assert MODEL in ids and "claude-3-opus" in ids, ids
+    assert MODEL in ids and "claude-3-opus" in ids and TITAN in ids and COHERE in ids, ids
 
 
-CHECKS = [plain, raw_headers, streamed, tools, streamed_tools, not_found, authentication, rate_limit, models]
+def expected_vector(text, dimensions=1024):
+    """The Bedrock double's deterministic vector for `text` (shared/src/bedrock_double.rs)."""
+    h = hashlib.sha256(text.encode()).digest()
+    return [(2 * (h[j % 32] ^ ((j // 32) % 256)) - 255) / 256 for j in range(dimensions)]
+
+
+def embeddings_string():
+    # No encoding_format: the SDK asks for base64 and decodes it.
+    for model in (TITAN, COHERE):
+        r = client.embeddings.create(model=model, input="hello embedding world")
+        assert r.object == "list" and r.model == model, r
+        assert len(r.data) == 1 and r.data[0].index == 0
+        assert list(r.data[0].embedding) == expected_vector("hello embedding world"), model
+        assert r.usage.prompt_tokens == 3 and r.usage.total_tokens == 3, r.usage
+
+
+def embeddings_batch_of_300():
+    texts = [f"passage {i} of the corpus" for i in range(300)]
+    for model in (TITAN, COHERE):
+        r = client.embeddings.create(model=model, input=texts)
+        assert [d.index for d in r.data] == list(range(300)), model
+        for text, item in zip(texts, r.data):
+            assert list(item.embedding) == expected_vector(text), (model, text)
+        assert r.usage.prompt_tokens == 300 * 5, r.usage
+
+
+def embeddings_dimensions_and_float():
+    r = client.embeddings.create(model=TITAN, input=["a short text", "another"], dimensions=256, encoding_format="float")
+    assert [len(d.embedding) for d in r.data] == [256, 256]
+    assert r.data[1].embedding == expected_vector("another", 256)
+    r = client.embeddings.create(model=COHERE, input=["float please"], encoding_format="float")
+    assert r.data[0].embedding == expected_vector("float please")
+    try:
+        client.embeddings.create(model=COHERE, input="x", dimensions=256)
+    except openai.BadRequestError as e:
+        assert e.status_code == 400 and e.body["param"] == "dimensions", e.body
+    else:
+        raise AssertionError("dimensions on Cohere was not refused")
+    try:
+        client.chat.completions.create(model=TITAN, messages=[{"role": "user", "content": "hi"}])
+    except openai.BadRequestError as e:
+        assert e.body["param"] == "model", e.body
+    else:
+        raise AssertionError("a chat on an embedding model was not refused")
+
+
+CHECKS = [plain, raw_headers, streamed, tools, streamed_tools, not_found, authentication, rate_limit, models,
+          embeddings_string, embeddings_batch_of_300, embeddings_dimensions_and_float]
 
 passed = failed = 0
 for check in CHECKS:

@@ -134,6 +134,23 @@ schemas["AnthropicError"] = {"type": "object", "required": ["type", "error"], "p
     "error": {"type": "object", "required": ["type", "message"], "properties": {"type": {"type": "string", "enum": [
         "invalid_request_error", "authentication_error", "permission_error", "not_found_error", "request_too_large",
         "rate_limit_error", "api_error", "overloaded_error"]}, "message": string}}}}
+# OpenAI's embeddings (/v1/embeddings) on Bedrock's embedding models.
+embedding_models = ["titan-embed-text-v2", "cohere-embed-english-v3", "cohere-embed-multilingual-v3"]
+schemas["EmbeddingRequest"] = {"type": "object", "required": ["model", "input"], "additionalProperties": False, "properties": {
+    "model": {"type": "string", "enum": embedding_models},
+    "input": {"oneOf": [{"type": "string", "minLength": 1, "maxLength": 2000},
+                        {"type": "array", "minItems": 1, "maxItems": 8, "items": {"type": "string", "minLength": 1, "maxLength": 200}}],
+              "description": "a text or up to 2,048 texts (token arrays are refused: Bedrock's models take text)"},
+    "encoding_format": {"type": "string", "enum": ["float", "base64"]},
+    "dimensions": {"type": "integer", "enum": [256, 512, 1024], "description": "Titan v2 only"},
+    "input_type": {"type": "string", "enum": ["search_document", "search_query", "classification", "clustering"], "description": "Cohere only (llmlite); default search_document"},
+    "user": text}}
+schemas["EmbeddingList"] = {"type": "object", "required": ["object", "data", "model", "usage"], "properties": {
+    "object": {"type": "string", "enum": ["list"]}, "model": string,
+    "data": {"type": "array", "items": {"type": "object", "required": ["object", "index", "embedding"], "properties": {
+        "object": {"type": "string", "enum": ["embedding"]}, "index": integer,
+        "embedding": {"oneOf": [{"type": "array", "items": {"type": "number"}}, {"type": "string", "description": "base64 of little-endian f32s"}]}}}},
+    "usage": {"type": "object", "required": ["prompt_tokens", "total_tokens"], "properties": {"prompt_tokens": integer, "total_tokens": integer}}}}
 anthropic_err = {"description": "An error, in Anthropic's shape", "content": {"application/json": {"schema": ref("AnthropicError")}}}
 err = {"description": "An error, in OpenAI's shape", "content": {"application/json": {"schema": ref("Error")}}}
 def ok(schema, desc="OK", extra=None):
@@ -169,6 +186,8 @@ paths = {
   "/v1/messages/count_tokens": {"post": {"operationId": "countTokens", "tags": ["anthropic"], "summary": "Input tokens: Bedrock's CountTokens, or an estimate (x-llmlite-token-count says which)",
       "requestBody": body(ref("CountTokensRequest")),
       "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object", "required": ["input_tokens"], "properties": {"input_tokens": integer}}}}}, "default": anthropic_err}}},
+  "/v1/embeddings": {"post": {"operationId": "embeddings", "tags": ["embeddings"], "summary": "Embeddings on Bedrock's Titan and Cohere models (a batch split per call and reassembled in order)",
+      "requestBody": body(ref("EmbeddingRequest")), "responses": ok(ref("EmbeddingList"))}},
   "/v1/models": {"get": {"operationId": "listModels", "tags": ["chat"], "responses": ok({"type": "object", "required": ["object", "data"], "properties": {"object": {"type": "string", "enum": ["list"]}, "data": {"type": "array", "items": ref("Model")}}})}},
   "/v1/models/{model}": {"get": {"operationId": "getModel", "tags": ["chat"], "parameters": [{"name": "model", "in": "path", "required": True, "schema": string}], "responses": ok(ref("Model"))}},
   "/key/generate": {"post": {"operationId": "keyGenerate", "tags": ["keys"], "requestBody": body(ref("KeyRequest")), "responses": ok(ref("MintedKey"))}},

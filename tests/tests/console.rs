@@ -622,7 +622,7 @@ async fn a_keys_page_shows_every_limit_that_applies_and_which_would_refuse() {
     let gw = TestGateway::start().await;
     gw.admin(
         "/team/new",
-        json!({"team_id": "tight", "max_budget": "0.0000001"}),
+        json!({"team_id": "tight", "max_budget": "0.00000001"}),
     )
     .await;
     gw.admin(
@@ -664,7 +664,8 @@ async fn a_keys_page_shows_every_limit_that_applies_and_which_would_refuse() {
     }
     assert!(page.contains("of 2 in flight"), "{page}");
     assert!(page.contains("5 ("), "the key's RPM and its level: {page}");
-    // The team's budget is smaller than any request: it refuses.
+    // The team's budget is smaller than any request (a token of the cheapest model, an
+    // embedding at $0.02 per million, is $0.00000002): it refuses.
     assert_eq!(first, 403, "the team budget refused the chat");
     assert!(
         page.contains("The next request would be refused by the team budget"),

@@ -85,6 +85,10 @@ async fn admin_key(gw: &TestGateway) -> String {
         .await
 }
 
+/// The template's residency setting: the EU profiles, and the in-Region embedding models by ID.
+const TEMPLATE_PREFIXES: &str =
+    "eu.,amazon.titan-embed-text-v2:0,cohere.embed-english-v3,cohere.embed-multilingual-v3";
+
 #[tokio::test]
 async fn a_key_made_without_limits_gets_the_standard_tier_and_the_tier_is_enforced() {
     let gw = TestGateway::start_with(PRODUCTION_DEFAULT).await;
@@ -643,10 +647,22 @@ async fn a_catalog_outside_the_allowed_prefixes_refuses_to_start_naming_the_mode
     )
     .await
     .unwrap();
-    let builtin = load(&db, &[("LLMLITE_ALLOWED_MODEL_PREFIXES", "eu.")])
-        .await
-        .unwrap();
+    // The built-in catalog's chat models are all `eu.`; its embedding models are in-Region
+    // foundation models, named exactly.
+    let builtin = load(
+        &db,
+        &[("LLMLITE_ALLOWED_MODEL_PREFIXES", TEMPLATE_PREFIXES)],
+    )
+    .await
+    .unwrap();
     assert!(!builtin.catalog.models().is_empty());
+    let err = load(&db, &[("LLMLITE_ALLOWED_MODEL_PREFIXES", "eu.")])
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("amazon.titan-embed-text-v2:0"),
+        "{err}"
+    );
     // The built-in catalog is refused where `eu.` is not allowed, naming a model.
     let err = load(&db, &[("LLMLITE_ALLOWED_MODEL_PREFIXES", "us.")])
         .await
@@ -660,7 +676,7 @@ async fn a_catalog_outside_the_allowed_prefixes_refuses_to_start_naming_the_mode
 async fn the_template_holds_the_built_in_catalog_to_the_eu_and_keys_to_the_standard_tier() {
     let template = llmlite_tests::template();
     let globals = &template["Globals"]["Function"]["Environment"]["Variables"];
-    assert_eq!(globals["LLMLITE_ALLOWED_MODEL_PREFIXES"], "eu.");
+    assert_eq!(globals["LLMLITE_ALLOWED_MODEL_PREFIXES"], TEMPLATE_PREFIXES);
     assert_eq!(globals["LLMLITE_DEFAULT_TIER"], "standard");
     // Every function starts with those settings: the built-in catalog passes.
     let db = TestDb::new().await;
@@ -679,6 +695,14 @@ async fn the_template_holds_the_built_in_catalog_to_the_eu_and_keys_to_the_stand
     )
     .await
     .unwrap();
-    assert_eq!(config.allowed_model_prefixes, ["eu."]);
+    assert_eq!(
+        config.allowed_model_prefixes,
+        [
+            "eu.",
+            "amazon.titan-embed-text-v2:0",
+            "cohere.embed-english-v3",
+            "cohere.embed-multilingual-v3"
+        ]
+    );
     assert_eq!(config.default_tier, llmlite::admin::keys::Tier::Standard);
 }

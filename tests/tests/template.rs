@@ -564,6 +564,17 @@ fn bedrock_may_be_invoked_only_on_the_catalogs_profiles_and_models() {
     let mut expected = BTreeSet::new();
     for model in ModelCatalog::builtin().unwrap().models() {
         let id = &model.bedrock_model_id;
+        // An embedding model is an in-Region foundation model: called in the stack's Region.
+        if model.embedding.is_some() {
+            assert!(
+                id.starts_with("amazon.") || id.starts_with("cohere."),
+                "{id}: an embedding model with a profile prefix"
+            );
+            expected.insert(format!(
+                "arn:${{AWS::Partition}}:bedrock:${{AWS::Region}}::foundation-model/{id}"
+            ));
+            continue;
+        }
         let (geo, foundation) = id.split_once('.').unwrap();
         // A cross-region profile routes to its geography's regions; add others here when the
         // catalog gains them.

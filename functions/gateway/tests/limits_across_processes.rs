@@ -1,7 +1,7 @@
 //! Rate limits hold across gateway processes: three `llmlite serve` processes share one
 //! database; 60 concurrent clients of one key with `rpm_limit` 30 get exactly 30 answers (on
 //! chat completions and on Anthropic's Messages API), and a `tpm_limit` admits exactly as many
-//! requests as its tokens cover.
+//! requests as its tokens cover. Embeddings (`/v1/embeddings`) hold to the same limits.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -94,4 +94,75 @@ async fn limits_are_exact_across_three_gateway_processes() {
     .await
     .unwrap();
     assert_eq!(messages, 30);
+}
+
+/// Sends `count` concurrent embeddings of `texts` as `key`, spread over the gateways.
+async fn embeddings_burst(
+    gateways: &[(Child, String)],
+    key: &str,
+    count: usize,
+    texts: &[&str],
+) -> Vec<u16> {
+    let client = reqwest::Client::new();
+    let requests = (0..count).map(|n| {
+        let url = format!("{}/v1/embeddings", gateways[n % gateways.len()].1);
+        let request = client
+            .post(url)
+            .bearer_auth(key)
+            .json(&json!({"model": "cohere-embed-english-v3", "input": texts}));
+        async move { request.send().await.unwrap().status().as_u16() }
+    });
+    join_all(requests).await
+}
+
+#[tokio::test]
+async fn embeddings_limits_are_exact_across_three_gateway_processes() {
+    let gw = TestGateway::start().await;
+    let mut gateways = Vec::new();
+    for _ in 0..3 {
+        let binary = std::path::Path::new(LLMLITE);
+        let extra = [("LLMLITE_RATE_PERIOD_SECS", "86400")];
+        gateways.push(spawn_serve(binary, &gw.db.url, &gw.double.endpoint(), &extra).await);
+    }
+
+    let rpm_key = mint(&gw, json!({"rpm_limit": 30})).await;
+    let statuses = embeddings_burst(&gateways, &rpm_key, 60, &["one text", "two"]).await;
+    assert_eq!(tally(&statuses), (30, 30), "{statuses:?}");
+
+    // Three three-letter texts: admission estimates 3 x ceil(3 / 4) = 3 tokens and the double
+    // counts 3 words, so every admitted batch takes exactly 3 of 30.
+    let tpm_key = mint(&gw, json!({"tpm_limit": 30})).await;
+    let statuses = embeddings_burst(&gateways, &tpm_key, 30, &["aaa", "bbb", "ccc"]).await;
+    assert_eq!(tally(&statuses), (10, 20), "{statuses:?}");
+
+    // A budget of exactly five batches: at $0.10 per million tokens, 3 tokens cost $0.0000003.
+    let budget_key = mint(&gw, json!({"max_budget": 0.0000015})).await;
+    let statuses = embeddings_burst(&gateways, &budget_key, 20, &["aaa", "bbb", "ccc"]).await;
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let over = statuses.iter().filter(|s| **s == 403).count();
+    assert_eq!((ok, over), (5, 15), "{statuses:?}");
+
+    wait_until_settled(&gw.db.pool).await;
+    let (rows, tokens): (i64, Option<i64>) = sqlx::query_as(
+        "SELECT count(*), sum(prompt_tokens)::bigint FROM litellm_spend
+         WHERE call_type = 'aembedding' AND status = 'success'",
+    )
+    .persistent(false)
+    .fetch_one(&gw.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows, 45, "every admitted batch was settled once");
+    assert_eq!(tokens, Some(30 * 3 + 10 * 3 + 5 * 3));
+    let spend: rust_decimal::Decimal =
+        sqlx::query_scalar("SELECT spend FROM litellm_verificationtoken WHERE token = $1")
+            .bind(llmlite::keys::KeyHash::of(&budget_key).as_str())
+            .persistent(false)
+            .fetch_one(&gw.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        spend,
+        "0.0000015".parse().unwrap(),
+        "the budget is spent exactly"
+    );
 }

@@ -31,7 +31,6 @@ use crate::chat::record::{CallType, Client, RequestRecord, Status};
 use crate::chat::{self, MAX_USER_CHARS, clean};
 use crate::error::{ApiError, redact_keys};
 use crate::http::{MAX_BODY_BYTES, RequestId, is_json_content_type};
-use crate::keys::KeyHash;
 use crate::settlement::Guard;
 use crate::state::AppState;
 
@@ -367,7 +366,12 @@ fn read_body(
 /// The model chain for `model`, or a 404 to a caller whose key works.
 async fn chain(state: &AppState, key: &str, model: &str) -> Result<Vec<Arc<ModelEntry>>, ApiError> {
     match state.config.catalog.chain(model) {
-        Some(chain) => Ok(chain),
+        Some(chain) => {
+            if let Some(asked) = chain.first() {
+                chat::chat_model(asked)?;
+            }
+            Ok(chain)
+        }
         None => {
             if !state.config.master_key.matches(key).await {
                 auth::authenticate_key(state, key).await?;
@@ -419,18 +423,16 @@ pub async fn messages(
     record.call_type = CallType::AnthropicMessages;
 
     // Admit: one round trip; a refusal is recorded, with nothing to settle.
-    let admitted =
-        match admission::admit(&state, &key, &parsed.model, &plan, request_id, estimate).await {
-            Ok(admitted) => admitted,
-            Err(refusal) => {
-                record.payer.key_hash = KeyHash::from_key_or_hash(&key);
-                record.payer.presented_key_hash = record.payer.key_hash.clone();
-                record.fail(&refusal.error);
-                record.latency_ms = arrived.elapsed().as_secs_f64() * 1000.0;
-                state.settlements.report_refusal(&state, record);
-                return Err(refusal.into());
-            }
-        };
+    let (admitted, mut record) = chat::admit(
+        &state,
+        &key,
+        &parsed.model,
+        &plan,
+        (request_id, estimate),
+        record,
+        arrived,
+    )
+    .await?;
     record.payer = admitted.payer.clone();
     record.end_user = parsed.user_id.clone();
     record.estimated_input = estimate;

@@ -1,5 +1,6 @@
 //! The `chat` function: `POST /v1/chat/completions` (and `/chat/completions`), `GET /v1/models`
-//! (and `/models`). Requests are translated to Bedrock Converse (`bedrock`), answers back to
+//! (and `/models`); it also serves Anthropic's Messages API (`anthropic`) and embeddings
+//! (`embeddings`). Requests are translated to Bedrock Converse (`bedrock`), answers back to
 //! OpenAI's shapes (`openai`). `stream: true` uses ConverseStream and answers with server-sent
 //! events: chunk by chunk from `llmlite`, as one complete body behind the ALB (which cannot
 //! stream a Lambda response).
@@ -23,7 +24,7 @@ use serde_json::Value;
 use crate::admission::{self, Admitted, Refusal};
 use crate::auth::{self, Caller};
 use crate::bedrock::{self, Planned};
-use crate::catalog::ModelAlias;
+use crate::catalog::{ModelAlias, ModelEntry};
 use crate::error::ApiError;
 use crate::http::{ApiJson, RequestId};
 use crate::keys::KeyHash;
@@ -45,6 +46,8 @@ pub fn router(state: AppState) -> Router {
             post(crate::anthropic::count_tokens),
         )
         .route("/chat/completions", post(chat_completions))
+        .route("/v1/embeddings", post(crate::embeddings::embeddings))
+        .route("/embeddings", post(crate::embeddings::embeddings))
         .route("/v1/models", get(list_models))
         .route("/models", get(list_models))
         .route("/v1/models/{model}", get(get_model))
@@ -52,12 +55,27 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-fn model_object(alias: &str) -> ModelObject {
+fn model_object(alias: &str, owned_by: &'static str) -> ModelObject {
     ModelObject {
         id: alias.to_owned(),
         object: "model",
         created: MODELS_CREATED,
-        owned_by: "anthropic",
+        owned_by,
+    }
+}
+
+/// Refuses a chat request (completions, messages) for an embedding model, before anything is
+/// taken.
+pub(crate) fn chat_model(model: &ModelEntry) -> Result<(), ApiError> {
+    match model.embedding {
+        None => Ok(()),
+        Some(_) => Err(ApiError::invalid_param(
+            "model",
+            format!(
+                "model `{}` is an embedding model: POST /v1/embeddings serves it",
+                model.alias
+            ),
+        )),
     }
 }
 
@@ -79,22 +97,29 @@ fn anthropic_model(alias: &str) -> Value {
 }
 
 /// The catalog's aliases this key may use (its own, its user's and its team's allow-lists), in
-/// OpenAI's list shape or, for an Anthropic client, Anthropic's.
+/// OpenAI's list shape (embedding models included, as OpenAI lists them) or, for an Anthropic
+/// client, Anthropic's (chat models only: Anthropic's API has no embeddings).
 async fn list_models(
     caller: Caller,
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Response {
-    let aliases: Vec<&str> = state
+    let anthropic = anthropic_client(&headers);
+    let aliases: Vec<(&str, &'static str)> = state
         .config
         .catalog
         .models()
         .iter()
-        .flat_map(|m| std::iter::once(&m.alias).chain(&m.other_aliases))
-        .map(ModelAlias::as_str)
-        .filter(|alias| caller.may_use(alias))
+        .filter(|m| !anthropic || m.embedding.is_none())
+        .flat_map(|m| {
+            std::iter::once(&m.alias)
+                .chain(&m.other_aliases)
+                .map(|a| (a.as_str(), m.owner()))
+        })
+        .filter(|(alias, _)| caller.may_use(alias))
         .collect();
-    if anthropic_client(&headers) {
+    if anthropic {
+        let aliases: Vec<&str> = aliases.into_iter().map(|(a, _)| a).collect();
         let data: Vec<Value> = aliases.iter().map(|a| anthropic_model(a)).collect();
         return Json(serde_json::json!({
             "data": data,
@@ -106,7 +131,10 @@ async fn list_models(
     }
     Json(ModelList {
         object: "list",
-        data: aliases.into_iter().map(model_object).collect(),
+        data: aliases
+            .into_iter()
+            .map(|(alias, owner)| model_object(alias, owner))
+            .collect(),
     })
     .into_response()
 }
@@ -122,18 +150,18 @@ async fn get_model(
         .catalog
         .get(&model)
         .filter(|_| caller.may_use(&model))
-        .map(|_| {
+        .map(|entry| {
             if anthropic_client(&headers) {
                 Json(anthropic_model(&model)).into_response()
             } else {
-                Json(model_object(&model)).into_response()
+                Json(model_object(&model, entry.owner())).into_response()
             }
         })
         .ok_or(ApiError::ModelNotFound { model })
 }
 
 /// The key a request carries; missing is a 401 before the body is read.
-pub struct BearerKey(String);
+pub struct BearerKey(pub(crate) String);
 
 impl axum::extract::FromRequestParts<AppState> for BearerKey {
     type Rejection = ApiError;
@@ -182,6 +210,9 @@ async fn chat_completions(
         }
         .into());
     };
+    if let Some(asked) = chain.first() {
+        chat_model(asked)?;
+    }
     let plan = bedrock::plan(&request, &chain, state.config.default_max_tokens)?;
     if invocation.out_of_time() {
         // Nothing is taken: the invocation has no time left for a model call and its settlement.
@@ -191,7 +222,7 @@ async fn chat_completions(
         .into());
     }
     let estimate = admission::estimate_prompt_tokens(&request);
-    let mut record = RequestRecord::new(
+    let record = RequestRecord::new(
         request_id,
         state.clock.now(),
         ModelAlias::new(&request.model),
@@ -199,18 +230,16 @@ async fn chat_completions(
     );
 
     // Admit: one round trip; a refusal is recorded, with nothing to settle.
-    let admitted =
-        match admission::admit(&state, &key, &request.model, &plan, request_id, estimate).await {
-            Ok(admitted) => admitted,
-            Err(refusal) => {
-                record.payer.key_hash = KeyHash::from_key_or_hash(&key);
-                record.payer.presented_key_hash = record.payer.key_hash.clone();
-                record.fail(&refusal.error);
-                record.latency_ms = arrived.elapsed().as_secs_f64() * 1000.0;
-                state.settlements.report_refusal(&state, record);
-                return Err(refusal);
-            }
-        };
+    let (admitted, mut record) = admit(
+        &state,
+        &key,
+        &request.model,
+        &plan,
+        (request_id, estimate),
+        record,
+        arrived,
+    )
+    .await?;
     record.payer = admitted.payer.clone();
     record.end_user = request.user.clone();
     record.metadata = accounting_metadata(request.metadata.as_ref());
@@ -242,6 +271,31 @@ async fn chat_completions(
         stream::respond(state, plan, answer, admitted, guard, invocation, output).await
     } else {
         complete::respond(state, plan, answer, admitted, guard, invocation, output).await
+    }
+}
+
+/// Admits a request (`admission::admit`, one round trip) for `alias` served by `plan`, with the
+/// request's ID and prompt estimate; the record it will settle with comes back beside it. A
+/// refusal is recorded (audit record, metrics, log line: nothing to settle) and returned.
+pub(crate) async fn admit(
+    state: &AppState,
+    key: &str,
+    alias: &str,
+    plan: &[impl bedrock::Candidate],
+    (request_id, estimate): (RequestId, u64),
+    mut record: RequestRecord,
+    arrived: std::time::Instant,
+) -> Result<(Admitted, RequestRecord), Refusal> {
+    match admission::admit(state, key, alias, plan, request_id, estimate).await {
+        Ok(admitted) => Ok((admitted, record)),
+        Err(refusal) => {
+            record.payer.key_hash = KeyHash::from_key_or_hash(key);
+            record.payer.presented_key_hash = record.payer.key_hash.clone();
+            record.fail(&refusal.error);
+            record.latency_ms = arrived.elapsed().as_secs_f64() * 1000.0;
+            state.settlements.report_refusal(state, record);
+            Err(refusal)
+        }
     }
 }
 
