@@ -108,6 +108,7 @@ pub async fn run(
                  SELECT (start_time AT TIME ZONE 'UTC')::date, user_id, team_id, api_key, model,
                         custom_llm_provider,
                         CASE call_type WHEN 'anthropic_messages' THEN '/v1/messages'
+                                       WHEN 'aresponses' THEN '/v1/responses'
                                        ELSE '/v1/chat/completions' END,
                         sum(prompt_tokens), sum(completion_tokens), sum(cache_read_input_tokens),
                         sum(cache_creation_input_tokens), sum(spend), count(*),
@@ -281,6 +282,7 @@ async fn daily_report(state: &AppState, reports: &Sink, day: NaiveDate) -> Resul
     let rows: Vec<DailyRow> = sqlx::query_as(
         "SELECT d.user_id, d.team_id, k.key_alias, d.model,
                 CASE d.endpoint WHEN '/v1/messages' THEN 'anthropic_messages'
+                                WHEN '/v1/responses' THEN 'aresponses'
                                 ELSE 'acompletion' END AS call_type,
                 sum(d.api_requests)::bigint AS requests,
                 sum(d.prompt_tokens)::bigint AS prompt_tokens,

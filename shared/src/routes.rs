@@ -25,6 +25,7 @@ pub const ALB_PATH_PATTERNS: &[(&str, Function)] = &[
     ("/chat/*", Function::Chat),
     ("/models", Function::Chat),
     ("/models/*", Function::Chat),
+    ("/responses", Function::Chat),
     ("/key/*", Function::KeyAdmin),
     ("/user/*", Function::KeyAdmin),
     ("/team/*", Function::KeyAdmin),
@@ -54,7 +55,7 @@ fn alb_pattern_matches(pattern: &str, path: &str) -> bool {
     }
 }
 
-/// The `chat` function: `/v1/*`, `/chat/*`, `/models`; and `GET /health`, which only its
+/// The `chat` function: `/v1/*`, `/chat/*`, `/models`, `/responses`; and `GET /health`, which only its
 /// target group's health checks reach (the ALB sends `/health*` to the health function).
 pub fn chat_routes(state: AppState) -> Router {
     http::finish(chat::router(state).merge(health::liveness_router()))
@@ -111,6 +112,9 @@ mod tests {
             ("/models", Some(Function::Chat)),
             ("/models/claude-sonnet-4-5", Some(Function::Chat)),
             ("/modelsx", None),
+            ("/responses", Some(Function::Chat)),
+            ("/v1/responses", Some(Function::Chat)),
+            ("/responsesx", None),
             ("/key/generate", Some(Function::KeyAdmin)),
             ("/user/new", Some(Function::KeyAdmin)),
             ("/team/info", Some(Function::KeyAdmin)),

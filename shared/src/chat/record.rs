@@ -52,6 +52,8 @@ pub enum CallType {
     Acompletion,
     /// Anthropic's Messages API, `POST /v1/messages`.
     AnthropicMessages,
+    /// OpenAI's Responses API, `POST /v1/responses` (LiteLLM's name for it).
+    Aresponses,
 }
 
 impl CallType {
@@ -59,6 +61,7 @@ impl CallType {
         match self {
             CallType::Acompletion => "acompletion",
             CallType::AnthropicMessages => "anthropic_messages",
+            CallType::Aresponses => "aresponses",
         }
     }
 }
