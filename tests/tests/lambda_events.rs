@@ -257,6 +257,22 @@ async fn api_gateway_events_reach_the_chat_routes_without_their_stage() {
         .collect();
     assert_eq!(text, "echo: Stream through API Gateway");
 
+    // The Responses API at the root path, streamed through the same ingress.
+    let (status, headers, body) = invoke_streaming(
+        chat::router(gw.state.clone(), chat::Mode::Streaming),
+        fixture("apigw-responses-stream.json"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["content-type"], "text/event-stream");
+    let events = responses_events(&body);
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "response.completed", "{last}");
+    assert_eq!(
+        last["response"]["output"][0]["content"][0]["text"],
+        "echo: Stream through API Gateway"
+    );
+
     // The bare routes would see `/live/v1/chat/completions`.
     let (status, _, body) = invoke_streaming(
         chat_routes(gw.state.clone()),
@@ -309,7 +325,7 @@ async fn every_http_fixture_goes_through_its_functions_handler() {
             n.clone(),
         )
     });
-    assert!(names.len() >= 18, "{names:?}");
+    assert!(names.len() >= 19, "{names:?}");
     for name in names {
         let event = fixture(&name);
         let path = match &event.payload {
@@ -326,7 +342,12 @@ async fn every_http_fixture_goes_through_its_functions_handler() {
                     invoke_streaming(chat::router(gw.state.clone(), chat::Mode::Streaming), event)
                         .await;
                 assert_eq!(status, 200, "{name}: {body}");
-                if headers["content-type"] == "text/event-stream" {
+                if headers["content-type"] == "text/event-stream" && name.contains("responses") {
+                    assert!(
+                        body.contains("event: response.completed\n"),
+                        "{name}: {body}"
+                    );
+                } else if headers["content-type"] == "text/event-stream" {
                     assert!(body.ends_with("data: [DONE]\n\n"), "{name}: {body}");
                 } else {
                     serde_json::from_str::<Value>(&body)

@@ -756,3 +756,58 @@ async fn reasoning_effort_thinks_and_the_thinking_comes_back_as_a_reasoning_summ
         ])
     );
 }
+
+#[tokio::test]
+async fn a_named_tool_choice_forces_that_tool_and_images_travel_inline() {
+    let gw = TestGateway::start().await;
+    let body = ok(
+        &gw,
+        json!({"model": "claude-sonnet-4-5", "input": "what time is it", "tools": tools(),
+               "tool_choice": {"type": "function", "name": "get_time"}}),
+    )
+    .await;
+    assert_eq!(body["output"][0]["type"], "function_call", "{body}");
+    assert_eq!(body["output"][0]["name"], "get_time");
+    assert_eq!(
+        body["tool_choice"],
+        json!({"type": "function", "name": "get_time"})
+    );
+    // A 1x1 PNG.
+    let png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+    let image = ok(
+        &gw,
+        json!({"model": "claude-sonnet-4-5", "input": [{"role": "user", "content": [
+            {"type": "input_text", "text": "what is this"},
+            {"type": "input_image", "image_url": format!("data:image/png;base64,{png}")},
+        ]}]}),
+    )
+    .await;
+    assert_eq!(image["status"], "completed");
+    let calls = gw.bedrock_calls().await;
+    assert_eq!(
+        calls[0]["body"]["toolConfig"]["toolChoice"],
+        json!({"tool": {"name": "get_time"}})
+    );
+    assert_eq!(
+        calls[1]["body"]["messages"][0]["content"][1]["image"]["format"],
+        "png"
+    );
+    // A remote image is refused, naming the item.
+    let (status, _, text) = respond(
+        &gw,
+        MASTER_KEY,
+        json!({"model": "claude-sonnet-4-5", "input": [{"role": "user", "content": [
+            {"type": "input_image", "image_url": "https://example.com/cat.png"}]}]}),
+    )
+    .await;
+    assert_eq!(status, 400, "{text}");
+    let error: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(error["error"]["param"], "input");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("input[0]: remote image URLs"),
+        "{text}"
+    );
+}
