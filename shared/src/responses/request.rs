@@ -116,7 +116,7 @@ pub(super) fn parse(body: &Value) -> Result<Parsed, ApiError> {
         return Err(invalid("store", "`store` must be a boolean"));
     }
     let model = match body.get("model") {
-        Some(Value::String(m)) if !m.is_empty() && !m.contains('\0') => m.clone(),
+        Some(m @ Value::String(name)) if !name.is_empty() => text(m, "model")?,
         _ => return Err(invalid("model", "`model` is required: a model name")),
     };
 
@@ -725,6 +725,11 @@ mod tests {
         assert_eq!(refused(with("input", json!("a\u{0}b"))).0, "input");
         assert_eq!(refused(with("input", json!(7))).0, "input");
         assert_eq!(refused(with("temperature", json!("hot"))).0, "temperature");
+        let (param, message) = refused(with("model", json!("claude\u{0}")));
+        assert_eq!(
+            (param.as_str(), message.as_str()),
+            ("model", "`model` must not contain NUL bytes")
+        );
         assert_eq!(
             refused(with(
                 "input",
