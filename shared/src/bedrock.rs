@@ -284,6 +284,12 @@ pub fn translate(
             "`reasoning_effort` cannot be combined with a forced tool choice",
         ));
     }
+    // Converse refuses toolUse and toolResult blocks without a toolConfig, even on a follow-up
+    // turn that offers no tools: the tools the conversation used are declared then (open schema,
+    // on auto) so that the history can be sent at all.
+    if tools.is_empty() && history_has_tools {
+        tools = history_tools(&turns)?;
+    }
     let tool_config = if tools.is_empty() {
         None
     } else {
@@ -472,6 +478,31 @@ fn tool_spec(
         .input_schema(ToolInputSchema::Json(to_document(parameters)))
         .build()
         .map_err(build_error)
+}
+
+/// The tools a conversation called, declared with an open schema.
+fn history_tools(
+    turns: &[(ConversationRole, Vec<ContentBlock>)],
+) -> Result<Vec<ToolSpecification>, ApiError> {
+    let mut names: Vec<&str> = Vec::new();
+    for block in turns.iter().flat_map(|(_, blocks)| blocks) {
+        if let ContentBlock::ToolUse(tool) = block
+            && !names.contains(&tool.name())
+        {
+            names.push(tool.name());
+        }
+    }
+    let open = serde_json::json!({"type": "object"});
+    names
+        .into_iter()
+        .map(|name| {
+            tool_spec(
+                name,
+                Some("Called earlier in this conversation; not offered in this request."),
+                &open,
+            )
+        })
+        .collect()
 }
 
 fn tool_specs(request: &ChatCompletionRequest) -> Result<Vec<ToolSpecification>, ApiError> {

@@ -27,6 +27,9 @@
 //!   same request, cached or not. A model ID containing `no-count-tokens` answers the
 //!   ValidationException Bedrock gives for models that cannot count.
 //!
+//! A Converse request whose messages hold `toolUse` or `toolResult` blocks without a `toolConfig`
+//! is Bedrock's ValidationException, as it is for Bedrock, even when no tools are offered.
+//!
 //! Both formats are read into one request model, so a reply and its counts do not depend on
 //! the API that asked. Replies are deterministic and derive from the input:
 //! - a request whose last message carries tool results answers `Tool result: <results>`;
@@ -853,11 +856,30 @@ impl Request {
         } else {
             ToolChoice::Auto
         };
+        // Bedrock's rule: tool blocks in the conversation need a toolConfig, tools offered now
+        // or not.
+        let tool_blocks = body["messages"].as_array().is_some_and(|messages| {
+            messages.iter().any(|m| {
+                m["content"].as_array().is_some_and(|blocks| {
+                    blocks
+                        .iter()
+                        .any(|b| b.get("toolUse").is_some() || b.get("toolResult").is_some())
+                })
+            })
+        });
+        let problem = if turns.is_empty() {
+            Some("messages must not be empty".to_owned())
+        } else if tool_blocks && body.get("toolConfig").is_none() {
+            Some(
+                "The toolConfig field must be defined when using toolUse and toolResult content blocks."
+                    .to_owned(),
+            )
+        } else {
+            None
+        };
         Request {
             system,
-            problem: turns
-                .is_empty()
-                .then(|| "messages must not be empty".to_owned()),
+            problem,
             turns,
             tools: body["toolConfig"]["tools"]
                 .as_array()

@@ -34,6 +34,7 @@ pub mod master_key;
 pub mod money;
 pub mod openai;
 pub mod pii;
+pub mod responses;
 pub mod rollup;
 pub mod rotation;
 pub mod routes;

@@ -109,6 +109,7 @@ pub async fn run(
                         custom_llm_provider,
                         CASE call_type WHEN 'anthropic_messages' THEN '/v1/messages'
                                        WHEN 'aembedding' THEN '/v1/embeddings'
+                                       WHEN 'aresponses' THEN '/v1/responses'
                                        ELSE '/v1/chat/completions' END,
                         sum(prompt_tokens), sum(completion_tokens), sum(cache_read_input_tokens),
                         sum(cache_creation_input_tokens), sum(spend), count(*),
@@ -283,6 +284,7 @@ async fn daily_report(state: &AppState, reports: &Sink, day: NaiveDate) -> Resul
         "SELECT d.user_id, d.team_id, k.key_alias, d.model,
                 CASE d.endpoint WHEN '/v1/messages' THEN 'anthropic_messages'
                                 WHEN '/v1/embeddings' THEN 'aembedding'
+                                WHEN '/v1/responses' THEN 'aresponses'
                                 ELSE 'acompletion' END AS call_type,
                 sum(d.api_requests)::bigint AS requests,
                 sum(d.prompt_tokens)::bigint AS prompt_tokens,

@@ -26,6 +26,7 @@ pub const ALB_PATH_PATTERNS: &[(&str, Function)] = &[
     ("/models", Function::Chat),
     ("/models/*", Function::Chat),
     ("/embeddings", Function::Chat),
+    ("/responses", Function::Chat),
     ("/key/*", Function::KeyAdmin),
     ("/user/*", Function::KeyAdmin),
     ("/team/*", Function::KeyAdmin),
@@ -55,7 +56,7 @@ fn alb_pattern_matches(pattern: &str, path: &str) -> bool {
     }
 }
 
-/// The `chat` function: `/v1/*`, `/chat/*`, `/models`, `/embeddings`; and `GET /health`, which only its
+/// The `chat` function: `/v1/*`, `/chat/*`, `/models`, `/embeddings`, `/responses`; and `GET /health`, which only its
 /// target group's health checks reach (the ALB sends `/health*` to the health function).
 pub fn chat_routes(state: AppState) -> Router {
     http::finish(chat::router(state).merge(health::liveness_router()))
@@ -115,6 +116,9 @@ mod tests {
             ("/embeddings", Some(Function::Chat)),
             ("/v1/embeddings", Some(Function::Chat)),
             ("/embeddings/x", None),
+            ("/responses", Some(Function::Chat)),
+            ("/v1/responses", Some(Function::Chat)),
+            ("/responsesx", None),
             ("/key/generate", Some(Function::KeyAdmin)),
             ("/user/new", Some(Function::KeyAdmin)),
             ("/team/info", Some(Function::KeyAdmin)),

@@ -151,6 +151,40 @@ schemas["EmbeddingList"] = {"type": "object", "required": ["object", "data", "mo
         "object": {"type": "string", "enum": ["embedding"]}, "index": integer,
         "embedding": {"oneOf": [{"type": "array", "items": {"type": "number"}}, {"type": "string", "description": "base64 of little-endian f32s"}]}}}},
     "usage": {"type": "object", "required": ["prompt_tokens", "total_tokens"], "properties": {"prompt_tokens": integer, "total_tokens": integer}}}}
+# OpenAI's Responses API (/v1/responses), stateless: the request as llmlite reads it and the
+# response object. Stored state (previous_response_id, store: true) and built-in tools are 400s.
+resp_text = {"type": "string", "minLength": 1, "maxLength": 2000}
+resp_part = {"type": "object", "required": ["type", "text"], "additionalProperties": False,
+    "properties": {"type": {"type": "string", "enum": ["input_text", "output_text"]}, "text": resp_text}}
+resp_message = {"type": "object", "required": ["role", "content"], "additionalProperties": False, "properties": {
+    "type": {"type": "string", "enum": ["message"]}, "role": {"type": "string", "enum": ["user", "assistant", "system", "developer"]},
+    "content": {"oneOf": [resp_text, {"type": "array", "minItems": 1, "maxItems": 4, "items": resp_part}]}}}
+resp_tool = {"type": "object", "required": ["type", "name"], "additionalProperties": False, "properties": {
+    "type": {"type": "string", "enum": ["function"]}, "name": {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,64}$"},
+    "description": {"type": "string", "maxLength": 200}, "parameters": {"type": "object", "additionalProperties": False,
+        "required": ["type"], "properties": {"type": {"type": "string", "enum": ["object"]}}}}}
+schemas["ResponsesRequest"] = {"type": "object", "required": ["model", "input"], "additionalProperties": False, "properties": {
+    "model": {"type": "string", "enum": ["claude-sonnet-4-5", "claude-haiku-4-5"]},
+    "input": {"oneOf": [resp_text, {"type": "array", "minItems": 1, "maxItems": 4, "items": resp_message}]},
+    "instructions": nullable({"type": "string", "maxLength": 2000}),
+    "tools": {"type": "array", "maxItems": 4, "items": resp_tool},
+    "tool_choice": {"type": "string", "enum": ["auto", "none"]},
+    "max_output_tokens": {"type": "integer", "minimum": 1, "maximum": 4096},
+    "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+    "stream": {"type": "boolean"}, "store": {"type": "boolean", "enum": [False], "description": "true is refused: llmlite stores nothing"},
+    "user": text, "metadata": {"type": "object", "additionalProperties": {"type": "string", "maxLength": 64, "pattern": "^[^\\u0000-\\u001f]*$"}}}}
+resp_item = {"type": "object", "required": ["type", "id"], "properties": {
+    "type": {"type": "string", "enum": ["message", "function_call", "reasoning"]}, "id": string, "status": string,
+    "role": string, "content": {"type": "array", "items": {"type": "object", "required": ["type", "text"], "properties": {"type": string, "text": string}}},
+    "call_id": string, "name": string, "arguments": string, "summary": {"type": "array", "items": {"type": "object"}}}}
+schemas["Response"] = {"type": "object", "required": ["id", "object", "created_at", "status", "model", "output", "usage", "error", "incomplete_details"], "properties": {
+    "id": {"type": "string", "pattern": "^resp_"}, "object": {"type": "string", "enum": ["response"]}, "created_at": integer,
+    "status": {"type": "string", "enum": ["completed", "incomplete", "failed"]}, "model": string,
+    "output": {"type": "array", "items": resp_item},
+    "usage": {"type": "object", "required": ["input_tokens", "output_tokens", "total_tokens"], "properties": {
+        "input_tokens": integer, "output_tokens": integer, "total_tokens": integer,
+        "input_tokens_details": {"type": "object"}, "output_tokens_details": {"type": "object"}}},
+    "error": nullable({"type": "object"}), "incomplete_details": nullable({"type": "object"}), "store": {"type": "boolean"}}}
 anthropic_err = {"description": "An error, in Anthropic's shape", "content": {"application/json": {"schema": ref("AnthropicError")}}}
 err = {"description": "An error, in OpenAI's shape", "content": {"application/json": {"schema": ref("Error")}}}
 def ok(schema, desc="OK", extra=None):
@@ -178,6 +212,11 @@ paths = {
       "requestBody": body(ref("ChatCompletionRequest")),
       "responses": ok(ref("ChatCompletion"), extra={"text/event-stream": {"schema": {"type": "object", "description": "One server-sent event", "required": ["data"], "properties": {
           "data": {"type": "string", "description": "A chat.completion.chunk as JSON, an error, or [DONE]"}}}}})}},
+  "/v1/responses": {"post": {"operationId": "responses", "tags": ["responses"], "summary": "OpenAI's Responses API, stateless, on Bedrock Converse (stream: true answers with Responses events)",
+      "requestBody": body(ref("ResponsesRequest")),
+      "responses": ok(ref("Response"), extra={"text/event-stream": {"schema": {"type": "object", "description": "One server-sent event", "required": ["event", "data"], "properties": {
+          "event": {"type": "string", "description": "response.created, response.output_text.delta, ..., response.completed (or response.failed)"},
+          "data": {"type": "string", "description": "The event as JSON, with its type and sequence_number"}}}}})}},
   "/v1/messages": {"post": {"operationId": "messages", "tags": ["anthropic"], "summary": "Anthropic's Messages API on Bedrock InvokeModel (stream: true answers with Anthropic's server-sent events)",
       "requestBody": body(ref("MessagesRequest")),
       "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": ref("Message")}, "text/event-stream": {"schema": {"type": "object", "description": "One server-sent event", "required": ["event", "data"], "properties": {

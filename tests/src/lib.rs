@@ -645,6 +645,24 @@ pub fn sse_data(body: &str) -> Vec<String> {
         .collect()
 }
 
+/// The events of a Responses event stream (`event: <type>` and `data: <json>` lines each), as
+/// their data's JSON; each event's `event:` line must name its data's `type`.
+pub fn responses_events(body: &str) -> Vec<serde_json::Value> {
+    body.split("\n\n")
+        .filter(|event| !event.is_empty())
+        .map(|event| {
+            let (kind, data) = event
+                .strip_prefix("event: ")
+                .and_then(|e| e.split_once("\ndata: "))
+                .unwrap_or_else(|| panic!("not a Responses event: {event:?}"));
+            let data: serde_json::Value =
+                serde_json::from_str(data).unwrap_or_else(|e| panic!("{e}: {data}"));
+            assert_eq!(data["type"], kind, "{event}");
+            data
+        })
+        .collect()
+}
+
 /// `template.yaml`, as JSON: CloudFormation's short-form tags become their long forms
 /// (`!Ref X` is `{"Ref": "X"}`, `!Sub s` is `{"Fn::Sub": s}`, `!GetAtt A.B` is
 /// `{"Fn::GetAtt": "A.B"}`), so tests read it as CloudFormation does.

@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use lambda_http::request::LambdaRequest;
 use lambda_http::{Adapter, Context, LambdaEvent, StreamAdapter};
 use llmlite::{admin_routes, chat_routes, health_routes};
-use llmlite_tests::{TestDb, TestGateway, sse_data};
+use llmlite_tests::{TestDb, TestGateway, responses_events, sse_data};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -135,6 +135,52 @@ async fn alb_chat_events_get_complete_alb_responses() {
 }
 
 #[tokio::test]
+async fn alb_responses_events_get_complete_alb_responses() {
+    let gw = TestGateway::start().await;
+
+    let response = invoke(chat_routes(gw.state.clone()), fixture("responses.json")).await;
+    assert_eq!(response["statusCode"], 200, "{response}");
+    assert!(response["headers"]["x-litellm-response-cost"].is_string());
+    let body = body_json(&response);
+    assert_eq!(body["object"], "response");
+    assert_eq!(body["status"], "completed");
+    assert_eq!(body["model"], "claude-sonnet-4-5");
+    assert!(body["id"].as_str().unwrap().starts_with("resp_"), "{body}");
+    assert_eq!(body["output"][0]["type"], "message");
+    assert_eq!(
+        body["output"][0]["content"][0]["text"],
+        "echo: Hello from the ALB"
+    );
+    // "Be brief." and "Hello from the ALB": 6 words in, 5 out.
+    assert_eq!(body["usage"]["input_tokens"], 6, "{body}");
+    assert_eq!(body["usage"]["output_tokens"], 5, "{body}");
+    assert_eq!(body["usage"]["total_tokens"], 11, "{body}");
+
+    // Behind the ALB a stream is one complete body of Responses events, at `/responses` too.
+    let response = invoke(
+        chat_routes(gw.state.clone()),
+        fixture("responses-stream.json"),
+    )
+    .await;
+    assert_eq!(response["statusCode"], 200, "{response}");
+    assert_eq!(response["headers"]["content-type"], "text/event-stream");
+    let events = responses_events(response["body"].as_str().unwrap());
+    assert_eq!(events[0]["type"], "response.created");
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "response.completed", "{last}");
+    for (n, event) in events.iter().enumerate() {
+        assert_eq!(event["sequence_number"], n as u64, "{event}");
+    }
+    let text: String = events
+        .iter()
+        .filter(|e| e["type"] == "response.output_text.delta")
+        .map(|e| e["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(text, "echo: Stream through the ALB");
+    assert_eq!(last["response"]["usage"]["output_tokens"], 5, "{last}");
+}
+
+#[tokio::test]
 async fn alb_key_admin_events_generate_read_and_delete_a_key() {
     let gw = TestGateway::start().await;
     let routes = || admin_routes(gw.state.clone());
@@ -211,6 +257,22 @@ async fn api_gateway_events_reach_the_chat_routes_without_their_stage() {
         .collect();
     assert_eq!(text, "echo: Stream through API Gateway");
 
+    // The Responses API at the root path, streamed through the same ingress.
+    let (status, headers, body) = invoke_streaming(
+        chat::router(gw.state.clone(), chat::Mode::Streaming),
+        fixture("apigw-responses-stream.json"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["content-type"], "text/event-stream");
+    let events = responses_events(&body);
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "response.completed", "{last}");
+    assert_eq!(
+        last["response"]["output"][0]["content"][0]["text"],
+        "echo: Stream through API Gateway"
+    );
+
     // The bare routes would see `/live/v1/chat/completions`.
     let (status, _, body) = invoke_streaming(
         chat_routes(gw.state.clone()),
@@ -263,7 +325,7 @@ async fn every_http_fixture_goes_through_its_functions_handler() {
             n.clone(),
         )
     });
-    assert!(names.len() >= 16, "{names:?}");
+    assert!(names.len() >= 19, "{names:?}");
     for name in names {
         let event = fixture(&name);
         let path = match &event.payload {
@@ -280,7 +342,12 @@ async fn every_http_fixture_goes_through_its_functions_handler() {
                     invoke_streaming(chat::router(gw.state.clone(), chat::Mode::Streaming), event)
                         .await;
                 assert_eq!(status, 200, "{name}: {body}");
-                if headers["content-type"] == "text/event-stream" {
+                if headers["content-type"] == "text/event-stream" && name.contains("responses") {
+                    assert!(
+                        body.contains("event: response.completed\n"),
+                        "{name}: {body}"
+                    );
+                } else if headers["content-type"] == "text/event-stream" {
                     assert!(body.ends_with("data: [DONE]\n\n"), "{name}: {body}");
                 } else {
                     serde_json::from_str::<Value>(&body)
@@ -306,7 +373,11 @@ async fn every_http_fixture_goes_through_its_functions_handler() {
         };
         assert_eq!(status, expected, "{name}: {response}");
         let body = response["body"].as_str().unwrap();
-        if response["headers"]["content-type"] == "text/event-stream" {
+        if response["headers"]["content-type"] == "text/event-stream"
+            && name.starts_with("responses")
+        {
+            assert!(body.contains("event: response.completed\n"), "{name}");
+        } else if response["headers"]["content-type"] == "text/event-stream" {
             assert!(body.ends_with("data: [DONE]\n\n"), "{name}");
         } else {
             serde_json::from_str::<Value>(body).unwrap_or_else(|e| panic!("{name}: {e}: {body}"));

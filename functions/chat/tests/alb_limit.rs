@@ -123,3 +123,69 @@ async fn a_long_buffered_stream_is_coalesced_under_the_alb_limit_or_ends_with_an
     assert!(rows[1].2 > 1_000, "{rows:?}");
     let _ = function.kill().await;
 }
+
+/// The Responses route repeats an answer's text in its closing events (the deltas, then
+/// `output_text.done`, `content_part.done`, `output_item.done` and `response.completed`), so a
+/// buffered Responses stream gets a sixth of the limit for its deltas: it stays under 1 MB, and
+/// one that would not ends with `response.failed`.
+#[tokio::test]
+async fn a_buffered_responses_stream_stays_under_the_alb_limit() {
+    let gw = TestGateway::start().await;
+    let api = RuntimeApi::start().await;
+    let mut function = api.spawn(BINARY, &gw, &[]);
+    let event = |input: &str, max: u32| {
+        let mut event = alb_stream_event("", max);
+        event["path"] = json!("/v1/responses");
+        event["body"] = json!(
+            json!({"model": "claude-sonnet-4-5", "max_output_tokens": max, "stream": true,
+                   "input": input})
+            .to_string()
+        );
+        event
+    };
+    let responses =
+        |response: &Value| llmlite_tests::responses_events(response["body"].as_str().unwrap());
+
+    // 5,000 words: about 30 KB of text, five times over.
+    let words: Vec<String> = (0..5_000).map(|n| format!("w{n}")).collect();
+    let prompt = words.join(" ");
+    let mut invoked = api.invoke(event(&prompt, 6_000), now_ms() + 300_000);
+    let (_, bytes) = invoked.collect(Duration::from_secs(300)).await;
+    assert!(bytes.len() < ALB_RESPONSE_LIMIT, "{} bytes", bytes.len());
+    let response: Value = serde_json::from_slice(&bytes).unwrap();
+    let events = responses(&response);
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "response.completed", "{last}");
+    assert_eq!(
+        last["response"]["output"][0]["content"][0]["text"],
+        format!("echo: {prompt}")
+    );
+
+    // The quotes that overflow the chat stream: within the limit, failed, not completed.
+    let quotes = vec!["\"".repeat(40); 10_000].join(" ");
+    let mut invoked = api.invoke(event(&quotes, 12_000), now_ms() + 300_000);
+    let (_, bytes) = invoked.collect(Duration::from_secs(300)).await;
+    assert!(bytes.len() < ALB_RESPONSE_LIMIT, "{} bytes", bytes.len());
+    let response: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(response["statusCode"], 200);
+    let events = responses(&response);
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "response.failed", "{last}");
+    assert_eq!(last["response"]["error"]["code"], "response_too_large");
+
+    assert!(api.extension_done(2, Duration::from_secs(60)).await);
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT call_type, status FROM litellm_spend ORDER BY start_time")
+            .persistent(false)
+            .fetch_all(&gw.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        rows,
+        [
+            ("aresponses".to_owned(), "success".to_owned()),
+            ("aresponses".to_owned(), "failure".to_owned())
+        ]
+    );
+    let _ = function.kill().await;
+}

@@ -16,6 +16,29 @@ use rust_decimal::Decimal;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// Sends `body` to `path` of the gateway at `base` with `key` over a raw socket, reads until
+/// `marker` has arrived, and hangs up; what was received.
+async fn hang_up_after(base: &str, key: &str, path: &str, body: &str, marker: &str) -> String {
+    let addr = base.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {key}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(body.as_bytes()).await.unwrap();
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !String::from_utf8_lossy(&received).contains(marker) {
+        let n = socket.read(&mut buffer).await.unwrap();
+        assert!(n > 0, "the stream ended before its first delta");
+        received.extend_from_slice(&buffer[..n]);
+    }
+    drop(socket);
+    String::from_utf8_lossy(&received).into_owned()
+}
+
 #[tokio::test]
 async fn a_client_that_hangs_up_mid_stream_pays_for_its_prompt_and_received_output() {
     let gw = TestGateway::start().await;
@@ -37,25 +60,16 @@ async fn a_client_that_hangs_up_mid_stream_pays_for_its_prompt_and_received_outp
     let body = json!({"model": "claude-haiku-4-5", "stream": true, "max_tokens": 400,
                       "messages": [{"role": "user", "content": prompt}]})
     .to_string();
-    let addr = base.trim_start_matches("http://");
-    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let head = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {key}\r\n\
-         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    );
-    socket.write_all(head.as_bytes()).await.unwrap();
-    socket.write_all(body.as_bytes()).await.unwrap();
     // Read until the first content delta has arrived, then hang up.
-    let mut received = Vec::new();
-    let mut buffer = [0u8; 4096];
-    while !String::from_utf8_lossy(&received).contains("\"content\":\"echo") {
-        let n = socket.read(&mut buffer).await.unwrap();
-        assert!(n > 0, "the stream ended before its first delta");
-        received.extend_from_slice(&buffer[..n]);
-    }
-    assert!(String::from_utf8_lossy(&received).starts_with("HTTP/1.1 200"));
-    drop(socket);
+    let received = hang_up_after(
+        &base,
+        key,
+        "/v1/chat/completions",
+        &body,
+        "\"content\":\"echo",
+    )
+    .await;
+    assert!(received.starts_with("HTTP/1.1 200"));
 
     wait_until_settled(&gw.db.pool).await;
     let (status, prompt_tokens, completion_tokens, spend): (String, i64, i64, Decimal) =
@@ -88,4 +102,74 @@ async fn a_client_that_hangs_up_mid_stream_pays_for_its_prompt_and_received_outp
             .await
             .unwrap();
     assert_eq!(key_spend, expected);
+}
+
+/// The same on the Responses route, whose events are rewritten from the chat stream's: hanging
+/// up there still ends the model call and settles the request exactly once.
+#[tokio::test]
+async fn a_responses_client_that_hangs_up_mid_stream_settles_exactly_once() {
+    let gw = TestGateway::start().await;
+    let (_serve, base) = spawn_serve(
+        std::path::Path::new(LLMLITE),
+        &gw.db.url,
+        &gw.double.endpoint(),
+        &[],
+    )
+    .await;
+    let minted = gw.mint_key(json!({"max_budget": 5})).await;
+    let key = minted["key"].as_str().unwrap();
+    let token = minted["token"].as_str().unwrap();
+
+    gw.script(json!([{"event_gap_ms": 200}])).await;
+    let prompt = "lorem ipsum dolor sit amet ".repeat(3000);
+    let body = json!({"model": "claude-haiku-4-5", "stream": true, "max_output_tokens": 400,
+                      "input": prompt})
+    .to_string();
+    let received = hang_up_after(&base, key, "/v1/responses", &body, "\"delta\":\"echo").await;
+    assert!(received.starts_with("HTTP/1.1 200"), "{received}");
+    assert!(
+        received.contains("event: response.output_text.delta"),
+        "{received}"
+    );
+    let deltas_at_hang_up = gw.double.deltas_sent();
+
+    wait_until_settled(&gw.db.pool).await;
+    let rows: Vec<(String, String, i64, i64, Decimal)> = sqlx::query_as(
+        "SELECT call_type, status, prompt_tokens, completion_tokens, spend FROM litellm_spend
+         WHERE api_key = $1",
+    )
+    .bind(token)
+    .persistent(false)
+    .fetch_all(&gw.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 1, "settled exactly once: {rows:?}");
+    let (call_type, status, prompt_tokens, completion_tokens, spend) = rows[0].clone();
+    assert_eq!(
+        (call_type.as_str(), status.as_str()),
+        ("aresponses", "client_closed")
+    );
+    assert_eq!(prompt_tokens, 20_254);
+    assert!(
+        (1..=3).contains(&completion_tokens),
+        "{completion_tokens} output tokens"
+    );
+    let expected = Decimal::new(11, 7) * Decimal::from(prompt_tokens)
+        + Decimal::new(55, 7) * Decimal::from(completion_tokens);
+    assert_eq!(spend, expected);
+    let key_spend: Decimal =
+        sqlx::query_scalar("SELECT spend FROM litellm_verificationtoken WHERE token = $1")
+            .bind(token)
+            .persistent(false)
+            .fetch_one(&gw.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(key_spend, expected);
+    // The model call ended with the client: the double stopped sending soon after.
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    assert!(
+        gw.double.deltas_sent() <= deltas_at_hang_up + 2,
+        "{} deltas sent after the hang-up at {deltas_at_hang_up}",
+        gw.double.deltas_sent()
+    );
 }

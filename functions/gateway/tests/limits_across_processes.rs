@@ -22,7 +22,7 @@ async fn mint(gw: &TestGateway, body: Value) -> String {
 }
 
 /// Sends `count` concurrent chats of `text` as `key`, spread over the gateways, to `path`
-/// (`/v1/chat/completions`, or Anthropic's `/v1/messages`); the statuses.
+/// (`/v1/chat/completions`, Anthropic's `/v1/messages`, or `/v1/responses`); the statuses.
 async fn burst(
     gateways: &[(Child, String)],
     path: &str,
@@ -33,17 +33,20 @@ async fn burst(
     let client = reqwest::Client::new();
     let requests = (0..count).map(|n| {
         let url = format!("{}{path}", gateways[n % gateways.len()].1);
-        let request = client
-            .post(url)
-            .bearer_auth(key)
-            .json(&json!({"model": "claude-haiku-4-5", "max_tokens": 16,
-                          "messages": [{"role": "user", "content": text}]}));
+        let body = if path == RESPONSES {
+            json!({"model": "claude-haiku-4-5", "max_output_tokens": 16, "input": text})
+        } else {
+            json!({"model": "claude-haiku-4-5", "max_tokens": 16,
+                   "messages": [{"role": "user", "content": text}]})
+        };
+        let request = client.post(url).bearer_auth(key).json(&body);
         async move { request.send().await.unwrap().status().as_u16() }
     });
     join_all(requests).await
 }
 
 const CHAT: &str = "/v1/chat/completions";
+const RESPONSES: &str = "/v1/responses";
 
 fn tally(statuses: &[u16]) -> (usize, usize) {
     let ok = statuses.iter().filter(|s| **s == 200).count();
@@ -71,6 +74,11 @@ async fn limits_are_exact_across_three_gateway_processes() {
     let statuses = burst(&gateways, "/v1/messages", &messages_key, 60, "one request").await;
     assert_eq!(tally(&statuses), (30, 30), "{statuses:?}");
 
+    // And through the Responses API.
+    let responses_key = mint(&gw, json!({"rpm_limit": 30})).await;
+    let statuses = burst(&gateways, RESPONSES, &responses_key, 60, "one request").await;
+    assert_eq!(tally(&statuses), (30, 30), "{statuses:?}");
+
     // Five 4- and 5-letter words: admission estimates ceil(25 / 4) + 4 = 11 tokens, and the
     // double counts 5 in + 6 out = 11, so every admitted request takes exactly 11 of 110.
     let tpm_key = mint(&gw, json!({"tpm_limit": 110})).await;
@@ -85,7 +93,7 @@ async fn limits_are_exact_across_three_gateway_processes() {
             .fetch_one(&gw.db.pool)
             .await
             .unwrap();
-    assert_eq!(rows, 70, "every admitted request was settled once");
+    assert_eq!(rows, 100, "every admitted request was settled once");
     let messages: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM litellm_spend WHERE call_type = 'anthropic_messages'",
     )
@@ -94,6 +102,13 @@ async fn limits_are_exact_across_three_gateway_processes() {
     .await
     .unwrap();
     assert_eq!(messages, 30);
+    let responses: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM litellm_spend WHERE call_type = 'aresponses'")
+            .persistent(false)
+            .fetch_one(&gw.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(responses, 30);
 }
 
 /// Sends `count` concurrent embeddings of `texts` as `key`, spread over the gateways.

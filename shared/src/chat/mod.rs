@@ -1,6 +1,7 @@
 //! The `chat` function: `POST /v1/chat/completions` (and `/chat/completions`), `GET /v1/models`
-//! (and `/models`); it also serves Anthropic's Messages API (`anthropic`) and embeddings
-//! (`embeddings`). Requests are translated to Bedrock Converse (`bedrock`), answers back to
+//! (and `/models`); it also serves Anthropic's Messages API (`anthropic`), embeddings
+//! (`embeddings`) and the Responses API (`responses`, which takes this module's path).
+//! Requests are translated to Bedrock Converse (`bedrock`), answers back to
 //! OpenAI's shapes (`openai`). `stream: true` uses ConverseStream and answers with server-sent
 //! events: chunk by chunk from `llmlite`, as one complete body behind the ALB (which cannot
 //! stream a Lambda response).
@@ -32,7 +33,7 @@ use crate::openai::{ChatCompletionRequest, ModelList, ModelObject};
 use crate::settlement::Guard;
 use crate::state::AppState;
 pub use invocation::{Delivery, Invocation};
-use record::{Client, RequestRecord, Status};
+use record::{CallType, Client, RequestRecord, Status};
 
 /// `created` for catalog models, which have no release dates of their own.
 const MODELS_CREATED: i64 = 1_677_610_602;
@@ -48,6 +49,8 @@ pub fn router(state: AppState) -> Router {
         .route("/chat/completions", post(chat_completions))
         .route("/v1/embeddings", post(crate::embeddings::embeddings))
         .route("/embeddings", post(crate::embeddings::embeddings))
+        .route("/v1/responses", post(crate::responses::responses))
+        .route("/responses", post(crate::responses::responses))
         .route("/v1/models", get(list_models))
         .route("/models", get(list_models))
         .route("/v1/models/{model}", get(get_model))
@@ -195,15 +198,52 @@ async fn chat_completions(
     headers: HeaderMap,
     ApiJson(mut request): ApiJson<ChatCompletionRequest>,
 ) -> Result<Response, Refusal> {
-    let arrived = std::time::Instant::now();
     let invocation = invocation.map(|Extension(i)| i).unwrap_or_default();
+    let admission = admit_completion(
+        &state,
+        &key,
+        request_id,
+        invocation,
+        &headers,
+        &mut request,
+        CallType::Acompletion,
+    )
+    .await?;
+    respond(state, &request, admission).await
+}
+
+/// A request admitted and guarded, its prompt checked: ready for the model.
+pub(crate) struct Admission {
+    plan: Vec<Planned>,
+    answer: Answer,
+    admitted: Admitted,
+    guard: Guard,
+    /// The answer's PII guard, when the policy scans answers.
+    output: Option<crate::pii::OutputGuard>,
+    pub(crate) invocation: Invocation,
+}
+
+/// Parse, admit, guard: everything before the model call, for every route that speaks chat
+/// completions inside (`call_type` names the route in its records). Everything that can be
+/// refused is refused before anything is taken; once admitted, the request is owned by a
+/// settlement guard.
+pub(crate) async fn admit_completion(
+    state: &AppState,
+    key: &str,
+    request_id: RequestId,
+    invocation: Invocation,
+    headers: &HeaderMap,
+    request: &mut ChatCompletionRequest,
+    call_type: CallType,
+) -> Result<Admission, Refusal> {
+    let arrived = std::time::Instant::now();
     // Parse: everything that can be refused is refused here, before anything is taken.
-    bedrock::validate(&request)?;
-    stored_fields(&request)?;
+    bedrock::validate(request)?;
+    stored_fields(request)?;
     let Some(chain) = state.config.catalog.chain(&request.model) else {
         // An unknown model is a 404 only to a caller with a working key.
-        if !state.config.master_key.matches(&key).await {
-            auth::authenticate_key(&state, &key).await?;
+        if !state.config.master_key.matches(key).await {
+            auth::authenticate_key(state, key).await?;
         }
         return Err(ApiError::ModelNotFound {
             model: request.model.clone(),
@@ -213,7 +253,7 @@ async fn chat_completions(
     if let Some(asked) = chain.first() {
         chat_model(asked)?;
     }
-    let plan = bedrock::plan(&request, &chain, state.config.default_max_tokens)?;
+    let plan = bedrock::plan(request, &chain, state.config.default_max_tokens)?;
     if invocation.out_of_time() {
         // Nothing is taken: the invocation has no time left for a model call and its settlement.
         return Err(ApiError::UpstreamTimeout(
@@ -221,18 +261,19 @@ async fn chat_completions(
         )
         .into());
     }
-    let estimate = admission::estimate_prompt_tokens(&request);
-    let record = RequestRecord::new(
+    let estimate = admission::estimate_prompt_tokens(request);
+    let mut record = RequestRecord::new(
         request_id,
         state.clock.now(),
         ModelAlias::new(&request.model),
-        Client::from_headers(&headers),
+        Client::from_headers(headers),
     );
+    record.call_type = call_type;
 
     // Admit: one round trip; a refusal is recorded, with nothing to settle.
     let (admitted, mut record) = admit(
-        &state,
-        &key,
+        state,
+        key,
         &request.model,
         &plan,
         (request_id, estimate),
@@ -246,27 +287,47 @@ async fn chat_completions(
     record.estimated_input = estimate;
 
     // Guard: from here every way out settles exactly once.
-    let mut guard = state.settlements.guard(&state, record, arrived);
+    let mut guard = state.settlements.guard(state, record, arrived);
     if let Some(asked) = plan.first() {
         guard.for_model(std::sync::Arc::clone(&asked.model));
     }
     state.hooks.after_admission();
-    let (plan, policy) = match guard_prompt(&state, &mut request, &admitted, plan, &mut guard) {
+    let (plan, policy) = match guard_prompt(state, request, &admitted, plan, &mut guard) {
         Ok(guarded) => guarded,
         Err(error) => return Err(fail(guard, error)),
     };
-    let output = crate::pii::OutputGuard::new(&state.pii, policy);
+    Ok(Admission {
+        plan,
+        answer: Answer {
+            id: format!("chatcmpl-{}", request_id.simple()),
+            created: chrono::Utc::now().timestamp(),
+            alias: request.model.clone(),
+            include_usage: request
+                .stream_options
+                .as_ref()
+                .is_some_and(|o| o.include_usage),
+        },
+        admitted,
+        guard,
+        output: crate::pii::OutputGuard::new(&state.pii, policy),
+        invocation,
+    })
+}
 
-    // Call, respond; settlement follows the response.
-    let answer = Answer {
-        id: format!("chatcmpl-{}", request_id.simple()),
-        created: chrono::Utc::now().timestamp(),
-        alias: request.model.clone(),
-        include_usage: request
-            .stream_options
-            .as_ref()
-            .is_some_and(|o| o.include_usage),
-    };
+/// Call, respond (in chat completions' shapes); settlement follows the response.
+pub(crate) async fn respond(
+    state: AppState,
+    request: &ChatCompletionRequest,
+    admission: Admission,
+) -> Result<Response, Refusal> {
+    let Admission {
+        plan,
+        answer,
+        admitted,
+        guard,
+        output,
+        invocation,
+    } = admission;
     if request.stream.unwrap_or(false) {
         stream::respond(state, plan, answer, admitted, guard, invocation, output).await
     } else {

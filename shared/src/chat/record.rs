@@ -54,6 +54,8 @@ pub enum CallType {
     AnthropicMessages,
     /// OpenAI's embeddings, `POST /v1/embeddings` (LiteLLM's name for them).
     Aembedding,
+    /// OpenAI's Responses API, `POST /v1/responses` (LiteLLM's name for it).
+    Aresponses,
 }
 
 impl CallType {
@@ -62,6 +64,7 @@ impl CallType {
             CallType::Acompletion => "acompletion",
             CallType::AnthropicMessages => "anthropic_messages",
             CallType::Aembedding => "aembedding",
+            CallType::Aresponses => "aresponses",
         }
     }
 }
