@@ -694,11 +694,36 @@ mod tests {
         assert_eq!(policy.action("TICKET"), crate::pii::Action::Block);
         assert_eq!(policy.action("EMAIL_ADDRESS"), crate::pii::Action::Log);
         assert_eq!(policy.action("CREDIT_CARD"), crate::pii::Action::Block);
+        assert!(!policy.scans_output());
+        let (_, policy, options) = load_pii(&env(&[
+            ("LLMLITE_PII_SCAN_OUTPUT", "true"),
+            ("LLMLITE_PII_PHONE_REGIONS", "gb, us"),
+            ("LLMLITE_PII_CONTEXT", r#"{"PHONE_NUMBER": ["Rufnummer"]}"#),
+        ]))
+        .unwrap();
+        assert!(policy.scans_output());
+        assert_eq!(options.phone_regions.len(), 2);
+        assert!(
+            options
+                .cues
+                .near("PHONE_NUMBER", "Rufnummer 3646398060", 10, 20)
+        );
+        assert!(!options.cues.near("PHONE_NUMBER", "call 3646398060", 5, 15));
+        // A policy's own `output` stands unless the variable is set.
+        let (_, policy, _) =
+            load_pii(&env(&[("LLMLITE_PII_POLICY", r#"{"output": true}"#)])).unwrap();
+        assert!(policy.scans_output());
         for (variable, value) in [
             ("LLMLITE_PII_POLICY", r#"{"TICKET": "BLOCK"}"#),
             ("LLMLITE_PII_POLICY", "not json"),
             ("LLMLITE_PII_ENTITIES", r#"{"bad name": "x"}"#),
             ("LLMLITE_PII_ENTITIES", r#"{"OK": "("}"#),
+            ("LLMLITE_PII_PHONE_REGIONS", "GB,XX"),
+            ("LLMLITE_PII_PHONE_REGIONS", " , "),
+            ("LLMLITE_PII_CONTEXT", r#"{"EMAIL_ADDRESS": ["mail"]}"#),
+            ("LLMLITE_PII_CONTEXT", r#"{"PHONE_NUMBER": "tel"}"#),
+            ("LLMLITE_PII_CONTEXT", r#"{"PHONE_NUMBER": [""]}"#),
+            ("LLMLITE_PII_SCAN_OUTPUT", "yes"),
         ] {
             assert_eq!(
                 load_pii(&env(&[(variable, value)])).unwrap_err().variable,
@@ -728,7 +753,18 @@ mod tests {
         );
         assert_eq!(model_id_name("global.anthropic.x"), "global.anthropic.x");
         let builtin = ModelCatalog::builtin().unwrap();
-        assert!(check_residency(&builtin, &["eu.".to_owned()]).is_ok());
+        // The template's setting: EU profiles, and the in-Region embedding models by ID.
+        let template: Vec<String> = [
+            "eu.",
+            "amazon.titan-embed-text-v2:0",
+            "cohere.embed-english-v3",
+            "cohere.embed-multilingual-v3",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        assert!(check_residency(&builtin, &template).is_ok());
+        // EU profiles alone refuse the embedding models, which have none.
+        assert!(check_residency(&builtin, &["eu.".to_owned()]).is_err());
         assert!(check_residency(&builtin, &[]).is_ok());
         assert!(check_residency(&builtin, &["global.".to_owned()]).is_err());
     }

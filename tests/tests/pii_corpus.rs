@@ -64,7 +64,11 @@ fn byte_offset(text: &str, at: usize) -> usize {
 }
 
 fn evaluate(file: &str) -> Evaluation {
-    let path = format!("{}/pii/{file}", env!("CARGO_MANIFEST_DIR"));
+    let path = if file.starts_with('/') {
+        file.to_owned()
+    } else {
+        format!("{}/pii/{file}", env!("CARGO_MANIFEST_DIR"))
+    };
     let corpus = std::fs::read_to_string(path).unwrap();
     let scanner = Scanner::new(&[]).unwrap();
     let mut evaluation = Evaluation {
@@ -195,7 +199,9 @@ fn tuning_corpus_precision_and_recall_per_entity() {
 
 #[test]
 fn held_out_corpus_precision_and_recall_per_entity() {
-    let evaluation = evaluate("heldout.jsonl");
+    // `PII_HELDOUT` scores another held-out corpus (a fresh seed) instead.
+    let file = std::env::var("PII_HELDOUT").unwrap_or_else(|_| "heldout.jsonl".to_owned());
+    let evaluation = evaluate(&file);
     assert!(evaluation.positives >= 2500, "{}", evaluation.positives);
     assert!(evaluation.negatives >= 1500, "{}", evaluation.negatives);
     let failures = below(&evaluation, 0.99, 0.97);

@@ -312,3 +312,53 @@ async fn a_digit_of_another_script_in_an_iban_like_word_is_not_a_server_error() 
         );
     }
 }
+
+#[tokio::test]
+async fn phone_numbers_of_every_family_are_masked_and_a_bare_number_needs_a_context_word() {
+    let gw = TestGateway::start().await;
+    let key = gw.mint_raw_key(json!({})).await;
+    for number in [
+        "(813)274-4867",
+        "(0116) 4960246",
+        "(020)74960540",
+        "(0131) 496 0243",
+        "(028) 9018 0537",
+        "001-674-420-6952",
+        "00 44 20 7946 0958",
+        "011 44 20 7946 0958",
+        "+44 20 7946 0958",
+    ] {
+        let text = format!("the office is on {number} during the week");
+        let (status, _, _) = chat(&gw, &key, json!([{"role": "user", "content": text}])).await;
+        assert_eq!(status, 200);
+        let sent = sent_to_bedrock(&gw).await.join("\n");
+        assert!(
+            sent.contains("the office is on <PHONE_NUMBER> during the week"),
+            "{number}: {sent}"
+        );
+    }
+    // A bare national number is a phone number only with a context word.
+    let (_, body, _) = chat(
+        &gw,
+        &key,
+        json!([{"role": "user", "content": "order 3646398060 shipped"}]),
+    )
+    .await;
+    assert!(
+        body["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("order 3646398060 shipped"),
+        "{body}"
+    );
+    let (_, body, _) = chat(
+        &gw,
+        &key,
+        json!([{"role": "user", "content": "call me on 3646398060 tonight"}]),
+    )
+    .await;
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "echo: call me on <PHONE_NUMBER> tonight"
+    );
+}

@@ -295,3 +295,24 @@ async fn an_output_policy_that_is_not_a_boolean_is_refused() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn a_responses_api_answer_is_masked_too() {
+    let gw = TestGateway::start().await;
+    let key = gw
+        .mint_raw_key(json!({"pii_policy": {"CREDIT_CARD": "MASK", "output": true}}))
+        .await;
+    for stream in [false, true] {
+        let body = json!({"model": "claude-haiku-4-5", "input": say(ANSWER), "stream": stream});
+        let sent = send(&gw, &key, "/v1/responses", body, false).await;
+        assert_eq!(sent.status, 200, "{}", sent.body);
+        assert!(sent.body.contains("<CREDIT_CARD>"), "{}", sent.body);
+        assert!(
+            !sent.body.contains("4539") && !sent.body.contains("6467"),
+            "{}",
+            sent.body
+        );
+        let (_, _, _, metadata) = spend_row(&gw, &sent.request_id).await;
+        assert_eq!(metadata["llmlite_pii_output"], json!({"CREDIT_CARD": 1}));
+    }
+}

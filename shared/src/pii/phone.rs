@@ -19,10 +19,13 @@
 //! Dates, times, IPv4 addresses and one-digit groups (ISBNs) are refused before any parsing, and
 //! so is a weak candidate without a context word: parsing is the costly step.
 
+use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::{Arc, LazyLock, RwLock};
 
+use phonenumber::Type;
 use phonenumber::country::Id;
-use phonenumber::metadata::DATABASE;
+use phonenumber::metadata::{DATABASE, Metadata};
 
 use super::Verdict;
 
@@ -33,16 +36,26 @@ pub const DEFAULT_REGIONS: &str = "GB,US,IE,DE,FR,ES,IT,NL";
 /// then 7 to 18 digits with at most one separator (space, dot, dash, slash, or a bracket with an
 /// optional space) between two. A bracket around the whole number is not part of it.
 pub(super) const PATTERN: &str = concat!(
-    r"(?-u)(?:\(\+?\d{1,5}\)[ .\-]?\d(?:(?:[ .\-/]|\) ?|\)[.\-]|[ .\-]?\()?\d){3,16}",
+    r"(?-u)(?:\(\+?\d{1,6}\)[ .\-]?\d(?:(?:[ .\-/]|\) ?|\)[.\-]|[ .\-]?\()?\d){3,16}",
     r"|(?:\+ ?\(?|\+?\b)\d(?:(?:[ .\-/]|\) ?|\)[.\-]|[ .\-]?\()?\d){6,17})\b",
 );
 
-/// One region: its ID and whether its national numbers are dialled with a leading `0`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One region: its ID, its metadata, and whether its national numbers are dialled with a
+/// leading `0`.
+#[derive(Debug, Clone, Copy)]
 pub struct Region {
     id: Id,
+    meta: &'static Metadata,
     trunk_zero: bool,
 }
+
+impl PartialEq for Region {
+    fn eq(&self, other: &Region) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for Region {}
 
 impl Region {
     pub fn parse(code: &str) -> Option<Region> {
@@ -51,6 +64,7 @@ impl Region {
         let meta = DATABASE.by_id(upper.as_str())?;
         Some(Region {
             id,
+            meta,
             trunk_zero: meta.national_prefix() == Some("0"),
         })
     }
@@ -159,32 +173,138 @@ fn nanp_structure(d: &[u8]) -> bool {
     }
 }
 
-/// `+<digits>` is a number libphonenumber calls valid, or (when `lenient`) one of a possible
-/// length for its country code.
+/// The number types a valid number is one of (libphonenumber's `getNumberType` not UNKNOWN).
+const TYPES: [Type; 10] = [
+    Type::FixedLine,
+    Type::Mobile,
+    Type::TollFree,
+    Type::PremiumRate,
+    Type::SharedCost,
+    Type::PersonalNumber,
+    Type::Voip,
+    Type::Pager,
+    Type::Uan,
+    Type::Voicemail,
+];
+
+/// One number-type pattern of a region, compiled once: libphonenumber's national-number
+/// pattern, matched whole, and the type's possible lengths.
+struct Pattern {
+    regex: regex::Regex,
+    lengths: Vec<u16>,
+}
+
+impl Pattern {
+    fn new(descriptor: &phonenumber::metadata::Descriptor) -> Option<Pattern> {
+        let source = format!("^(?:{})$", descriptor.national_number().as_str());
+        let regex = regex::RegexBuilder::new(&source)
+            .ignore_whitespace(true)
+            .build()
+            .ok()?;
+        Some(Pattern {
+            regex,
+            lengths: descriptor.possible_length().to_vec(),
+        })
+    }
+
+    fn matches(&self, nsn: &str) -> bool {
+        let length = u16::try_from(nsn.len()).unwrap_or(u16::MAX);
+        (self.lengths.is_empty() || self.lengths.contains(&length)) && self.regex.is_match(nsn)
+    }
+}
+
+/// A region's metadata, compiled: its general pattern, its number types' patterns, whether it
+/// dials a trunk `0`, and its fixed-line and mobile lengths.
+struct Compiled {
+    general: Option<Pattern>,
+    types: Vec<Pattern>,
+    trunk_zero: bool,
+    lengths: Vec<u16>,
+}
+
+impl Compiled {
+    fn new(meta: &Metadata) -> Compiled {
+        let descriptors = meta.descriptors();
+        let mut lengths: Vec<u16> = [descriptors.fixed_line(), descriptors.mobile()]
+            .into_iter()
+            .flatten()
+            .flat_map(|d| d.possible_length().iter().copied())
+            .collect();
+        lengths.sort_unstable();
+        lengths.dedup();
+        Compiled {
+            general: Pattern::new(descriptors.general()),
+            types: TYPES
+                .iter()
+                .filter_map(|&kind| descriptors.get(kind))
+                .filter_map(Pattern::new)
+                .collect(),
+            trunk_zero: meta.national_prefix() == Some("0"),
+            lengths,
+        }
+    }
+
+    /// `nsn` is valid here: the general pattern and one type's match it whole, as
+    /// libphonenumber's `isValidNumberForRegion` decides.
+    fn valid(&self, nsn: &str) -> bool {
+        self.general.as_ref().is_some_and(|g| g.matches(nsn))
+            && self.types.iter().any(|t| t.matches(nsn))
+    }
+
+    fn possible(&self, nsn: &str) -> bool {
+        let length = u16::try_from(nsn.len()).unwrap_or(u16::MAX);
+        self.lengths.contains(&length)
+    }
+}
+
+/// The regions of each country code, compiled on first use and kept for the process. (The
+/// crate's own matching goes through one LRU cache of 100 regexes behind one mutex: the guard
+/// needs more than 100, so every check recompiled and every request queued on the lock.)
+static COMPILED: LazyLock<RwLock<HashMap<u16, Arc<[Compiled]>>>> =
+    LazyLock::new(|| RwLock::new(HashMap::new()));
+
+/// The compiled regions of country code `code`, if it is one.
+fn regions_of(code: u16) -> Option<Arc<[Compiled]>> {
+    if let Some(found) = COMPILED.read().ok().and_then(|m| m.get(&code).cloned()) {
+        return Some(found);
+    }
+    let metas = DATABASE.by_code(&code)?;
+    let compiled: Arc<[Compiled]> = metas.into_iter().map(Compiled::new).collect();
+    if let Ok(mut map) = COMPILED.write() {
+        map.insert(code, Arc::clone(&compiled));
+    }
+    Some(compiled)
+}
+
+/// `+<digits>` is a number libphonenumber's metadata calls valid for its country code, or (when
+/// `lenient`) one of a possible length. A `0` after the country code (`+44 (0)20 ...`) is the
+/// trunk prefix, dropped where the country dials one.
 fn international(digits: &[u8], lenient: bool) -> bool {
-    let e164 = format!("+{}", text(digits));
-    let Ok(parsed) = phonenumber::parse(None, &e164) else {
-        return false;
-    };
-    if parsed.is_valid() {
-        return true;
-    }
-    if !lenient {
-        return false;
-    }
-    let code = parsed.code().value();
-    let national = parsed.national().to_string();
-    if code == 1 {
-        return national.len() == 10 && nanp_structure(&digits[1..]);
-    }
-    let length = u16::try_from(national.len()).unwrap_or(u16::MAX);
-    DATABASE.by_code(&code).is_some_and(|metas| {
-        metas.iter().any(|meta| {
-            let descriptors = meta.descriptors();
-            [descriptors.fixed_line(), descriptors.mobile()]
-                .into_iter()
-                .flatten()
-                .any(|d| d.possible_length().contains(&length))
+    let all = text(digits);
+    (1..=3).any(|split| {
+        let (Some(code), Some(rest)) = (all.get(..split), all.get(split..)) else {
+            return false;
+        };
+        let Ok(code) = code.parse::<u16>() else {
+            return false;
+        };
+        let Some(regions) = regions_of(code) else {
+            return false;
+        };
+        regions.iter().any(|region| {
+            let nsn = match rest.strip_prefix('0') {
+                Some(stripped) if region.trunk_zero => stripped,
+                _ => rest,
+            };
+            if region.valid(nsn) {
+                return true;
+            }
+            lenient
+                && if code == 1 {
+                    nsn.len() == 10 && nanp_structure(&digits[1..])
+                } else {
+                    region.possible(nsn)
+                }
         })
     })
 }
@@ -192,15 +312,15 @@ fn international(digits: &[u8], lenient: bool) -> bool {
 /// A national number valid in `region` and written as the region writes it (its national
 /// format's groups), or in threes.
 fn valid_as_written(region: Region, l: &Layout) -> bool {
-    let Ok(parsed) = phonenumber::parse(Some(region.id), text(&l.digits)) else {
-        return false;
-    };
-    if !parsed.is_valid() {
+    if !valid_in(region, &l.digits) {
         return false;
     }
     if l.groups.iter().all(|&n| n == 3) {
         return true;
     }
+    let Ok(parsed) = phonenumber::parse(Some(region.id), text(&l.digits)) else {
+        return false;
+    };
     let national = parsed
         .format()
         .mode(phonenumber::Mode::National)
@@ -208,9 +328,18 @@ fn valid_as_written(region: Region, l: &Layout) -> bool {
     layout(&national).groups == l.groups
 }
 
-/// A national number valid in `region`.
+/// A national number, as dialled within `region` (with its trunk `0`, if it has one), valid
+/// for the region's country code: as libphonenumber judges a number by the region its digits
+/// belong to, a Canadian number dialled in the US is valid, as are Jersey's in the UK.
 fn valid_in(region: Region, digits: &[u8]) -> bool {
-    phonenumber::parse(Some(region.id), text(digits)).is_ok_and(|n| n.is_valid())
+    let all = text(digits);
+    let nsn = match all.strip_prefix('0') {
+        Some(stripped) if region.trunk_zero => stripped,
+        _ if region.trunk_zero => return false,
+        _ => all.as_str(),
+    };
+    regions_of(region.meta.country_code())
+        .is_some_and(|regions| regions.iter().any(|r| r.valid(nsn)))
 }
 
 /// A candidate's verdict: `Yes` when its layout and libphonenumber agree, `Weak` when only a
