@@ -103,6 +103,7 @@ const REQUEST_FIELDS: &[&str] = &[
     "model_id",
     "overhead_ms",
     "pii",
+    "pii_output",
     "presented_key_hash",
     "request_bytes",
     "request_id",
