@@ -524,3 +524,79 @@ fn spawn_chat(
             .unwrap()
     })
 }
+
+/// The routes of issues #19 and #20 settle through the same guard: an embeddings batch, a
+/// Responses answer and an answer the PII guard withholds (streamed), all in flight when the
+/// database goes away for longer than settlement retries, each settle exactly once when it
+/// comes back, and every slot is released.
+#[tokio::test]
+async fn embeddings_responses_and_withheld_answers_settle_once_across_a_database_outage() {
+    use base64::Engine;
+    let outage = Outage::forward(llmlite_tests::authority(llmlite_tests::server_url())).await;
+    let gw = TestGateway::start_via(outage.endpoint.trim_start_matches("http://")).await;
+    let minted = gw
+        .mint_key(json!({"max_budget": 10, "pii_policy": {"CREDIT_CARD": "BLOCK", "output": true}}))
+        .await;
+    let key = minted["key"].as_str().unwrap().to_owned();
+    let id = key_id(&gw, minted["token"].as_str().unwrap()).await;
+    let card = base64::engine::general_purpose::STANDARD.encode("card 4539 1488 0343 6467");
+    let requests = [
+        (
+            "/v1/embeddings",
+            json!({"model": "cohere-embed-english-v3", "input": ["one [[latency:2000]]", "two"]}),
+        ),
+        (
+            "/v1/responses",
+            json!({"model": "claude-haiku-4-5", "input": "slow [[latency:2000]]"}),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "claude-haiku-4-5", "max_tokens": 64, "stream": true,
+                   "messages": [{"role": "user", "content": format!("[[latency:2000]] [[say64:{card}]]")}]}),
+        ),
+    ];
+    let in_flight: Vec<_> = requests
+        .iter()
+        .map(|(path, body)| {
+            let request = gw.client.post(gw.url(path)).bearer_auth(&key).json(body);
+            tokio::spawn(async move { request.send().await.unwrap() })
+        })
+        .collect();
+    while count(&gw, "SELECT count(*) FROM llmlite_inflight").await < 3 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    outage.cut();
+    let mut answered = Vec::new();
+    for task in in_flight {
+        let response = task.await.unwrap();
+        assert_eq!(response.status(), 200);
+        answered.push(request_id(&response));
+        let body = response.text().await.unwrap();
+        assert!(!body.contains("4539"), "{body}");
+    }
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert!(gw.state.settlements.pending() > 0);
+    outage.restore();
+    let replay = llmlite::settlement::replay_outbox(&gw.state).await.unwrap();
+    assert_eq!(replay.failed, 0);
+    gw.settled().await;
+
+    let rows = rows(&gw).await;
+    let mut ids: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    ids.sort_unstable();
+    answered.sort_unstable();
+    assert_eq!(ids, answered, "one spend row per request");
+    let statuses: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == "failure").count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        rows.iter().all(|r| r.2 > Decimal::ZERO),
+        "every one paid: {rows:?}"
+    );
+    let sum: Decimal = rows.iter().map(|r| r.2).sum();
+    assert_eq!(key_spend(&gw, id).await, sum);
+    assert_eq!(count(&gw, "SELECT count(*) FROM llmlite_inflight").await, 0);
+}
