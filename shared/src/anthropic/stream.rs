@@ -239,17 +239,15 @@ impl Relay {
             }
         })
         .await;
-        let estimated_input = guard.record().estimated_input;
-        let usage = self.best_usage(estimated_input);
-        let record = guard.record();
-        record.upstream_ms = upstream.elapsed().as_secs_f64() * 1000.0;
-        record.charge(&self.model, usage);
-        if let Some(output) = &self.guard_output {
-            record.note_output(output.report());
-        }
-        record.fail(&error);
-        record.response_bytes = self.sent_bytes;
-        guard.finish(Status::Failure);
+        let usage = self.best_usage(guard.record().estimated_input);
+        let withheld = chat::stream::Withheld {
+            model: &self.model,
+            usage,
+            output: self.guard_output.as_ref(),
+            sent_bytes: self.sent_bytes,
+            upstream,
+        };
+        withheld.settle(guard, &error);
     }
 
     /// Notes what an event tells of the usage, and takes Bedrock's invocation metrics out of it.

@@ -118,6 +118,31 @@ pub(crate) async fn drain<T, E>(
     }
 }
 
+/// What a stream whose answer the PII guard withheld settles with (both APIs' streams).
+pub(crate) struct Withheld<'a> {
+    pub model: &'a ModelEntry,
+    /// What the model produced, by Bedrock's count when it came.
+    pub usage: TokenUsage,
+    pub output: Option<&'a OutputGuard>,
+    pub sent_bytes: u64,
+    pub upstream: std::time::Instant,
+}
+
+impl Withheld<'_> {
+    /// Charged for what the model produced, its findings noted, failed with `error`.
+    pub(crate) fn settle(self, mut guard: Guard, error: &ApiError) {
+        let record = guard.record();
+        record.upstream_ms = self.upstream.elapsed().as_secs_f64() * 1000.0;
+        record.charge(self.model, self.usage);
+        if let Some(output) = self.output {
+            record.note_output(output.report());
+        }
+        record.fail(error);
+        record.response_bytes = self.sent_bytes;
+        guard.finish(Status::Failure);
+    }
+}
+
 /// A server-sent-event response whose body is what is sent on the returned channel, as it is
 /// sent; dropping the sender ends it. Both APIs' streams answer with it.
 pub(crate) fn event_stream() -> (mpsc::Sender<Bytes>, Response) {
@@ -608,17 +633,15 @@ impl StreamTranslator {
             let _ = self.translate(event);
         })
         .await;
-        let estimated_input = guard.record().estimated_input;
-        let usage = self.best_usage(estimated_input);
-        let record = guard.record();
-        record.upstream_ms = upstream.elapsed().as_secs_f64() * 1000.0;
-        record.charge(&self.model, usage);
-        if let Some(output) = &self.output {
-            record.note_output(output.report());
-        }
-        record.fail(&error);
-        record.response_bytes = self.sent_bytes;
-        guard.finish(Status::Failure);
+        let usage = self.best_usage(guard.record().estimated_input);
+        let withheld = Withheld {
+            model: &self.model,
+            usage,
+            output: self.output.as_ref(),
+            sent_bytes: self.sent_bytes,
+            upstream,
+        };
+        withheld.settle(guard, &error);
     }
 
     /// Emits one piece: sent at once when streamed; coalesced with its neighbours when buffered.
