@@ -448,7 +448,7 @@ async fn budgets_rate_limits_pii_and_the_audit_trail_hold_on_embeddings() {
         let (status, _, _) = embed(
             &gw,
             &key,
-            json!({"model": COHERE, "input": ["aaa", "bbb", "ccc"]}),
+            json!({"model": COHERE, "input": ["qzq", "wxw", "zvz"]}),
         )
         .await;
         statuses.push(status);
@@ -492,10 +492,37 @@ async fn budgets_rate_limits_pii_and_the_audit_trail_hold_on_embeddings() {
     // Refusals before admission (budget, rate) are recorded too: 1 + 3 + 4 + 2.
     assert_eq!(embeddings.len(), 10, "{records:?}");
     let text = serde_json::to_string(&records).unwrap();
-    assert!(!text.contains("boss@example.com") && !text.contains("aaa"));
+    assert!(!text.contains("boss@example.com") && !text.contains("qzq"));
     let blocked = embeddings
         .iter()
         .find(|r| r["error_type"] == "pii_blocked")
         .unwrap();
     assert_eq!(blocked["pii"]["CREDIT_CARD"], 1, "{blocked}");
+}
+
+#[tokio::test]
+async fn metadata_is_kept_as_chat_keeps_it_up_to_16_kib() {
+    let gw = TestGateway::start().await;
+    let key = gw.mint_raw_key(json!({})).await;
+    let big = "x".repeat(20 * 1024);
+    for (metadata, expected) in [
+        (json!({"team": "search"}), json!({"team": "search"})),
+        (
+            json!({"blob": big}),
+            json!({"llmlite_note": "metadata over 16 KiB was not kept"}),
+        ),
+    ] {
+        let body = json!({"model": "titan-embed-text-v2", "input": "hello", "metadata": metadata});
+        let (status, _, _) = embed(&gw, &key, body).await;
+        assert_eq!(status, 200);
+        gw.settled().await;
+        let kept: Value = sqlx::query_scalar(
+            "SELECT metadata FROM litellm_spend ORDER BY start_time DESC LIMIT 1",
+        )
+        .persistent(false)
+        .fetch_one(&gw.db.pool)
+        .await
+        .unwrap();
+        assert_eq!(kept, expected);
+    }
 }

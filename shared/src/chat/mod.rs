@@ -474,7 +474,7 @@ fn stored_fields(request: &ChatCompletionRequest) -> Result<(), ApiError> {
 /// The largest `metadata` kept with a spend row; larger is replaced by a marker.
 const MAX_ACCOUNTING_METADATA: usize = 16 * 1024;
 
-fn accounting_metadata(metadata: Option<&serde_json::Map<String, Value>>) -> Value {
+pub(crate) fn accounting_metadata(metadata: Option<&serde_json::Map<String, Value>>) -> Value {
     match metadata {
         None => serde_json::json!({}),
         Some(map)

@@ -79,10 +79,7 @@ pub async fn embeddings(
     .await?;
     record.payer = admitted.payer.clone();
     record.end_user = request.user.clone();
-    record.metadata = request
-        .metadata
-        .take()
-        .map_or_else(|| serde_json::json!({}), Value::Object);
+    record.metadata = chat::accounting_metadata(request.metadata.as_ref());
     record.estimated_input = estimate;
 
     // Guard: from here every way out settles exactly once.
