@@ -1,7 +1,7 @@
-//! `RUNBOOK.md` against `template.yaml` and `README.md`: every alarm, and the rule that reports a
-//! failed backup, names its runbook section as `Runbook: RUNBOOK.md#<anchor>` at the end of its
-//! description, and that section exists (anchors as GitHub makes them from headings); the
-//! README's alarm table lists exactly the alarms the template has.
+//! `RUNBOOK.md` against `template.yaml` and `docs/deploy.md`: every alarm, and the rule that
+//! reports a failed backup, names its runbook section as `Runbook: RUNBOOK.md#<anchor>` at the end
+//! of its description, and that section exists (anchors as GitHub makes them from headings); the
+//! deploy page's alarm table lists exactly the alarms the template has.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -104,12 +104,12 @@ fn runbook_problems(template: &Value, runbook: &str) -> Vec<String> {
     problems
 }
 
-/// The first cells of the README's alarm table (the table whose header starts `| Alarm |`),
+/// The first cells of the deploy page's alarm table (the table whose header starts `| Alarm |`),
 /// without their backquotes.
-fn readme_alarm_rows(readme: &str) -> Vec<String> {
+fn alarm_table_rows(page: &str) -> Vec<String> {
     let mut rows = Vec::new();
     let mut in_table = false;
-    for line in readme.lines() {
+    for line in page.lines() {
         let line = line.trim();
         if !line.starts_with('|') {
             in_table = false;
@@ -206,11 +206,14 @@ fn anchors_follow_githubs_rules() {
 }
 
 #[test]
-fn the_readmes_alarm_table_lists_exactly_the_templates_alarms() {
+fn the_deploy_pages_alarm_table_lists_exactly_the_templates_alarms() {
     let template = template();
     let alarms: BTreeSet<String> = alerting(&template).into_iter().map(|(id, _)| id).collect();
-    let rows = readme_alarm_rows(&read("README.md"));
-    assert!(!rows.is_empty(), "README.md has no table headed | Alarm |");
+    let rows = alarm_table_rows(&read("docs/deploy.md"));
+    assert!(
+        !rows.is_empty(),
+        "docs/deploy.md has no table headed | Alarm |"
+    );
     let listed: BTreeSet<String> = rows.iter().cloned().collect();
     assert_eq!(
         listed.len(),
@@ -220,11 +223,11 @@ fn the_readmes_alarm_table_lists_exactly_the_templates_alarms() {
     let unknown: Vec<&String> = listed.difference(&alarms).collect();
     assert!(
         unknown.is_empty(),
-        "README lists alarms the template lacks: {unknown:?}"
+        "docs/deploy.md lists alarms the template lacks: {unknown:?}"
     );
     let missing: Vec<&String> = alarms.difference(&listed).collect();
     assert!(
         missing.is_empty(),
-        "README's alarm table lacks: {missing:?}"
+        "docs/deploy.md's alarm table lacks: {missing:?}"
     );
 }

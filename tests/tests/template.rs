@@ -1208,7 +1208,7 @@ fn the_chat_stream_function_and_the_streaming_api_have_the_chat_functions_alarms
     assert_eq!(
         alarms.len(),
         27,
-        "README's \"Deploy (AWS)\" states how many alarms the stack has"
+        "docs/deploy.md (\"Deploy (AWS)\") states how many alarms the stack has"
     );
     let on = |function: &str| -> BTreeSet<String> {
         alarms
