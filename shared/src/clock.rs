@@ -16,7 +16,8 @@ impl Clock {
         Utc::now() + chrono::Duration::milliseconds(self.offset_ms.load(Ordering::Relaxed))
     }
 
-    /// Moves this clock (and every clone of it) forward.
+    /// Moves this clock (and every clone of it) forward: tests and `llmlite dev` only.
+    #[cfg(feature = "dev")]
     pub fn advance(&self, by: std::time::Duration) {
         let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
         self.offset_ms.fetch_add(ms, Ordering::Relaxed);

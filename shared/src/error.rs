@@ -1,5 +1,7 @@
 //! The API error model: one enum for every failure a client can see, mapped exhaustively to an
-//! HTTP status and an OpenAI-shaped body `{"error": {"message", "type", "param", "code"}}`.
+//! HTTP status and a body in the shape of the route's API family ([`ErrorShape`]): OpenAI's
+//! `{"error": {"message", "type", "param", "code"}}` or Anthropic's. [`Refusal`] renders every
+//! error response.
 //!
 //! `type` follows LiteLLM's names where it has one (`token_not_found_in_db`, `expired_key`,
 //! `budget_exceeded`) so scripts written for LiteLLM keep working; `code` is the HTTP status as a
@@ -8,7 +10,7 @@
 
 use axum::Json;
 use axum::response::{IntoResponse, Response};
-use http::{HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
@@ -276,19 +278,113 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.status();
+        Refusal::from(self).into_response()
+    }
+}
+
+/// The API family whose error shape a response takes, chosen by the route's adapter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ErrorShape {
+    /// OpenAI's `{"error": {"message", "type", "param", "code"}}`.
+    #[default]
+    OpenAi,
+    /// Anthropic's `{"type": "error", "error": {"type", "message"}}`.
+    Anthropic,
+    /// The Responses API: OpenAI's body for a refused request; in a stream, its own `error`
+    /// and `response.failed` events (which its adapter writes).
+    Responses,
+}
+
+impl ErrorShape {
+    /// The shape of the API family `path` belongs to: Anthropic's for `/v1/messages` and below,
+    /// OpenAI's elsewhere (for the errors no adapter sees: 404, 405, 413, keys in URLs).
+    pub fn for_path(path: &str) -> ErrorShape {
+        if path == "/v1/messages" || path.starts_with("/v1/messages/") {
+            ErrorShape::Anthropic
+        } else {
+            ErrorShape::OpenAi
+        }
+    }
+
+    /// The body of `error` in this shape, for a response or a stream's error event.
+    pub fn body(self, error: &ApiError) -> serde_json::Value {
+        match self {
+            ErrorShape::OpenAi | ErrorShape::Responses => {
+                serde_json::to_value(error.body()).unwrap_or_default()
+            }
+            ErrorShape::Anthropic => serde_json::json!({
+                "type": "error",
+                "error": {
+                    "type": anthropic_type(error.status()),
+                    "message": redact_keys(&error.to_string()),
+                },
+            }),
+        }
+    }
+}
+
+/// Anthropic's error `type` for a status.
+fn anthropic_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        400..=499 => "invalid_request_error",
+        _ => "api_error",
+    }
+}
+
+/// A refused or failed request as its client sees it: the error, the headers it carries (a
+/// 429's rate limits), and the shape its body takes. Every error response is rendered here.
+#[derive(Debug)]
+pub struct Refusal {
+    pub error: ApiError,
+    /// Headers the response carries (a 429's rate limits); boxed, as most refusals have none.
+    pub headers: Option<Box<HeaderMap>>,
+    pub shape: ErrorShape,
+}
+
+impl Refusal {
+    /// The same refusal, rendered in `shape`.
+    pub fn in_shape(mut self, shape: ErrorShape) -> Refusal {
+        self.shape = shape;
+        self
+    }
+}
+
+impl From<ApiError> for Refusal {
+    fn from(error: ApiError) -> Self {
+        Refusal {
+            error,
+            headers: None,
+            shape: ErrorShape::OpenAi,
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let Refusal {
+            error,
+            headers,
+            shape,
+        } = self;
+        let status = error.status();
         if status.is_server_error() {
             // The detail of an internal error is for the operator only.
-            let detail = match &self {
+            let detail = match &error {
                 ApiError::Internal(detail) | ApiError::DatabaseUnavailable(detail) => {
                     detail.as_str()
                 }
                 _ => "",
             };
-            tracing::error!(error = %redact_keys(&self.to_string()), detail = %redact_keys(detail), status = status.as_u16(), "request failed");
+            tracing::error!(error = %redact_keys(&error.to_string()), detail = %redact_keys(detail), status = status.as_u16(), "request failed");
         }
-        let mut response = (status, Json(self.body())).into_response();
-        let retry_after = match self {
+        let mut response = (status, Json(shape.body(&error))).into_response();
+        let retry_after = match error {
             ApiError::RateLimited {
                 retry_after_secs, ..
             } => Some(retry_after_secs),
@@ -300,6 +396,9 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Some(headers) = headers {
+            response.headers_mut().extend(*headers);
         }
         response
     }
@@ -389,6 +488,45 @@ mod tests {
         assert_eq!(redact_keys("task-specific"), "task-specific");
         assert_eq!(redact_keys("sk-"), "sk-");
         assert_eq!(redact_keys("a sk-1234 b sk-5678"), "a sk-... b sk-...");
+    }
+
+    #[test]
+    fn errors_have_anthropics_types() {
+        let cases = [
+            (ApiError::MissingApiKey, "authentication_error"),
+            (
+                ApiError::ModelNotFound { model: "x".into() },
+                "not_found_error",
+            ),
+            (ApiError::invalid_request("bad"), "invalid_request_error"),
+            (
+                ApiError::RateLimited {
+                    message: "slow down".into(),
+                    retry_after_secs: 3,
+                },
+                "rate_limit_error",
+            ),
+            (
+                ApiError::UpstreamUnavailable("busy".into()),
+                "overloaded_error",
+            ),
+            (ApiError::Internal("x".into()), "api_error"),
+            (
+                ApiError::PayloadTooLarge { limit_bytes: 1 },
+                "request_too_large",
+            ),
+            (
+                ApiError::ModelNotAllowed { model: "x".into() },
+                "permission_error",
+            ),
+        ];
+        for (error, kind) in cases {
+            let body = ErrorShape::Anthropic.body(&error);
+            assert_eq!(body["type"], "error");
+            assert_eq!(body["error"]["type"], kind, "{error:?}");
+            let openai = ErrorShape::OpenAi.body(&error);
+            assert_eq!(openai["error"]["type"], error.kind(), "{error:?}");
+        }
     }
 
     #[test]

@@ -9,11 +9,11 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Request};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::{Method, StatusCode, Uri, header};
+use http::{HeaderMap, Method, StatusCode, Uri, header};
 use serde::de::DeserializeOwned;
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::error::{ApiError, redact_keys};
+use crate::error::{ApiError, ErrorShape, Refusal, redact_keys};
 
 /// The largest request body accepted: 1 MB, the ALB's limit for Lambda targets, so the local
 /// gateway refuses exactly what production would.
@@ -75,14 +75,11 @@ async fn request_id(mut request: Request, next: Next) -> Response {
 /// same, `template.yaml`).
 pub const HSTS: &str = "max-age=63072000; includeSubDomains";
 
-/// An error in the shape of the API family `path` belongs to: Anthropic's for `/v1/messages`
-/// and below, OpenAI's elsewhere.
+/// An error in the shape of the API family `path` belongs to.
 fn in_shape(path: &str, error: ApiError) -> Response {
-    if path == "/v1/messages" || path.starts_with("/v1/messages/") {
-        crate::anthropic::AnthropicError::from(error).into_response()
-    } else {
-        error.into_response()
-    }
+    Refusal::from(error)
+        .in_shape(ErrorShape::for_path(path))
+        .into_response()
 }
 
 async fn route_not_found(method: Method, uri: Uri) -> Response {
@@ -223,37 +220,42 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let content_type = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .map(|v| v.to_str().unwrap_or("(not text)").to_owned());
-        if !content_type.as_deref().is_some_and(is_json_content_type) {
-            return Err(ApiError::UnsupportedContentType {
-                found: content_type,
-            });
-        }
-        let bytes =
-            Bytes::from_request(req, state)
-                .await
-                .map_err(|rejection: BytesRejection| {
-                    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                        ApiError::PayloadTooLarge {
-                            limit_bytes: MAX_BODY_BYTES,
-                        }
-                    } else {
-                        ApiError::invalid_request(format!(
-                            "could not read the request body: {}",
-                            rejection.body_text()
-                        ))
-                    }
-                })?;
-        if bytes.is_empty() {
-            return Err(ApiError::InvalidJson("the body is empty".into()));
-        }
-        serde_json::from_slice(&bytes)
-            .map(ApiJson)
-            .map_err(|e| ApiError::InvalidJson(e.to_string()))
+        let headers = req.headers().clone();
+        let body = Bytes::from_request(req, state).await;
+        json_body(&headers, body).map(ApiJson)
     }
+}
+
+/// Reads a request body as JSON of type `T`: a body not declared as JSON, empty or malformed is
+/// a 400 that says what is wrong, one over the limit a 413.
+pub fn json_body<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("(not text)").to_owned());
+    if !content_type.as_deref().is_some_and(is_json_content_type) {
+        return Err(ApiError::UnsupportedContentType {
+            found: content_type,
+        });
+    }
+    let bytes = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge {
+                limit_bytes: MAX_BODY_BYTES,
+            }
+        } else {
+            ApiError::invalid_request(format!(
+                "could not read the request body: {}",
+                rejection.body_text()
+            ))
+        }
+    })?;
+    if bytes.is_empty() {
+        return Err(ApiError::InvalidJson("the body is empty".into()));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::InvalidJson(e.to_string()))
 }
 
 /// A query string. Unlike axum's `Query`, a bad one is an OpenAI-shaped 400 that names the

@@ -4,9 +4,8 @@
 //! build an [`AppState`] (or, for `health`, a database pool) and serve one of the routers below:
 //! the Lambdas through `lambda_http::run`, the local gateway through `axum::serve`.
 
+pub mod adapters;
 pub mod admin;
-pub mod admission;
-pub mod anthropic;
 pub mod audit;
 pub mod auth;
 pub mod bedrock;
@@ -14,7 +13,6 @@ pub mod bedrock;
 #[cfg(feature = "dev")]
 pub mod bedrock_double;
 pub mod catalog;
-pub mod chat;
 pub mod clock;
 pub mod config;
 pub mod console;
@@ -25,7 +23,6 @@ pub mod durations;
 /// A throwaway PostgreSQL cluster: `llmlite dev` and the tests only (feature `dev`).
 #[cfg(feature = "dev")]
 pub mod embedded_pg;
-pub mod embeddings;
 pub mod error;
 pub mod health;
 pub mod http;
@@ -34,7 +31,8 @@ pub mod master_key;
 pub mod money;
 pub mod openai;
 pub mod pii;
-pub mod responses;
+pub mod pipeline;
+pub mod record;
 pub mod rollup;
 pub mod rotation;
 pub mod routes;
@@ -44,6 +42,6 @@ pub mod store;
 pub mod telemetry;
 
 pub use config::Config;
-pub use error::ApiError;
+pub use error::{ApiError, ErrorShape, Refusal};
 pub use routes::{Function, admin_routes, all_routes, chat_routes, health_routes};
 pub use state::AppState;

@@ -55,8 +55,7 @@ pub async fn run(
     //    died before it settled: first, so that this run rolls them up with the rest. An
     //    outbox that cannot be read (S3 away) stops nothing else, but the leases wait too: one
     //    of them may have its real settlement in that outbox. The next run tries again.
-    let (settlements_replayed, leases_charged_lost) = match crate::settlement::replay_outbox(state)
-        .await
+    let (settlements_replayed, leases_charged_lost) = match state.settlements.replay_outbox().await
     {
         Ok(replay) => (
             replay.settled,

@@ -5,9 +5,17 @@ use axum::Router;
 use axum::extract::Request;
 use tower::ServiceExt;
 
+use axum::routing::{get, post};
+
+use crate::adapters::anthropic::{self, Messages};
+use crate::adapters::chat::ChatCompletions;
+use crate::adapters::embeddings::Embeddings;
+use crate::adapters::models;
+use crate::adapters::responses::Responses;
+use crate::pipeline::handler;
 use crate::state::AppState;
 use crate::store::Database;
-use crate::{admin, chat, console, health, http};
+use crate::{admin, console, health, http};
 
 /// The functions behind the ALB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +67,21 @@ fn alb_pattern_matches(pattern: &str, path: &str) -> bool {
 /// The `chat` function: `/v1/*`, `/chat/*`, `/models`, `/embeddings`, `/responses`; and `GET /health`, which only its
 /// target group's health checks reach (the ALB sends `/health*` to the health function).
 pub fn chat_routes(state: AppState) -> Router {
-    http::finish(chat::router(state).merge(health::liveness_router()))
+    let router = Router::new()
+        .route("/v1/chat/completions", post(handler::<ChatCompletions>))
+        .route("/chat/completions", post(handler::<ChatCompletions>))
+        .route("/v1/messages", post(handler::<Messages>))
+        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
+        .route("/v1/embeddings", post(handler::<Embeddings>))
+        .route("/embeddings", post(handler::<Embeddings>))
+        .route("/v1/responses", post(handler::<Responses>))
+        .route("/responses", post(handler::<Responses>))
+        .route("/v1/models", get(models::list_models))
+        .route("/models", get(models::list_models))
+        .route("/v1/models/{model}", get(models::get_model))
+        .route("/models/{model}", get(models::get_model))
+        .with_state(state);
+    http::finish(router.merge(health::liveness_router()))
 }
 
 /// The `key-admin` function: `/key/*`, `/user/*`, `/team/*`, `/spend/*`, `/global/*`, the

@@ -21,10 +21,12 @@ use std::time::Duration;
 use rust_decimal::Decimal;
 use tokio::sync::Notify;
 
+use crate::audit::Auditor;
 use crate::catalog::{ModelEntry, TokenUsage};
-use crate::chat::record::{RequestRecord, Status};
+use crate::clock::Clock;
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::record::{RequestRecord, Status};
+use crate::store::Database;
 
 /// Where durable copies of unsettled records wait, under the audit sink.
 pub const OUTBOX_PREFIX: &str = "settlements/pending/";
@@ -39,10 +41,21 @@ const OUTBOX_WITHIN: Duration = Duration::from_secs(5);
 pub const SETTLE_WITHIN: Duration =
     Duration::from_secs(2 * ATTEMPT_WITHIN.as_secs() + OUTBOX_WITHIN.as_secs() + 1);
 
-/// Settlements in flight, and the records waiting for the database to come back.
-#[derive(Clone, Default)]
+/// Settlements in flight, the records waiting for the database to come back, and what
+/// settling needs (the database, the audit sink, the clock): one per process, in the state.
+#[derive(Clone)]
 pub struct Settler {
     inner: Arc<Inner>,
+    to: Arc<Destination>,
+}
+
+/// Where settlements, audit records and metrics go.
+struct Destination {
+    db: Database,
+    audit: Auditor,
+    clock: Clock,
+    /// Whether to write EMF metric lines.
+    emf: bool,
 }
 
 #[derive(Default)]
@@ -66,6 +79,18 @@ impl Drop for Ticket {
 }
 
 impl Settler {
+    pub fn new(db: Database, audit: Auditor, clock: Clock, emf: bool) -> Settler {
+        Settler {
+            inner: Arc::default(),
+            to: Arc::new(Destination {
+                db,
+                audit,
+                clock,
+                emf,
+            }),
+        }
+    }
+
     fn ticket(&self) -> Ticket {
         self.inner.open.fetch_add(1, Ordering::AcqRel);
         Ticket(Arc::clone(&self.inner))
@@ -93,15 +118,10 @@ impl Settler {
     }
 
     /// Opens the guard of an admitted request that arrived at `arrived`.
-    pub fn guard(
-        &self,
-        state: &AppState,
-        record: RequestRecord,
-        arrived: std::time::Instant,
-    ) -> Guard {
+    pub fn guard(&self, record: RequestRecord, arrived: std::time::Instant) -> Guard {
         Guard {
             record: Some(record),
-            state: state.clone(),
+            settler: self.clone(),
             ticket: Some(self.ticket()),
             arrived,
             model: None,
@@ -110,11 +130,11 @@ impl Settler {
 
     /// Records a request refused before admission (nothing to settle): its audit record, metrics
     /// and log line, after the response.
-    pub fn report_refusal(&self, state: &AppState, record: RequestRecord) {
+    pub fn report_refusal(&self, record: RequestRecord) {
         let ticket = self.ticket();
-        let state = state.clone();
+        let settler = self.clone();
         spawn(async move {
-            report(&state, &record).await;
+            settler.report(&record).await;
             drop(ticket);
         });
     }
@@ -137,7 +157,7 @@ impl Settler {
 /// The guard of one admitted request: settles it exactly once.
 pub struct Guard {
     record: Option<RequestRecord>,
-    state: AppState,
+    settler: Settler,
     ticket: Option<Ticket>,
     /// When the request arrived, for the record's latency.
     arrived: std::time::Instant,
@@ -151,7 +171,7 @@ impl Guard {
     pub fn record(&mut self) -> &mut RequestRecord {
         // Only `finish` and `drop` take the record, and both consume the guard.
         self.record
-            .get_or_insert_with(|| unreachable_record(&self.state))
+            .get_or_insert_with(|| unreachable_record(&self.settler.to.clock))
     }
 
     pub fn record_ref(&self) -> Option<&RequestRecord> {
@@ -198,9 +218,9 @@ impl Guard {
         if record.latency_ms == 0.0 {
             record.latency_ms = self.arrived.elapsed().as_secs_f64() * 1000.0;
         }
-        let state = self.state.clone();
+        let settler = self.settler.clone();
         spawn(async move {
-            settle(&state, record).await;
+            settler.settle(record).await;
             drop(ticket);
         });
     }
@@ -217,32 +237,188 @@ fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) {
     }
 }
 
-/// The audit record, the metrics and the log line of a request.
-async fn report(state: &AppState, record: &RequestRecord) {
-    let (key, audit) = (record.audit_key(), record.audit());
-    if tokio::time::timeout(2 * ATTEMPT_WITHIN, state.audit.write(&key, &audit))
-        .await
-        .is_err()
-    {
-        tracing::error!(request_id = %record.request_id, "audit record not written in time");
+impl Settler {
+    /// The audit record, the metrics and the log line of a request.
+    async fn report(&self, record: &RequestRecord) {
+        let (key, audit) = (record.audit_key(), record.audit());
+        if tokio::time::timeout(2 * ATTEMPT_WITHIN, self.to.audit.write(&key, &audit))
+            .await
+            .is_err()
+        {
+            tracing::error!(request_id = %record.request_id, "audit record not written in time");
+        }
+        crate::telemetry::report_request(
+            &record.request_id.to_string(),
+            record.payer.key_hash.as_ref().map(|h| h.as_str()),
+            &record.metrics(),
+            self.to.emf,
+        );
     }
-    crate::telemetry::report_request(
-        &record.request_id.to_string(),
-        record.payer.key_hash.as_ref().map(|h| h.as_str()),
-        &record.metrics(),
-        state.emf,
-    );
+
+    /// Settles `record`, writes its audit record and reports its metrics; a record the database
+    /// refuses goes to the outbox. After a settlement that succeeds, replays this instance's outbox.
+    pub async fn settle(&self, mut record: RequestRecord) {
+        record.finished.get_or_insert(self.to.clock.now());
+        let (settled, ()) = tokio::join!(self.settle_with_retries(&record), self.report(&record));
+        match settled {
+            Ok(_) => self.replay_pending().await,
+            Err(error) => self.to_outbox(record, &error).await,
+        }
+    }
+
+    /// One settlement, tried twice (a dropped connection is replaced on the second attempt). Each
+    /// attempt may wait the pool's acquire timeout; past that the outbox takes the record.
+    async fn settle_with_retries(&self, record: &RequestRecord) -> Result<Decimal, ApiError> {
+        let mut last = None;
+        for attempt in 0..2u32 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+            }
+            let attempt = tokio::time::timeout(ATTEMPT_WITHIN, self.settle_once(record)).await;
+            match attempt.unwrap_or_else(|_| {
+                Err(ApiError::DatabaseUnavailable(format!(
+                    "no settlement within {} s",
+                    ATTEMPT_WITHIN.as_secs()
+                )))
+            }) {
+                Ok(spend) => return Ok(spend),
+                // The database took the call and refused it: retrying cannot help.
+                Err(e @ ApiError::InvalidRequest { .. }) => return Err(e),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| ApiError::Internal("settlement not attempted".into())))
+    }
+
+    /// `llmlite_settle_presented` (`llmlite_settle`, with the call type and the hash the client
+    /// presented): one round trip. Returns the key's spend afterwards.
+    pub async fn settle_once(&self, r: &RequestRecord) -> Result<Decimal, ApiError> {
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let spend: Option<Decimal> = sqlx::query_scalar(
+            "SELECT llmlite_settle_presented($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+                                             $14, $15, $16, $17, $18, $19, $20, $21)",
+        )
+        .bind(r.call_type.as_str())
+        .bind(r.payer.presented_key_hash.as_ref().map(|h| h.as_str()))
+        .bind(r.request_id.to_string())
+        .bind(r.payer.key_id)
+        .bind(r.payer.key_hash.as_ref().map(|h| h.as_str()).unwrap_or(""))
+        .bind(&r.payer.key_alias)
+        .bind(&r.payer.user_id)
+        .bind(&r.payer.team_id)
+        .bind(&r.end_user)
+        .bind(r.model.as_str())
+        .bind(&r.model_id)
+        .bind(count(r.prompt_tokens()))
+        .bind(count(r.tokens.output))
+        .bind(count(r.tokens.cache_read))
+        .bind(count(r.tokens.cache_write))
+        .bind(r.cost.amount())
+        .bind(r.timestamp)
+        .bind(r.finished.unwrap_or(r.timestamp))
+        .bind(r.status.as_str())
+        .bind(&r.error_type)
+        .bind(&r.metadata)
+        .persistent(false)
+        .fetch_one(self.to.db.pool().await?)
+        .await?;
+        Ok(spend.unwrap_or_default())
+    }
+
+    /// Keeps a record the database refused: in this instance's memory, and durably in the sink.
+    async fn to_outbox(&self, record: RequestRecord, error: &ApiError) {
+        let body = serde_json::to_vec(&record).unwrap_or_default();
+        let key = outbox_key(&record);
+        let put = self.to.audit.sink.put(&key, &body, "application/json");
+        let put = tokio::time::timeout(OUTBOX_WITHIN, put)
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {} s", OUTBOX_WITHIN.as_secs())));
+        match put {
+            Ok(()) => tracing::warn!(
+                request_id = %record.request_id, error = %error,
+                "settlement deferred: the database refused it; kept in the outbox"
+            ),
+            Err(e) => tracing::error!(
+                request_id = %record.request_id, error = %error, sink_error = %e,
+                // The audit view: what to charge, without the `user` field or free-text metadata.
+                record = %record.audit(),
+                "settlement deferred: the database and the outbox sink both refused it; kept in memory"
+            ),
+        }
+        self.keep(record);
+    }
+
+    /// Replays this instance's outbox; what still fails goes back.
+    async fn replay_pending(&self) {
+        let pending = self.take_pending();
+        for record in pending {
+            match self.settle_once(&record).await {
+                Ok(_) => {
+                    if let Err(e) = self.to.audit.sink.delete(&outbox_key(&record)).await {
+                        // A replay of it later is a no-op (settlement is idempotent).
+                        tracing::warn!(request_id = %record.request_id, error = %e, "settled outbox record not removed");
+                    }
+                }
+                Err(_) => self.keep(record),
+            }
+        }
+    }
+
+    /// Replays the durable outbox (every instance's): the rollup's part. Each record is settled
+    /// (idempotently) and then removed.
+    pub async fn replay_outbox(&self) -> Result<Replay, String> {
+        let mut replay = Replay::default();
+        for key in self.to.audit.sink.list(OUTBOX_PREFIX).await? {
+            let record: RequestRecord = match self.to.audit.sink.get(&key).await {
+                Ok(body) => match serde_json::from_slice(&body) {
+                    Ok(record) => record,
+                    Err(e) => {
+                        tracing::error!(key, error = %e, "unreadable outbox record left in place");
+                        replay.failed += 1;
+                        continue;
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(key, error = %e, "outbox record not read");
+                    replay.failed += 1;
+                    continue;
+                }
+            };
+            match self.settle_once(&record).await {
+                Ok(_) => {
+                    self.to.audit.sink.delete(&key).await?;
+                    replay.settled += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(key, error = %e, "outbox record not settled yet");
+                    replay.failed += 1;
+                }
+            }
+        }
+        Ok(replay)
+    }
+}
+
+fn outbox_key(record: &RequestRecord) -> String {
+    format!("{OUTBOX_PREFIX}{}.json", record.request_id)
+}
+
+/// What an outbox replay did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Replay {
+    pub settled: u64,
+    pub failed: u64,
 }
 
 /// A record for a guard whose record was taken: cannot happen (see [`Guard::record`]), but a
 /// request path must not panic, so it yields a throwaway one.
-fn unreachable_record(state: &AppState) -> RequestRecord {
+fn unreachable_record(clock: &Clock) -> RequestRecord {
     tracing::error!("settlement guard used after it settled");
     RequestRecord::new(
         crate::http::RequestId(uuid::Uuid::new_v4()),
-        state.clock.now(),
+        clock.now(),
         crate::catalog::ModelAlias::new("unknown"),
-        crate::chat::record::Client::default(),
+        crate::record::Client::default(),
     )
 }
 
@@ -264,161 +440,4 @@ impl Drop for Guard {
         );
         self.hand_over(status);
     }
-}
-
-/// Settles `record`, writes its audit record and reports its metrics; a record the database
-/// refuses goes to the outbox. After a settlement that succeeds, replays this instance's outbox.
-pub async fn settle(state: &AppState, mut record: RequestRecord) {
-    record.finished.get_or_insert(state.clock.now());
-    let (settled, ()) = tokio::join!(settle_with_retries(state, &record), report(state, &record));
-    match settled {
-        Ok(_) => replay_pending(state).await,
-        Err(error) => to_outbox(state, record, &error).await,
-    }
-}
-
-/// One settlement, tried twice (a dropped connection is replaced on the second attempt). Each
-/// attempt may wait the pool's acquire timeout; past that the outbox takes the record.
-async fn settle_with_retries(
-    state: &AppState,
-    record: &RequestRecord,
-) -> Result<Decimal, ApiError> {
-    let mut last = None;
-    for attempt in 0..2u32 {
-        if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
-        }
-        let attempt = tokio::time::timeout(ATTEMPT_WITHIN, settle_once(state, record)).await;
-        match attempt.unwrap_or_else(|_| {
-            Err(ApiError::DatabaseUnavailable(format!(
-                "no settlement within {} s",
-                ATTEMPT_WITHIN.as_secs()
-            )))
-        }) {
-            Ok(spend) => return Ok(spend),
-            // The database took the call and refused it: retrying cannot help.
-            Err(e @ ApiError::InvalidRequest { .. }) => return Err(e),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| ApiError::Internal("settlement not attempted".into())))
-}
-
-/// `llmlite_settle_presented` (`llmlite_settle`, with the call type and the hash the client
-/// presented): one round trip. Returns the key's spend afterwards.
-pub async fn settle_once(state: &AppState, r: &RequestRecord) -> Result<Decimal, ApiError> {
-    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    let spend: Option<Decimal> = sqlx::query_scalar(
-        "SELECT llmlite_settle_presented($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
-                                         $14, $15, $16, $17, $18, $19, $20, $21)",
-    )
-    .bind(r.call_type.as_str())
-    .bind(r.payer.presented_key_hash.as_ref().map(|h| h.as_str()))
-    .bind(r.request_id.to_string())
-    .bind(r.payer.key_id)
-    .bind(r.payer.key_hash.as_ref().map(|h| h.as_str()).unwrap_or(""))
-    .bind(&r.payer.key_alias)
-    .bind(&r.payer.user_id)
-    .bind(&r.payer.team_id)
-    .bind(&r.end_user)
-    .bind(r.model.as_str())
-    .bind(&r.model_id)
-    .bind(count(r.prompt_tokens()))
-    .bind(count(r.tokens.output))
-    .bind(count(r.tokens.cache_read))
-    .bind(count(r.tokens.cache_write))
-    .bind(r.cost.amount())
-    .bind(r.timestamp)
-    .bind(r.finished.unwrap_or(r.timestamp))
-    .bind(r.status.as_str())
-    .bind(&r.error_type)
-    .bind(&r.metadata)
-    .persistent(false)
-    .fetch_one(state.db.pool().await?)
-    .await?;
-    Ok(spend.unwrap_or_default())
-}
-
-fn outbox_key(record: &RequestRecord) -> String {
-    format!("{OUTBOX_PREFIX}{}.json", record.request_id)
-}
-
-/// Keeps a record the database refused: in this instance's memory, and durably in the sink.
-async fn to_outbox(state: &AppState, record: RequestRecord, error: &ApiError) {
-    let body = serde_json::to_vec(&record).unwrap_or_default();
-    let key = outbox_key(&record);
-    let put = state.audit.sink.put(&key, &body, "application/json");
-    let put = tokio::time::timeout(OUTBOX_WITHIN, put)
-        .await
-        .unwrap_or_else(|_| Err(format!("no answer within {} s", OUTBOX_WITHIN.as_secs())));
-    match put {
-        Ok(()) => tracing::warn!(
-            request_id = %record.request_id, error = %error,
-            "settlement deferred: the database refused it; kept in the outbox"
-        ),
-        Err(e) => tracing::error!(
-            request_id = %record.request_id, error = %error, sink_error = %e,
-            // The audit view: what to charge, without the `user` field or free-text metadata.
-            record = %record.audit(),
-            "settlement deferred: the database and the outbox sink both refused it; kept in memory"
-        ),
-    }
-    state.settlements.keep(record);
-}
-
-/// Replays this instance's outbox; what still fails goes back.
-async fn replay_pending(state: &AppState) {
-    let pending = state.settlements.take_pending();
-    for record in pending {
-        match settle_once(state, &record).await {
-            Ok(_) => {
-                if let Err(e) = state.audit.sink.delete(&outbox_key(&record)).await {
-                    // A replay of it later is a no-op (settlement is idempotent).
-                    tracing::warn!(request_id = %record.request_id, error = %e, "settled outbox record not removed");
-                }
-            }
-            Err(_) => state.settlements.keep(record),
-        }
-    }
-}
-
-/// What an outbox replay did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Replay {
-    pub settled: u64,
-    pub failed: u64,
-}
-
-/// Replays the durable outbox (every instance's): the rollup's part. Each record is settled
-/// (idempotently) and then removed.
-pub async fn replay_outbox(state: &AppState) -> Result<Replay, String> {
-    let mut replay = Replay::default();
-    for key in state.audit.sink.list(OUTBOX_PREFIX).await? {
-        let record: RequestRecord = match state.audit.sink.get(&key).await {
-            Ok(body) => match serde_json::from_slice(&body) {
-                Ok(record) => record,
-                Err(e) => {
-                    tracing::error!(key, error = %e, "unreadable outbox record left in place");
-                    replay.failed += 1;
-                    continue;
-                }
-            },
-            Err(e) => {
-                tracing::warn!(key, error = %e, "outbox record not read");
-                replay.failed += 1;
-                continue;
-            }
-        };
-        match settle_once(state, &record).await {
-            Ok(_) => {
-                state.audit.sink.delete(&key).await?;
-                replay.settled += 1;
-            }
-            Err(e) => {
-                tracing::warn!(key, error = %e, "outbox record not settled yet");
-                replay.failed += 1;
-            }
-        }
-    }
-    Ok(replay)
 }

@@ -12,6 +12,10 @@ use crate::clock::Clock;
 use crate::config::{Config, ConfigError, EnvSource};
 use crate::store::Database;
 
+/// A streamed answer silent this long gets a comment: API Gateway cuts a stream after 5 minutes
+/// without a byte.
+pub const SSE_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
@@ -32,18 +36,24 @@ pub struct AppState {
     pub emf: bool,
     /// Settlements in flight and the settlement outbox of this process.
     pub settlements: crate::settlement::Settler,
-    /// Faults a test injects; all off unless a test turns them on.
+    /// How long a streamed answer may be silent before the relay sends a comment.
+    pub sse_keep_alive: std::time::Duration,
+    /// Faults a test injects; all off unless a test turns them on (feature `dev` only).
+    #[cfg(feature = "dev")]
     pub hooks: TestHooks,
 }
 
 /// Faults injected by tests through the state they build, to prove what the gateway does when
-/// its own code fails. Nothing outside a test sets them (no configuration reads them).
+/// its own code fails. Nothing outside a test sets them (no configuration reads them), and a
+/// build without the `dev` feature (every Lambda function) does not have them.
+#[cfg(feature = "dev")]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TestHooks {
     /// Panic right after a request is admitted.
     pub panic_after_admission: bool,
 }
 
+#[cfg(feature = "dev")]
 impl TestHooks {
     #[allow(clippy::panic, reason = "the injected fault is a panic")]
     pub fn after_admission(&self) {
@@ -103,18 +113,24 @@ impl AppState {
                 variable: "LLMLITE_PII_ENTITIES",
                 reason: e.to_string(),
             })?;
+        let clock = Clock::default();
+        let emf = crate::telemetry::emf_enabled();
+        let settlements =
+            crate::settlement::Settler::new(db.clone(), audit.clone(), clock.clone(), emf);
         Ok(AppState {
             config: Arc::new(config),
             db,
             bedrock,
             s3,
             retry: RetryPolicy::default(),
-            clock: Clock::default(),
+            clock,
             rate_period,
             pii: Arc::new(pii),
             audit,
-            emf: crate::telemetry::emf_enabled(),
-            settlements: crate::settlement::Settler::default(),
+            emf,
+            settlements,
+            sse_keep_alive: SSE_KEEP_ALIVE,
+            #[cfg(feature = "dev")]
             hooks: TestHooks::default(),
         })
     }

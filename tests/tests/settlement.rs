@@ -475,7 +475,7 @@ async fn settlement_survives_a_database_outage() {
         "the in-memory outbox replayed"
     );
     // And the rollup replays the durable copies (a no-op for those already settled).
-    let replay = llmlite::settlement::replay_outbox(&gw.state).await.unwrap();
+    let replay = gw.state.settlements.replay_outbox().await.unwrap();
     assert_eq!(replay.failed, 0);
     assert!(
         outbox
@@ -577,7 +577,7 @@ async fn embeddings_responses_and_withheld_answers_settle_once_across_a_database
     tokio::time::sleep(Duration::from_secs(12)).await;
     assert!(gw.state.settlements.pending() > 0);
     outage.restore();
-    let replay = llmlite::settlement::replay_outbox(&gw.state).await.unwrap();
+    let replay = gw.state.settlements.replay_outbox().await.unwrap();
     assert_eq!(replay.failed, 0);
     gw.settled().await;
 

@@ -10,8 +10,8 @@ use std::time::Duration;
 use axum::Router;
 use lambda_http::RequestExt;
 use lambda_http::request::RequestContext;
-use llmlite::chat::{Delivery, Invocation};
 use llmlite::config::ProcessEnv;
+use llmlite::pipeline::{Delivery, Invocation};
 use llmlite::{AppState, chat_routes, telemetry};
 
 /// How the function hands its responses to Lambda.

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use llmlite::chat::invocation::ALB_RESPONSE_LIMIT;
+use llmlite::pipeline::invocation::ALB_RESPONSE_LIMIT;
 use llmlite_tests::lambda_runtime::{RuntimeApi, now_ms};
 use llmlite_tests::{TestGateway, sse_data};
 use serde_json::{Value, json};

@@ -39,7 +39,7 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:4000")]
         listen: SocketAddr,
     },
-    /// Run every route with real configuration (see README: Configuration).
+    /// Run every route with real configuration (see docs/configuration.md).
     Serve {
         /// Address to listen on (use 0.0.0.0:4000 in a container).
         #[arg(long, default_value = "127.0.0.1:4000")]

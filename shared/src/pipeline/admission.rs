@@ -1,5 +1,5 @@
-//! Admission and settlement on the chat path: one SQL round trip each (`llmlite_admit` and
-//! `llmlite_settle` in `migrations/`), so a chat request costs exactly two database round trips.
+//! The pipeline's admission stage: one SQL round trip (`llmlite_admit` in `migrations/`); with
+//! settlement's (`llmlite_settle`), a model request costs exactly two database round trips.
 //!
 //! Admission checks the key (active, not blocked, not expired, model allowed for key, user and
 //! team), resets ended budget periods, takes a token from each RPM bucket and the prompt
@@ -17,12 +17,11 @@ use sqlx::postgres::types::PgInterval;
 
 use crate::bedrock::Candidate;
 use crate::catalog::ModelEntry;
-use crate::chat::record::Payer;
-use crate::error::{ApiError, BudgetScope, WorstCase};
+use crate::error::{ApiError, BudgetScope, Refusal, WorstCase};
 use crate::http::RequestId;
 use crate::keys::KeyHash;
 use crate::money::Money;
-use crate::openai::{ChatCompletionRequest, ChatMessage, Content, ContentPart, ResponseFormat};
+use crate::record::Payer;
 use crate::state::AppState;
 
 /// How long an admitted request holds its parallel slot and reservation without settling:
@@ -175,55 +174,6 @@ impl Admitted {
         write_limit(headers, "requests", self.requests);
         write_limit(headers, "tokens", self.tokens);
     }
-}
-
-/// A rough prompt size for admission (the TPM estimate and the budget reservation): four
-/// bytes a token, plus framing per message and a flat 1,600 per image, over every text the model
-/// sees (messages, tool definitions, the response schema). Settlement charges the real count.
-pub fn estimate_prompt_tokens(request: &ChatCompletionRequest) -> u64 {
-    let mut chars = 0usize;
-    let mut images = 0u64;
-    let mut count = |content: &Content, chars: &mut usize| match content {
-        Content::Text(text) => *chars += text.len(),
-        Content::Parts(parts) => {
-            for part in parts {
-                match part {
-                    ContentPart::Text { text, .. } => *chars += text.len(),
-                    ContentPart::ImageUrl { .. } => images += 1,
-                }
-            }
-        }
-    };
-    for message in &request.messages {
-        match message {
-            ChatMessage::System { content }
-            | ChatMessage::Developer { content }
-            | ChatMessage::User { content }
-            | ChatMessage::Tool { content, .. } => count(content, &mut chars),
-            ChatMessage::Assistant {
-                content,
-                tool_calls,
-            } => {
-                if let Some(content) = content {
-                    count(content, &mut chars);
-                }
-                for call in tool_calls.iter().flatten() {
-                    chars += call.function.name.len() + call.function.arguments.len();
-                }
-            }
-        }
-    }
-    let json_len = |v: &serde_json::Value| v.to_string().len();
-    for tool in request.tools.iter().flatten() {
-        chars += tool.function.name.len()
-            + tool.function.description.as_ref().map_or(0, String::len)
-            + tool.function.parameters.as_ref().map_or(0, json_len);
-    }
-    if let Some(ResponseFormat::JsonSchema { json_schema }) = &request.response_format {
-        chars += json_schema.name.as_ref().map_or(0, String::len)
-            + json_schema.schema.as_ref().map_or(0, json_len);
-    }
-    (chars as u64).div_ceil(4) + 4 * request.messages.len() as u64 + 1600 * images
 }
 
 /// The most a request can cost on one model: the estimate at the dearer of the input and
@@ -396,40 +346,16 @@ pub async fn admit(
             write_limit(&mut headers, "requests", requests);
             write_limit(&mut headers, "tokens", tokens);
             Err(Refusal {
-                error: ApiError::RateLimited {
+                headers: Some(Box::new(headers)),
+                ..Refusal::from(ApiError::RateLimited {
                     message: format!(
                         "{} rate limit reached ({what}); retry in {retry_after_secs} s",
                         scope.as_str()
                     ),
                     retry_after_secs,
-                },
-                headers,
+                })
             })
         }
-    }
-}
-
-/// A refused request: the error, and the rate-limit headers a 429 carries.
-#[derive(Debug)]
-pub struct Refusal {
-    pub error: ApiError,
-    pub headers: HeaderMap,
-}
-
-impl From<ApiError> for Refusal {
-    fn from(error: ApiError) -> Self {
-        Refusal {
-            error,
-            headers: HeaderMap::new(),
-        }
-    }
-}
-
-impl axum::response::IntoResponse for Refusal {
-    fn into_response(self) -> axum::response::Response {
-        let mut response = self.error.into_response();
-        response.headers_mut().extend(self.headers);
-        response
     }
 }
 

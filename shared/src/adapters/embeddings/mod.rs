@@ -12,176 +12,159 @@ pub mod request;
 
 use std::sync::Arc;
 
-use axum::Extension;
-use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use base64::Engine;
-use http::{HeaderMap, header};
+use http::HeaderMap;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::admission::Refusal;
-use crate::auth;
-use crate::catalog::{ModelAlias, ModelEntry, TokenUsage};
-use crate::chat::record::{CallType, Client, RequestRecord, Status};
-use crate::chat::{self, BearerKey, Delivery, Invocation};
-use crate::error::ApiError;
-use crate::http::{ApiJson, RequestId};
+use crate::catalog::{ModelEntry, TokenUsage};
+use crate::error::{ApiError, ErrorShape, Refusal};
+use crate::pii::{OutputGuard, Policy, Report, Scanner};
+use crate::pipeline::call::{self, AnswerBody, Answered, Failed};
+use crate::pipeline::{Accounting, Adapter, Call, Delivery, Invocation, Models};
+use crate::record::{CallType, Status};
 use crate::state::AppState;
 use invoke::{Planned, Progress};
 use request::{EmbeddingRequest, Encoding};
 
-/// `POST /v1/embeddings`.
-pub async fn embeddings(
-    BearerKey(key): BearerKey,
-    State(state): State<AppState>,
-    Extension(request_id): Extension<RequestId>,
-    invocation: Option<Extension<Invocation>>,
-    headers: HeaderMap,
-    ApiJson(body): ApiJson<Map<String, Value>>,
-) -> Result<Response, Refusal> {
-    let arrived = std::time::Instant::now();
-    let invocation = invocation.map(|Extension(i)| i).unwrap_or_default();
-    // Parse: everything that can be refused is refused here, before anything is taken.
-    let mut request = request::parse(&body)?;
-    let model = embedding_model(&state, &key, &request.model).await?;
-    let dimensions = request::fit(&request, &model)?;
-    fits_delivery(&request, dimensions, invocation.delivery)?;
-    if invocation.out_of_time() {
-        return Err(ApiError::UpstreamTimeout(
-            "the gateway has no time left in this invocation; retry".into(),
-        )
-        .into());
-    }
-    let estimate = request::estimate_tokens(&request.inputs);
-    let planned = Planned {
-        model: Arc::clone(&model),
-    };
-    let mut record = RequestRecord::new(
-        request_id,
-        state.clock.now(),
-        ModelAlias::new(&request.model),
-        Client::from_headers(&headers),
-    );
-    record.call_type = CallType::Aembedding;
+/// OpenAI's embeddings.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Embeddings;
 
-    // Admit the whole batch once: one round trip; a refusal is recorded, with nothing to settle.
-    let plan = std::slice::from_ref(&planned);
-    let (admitted, mut record) = chat::admit(
-        &state,
-        &key,
-        &request.model,
-        plan,
-        (request_id, estimate),
-        record,
-        arrived,
-    )
-    .await?;
-    record.payer = admitted.payer.clone();
-    record.end_user = request.user.clone();
-    record.metadata = chat::accounting_metadata(request.metadata.as_ref());
-    record.estimated_input = estimate;
+impl Adapter for Embeddings {
+    type Body = Map<String, Value>;
+    type Request = EmbeddingRequest;
+    type Planned = Planned;
 
-    // Guard: from here every way out settles exactly once.
-    let mut guard = state.settlements.guard(&state, record, arrived);
-    guard.for_model(Arc::clone(&model));
-    state.hooks.after_admission();
-    let policy = admitted.pii_policy(&state.config.pii_policy, &state.pii.entity_names());
-    let report = state.pii.guard_texts(request.inputs.iter_mut(), &policy);
-    let record = guard.record();
-    record.pii = report.to_json();
-    if !report.counts.is_empty()
-        && let Value::Object(metadata) = &mut record.metadata
-    {
-        metadata.insert("llmlite_pii".to_owned(), report.to_json());
+    const CALL_TYPE: CallType = CallType::Aembedding;
+    const SHAPE: ErrorShape = ErrorShape::OpenAi;
+    const MODELS: Models = Models::Embedding;
+
+    fn parse(
+        &mut self,
+        body: Map<String, Value>,
+        _headers: &HeaderMap,
+    ) -> Result<EmbeddingRequest, ApiError> {
+        request::parse(&body)
     }
-    if !report.blocked.is_empty() {
-        let error = ApiError::PiiBlocked {
-            entities: report.blocked_summary(),
+
+    fn model(request: &EmbeddingRequest) -> &str {
+        &request.model
+    }
+
+    fn estimate(request: &EmbeddingRequest) -> u64 {
+        request::estimate_tokens(&request.inputs)
+    }
+
+    fn accounting(request: &EmbeddingRequest) -> Accounting {
+        Accounting {
+            end_user: request.user.clone(),
+            metadata: request.metadata.clone(),
+        }
+    }
+
+    /// The one model, and the vectors' size there; a batch whose answer could not reach the
+    /// client is refused here.
+    fn plan(
+        &self,
+        _state: &AppState,
+        request: &EmbeddingRequest,
+        chain: &[Arc<ModelEntry>],
+        invocation: &Invocation,
+    ) -> Result<Vec<Planned>, ApiError> {
+        let Some(model) = chain.first() else {
+            return Err(ApiError::Internal(
+                "an embeddings request without a model".into(),
+            ));
         };
-        return Err(chat::fail(guard, error));
+        let dimensions = request::fit(request, model)?;
+        fits_delivery(request, dimensions, invocation.delivery)?;
+        Ok(vec![Planned {
+            model: Arc::clone(model),
+            dimensions,
+        }])
     }
 
-    // Call every part; the bodies are built from the guarded (masked) inputs.
+    fn guard_pii(request: &mut EmbeddingRequest, scanner: &Scanner, policy: &Policy) -> Report {
+        scanner.guard_texts(request.inputs.iter_mut(), policy)
+    }
+
+    async fn respond(&self, call: Call<Self>) -> Result<Response, Refusal> {
+        let upstream = std::time::Instant::now();
+        let answered = embed(&call).await;
+        call::complete(call, answered, upstream)
+    }
+}
+
+/// Calls every part (the bodies built from the guarded, masked, inputs) and reassembles the
+/// vectors. A batch cut by the deadline pays the parts that answered at Bedrock's count and
+/// those in flight at the estimate (their texts were read); one whose part failed pays what
+/// Bedrock answered.
+async fn embed(call: &Call<Embeddings>) -> Result<Answered<EmbeddingList>, Failed> {
+    let request = &call.request;
+    let Some(planned) = call.plan.first() else {
+        return Err(ApiError::Internal("an embeddings request without a model".into()).into());
+    };
+    let model = &planned.model;
     let parts = invoke::parts(
-        &model,
+        model,
         &request.inputs,
-        dimensions,
+        planned.dimensions,
         request.input_type.as_deref(),
     );
     let mut progress = Progress::new(parts.len());
-    let upstream = std::time::Instant::now();
-    let finished = chat::until_deadline(
-        &invocation,
-        invoke::call_all(&state, &planned, &request.model, &parts, &mut progress),
+    let finished = call::until_deadline(
+        &call.invocation,
+        invoke::call_all(&call.state, planned, &request.model, &parts, &mut progress),
     )
     .await;
-    guard.record().upstream_ms = upstream.elapsed().as_secs_f64() * 1000.0;
-    let charge = |tokens: u64| TokenUsage {
-        input: tokens,
-        ..TokenUsage::default()
+    let charge = |tokens: u64| {
+        Some((
+            Arc::clone(model),
+            TokenUsage {
+                input: tokens,
+                ..TokenUsage::default()
+            },
+        ))
     };
     if finished.is_none() {
-        // Cut: the parts that answered are paid at Bedrock's count, those in flight at the
-        // estimate (their texts were read).
         let tokens = progress.tokens() + progress.unanswered_estimate(&parts);
-        guard.record().charge(&model, charge(tokens));
-        return Err(chat::end(guard, chat::deadline_error(), Status::Deadline));
+        return Err(Failed {
+            used: charge(tokens),
+            ..Failed::deadline()
+        });
     }
     let tokens = progress.tokens();
     if let Some(error) = progress.failure.take() {
-        if tokens > 0 {
-            guard.record().charge(&model, charge(tokens));
-        }
-        return Err(chat::fail(guard, error));
+        return Err(Failed {
+            error,
+            status: Status::Failure,
+            used: if tokens > 0 { charge(tokens) } else { None },
+        });
     }
     let vectors = progress
         .answers
         .into_iter()
         .flatten()
         .flat_map(|e| e.vectors);
-    let body = answer_body(vectors, &request, tokens);
-    let bytes = serde_json::to_vec(&body).unwrap_or_default();
-    let record = guard.record();
-    record.charge(&model, charge(tokens));
-    record.response_bytes = bytes.len() as u64;
-    record.status_code = 200;
-    let mut response = ([(header::CONTENT_TYPE, "application/json")], bytes).into_response();
-    chat::write_headers(
-        response.headers_mut(),
-        &admitted,
-        guard.record_ref(),
-        Some(&model),
-    );
-    guard.finish(Status::Success);
-    Ok(response)
+    Ok(Answered {
+        model: Arc::clone(model),
+        usage: TokenUsage {
+            input: tokens,
+            ..TokenUsage::default()
+        },
+        body: answer_body(vectors, request, tokens),
+        headers: HeaderMap::new(),
+    })
 }
 
-/// The embedding model `alias` names: a 404 (to a caller whose key works) when there is none,
-/// a 400 when it names a chat model.
-async fn embedding_model(
-    state: &AppState,
-    key: &str,
-    alias: &str,
-) -> Result<Arc<ModelEntry>, ApiError> {
-    match state.config.catalog.get(alias) {
-        Some(model) if model.embedding.is_some() => Ok(Arc::clone(model)),
-        Some(model) => Err(ApiError::invalid_param(
-            "model",
-            format!(
-                "model `{}` is a chat model, not an embedding model: POST /v1/chat/completions \
-                 serves it (GET /v1/models lists the models)",
-                model.alias
-            ),
-        )),
-        None => {
-            if !state.config.master_key.matches(key).await {
-                auth::authenticate_key(state, key).await?;
-            }
-            Err(ApiError::ModelNotFound {
-                model: alias.to_owned(),
-            })
-        }
+impl AnswerBody for EmbeddingList {
+    /// Vectors hold no text to scan.
+    fn screen(&mut self, _output: &mut OutputGuard) {}
+
+    fn into_bytes(self) -> Vec<u8> {
+        serde_json::to_vec(&self).unwrap_or_default()
     }
 }
 

@@ -29,6 +29,8 @@ const INPUT_TOKENS_HEADER: &str = "x-amzn-bedrock-input-token-count";
 /// (input only; an embedding has no output tokens).
 pub struct Planned {
     pub model: Arc<ModelEntry>,
+    /// The vectors' size on this model.
+    pub dimensions: u32,
 }
 
 impl Candidate for Planned {

@@ -4,8 +4,8 @@
 use serde_json::{Map, Value};
 
 use crate::catalog::{EmbeddingApi, ModelEntry};
-use crate::chat::{MAX_USER_CHARS, clean};
 use crate::error::ApiError;
+use crate::pipeline::{MAX_USER_CHARS, clean};
 
 /// The most inputs one request may carry, as OpenAI allows.
 pub const MAX_INPUTS: usize = 2048;

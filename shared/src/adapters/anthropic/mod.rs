@@ -13,25 +13,21 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::types::{CountTokensInput, InvokeModelTokensRequest};
-use axum::Extension;
-use axum::body::Body;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderValue};
 use serde_json::{Map, Value, json};
 
-use crate::admission::{self, Refusal};
 use crate::auth;
-use crate::bedrock::{self, BedrockFailure, Candidate};
-use crate::catalog::{ModelAlias, ModelEntry, TokenUsage};
-use crate::chat::invocation::Invocation;
-use crate::chat::record::{CallType, Client, RequestRecord, Status};
-use crate::chat::{self, MAX_USER_CHARS, clean};
-use crate::error::{ApiError, redact_keys};
-use crate::http::{MAX_BODY_BYTES, RequestId, is_json_content_type};
-use crate::settlement::Guard;
+use crate::bedrock::{BedrockFailure, Candidate};
+use crate::catalog::{ModelEntry, TokenUsage};
+use crate::error::{ApiError, ErrorShape, Refusal};
+use crate::pii::{OutputGuard, Policy, Report, Scanner};
+use crate::pipeline::call::{self, AnswerBody, Answered, Failed};
+use crate::pipeline::{self, Accounting, Adapter, Call, Invocation, Models, relay};
+use crate::record::CallType;
 use crate::state::AppState;
 
 /// The `anthropic_version` Bedrock takes.
@@ -52,63 +48,8 @@ const PASSED: &[&str] = &[
     "thinking",
 ];
 
-/// An error in Anthropic's shape: `{"type": "error", "error": {"type", "message"}}`, with the
-/// status and headers (`retry-after`, rate limits) the OpenAI routes give.
-pub struct AnthropicError(Refusal);
-
-impl From<Refusal> for AnthropicError {
-    fn from(refusal: Refusal) -> Self {
-        AnthropicError(refusal)
-    }
-}
-
-impl From<ApiError> for AnthropicError {
-    fn from(error: ApiError) -> Self {
-        AnthropicError(error.into())
-    }
-}
-
-/// Anthropic's error `type` for a status.
-fn error_type(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        401 => "authentication_error",
-        403 => "permission_error",
-        404 => "not_found_error",
-        413 => "request_too_large",
-        429 => "rate_limit_error",
-        503 | 529 => "overloaded_error",
-        400..=499 => "invalid_request_error",
-        _ => "api_error",
-    }
-}
-
-/// The body of an Anthropic error, for a response or a stream's `error` event.
-pub fn error_body(error: &ApiError) -> Value {
-    json!({
-        "type": "error",
-        "error": {
-            "type": error_type(error.status()),
-            "message": redact_keys(&error.to_string()),
-        },
-    })
-}
-
-impl IntoResponse for AnthropicError {
-    fn into_response(self) -> Response {
-        let body = error_body(&self.0.error);
-        // The OpenAI rendering's status and headers (and its log line), with this body.
-        let (mut parts, _) = self.0.into_response().into_parts();
-        parts.headers.remove(header::CONTENT_LENGTH);
-        parts.headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        Response::from_parts(parts, Body::from(body.to_string()))
-    }
-}
-
 /// The request, as far as the gateway reads it; the rest goes to Bedrock as it came.
-struct Parsed {
+pub struct Parsed {
     model: String,
     max_tokens: u32,
     stream: bool,
@@ -163,18 +104,6 @@ fn parse(body: &Map<String, Value>, count_only: bool) -> Result<Parsed, ApiError
     };
     let user_id = match body.get("metadata").and_then(|m| m.get("user_id")) {
         None | Some(Value::Null) => None,
-        Some(Value::String(user)) if !clean(user) => {
-            return Err(invalid(
-                "metadata.user_id",
-                "`metadata.user_id` must not contain control characters",
-            ));
-        }
-        Some(Value::String(user)) if user.chars().count() > MAX_USER_CHARS => {
-            return Err(invalid(
-                "metadata.user_id",
-                "`metadata.user_id` must be at most 256 characters",
-            ));
-        }
         Some(Value::String(user)) => Some(user.clone()),
         Some(_) => {
             return Err(invalid(
@@ -183,6 +112,7 @@ fn parse(body: &Map<String, Value>, count_only: bool) -> Result<Parsed, ApiError
             ));
         }
     };
+    pipeline::check_end_user(user_id.as_deref(), "metadata.user_id")?;
     Ok(Parsed {
         model,
         max_tokens,
@@ -220,7 +150,7 @@ fn note_dropped(beta: &str) {
 }
 
 /// One model the request may be served by, with the body Bedrock takes for it.
-struct Planned {
+pub struct Planned {
     model: Arc<ModelEntry>,
     body: Bytes,
     max_tokens: u32,
@@ -329,159 +259,153 @@ pub fn estimate_tokens(request: &Map<String, Value>) -> u64 {
     (chars as u64).div_ceil(4) + media * 1_600 + 8
 }
 
-/// Reads the body as a JSON object, or says what is wrong with it.
-fn read_body(
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Map<String, Value>, ApiError> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .map(|v| v.to_str().unwrap_or("(not text)").to_owned());
-    if !content_type.as_deref().is_some_and(is_json_content_type) {
-        return Err(ApiError::UnsupportedContentType {
-            found: content_type,
-        });
-    }
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge {
-                limit_bytes: MAX_BODY_BYTES,
-            }
-        } else {
-            ApiError::invalid_request(format!(
-                "could not read the request body: {}",
-                rejection.body_text()
-            ))
-        }
-    })?;
-    match serde_json::from_slice(&body) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(ApiError::InvalidJson(
-            "the body must be a JSON object".into(),
-        )),
-        Err(e) => Err(ApiError::InvalidJson(e.to_string())),
-    }
+/// Anthropic's Messages API.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Messages;
+
+/// A Messages request: the body as it came (what Bedrock takes of it passes as it is), what the
+/// gateway reads of it, and the betas it asks for.
+pub struct Request {
+    body: Map<String, Value>,
+    parsed: Parsed,
+    betas: Vec<String>,
 }
 
-/// The model chain for `model`, or a 404 to a caller whose key works.
-async fn chain(state: &AppState, key: &str, model: &str) -> Result<Vec<Arc<ModelEntry>>, ApiError> {
-    match state.config.catalog.chain(model) {
-        Some(chain) => {
-            if let Some(asked) = chain.first() {
-                chat::chat_model(asked)?;
-            }
-            Ok(chain)
-        }
-        None => {
-            if !state.config.master_key.matches(key).await {
-                auth::authenticate_key(state, key).await?;
-            }
-            Err(ApiError::ModelNotFound {
-                model: model.to_owned(),
-            })
-        }
-    }
-}
+impl Adapter for Messages {
+    type Body = Map<String, Value>;
+    type Request = Request;
+    type Planned = Planned;
 
-/// What every response of one message shares.
-struct Answer {
-    /// The name the client asked for: responses name it, whichever model served.
-    alias: String,
-}
+    const CALL_TYPE: CallType = CallType::AnthropicMessages;
+    const SHAPE: ErrorShape = ErrorShape::Anthropic;
+    const MODELS: Models = Models::Chat;
 
-/// `POST /v1/messages`.
-pub async fn messages(
-    State(state): State<AppState>,
-    Extension(request_id): Extension<RequestId>,
-    invocation: Option<Extension<Invocation>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, AnthropicError> {
-    let arrived = std::time::Instant::now();
-    let invocation = invocation.map(|Extension(i)| i).unwrap_or_default();
-    let key = auth::api_key(&headers)
-        .ok_or(ApiError::MissingApiKey)?
-        .to_owned();
-    let mut request = read_body(&headers, body)?;
-    let parsed = parse(&request, false)?;
-    let chain = chain(&state, &key, &parsed.model).await?;
-    let betas = requested_betas(&headers);
-    let plan = plan(&request, &chain, parsed.max_tokens, &betas)?;
-    if invocation.out_of_time() {
-        return Err(ApiError::UpstreamTimeout(
-            "the gateway has no time left in this invocation; retry".into(),
-        )
-        .into());
-    }
-    let estimate = estimate_tokens(&request);
-    let mut record = RequestRecord::new(
-        request_id,
-        state.clock.now(),
-        ModelAlias::new(&parsed.model),
-        Client::from_headers(&headers),
-    );
-    record.call_type = CallType::AnthropicMessages;
-
-    // Admit: one round trip; a refusal is recorded, with nothing to settle.
-    let (admitted, mut record) = chat::admit(
-        &state,
-        &key,
-        &parsed.model,
-        &plan,
-        (request_id, estimate),
-        record,
-        arrived,
-    )
-    .await?;
-    record.payer = admitted.payer.clone();
-    record.end_user = parsed.user_id.clone();
-    record.estimated_input = estimate;
-
-    // Guard: from here every way out settles exactly once.
-    let mut guard = state.settlements.guard(&state, record, arrived);
-    if let Some(asked) = plan.first() {
-        guard.for_model(Arc::clone(&asked.model));
-    }
-    state.hooks.after_admission();
-    let mut position = 0;
-    let plan: Vec<Planned> = plan
-        .into_iter()
-        .filter(|p| {
-            position += 1;
-            position == 1 || admitted.allowed.iter().any(|a| a == p.model.alias.as_str())
+    fn parse(
+        &mut self,
+        body: Map<String, Value>,
+        headers: &HeaderMap,
+    ) -> Result<Request, ApiError> {
+        let parsed = parse(&body, false)?;
+        Ok(Request {
+            body,
+            parsed,
+            betas: requested_betas(headers),
         })
-        .collect();
-    let policy = admitted.pii_policy(&state.config.pii_policy, &state.pii.entity_names());
-    let mut guarded = Value::Object(std::mem::take(&mut request));
-    let report = state.pii.guard_messages(&mut guarded, &policy);
-    let record = guard.record();
-    record.pii = report.to_json();
-    if !report.counts.is_empty() {
-        record.metadata = json!({ "llmlite_pii": report.to_json() });
     }
-    if !report.blocked.is_empty() {
-        let error = ApiError::PiiBlocked {
-            entities: report.blocked_summary(),
-        };
-        return Err(chat::fail(guard, error).into());
-    }
-    let plan = match guarded {
-        // Masking changed the prompt: the bodies are built again from the guarded request.
-        Value::Object(request) if !report.counts.is_empty() => plan
-            .iter()
-            .map(|p| plan_one(&request, &p.model, p.max_tokens, &betas))
-            .collect(),
-        _ => plan,
-    };
 
-    let answer = Answer {
-        alias: parsed.model.clone(),
+    fn model(request: &Request) -> &str {
+        &request.parsed.model
+    }
+
+    fn estimate(request: &Request) -> u64 {
+        estimate_tokens(&request.body)
+    }
+
+    fn accounting(request: &Request) -> Accounting {
+        Accounting {
+            end_user: request.parsed.user_id.clone(),
+            metadata: None,
+        }
+    }
+
+    fn plan(
+        &self,
+        _state: &AppState,
+        request: &Request,
+        chain: &[Arc<ModelEntry>],
+        _invocation: &Invocation,
+    ) -> Result<Vec<Planned>, ApiError> {
+        plan(
+            &request.body,
+            chain,
+            request.parsed.max_tokens,
+            &request.betas,
+        )
+    }
+
+    fn guard_pii(request: &mut Request, scanner: &Scanner, policy: &Policy) -> Report {
+        let mut body = Value::Object(std::mem::take(&mut request.body));
+        let report = scanner.guard_messages(&mut body, policy);
+        if let Value::Object(body) = body {
+            request.body = body;
+        }
+        report
+    }
+
+    async fn respond(&self, call: Call<Self>) -> Result<Response, Refusal> {
+        let bedrock = call.state.bedrock.clone();
+        if call.request.parsed.stream {
+            let open = move |planned: &Planned| stream::open(&bedrock, planned);
+            relay::stream(call, open, |call, planned| {
+                stream::streaming(&call.alias, dropped_headers(planned))
+            })
+            .await
+        } else {
+            let upstream = std::time::Instant::now();
+            let answered = complete(&call, &bedrock).await;
+            call::complete(call, answered, upstream)
+        }
+    }
+}
+
+/// A message answered in one body.
+async fn complete(
+    call: &Call<Messages>,
+    bedrock: &aws_sdk_bedrockruntime::Client,
+) -> Result<Answered<Message>, Failed> {
+    let (called, planned) = call::fallbacks(call, |planned| {
+        let call = bedrock
+            .invoke_model()
+            .model_id(&planned.model.bedrock_model_id)
+            .content_type("application/json")
+            .accept("application/json")
+            .body(Blob::new(planned.body.to_vec()));
+        async move { call.send().await.map_err(|e| BedrockFailure::from_sdk(&e)) }
+    })
+    .await?;
+    let mut message: Value = match serde_json::from_slice(called.body().as_ref()) {
+        Ok(Value::Object(message)) => Value::Object(message),
+        _ => {
+            return Err(ApiError::Upstream("the model's answer was not a message".into()).into());
+        }
     };
-    let output = crate::pii::OutputGuard::new(&state.pii, policy);
-    if parsed.stream {
-        stream::respond(state, plan, answer, admitted, guard, invocation, output).await
-    } else {
-        complete(state, plan, answer, admitted, guard, invocation, output).await
+    let usage = usage_of(message.get("usage"));
+    message["model"] = json!(call.alias);
+    Ok(Answered {
+        model: Arc::clone(&planned.model),
+        usage,
+        body: Message(message),
+        headers: dropped_headers(planned),
+    })
+}
+
+/// An Anthropic `message`.
+pub struct Message(Value);
+
+impl AnswerBody for Message {
+    /// Its text, thinking and tool-use input. (A masked thinking block no longer matches its
+    /// signature: sent back, Bedrock refuses it.)
+    fn screen(&mut self, output: &mut OutputGuard) {
+        for block in self
+            .0
+            .get_mut("content")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            for field in ["text", "thinking"] {
+                if let Some(Value::String(text)) = block.get_mut(field) {
+                    output.text(text);
+                }
+            }
+            if let Some(input) = block.get_mut("input") {
+                output.json(input);
+            }
+        }
+    }
+
+    fn into_bytes(self) -> Vec<u8> {
+        serde_json::to_vec(&self.0).unwrap_or_default()
     }
 }
 
@@ -501,8 +425,9 @@ fn usage_of(usage: Option<&Value>) -> TokenUsage {
     }
 }
 
-/// Names the dropped betas in a response header.
-fn write_dropped(headers: &mut HeaderMap, planned: &Planned) {
+/// Headers naming the betas passed and dropped (each dropped one is logged once).
+fn dropped_headers(planned: &Planned) -> HeaderMap {
+    let mut headers = HeaderMap::new();
     for beta in &planned.dropped {
         note_dropped(beta);
     }
@@ -516,91 +441,7 @@ fn write_dropped(headers: &mut HeaderMap, planned: &Planned) {
     {
         headers.insert("x-llmlite-passed-betas", value);
     }
-}
-
-/// A message answered in one body.
-async fn complete(
-    state: AppState,
-    plan: Vec<Planned>,
-    answer: Answer,
-    admitted: admission::Admitted,
-    mut guard: Guard,
-    invocation: Invocation,
-    output: Option<crate::pii::OutputGuard>,
-) -> Result<Response, AnthropicError> {
-    let upstream = std::time::Instant::now();
-    let called = chat::until_deadline(
-        &invocation,
-        bedrock::with_fallbacks(&state.retry, &plan, &answer.alias, |planned| {
-            let call = state
-                .bedrock
-                .invoke_model()
-                .model_id(&planned.model.bedrock_model_id)
-                .content_type("application/json")
-                .accept("application/json")
-                .body(Blob::new(planned.body.to_vec()));
-            async move { call.send().await.map_err(|e| BedrockFailure::from_sdk(&e)) }
-        }),
-    )
-    .await;
-    guard.record().upstream_ms = upstream.elapsed().as_secs_f64() * 1000.0;
-    let (called, planned) = match called {
-        Some(Ok(called)) => called,
-        Some(Err(error)) => return Err(chat::fail(guard, error).into()),
-        None => return Err(chat::end(guard, chat::deadline_error(), Status::Deadline).into()),
-    };
-    let mut message: Value = match serde_json::from_slice(called.body().as_ref()) {
-        Ok(Value::Object(message)) => Value::Object(message),
-        _ => {
-            let error = ApiError::Upstream("the model's answer was not a message".into());
-            return Err(chat::fail(guard, error).into());
-        }
-    };
-    let usage = usage_of(message.get("usage"));
-    message["model"] = json!(answer.alias);
-    guard.record().charge(&planned.model, usage);
-    if let Some(mut output) = output {
-        guard_answer(&mut output, &mut message);
-        guard.record().note_output(output.report());
-        if let Some(error) = output.blocked() {
-            // The answer is withheld; the request pays for it, as the model produced it.
-            return Err(chat::end(guard, error, Status::Failure).into());
-        }
-    }
-    let bytes = serde_json::to_vec(&message).unwrap_or_default();
-    let record = guard.record();
-    record.response_bytes = bytes.len() as u64;
-    record.status_code = 200;
-    let mut response = ([(header::CONTENT_TYPE, "application/json")], bytes).into_response();
-    chat::write_headers(
-        response.headers_mut(),
-        &admitted,
-        guard.record_ref(),
-        Some(&planned.model),
-    );
-    write_dropped(response.headers_mut(), planned);
-    guard.finish(Status::Success);
-    Ok(response)
-}
-
-/// The output guard over a whole message: its text, thinking and tool-use input. (A masked
-/// thinking block no longer matches its signature: sent back, Bedrock refuses it.)
-fn guard_answer(output: &mut crate::pii::OutputGuard, message: &mut Value) {
-    for block in message
-        .get_mut("content")
-        .and_then(Value::as_array_mut)
-        .into_iter()
-        .flatten()
-    {
-        for field in ["text", "thinking"] {
-            if let Some(Value::String(text)) = block.get_mut(field) {
-                output.text(text);
-            }
-        }
-        if let Some(input) = block.get_mut("input") {
-            output.json(input);
-        }
-    }
+    headers
 }
 
 /// `POST /v1/messages/count_tokens`: Bedrock's `CountTokens` where the model takes it, else an
@@ -610,30 +451,42 @@ pub async fn count_tokens(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, AnthropicError> {
-    let key = auth::api_key(&headers)
+) -> Response {
+    match count(&state, &headers, body).await {
+        Ok(response) => response,
+        Err(error) => Refusal::from(error)
+            .in_shape(ErrorShape::Anthropic)
+            .into_response(),
+    }
+}
+
+async fn count(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let key = auth::api_key(headers)
         .ok_or(ApiError::MissingApiKey)?
         .to_owned();
-    let request = read_body(&headers, body)?;
+    let request: Map<String, Value> = crate::http::json_body(headers, body)?;
     let parsed = parse(&request, true)?;
     if !state.config.master_key.matches(&key).await {
-        let caller = auth::authenticate_key(&state, &key).await?;
+        let caller = auth::authenticate_key(state, &key).await?;
         if !caller.may_use(&parsed.model) {
             return Err(ApiError::ModelNotAllowed {
                 model: parsed.model,
-            }
-            .into());
+            });
         }
     }
-    let chain = chain(&state, &key, &parsed.model).await?;
+    let chain = pipeline::chain(state, &key, &parsed.model, Models::Chat).await?;
     let Some(asked) = chain.first() else {
-        return Err(ApiError::Internal("a model chain without a model".into()).into());
+        return Err(ApiError::Internal("a model chain without a model".into()));
     };
     let planned = plan_one(
         &request,
         asked,
         parsed.max_tokens,
-        &requested_betas(&headers),
+        &requested_betas(headers),
     );
     let counted = async {
         let input = InvokeModelTokensRequest::builder()
@@ -718,43 +571,6 @@ mod tests {
         // count_tokens needs no max_tokens.
         let count = body(json!({"model": "m", "messages": [1]}));
         assert_eq!(parse(&count, true).map(|p| p.max_tokens).ok(), Some(1));
-    }
-
-    #[test]
-    fn errors_have_anthropics_types() {
-        let cases = [
-            (ApiError::MissingApiKey, "authentication_error"),
-            (
-                ApiError::ModelNotFound { model: "x".into() },
-                "not_found_error",
-            ),
-            (ApiError::invalid_request("bad"), "invalid_request_error"),
-            (
-                ApiError::RateLimited {
-                    message: "slow down".into(),
-                    retry_after_secs: 3,
-                },
-                "rate_limit_error",
-            ),
-            (
-                ApiError::UpstreamUnavailable("busy".into()),
-                "overloaded_error",
-            ),
-            (ApiError::Internal("x".into()), "api_error"),
-            (
-                ApiError::PayloadTooLarge { limit_bytes: 1 },
-                "request_too_large",
-            ),
-            (
-                ApiError::ModelNotAllowed { model: "x".into() },
-                "permission_error",
-            ),
-        ];
-        for (error, kind) in cases {
-            let body = error_body(&error);
-            assert_eq!(body["type"], "error");
-            assert_eq!(body["error"]["type"], kind, "{error:?}");
-        }
     }
 
     #[test]

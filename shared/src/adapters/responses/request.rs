@@ -12,7 +12,7 @@ use crate::openai::{
 
 /// The request, as the gateway serves it: the chat completion, what the response repeats of the
 /// request, and where each chat message came from (for errors found later).
-pub(super) struct Parsed {
+pub struct Parsed {
     pub chat: ChatCompletionRequest,
     pub echo: Map<String, Value>,
     /// The Responses field each chat message was made from (`instructions`, `input[3]`).
@@ -91,7 +91,7 @@ fn optional<'v>(body: &'v Map<String, Value>, field: &str) -> Option<&'v Value> 
 }
 
 /// Reads `body` (a JSON value as the client sent it).
-pub(super) fn parse(body: &Value) -> Result<Parsed, ApiError> {
+pub fn parse(body: &Value) -> Result<Parsed, ApiError> {
     let Value::Object(body) = body else {
         return Err(ApiError::InvalidJson(
             "the body must be a JSON object".into(),
@@ -654,7 +654,7 @@ fn text_format(value: Option<&Value>) -> Result<Option<ResponseFormat>, ApiError
 /// An error found after the request became a chat completion, in the Responses request's terms:
 /// `input` for `messages` (and `input[3]` for the message made from it), `max_output_tokens` for
 /// `max_completion_tokens`, and so on.
-pub(super) fn in_responses_terms(error: ApiError, origins: &[String]) -> ApiError {
+pub fn in_responses_terms(error: ApiError, origins: &[String]) -> ApiError {
     let ApiError::InvalidRequest { message, param } = error else {
         return error;
     };
