@@ -71,6 +71,28 @@ pub const DEFAULTS: &[(&str, &[&str])] = &[
     ),
 ];
 
+/// Why configured context words were refused; the text is what the configuration error shows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CuesError {
+    #[error("`{entity}` takes no context words (only {})", cue_entities())]
+    NoCues { entity: String },
+    #[error("`{entity}`: `{word}` is not a context word (1-64 characters)")]
+    BadWord { entity: String, word: String },
+}
+
+/// Callers that take the reason as `impl Into<String>` get the message.
+impl From<CuesError> for String {
+    fn from(error: CuesError) -> String {
+        error.to_string()
+    }
+}
+
+/// The entities that take context words, for the error that names them.
+fn cue_entities() -> String {
+    let known: Vec<&str> = DEFAULTS.iter().map(|(e, _)| *e).collect();
+    known.join(", ")
+}
+
 /// Cue words per entity name, lower case.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cues(BTreeMap<String, Vec<String>>);
@@ -94,23 +116,22 @@ impl Default for Cues {
 impl Cues {
     /// The defaults with `overrides` (entity -> words) replacing an entity's list. Only the
     /// entities with weak candidates take cues; a word is 1-64 characters.
-    pub fn with_overrides(overrides: &BTreeMap<String, Vec<String>>) -> Result<Cues, String> {
+    pub fn with_overrides(overrides: &BTreeMap<String, Vec<String>>) -> Result<Cues, CuesError> {
         let mut cues = Cues::default();
         for (entity, words) in overrides {
             let Some(list) = cues.0.get_mut(entity) else {
-                let known: Vec<&str> = DEFAULTS.iter().map(|(e, _)| *e).collect();
-                return Err(format!(
-                    "`{entity}` takes no context words (only {})",
-                    known.join(", ")
-                ));
+                return Err(CuesError::NoCues {
+                    entity: entity.clone(),
+                });
             };
             if let Some(bad) = words
                 .iter()
                 .find(|w| w.trim().is_empty() || w.chars().count() > 64)
             {
-                return Err(format!(
-                    "`{entity}`: `{bad}` is not a context word (1-64 characters)"
-                ));
+                return Err(CuesError::BadWord {
+                    entity: entity.clone(),
+                    word: bad.clone(),
+                });
             }
             *list = words.iter().map(|w| w.trim().to_lowercase()).collect();
         }

@@ -14,7 +14,9 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::{Finding, MaskStyle, Pass, Policy, Report, Scanner, apply};
+use super::policy::Policy;
+use super::scanner::{Finding, MaskStyle, Scanner};
+use super::walkers::{Pass, Report, apply};
 use crate::error::ApiError;
 
 /// Bytes of a streamed answer held back before they are sent: longer than any entity but a

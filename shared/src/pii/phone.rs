@@ -27,7 +27,7 @@ use phonenumber::Type;
 use phonenumber::country::Id;
 use phonenumber::metadata::{DATABASE, Metadata};
 
-use super::Verdict;
+use super::validators::Verdict;
 
 /// The regions a national number may belong to (`LLMLITE_PII_PHONE_REGIONS`).
 pub const DEFAULT_REGIONS: &str = "GB,US,IE,DE,FR,ES,IT,NL";
