@@ -5,7 +5,9 @@
 //! (default 10), `BENCH_ADMISSIONS` (default 2000), `BENCH_CLIENTS` (closed-loop clients per
 //! path, default 16), `BENCH_LITELLM=1` to also run the LiteLLM
 //! proxy (`pip install "litellm[proxy]"`) on the same double, at `BENCH_LITELLM_RATE`
-//! (default 20).
+//! (default 20), `BENCH_BASELINE=/path/to/llmlite` to also run another build of llmlite (an
+//! earlier commit's) beside this one, on the same database and double, in the same phases: a
+//! before/after comparison measured side by side.
 //!
 //! Everything runs on this machine: PostgreSQL (`DATABASE_URL` or a throwaway cluster), the
 //! Bedrock double (in this process), the gateway (`target/release/llmlite serve`, a process of
@@ -44,7 +46,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-async fn start_gateway(db: &TestDb, double: &BedrockDouble) -> (Child, String) {
+/// This build's `llmlite`, beside the bench in the target directory.
+fn this_build() -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
     let binary = exe
         .parent()
@@ -56,8 +59,16 @@ async fn start_gateway(db: &TestDb, double: &BedrockDouble) -> (Child, String) {
         "build it first: cargo build --release -p llmlite-gateway ({})",
         binary.display()
     );
+    binary
+}
+
+async fn start_gateway(
+    binary: &std::path::Path,
+    db: &TestDb,
+    double: &BedrockDouble,
+) -> (Child, String) {
     spawn_serve(
-        &binary,
+        binary,
         &db.url,
         &double.endpoint(),
         &[("LLMLITE_DB_POOL_SIZE", "8"), ("RUST_LOG", "error")],
@@ -202,7 +213,11 @@ async fn main() {
     let admissions = env_or("BENCH_ADMISSIONS", 2000);
     let db = TestDb::new().await;
     let double = BedrockDouble::start(0).await.unwrap();
-    let (gateway, base) = start_gateway(&db, &double).await;
+    let (gateway, base) = start_gateway(&this_build(), &db, &double).await;
+    let baseline = match std::env::var_os("BENCH_BASELINE") {
+        Some(path) => Some(start_gateway(std::path::Path::new(&path), &db, &double).await),
+        None => None,
+    };
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(512)
         .build()
@@ -234,9 +249,23 @@ async fn main() {
         .post(format!("{base}/v1/chat/completions"))
         .bearer_auth(&key)
         .json(&chat_body());
+    // The baseline build, with the same key (one database): the last stream of phases A and C.
+    let through_baseline = baseline.as_ref().map(|(_, url)| {
+        client
+            .post(format!("{url}/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&chat_body())
+    });
+    let with_baseline = |mut streams: Vec<reqwest::RequestBuilder>| {
+        streams.extend(through_baseline.iter().map(|b| b.try_clone().unwrap()));
+        streams
+    };
     // Warm both paths (connections, pools).
     open_loop(
-        vec![direct.try_clone().unwrap(), through.try_clone().unwrap()],
+        with_baseline(vec![
+            direct.try_clone().unwrap(),
+            through.try_clone().unwrap(),
+        ]),
         50,
         1,
     )
@@ -247,11 +276,11 @@ async fn main() {
         .bearer_auth(MASTER_KEY)
         .json(&chat_body());
     let phase_a = open_loop(
-        vec![
+        with_baseline(vec![
             direct.try_clone().unwrap(),
             through.try_clone().unwrap(),
             master.try_clone().unwrap(),
-        ],
+        ]),
         rate,
         seconds,
     )
@@ -266,7 +295,10 @@ async fn main() {
     let mut litellm = None;
     let phase_c = if std::env::var_os("BENCH_LITELLM").is_none() {
         closed_loop(
-            &[direct.try_clone().unwrap(), through.try_clone().unwrap()],
+            &with_baseline(vec![
+                direct.try_clone().unwrap(),
+                through.try_clone().unwrap(),
+            ]),
             clients,
             seconds,
         )
@@ -368,6 +400,18 @@ async fn main() {
         percentile(&pairs, 50.0),
         percentile(&pairs, 99.0)
     );
+    if let Some(before) = phase_a.get(3) {
+        row(
+            "through the baseline build (BENCH_BASELINE), virtual key",
+            &before.0,
+            before.1,
+        );
+        println!(
+            "baseline added latency, virtual key: p50 {:.3} ms, p99 {:.3} ms",
+            added(&before.0, &phase_a[0].0, 50.0),
+            added(&before.0, &phase_a[0].0, 99.0)
+        );
+    }
     println!("gateway peak RSS after phase A: {rss:.1} MB");
     if let Some((litellm_rate, phase_b)) = &phase_b {
         println!(
@@ -399,7 +443,11 @@ async fn main() {
         let names = [
             "direct to the Bedrock double",
             "through llmlite, virtual key",
-            "through the LiteLLM proxy",
+            if baseline.is_some() {
+                "through the baseline build (BENCH_BASELINE), virtual key"
+            } else {
+                "through the LiteLLM proxy"
+            },
         ];
         for (name, (ms, failed)) in names.iter().zip(&phase_c) {
             row(name, ms, *failed);
@@ -412,7 +460,13 @@ async fn main() {
             "\nllmlite added: p50 {:.3} ms, p99 {:.3} ms",
             ours.0, ours.1
         );
-        if let Some(theirs) = phase_c.get(2) {
+        if let (Some(before), true) = (phase_c.get(2), baseline.is_some()) {
+            println!(
+                "baseline added: p50 {:.3} ms, p99 {:.3} ms",
+                added(&before.0, &phase_c[0].0, 50.0),
+                added(&before.0, &phase_c[0].0, 99.0)
+            );
+        } else if let Some(theirs) = phase_c.get(2) {
             let theirs = (
                 added(&theirs.0, &phase_c[0].0, 50.0),
                 added(&theirs.0, &phase_c[0].0, 99.0),
@@ -431,6 +485,7 @@ async fn main() {
         peak_rss_mb(gateway.id().unwrap_or(0))
     );
     drop(litellm);
+    drop(baseline);
     drop(gateway);
 }
 

@@ -126,8 +126,8 @@ async fn a_long_buffered_stream_is_coalesced_under_the_alb_limit_or_ends_with_an
 
 /// The Responses route repeats an answer's text in its closing events (the deltas, then
 /// `output_text.done`, `content_part.done`, `output_item.done` and `response.completed`), so a
-/// buffered Responses stream gets a sixth of the limit for its deltas: it stays under 1 MB, and
-/// one that would not ends with `response.failed`.
+/// buffered Responses stream keeps room for four more copies of what it has written: it stays
+/// under 1 MB, and one that would not ends with `response.failed`.
 #[tokio::test]
 async fn a_buffered_responses_stream_stays_under_the_alb_limit() {
     let gw = TestGateway::start().await;

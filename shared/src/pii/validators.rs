@@ -13,7 +13,6 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
-use super::scanner::Rules;
 
 /// What a validator makes of a candidate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,7 +120,7 @@ fn known_issuer(d: &[u8]) -> bool {
 
 /// A Luhn-valid number of 13-19 digits: a card of a known issuer, or weak (a card only where
 /// the text says so) when its prefix is no issuer's.
-pub(super) fn grade_card(_: &Rules, m: &str, text: &str, start: usize) -> Verdict {
+pub(super) fn grade_card(m: &str, text: &str, start: usize) -> Verdict {
     if before(text, start).is_some_and(|c| c == '-' || c == '.' || c.is_ascii_alphanumeric())
         || after(text, start + m.len()).is_some_and(|c| c == '-' || c.is_ascii_alphanumeric())
     {
@@ -158,7 +157,7 @@ pub(super) fn valid_iban(m: &str, text: &str, start: usize) -> bool {
 }
 
 /// `536-90-4399` or `536 90 4399`; nine bare digits are weak.
-pub(super) fn grade_ssn(_: &Rules, m: &str, text: &str, start: usize) -> Verdict {
+pub(super) fn grade_ssn(m: &str, text: &str, start: usize) -> Verdict {
     if before(text, start).is_some_and(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
         || after(text, start + m.len()).is_some_and(|c| c.is_ascii_alphanumeric() || c == '-')
     {
@@ -196,7 +195,7 @@ pub(super) fn grade_ssn(_: &Rules, m: &str, text: &str, start: usize) -> Verdict
 }
 
 /// HMRC's prefix rules; written in lower or mixed case it is weak.
-pub(super) fn grade_nino(_: &Rules, m: &str, text: &str, start: usize) -> Verdict {
+pub(super) fn grade_nino(m: &str, text: &str, start: usize) -> Verdict {
     if before(text, start).is_some_and(|c| c.is_ascii_alphanumeric())
         || after(text, start + m.len()).is_some_and(|c| c.is_ascii_alphanumeric())
     {

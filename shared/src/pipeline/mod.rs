@@ -359,14 +359,14 @@ fn allowed<P: Candidate>(plan: Vec<P>, admitted: &Admitted) -> Vec<P> {
 }
 
 /// No NUL or other C0 control character but tab, CR and LF: what a spend row may keep.
-pub fn clean(text: &str) -> bool {
+fn clean(text: &str) -> bool {
     !text
         .chars()
         .any(|c| c.is_control() && (c as u32) < 0x20 && !matches!(c, '\t' | '\r' | '\n'))
 }
 
 /// The longest end user kept with a spend row.
-pub const MAX_USER_CHARS: usize = 256;
+const MAX_USER_CHARS: usize = 256;
 
 /// The largest `metadata` kept with a spend row; larger is replaced by a marker.
 pub const MAX_ACCOUNTING_METADATA: usize = 16 * 1024;

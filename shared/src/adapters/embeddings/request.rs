@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 
 use crate::catalog::{EmbeddingApi, ModelEntry};
 use crate::error::ApiError;
-use crate::pipeline::{MAX_USER_CHARS, clean};
+use crate::pipeline::{check_end_user, check_metadata};
 
 /// The most inputs one request may carry, as OpenAI allows.
 pub const MAX_INPUTS: usize = 2048;
@@ -101,29 +101,16 @@ pub fn parse(body: &Map<String, Value>) -> Result<EmbeddingRequest, ApiError> {
     };
     let user = match body.get("user") {
         None | Some(Value::Null) => None,
-        Some(Value::String(user)) if !clean(user) => {
-            return Err(invalid(
-                "user",
-                "`user` must not contain control characters",
-            ));
-        }
-        Some(Value::String(user)) if user.chars().count() > MAX_USER_CHARS => {
-            return Err(invalid("user", "`user` must be at most 256 characters"));
-        }
         Some(Value::String(user)) => Some(user.clone()),
         Some(_) => return Err(invalid("user", "`user` must be a string")),
     };
+    check_end_user(user.as_deref(), "user")?;
     let metadata = match body.get("metadata") {
         None | Some(Value::Null) => None,
-        Some(Value::Object(map)) if clean_json(&Value::Object(map.clone())) => Some(map.clone()),
-        Some(Value::Object(_)) => {
-            return Err(invalid(
-                "metadata",
-                "`metadata` keys and values must not contain control characters",
-            ));
-        }
+        Some(Value::Object(map)) => Some(map.clone()),
         Some(_) => return Err(invalid("metadata", "`metadata` must be an object")),
     };
+    check_metadata(metadata.as_ref())?;
     Ok(EmbeddingRequest {
         model,
         inputs,
@@ -133,15 +120,6 @@ pub fn parse(body: &Map<String, Value>) -> Result<EmbeddingRequest, ApiError> {
         user,
         metadata,
     })
-}
-
-fn clean_json(value: &Value) -> bool {
-    match value {
-        Value::String(s) => clean(s),
-        Value::Array(items) => items.iter().all(clean_json),
-        Value::Object(map) => map.iter().all(|(k, v)| clean(k) && clean_json(v)),
-        _ => true,
-    }
 }
 
 /// `input`: a string or an array of 1 to 2,048 strings. Token arrays (an array of integers, or

@@ -454,7 +454,9 @@ impl Encoder<Kind, ChatEvent> for ResponsesEncoder {
         if self.ended {
             return Bytes::new();
         }
-        self.text_bytes += escaped_len(text.as_bytes());
+        // As the receiver counts it: JSON-escaped in the event, which is JSON-escaped again.
+        let encoded = serde_json::to_string(&text).unwrap_or_default();
+        self.text_bytes += escaped_len(encoded.as_bytes());
         match kind {
             Kind::Content => self.text_delta(&mut out, &text),
             Kind::Reasoning => self.reasoning_delta(&mut out, &text),

@@ -16,6 +16,15 @@ use base64::Engine;
 use serde_json::{Map, Value};
 
 use crate::bedrock::{BedrockFailure, Candidate};
+pub use answer::{finish_reason, from_document, openai_usage, to_document, token_usage};
+use options::{max_tokens, sampling, stop_sequences, thinking_budget};
+use tools::{history_tools, tool_choice, tool_spec, tool_specs};
+
+mod answer;
+mod options;
+#[cfg(test)]
+mod properties;
+mod tools;
 use crate::catalog::{ModelEntry, TokenUsage};
 use crate::error::ApiError;
 use crate::openai::{
@@ -459,332 +468,6 @@ fn image_block(url: &str, index: usize) -> Result<ImageBlock, ApiError> {
         .map_err(build_error)
 }
 
-fn valid_tool_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
-fn tool_spec(
-    name: &str,
-    description: Option<&str>,
-    parameters: &Value,
-) -> Result<ToolSpecification, ApiError> {
-    ToolSpecification::builder()
-        .name(name)
-        .set_description(description.filter(|d| !d.is_empty()).map(str::to_owned))
-        .input_schema(ToolInputSchema::Json(to_document(parameters)))
-        .build()
-        .map_err(build_error)
-}
-
-/// The tools a conversation called, declared with an open schema.
-fn history_tools(
-    turns: &[(ConversationRole, Vec<ContentBlock>)],
-) -> Result<Vec<ToolSpecification>, ApiError> {
-    let mut names: Vec<&str> = Vec::new();
-    for block in turns.iter().flat_map(|(_, blocks)| blocks) {
-        if let ContentBlock::ToolUse(tool) = block
-            && !names.contains(&tool.name())
-        {
-            names.push(tool.name());
-        }
-    }
-    let open = serde_json::json!({"type": "object"});
-    names
-        .into_iter()
-        .map(|name| {
-            tool_spec(
-                name,
-                Some("Called earlier in this conversation; not offered in this request."),
-                &open,
-            )
-        })
-        .collect()
-}
-
-fn tool_specs(request: &ChatCompletionRequest) -> Result<Vec<ToolSpecification>, ApiError> {
-    let Some(tools) = &request.tools else {
-        return Ok(Vec::new());
-    };
-    tools
-        .iter()
-        .map(|tool| {
-            if tool.kind != "function" {
-                return Err(ApiError::invalid_param(
-                    "tools",
-                    format!("tool type `{}` is not supported; use `function`", tool.kind),
-                ));
-            }
-            let f = &tool.function;
-            if !valid_tool_name(&f.name) {
-                return Err(ApiError::invalid_param(
-                    "tools",
-                    format!(
-                        "tool name `{}` must be 1-64 letters, digits, `_` or `-`",
-                        f.name
-                    ),
-                ));
-            }
-            let parameters = match &f.parameters {
-                None | Some(Value::Null) => serde_json::json!({"type": "object", "properties": {}}),
-                Some(p @ Value::Object(_)) => p.clone(),
-                Some(_) => {
-                    return Err(ApiError::invalid_param(
-                        "tools",
-                        format!(
-                            "tool `{}`: `parameters` must be a JSON schema object",
-                            f.name
-                        ),
-                    ));
-                }
-            };
-            tool_spec(&f.name, f.description.as_deref(), &parameters)
-        })
-        .collect()
-}
-
-fn tool_choice(
-    request: &ChatCompletionRequest,
-    tools: &[ToolSpecification],
-) -> Result<Option<ToolChoice>, ApiError> {
-    let Some(choice) = &request.tool_choice else {
-        return Ok(None);
-    };
-    if tools.is_empty() {
-        return match choice {
-            OpenAiToolChoice::Mode(mode) if mode == "none" || mode == "auto" => Ok(None),
-            _ => Err(ApiError::invalid_param(
-                "tool_choice",
-                "`tool_choice` needs `tools`",
-            )),
-        };
-    }
-    let choice = match choice {
-        OpenAiToolChoice::Mode(mode) => match mode.as_str() {
-            "auto" | "none" => ToolChoice::Auto(AutoToolChoice::builder().build()),
-            "required" => ToolChoice::Any(AnyToolChoice::builder().build()),
-            other => {
-                return Err(ApiError::invalid_param(
-                    "tool_choice",
-                    format!("`tool_choice` `{other}` is not one of auto, none, required"),
-                ));
-            }
-        },
-        OpenAiToolChoice::Named(named) => {
-            if !tools.iter().any(|t| t.name() == named.function.name) {
-                return Err(ApiError::invalid_param(
-                    "tool_choice",
-                    format!(
-                        "`tool_choice` names `{}`, which is not in `tools`",
-                        named.function.name
-                    ),
-                ));
-            }
-            ToolChoice::Tool(
-                SpecificToolChoice::builder()
-                    .name(&named.function.name)
-                    .build()
-                    .map_err(build_error)?,
-            )
-        }
-    };
-    Ok(Some(choice))
-}
-
-fn max_tokens(
-    request: &ChatCompletionRequest,
-    model: &ModelEntry,
-    default: u32,
-) -> Result<u32, ApiError> {
-    let (param, requested) = match (request.max_completion_tokens, request.max_tokens) {
-        (Some(n), _) => ("max_completion_tokens", Some(n)),
-        (None, Some(n)) => ("max_tokens", Some(n)),
-        (None, None) => ("max_tokens", None),
-    };
-    match requested {
-        // Thinking comes out of max_tokens: a request that sets none gets the default for its
-        // answer on top of the thinking it asked for.
-        None => Ok(default
-            .saturating_add(wanted_thinking(request, model).unwrap_or(0))
-            .min(model.max_output_tokens)),
-        Some(0) => Err(ApiError::invalid_param(
-            param,
-            format!("`{param}` must be at least 1"),
-        )),
-        Some(n) if n > model.max_output_tokens => Err(ApiError::invalid_param(
-            param,
-            format!(
-                "`{param}` is {n}; model `{}` produces at most {}",
-                model.alias, model.max_output_tokens
-            ),
-        )),
-        Some(n) => Ok(n),
-    }
-}
-
-/// The thinking budget `reasoning_effort` asks for, on a model that reasons. Others ignore it
-/// (IDEs send it to every model).
-fn wanted_thinking(request: &ChatCompletionRequest, model: &ModelEntry) -> Option<u32> {
-    let effort = request.reasoning_effort?;
-    if !model.flags.reasoning {
-        tracing::debug!(model = %model.alias, "reasoning_effort ignored: the model does not reason");
-        return None;
-    }
-    Some(match effort {
-        ReasoningEffort::Minimal | ReasoningEffort::Low => MIN_THINKING_BUDGET,
-        ReasoningEffort::Medium => 4096,
-        ReasoningEffort::High => 16384,
-    })
-}
-
-/// The thinking budget to send: what was asked for, leaving room for the answer.
-fn thinking_budget(
-    request: &ChatCompletionRequest,
-    model: &ModelEntry,
-    max_tokens: u32,
-) -> Result<Option<u32>, ApiError> {
-    let Some(wanted) = wanted_thinking(request, model) else {
-        return Ok(None);
-    };
-    if max_tokens <= MIN_THINKING_BUDGET {
-        return Err(ApiError::invalid_param(
-            "max_tokens",
-            format!(
-                "with `reasoning_effort`, `max_tokens` must be more than {MIN_THINKING_BUDGET}"
-            ),
-        ));
-    }
-    // The budget must leave room for the answer.
-    Ok(Some(wanted.min(max_tokens - 1).max(MIN_THINKING_BUDGET)))
-}
-
-fn sampling(
-    request: &ChatCompletionRequest,
-    model: &ModelEntry,
-    thinking: bool,
-) -> Result<(Option<f32>, Option<f32>), ApiError> {
-    for (param, value) in [
-        ("temperature", request.temperature),
-        ("top_p", request.top_p),
-    ] {
-        if value.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
-            return Err(ApiError::invalid_param(
-                param,
-                format!("`{param}` must be between 0 and 1 for Claude models"),
-            ));
-        }
-    }
-    if thinking {
-        // Claude fixes sampling while it thinks.
-        return Ok((None, None));
-    }
-    match (request.temperature, request.top_p) {
-        (Some(t), Some(_)) if !model.flags.temperature_and_top_p => {
-            tracing::debug!(model = %model.alias, "top_p dropped: the model refuses temperature and top_p together");
-            Ok((Some(t), None))
-        }
-        other => Ok(other),
-    }
-}
-
-fn stop_sequences(request: &ChatCompletionRequest) -> Result<Option<Vec<String>>, ApiError> {
-    let stops = match &request.stop {
-        None => return Ok(None),
-        Some(Stop::One(s)) => vec![s.clone()],
-        Some(Stop::Many(list)) => list.clone(),
-    };
-    let stops: Vec<String> = stops.into_iter().filter(|s| !s.is_empty()).collect();
-    if stops.len() > MAX_STOP_SEQUENCES {
-        return Err(ApiError::invalid_param(
-            "stop",
-            format!("at most {MAX_STOP_SEQUENCES} stop sequences"),
-        ));
-    }
-    Ok((!stops.is_empty()).then_some(stops))
-}
-
-/// OpenAI's `finish_reason` for a Converse stop reason.
-pub fn finish_reason(reason: &StopReason) -> &'static str {
-    match reason {
-        StopReason::EndTurn | StopReason::StopSequence => "stop",
-        StopReason::MaxTokens | StopReason::ModelContextWindowExceeded => "length",
-        StopReason::ToolUse => "tool_calls",
-        StopReason::ContentFiltered | StopReason::GuardrailIntervened => "content_filter",
-        other => {
-            tracing::warn!(stop_reason = %other.as_str(), "unmapped Bedrock stop reason, reported as stop");
-            "stop"
-        }
-    }
-}
-
-/// Bedrock's token counts.
-pub fn token_usage(usage: Option<&aws_sdk_bedrockruntime::types::TokenUsage>) -> TokenUsage {
-    let count = |n: i32| u64::try_from(n).unwrap_or(0);
-    usage.map_or_else(TokenUsage::default, |u| TokenUsage {
-        input: count(u.input_tokens()),
-        output: count(u.output_tokens()),
-        cache_read: count(u.cache_read_input_tokens().unwrap_or(0)),
-        cache_write: count(u.cache_write_input_tokens().unwrap_or(0)),
-    })
-}
-
-/// OpenAI's usage: `prompt_tokens` counts cache reads and writes, which Bedrock's input omits.
-pub fn openai_usage(usage: &TokenUsage) -> Usage {
-    let prompt = usage.input + usage.cache_read + usage.cache_write;
-    Usage {
-        prompt_tokens: prompt,
-        completion_tokens: usage.output,
-        total_tokens: prompt + usage.output,
-        prompt_tokens_details: crate::openai::PromptTokensDetails {
-            cached_tokens: usage.cache_read,
-        },
-        cache_read_input_tokens: usage.cache_read,
-        cache_creation_input_tokens: usage.cache_write,
-    }
-}
-
-pub fn to_document(value: &Value) -> Document {
-    match value {
-        Value::Null => Document::Null,
-        Value::Bool(b) => Document::Bool(*b),
-        Value::Number(n) => Document::Number(if let Some(u) = n.as_u64() {
-            Number::PosInt(u)
-        } else if let Some(i) = n.as_i64() {
-            Number::NegInt(i)
-        } else {
-            Number::Float(n.as_f64().unwrap_or_default())
-        }),
-        Value::String(s) => Document::String(s.clone()),
-        Value::Array(items) => Document::Array(items.iter().map(to_document).collect()),
-        Value::Object(map) => Document::Object(
-            map.iter()
-                .map(|(k, v)| (k.clone(), to_document(v)))
-                .collect(),
-        ),
-    }
-}
-
-pub fn from_document(document: &Document) -> Value {
-    match document {
-        Document::Null => Value::Null,
-        Document::Bool(b) => Value::Bool(*b),
-        Document::Number(Number::PosInt(u)) => Value::from(*u),
-        Document::Number(Number::NegInt(i)) => Value::from(*i),
-        Document::Number(Number::Float(f)) => {
-            serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number)
-        }
-        Document::String(s) => Value::String(s.clone()),
-        Document::Array(items) => Value::Array(items.iter().map(from_document).collect()),
-        Document::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| (k.clone(), from_document(v)))
-                .collect(),
-        ),
-    }
-}
-
 /// One model of a request's chain, with the request translated for it.
 #[derive(Debug, Clone)]
 pub struct Planned {
@@ -824,20 +507,27 @@ pub fn plan(
     Ok(planned)
 }
 
+/// A Converse or ConverseStream builder with `planned`'s request set on it (the two operations'
+/// builders are distinct types with the same setters).
+macro_rules! with_request {
+    ($builder:expr, $planned:expr) => {{
+        let c = $planned.converse.clone();
+        $builder
+            .model_id(&$planned.model.bedrock_model_id)
+            .set_system((!c.system.is_empty()).then_some(c.system))
+            .set_messages(Some(c.messages))
+            .inference_config(c.inference)
+            .set_tool_config(c.tool_config)
+            .set_additional_model_request_fields(c.additional_fields)
+    }};
+}
+
 /// A Converse call for one planned model.
 pub fn converse_call(
     client: &aws_sdk_bedrockruntime::Client,
     planned: &Planned,
 ) -> aws_sdk_bedrockruntime::operation::converse::builders::ConverseFluentBuilder {
-    let c = planned.converse.clone();
-    client
-        .converse()
-        .model_id(&planned.model.bedrock_model_id)
-        .set_system((!c.system.is_empty()).then_some(c.system))
-        .set_messages(Some(c.messages))
-        .inference_config(c.inference)
-        .set_tool_config(c.tool_config)
-        .set_additional_model_request_fields(c.additional_fields)
+    with_request!(client.converse(), planned)
 }
 
 /// A ConverseStream call for one planned model.
@@ -845,15 +535,7 @@ pub fn converse_stream_call(
     client: &aws_sdk_bedrockruntime::Client,
     planned: &Planned,
 ) -> aws_sdk_bedrockruntime::operation::converse_stream::builders::ConverseStreamFluentBuilder {
-    let c = planned.converse.clone();
-    client
-        .converse_stream()
-        .model_id(&planned.model.bedrock_model_id)
-        .set_system((!c.system.is_empty()).then_some(c.system))
-        .set_messages(Some(c.messages))
-        .inference_config(c.inference)
-        .set_tool_config(c.tool_config)
-        .set_additional_model_request_fields(c.additional_fields)
+    with_request!(client.converse_stream(), planned)
 }
 
 /// The model's ConverseStream events.
@@ -873,186 +555,5 @@ pub fn open_stream(
             .await
             .map(|output| output.stream)
             .map_err(|e| BedrockFailure::from_sdk(&e))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stop_reasons_map_to_finish_reasons() {
-        assert_eq!(finish_reason(&StopReason::EndTurn), "stop");
-        assert_eq!(finish_reason(&StopReason::StopSequence), "stop");
-        assert_eq!(finish_reason(&StopReason::MaxTokens), "length");
-        assert_eq!(finish_reason(&StopReason::ToolUse), "tool_calls");
-        assert_eq!(
-            finish_reason(&StopReason::ContentFiltered),
-            "content_filter"
-        );
-        assert_eq!(
-            finish_reason(&StopReason::GuardrailIntervened),
-            "content_filter"
-        );
-        assert_eq!(finish_reason(&StopReason::from("something_new")), "stop");
-    }
-
-    #[test]
-    fn prompt_tokens_include_the_cache() {
-        let usage = openai_usage(&TokenUsage {
-            input: 10,
-            output: 5,
-            cache_read: 100,
-            cache_write: 20,
-        });
-        assert_eq!(usage.prompt_tokens, 130);
-        assert_eq!(usage.total_tokens, 135);
-        assert_eq!(usage.prompt_tokens_details.cached_tokens, 100);
-    }
-
-    #[test]
-    fn documents_round_trip() {
-        let value = serde_json::json!({"a": [1, -2, 2.5, "x", null, true], "b": {}});
-        assert_eq!(from_document(&to_document(&value)), value);
-    }
-}
-
-/// Arbitrary bodies through the translator: it never panics, and every refusal is a 4xx in
-/// the OpenAI shape.
-#[cfg(test)]
-mod properties {
-    use super::*;
-    use crate::catalog::ModelCatalog;
-    use proptest::prelude::*;
-    use serde_json::json;
-
-    fn scalar() -> impl Strategy<Value = Value> {
-        prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::from),
-            any::<i64>().prop_map(Value::from),
-            (-3.0f64..3.0).prop_map(Value::from),
-            "[a-z_ ]{0,12}".prop_map(Value::from),
-            Just(json!("data:image/png;base64,iVBORw0KGgo=")),
-            Just(json!("https://example.com/x.png")),
-        ]
-    }
-
-    fn any_json() -> impl Strategy<Value = Value> {
-        scalar().prop_recursive(4, 32, 6, |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::from),
-                prop::collection::btree_map("[a-z_]{1,10}", inner, 0..5)
-                    .prop_map(|m| Value::Object(m.into_iter().collect())),
-            ]
-        })
-    }
-
-    fn part() -> impl Strategy<Value = Value> {
-        prop_oneof![
-            any_json().prop_map(|t| json!({"type": "text", "text": t})),
-            "[a-z ]{0,10}".prop_map(
-                |t| json!({"type": "text", "text": t, "cache_control": {"type": "ephemeral"}})
-            ),
-            scalar().prop_map(|u| json!({"type": "image_url", "image_url": {"url": u}})),
-            any_json(),
-        ]
-    }
-
-    fn message() -> impl Strategy<Value = Value> {
-        let role = prop_oneof![
-            Just("system"),
-            Just("developer"),
-            Just("user"),
-            Just("assistant"),
-            Just("tool"),
-            Just("function")
-        ];
-        let content = prop_oneof![
-            "[a-z ]{0,20}".prop_map(Value::from),
-            prop::collection::vec(part(), 0..4).prop_map(Value::from),
-            any_json(),
-        ];
-        let tool_calls = prop_oneof![
-            Just(Value::Null),
-            ("[a-z_]{1,8}", any_json()).prop_map(|(name, args)| json!([{
-                "id": "call_1", "type": "function",
-                "function": {"name": name, "arguments": args.to_string()}
-            }])),
-            any_json(),
-        ];
-        (role, content, tool_calls, any_json()).prop_map(|(role, content, calls, id)| {
-            json!({"role": role, "content": content, "tool_calls": calls, "tool_call_id": id})
-        })
-    }
-
-    fn request() -> impl Strategy<Value = Value> {
-        let model = prop_oneof![
-            Just("claude-sonnet-4-5"),
-            Just("claude-3-5-sonnet"),
-            Just("claude-sonnet-4")
-        ];
-        let extras = prop::collection::btree_map(
-            prop_oneof![
-                Just("max_tokens"),
-                Just("max_completion_tokens"),
-                Just("temperature"),
-                Just("top_p"),
-                Just("stop"),
-                Just("tools"),
-                Just("tool_choice"),
-                Just("response_format"),
-                Just("reasoning_effort"),
-                Just("n"),
-                Just("logprobs"),
-                Just("modalities"),
-                Just("stream"),
-            ],
-            any_json(),
-            0..6,
-        );
-        (model, prop::collection::vec(message(), 0..6), extras).prop_map(
-            |(model, messages, extras)| {
-                let mut body = json!({"model": model, "messages": messages});
-                for (k, v) in extras {
-                    body[k] = v;
-                }
-                body
-            },
-        )
-    }
-
-    fn check(body: Value) -> Result<(), TestCaseError> {
-        let catalog = ModelCatalog::builtin().map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let parsed: ChatCompletionRequest = match serde_json::from_value(body) {
-            Ok(parsed) => parsed,
-            // The extractor turns this into a 400 `invalid_request_error`.
-            Err(_) => return Ok(()),
-        };
-        let Some(model) = catalog.get(&parsed.model) else {
-            return Ok(());
-        };
-        if let Err(error) = translate(&parsed, model, 4096) {
-            prop_assert!(error.status().is_client_error(), "{error:?}");
-            let body = serde_json::to_value(error.body())
-                .map_err(|e| TestCaseError::fail(e.to_string()))?;
-            prop_assert!(body["error"]["message"].is_string());
-            prop_assert!(body["error"]["type"].is_string());
-        }
-        Ok(())
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
-
-        #[test]
-        fn request_shaped_bodies_never_panic(body in request()) {
-            check(body)?;
-        }
-
-        #[test]
-        fn arbitrary_json_never_panics(body in any_json()) {
-            check(body)?;
-        }
     }
 }
