@@ -33,9 +33,8 @@ use std::sync::Arc;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
-use crate::admin::keys::Tier;
 use crate::catalog::ModelCatalog;
-use crate::keys::SecretKey;
+use crate::keys::{SecretKey, Tier};
 use crate::master_key::MasterKey;
 
 pub const DEFAULT_REGION: &str = "eu-west-2";

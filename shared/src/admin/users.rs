@@ -15,6 +15,7 @@ use super::{Action, Page, conflict_or};
 use crate::auth::Admin;
 use crate::error::ApiError;
 use crate::http::{ApiJson, ApiQuery, RequestId};
+use crate::keys::Tier;
 use crate::state::AppState;
 
 const ROLES: &[&str] = &[
@@ -37,7 +38,7 @@ pub struct UserRequest {
     /// `/user/new` only: also mint a key for the user (LiteLLM's default: yes).
     auto_create_key: Option<bool>,
     /// `/user/new` only: the tier of the key it mints (default `LLMLITE_DEFAULT_TIER`).
-    key_tier: Option<keys::Tier>,
+    key_tier: Option<Tier>,
     #[serde(flatten)]
     limits: LimitsPatch,
     #[serde(flatten)]

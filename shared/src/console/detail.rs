@@ -10,7 +10,8 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 
-use super::{escape, page, signed_in, with_status};
+use super::csrf::signed_in;
+use super::html::{escape, page, with_status};
 use crate::error::ApiError;
 use crate::state::AppState;
 

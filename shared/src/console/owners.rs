@@ -12,7 +12,8 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{Csrf, escape, page, posted, signed_in, with_status};
+use super::csrf::{Csrf, posted, signed_in};
+use super::html::{escape, page, with_status};
 use crate::error::ApiError;
 use crate::http::RequestId;
 use crate::state::AppState;

@@ -12,7 +12,8 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{escape, page, signed_in, with_status};
+use super::csrf::signed_in;
+use super::html::{escape, page, with_status};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -70,16 +71,21 @@ struct Range {
     to: NaiveDate,
 }
 
-fn range(state: &AppState, query: &SpendQuery) -> Result<Range, String> {
+/// Why a spend query was refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+enum RangeError {
+    #[error("cannot group spend by `{0}`: use model, team or key")]
+    Group(String),
+    #[error("the range must be 1 to {MAX_DAYS} days, not `{0}`")]
+    Days(String),
+}
+
+fn range(state: &AppState, query: &SpendQuery) -> Result<Range, RangeError> {
     let group = match query.group.as_deref().unwrap_or("model") {
         "model" => Group::Model,
         "team" => Group::Team,
         "key" => Group::Key,
-        other => {
-            return Err(format!(
-                "cannot group spend by `{other}`: use model, team or key"
-            ));
-        }
+        other => return Err(RangeError::Group(other.to_owned())),
     };
     let days = match query.days.as_deref().map(str::trim) {
         None | Some("") => 30,
@@ -87,7 +93,7 @@ fn range(state: &AppState, query: &SpendQuery) -> Result<Range, String> {
             .parse::<i64>()
             .ok()
             .filter(|d| (1..=MAX_DAYS).contains(d))
-            .ok_or_else(|| format!("the range must be 1 to {MAX_DAYS} days, not `{days}`"))?,
+            .ok_or_else(|| RangeError::Days(days.to_owned()))?,
     };
     let to = state.clock.now().date_naive();
     Ok(Range {
@@ -324,7 +330,7 @@ async fn api_range(
             "sign in to the console first",
         ));
     }
-    range(state, query).map_err(|m| api_error(StatusCode::BAD_REQUEST, &m))
+    range(state, query).map_err(|e| api_error(StatusCode::BAD_REQUEST, &e.to_string()))
 }
 
 /// `GET /ui/spend.json`: the chart's data.
@@ -402,11 +408,11 @@ pub(super) async fn spend_page(
     };
     let range = match range(&state, &query) {
         Ok(range) => range,
-        Err(message) => {
+        Err(error) => {
             let body = format!(
                 "<h2>Spend</h2><p class=\"error\" role=\"alert\">{}</p>\
                  <p><a href=\"/ui/spend\">The last 30 days by model</a></p>",
-                escape(&message)
+                escape(&error.to_string())
             );
             return with_status(
                 page("Spend", Some(&session), &body),

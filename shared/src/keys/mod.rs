@@ -1,6 +1,9 @@
 //! API keys: generation, hashing and display. A raw key exists only in the request that carries
 //! it and in the one response that mints it; everywhere else (database, logs, audit) a key is its
-//! SHA-256 [`KeyHash`] or its short name `sk-...abcd`.
+//! SHA-256 [`KeyHash`] or its short name `sk-...abcd`. A key's [`Tier`] (the limits it starts
+//! from) is in [`tier`].
+
+mod tier;
 
 use std::fmt;
 
@@ -9,6 +12,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+pub use tier::{TIER_BUDGET_PERIOD, Tier, TierLimits, UnknownTier};
 
 /// The unsalted SHA-256 hex of a raw key, as LiteLLM stores it (`hash_token`).
 #[derive(Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
