@@ -44,6 +44,8 @@ use crate::settlement::Guard;
 pub const END_RESERVE: usize = 4 * 1024;
 /// The most text one coalesced piece carries.
 const COALESCE_UP_TO: usize = 16 * 1024;
+/// The most a text event adds to its text (the event's own fields, and an item it opens).
+const TEXT_EVENT_OVERHEAD: usize = 2 * 1024;
 /// An SSE comment: clients ignore it; proxies see the stream is alive.
 const KEEP_ALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
 
@@ -119,6 +121,11 @@ pub trait Encoder<K, E>: Send + 'static {
     /// What a buffered response keeps back for [`Encoder::end`] or [`Encoder::error`].
     fn reserve(&self) -> usize {
         END_RESERVE
+    }
+
+    /// [`Encoder::reserve`] once `text` is written too (an ending that repeats the text grows).
+    fn reserve_after(&self, _text: &str) -> usize {
+        self.reserve()
     }
 }
 
@@ -549,15 +556,23 @@ where
         Ok(())
     }
 
-    /// Sends a buffered response's pending text.
+    /// Sends a buffered response's pending text. Text that could not fit is refused before the
+    /// encoder sees it, so an ending that repeats what was written repeats only what was sent.
     async fn flush(&mut self, sender: &mpsc::Sender<Bytes>) -> Result<(), End> {
-        match self.pending.take() {
-            Some(Pending { block, kind, text }) => {
-                let event = self.encoder.text(block, kind, text);
-                self.deliver(sender, event, false).await
+        let Some(Pending { block, kind, text }) = self.pending.take() else {
+            return Ok(());
+        };
+        if let Some(buffer) = &self.buffer {
+            let encoded = serde_json::to_string(&text).unwrap_or_default();
+            let bound = escaped_len(encoded.as_bytes())
+                + TEXT_EVENT_OVERHEAD
+                + self.encoder.reserve_after(&text);
+            if buffer.used + bound > buffer.limit {
+                return Err(End::TooLarge);
             }
-            None => Ok(()),
         }
+        let event = self.encoder.text(block, kind, text);
+        self.deliver(sender, event, false).await
     }
 
     /// Sends one event. In a buffered response it must fit, and only the `last` events may use

@@ -454,9 +454,7 @@ impl Encoder<Kind, ChatEvent> for ResponsesEncoder {
         if self.ended {
             return Bytes::new();
         }
-        // As the receiver counts it: JSON-escaped in the event, which is JSON-escaped again.
-        let encoded = serde_json::to_string(&text).unwrap_or_default();
-        self.text_bytes += escaped_len(encoded.as_bytes());
+        self.text_bytes += wire_len(&text);
         match kind {
             Kind::Content => self.text_delta(&mut out, &text),
             Kind::Reasoning => self.reasoning_delta(&mut out, &text),
@@ -519,4 +517,15 @@ impl Encoder<Kind, ChatEvent> for ResponsesEncoder {
     fn reserve(&self) -> usize {
         END_RESERVE + 4 * self.text_bytes
     }
+
+    fn reserve_after(&self, text: &str) -> usize {
+        END_RESERVE + 4 * (self.text_bytes + wire_len(text))
+    }
+}
+
+/// The bytes `text` takes as the receiver counts them: JSON-escaped in an event, which is
+/// JSON-escaped again in the load balancer's response document.
+fn wire_len(text: &str) -> usize {
+    let encoded = serde_json::to_string(text).unwrap_or_default();
+    escaped_len(encoded.as_bytes())
 }
