@@ -26,6 +26,7 @@ pub mod durations;
 #[cfg(feature = "dev")]
 pub mod embedded_pg;
 pub mod embeddings;
+pub mod env;
 pub mod error;
 pub mod health;
 pub mod http;
@@ -34,6 +35,7 @@ pub mod master_key;
 pub mod money;
 pub mod openai;
 pub mod pii;
+pub mod reports;
 pub mod responses;
 pub mod rollup;
 pub mod rotation;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use aws_config::SdkConfig;
 
-use crate::config::{ConfigError, EnvSource, non_empty};
+use crate::env::{ConfigError, EnvSource, non_empty};
 use crate::keys::SecretKey;
 
 /// The variables.

@@ -16,6 +16,7 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
 use crate::audit::Sink;
+use crate::reports::{csv_field, put_report};
 use crate::state::AppState;
 
 /// Rows deleted per retention batch: short transactions, no long locks.
@@ -269,14 +270,6 @@ struct DailyRow {
     spend: Decimal,
 }
 
-pub(crate) fn csv_field(value: &str) -> String {
-    if value.contains([',', '"', '\n']) {
-        format!("\"{}\"", value.replace('"', "\"\""))
-    } else {
-        value.to_owned()
-    }
-}
-
 /// `reports/daily/YYYY-MM-DD.json` and `.csv`: requests, tokens and spend per user, team,
 /// key alias, model and call type (the daily table's `endpoint`).
 async fn daily_report(state: &AppState, reports: &Sink, day: NaiveDate) -> Result<(), String> {
@@ -327,25 +320,6 @@ async fn daily_report(state: &AppState, reports: &Sink, day: NaiveDate) -> Resul
         ));
     }
     put_report(reports, &format!("reports/daily/{day}"), &report, &csv).await
-}
-
-/// Writes a report as `{base}.json` and `{base}.csv`.
-pub(crate) async fn put_report(
-    reports: &Sink,
-    base: &str,
-    json: &Value,
-    csv: &str,
-) -> Result<(), String> {
-    reports
-        .put(
-            &format!("{base}.json"),
-            json.to_string().as_bytes(),
-            "application/json",
-        )
-        .await?;
-    reports
-        .put(&format!("{base}.csv"), csv.as_bytes(), "text/csv")
-        .await
 }
 
 /// (type, id, alias, spend, budget, next reset) of something near its budget.

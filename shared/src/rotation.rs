@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use crate::audit::Sink;
-use crate::rollup::{csv_field, put_report};
+use crate::reports::{csv_field, put_report};
 use crate::state::AppState;
 
 #[derive(sqlx::FromRow)]
