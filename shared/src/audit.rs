@@ -13,12 +13,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::primitives::{ByteStream, ByteStreamError};
 use aws_sdk_s3::types::ServerSideEncryption;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use serde_json::Value;
 
+use crate::error::ApiError;
 use crate::http::RequestId;
 use crate::store::Database;
 
@@ -26,6 +27,52 @@ use crate::store::Database;
 const ADMIN_BATCH: i64 = 200;
 /// Admin action writes in flight at once.
 const ADMIN_WRITERS: usize = 16;
+
+/// Why a sink did not write, list, read or delete an object.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// S3 refused the request or could not be reached; shown with the SDK's chain of causes.
+    #[error("{}", aws_sdk_s3::error::DisplayErrorContext(.0.as_ref()))]
+    S3(Box<dyn std::error::Error + Send + Sync>),
+    /// An object's body broke off while it was read.
+    #[error(transparent)]
+    Body(#[from] ByteStreamError),
+    /// The directory sink's file system.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+impl SinkError {
+    fn s3(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        SinkError::S3(Box::new(e))
+    }
+}
+
+/// The error as text, for callers whose own error is still text.
+impl From<SinkError> for String {
+    fn from(e: SinkError) -> String {
+        e.to_string()
+    }
+}
+
+/// Why the audit trail could not be shipped: the database (the outbox, the admin actions) was
+/// unavailable or refused a statement. A record the sink refuses is no error here: it stays
+/// for a later run.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// No database connection (or no IAM token for one).
+    #[error(transparent)]
+    Unavailable(#[from] ApiError),
+    #[error(transparent)]
+    Query(#[from] sqlx::Error),
+}
+
+/// The error as text, for callers whose own error is still text.
+impl From<AuditError> for String {
+    fn from(e: AuditError) -> String {
+        e.to_string()
+    }
+}
 
 /// Where records go.
 #[derive(Debug, Clone)]
@@ -88,7 +135,7 @@ pub struct Redrive {
 
 impl Sink {
     /// Writes one object (or file) at `key`.
-    pub async fn put(&self, key: &str, body: &[u8], content_type: &str) -> Result<(), String> {
+    pub async fn write(&self, key: &str, body: &[u8], content_type: &str) -> Result<(), SinkError> {
         match self {
             Sink::S3 {
                 client,
@@ -106,27 +153,20 @@ impl Sink {
                         .server_side_encryption(ServerSideEncryption::AwsKms)
                         .ssekms_key_id(kms);
                 }
-                put.send()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| aws_sdk_s3::error::DisplayErrorContext(e).to_string())
+                put.send().await.map(|_| ()).map_err(SinkError::s3)
             }
             Sink::Directory(root) => {
                 let path = root.join(key);
                 if let Some(parent) = path.parent() {
-                    tokio::fs::create_dir_all(parent)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    tokio::fs::create_dir_all(parent).await?;
                 }
-                tokio::fs::write(&path, body)
-                    .await
-                    .map_err(|e| e.to_string())
+                Ok(tokio::fs::write(&path, body).await?)
             }
         }
     }
 
     /// The keys under `prefix`, in order.
-    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, String> {
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, SinkError> {
         match self {
             Sink::S3 { client, bucket, .. } => {
                 let mut keys = Vec::new();
@@ -137,8 +177,7 @@ impl Sink {
                     .into_paginator()
                     .send();
                 while let Some(page) = pages.next().await {
-                    let page =
-                        page.map_err(|e| aws_sdk_s3::error::DisplayErrorContext(e).to_string())?;
+                    let page = page.map_err(SinkError::s3)?;
                     keys.extend(
                         page.contents()
                             .iter()
@@ -153,9 +192,9 @@ impl Sink {
                 let mut entries = match tokio::fs::read_dir(&dir).await {
                     Ok(entries) => entries,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(keys),
-                    Err(e) => return Err(e.to_string()),
+                    Err(e) => return Err(e.into()),
                 };
-                while let Some(entry) = entries.next_entry().await.map_err(|e| e.to_string())? {
+                while let Some(entry) = entries.next_entry().await? {
                     if let Some(name) = entry.file_name().to_str() {
                         keys.push(format!("{prefix}{name}"));
                     }
@@ -167,7 +206,7 @@ impl Sink {
     }
 
     /// The object (or file) at `key`.
-    pub async fn get(&self, key: &str) -> Result<Vec<u8>, String> {
+    pub async fn get(&self, key: &str) -> Result<Vec<u8>, SinkError> {
         match self {
             Sink::S3 { client, bucket, .. } => {
                 let object = client
@@ -176,18 +215,16 @@ impl Sink {
                     .key(key)
                     .send()
                     .await
-                    .map_err(|e| aws_sdk_s3::error::DisplayErrorContext(e).to_string())?;
-                let body = object.body.collect().await.map_err(|e| e.to_string())?;
+                    .map_err(SinkError::s3)?;
+                let body = object.body.collect().await?;
                 Ok(body.into_bytes().to_vec())
             }
-            Sink::Directory(root) => tokio::fs::read(root.join(key))
-                .await
-                .map_err(|e| e.to_string()),
+            Sink::Directory(root) => Ok(tokio::fs::read(root.join(key)).await?),
         }
     }
 
     /// Removes the object (or file) at `key`; one already gone is not an error.
-    pub async fn delete(&self, key: &str) -> Result<(), String> {
+    pub async fn delete(&self, key: &str) -> Result<(), SinkError> {
         match self {
             Sink::S3 { client, bucket, .. } => client
                 .delete_object()
@@ -196,11 +233,11 @@ impl Sink {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| aws_sdk_s3::error::DisplayErrorContext(e).to_string()),
+                .map_err(SinkError::s3),
             Sink::Directory(root) => match tokio::fs::remove_file(root.join(key)).await {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(e.into()),
             },
         }
     }
@@ -215,23 +252,22 @@ impl Auditor {
         }
     }
 
-    async fn put(&self, key: &str, body: &[u8]) -> Result<(), String> {
-        self.sink.put(key, body, "application/json").await
+    async fn put(&self, key: &str, body: &[u8]) -> Result<(), SinkError> {
+        self.sink.write(key, body, "application/json").await
     }
 
     /// Writes `body` at `key`, retrying; the last error if no attempt succeeded.
-    async fn deliver(&self, key: &str, body: &[u8]) -> Result<(), String> {
-        let mut last = String::new();
-        for attempt in 0..self.attempts {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
-            }
+    async fn deliver(&self, key: &str, body: &[u8]) -> Result<(), SinkError> {
+        let mut attempt = 1;
+        loop {
             match self.put(key, body).await {
                 Ok(()) => return Ok(()),
-                Err(e) => last = e,
+                Err(e) if attempt >= self.attempts => return Err(e),
+                Err(_) => {}
             }
+            tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+            attempt += 1;
         }
-        Err(last)
     }
 
     /// Writes `record` at `key`, retrying; a record that cannot be written goes to the outbox.
@@ -249,11 +285,11 @@ impl Auditor {
             .bind(key)
             .bind(record)
             .bind(i32::try_from(self.attempts).unwrap_or(i32::MAX))
-            .bind(&last)
+            .bind(last.to_string())
             .persistent(false)
-            .execute(self.db.pool().await.map_err(|e| e.to_string())?)
-            .await
-            .map_err(|e| e.to_string())
+            .execute(self.db.pool().await?)
+            .await?;
+            Ok::<_, AuditError>(())
         };
         if let Err(e) = saved.await {
             // Nowhere left to keep it: say so loudly, with the record (it holds no secrets).
@@ -262,8 +298,8 @@ impl Auditor {
     }
 
     /// Ships up to `limit` records from the outbox; each shipped one leaves it.
-    pub async fn redrive(&self, limit: i64) -> Result<Redrive, String> {
-        let pool = self.db.pool().await.map_err(|e| e.to_string())?;
+    pub async fn redrive(&self, limit: i64) -> Result<Redrive, AuditError> {
+        let pool = self.db.pool().await?;
         let due: Vec<(i64, String, Value)> = sqlx::query_as(
             "SELECT id, object_key, record FROM llmlite_audit_outbox
              WHERE next_attempt_at <= now() ORDER BY id LIMIT $1",
@@ -271,8 +307,7 @@ impl Auditor {
         .bind(limit)
         .persistent(false)
         .fetch_all(pool)
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
         let mut report = Redrive::default();
         for (id, key, record) in due {
             let body = serde_json::to_vec(&record).unwrap_or_default();
@@ -282,8 +317,7 @@ impl Auditor {
                         .bind(id)
                         .persistent(false)
                         .execute(pool)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                        .await?;
                     report.shipped += 1;
                 }
                 Err(e) => {
@@ -295,11 +329,10 @@ impl Auditor {
                          WHERE id = $1",
                     )
                     .bind(id)
-                    .bind(&e)
+                    .bind(e.to_string())
                     .persistent(false)
                     .execute(pool)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .await?;
                     report.failed += 1;
                 }
             }
@@ -309,13 +342,13 @@ impl Auditor {
 
     /// Ships the admin actions the request `request_id` recorded: an admin write ships its own
     /// record, never another's.
-    pub async fn ship_request_actions(&self, request_id: RequestId) -> Result<u64, String> {
+    pub async fn ship_request_actions(&self, request_id: RequestId) -> Result<u64, AuditError> {
         self.ship(Some(&request_id.to_string())).await
     }
 
     /// Ships the backlog: every admin action not shipped yet, in batches. Concurrent callers
     /// (two rollups, an admin request) each claim different rows, so no action is written twice.
-    pub async fn ship_admin_actions(&self) -> Result<u64, String> {
+    pub async fn ship_admin_actions(&self) -> Result<u64, AuditError> {
         self.ship(None).await
     }
 
@@ -324,12 +357,12 @@ impl Auditor {
     /// its records are written, and only the records written are marked shipped. A record the
     /// sink refuses stays unshipped for a later run; a batch with nothing written ends this one
     /// (the sink is down).
-    async fn ship(&self, request_id: Option<&str>) -> Result<u64, String> {
-        let pool = self.db.pool().await.map_err(|e| e.to_string())?;
+    async fn ship(&self, request_id: Option<&str>) -> Result<u64, AuditError> {
+        let pool = self.db.pool().await?;
         let mut shipped = 0;
         let mut after = 0_i64;
         loop {
-            let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
+            let mut tx = pool.begin().await?;
             let claimed: Vec<AdminAction> = sqlx::query_as(
                 "SELECT id, at, request_id, actor, action, object_type, object_id, before, after,
                         via
@@ -343,14 +376,13 @@ impl Auditor {
             .bind(ADMIN_BATCH)
             .persistent(false)
             .fetch_all(&mut *tx)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
             let Some(last) = claimed.last() else {
                 return Ok(shipped);
             };
             after = last.id;
             let full = claimed.len() as i64 == ADMIN_BATCH;
-            let results: Vec<(i64, Result<(), String>)> =
+            let results: Vec<(i64, Result<(), SinkError>)> =
                 futures_util::stream::iter(claimed.into_iter().map(|action| async move {
                     let (id, key, body) = action.object();
                     (id, self.deliver(&key, &body).await)
@@ -371,9 +403,8 @@ impl Auditor {
                 .bind(&written)
                 .persistent(false)
                 .execute(&mut *tx)
-                .await
-                .map_err(|e| e.to_string())?;
-            tx.commit().await.map_err(|e| e.to_string())?;
+                .await?;
+            tx.commit().await?;
             shipped += written.len() as u64;
             if written.is_empty() || !full {
                 return Ok(shipped);

@@ -157,6 +157,15 @@ pub enum CatalogError {
     Invalid { alias: String, reason: String },
 }
 
+impl CatalogError {
+    fn invalid(alias: &str, reason: &str) -> Self {
+        CatalogError::Invalid {
+            alias: alias.to_owned(),
+            reason: reason.to_owned(),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CatalogFile {
@@ -209,10 +218,7 @@ impl TryFrom<RawModel> for ModelEntry {
     type Error = CatalogError;
 
     fn try_from(raw: RawModel) -> Result<Self, CatalogError> {
-        let invalid = |reason: &str| CatalogError::Invalid {
-            alias: raw.alias.clone(),
-            reason: reason.to_owned(),
-        };
+        let invalid = |reason: &str| CatalogError::invalid(&raw.alias, reason);
         if let Some(bad) = std::iter::once(&raw.alias)
             .chain(&raw.aliases)
             .find(|a| !valid_alias(a))
@@ -231,7 +237,7 @@ impl TryFrom<RawModel> for ModelEntry {
             (None, Some(max)) if max > 0 => max,
             (None, _) => return Err(invalid("max_output_tokens must be positive")),
             (Some(spec), None) => {
-                check_embedding(spec, &raw.prices, &raw.fallbacks).map_err(|r| invalid(&r))?;
+                check_embedding(&raw.alias, spec, &raw.prices, &raw.fallbacks)?;
                 0
             }
             (Some(_), Some(_)) => {
@@ -273,29 +279,29 @@ impl TryFrom<RawModel> for ModelEntry {
 /// An embedding model's entry, checked: sizes that can be served, no output or cache prices (it
 /// has neither), and no fallbacks (another model's vectors are not comparable with its own).
 fn check_embedding(
+    alias: &str,
     spec: &EmbeddingSpec,
     prices: &TokenPrices,
     fallbacks: &[String],
-) -> Result<(), String> {
+) -> Result<(), CatalogError> {
+    let invalid = |reason: &str| Err(CatalogError::invalid(alias, reason));
     if spec.dimensions == 0 || spec.max_batch == 0 {
-        return Err("embedding dimensions and max_batch must be positive".into());
+        return invalid("embedding dimensions and max_batch must be positive");
     }
     if !spec.dimension_choices.is_empty() && !spec.dimension_choices.contains(&spec.dimensions) {
-        return Err("embedding dimension_choices must include its default dimensions".into());
+        return invalid("embedding dimension_choices must include its default dimensions");
     }
     if [prices.output, prices.cache_read, prices.cache_write]
         .iter()
         .any(|price| !price.0.0.is_zero())
     {
-        return Err(
-            "an embedding model has only an input price: output and cache prices must be \"0\""
-                .into(),
+        return invalid(
+            "an embedding model has only an input price: output and cache prices must be \"0\"",
         );
     }
     if !fallbacks.is_empty() {
-        return Err(
-            "an embedding model takes no fallbacks: another model's vectors are not comparable"
-                .into(),
+        return invalid(
+            "an embedding model takes no fallbacks: another model's vectors are not comparable",
         );
     }
     Ok(())

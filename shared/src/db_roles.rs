@@ -28,6 +28,26 @@ pub const AUDIT_TABLE: &str = "llmlite_admin_action";
 /// The one column of [`AUDIT_TABLE`] the application role may change.
 pub const AUDIT_SHIPPED_COLUMN: &str = "shipped_at";
 
+/// Why a role's login or privileges could not be set up. No message holds a password or the
+/// statements (they carry the SCRAM verifiers); a database error shows its message and SQLSTATE.
+#[derive(Debug, thiserror::Error)]
+pub enum RoleError {
+    #[error("`{0}` is not a usable role name (lower-case letters, digits and _, at most 63)")]
+    BadName(String),
+    #[error("the password in {0}'s secret must be at least 16 printable ASCII characters")]
+    BadPassword(String),
+    #[error("the secret is not JSON with username and password")]
+    NotJson,
+    #[error("the secret has no {0}")]
+    MissingField(&'static str),
+    #[error("the owner and application roles must differ")]
+    SameRoles,
+    #[error("creating the database roles failed: {}", sql_error(.0))]
+    Bootstrap(sqlx::Error),
+    #[error("granting the application role failed: {}", sql_error(.0))]
+    Grant(sqlx::Error),
+}
+
 /// A role and the password its secret holds.
 #[derive(Clone)]
 pub struct Login {
@@ -43,14 +63,12 @@ impl std::fmt::Debug for Login {
 
 impl Login {
     /// A role login from a secret's `username` and `password`, checked.
-    pub fn new(name: &str, password: &str) -> Result<Self, String> {
+    pub fn new(name: &str, password: &str) -> Result<Self, RoleError> {
         check_identifier(name)?;
         // SASLprep leaves printable ASCII as it is, so the verifier computed here is the one the
         // server would compute; anything else is refused rather than normalised by hand.
         if password.len() < 16 || !password.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
-            return Err(format!(
-                "the password in {name}'s secret must be at least 16 printable ASCII characters"
-            ));
+            return Err(RoleError::BadPassword(name.to_owned()));
         }
         Ok(Login {
             name: name.to_owned(),
@@ -60,21 +78,21 @@ impl Login {
 
     /// From a secret's JSON text (`{"username": ..., "password": ...}`, the shape RDS and the
     /// hosted rotation functions use).
-    pub fn from_secret(text: &str) -> Result<Self, String> {
-        let value: serde_json::Value = serde_json::from_str(text)
-            .map_err(|_| "the secret is not JSON with username and password".to_owned())?;
-        let field = |name: &str| {
+    pub fn from_secret(text: &str) -> Result<Self, RoleError> {
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|_| RoleError::NotJson)?;
+        let field = |name: &'static str| {
             value
                 .get(name)
                 .and_then(|v| v.as_str())
-                .ok_or_else(|| format!("the secret has no {name}"))
+                .ok_or(RoleError::MissingField(name))
         };
         Login::new(field("username")?, field("password")?)
     }
 }
 
 /// A role name: a lower-case SQL identifier that needs no quoting.
-pub fn check_identifier(name: &str) -> Result<(), String> {
+pub fn check_identifier(name: &str) -> Result<(), RoleError> {
     let mut chars = name.chars();
     let first_ok = chars
         .next()
@@ -83,10 +101,7 @@ pub fn check_identifier(name: &str) -> Result<(), String> {
     if first_ok && rest_ok && name.len() <= 63 && !name.starts_with("pg_") {
         Ok(())
     } else {
-        Err(format!(
-            "`{}` is not a usable role name (lower-case letters, digits and _, at most 63)",
-            name.chars().take(64).collect::<String>()
-        ))
+        Err(RoleError::BadName(name.chars().take(64).collect()))
     }
 }
 
@@ -102,9 +117,13 @@ async fn execute(conn: &mut PgConnection, sql: String) -> Result<(), sqlx::Error
 /// secrets' passwords), lets the master act as the owner, gives the owner the right to create in
 /// the schema, takes `CREATE` on the schema and `TEMPORARY` on the database from everyone else,
 /// and hands every object of the schema the master owns to the owner.
-pub async fn bootstrap(conn: &mut PgConnection, owner: &Login, app: &Login) -> Result<(), String> {
+pub async fn bootstrap(
+    conn: &mut PgConnection,
+    owner: &Login,
+    app: &Login,
+) -> Result<(), RoleError> {
     if owner.name == app.name {
-        return Err("the owner and application roles must differ".into());
+        return Err(RoleError::SameRoles);
     }
     let mut sql = String::from("BEGIN;\n");
     for login in [owner, app] {
@@ -170,15 +189,13 @@ pub async fn bootstrap(conn: &mut PgConnection, owner: &Login, app: &Login) -> R
          COMMIT;",
         owner = owner.name,
     ));
-    execute(conn, sql).await.map_err(|e| {
-        // Never the statement: it holds the verifiers.
-        format!("creating the database roles failed: {}", sql_error(&e))
-    })
+    // Never the statement in the error: it holds the verifiers.
+    execute(conn, sql).await.map_err(RoleError::Bootstrap)
 }
 
 /// As the owner, after migrating: the application role's privileges, in one transaction, and
 /// the same by default for whatever the owner creates later.
-pub async fn grant_app(conn: &mut PgConnection, app: &str) -> Result<(), String> {
+pub async fn grant_app(conn: &mut PgConnection, app: &str) -> Result<(), RoleError> {
     check_identifier(app)?;
     let sql = format!(
         "BEGIN;
@@ -196,9 +213,7 @@ pub async fn grant_app(conn: &mut PgConnection, app: &str) -> Result<(), String>
          ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT EXECUTE ON FUNCTIONS TO {app};
          COMMIT;"
     );
-    execute(conn, sql)
-        .await
-        .map_err(|e| format!("granting the application role failed: {}", sql_error(&e)))
+    execute(conn, sql).await.map_err(RoleError::Grant)
 }
 
 /// A database error's message and code, without the statement.
@@ -254,7 +269,7 @@ mod tests {
             r#"{"username":"Robert'); DROP TABLE x;--","password":"Abcdefghijklmnop1234"}"#,
             "not json",
         ] {
-            let err = Login::from_secret(bad).map(|_| ()).unwrap_err();
+            let err = Login::from_secret(bad).map(|_| ()).unwrap_err().to_string();
             assert!(!err.contains("Abcdefghijklmnop1234"), "{err}");
         }
     }

@@ -21,6 +21,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use aws_sdk_secretsmanager::error::SdkError;
+use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -30,7 +32,9 @@ use serde_json::Value;
 use sqlx::Connection;
 
 use crate::AppState;
-use crate::db_roles;
+use crate::config::ConfigError;
+use crate::db_roles::{self, RoleError};
+use crate::error::ApiError;
 use crate::store::{Database, MIGRATOR};
 
 /// The physical id of the one migrations resource a stack has.
@@ -41,6 +45,65 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The longest `Reason` sent: CloudFormation takes responses of up to 4,096 bytes.
 const MAX_REASON_CHARS: usize = 1000;
+
+/// Why the invocation failed: the request was malformed (there is no one to answer), or the
+/// answer could not be sent (Lambda retries the invocation).
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("not a CloudFormation custom-resource request: {0}")]
+    NotARequest(serde_json::Error),
+    /// The response could not be encoded.
+    #[error(transparent)]
+    Encode(#[from] serde_json::Error),
+    #[error("loading the TLS roots: {0}")]
+    TlsRoots(std::io::Error),
+    #[error("the response URL is not usable: {0}")]
+    ResponseUrl(http::Error),
+    #[error("sending the response to CloudFormation timed out")]
+    Timeout,
+    #[error("sending the response to CloudFormation failed: {0}")]
+    Send(hyper_util::client::legacy::Error),
+    #[error("CloudFormation's response URL answered {status}: {detail}")]
+    Refused {
+        status: http::StatusCode,
+        detail: String,
+    },
+}
+
+/// Why the migrations failed: the `Reason` of the `FAILED` answer, shown in the stack's events.
+/// Never holds a secret.
+#[derive(Debug, thiserror::Error)]
+enum MigrationError {
+    #[error("LatestMigration {0} is not a migration file name")]
+    BadLatestMigration(Value),
+    #[error(
+        "this build does not carry migration {expected} (its newest is {newest}): deploy the code \
+         that matches the template"
+    )]
+    MissingMigration { expected: i64, newest: i64 },
+    #[error("AdminUser: {0}")]
+    BadAdminUser(RoleError),
+    #[error("AdminUser, OwnerSecretArn and AppSecretArn go together")]
+    PartialRoles,
+    #[error("migrating the database failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A connection's settings were refused (IAM authentication without a region).
+    #[error("connecting as {user}: {source}")]
+    Settings { user: String, source: ConfigError },
+    #[error("connecting as {user}: {source}")]
+    Connect { user: String, source: ApiError },
+    #[error(transparent)]
+    Roles(#[from] RoleError),
+    #[error("reading the secret {arn}: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(.source))]
+    ReadSecret {
+        arn: String,
+        source: Box<SdkError<GetSecretValueError>>,
+    },
+    #[error("the secret {arn} has no SecretString")]
+    NoSecretString { arn: String },
+    #[error("the secret {arn}: {source}")]
+    BadSecret { arn: String, source: RoleError },
+}
 
 /// Whether `event` is a CloudFormation custom-resource request rather than a schedule event.
 pub fn is_custom_resource_request(event: &Value) -> bool {
@@ -93,9 +156,8 @@ enum RequestType {
 /// Handles one custom-resource request: migrate (or not, for `Delete`), then answer
 /// CloudFormation. Returns the answer sent; fails only when the request is malformed (there is
 /// no one to answer) or the answer could not be sent.
-pub async fn handle(state: &AppState, event: Value) -> Result<Value, String> {
-    let request: Request = serde_json::from_value(event)
-        .map_err(|e| format!("not a CloudFormation custom-resource request: {e}"))?;
+pub async fn handle(state: &AppState, event: Value) -> Result<Value, DeployError> {
+    let request: Request = serde_json::from_value(event).map_err(DeployError::NotARequest)?;
     let outcome = match request.request_type {
         RequestType::Create | RequestType::Update => {
             run_migrations(state, &request.resource_properties).await
@@ -112,7 +174,7 @@ pub async fn handle(state: &AppState, event: Value) -> Result<Value, String> {
         ),
         Err(reason) => (
             "FAILED",
-            Some(reason.chars().take(MAX_REASON_CHARS).collect()),
+            Some(reason.to_string().chars().take(MAX_REASON_CHARS).collect()),
             BTreeMap::new(),
         ),
     };
@@ -137,38 +199,36 @@ pub async fn handle(state: &AppState, event: Value) -> Result<Value, String> {
         "custom resource answered"
     );
     send(&request.response_url, &response).await?;
-    serde_json::to_value(&response).map_err(|e| e.to_string())
+    Ok(serde_json::to_value(&response)?)
 }
 
 /// Applies the pending migrations after checking that this build carries the migration the
 /// template expects (a template deployed with older code would otherwise "succeed" with a
 /// schema older than the other functions need). Returns the newest version applied.
-async fn run_migrations(state: &AppState, properties: &Value) -> Result<Option<i64>, String> {
+async fn run_migrations(
+    state: &AppState,
+    properties: &Value,
+) -> Result<Option<i64>, MigrationError> {
     let expected = match properties.get("LatestMigration") {
         None => None,
         Some(v) => Some(
             v.as_str()
                 .and_then(|s| s.split('_').next())
                 .and_then(|s| s.parse::<i64>().ok())
-                .ok_or_else(|| format!("LatestMigration {v} is not a migration file name"))?,
+                .ok_or_else(|| MigrationError::BadLatestMigration(v.clone()))?,
         ),
     };
     let newest = MIGRATOR.iter().map(|m| m.version).max();
     if let Some(expected) = expected
         && !MIGRATOR.iter().any(|m| m.version == expected)
     {
-        return Err(format!(
-            "this build does not carry migration {expected} (its newest is {}): deploy the code \
-             that matches the template",
-            newest.unwrap_or_default()
-        ));
+        return Err(MigrationError::MissingMigration {
+            expected,
+            newest: newest.unwrap_or_default(),
+        });
     }
     match RoleSetup::from_properties(properties)? {
-        None => state
-            .db
-            .migrate()
-            .await
-            .map_err(|e| format!("migrating the database failed: {e}"))?,
+        None => state.db.migrate().await?,
         Some(setup) => setup.run(state).await?,
     }
     Ok(newest)
@@ -184,7 +244,7 @@ struct RoleSetup {
 }
 
 impl RoleSetup {
-    fn from_properties(properties: &Value) -> Result<Option<Self>, String> {
+    fn from_properties(properties: &Value) -> Result<Option<Self>, MigrationError> {
         let field = |name: &str| {
             properties
                 .get(name)
@@ -198,21 +258,21 @@ impl RoleSetup {
         ) {
             (None, None, None) => Ok(None),
             (Some(admin_user), Some(owner_secret), Some(app_secret)) => {
-                db_roles::check_identifier(&admin_user).map_err(|e| format!("AdminUser: {e}"))?;
+                db_roles::check_identifier(&admin_user).map_err(MigrationError::BadAdminUser)?;
                 Ok(Some(RoleSetup {
                     admin_user,
                     owner_secret,
                     app_secret,
                 }))
             }
-            _ => Err("AdminUser, OwnerSecretArn and AppSecretArn go together".into()),
+            _ => Err(MigrationError::PartialRoles),
         }
     }
 
     /// Creates the roles as the admin user, migrates as the owner, then grants the application
     /// role its privileges. Every connection goes where `DATABASE_URL` does (RDS Proxy), as the
     /// user named; with IAM authentication each gets a token for its own user.
-    async fn run(&self, state: &AppState) -> Result<(), String> {
+    async fn run(&self, state: &AppState) -> Result<(), MigrationError> {
         let owner = read_login(state, &self.owner_secret).await?;
         let app = read_login(state, &self.app_secret).await?;
         let configured = state.config.database.options.get_username();
@@ -229,57 +289,66 @@ impl RoleSetup {
                 &state.config.database.as_user(user),
                 Some(&state.config.aws),
             )
-            .map_err(|e| format!("connecting as {user}: {e}"))
+            .map_err(|source| MigrationError::Settings {
+                user: user.to_owned(),
+                source,
+            })
         };
         let mut admin = as_user(&self.admin_user)?
             .connection()
             .await
-            .map_err(|e| format!("connecting as {}: {e}", self.admin_user))?;
+            .map_err(|source| MigrationError::Connect {
+                user: self.admin_user.clone(),
+                source,
+            })?;
         let created = db_roles::bootstrap(&mut admin, &owner, &app).await;
         let _ = admin.close().await;
         created?;
         let owner_db = as_user(&owner.name)?;
-        owner_db
-            .migrate()
-            .await
-            .map_err(|e| format!("migrating the database failed: {e}"))?;
+        owner_db.migrate().await?;
         let mut conn = owner_db
             .connection()
             .await
-            .map_err(|e| format!("connecting as {}: {e}", owner.name))?;
+            .map_err(|source| MigrationError::Connect {
+                user: owner.name.clone(),
+                source,
+            })?;
         let granted = db_roles::grant_app(&mut conn, &app.name).await;
         let _ = conn.close().await;
-        granted
+        Ok(granted?)
     }
 }
 
 /// A role's login from its Secrets Manager secret.
-async fn read_login(state: &AppState, arn: &str) -> Result<db_roles::Login, String> {
+async fn read_login(state: &AppState, arn: &str) -> Result<db_roles::Login, MigrationError> {
     let client = aws_sdk_secretsmanager::Client::new(&state.config.aws);
     let secret = client
         .get_secret_value()
         .secret_id(arn)
         .send()
         .await
-        .map_err(|e| {
-            format!(
-                "reading the secret {arn}: {}",
-                aws_sdk_secretsmanager::error::DisplayErrorContext(e)
-            )
+        .map_err(|source| MigrationError::ReadSecret {
+            arn: arn.to_owned(),
+            source: Box::new(source),
         })?;
     let text = secret
         .secret_string()
-        .ok_or_else(|| format!("the secret {arn} has no SecretString"))?;
-    db_roles::Login::from_secret(text).map_err(|e| format!("the secret {arn}: {e}"))
+        .ok_or_else(|| MigrationError::NoSecretString {
+            arn: arn.to_owned(),
+        })?;
+    db_roles::Login::from_secret(text).map_err(|source| MigrationError::BadSecret {
+        arn: arn.to_owned(),
+        source,
+    })
 }
 
 /// `PUT`s the response to CloudFormation's pre-signed URL. The URL's signature covers no
 /// content type, so none is sent.
-async fn send(url: &str, response: &Response) -> Result<(), String> {
-    let body = serde_json::to_vec(response).map_err(|e| e.to_string())?;
+async fn send(url: &str, response: &Response) -> Result<(), DeployError> {
+    let body = serde_json::to_vec(response)?;
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_native_roots()
-        .map_err(|e| format!("loading the TLS roots: {e}"))?
+        .map_err(DeployError::TlsRoots)?
         .https_or_http()
         .enable_http1()
         .build();
@@ -287,11 +356,11 @@ async fn send(url: &str, response: &Response) -> Result<(), String> {
     let request = http::Request::put(url)
         .header(http::header::CONTENT_LENGTH, body.len())
         .body(Full::new(Bytes::from(body)))
-        .map_err(|e| format!("the response URL is not usable: {e}"))?;
+        .map_err(DeployError::ResponseUrl)?;
     let answer = tokio::time::timeout(RESPONSE_TIMEOUT, client.request(request))
         .await
-        .map_err(|_| "sending the response to CloudFormation timed out".to_owned())?
-        .map_err(|e| format!("sending the response to CloudFormation failed: {e}"))?;
+        .map_err(|_| DeployError::Timeout)?
+        .map_err(DeployError::Send)?;
     let status = answer.status();
     if status.is_success() {
         return Ok(());
@@ -307,7 +376,5 @@ async fn send(url: &str, response: &Response) -> Result<(), String> {
                 .collect::<String>()
         })
         .unwrap_or_default();
-    Err(format!(
-        "CloudFormation's response URL answered {status}: {detail}"
-    ))
+    Err(DeployError::Refused { status, detail })
 }

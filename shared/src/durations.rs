@@ -10,6 +10,17 @@ use sqlx::postgres::types::PgInterval;
 /// The longest duration accepted: about 100 years.
 const MAX_DAYS: u64 = 36_600;
 
+/// Why a text is not a duration; each message quotes the text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("`{0}` is not a duration: use a number and s, m, h, d, w or mo (`30d`)")]
+    Unit(String),
+    #[error("`{0}` is not a duration: the number must be positive")]
+    Amount(String),
+    #[error("`{0}` is longer than 100 years")]
+    TooLong(String),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unit {
     Seconds,
@@ -27,9 +38,9 @@ pub struct DurationSpec {
 }
 
 impl FromStr for DurationSpec {
-    type Err = String;
+    type Err = DurationError;
 
-    fn from_str(text: &str) -> Result<Self, String> {
+    fn from_str(text: &str) -> Result<Self, DurationError> {
         let text = text.trim();
         let digits = text
             .find(|c: char| !c.is_ascii_digit())
@@ -42,19 +53,16 @@ impl FromStr for DurationSpec {
             "d" => Unit::Days,
             "w" => Unit::Weeks,
             "mo" => Unit::Months,
-            _ => {
-                return Err(format!(
-                    "`{text}` is not a duration: use a number and s, m, h, d, w or mo (`30d`)"
-                ));
-            }
+            _ => return Err(DurationError::Unit(text.to_owned())),
         };
-        let amount: u32 =
-            number.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-                format!("`{text}` is not a duration: the number must be positive")
-            })?;
+        let amount: u32 = number
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| DurationError::Amount(text.to_owned()))?;
         let spec = DurationSpec { amount, unit };
         if spec.approximate_seconds() > MAX_DAYS * 86_400 {
-            return Err(format!("`{text}` is longer than 100 years"));
+            return Err(DurationError::TooLong(text.to_owned()));
         }
         Ok(spec)
     }

@@ -23,6 +23,7 @@ pub mod durations;
 /// A throwaway PostgreSQL cluster: `llmlite dev` and the tests only (feature `dev`).
 #[cfg(feature = "dev")]
 pub mod embedded_pg;
+pub mod env;
 pub mod error;
 pub mod health;
 pub mod http;
@@ -33,6 +34,7 @@ pub mod openai;
 pub mod pii;
 pub mod pipeline;
 pub mod record;
+pub mod reports;
 pub mod rollup;
 pub mod rotation;
 pub mod routes;

@@ -17,8 +17,10 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_config::SdkConfig;
+use aws_sdk_secretsmanager::error::SdkError;
+use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
 
-use crate::config::{ConfigError, EnvSource, non_empty};
+use crate::env::{ConfigError, EnvSource, non_empty};
 use crate::keys::SecretKey;
 
 /// The variables.
@@ -52,6 +54,19 @@ struct Source {
     arn: String,
     ttl: Duration,
     grace: Duration,
+}
+
+/// Why the secret gave no usable key. Its text is the reason start-up reports (under
+/// `LITELLM_MASTER_KEY_SECRET_ARN`) and a failed refresh logs.
+#[derive(Debug, thiserror::Error)]
+enum SecretError {
+    #[error("could not read the secret: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(.0))]
+    Read(Box<SdkError<GetSecretValueError>>),
+    #[error("the secret has no SecretString")]
+    NoSecretString,
+    /// The key it holds fails [`validate_master_key`]; the text is the validation's reason.
+    #[error("{}", .0.reason)]
+    Unusable(ConfigError),
 }
 
 #[derive(Clone)]
@@ -110,7 +125,10 @@ impl MasterKey {
                     ttl: seconds(env, TTL, DEFAULT_TTL, 1..=86_400)?,
                     grace: seconds(env, GRACE, DEFAULT_GRACE, 0..=7 * 86_400)?,
                 };
-                let keys = source.read().await.map_err(|e| ConfigError::new(ARN, e))?;
+                let keys = source
+                    .read()
+                    .await
+                    .map_err(|e| ConfigError::new(ARN, e.to_string()))?;
                 Ok(MasterKey {
                     inner: Arc::new(Inner {
                         source: Some(source),
@@ -195,19 +213,14 @@ impl MasterKey {
 impl Source {
     /// Reads `AWSCURRENT`, and `AWSPREVIOUS` while the current version is younger than the
     /// grace window.
-    async fn read(&self) -> Result<Keys, String> {
+    async fn read(&self) -> Result<Keys, SecretError> {
         let current = self
             .client
             .get_secret_value()
             .secret_id(&self.arn)
             .send()
             .await
-            .map_err(|e| {
-                format!(
-                    "could not read the secret: {}",
-                    aws_sdk_secretsmanager::error::DisplayErrorContext(e)
-                )
-            })?;
+            .map_err(|e| SecretError::Read(Box::new(e)))?;
         let key = key_of(current.secret_string())?;
         let created = current
             .created_date()
@@ -248,9 +261,9 @@ impl Source {
 }
 
 /// The key a secret's text holds, validated.
-fn key_of(text: Option<&str>) -> Result<SecretKey, String> {
-    let text = text.ok_or("the secret has no SecretString")?;
-    validate_master_key(&master_key_from_secret(text), ARN).map_err(|e| e.reason)
+fn key_of(text: Option<&str>) -> Result<SecretKey, SecretError> {
+    let text = text.ok_or(SecretError::NoSecretString)?;
+    validate_master_key(&master_key_from_secret(text), ARN).map_err(SecretError::Unusable)
 }
 
 /// A whole number of seconds in `range`, or `default`.

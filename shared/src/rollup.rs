@@ -15,13 +15,40 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
-use crate::audit::Sink;
+use crate::audit::{AuditError, Sink};
+use crate::error::ApiError;
+use crate::reports::{ReportError, csv_field, put_report};
 use crate::state::AppState;
 
 /// Rows deleted per retention batch: short transactions, no long locks.
 const RETENTION_BATCH: i64 = 5_000;
 /// Spend rows per rollup statement.
 const ROLLUP_BATCH: i64 = 50_000;
+
+/// Why a run stopped: the database, the audit trail or a report failed. The next run picks up
+/// where it left off.
+#[derive(Debug, thiserror::Error)]
+pub enum RollupError {
+    /// No database connection (or no IAM token for one).
+    #[error(transparent)]
+    Unavailable(#[from] ApiError),
+    #[error(transparent)]
+    Query(#[from] sqlx::Error),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    #[error(transparent)]
+    Report(#[from] ReportError),
+    /// The summary could not be turned into the invocation's result.
+    #[error(transparent)]
+    Summary(#[from] serde_json::Error),
+}
+
+/// The error as text, for callers whose own error is still text.
+impl From<RollupError> for String {
+    fn from(e: RollupError) -> String {
+        e.to_string()
+    }
+}
 
 /// What a run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -48,9 +75,9 @@ pub async fn run(
     reports: &Sink,
     retention_days: i64,
     now: DateTime<Utc>,
-) -> Result<Summary, String> {
+) -> Result<Summary, RollupError> {
     let started = Instant::now();
-    let pool = state.db.pool().await.map_err(|e| e.to_string())?;
+    let pool = state.db.pool().await?;
     // 0. Settlements the database refused (any instance's outbox), then leases whose instance
     //    died before it settled: first, so that this run rolls them up with the rest. An
     //    outbox that cannot be read (S3 away) stops nothing else, but the leases wait too: one
@@ -63,8 +90,7 @@ pub async fn run(
                 .bind(now)
                 .persistent(false)
                 .fetch_one(pool)
-                .await
-                .map_err(|e| e.to_string())?,
+                .await?,
         ),
         Err(e) => {
             tracing::warn!(error = %e, "settlement outbox not read: replay and lost leases wait");
@@ -80,12 +106,11 @@ pub async fn run(
     // 1. Daily rollups, in batches, each in one transaction.
     let mut days: BTreeSet<NaiveDate> = BTreeSet::new();
     loop {
-        let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
+        let mut tx = pool.begin().await?;
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(7326001)")
             .persistent(false)
             .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         if !locked {
             // Another run is rolling up right now; it will count these rows.
             break;
@@ -136,8 +161,8 @@ pub async fn run(
         .persistent(false)
         .fetch_all(&mut *tx)
         .await
-        .map_err(|e| e.to_string())?;
-        tx.commit().await.map_err(|e| e.to_string())?;
+        ?;
+        tx.commit().await?;
         let count = rolled.first().map_or(0, |(n, _)| *n);
         summary.rows_rolled += u64::try_from(count).unwrap_or(0);
         days.extend(rolled.into_iter().map(|(_, day)| day));
@@ -151,8 +176,7 @@ pub async fn run(
         .bind(now)
         .persistent(false)
         .fetch_one(pool)
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
 
     // 3. Expired keys and ended grace periods, each recorded for the audit trail.
     let expired: Vec<(String,)> = sqlx::query_as(
@@ -173,7 +197,7 @@ pub async fn run(
     .persistent(false)
     .fetch_all(pool)
     .await
-    .map_err(|e| e.to_string())?;
+    ?;
     summary.keys_expired = expired.len() as u64;
     let ended: Vec<(String,)> = sqlx::query_as(
         "WITH ended AS (
@@ -191,7 +215,7 @@ pub async fn run(
     .persistent(false)
     .fetch_all(pool)
     .await
-    .map_err(|e| e.to_string())?;
+    ?;
     summary.grace_periods_ended = ended.len() as u64;
 
     // 4. The audit trail: admin actions (these included) and the outbox.
@@ -227,8 +251,7 @@ pub async fn run(
         .bind(RETENTION_BATCH)
         .persistent(false)
         .execute(pool)
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
         .rows_affected();
         summary.spend_rows_deleted += deleted;
         if deleted < RETENTION_BATCH as u64 {
@@ -268,17 +291,9 @@ struct DailyRow {
     spend: Decimal,
 }
 
-pub(crate) fn csv_field(value: &str) -> String {
-    if value.contains([',', '"', '\n']) {
-        format!("\"{}\"", value.replace('"', "\"\""))
-    } else {
-        value.to_owned()
-    }
-}
-
 /// `reports/daily/YYYY-MM-DD.json` and `.csv`: requests, tokens and spend per user, team,
 /// key alias, model and call type (the daily table's `endpoint`).
-async fn daily_report(state: &AppState, reports: &Sink, day: NaiveDate) -> Result<(), String> {
+async fn daily_report(state: &AppState, reports: &Sink, day: NaiveDate) -> Result<(), ReportError> {
     let rows: Vec<DailyRow> = sqlx::query_as(
         "SELECT d.user_id, d.team_id, k.key_alias, d.model,
                 CASE d.endpoint WHEN '/v1/messages' THEN 'anthropic_messages'
@@ -295,9 +310,8 @@ async fn daily_report(state: &AppState, reports: &Sink, day: NaiveDate) -> Resul
     )
     .bind(day)
     .persistent(false)
-    .fetch_all(state.db.pool().await.map_err(|e| e.to_string())?)
-    .await
-    .map_err(|e| e.to_string())?;
+    .fetch_all(state.db.pool().await?)
+    .await?;
     let json_rows: Vec<Value> = rows
         .iter()
         .map(|r| {
@@ -325,26 +339,7 @@ async fn daily_report(state: &AppState, reports: &Sink, day: NaiveDate) -> Resul
             r.spend.normalize()
         ));
     }
-    put_report(reports, &format!("reports/daily/{day}"), &report, &csv).await
-}
-
-/// Writes a report as `{base}.json` and `{base}.csv`.
-pub(crate) async fn put_report(
-    reports: &Sink,
-    base: &str,
-    json: &Value,
-    csv: &str,
-) -> Result<(), String> {
-    reports
-        .put(
-            &format!("{base}.json"),
-            json.to_string().as_bytes(),
-            "application/json",
-        )
-        .await?;
-    reports
-        .put(&format!("{base}.csv"), csv.as_bytes(), "text/csv")
-        .await
+    Ok(put_report(reports, &format!("reports/daily/{day}"), &report, &csv).await?)
 }
 
 /// (type, id, alias, spend, budget, next reset) of something near its budget.
@@ -358,7 +353,11 @@ type BudgetRow = (
 );
 
 /// `reports/budget/YYYY-MM-DD.json`: keys, users and teams above 80% of their budget.
-async fn budget_report(state: &AppState, reports: &Sink, now: DateTime<Utc>) -> Result<(), String> {
+async fn budget_report(
+    state: &AppState,
+    reports: &Sink,
+    now: DateTime<Utc>,
+) -> Result<(), ReportError> {
     let rows: Vec<BudgetRow> = sqlx::query_as(
         "SELECT 'key', token, key_alias, spend, max_budget, budget_reset_at FROM litellm_verificationtoken
           WHERE is_active AND max_budget > 0 AND spend >= 0.8 * max_budget
@@ -371,9 +370,9 @@ async fn budget_report(state: &AppState, reports: &Sink, now: DateTime<Utc>) -> 
          ORDER BY 1, 2",
     )
     .persistent(false)
-    .fetch_all(state.db.pool().await.map_err(|e| e.to_string())?)
+    .fetch_all(state.db.pool().await?)
     .await
-    .map_err(|e| e.to_string())?;
+    ?;
     let entries: Vec<Value> = rows
         .into_iter()
         .map(|(kind, id, alias, spend, budget, reset)| {
@@ -382,17 +381,18 @@ async fn budget_report(state: &AppState, reports: &Sink, now: DateTime<Utc>) -> 
         })
         .collect();
     let report = json!({"date": now.date_naive(), "generated_at": now, "over_80_percent": entries});
-    reports
-        .put(
+    Ok(reports
+        .write(
             &format!("reports/budget/{}.json", now.date_naive()),
             report.to_string().as_bytes(),
             "application/json",
         )
-        .await
+        .await?)
 }
 
 /// The spend-rollup function's entry point: its daily schedule event, or the CloudFormation
-/// custom resource that migrates the database on deploy ([`crate::deploy`]).
+/// custom resource that migrates the database on deploy ([`crate::deploy`]). At this edge the
+/// typed errors become the text Lambda reports as the failed invocation's message.
 pub async fn handle_event(
     state: &AppState,
     reports: &Sink,
@@ -400,11 +400,15 @@ pub async fn handle_event(
     event: Value,
 ) -> Result<Value, String> {
     if crate::deploy::is_custom_resource_request(&event) {
-        return crate::deploy::handle(state, event).await;
+        return crate::deploy::handle(state, event)
+            .await
+            .map_err(|e| e.to_string());
     }
     let event = serde_json::from_value(event)
         .map_err(|e| format!("neither a schedule event nor a custom-resource request: {e}"))?;
-    handle(state, reports, retention_days, event).await
+    handle(state, reports, retention_days, event)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// The scheduled event's handler: one run, its summary as the result.
@@ -413,14 +417,14 @@ pub async fn handle(
     reports: &Sink,
     retention_days: i64,
     event: aws_lambda_events::eventbridge::EventBridgeEvent<Value>,
-) -> Result<Value, String> {
+) -> Result<Value, RollupError> {
     let summary = run(state, reports, retention_days, state.clock.now()).await?;
     tracing::info!(
         event_id = event.id.as_deref().unwrap_or(""),
         ?summary,
         "rollup done"
     );
-    serde_json::to_value(&summary).map_err(|e| e.to_string())
+    Ok(serde_json::to_value(&summary)?)
 }
 
 /// The reports sink from the environment: `LLMLITE_REPORTS_BUCKET`, else the directory

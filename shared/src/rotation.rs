@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use crate::audit::Sink;
-use crate::rollup::{csv_field, put_report};
+use crate::reports::{ReportError, csv_field, put_report};
 use crate::state::AppState;
 
 #[derive(sqlx::FromRow)]
@@ -31,7 +31,7 @@ pub async fn report(
     reports: &Sink,
     now: DateTime<Utc>,
     max_age_days: u32,
-) -> Result<u64, String> {
+) -> Result<u64, ReportError> {
     let keys: Vec<DueKey> = sqlx::query_as(
         "SELECT token, key_name, key_alias, user_id, team_id, created_at, last_rotation_at,
                 floor(EXTRACT(EPOCH FROM ($1 - COALESCE(last_rotation_at, created_at))) / 86400)::bigint
@@ -43,9 +43,8 @@ pub async fn report(
     .bind(now)
     .bind(i32::try_from(max_age_days).unwrap_or(i32::MAX))
     .persistent(false)
-    .fetch_all(state.db.pool().await.map_err(|e| e.to_string())?)
-    .await
-    .map_err(|e| e.to_string())?;
+    .fetch_all(state.db.pool().await?)
+    .await?;
     let day = now.date_naive();
     let entries: Vec<Value> = keys
         .iter()

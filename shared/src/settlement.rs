@@ -21,7 +21,7 @@ use std::time::Duration;
 use rust_decimal::Decimal;
 use tokio::sync::Notify;
 
-use crate::audit::Auditor;
+use crate::audit::{Auditor, SinkError};
 use crate::catalog::{ModelEntry, TokenUsage};
 use crate::clock::Clock;
 use crate::error::ApiError;
@@ -329,10 +329,11 @@ impl Settler {
     async fn to_outbox(&self, record: RequestRecord, error: &ApiError) {
         let body = serde_json::to_vec(&record).unwrap_or_default();
         let key = outbox_key(&record);
-        let put = self.to.audit.sink.put(&key, &body, "application/json");
-        let put = tokio::time::timeout(OUTBOX_WITHIN, put)
-            .await
-            .unwrap_or_else(|_| Err(format!("no answer within {} s", OUTBOX_WITHIN.as_secs())));
+        let put = self.to.audit.sink.write(&key, &body, "application/json");
+        let put = match tokio::time::timeout(OUTBOX_WITHIN, put).await {
+            Ok(written) => written.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {} s", OUTBOX_WITHIN.as_secs())),
+        };
         match put {
             Ok(()) => tracing::warn!(
                 request_id = %record.request_id, error = %error,
@@ -366,7 +367,7 @@ impl Settler {
 
     /// Replays the durable outbox (every instance's): the rollup's part. Each record is settled
     /// (idempotently) and then removed.
-    pub async fn replay_outbox(&self) -> Result<Replay, String> {
+    pub async fn replay_outbox(&self) -> Result<Replay, SinkError> {
         let mut replay = Replay::default();
         for key in self.to.audit.sink.list(OUTBOX_PREFIX).await? {
             let record: RequestRecord = match self.to.audit.sink.get(&key).await {
