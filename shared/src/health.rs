@@ -54,7 +54,7 @@ async fn readiness(State(db): State<Database>) -> Response {
         .into_response(),
         Err(reason) => {
             tracing::warn!(%reason, "readiness: database unavailable");
-            let error = ApiError::DatabaseUnavailable(reason);
+            let error = ApiError::DatabaseUnavailable(reason.to_string());
             let mut body = json!({
                 "status": "unhealthy",
                 "db": "unavailable",

@@ -32,6 +32,18 @@ pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// An IAM token is renewed when it is this old (tokens last 15 minutes).
 const TOKEN_RENEW_AFTER: Duration = Duration::from_secs(600);
 
+/// Why the database did not answer a ping.
+#[derive(Debug, thiserror::Error)]
+pub enum PingError {
+    /// No pool to ask (an IAM token could not be made, say).
+    #[error("{0}")]
+    Pool(ApiError),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error("no answer within {} ms", .0.as_millis())]
+    Timeout(Duration),
+}
+
 /// The database handle: a lazily connecting pool, plus IAM token renewal when configured.
 #[derive(Clone)]
 pub struct Database {
@@ -143,9 +155,9 @@ impl Database {
     /// One trivial round trip, bounded by `timeout`. If the pooled connection has gone stale
     /// (the database restarted or failed over), a fresh connection decides: readiness reports
     /// the database, not the pool's memory of it.
-    pub async fn ping(&self, timeout: Duration) -> Result<(), String> {
+    pub async fn ping(&self, timeout: Duration) -> Result<(), PingError> {
         let round_trip = async {
-            let pool = self.pool().await.map_err(|e| e.to_string())?;
+            let pool = self.pool().await.map_err(PingError::Pool)?;
             let pooled = sqlx::query_scalar::<_, i32>("SELECT 1")
                 .persistent(false)
                 .fetch_one(pool)
@@ -153,21 +165,17 @@ impl Database {
             if pooled.is_ok() {
                 return Ok(());
             }
-            let mut fresh = PgConnection::connect_with(&pool.connect_options())
-                .await
-                .map_err(|e| e.to_string())?;
+            let mut fresh = PgConnection::connect_with(&pool.connect_options()).await?;
             let result = sqlx::query_scalar::<_, i32>("SELECT 1")
                 .persistent(false)
                 .fetch_one(&mut fresh)
-                .await
-                .map_err(|e| e.to_string());
+                .await;
             let _ = fresh.close().await;
-            result.map(|_| ())
+            result.map(|_| ()).map_err(PingError::from)
         };
         match tokio::time::timeout(timeout, round_trip).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+            Ok(answer) => answer,
+            Err(_) => Err(PingError::Timeout(timeout)),
         }
     }
 }

@@ -70,7 +70,7 @@ pub async fn update(
     let now = state.clock.now();
     let mut tx = state.db.pool().await?.begin().await?;
     let before = store::find(&mut *tx, &key, true).await?;
-    let mut values = KeyValues::from_row(&before);
+    let mut values = before.values();
     values.apply(&request, request.tier, now, &state.pii.entity_names())?;
     store::ensure_owner(&mut tx, &values, now).await?;
     let after = store::write(

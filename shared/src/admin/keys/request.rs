@@ -6,7 +6,6 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::store::KeyRow;
 use crate::admin::fields::{self, Duration, Limits, LimitsPatch, patch};
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -108,19 +107,6 @@ impl KeyValues {
         };
         apply_tier(tier, &mut values.limits, now);
         values
-    }
-
-    pub(super) fn from_row(row: &KeyRow) -> Self {
-        KeyValues {
-            key_alias: row.key_alias.clone(),
-            user_id: row.user_id.clone(),
-            team_id: row.team_id.clone(),
-            tier: row.tier.as_deref().and_then(Tier::parse),
-            limits: row.limits.clone(),
-            expires: row.expires,
-            blocked: row.blocked,
-            pii_policy: row.pii_policy.clone(),
-        }
     }
 
     /// Applies a request: the tier's limits first (`tier`: the request's, or for a new key the

@@ -37,6 +37,22 @@ pub struct KeyRow {
     pub pii_policy: Option<Value>,
 }
 
+impl KeyRow {
+    /// The row's settable fields, as an update starts from them.
+    pub(super) fn values(&self) -> KeyValues {
+        KeyValues {
+            key_alias: self.key_alias.clone(),
+            user_id: self.user_id.clone(),
+            team_id: self.team_id.clone(),
+            tier: self.tier.as_deref().and_then(Tier::parse),
+            limits: self.limits.clone(),
+            expires: self.expires,
+            blocked: self.blocked,
+            pii_policy: self.pii_policy.clone(),
+        }
+    }
+}
+
 /// The columns of [`KeyRow`], for SELECT and RETURNING lists.
 pub const COLUMNS: &str = "token, key_name, key_alias, user_id, team_id, tier, spend, models, \
     max_budget, soft_budget, budget_duration, budget_reset_at, tpm_limit, rpm_limit, \
