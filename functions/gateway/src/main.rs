@@ -2,22 +2,26 @@
 //!
 //! - `llmlite dev`: everything embedded. A throwaway PostgreSQL (unless `DATABASE_URL` is set),
 //!   migrations applied, a master key generated (unless `LITELLM_MASTER_KEY` is set), and chat
-//!   served by the local Bedrock double, so no AWS account is needed.
+//!   served by the local Bedrock double, so no AWS account is needed. Feature `dev` (on by
+//!   default); a production build (`--no-default-features`) has no doubles and no test hooks.
 //! - `llmlite serve`: the same routes with real configuration only.
 //! - `llmlite migrate`: apply the migrations to `DATABASE_URL`.
 //! - `llmlite audit redrive`: ship audit records waiting in the outbox.
 //! - `llmlite rollup`: run the spend rollup once.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+#[cfg(feature = "dev")]
 use llmlite::bedrock_double::BedrockDouble;
-use llmlite::config::{self, Config, Overlay, ProcessEnv};
+use llmlite::config::ProcessEnv;
+#[cfg(feature = "dev")]
+use llmlite::config::{self, Config, Overlay};
+#[cfg(feature = "dev")]
 use llmlite::embedded_pg::EmbeddedPostgres;
 use llmlite::store::Database;
-use llmlite::{AppState, all_routes, keys, telemetry};
+use llmlite::{AppState, all_routes, telemetry};
 use tokio::net::TcpListener;
 
 #[derive(Parser)]
@@ -34,6 +38,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run every route locally with everything embedded.
+    #[cfg(feature = "dev")]
     Dev {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:4000")]
@@ -67,6 +72,7 @@ enum AuditCommand {
 async fn main() -> ExitCode {
     telemetry::init_text();
     let result = match Cli::parse().command {
+        #[cfg(feature = "dev")]
         Command::Dev { listen } => dev(listen).await,
         Command::Serve { listen } => serve(listen).await,
         Command::Migrate => migrate().await,
@@ -146,8 +152,9 @@ async fn serve(listen: SocketAddr) -> Result<(), String> {
     run(listen, state).await
 }
 
+#[cfg(feature = "dev")]
 async fn dev(listen: SocketAddr) -> Result<(), String> {
-    let mut overrides = HashMap::new();
+    let mut overrides = std::collections::HashMap::new();
     let cluster = if std::env::var_os("DATABASE_URL").is_some() {
         None
     } else {
@@ -159,7 +166,7 @@ async fn dev(listen: SocketAddr) -> Result<(), String> {
     };
     let secret_arn = std::env::var_os("LITELLM_MASTER_KEY_SECRET_ARN").is_some();
     if std::env::var_os("LITELLM_MASTER_KEY").is_none() && !secret_arn {
-        overrides.insert("LITELLM_MASTER_KEY".to_owned(), keys::generate());
+        overrides.insert("LITELLM_MASTER_KEY".to_owned(), llmlite::keys::generate());
     }
     let bedrock = BedrockDouble::start(0)
         .await
@@ -201,6 +208,7 @@ async fn dev(listen: SocketAddr) -> Result<(), String> {
     result
 }
 
+#[cfg(feature = "dev")]
 #[expect(
     clippy::print_stdout,
     reason = "dev prints what the developer needs to start"
