@@ -224,13 +224,12 @@ async fn main() {
         .unwrap();
 
     // A key with every limit set, so admission does all its work.
+    let limits = json!({"rpm_limit": 1_000_000, "tpm_limit": 1_000_000_000, "max_budget": 1_000_000,
+                        "max_parallel_requests": 10_000, "budget_duration": "30d"});
     let minted: Value = client
         .post(format!("{base}/key/generate"))
         .bearer_auth(MASTER_KEY)
-        .json(
-            &json!({"rpm_limit": 1_000_000, "tpm_limit": 1_000_000_000, "max_budget": 1_000_000,
-                      "max_parallel_requests": 10_000, "budget_duration": "30d"}),
-        )
+        .json(&limits)
         .send()
         .await
         .unwrap()
@@ -249,13 +248,36 @@ async fn main() {
         .post(format!("{base}/v1/chat/completions"))
         .bearer_auth(&key)
         .json(&chat_body());
-    // The baseline build, with the same key (one database): the last stream of phases A and C.
-    let through_baseline = baseline.as_ref().map(|(_, url)| {
-        client
-            .post(format!("{url}/v1/chat/completions"))
-            .bearer_auth(&key)
-            .json(&chat_body())
-    });
+    // The baseline build, with a key of its own minted alike (one database, so the two builds
+    // do not queue on one key's rows): the last stream of phases A and C.
+    let mut through_baseline = None;
+    let mut master_baseline = None;
+    if let Some((_, url)) = &baseline {
+        let minted: Value = client
+            .post(format!("{url}/key/generate"))
+            .bearer_auth(MASTER_KEY)
+            .json(&limits)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let key = minted["key"].as_str().unwrap().to_owned();
+        through_baseline = Some(
+            client
+                .post(format!("{url}/v1/chat/completions"))
+                .bearer_auth(key)
+                .json(&chat_body()),
+        );
+        // Its master-key stream too, so both builds carry the same load in phase A.
+        master_baseline = Some(
+            client
+                .post(format!("{url}/v1/chat/completions"))
+                .bearer_auth(MASTER_KEY)
+                .json(&chat_body()),
+        );
+    }
     let with_baseline = |mut streams: Vec<reqwest::RequestBuilder>| {
         streams.extend(through_baseline.iter().map(|b| b.try_clone().unwrap()));
         streams
@@ -275,16 +297,13 @@ async fn main() {
         .post(format!("{base}/v1/chat/completions"))
         .bearer_auth(MASTER_KEY)
         .json(&chat_body());
-    let phase_a = open_loop(
-        with_baseline(vec![
-            direct.try_clone().unwrap(),
-            through.try_clone().unwrap(),
-            master.try_clone().unwrap(),
-        ]),
-        rate,
-        seconds,
-    )
-    .await;
+    let mut streams = with_baseline(vec![
+        direct.try_clone().unwrap(),
+        through.try_clone().unwrap(),
+        master.try_clone().unwrap(),
+    ]);
+    streams.extend(master_baseline.iter().map(|m| m.try_clone().unwrap()));
+    let phase_a = open_loop(streams, rate, seconds).await;
     let rss = peak_rss_mb(gateway.id().unwrap_or(0));
 
     // LiteLLM cannot keep up with `rate` on this machine, and a saturated Python process would

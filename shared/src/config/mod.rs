@@ -38,9 +38,9 @@ use std::sync::Arc;
 
 use aws_config::SdkConfig;
 
-use crate::keys::Tier;
 use crate::catalog::ModelCatalog;
 use crate::keys::SecretKey;
+use crate::keys::Tier;
 use crate::master_key::MasterKey;
 
 pub use crate::env::{ConfigError, EnvSource, Overlay, ProcessEnv};

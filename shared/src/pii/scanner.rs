@@ -170,10 +170,22 @@ impl Scanner {
             }
         };
         add(Entity::EmailAddress, EMAIL, Check::Plain(valid_email));
-        add(Entity::CreditCard, CARD, Check::Graded(|_, m, text, start| grade_card(m, text, start)));
+        add(
+            Entity::CreditCard,
+            CARD,
+            Check::Graded(|_, m, text, start| grade_card(m, text, start)),
+        );
         add(Entity::IbanCode, IBAN, Check::Plain(valid_iban));
-        add(Entity::UsSsn, SSN, Check::Graded(|_, m, text, start| grade_ssn(m, text, start)));
-        add(Entity::UkNino, NINO, Check::Graded(|_, m, text, start| grade_nino(m, text, start)));
+        add(
+            Entity::UsSsn,
+            SSN,
+            Check::Graded(|_, m, text, start| grade_ssn(m, text, start)),
+        );
+        add(
+            Entity::UkNino,
+            NINO,
+            Check::Graded(|_, m, text, start| grade_nino(m, text, start)),
+        );
         add(Entity::IpAddress, IPV4, Check::Plain(valid_ipv4));
         add(Entity::IpAddress, IPV6, Check::Plain(valid_ipv6));
         add(
