@@ -32,10 +32,10 @@ use serde_json::Value;
 use sqlx::Connection;
 
 use crate::AppState;
+use crate::clients::db_roles::{self, RoleError};
+use crate::clients::store::{Database, MIGRATOR};
 use crate::config::ConfigError;
-use crate::db_roles::{self, RoleError};
 use crate::error::ApiError;
-use crate::store::{Database, MIGRATOR};
 
 /// The physical id of the one migrations resource a stack has.
 pub const PHYSICAL_RESOURCE_ID: &str = "llmlite-database-migrations";
@@ -234,7 +234,7 @@ async fn run_migrations(
     Ok(newest)
 }
 
-/// The database roles the resource keeps ([`crate::db_roles`]): its `AdminUser`,
+/// The database roles the resource keeps ([`crate::clients::db_roles`]): its `AdminUser`,
 /// `OwnerSecretArn` and `AppSecretArn` properties, all three or none (a template from before the
 /// roles: then it migrates as `DATABASE_URL`'s user, as it always did).
 struct RoleSetup {

@@ -2,7 +2,7 @@
 //! environment, an overlay, or a map in tests), and [`ConfigError`], which names the variable a
 //! bad value came from (and never echoes a secret). The lowest layer of configuration: the
 //! modules that read their own variables ([`crate::config`], [`crate::master_key`],
-//! [`crate::store`]) build on it.
+//! [`crate::clients::store`]) build on it.
 
 use std::collections::HashMap;
 

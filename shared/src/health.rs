@@ -10,8 +10,8 @@ use axum::{Json, Router};
 use http::StatusCode;
 use serde_json::json;
 
+use crate::clients::store::Database;
 use crate::error::ApiError;
-use crate::store::Database;
 
 /// Readiness answers within this long even when the database hangs; the ALB's own health check
 /// timeout is 5 s and callers expect an answer in under 2 s.

@@ -6,23 +6,18 @@
 
 pub mod adapters;
 pub mod admin;
-pub mod audit;
 pub mod auth;
-pub mod bedrock;
-/// The local Bedrock double: `llmlite dev` and the tests only (feature `dev`).
-#[cfg(feature = "dev")]
-pub mod bedrock_double;
 pub mod catalog;
+pub mod clients;
 pub mod clock;
 pub mod config;
 pub mod console;
 pub mod crypto;
-pub mod db_roles;
 pub mod deploy;
-pub mod durations;
-/// A throwaway PostgreSQL cluster: `llmlite dev` and the tests only (feature `dev`).
+/// Development doubles: `llmlite dev` and the tests only (feature `dev`).
 #[cfg(feature = "dev")]
-pub mod embedded_pg;
+pub mod dev;
+pub mod durations;
 pub mod env;
 pub mod error;
 pub mod health;
@@ -40,8 +35,6 @@ pub mod rotation;
 pub mod routes;
 pub mod settlement;
 pub mod state;
-pub mod store;
-pub mod telemetry;
 
 pub use config::Config;
 pub use error::{ApiError, ErrorShape, Refusal};

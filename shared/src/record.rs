@@ -7,11 +7,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{ModelAlias, ModelEntry, TokenUsage};
+use crate::clients::telemetry::RequestMetrics;
 use crate::error::ApiError;
 use crate::http::RequestId;
 use crate::keys::KeyHash;
 use crate::money::Money;
-use crate::telemetry::RequestMetrics;
 
 /// How an admitted request ended: the `status` of its spend row and audit record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -296,7 +296,7 @@ impl RequestRecord {
 
     /// The audit object's key.
     pub fn audit_key(&self) -> String {
-        crate::audit::request_key(self.timestamp, &self.request_id.to_string())
+        crate::clients::audit::request_key(self.timestamp, &self.request_id.to_string())
     }
 }
 

@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use crate::audit::{Sink, SinkError};
+use crate::clients::audit::{Sink, SinkError};
 use crate::error::ApiError;
 
 /// Why a report was not written: its query failed, or the sink refused it.

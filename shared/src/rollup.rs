@@ -15,7 +15,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
-use crate::audit::{AuditError, Sink};
+use crate::clients::audit::{AuditError, Sink};
 use crate::error::ApiError;
 use crate::reports::{ReportError, csv_field, put_report};
 use crate::state::AppState;

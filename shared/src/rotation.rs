@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use crate::audit::Sink;
+use crate::clients::audit::Sink;
 use crate::reports::{ReportError, csv_field, put_report};
 use crate::state::AppState;
 

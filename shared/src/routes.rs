@@ -12,9 +12,9 @@ use crate::adapters::chat::ChatCompletions;
 use crate::adapters::embeddings::Embeddings;
 use crate::adapters::models;
 use crate::adapters::responses::Responses;
+use crate::clients::store::Database;
 use crate::pipeline::handler;
 use crate::state::AppState;
-use crate::store::Database;
 use crate::{admin, console, health, http};
 
 /// The functions behind the ALB.

@@ -21,12 +21,12 @@ use std::time::Duration;
 use rust_decimal::Decimal;
 use tokio::sync::Notify;
 
-use crate::audit::{Auditor, SinkError};
 use crate::catalog::{ModelEntry, TokenUsage};
+use crate::clients::audit::{Auditor, SinkError};
+use crate::clients::store::Database;
 use crate::clock::Clock;
 use crate::error::ApiError;
 use crate::record::{RequestRecord, Status};
-use crate::store::Database;
 
 /// Where durable copies of unsettled records wait, under the audit sink.
 pub const OUTBOX_PREFIX: &str = "settlements/pending/";
@@ -247,7 +247,7 @@ impl Settler {
         {
             tracing::error!(request_id = %record.request_id, "audit record not written in time");
         }
-        crate::telemetry::report_request(
+        crate::clients::telemetry::report_request(
             &record.request_id.to_string(),
             record.payer.key_hash.as_ref().map(|h| h.as_str()),
             &record.metrics(),

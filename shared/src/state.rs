@@ -7,10 +7,10 @@ use aws_sdk_bedrockruntime::config::StalledStreamProtectionConfig;
 use aws_sdk_bedrockruntime::config::retry::RetryConfig;
 use aws_sdk_bedrockruntime::config::timeout::TimeoutConfig;
 
-use crate::bedrock::RetryPolicy;
+use crate::clients::bedrock::RetryPolicy;
+use crate::clients::store::Database;
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, EnvSource};
-use crate::store::Database;
 
 /// A streamed answer silent this long gets a comment: API Gateway cuts a stream after 5 minutes
 /// without a byte.
@@ -31,7 +31,7 @@ pub struct AppState {
     /// The PII detectors, built once.
     pub pii: Arc<crate::pii::Scanner>,
     /// Where audit records go.
-    pub audit: crate::audit::Auditor,
+    pub audit: crate::clients::audit::Auditor,
     /// Whether to write EMF metric lines (in a Lambda, or with `LLMLITE_EMF=true`).
     pub emf: bool,
     /// Settlements in flight and the settlement outbox of this process.
@@ -96,14 +96,14 @@ impl AppState {
         let db = Database::new(&config.database, Some(&config.aws))?;
         let bedrock = bedrock_client(&config);
         let s3 = s3_client(&config);
-        let audit = crate::audit::Auditor::new(
+        let audit = crate::clients::audit::Auditor::new(
             match &config.audit_bucket {
-                Some(bucket) => crate::audit::Sink::S3 {
+                Some(bucket) => crate::clients::audit::Sink::S3 {
                     client: s3.clone(),
                     bucket: bucket.clone(),
                     kms_key_id: config.audit_kms_key_id.clone(),
                 },
-                None => crate::audit::Sink::Directory(config.audit_dir.clone()),
+                None => crate::clients::audit::Sink::Directory(config.audit_dir.clone()),
             },
             db.clone(),
         );
@@ -114,7 +114,7 @@ impl AppState {
                 reason: e.to_string(),
             })?;
         let clock = Clock::default();
-        let emf = crate::telemetry::emf_enabled();
+        let emf = crate::clients::telemetry::emf_enabled();
         let settlements =
             crate::settlement::Settler::new(db.clone(), audit.clone(), clock.clone(), emf);
         Ok(AppState {

@@ -26,7 +26,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use llmlite::bedrock_double::BedrockDouble;
+use llmlite::dev::bedrock_double::BedrockDouble;
 use llmlite_tests::{MASTER_KEY, TestDb, spawn_serve};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};

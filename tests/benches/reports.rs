@@ -16,7 +16,7 @@
 
 use std::time::Instant;
 
-use llmlite::audit::Sink;
+use llmlite::clients::audit::Sink;
 use llmlite::rollup;
 use llmlite_tests::{MASTER_KEY, TestGateway, bench_env, percentile_ms};
 

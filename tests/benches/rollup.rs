@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 
-use llmlite::audit::Sink;
+use llmlite::clients::audit::Sink;
 use llmlite::rollup;
 use llmlite_tests::TestGateway;
 

@@ -16,11 +16,11 @@ use std::time::Duration;
 
 use axum::Router;
 use llmlite::AppState;
-use llmlite::bedrock::RetryPolicy;
-use llmlite::bedrock_double::BedrockDouble;
+use llmlite::clients::bedrock::RetryPolicy;
+use llmlite::clients::store::Database;
 use llmlite::config::{self, Config, DatabaseConfig};
-use llmlite::embedded_pg::EmbeddedPostgres;
-use llmlite::store::Database;
+use llmlite::dev::bedrock_double::BedrockDouble;
+use llmlite::dev::embedded_pg::EmbeddedPostgres;
 use sqlx::postgres::PgConnection;
 use sqlx::{Connection, PgPool};
 

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use llmlite::audit::{Auditor, Sink};
+use llmlite::clients::audit::{Auditor, Sink};
 use llmlite::rollup;
 use llmlite_tests::{MASTER_KEY, MotoS3, TestGateway};
 use serde_json::{Value, json};

@@ -21,7 +21,7 @@ use aws_sdk_bedrockruntime::types::{
     ResponseStream, SystemContentBlock,
 };
 use base64::Engine;
-use llmlite::bedrock_double::BedrockDouble;
+use llmlite::dev::bedrock_double::BedrockDouble;
 use serde_json::{Value, json};
 
 const MODEL: &str = "eu.anthropic.claude-sonnet-4-5-20250929-v1:0";

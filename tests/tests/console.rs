@@ -522,7 +522,7 @@ async fn the_spend_chart_reads_the_rollup_and_what_is_not_rolled_up_yet() {
         std::env::temp_dir().join(format!("llmlite-console-spend-{}", std::process::id()));
     llmlite::rollup::run(
         &gw.state,
-        &llmlite::audit::Sink::Directory(reports.clone()),
+        &llmlite::clients::audit::Sink::Directory(reports.clone()),
         90,
         gw.state.clock.now(),
     )

@@ -1,4 +1,4 @@
-//! The database roles (`llmlite::db_roles`), made by the migrations custom resource as deployed:
+//! The database roles (`llmlite::clients::db_roles`), made by the migrations custom resource as deployed:
 //! the `events/` fixture with its role properties, secrets read by the real SDK client from a
 //! Secrets Manager double, against a real PostgreSQL server. Then the whole gateway runs as the
 //! application role, and that role is shown to be unable to change the schema or the audit
@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use axum::http::StatusCode;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use llmlite::audit::Sink;
+use llmlite::clients::audit::Sink;
 use llmlite::crypto::scram_sha256_verifier;
 use llmlite::rollup;
 use llmlite_tests::deploy::{request, response_url};

@@ -9,9 +9,9 @@
 )]
 
 use axum::http::StatusCode;
-use llmlite::audit::Sink;
+use llmlite::clients::audit::Sink;
+use llmlite::clients::store::MIGRATOR;
 use llmlite::rollup;
-use llmlite::store::MIGRATOR;
 use llmlite_tests::TestDb;
 use llmlite_tests::deploy::{response_url, without_roles};
 use serde_json::Value;

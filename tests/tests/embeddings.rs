@@ -10,7 +10,7 @@
 )]
 
 use base64::Engine;
-use llmlite::bedrock_double::embedding_vector;
+use llmlite::dev::bedrock_double::embedding_vector;
 use llmlite_tests::{MASTER_KEY, TestGateway};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use llmlite::audit::Sink;
+use llmlite::clients::audit::Sink;
 use llmlite::keys::KeyHash;
 use llmlite::rollup;
 use llmlite_tests::{MASTER_KEY, TestGateway};

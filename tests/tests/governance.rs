@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use llmlite::audit::Sink;
+use llmlite::clients::audit::Sink;
 use llmlite::config::Config;
 use llmlite::keys::KeyHash;
 use llmlite::rollup;

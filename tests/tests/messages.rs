@@ -472,7 +472,7 @@ async fn spend_logs_the_rollup_and_the_reports_tell_the_two_apis_apart() {
 
     let root =
         std::env::temp_dir().join(format!("llmlite-messages-reports-{}", std::process::id()));
-    let sink = llmlite::audit::Sink::Directory(root.clone());
+    let sink = llmlite::clients::audit::Sink::Directory(root.clone());
     llmlite::rollup::run(&gw.state, &sink, 90, gw.state.clock.now())
         .await
         .unwrap();

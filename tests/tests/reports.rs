@@ -15,7 +15,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use llmlite::audit::Sink;
+use llmlite::clients::audit::Sink;
 use llmlite::rollup;
 use llmlite_tests::{MASTER_KEY, TestGateway};
 use rust_decimal::Decimal;

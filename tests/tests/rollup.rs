@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use llmlite::audit::Sink;
+use llmlite::clients::audit::Sink;
 use llmlite::rollup;
 use llmlite_tests::{MotoS3, TestGateway};
 use rust_decimal::Decimal;

@@ -6,7 +6,7 @@
     reason = "a test fails loudly"
 )]
 
-use llmlite::store::Database;
+use llmlite::clients::store::Database;
 use llmlite_tests::TestDb;
 
 #[tokio::test]

@@ -379,7 +379,7 @@ async fn an_expired_lease_is_charged_by_the_rollup() {
     .unwrap();
     assert_eq!(admitted.0, "ok");
 
-    let reports = llmlite::audit::Sink::Directory(gw.db.audit_dir().join("reports"));
+    let reports = llmlite::clients::audit::Sink::Directory(gw.db.audit_dir().join("reports"));
     // Before the lease ends the request may still settle: nothing is charged.
     let early = llmlite::rollup::run(&gw.state, &reports, 90, now + chrono::Duration::minutes(5))
         .await
@@ -455,7 +455,7 @@ async fn settlement_survives_a_database_outage() {
     // By now settlement has given up on the database: the records wait in the outbox, in
     // memory and durably.
     assert!(gw.state.settlements.pending() > 0);
-    let outbox = llmlite::audit::Sink::Directory(gw.db.audit_dir());
+    let outbox = llmlite::clients::audit::Sink::Directory(gw.db.audit_dir());
     let kept = outbox
         .list(llmlite::settlement::OUTBOX_PREFIX)
         .await

@@ -12,7 +12,7 @@ use lambda_http::RequestExt;
 use lambda_http::request::RequestContext;
 use llmlite::config::ProcessEnv;
 use llmlite::pipeline::{Delivery, Invocation};
-use llmlite::{AppState, chat_routes, telemetry};
+use llmlite::{AppState, chat_routes, clients::telemetry};
 
 /// How the function hands its responses to Lambda.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,15 +13,15 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-#[cfg(feature = "dev")]
-use llmlite::bedrock_double::BedrockDouble;
+use llmlite::clients::store::Database;
 use llmlite::config::ProcessEnv;
 #[cfg(feature = "dev")]
 use llmlite::config::{self, Config, Overlay};
 #[cfg(feature = "dev")]
-use llmlite::embedded_pg::EmbeddedPostgres;
-use llmlite::store::Database;
-use llmlite::{AppState, all_routes, telemetry};
+use llmlite::dev::bedrock_double::BedrockDouble;
+#[cfg(feature = "dev")]
+use llmlite::dev::embedded_pg::EmbeddedPostgres;
+use llmlite::{AppState, all_routes, clients::telemetry};
 use tokio::net::TcpListener;
 
 #[derive(Parser)]
@@ -121,7 +121,7 @@ async fn redrive() -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     let admin = state.audit.ship_admin_actions().await?;
-    let mut total = llmlite::audit::Redrive::default();
+    let mut total = llmlite::clients::audit::Redrive::default();
     loop {
         let round = state.audit.redrive(500).await?;
         total.shipped += round.shipped;

@@ -1,8 +1,8 @@
 //! Lambda function `health` (`/health*`): liveness, and readiness against the database.
 
+use llmlite::clients::store::Database;
 use llmlite::config::ProcessEnv;
-use llmlite::store::Database;
-use llmlite::{health_routes, telemetry};
+use llmlite::{clients::telemetry, health_routes};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {

@@ -1,7 +1,7 @@
 //! Lambda function `key-admin`: the LiteLLM-compatible admin API (`/key/*`, `/user/*`, `/team/*`, `/spend/*`, `/global/*`).
 
 use llmlite::config::ProcessEnv;
-use llmlite::{AppState, admin_routes, telemetry};
+use llmlite::{AppState, admin_routes, clients::telemetry};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {

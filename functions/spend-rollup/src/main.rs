@@ -4,7 +4,7 @@
 
 use lambda_runtime::{LambdaEvent, service_fn};
 use llmlite::config::ProcessEnv;
-use llmlite::{AppState, rollup, telemetry};
+use llmlite::{AppState, clients::telemetry, rollup};
 use serde_json::Value;
 
 #[tokio::main]

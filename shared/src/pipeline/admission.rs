@@ -15,8 +15,8 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use sqlx::postgres::types::PgInterval;
 
-use crate::bedrock::Candidate;
 use crate::catalog::ModelEntry;
+use crate::clients::bedrock::Candidate;
 use crate::error::{ApiError, BudgetScope, Refusal, WorstCase};
 use crate::http::RequestId;
 use crate::keys::KeyHash;

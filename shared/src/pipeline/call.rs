@@ -10,8 +10,8 @@ use http::{HeaderMap, HeaderValue, header};
 
 use super::invocation::Invocation;
 use super::{Adapter, Admitted, Call};
-use crate::bedrock::{self, BedrockFailure};
 use crate::catalog::{ModelEntry, TokenUsage};
+use crate::clients::bedrock::{self, BedrockFailure};
 use crate::error::{ApiError, Refusal};
 use crate::pii::OutputGuard;
 use crate::record::{RequestRecord, Status};

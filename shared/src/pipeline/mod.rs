@@ -32,8 +32,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::auth;
-use crate::bedrock::Candidate;
 use crate::catalog::{ModelAlias, ModelEntry};
+use crate::clients::bedrock::Candidate;
 use crate::error::{ApiError, ErrorShape, Refusal};
 use crate::http::RequestId;
 use crate::keys::KeyHash;

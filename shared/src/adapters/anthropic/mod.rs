@@ -21,8 +21,8 @@ use http::{HeaderMap, HeaderValue};
 use serde_json::{Map, Value, json};
 
 use crate::auth;
-use crate::bedrock::{BedrockFailure, Candidate};
 use crate::catalog::{ModelEntry, TokenUsage};
+use crate::clients::bedrock::{BedrockFailure, Candidate};
 use crate::error::{ApiError, ErrorShape, Refusal};
 use crate::pii::{OutputGuard, Policy, Report, Scanner};
 use crate::pipeline::call::{self, AnswerBody, Answered, Failed};

@@ -14,8 +14,8 @@ use http::HeaderMap;
 use serde_json::{Value, json};
 
 use super::{Planned, usage_of};
-use crate::bedrock::BedrockFailure;
 use crate::catalog::TokenUsage;
+use crate::clients::bedrock::BedrockFailure;
 use crate::error::{ApiError, ErrorShape};
 use crate::pipeline::relay::{Decoder, Encoder, Piece, Streaming};
 

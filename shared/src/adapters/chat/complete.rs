@@ -9,8 +9,8 @@ use http::HeaderMap;
 
 use super::Answer;
 use super::converse::{self, JSON_TOOL, Planned};
-use crate::bedrock::BedrockFailure;
 use crate::catalog::TokenUsage;
+use crate::clients::bedrock::BedrockFailure;
 use crate::openai::{ChatCompletion, Choice, FunctionCall, ResponseMessage, ToolCall};
 use crate::pii::OutputGuard;
 use crate::pipeline::call::{self, AnswerBody, Answered, Failed};

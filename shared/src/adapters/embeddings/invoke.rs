@@ -12,8 +12,8 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use serde_json::{Value, json};
 
-use crate::bedrock::{self, BedrockFailure, Candidate};
 use crate::catalog::{EmbeddingApi, ModelEntry};
+use crate::clients::bedrock::{self, BedrockFailure, Candidate};
 use crate::error::ApiError;
 use crate::state::AppState;
 

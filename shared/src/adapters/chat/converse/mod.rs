@@ -15,7 +15,7 @@ use aws_smithy_types::{Document, Number};
 use base64::Engine;
 use serde_json::{Map, Value};
 
-use crate::bedrock::{BedrockFailure, Candidate};
+use crate::clients::bedrock::{BedrockFailure, Candidate};
 pub use answer::{finish_reason, from_document, openai_usage, to_document, token_usage};
 use options::{max_tokens, sampling, stop_sequences, thinking_budget};
 use tools::{history_tools, tool_choice, tool_spec, tool_specs};

@@ -19,9 +19,9 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use serde_json::Value;
 
+use crate::clients::store::Database;
 use crate::error::ApiError;
 use crate::http::RequestId;
-use crate::store::Database;
 
 /// Admin actions claimed per transaction when shipping.
 const ADMIN_BATCH: i64 = 200;
