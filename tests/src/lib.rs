@@ -19,14 +19,18 @@ use llmlite::AppState;
 use llmlite::clients::bedrock::RetryPolicy;
 use llmlite::clients::store::Database;
 use llmlite::config::{self, Config, DatabaseConfig};
-use llmlite::dev::bedrock_double::BedrockDouble;
 use llmlite::dev::embedded_pg::EmbeddedPostgres;
 use sqlx::postgres::PgConnection;
 use sqlx::{Connection, PgPool};
 
 pub mod deploy;
+mod gateway;
 pub mod lambda_runtime;
+mod reply;
 pub mod secrets_manager;
+
+pub use gateway::{KeyBy, SpendRow, TestGateway};
+pub use reply::{Event, Reply, responses_events, sse_data, sse_events};
 
 /// The master key the test configuration uses.
 pub const MASTER_KEY: &str = "sk-test-master-key-0123456789";
@@ -75,6 +79,16 @@ pub fn files_under(root: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out.sort();
     out
+}
+
+/// A model catalog file (for `LLMLITE_MODELS`) holding `toml`, alone in a new temporary
+/// directory: the file's parent, for the test to remove.
+pub fn models_file(toml: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("llmlite-models-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("create a temporary directory");
+    let path = dir.join("models.toml");
+    std::fs::write(&path, toml).expect("write the model catalog");
+    path
 }
 
 /// Replaces the user of a PostgreSQL URL (the servers the tests use trust loopback logins).
@@ -270,150 +284,6 @@ pub async fn serve(router: Router) -> SocketAddr {
         let _ = axum::serve(listener, router).await;
     });
     addr
-}
-
-/// The whole gateway over real HTTP, with its own database and Bedrock double.
-pub struct TestGateway {
-    pub db: TestDb,
-    pub double: BedrockDouble,
-    pub state: AppState,
-    pub addr: SocketAddr,
-    pub client: reqwest::Client,
-}
-
-impl TestGateway {
-    pub async fn start() -> Self {
-        Self::start_with(&[]).await
-    }
-
-    /// With extra environment variables (`LLMLITE_MODELS`, say).
-    pub async fn start_with(extra: &[(&str, &str)]) -> Self {
-        Self::start_adjusted(extra, |_| {}).await
-    }
-
-    /// With extra environment variables, and `adjust` applied to the state before it serves
-    /// (to inject a fault through [`llmlite::state::TestHooks`], say).
-    pub async fn start_adjusted(
-        extra: &[(&str, &str)],
-        adjust: impl FnOnce(&mut AppState),
-    ) -> Self {
-        Self::start_on(TestDb::new().await, extra, adjust).await
-    }
-
-    /// A gateway that reaches its PostgreSQL server at `authority` (`host:port`: a forwarder
-    /// the test can cut, say) instead of directly; the test's own pool still goes direct.
-    pub async fn start_via(authority: &str) -> Self {
-        let db = TestDb::new().await;
-        let url = with_authority(&db.url, authority);
-        Self::start_on(db, &[("DATABASE_URL", &url)], |_| {}).await
-    }
-
-    /// A gateway on an existing database `db`, with extra environment variables.
-    pub async fn start_on(
-        db: TestDb,
-        extra: &[(&str, &str)],
-        adjust: impl FnOnce(&mut AppState),
-    ) -> Self {
-        let double = BedrockDouble::start(0)
-            .await
-            .expect("start the Bedrock double");
-        let endpoint = double.endpoint();
-        let mut env: Vec<(&str, &str)> = vec![("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", &endpoint)];
-        env.extend_from_slice(extra);
-        let mut state = db.state_with(&env).await;
-        adjust(&mut state);
-        let addr = serve(llmlite::all_routes(state.clone())).await;
-        TestGateway {
-            db,
-            double,
-            state,
-            addr,
-            client: reqwest::Client::new(),
-        }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// `POST /v1/chat/completions` with the master key.
-    pub async fn chat(&self, body: serde_json::Value) -> reqwest::Response {
-        self.client
-            .post(self.url("/v1/chat/completions"))
-            .bearer_auth(MASTER_KEY)
-            .json(&body)
-            .send()
-            .await
-            .expect("request")
-    }
-
-    /// Waits until every request this gateway admitted has settled (settlement follows the
-    /// response, in a task of its own).
-    pub async fn settled(&self) {
-        self.state.settlements.drain().await;
-    }
-
-    /// Queues behaviours for the double's next calls.
-    pub async fn script(&self, behaviours: serde_json::Value) {
-        let response = self
-            .client
-            .post(format!("{}/__double/script", self.double.endpoint()))
-            .json(&behaviours)
-            .send()
-            .await
-            .expect("script the double");
-        assert!(response.status().is_success());
-    }
-
-    /// What the double was asked, in order.
-    pub async fn bedrock_calls(&self) -> Vec<serde_json::Value> {
-        self.client
-            .get(format!("{}/__double/calls", self.double.endpoint()))
-            .send()
-            .await
-            .expect("ask the double")
-            .json()
-            .await
-            .expect("calls as JSON")
-    }
-}
-
-impl TestGateway {
-    /// `POST /key/generate` with the master key; the response (with `key` and `token`).
-    pub async fn mint_key(&self, body: serde_json::Value) -> serde_json::Value {
-        let response = self
-            .client
-            .post(self.url("/key/generate"))
-            .bearer_auth(MASTER_KEY)
-            .json(&body)
-            .send()
-            .await
-            .expect("generate a key");
-        assert!(response.status().is_success(), "{}", response.status());
-        response.json().await.expect("the key as JSON")
-    }
-
-    /// [`TestGateway::mint_key`], for just the raw `sk-` key.
-    pub async fn mint_raw_key(&self, body: serde_json::Value) -> String {
-        self.mint_key(body).await["key"]
-            .as_str()
-            .expect("a generated key")
-            .to_owned()
-    }
-
-    /// `POST path` with the master key, expecting 200; the response body.
-    pub async fn admin(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
-        let response = self
-            .client
-            .post(self.url(path))
-            .bearer_auth(MASTER_KEY)
-            .json(&body)
-            .send()
-            .await
-            .expect("an admin request");
-        assert_eq!(response.status(), 200, "{path}");
-        response.json().await.expect("the answer as JSON")
-    }
 }
 
 /// Starts `llmlite serve` (the binary at `binary`) on a free loopback port against `database_url`
@@ -635,32 +505,6 @@ impl Outage {
     pub fn restore(&self) {
         self.up.store(true, std::sync::atomic::Ordering::SeqCst);
     }
-}
-
-/// The `data:` payloads of a server-sent-event body, in order.
-pub fn sse_data(body: &str) -> Vec<String> {
-    body.split("\n\n")
-        .filter_map(|event| event.strip_prefix("data: "))
-        .map(str::to_owned)
-        .collect()
-}
-
-/// The events of a Responses event stream (`event: <type>` and `data: <json>` lines each), as
-/// their data's JSON; each event's `event:` line must name its data's `type`.
-pub fn responses_events(body: &str) -> Vec<serde_json::Value> {
-    body.split("\n\n")
-        .filter(|event| !event.is_empty())
-        .map(|event| {
-            let (kind, data) = event
-                .strip_prefix("event: ")
-                .and_then(|e| e.split_once("\ndata: "))
-                .unwrap_or_else(|| panic!("not a Responses event: {event:?}"));
-            let data: serde_json::Value =
-                serde_json::from_str(data).unwrap_or_else(|e| panic!("{e}: {data}"));
-            assert_eq!(data["type"], kind, "{event}");
-            data
-        })
-        .collect()
 }
 
 /// `template.yaml`, as JSON: CloudFormation's short-form tags become their long forms

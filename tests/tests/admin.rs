@@ -32,17 +32,9 @@ impl Admin {
         key: Option<&str>,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut request = self.gw.client.request(method, self.gw.url(path));
-        if let Some(key) = key {
-            request = request.bearer_auth(key);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        assert!(response.headers().contains_key("x-request-id"));
-        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let reply = self.gw.request(method, path, key, body.as_ref()).await;
+        assert!(reply.headers.contains_key("x-request-id"));
+        let (status, body) = reply.status_and_json();
         if status >= 400 && path.starts_with("/v1/messages") {
             // Anthropic's Messages API answers in Anthropic's shape.
             assert_eq!(body["type"], "error", "{path}: {body}");
@@ -862,14 +854,11 @@ async fn the_openapi_document_is_served_and_matches_the_routes() {
     let admin = Admin::start().await;
     let response = admin
         .gw
-        .client
-        .get(admin.gw.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["content-type"], "application/json");
-    let doc: Value = response.json().await.unwrap();
+        .request(Method::GET, "/openapi.json", None, None)
+        .await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.headers["content-type"], "application/json");
+    let doc = response.json();
     assert_eq!(doc["openapi"], "3.0.3");
     let paths = doc["paths"].as_object().unwrap();
     assert!(paths.len() >= 26);

@@ -15,23 +15,6 @@ use llmlite_tests::{MASTER_KEY, TestGateway};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-/// `(status, body)` of one call with the master key or `key`.
-async fn call(
-    gw: &TestGateway,
-    method: Method,
-    path: &str,
-    key: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = gw.client.request(method, gw.url(path)).bearer_auth(key);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 #[tokio::test]
 async fn team_and_user_info_during_traffic_never_deadlock() {
     let gw = TestGateway::start_with(&[("LLMLITE_DB_POOL_SIZE", "8")]).await;
@@ -58,8 +41,10 @@ async fn team_and_user_info_during_traffic_never_deadlock() {
         async move {
             let body = json!({"model": "claude-sonnet-4-5", "max_tokens": 16,
                               "messages": [{"role": "user", "content": format!("busy {n}")}]});
-            let (status, body) =
-                call(gw, Method::POST, "/v1/chat/completions", &key, Some(body)).await;
+            let (status, body) = gw
+                .post("/v1/chat/completions", &key, body)
+                .await
+                .status_and_json();
             (format!("chat {n}"), status, body)
         }
     });
@@ -72,7 +57,7 @@ async fn team_and_user_info_during_traffic_never_deadlock() {
                 1 => "/user/info?user_id=busy-user".to_owned(),
                 _ => format!("/key/info?key={token}"),
             };
-            let (status, body) = call(gw, Method::GET, &path, MASTER_KEY, None).await;
+            let (status, body) = gw.get(&path, MASTER_KEY).await.status_and_json();
             (path, status, body)
         }
     });
@@ -94,7 +79,7 @@ async fn team_and_user_info_during_traffic_never_deadlock() {
                     json!({"key": token, "metadata": {"round": n}}),
                 ),
             };
-            let (status, body) = call(gw, Method::POST, path, MASTER_KEY, Some(body)).await;
+            let (status, body) = gw.post(path, MASTER_KEY, body).await.status_and_json();
             (path.to_owned(), status, body)
         }
     });
@@ -171,14 +156,10 @@ async fn a_chosen_key_outside_the_redactors_alphabet_is_refused_without_being_ec
         "pk-not-even-the-prefix-00001",
     ];
     for key in refused {
-        let (status, body) = call(
-            &gw,
-            Method::POST,
-            "/key/generate",
-            MASTER_KEY,
-            Some(json!({"key": key})),
-        )
-        .await;
+        let (status, body) = gw
+            .post("/key/generate", MASTER_KEY, json!({"key": key}))
+            .await
+            .status_and_json();
         assert_eq!(status, 400, "{key:?}: {body}");
         assert_eq!(body["error"]["type"], "invalid_request_error", "{key:?}");
         assert_eq!(body["error"]["param"], "key", "{key:?}");
@@ -189,14 +170,14 @@ async fn a_chosen_key_outside_the_redactors_alphabet_is_refused_without_being_ec
             "{key:?} echoed: {message}"
         );
 
-        let (status, body) = call(
-            &gw,
-            Method::POST,
-            "/key/regenerate",
-            MASTER_KEY,
-            Some(json!({"key": token, "new_key": key})),
-        )
-        .await;
+        let (status, body) = gw
+            .post(
+                "/key/regenerate",
+                MASTER_KEY,
+                json!({"key": token, "new_key": key}),
+            )
+            .await
+            .status_and_json();
         assert_eq!(status, 400, "regenerate {key:?}: {body}");
         assert_eq!(body["error"]["param"], "new_key", "{key:?}");
     }
@@ -307,36 +288,27 @@ async fn a_raw_key_in_a_url_is_refused_without_being_echoed_and_its_hash_works()
     }
 
     // The hash in the URL, or the key in a body, reads the key.
-    let (status, by_hash) = call(
-        &gw,
-        Method::GET,
-        &format!("/key/info?key={}", hash.as_str()),
-        MASTER_KEY,
-        None,
-    )
-    .await;
+    let (status, by_hash) = gw
+        .get(&format!("/key/info?key={}", hash.as_str()), MASTER_KEY)
+        .await
+        .status_and_json();
     assert_eq!(status, 200, "{by_hash}");
-    let (status, by_body) = call(
-        &gw,
-        Method::POST,
-        "/key/info",
-        MASTER_KEY,
-        Some(json!({"key": key})),
-    )
-    .await;
+    let (status, by_body) = gw
+        .post("/key/info", MASTER_KEY, json!({"key": key}))
+        .await
+        .status_and_json();
     assert_eq!(status, 200, "{by_body}");
     assert_eq!(by_hash, by_body);
     assert_eq!(by_body["info"]["key_alias"], "url-test");
     // A key may read itself by body, too, and an unknown field is refused.
-    let (status, own) = call(&gw, Method::POST, "/key/info", &key, Some(json!({}))).await;
+    let (status, own) = gw
+        .post("/key/info", &key, json!({}))
+        .await
+        .status_and_json();
     assert_eq!(status, 200, "{own}");
-    let (status, _) = call(
-        &gw,
-        Method::POST,
-        "/key/info",
-        MASTER_KEY,
-        Some(json!({"key": key, "extra": 1})),
-    )
-    .await;
+    let (status, _) = gw
+        .post("/key/info", MASTER_KEY, json!({"key": key, "extra": 1}))
+        .await
+        .status_and_json();
     assert_eq!(status, 400);
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use llmlite::clients::audit::{Auditor, Sink};
 use llmlite::rollup;
-use llmlite_tests::{MASTER_KEY, MotoS3, TestGateway};
+use llmlite_tests::{MASTER_KEY, MotoS3, Reply, TestGateway};
 use serde_json::{Value, json};
 
 /// Where a gateway's records went: its local directory, or the S3 bucket (moto).
@@ -70,25 +70,18 @@ impl Store<'_> {
 const BUCKET: &str = "llmlite-audit-kinds";
 
 async fn chat(gw: &TestGateway, key: &str, text: &str) -> (u16, String) {
-    let response = gw
-        .client
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(key)
-        .header("x-forwarded-for", "6.6.6.6, 203.0.113.7")
-        .header("user-agent", "audit-test/1.0")
-        .json(&json!({"model": "claude-haiku-4-5", "max_tokens": 32, "messages": [{"role": "user", "content": text}]}))
-        .send()
-        .await
-        .unwrap();
+    let response = Reply::read(
+        gw.client
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .header("x-forwarded-for", "6.6.6.6, 203.0.113.7")
+            .header("user-agent", "audit-test/1.0")
+            .json(&json!({"model": "claude-haiku-4-5", "max_tokens": 32, "messages": [{"role": "user", "content": text}]})),
+    )
+    .await;
     // Records are written after the response, with settlement.
     gw.settled().await;
-    (
-        response.status().as_u16(),
-        response.headers()["x-request-id"]
-            .to_str()
-            .unwrap()
-            .to_owned(),
-    )
+    (response.status, response.request_id())
 }
 
 const REQUEST_FIELDS: &[&str] = &[
@@ -480,16 +473,15 @@ async fn an_action_the_sink_refuses_stays_unshipped_and_out_of_the_outbox() {
 
     let started = Instant::now();
     let response = gw
-        .client
-        .post(gw.url("/key/generate"))
-        .bearer_auth(MASTER_KEY)
-        .json(&json!({"key_alias": "unshippable"}))
-        .send()
-        .await
-        .unwrap();
+        .post(
+            "/key/generate",
+            MASTER_KEY,
+            json!({"key_alias": "unshippable"}),
+        )
+        .await;
     let took = started.elapsed();
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
+    assert_eq!(response.status, 200);
+    let body = response.json();
     assert!(body["key"].as_str().unwrap().starts_with("sk-"));
     assert!(took < Duration::from_secs(3), "/key/generate took {took:?}");
     assert_eq!(shipped(&gw).await, (0, 1), "not delivered, so not shipped");

@@ -61,16 +61,15 @@ async fn every_record_arrives_exactly_once_across_an_s3_outage() {
         }
         let mut requests = futures_util::stream::iter(range)
             .map(|n| {
-                let request = gw
-                    .client
-                    .post(gw.url("/v1/chat/completions"))
-                    .bearer_auth(&key)
-                    .json(&json!({"model": "claude-haiku-4-5", "max_tokens": 8, "messages": [{"role": "user", "content": format!("n {n}")}]}))
-                    .send();
+                let request = gw.post(
+                    "/v1/chat/completions",
+                    &key,
+                    json!({"model": "claude-haiku-4-5", "max_tokens": 8, "messages": [{"role": "user", "content": format!("n {n}")}]}),
+                );
                 async move {
-                    let response = request.await.unwrap();
-                    assert_eq!(response.status(), 200);
-                    response.headers()["x-request-id"].to_str().unwrap().to_owned()
+                    let response = request.await;
+                    assert_eq!(response.status, 200);
+                    response.request_id()
                 }
             })
             .buffer_unordered(10);

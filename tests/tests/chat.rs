@@ -7,21 +7,20 @@
     reason = "a test fails loudly"
 )]
 
-use llmlite_tests::{MASTER_KEY, TestGateway, sse_data};
+use llmlite_tests::{MASTER_KEY, Reply, TestGateway, models_file};
+use reqwest::Method;
 use serde_json::{Value, json};
 
-async fn ok_json(response: reqwest::Response) -> (reqwest::header::HeaderMap, Value) {
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(status, 200, "{body}");
-    (headers, body)
+fn ok_json(reply: Reply) -> (reqwest::header::HeaderMap, Value) {
+    let body = reply.json();
+    assert_eq!(reply.status, 200, "{body}");
+    (reply.headers, body)
 }
 
-async fn error_json(response: reqwest::Response, status: u16) -> Value {
-    assert_eq!(response.status(), status);
-    assert_eq!(response.headers()["content-type"], "application/json");
-    let body: Value = response.json().await.unwrap();
+fn error_json(reply: Reply, status: u16) -> Value {
+    assert_eq!(reply.status, status);
+    assert_eq!(reply.headers["content-type"], "application/json");
+    let body = reply.json();
     assert_eq!(body["error"]["code"], status.to_string(), "{body}");
     body
 }
@@ -42,8 +41,7 @@ async fn a_plain_completion_comes_back_in_openai_shape_with_its_exact_cost() {
             ]
         }))
         .await,
-    )
-    .await;
+    );
     assert_eq!(body["object"], "chat.completion");
     assert_eq!(body["model"], "claude-haiku-4-5");
     assert!(body["id"].as_str().unwrap().starts_with("chatcmpl-"));
@@ -87,8 +85,7 @@ async fn consecutive_turns_of_one_role_are_merged_for_bedrock() {
             ]
         }))
         .await,
-    )
-    .await;
+    );
     assert_eq!(message(&body)["content"], "echo: third question");
     let sent = &gw.bedrock_calls().await[0]["body"];
     assert_eq!(
@@ -115,8 +112,7 @@ async fn temperature_and_top_p_are_not_sent_together_to_models_that_refuse_them(
                 "max_tokens": 100
             }))
             .await,
-        )
-        .await;
+        );
     }
     let calls = gw.bedrock_calls().await;
     assert_eq!(
@@ -150,8 +146,7 @@ async fn a_tool_round_trip_call_result_answer() {
             "tool_choice": "auto"
         }))
         .await,
-    )
-    .await;
+    );
     assert_eq!(first["choices"][0]["finish_reason"], "tool_calls");
     assert!(message(&first)["content"].is_null());
     let call = &message(&first)["tool_calls"][0];
@@ -172,8 +167,7 @@ async fn a_tool_round_trip_call_result_answer() {
             "tools": weather_tools()
         }))
         .await,
-    )
-    .await;
+    );
     assert_eq!(message(&second)["content"], "Tool result: 18C and sunny");
     let sent = &gw.bedrock_calls().await[1]["body"];
     assert_eq!(
@@ -197,8 +191,7 @@ async fn parallel_tool_calls_and_tool_choice_modes() {
             "tools": weather_tools()
         }))
         .await,
-    )
-    .await;
+    );
     let calls = message(&both)["tool_calls"].as_array().unwrap().clone();
     assert_eq!(calls.len(), 2);
     assert_ne!(calls[0]["id"], calls[1]["id"]);
@@ -218,8 +211,7 @@ async fn parallel_tool_calls_and_tool_choice_modes() {
                 "tool_choice": choice
             }))
             .await,
-        )
-        .await;
+        );
         let sent = gw.bedrock_calls().await.last().unwrap()["body"].clone();
         assert_eq!(sent["toolConfig"]["toolChoice"], expected);
     }
@@ -232,8 +224,7 @@ async fn parallel_tool_calls_and_tool_choice_modes() {
             "tool_choice": "none"
         }))
         .await,
-    )
-    .await;
+    );
     assert!(
         gw.bedrock_calls().await.last().unwrap()["body"]
             .get("toolConfig")
@@ -249,8 +240,7 @@ async fn parallel_tool_calls_and_tool_choice_modes() {
         }))
         .await,
         400,
-    )
-    .await;
+    );
     assert_eq!(body["error"]["param"], "tool_choice");
 }
 
@@ -268,8 +258,7 @@ async fn images_travel_as_bytes_and_remote_urls_are_refused() {
             ]}]
         }))
         .await,
-    )
-    .await;
+    );
     assert!(
         message(&body)["content"]
             .as_str()
@@ -301,8 +290,7 @@ async fn images_travel_as_bytes_and_remote_urls_are_refused() {
             }))
             .await,
             400,
-        )
-        .await;
+        );
         assert!(
             body["error"]["message"].as_str().unwrap().contains(needle),
             "{body}"
@@ -320,8 +308,7 @@ async fn stop_sequences_and_max_tokens() {
             "stop": "friend"
         }))
         .await,
-    )
-    .await;
+    );
     assert_eq!(message(&body)["content"], "echo: hello there ");
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
     assert_eq!(
@@ -336,8 +323,7 @@ async fn stop_sequences_and_max_tokens() {
             "max_completion_tokens": 2
         }))
         .await,
-    )
-    .await;
+    );
     assert_eq!(body["choices"][0]["finish_reason"], "length");
     assert_eq!(message(&body)["content"], "echo: one");
 
@@ -349,8 +335,7 @@ async fn stop_sequences_and_max_tokens() {
         }))
         .await,
         400,
-    )
-    .await;
+    );
     assert_eq!(body["error"]["param"], "stop");
     let body = error_json(
         gw.chat(json!({
@@ -360,16 +345,16 @@ async fn stop_sequences_and_max_tokens() {
         }))
         .await,
         400,
-    )
-    .await;
+    );
     assert_eq!(body["error"]["param"], "max_tokens");
 }
 
 async fn stream_body(gw: &TestGateway, body: Value) -> Vec<String> {
-    let response = gw.chat(body).await;
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["content-type"], "text/event-stream");
-    sse_data(&response.text().await.unwrap())
+    gw.stream("/v1/chat/completions", MASTER_KEY, body)
+        .await
+        .into_iter()
+        .map(|event| event.data)
+        .collect()
 }
 
 fn parse_chunks(events: &[String]) -> Vec<Value> {
@@ -510,8 +495,8 @@ async fn bedrock_errors_map_to_the_documented_statuses() {
         let response = gw
             .chat(json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]}))
             .await;
-        let retry_after = response.headers().get("retry-after").cloned();
-        let body = error_json(response, expected).await;
+        let retry_after = response.headers.get("retry-after").cloned();
+        let body = error_json(response, expected);
         assert!(!body.to_string().contains("arn:aws"), "{body}");
         let attempts = gw.bedrock_calls().await.len() - before;
         let transient = matches!(status, 429 | 500 | 503);
@@ -536,19 +521,14 @@ async fn throttling_is_retried_then_succeeds() {
     let (_, body) = ok_json(
         gw.chat(json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "patience"}]}))
             .await,
-    )
-    .await;
+    );
     assert_eq!(message(&body)["content"], "echo: patience");
     assert_eq!(gw.bedrock_calls().await.len(), 3);
 }
 
 #[tokio::test]
 async fn a_throttled_model_falls_back_to_the_next_in_the_catalog() {
-    let dir = std::env::temp_dir().join(format!("llmlite-models-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("models.toml");
-    std::fs::write(
-        &path,
+    let path = models_file(
         r#"
 [[model]]
 alias = "primary"
@@ -565,16 +545,14 @@ max_output_tokens = 1000
 context_window = 200000
 prices = { input = "1", output = "5", cache_read = "0.1", cache_write = "1.25" }
 "#,
-    )
-    .unwrap();
+    );
     let gw = TestGateway::start_with(&[("LLMLITE_MODELS", path.to_str().unwrap())]).await;
     let (headers, body) = ok_json(
         gw.chat(
             json!({"model": "primary", "messages": [{"role": "user", "content": "fall back"}]}),
         )
         .await,
-    )
-    .await;
+    );
     assert_eq!(body["model"], "primary");
     assert_eq!(headers["x-llmlite-served-model"], "backup");
     // Priced at the model that answered: 2 in x $1 + 3 out x $5 per million.
@@ -594,7 +572,7 @@ prices = { input = "1", output = "5", cache_read = "0.1", cache_write = "1.25" }
             "global.anthropic.double-backup"
         ]
     );
-    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 
 #[tokio::test]
@@ -608,8 +586,7 @@ async fn response_format_reasoning_and_prompt_caching() {
             "response_format": {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}
         }))
         .await,
-    )
-    .await;
+    );
     let content: Value = serde_json::from_str(message(&body)["content"].as_str().unwrap()).unwrap();
     assert_eq!(content, json!({"input": "give me json"}));
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
@@ -622,8 +599,7 @@ async fn response_format_reasoning_and_prompt_caching() {
             "response_format": {"type": "json_object"}
         }))
         .await,
-    )
-    .await;
+    );
     let sent = gw.bedrock_calls().await[1]["body"].clone();
     assert!(
         sent["system"][0]["text"]
@@ -640,8 +616,7 @@ async fn response_format_reasoning_and_prompt_caching() {
             "temperature": 0.2
         }))
         .await,
-    )
-    .await;
+    );
     assert_eq!(
         message(&body)["reasoning_content"],
         "thinking about: think hard"
@@ -664,8 +639,7 @@ async fn response_format_reasoning_and_prompt_caching() {
             ]}]
         }))
         .await,
-    )
-    .await;
+    );
     let sent = gw.bedrock_calls().await[3]["body"].clone();
     assert_eq!(
         sent["messages"][0]["content"][1],
@@ -726,7 +700,7 @@ async fn bad_requests_are_refused_before_bedrock_with_clear_errors() {
         ),
     ];
     for (request, status, kind) in cases {
-        let body = error_json(gw.chat(request.clone()).await, status).await;
+        let body = error_json(gw.chat(request.clone()).await, status);
         assert_eq!(body["error"]["type"], kind, "{request}");
     }
     assert!(
@@ -743,8 +717,7 @@ async fn bad_requests_are_refused_before_bedrock_with_clear_errors() {
             "metadata": {"team": "blue"}, "parallel_tool_calls": true, "store": false, "n": 1
         }))
         .await,
-    )
-    .await;
+    );
 }
 
 #[tokio::test]
@@ -753,25 +726,17 @@ async fn the_chat_routes_need_a_key() {
     let request =
         json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "x"}]});
     let missing = gw
-        .client
-        .post(gw.url("/v1/chat/completions"))
-        .json(&request)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        error_json(missing, 401).await["error"]["type"],
-        "missing_api_key"
-    );
+        .request(Method::POST, "/v1/chat/completions", None, Some(&request))
+        .await;
+    assert_eq!(error_json(missing, 401)["error"]["type"], "missing_api_key");
     let wrong = gw
-        .client
-        .post(gw.url("/chat/completions"))
-        .bearer_auth("sk-wrong-key-000000000000")
-        .json(&request)
-        .send()
-        .await
-        .unwrap();
-    let body = error_json(wrong, 401).await;
+        .post(
+            "/chat/completions",
+            "sk-wrong-key-000000000000",
+            request.clone(),
+        )
+        .await;
+    let body = error_json(wrong, 401);
     assert_eq!(body["error"]["type"], "token_not_found_in_db");
     assert!(!body.to_string().contains("sk-wrong"));
     let via_header = gw
@@ -789,14 +754,7 @@ async fn the_chat_routes_need_a_key() {
 async fn models_are_listed_in_openai_shape() {
     let gw = TestGateway::start().await;
     for path in ["/v1/models", "/models"] {
-        let response = gw
-            .client
-            .get(gw.url(path))
-            .bearer_auth(MASTER_KEY)
-            .send()
-            .await
-            .unwrap();
-        let (_, body) = ok_json(response).await;
+        let (_, body) = ok_json(gw.get(path, MASTER_KEY).await);
         assert_eq!(body["object"], "list");
         let ids: Vec<&str> = body["data"]
             .as_array()
@@ -820,25 +778,10 @@ async fn models_are_listed_in_openai_shape() {
                 .all(|m| m["object"] == "model")
         );
     }
-    let one = gw
-        .client
-        .get(gw.url("/models/claude-3-opus"))
-        .bearer_auth(MASTER_KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ok_json(one).await.1["id"], "claude-3-opus");
-    let none = gw
-        .client
-        .get(gw.url("/v1/models/nope"))
-        .bearer_auth(MASTER_KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        error_json(none, 404).await["error"]["type"],
-        "model_not_found"
-    );
-    let anonymous = gw.client.get(gw.url("/v1/models")).send().await.unwrap();
-    assert_eq!(anonymous.status(), 401);
+    let one = gw.get("/models/claude-3-opus", MASTER_KEY).await;
+    assert_eq!(ok_json(one).1["id"], "claude-3-opus");
+    let none = gw.get("/v1/models/nope", MASTER_KEY).await;
+    assert_eq!(error_json(none, 404)["error"]["type"], "model_not_found");
+    let anonymous = gw.request(Method::GET, "/v1/models", None, None).await;
+    assert_eq!(anonymous.status, 401);
 }

@@ -370,16 +370,13 @@ async fn a_key_made_in_the_console_is_shown_once_works_and_is_blocked_from_there
 
     // The key works; the keys page names it but never shows it again.
     let chat = gw
-        .client
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(&secret)
-        .json(
-            &json!({"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "hi"}]}),
+        .post(
+            "/v1/chat/completions",
+            &secret,
+            json!({"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "hi"}]}),
         )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(chat.status(), 200);
+        .await;
+    assert_eq!(chat.status, 200);
     gw.settled().await;
     let keys = page_text(&gw, "/ui/keys", &cookie).await;
     assert!(keys.contains("console-made"), "{keys}");
@@ -436,16 +433,13 @@ async fn a_key_made_in_the_console_is_shown_once_works_and_is_blocked_from_there
     .await;
     assert_eq!(status, 303);
     let chat = gw
-        .client
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(&secret)
-        .json(
-            &json!({"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "hi"}]}),
+        .post(
+            "/v1/chat/completions",
+            &secret,
+            json!({"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "hi"}]}),
         )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(chat.status(), 401);
+        .await;
+    assert_eq!(chat.status, 401);
     let keys = page_text(&gw, "/ui/keys", &cookie).await;
     assert!(keys.contains("status-blocked"), "{keys}");
 }
@@ -510,13 +504,13 @@ async fn the_spend_chart_reads_the_rollup_and_what_is_not_rolled_up_yet() {
         .mint_raw_key(json!({"key_alias": "red-1", "team_id": "red"}))
         .await;
     let chat = |text: &'static str| {
-        gw.client
-            .post(gw.url("/v1/chat/completions"))
-            .bearer_auth(&key)
-            .json(&json!({"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": text}]}))
-            .send()
+        gw.post(
+            "/v1/chat/completions",
+            &key,
+            json!({"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": text}]}),
+        )
     };
-    assert_eq!(chat("rolled up later").await.unwrap().status(), 200);
+    assert_eq!(chat("rolled up later").await.status, 200);
     gw.settled().await;
     let reports =
         std::env::temp_dir().join(format!("llmlite-console-spend-{}", std::process::id()));
@@ -528,7 +522,7 @@ async fn the_spend_chart_reads_the_rollup_and_what_is_not_rolled_up_yet() {
     )
     .await
     .unwrap();
-    assert_eq!(chat("not rolled up yet").await.unwrap().status(), 200);
+    assert_eq!(chat("not rolled up yet").await.status, 200);
     gw.settled().await;
     let expected: rust_decimal::Decimal =
         sqlx::query_scalar("SELECT sum(spend) FROM litellm_spend")
@@ -637,15 +631,14 @@ async fn a_keys_page_shows_every_limit_that_applies_and_which_would_refuse() {
         )
         .await;
     let response = gw
-        .client
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(&raw)
-        .json(&json!({"model": "claude-haiku-4-5", "max_tokens": 8,
-                      "messages": [{"role": "user", "content": "one"}]}))
-        .send()
-        .await
-        .unwrap();
-    let first = response.status().as_u16();
+        .post(
+            "/v1/chat/completions",
+            &raw,
+            json!({"model": "claude-haiku-4-5", "max_tokens": 8,
+                   "messages": [{"role": "user", "content": "one"}]}),
+        )
+        .await;
+    let first = response.status;
     gw.settled().await;
     let token: String = sqlx::query_scalar("SELECT token FROM litellm_verificationtoken")
         .persistent(false)
@@ -713,12 +706,16 @@ async fn a_key_is_regenerated_from_its_page_with_a_grace_period() {
     let new = page[at..].split('"').next().unwrap().to_owned();
     assert_ne!(new, old);
     let chat = |key: String| {
-        let request = gw
-            .client
-            .post(gw.url("/v1/chat/completions"))
-            .bearer_auth(key)
-            .json(&json!({"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "hi"}]}));
-        async move { request.send().await.unwrap().status().as_u16() }
+        let gw = &gw;
+        async move {
+            gw.post(
+                "/v1/chat/completions",
+                &key,
+                json!({"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "hi"}]}),
+            )
+            .await
+            .status
+        }
     };
     assert_eq!(chat(new.clone()).await, 200);
     assert_eq!(

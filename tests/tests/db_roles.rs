@@ -244,37 +244,27 @@ async fn the_application_role_runs_the_gateway_but_cannot_change_the_schema_or_t
         .mint_raw_key(json!({"max_budget": 5, "models": ["claude-haiku-4-5"], "rpm_limit": 100}))
         .await;
     let chat = gw
-        .client
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(&key)
-        .json(&json!({"model": "claude-haiku-4-5", "max_tokens": 32,
-                      "messages": [{"role": "user", "content": "hello"}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(chat.status(), 200, "{}", chat.text().await.unwrap());
+        .post(
+            "/v1/chat/completions",
+            &key,
+            json!({"model": "claude-haiku-4-5", "max_tokens": 32,
+                   "messages": [{"role": "user", "content": "hello"}]}),
+        )
+        .await;
+    assert_eq!(chat.status, 200, "{}", chat.text);
     let messages = gw
-        .client
-        .post(gw.url("/v1/messages"))
-        .header("x-api-key", &key)
-        .header("anthropic-version", "2023-06-01")
-        .json(&json!({"model": "claude-haiku-4-5", "max_tokens": 32,
-                      "messages": [{"role": "user", "content": "hello"}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(messages.status(), 200, "{}", messages.text().await.unwrap());
+        .post(
+            "/v1/messages",
+            &key,
+            json!({"model": "claude-haiku-4-5", "max_tokens": 32,
+                   "messages": [{"role": "user", "content": "hello"}]}),
+        )
+        .await;
+    assert_eq!(messages.status, 200, "{}", messages.text);
     gw.settled().await;
-    let info = gw
-        .client
-        .post(gw.url("/key/info"))
-        .bearer_auth(MASTER_KEY)
-        .json(&json!({"key": key}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(info.status(), 200);
-    let info: Value = info.json().await.unwrap();
+    let info = gw.post("/key/info", MASTER_KEY, json!({"key": key})).await;
+    assert_eq!(info.status, 200);
+    let info = info.json();
     let spend: f64 = info["info"]["spend"].as_f64().unwrap();
     assert!(spend > 0.0, "both requests were charged: {info}");
     gw.admin("/key/update", json!({"key": key, "max_budget": 6}))
@@ -303,14 +293,8 @@ async fn the_application_role_runs_the_gateway_but_cannot_change_the_schema_or_t
         "/key/list",
         "/health/readiness",
     ] {
-        let response = gw
-            .client
-            .get(gw.url(path))
-            .bearer_auth(MASTER_KEY)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200, "{path}");
+        let response = gw.get(path, MASTER_KEY).await;
+        assert_eq!(response.status, 200, "{path}");
     }
     // The daily rollup, as the application role.
     let schedule: Value = serde_json::from_str(

@@ -11,28 +11,15 @@
 
 use base64::Engine;
 use llmlite::dev::bedrock_double::embedding_vector;
-use llmlite_tests::{MASTER_KEY, TestGateway};
+use llmlite_tests::{KeyBy, MASTER_KEY, TestGateway};
+use reqwest::Method;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
 const TITAN: &str = "titan-embed-text-v2";
 const COHERE: &str = "cohere-embed-english-v3";
 
-async fn embed(gw: &TestGateway, key: &str, body: Value) -> (u16, http::HeaderMap, Value) {
-    let response = gw
-        .client
-        .post(gw.url("/v1/embeddings"))
-        .bearer_auth(key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let text = response.text().await.unwrap();
-    let body = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
-    (status, headers, body)
-}
+const EMBEDDINGS: &str = "/v1/embeddings";
 
 /// The vectors of an answer, decoded from base64 where they are.
 fn vectors(answer: &Value) -> Vec<Vec<f32>> {
@@ -58,27 +45,6 @@ fn vectors(answer: &Value) -> Vec<Vec<f32>> {
         .collect()
 }
 
-async fn spend_rows(gw: &TestGateway) -> Vec<(String, String, i64, Decimal)> {
-    gw.settled().await;
-    sqlx::query_as(
-        "SELECT call_type, status, prompt_tokens::bigint, spend FROM litellm_spend
-         ORDER BY start_time",
-    )
-    .persistent(false)
-    .fetch_all(&gw.db.pool)
-    .await
-    .unwrap()
-}
-
-async fn key_spend(gw: &TestGateway, alias: &str) -> Decimal {
-    sqlx::query_scalar("SELECT spend FROM litellm_verificationtoken WHERE key_alias = $1")
-        .bind(alias)
-        .persistent(false)
-        .fetch_one(&gw.db.pool)
-        .await
-        .unwrap()
-}
-
 fn price(text: &str) -> Decimal {
     text.parse().unwrap()
 }
@@ -91,13 +57,15 @@ async fn batches_are_split_per_model_reassembled_in_order_and_settled_once_at_be
         .await;
 
     // One string on Titan, the default 1024 dimensions, floats.
-    let (status, headers, answer) = embed(
-        &gw,
-        &key,
-        json!({"model": TITAN, "input": "hello embedding world", "user": "svc"}),
-    )
-    .await;
-    assert_eq!(status, 200, "{answer}");
+    let reply = gw
+        .post(
+            EMBEDDINGS,
+            &key,
+            json!({"model": TITAN, "input": "hello embedding world", "user": "svc"}),
+        )
+        .await;
+    let answer = reply.json();
+    assert_eq!(reply.status, 200, "{answer}");
     assert_eq!(answer["object"], "list");
     assert_eq!(answer["model"], TITAN);
     assert_eq!(
@@ -108,7 +76,7 @@ async fn batches_are_split_per_model_reassembled_in_order_and_settled_once_at_be
         answer["usage"],
         json!({"prompt_tokens": 3, "total_tokens": 3})
     );
-    let cost: Decimal = headers["x-litellm-response-cost"]
+    let cost: Decimal = reply.headers["x-litellm-response-cost"]
         .to_str()
         .unwrap()
         .parse()
@@ -121,28 +89,29 @@ async fn batches_are_split_per_model_reassembled_in_order_and_settled_once_at_be
     // 200 texts on Cohere (96 a call: three calls), base64, on the path without /v1.
     let texts: Vec<String> = (0..200).map(|i| format!("passage number {i}")).collect();
     let response = gw
-        .client
-        .post(gw.url("/embeddings"))
-        .bearer_auth(&key)
-        .json(&json!({"model": COHERE, "input": texts, "encoding_format": "base64"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let answer: Value = response.json().await.unwrap();
+        .post(
+            "/embeddings",
+            &key,
+            json!({"model": COHERE, "input": texts, "encoding_format": "base64"}),
+        )
+        .await;
+    assert_eq!(response.status, 200);
+    let answer = response.json();
     let expected: Vec<Vec<f32>> = texts.iter().map(|t| embedding_vector(t, 1024)).collect();
     assert_eq!(vectors(&answer), expected);
     assert_eq!(answer["usage"]["prompt_tokens"], 600);
 
     // Seven texts on Titan at 256 dimensions: seven calls, concurrently, in order.
     let seven: Vec<String> = (0..7).map(|i| format!("short text {i}")).collect();
-    let (status, _, answer) = embed(
-        &gw,
-        &key,
-        json!({"model": TITAN, "input": seven, "dimensions": 256, "encoding_format": "float"}),
-    )
-    .await;
-    assert_eq!(status, 200, "{answer}");
+    let reply = gw
+        .post(
+            EMBEDDINGS,
+            &key,
+            json!({"model": TITAN, "input": seven, "dimensions": 256, "encoding_format": "float"}),
+        )
+        .await;
+    let answer = reply.json();
+    assert_eq!(reply.status, 200, "{answer}");
     let expected: Vec<Vec<f32>> = seven.iter().map(|t| embedding_vector(t, 256)).collect();
     assert_eq!(vectors(&answer), expected);
 
@@ -168,19 +137,22 @@ async fn batches_are_split_per_model_reassembled_in_order_and_settled_once_at_be
     );
 
     // Three requests, three rows, each once; the key pays exactly what they say.
-    let rows = spend_rows(&gw).await;
-    let tokens: Vec<i64> = rows.iter().map(|r| r.2).collect();
+    let rows = gw.spend_rows().await;
+    let tokens: Vec<i64> = rows.iter().map(|r| r.prompt_tokens).collect();
     assert_eq!(tokens, [3, 600, 21]);
     for row in &rows {
-        assert_eq!((row.0.as_str(), row.1.as_str()), ("aembedding", "success"));
+        assert_eq!(
+            (row.call_type.as_str(), row.status.as_str()),
+            ("aembedding", "success")
+        );
     }
-    assert_eq!(rows[0].3, cost);
+    assert_eq!(rows[0].spend, cost);
     assert_eq!(
-        rows[1].3,
+        rows[1].spend,
         price("0.10") * Decimal::from(600) / Decimal::from(1_000_000)
     );
-    let total: Decimal = rows.iter().map(|r| r.3).sum();
-    assert_eq!(key_spend(&gw, "search").await, total);
+    let total: Decimal = rows.iter().map(|r| r.spend).sum();
+    assert_eq!(gw.key_spend(KeyBy::Alias("search")).await, total);
 }
 
 #[tokio::test]
@@ -231,8 +203,9 @@ async fn bad_input_gets_openai_shaped_400s_naming_the_field_and_spends_nothing()
         (json!({"model": "claude-haiku-4-5", "input": "x"}), "model"),
     ];
     for (body, field) in cases {
-        let (status, _, error) = embed(&gw, &key, body.clone()).await;
-        assert_eq!(status, 400, "{body}: {error}");
+        let reply = gw.post(EMBEDDINGS, &key, body.clone()).await;
+        let error = reply.json();
+        assert_eq!(reply.status, 400, "{body}: {error}");
         assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
         assert_eq!(error["error"]["param"], field, "{body}: {error}");
         assert_eq!(error["error"]["code"], "400");
@@ -250,37 +223,35 @@ async fn bad_input_gets_openai_shaped_400s_naming_the_field_and_spends_nothing()
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
-    let (status, _, error) = embed(
-        &gw,
-        &key,
-        json!({"model": "text-embedding-3-small", "input": "x"}),
-    )
-    .await;
-    assert_eq!(status, 404, "{error}");
+    let reply = gw
+        .post(
+            EMBEDDINGS,
+            &key,
+            json!({"model": "text-embedding-3-small", "input": "x"}),
+        )
+        .await;
+    let error = reply.json();
+    assert_eq!(reply.status, 404, "{error}");
     // No key: 401 before the body is read.
     let response = gw
-        .client
-        .post(gw.url("/v1/embeddings"))
-        .json(&json!({"model": TITAN, "input": "x"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 401);
+        .request(
+            Method::POST,
+            EMBEDDINGS,
+            None,
+            Some(&json!({"model": TITAN, "input": "x"})),
+        )
+        .await;
+    assert_eq!(response.status, 401);
 
     assert!(gw.bedrock_calls().await.is_empty());
-    assert!(spend_rows(&gw).await.is_empty());
-    assert_eq!(key_spend(&gw, "strict").await, Decimal::ZERO);
+    assert!(gw.spend_rows().await.is_empty());
+    assert_eq!(gw.key_spend(KeyBy::Alias("strict")).await, Decimal::ZERO);
     // Nothing was taken from the rate limit either: the key's 100 requests are all there.
     let remaining = gw
-        .client
-        .post(gw.url("/v1/embeddings"))
-        .bearer_auth(&key)
-        .json(&json!({"model": TITAN, "input": "ok"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(remaining.status(), 200);
-    assert_eq!(remaining.headers()["x-ratelimit-remaining-requests"], "99");
+        .post(EMBEDDINGS, &key, json!({"model": TITAN, "input": "ok"}))
+        .await;
+    assert_eq!(remaining.status, 200);
+    assert_eq!(remaining.headers["x-ratelimit-remaining-requests"], "99");
 }
 
 #[tokio::test]
@@ -289,8 +260,8 @@ async fn chat_and_embedding_aliases_are_not_interchangeable_and_models_lists_bot
     let response = gw
         .chat(json!({"model": TITAN, "messages": [{"role": "user", "content": "hi"}]}))
         .await;
-    assert_eq!(response.status(), 400);
-    let error: Value = response.json().await.unwrap();
+    assert_eq!(response.status, 400);
+    let error = response.json();
     assert_eq!(error["error"]["param"], "model", "{error}");
     assert!(
         error["error"]["message"]
@@ -299,24 +270,24 @@ async fn chat_and_embedding_aliases_are_not_interchangeable_and_models_lists_bot
             .contains("/v1/embeddings")
     );
     let response = gw
-        .client
-        .post(gw.url("/v1/messages"))
-        .header("x-api-key", MASTER_KEY)
-        .header("anthropic-version", "2023-06-01")
-        .json(&json!({"model": COHERE, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 400);
-    let error: Value = response.json().await.unwrap();
+        .post(
+            "/v1/messages",
+            MASTER_KEY,
+            json!({"model": COHERE, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(response.status, 400);
+    let error = response.json();
     assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
-    let (status, _, error) = embed(
-        &gw,
-        MASTER_KEY,
-        json!({"model": "claude-sonnet-4-5", "input": "x"}),
-    )
-    .await;
-    assert_eq!(status, 400, "{error}");
+    let reply = gw
+        .post(
+            EMBEDDINGS,
+            MASTER_KEY,
+            json!({"model": "claude-sonnet-4-5", "input": "x"}),
+        )
+        .await;
+    let error = reply.json();
+    assert_eq!(reply.status, 400, "{error}");
     assert!(
         error["error"]["message"]
             .as_str()
@@ -326,16 +297,7 @@ async fn chat_and_embedding_aliases_are_not_interchangeable_and_models_lists_bot
     assert!(gw.bedrock_calls().await.is_empty());
 
     // OpenAI lists its embedding models with the rest; Anthropic's list has chat models only.
-    let models: Value = gw
-        .client
-        .get(gw.url("/v1/models"))
-        .bearer_auth(MASTER_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models = gw.get("/v1/models", MASTER_KEY).await.json();
     let owner = |id: &str| {
         models["data"]
             .as_array()
@@ -365,14 +327,16 @@ async fn chat_and_embedding_aliases_are_not_interchangeable_and_models_lists_bot
 async fn a_batch_with_a_failing_part_settles_once_paying_the_parts_bedrock_answered() {
     let gw = TestGateway::start().await;
     let key = gw.mint_raw_key(json!({"key_alias": "partial"})).await;
-    let (status, _, error) = embed(
-        &gw,
-        &key,
-        json!({"model": TITAN,
-               "input": ["one two", "bad [[error:400:ValidationException]]", "three"]}),
-    )
-    .await;
-    assert_eq!(status, 400, "{error}");
+    let reply = gw
+        .post(
+            EMBEDDINGS,
+            &key,
+            json!({"model": TITAN,
+                   "input": ["one two", "bad [[error:400:ValidationException]]", "three"]}),
+        )
+        .await;
+    let error = reply.json();
+    assert_eq!(reply.status, 400, "{error}");
     assert!(
         error["error"]["message"]
             .as_str()
@@ -384,25 +348,30 @@ async fn a_batch_with_a_failing_part_settles_once_paying_the_parts_bedrock_answe
     // failure reaches it; a throttled part is retried, then fails the request as a 429.
     gw.script(json!([{"throttle": true}, {"throttle": true}, {"throttle": true}]))
         .await;
-    let (status, _, _) = embed(&gw, &key, json!({"model": COHERE, "input": ["a b", "c"]})).await;
-    assert_eq!(status, 429);
+    let reply = gw
+        .post(
+            EMBEDDINGS,
+            &key,
+            json!({"model": COHERE, "input": ["a b", "c"]}),
+        )
+        .await;
+    assert_eq!(reply.status, 429);
 
-    let rows = spend_rows(&gw).await;
+    let rows = gw.spend_rows().await;
     assert_eq!(rows.len(), 2, "{rows:?}");
     // The two parts that answered (2 + 1 words) are paid; the failed one is not.
-    assert_eq!(rows[0].1, "failure");
-    assert_eq!(rows[0].2, 3);
+    assert_eq!(rows[0].status, "failure");
+    assert_eq!(rows[0].prompt_tokens, 3);
     assert_eq!(
-        rows[0].3,
+        rows[0].spend,
         price("0.02") * Decimal::from(3) / Decimal::from(1_000_000)
     );
-    assert_eq!((rows[1].1.as_str(), rows[1].2), ("failure", 0));
-    assert_eq!(key_spend(&gw, "partial").await, rows[0].3);
-    let open: i64 = sqlx::query_scalar("SELECT count(*) FROM llmlite_inflight")
-        .persistent(false)
-        .fetch_one(&gw.db.pool)
-        .await
-        .unwrap();
+    assert_eq!(
+        (rows[1].status.as_str(), rows[1].prompt_tokens),
+        ("failure", 0)
+    );
+    assert_eq!(gw.key_spend(KeyBy::Alias("partial")).await, rows[0].spend);
+    let open = gw.count("SELECT count(*) FROM llmlite_inflight").await;
     assert_eq!(open, 0, "every reservation was released");
 }
 
@@ -414,13 +383,15 @@ async fn budgets_rate_limits_pii_and_the_audit_trail_hold_on_embeddings() {
     let key = gw
         .mint_raw_key(json!({"key_alias": "tiny", "max_budget": 0.0000001}))
         .await;
-    let (status, _, error) = embed(
-        &gw,
-        &key,
-        json!({"model": TITAN, "input": "forty bytes of text, ten estimated toks"}),
-    )
-    .await;
-    assert_eq!(status, 403, "{error}");
+    let reply = gw
+        .post(
+            EMBEDDINGS,
+            &key,
+            json!({"model": TITAN, "input": "forty bytes of text, ten estimated toks"}),
+        )
+        .await;
+    let error = reply.json();
+    assert_eq!(reply.status, 403, "{error}");
     assert_eq!(error["error"]["type"], "budget_exceeded");
 
     // Two requests a minute: the third is limited, whatever its batch size.
@@ -428,15 +399,16 @@ async fn budgets_rate_limits_pii_and_the_audit_trail_hold_on_embeddings() {
         .mint_raw_key(json!({"key_alias": "rpm", "rpm_limit": 2}))
         .await;
     for expected in [200, 200, 429] {
-        let (status, headers, _) = embed(
-            &gw,
-            &key,
-            json!({"model": COHERE, "input": ["a", "b", "c"]}),
-        )
-        .await;
-        assert_eq!(status, expected);
+        let reply = gw
+            .post(
+                EMBEDDINGS,
+                &key,
+                json!({"model": COHERE, "input": ["a", "b", "c"]}),
+            )
+            .await;
+        assert_eq!(reply.status, expected);
         if expected == 429 {
-            assert!(headers.contains_key("retry-after"));
+            assert!(reply.headers.contains_key("retry-after"));
         }
     }
     // Ten tokens a minute: batches of three estimated (and counted) tokens; the fourth is over.
@@ -445,36 +417,40 @@ async fn budgets_rate_limits_pii_and_the_audit_trail_hold_on_embeddings() {
         .await;
     let mut statuses = Vec::new();
     for _ in 0..4 {
-        let (status, _, _) = embed(
-            &gw,
-            &key,
-            json!({"model": COHERE, "input": ["qzq", "wxw", "zvz"]}),
-        )
-        .await;
-        statuses.push(status);
+        let reply = gw
+            .post(
+                EMBEDDINGS,
+                &key,
+                json!({"model": COHERE, "input": ["qzq", "wxw", "zvz"]}),
+            )
+            .await;
+        statuses.push(reply.status);
     }
     assert_eq!(statuses, [200, 200, 200, 429]);
     let bedrock_before = gw.bedrock_calls().await.len();
 
     // A card number in any input blocks the batch; an e-mail address is masked before Bedrock.
     let key = gw.mint_raw_key(json!({"key_alias": "pii"})).await;
-    let (status, _, error) = embed(
-        &gw,
-        &key,
-        json!({"model": COHERE, "input": ["fine", "card 4539 1488 0343 6467"]}),
-    )
-    .await;
-    assert_eq!(status, 400, "{error}");
+    let reply = gw
+        .post(
+            EMBEDDINGS,
+            &key,
+            json!({"model": COHERE, "input": ["fine", "card 4539 1488 0343 6467"]}),
+        )
+        .await;
+    let error = reply.json();
+    assert_eq!(reply.status, 400, "{error}");
     assert_eq!(error["error"]["type"], "pii_blocked");
     assert!(!error.to_string().contains("4539"));
     assert_eq!(gw.bedrock_calls().await.len(), bedrock_before);
-    let (status, _, _) = embed(
-        &gw,
-        &key,
-        json!({"model": TITAN, "input": ["mail boss@example.com today"]}),
-    )
-    .await;
-    assert_eq!(status, 200);
+    let reply = gw
+        .post(
+            EMBEDDINGS,
+            &key,
+            json!({"model": TITAN, "input": ["mail boss@example.com today"]}),
+        )
+        .await;
+    assert_eq!(reply.status, 200);
     let calls = gw.bedrock_calls().await;
     let sent = calls.last().unwrap()["body"]["inputText"].as_str().unwrap();
     assert!(!sent.contains("boss@example.com"), "{sent}");
@@ -513,8 +489,8 @@ async fn metadata_is_kept_as_chat_keeps_it_up_to_16_kib() {
         ),
     ] {
         let body = json!({"model": "titan-embed-text-v2", "input": "hello", "metadata": metadata});
-        let (status, _, _) = embed(&gw, &key, body).await;
-        assert_eq!(status, 200);
+        let reply = gw.post(EMBEDDINGS, &key, body).await;
+        assert_eq!(reply.status, 200);
         gw.settled().await;
         let kept: Value = sqlx::query_scalar(
             "SELECT metadata FROM litellm_spend ORDER BY start_time DESC LIMIT 1",

@@ -26,29 +26,15 @@ fn audit_records(gw: &TestGateway) -> Vec<String> {
         .collect()
 }
 
-async fn post(gw: &TestGateway, path: &str, key: &str, body: Value) -> (u16, Value) {
-    let response = gw
-        .client
-        .post(gw.url(path))
-        .bearer_auth(key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 async fn chat(gw: &TestGateway, key: &str, end_user: &str) -> u16 {
-    post(
-        gw,
+    gw.post(
         "/v1/chat/completions",
         key,
         json!({"model": "claude-haiku-4-5", "max_tokens": 16, "user": end_user,
                "messages": [{"role": "user", "content": "hello"}]}),
     )
     .await
-    .0
+    .status
 }
 
 /// Every (table, column) of the schema that holds text or JSON.
@@ -108,33 +94,36 @@ async fn an_erased_user_leaves_no_id_or_email_anywhere_and_the_totals_stay() {
     let tag = &uuid::Uuid::new_v4().simple().to_string()[..10];
     let user_id = format!("erasure-subject-{tag}");
     let email = format!("subject.{tag}@example.org");
-    let (status, created) = post(
-        &gw,
-        "/user/new",
-        MASTER_KEY,
-        json!({"user_id": user_id, "user_email": email, "user_alias": format!("Subject {tag}")}),
-    )
-    .await;
+    let (status, created) = gw
+        .post(
+            "/user/new",
+            MASTER_KEY,
+            json!({"user_id": user_id, "user_email": email, "user_alias": format!("Subject {tag}")}),
+        )
+        .await
+        .status_and_json();
     assert_eq!(status, 200, "{created}");
     let first = created["key"].as_str().unwrap().to_owned();
-    let (status, second) = post(
-        &gw,
-        "/key/generate",
-        MASTER_KEY,
-        json!({"user_id": user_id, "key_alias": format!("laptop-of-{user_id}"),
-               "metadata": {"contact": email}}),
-    )
-    .await;
+    let (status, second) = gw
+        .post(
+            "/key/generate",
+            MASTER_KEY,
+            json!({"user_id": user_id, "key_alias": format!("laptop-of-{user_id}"),
+                   "metadata": {"contact": email}}),
+        )
+        .await
+        .status_and_json();
     assert_eq!(status, 200, "{second}");
     let second = second["key"].as_str().unwrap().to_owned();
     // A bystander whose requests name the subject as their end user.
-    let (_, bystander) = post(
-        &gw,
-        "/user/new",
-        MASTER_KEY,
-        json!({"user_id": format!("bystander-{tag}")}),
-    )
-    .await;
+    let (_, bystander) = gw
+        .post(
+            "/user/new",
+            MASTER_KEY,
+            json!({"user_id": format!("bystander-{tag}")}),
+        )
+        .await
+        .status_and_json();
     let bystander = bystander["key"].as_str().unwrap().to_owned();
 
     for _ in 0..3 {
@@ -152,8 +141,7 @@ async fn an_erased_user_leaves_no_id_or_email_anywhere_and_the_totals_stay() {
     assert_eq!(chat(&gw, &first, &email).await, 200);
     assert_eq!(chat(&gw, &bystander, &email).await, 200);
     gw.settled().await;
-    post(
-        &gw,
+    gw.post(
         "/key/update",
         MASTER_KEY,
         json!({"key": second, "key_alias": format!("renamed-{user_id}")}),
@@ -164,13 +152,14 @@ async fn an_erased_user_leaves_no_id_or_email_anywhere_and_the_totals_stay() {
     assert!(!search(&gw.db.pool, &user_id).await.is_empty());
     assert!(!search(&gw.db.pool, &email).await.is_empty());
 
-    let (status, answer) = post(
-        &gw,
-        "/user/delete",
-        MASTER_KEY,
-        json!({"user_ids": [user_id], "erase": true}),
-    )
-    .await;
+    let (status, answer) = gw
+        .post(
+            "/user/delete",
+            MASTER_KEY,
+            json!({"user_ids": [user_id], "erase": true}),
+        )
+        .await
+        .status_and_json();
     assert_eq!(status, 200, "{answer}");
     let pseudonym = answer["pseudonyms"][0].as_str().unwrap().to_owned();
     assert!(pseudonym.starts_with("erased-user-"), "{pseudonym}");
@@ -223,25 +212,26 @@ async fn an_erased_user_leaves_no_id_or_email_anywhere_and_the_totals_stay() {
 #[tokio::test]
 async fn admin_records_keep_ids_but_never_free_text() {
     let gw = TestGateway::start().await;
-    let (status, _) = post(
-        &gw,
-        "/user/new",
-        MASTER_KEY,
-        json!({"user_id": "free-text-user", "user_email": "jane.doe@example.com",
-               "user_alias": "Jane Doe", "auto_create_key": false}),
-    )
-    .await;
+    let (status, _) = gw
+        .post(
+            "/user/new",
+            MASTER_KEY,
+            json!({"user_id": "free-text-user", "user_email": "jane.doe@example.com",
+                   "user_alias": "Jane Doe", "auto_create_key": false}),
+        )
+        .await
+        .status_and_json();
     assert_eq!(status, 200);
-    let (_, key) = post(
-        &gw,
-        "/key/generate",
-        MASTER_KEY,
-        json!({"user_id": "free-text-user", "key_alias": "janes-laptop",
-               "metadata": {"note": "Jane's card 4111"}}),
-    )
-    .await;
-    post(
-        &gw,
+    let (_, key) = gw
+        .post(
+            "/key/generate",
+            MASTER_KEY,
+            json!({"user_id": "free-text-user", "key_alias": "janes-laptop",
+                   "metadata": {"note": "Jane's card 4111"}}),
+        )
+        .await
+        .status_and_json();
+    gw.post(
         "/key/update",
         MASTER_KEY,
         json!({"key": key["token"], "key_alias": "janes-desktop"}),
@@ -280,13 +270,14 @@ async fn admin_records_keep_ids_but_never_free_text() {
 #[tokio::test]
 async fn erasing_a_key_removes_its_row_and_the_free_text_of_its_spend() {
     let gw = TestGateway::start().await;
-    let (_, minted) = post(
-        &gw,
-        "/key/generate",
-        MASTER_KEY,
-        json!({"key_alias": "to-be-erased", "user_id": "keeps-their-account"}),
-    )
-    .await;
+    let (_, minted) = gw
+        .post(
+            "/key/generate",
+            MASTER_KEY,
+            json!({"key_alias": "to-be-erased", "user_id": "keeps-their-account"}),
+        )
+        .await
+        .status_and_json();
     let key = minted["key"].as_str().unwrap().to_owned();
     let hash = KeyHash::of(&key);
     for _ in 0..2 {
@@ -296,26 +287,24 @@ async fn erasing_a_key_removes_its_row_and_the_free_text_of_its_spend() {
     let before = totals(&gw.db.pool).await;
 
     // An admin may erase; a plain key may not, and nothing happens.
-    let (status, _) = post(
-        &gw,
-        "/key/delete",
-        &key,
-        json!({"keys": [key], "erase": true}),
-    )
-    .await;
+    let (status, _) = gw
+        .post("/key/delete", &key, json!({"keys": [key], "erase": true}))
+        .await
+        .status_and_json();
     assert_eq!(status, 403);
     assert_eq!(chat(&gw, &key, "end-user-pat").await, 200);
     gw.settled().await;
     let before_with_third = totals(&gw.db.pool).await;
     assert_ne!(before, before_with_third);
 
-    let (status, answer) = post(
-        &gw,
-        "/key/delete",
-        MASTER_KEY,
-        json!({"keys": [key], "erase": true}),
-    )
-    .await;
+    let (status, answer) = gw
+        .post(
+            "/key/delete",
+            MASTER_KEY,
+            json!({"keys": [key], "erase": true}),
+        )
+        .await
+        .status_and_json();
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["deleted_keys"][0], hash.as_str());
     assert_eq!(search(&gw.db.pool, "to-be-erased").await, Vec::new());
@@ -339,13 +328,10 @@ async fn erasing_a_key_removes_its_row_and_the_free_text_of_its_spend() {
 #[tokio::test]
 async fn an_erasure_waits_for_requests_in_flight_and_pseudonyms_are_stable() {
     let gw = TestGateway::start().await;
-    let (_, minted) = post(
-        &gw,
-        "/user/new",
-        MASTER_KEY,
-        json!({"user_id": "busy-subject"}),
-    )
-    .await;
+    let (_, minted) = gw
+        .post("/user/new", MASTER_KEY, json!({"user_id": "busy-subject"}))
+        .await
+        .status_and_json();
     let key = minted["key"].as_str().unwrap().to_owned();
     // A request in flight (its lease), as admission leaves it.
     sqlx::query(
@@ -358,7 +344,10 @@ async fn an_erasure_waits_for_requests_in_flight_and_pseudonyms_are_stable() {
     .await
     .unwrap();
     let erase = json!({"user_ids": ["busy-subject"], "erase": true});
-    let (status, refused) = post(&gw, "/user/delete", MASTER_KEY, erase.clone()).await;
+    let (status, refused) = gw
+        .post("/user/delete", MASTER_KEY, erase.clone())
+        .await
+        .status_and_json();
     assert_eq!(status, 409, "{refused}");
     assert!(
         refused["error"]["message"]
@@ -374,40 +363,37 @@ async fn an_erasure_waits_for_requests_in_flight_and_pseudonyms_are_stable() {
         .execute(&gw.db.pool)
         .await
         .unwrap();
-    let (status, first) = post(&gw, "/user/delete", MASTER_KEY, erase.clone()).await;
+    let (status, first) = gw
+        .post("/user/delete", MASTER_KEY, erase.clone())
+        .await
+        .status_and_json();
     assert_eq!(status, 200, "{first}");
     // The same ID, made again and erased again, gets the same pseudonym.
-    post(
-        &gw,
-        "/user/new",
-        MASTER_KEY,
-        json!({"user_id": "busy-subject"}),
-    )
-    .await;
-    let (status, second) = post(&gw, "/user/delete", MASTER_KEY, erase).await;
+    gw.post("/user/new", MASTER_KEY, json!({"user_id": "busy-subject"}))
+        .await;
+    let (status, second) = gw
+        .post("/user/delete", MASTER_KEY, erase)
+        .await
+        .status_and_json();
     assert_eq!(status, 200, "{second}");
     assert_eq!(first["pseudonyms"], second["pseudonyms"]);
     // An unknown user is a 404 and erases nothing.
-    let (status, _) = post(
-        &gw,
-        "/user/delete",
-        MASTER_KEY,
-        json!({"user_ids": ["nobody-at-all"], "erase": true}),
-    )
-    .await;
+    let (status, _) = gw
+        .post(
+            "/user/delete",
+            MASTER_KEY,
+            json!({"user_ids": ["nobody-at-all"], "erase": true}),
+        )
+        .await
+        .status_and_json();
     assert_eq!(status, 404);
 }
 
 #[tokio::test]
 async fn malformed_or_hostile_erasure_requests_are_refused_and_erase_nothing() {
     let gw = TestGateway::start().await;
-    post(
-        &gw,
-        "/user/new",
-        MASTER_KEY,
-        json!({"user_id": "stays-put"}),
-    )
-    .await;
+    gw.post("/user/new", MASTER_KEY, json!({"user_id": "stays-put"}))
+        .await;
     for (body, status) in [
         (json!({"user_ids": ["stays-put"], "erase": "yes"}), 400),
         (json!({"user_ids": ["stays-put"], "erase": 1}), 400),
@@ -419,20 +405,24 @@ async fn malformed_or_hostile_erasure_requests_are_refused_and_erase_nothing() {
             404,
         ),
     ] {
-        let (got, answer) = post(&gw, "/user/delete", MASTER_KEY, body.clone()).await;
+        let (got, answer) = gw
+            .post("/user/delete", MASTER_KEY, body.clone())
+            .await
+            .status_and_json();
         assert_eq!(got, status, "{body}: {answer}");
         assert!(
             answer["error"]["message"].is_string(),
             "OpenAI shape: {answer}"
         );
     }
-    let (got, answer) = post(
-        &gw,
-        "/key/delete",
-        MASTER_KEY,
-        json!({"keys": ["sk-not\u{0}a-key-0000000000"], "erase": true}),
-    )
-    .await;
+    let (got, answer) = gw
+        .post(
+            "/key/delete",
+            MASTER_KEY,
+            json!({"keys": ["sk-not\u{0}a-key-0000000000"], "erase": true}),
+        )
+        .await
+        .status_and_json();
     assert!((400..500).contains(&got), "{answer}");
     let users: i64 =
         sqlx::query_scalar("SELECT count(*) FROM litellm_usertable WHERE user_id = 'stays-put'")

@@ -19,7 +19,7 @@ use llmlite::pipeline::call::{self, AnswerBody, Answered};
 use llmlite::pipeline::{self, Accounting, Adapter, Call, Invocation, Models};
 use llmlite::record::CallType;
 use llmlite::state::AppState;
-use llmlite_tests::{MASTER_KEY, TestGateway, files_under, serve};
+use llmlite_tests::{KeyBy, MASTER_KEY, TestGateway, files_under, serve};
 use serde_json::{Value, json};
 
 /// The echo API: `{"model", "text", "user"?}` in, `{"echo": text}` out.
@@ -156,12 +156,13 @@ async fn echo(gw: &TestGateway, url: &str, key: &str, body: Value) -> (u16, Valu
 async fn a_fifth_adapter_gets_limits_pii_settlement_and_audit_from_the_pipeline() {
     let gw = TestGateway::start_with(&[("LLMLITE_PII_SCAN_OUTPUT", "true")]).await;
     let url = echo_gateway(&gw).await;
-    let key = gw
-        .mint_raw_key(
+    let minted = gw
+        .mint_key(
             json!({"rpm_limit": 2, "models": ["claude-sonnet-4-5"], "max_budget": 10,
-                             "pii_policy": {"CREDIT_CARD": "MASK"}}),
+                   "pii_policy": {"CREDIT_CARD": "MASK"}}),
         )
         .await;
+    let key = minted["key"].as_str().unwrap().to_owned();
 
     // Authentication, in the shape the adapter chose.
     let response = gw.client.post(&url).json(&json!({})).send().await.unwrap();
@@ -244,42 +245,25 @@ async fn a_fifth_adapter_gets_limits_pii_settlement_and_audit_from_the_pipeline(
 
     // Settlement: one spend row for each admitted request, the key's spend their sum, and every
     // parallel slot released.
-    gw.settled().await;
-    let rows: Vec<(String, String, rust_decimal::Decimal, Value)> = sqlx::query_as(
-        "SELECT request_id, status, spend, metadata FROM litellm_spend ORDER BY start_time",
-    )
-    .fetch_all(&gw.db.pool)
-    .await
-    .unwrap();
+    let rows = gw.spend_rows().await;
     // The blocked request, and the two the RPM admitted.
     assert_eq!(rows.len(), 3, "{rows:?}");
-    assert_eq!(rows[0].1, "failure");
+    assert_eq!(rows[0].status, "failure");
     let zero = rust_decimal::Decimal::ZERO;
     assert!(
         rows[1..]
             .iter()
-            .all(|(_, status, spend, _)| status == "success" && *spend > zero)
+            .all(|r| r.status == "success" && r.spend > zero)
     );
     assert!(
-        rows[1].3["llmlite_pii"]["CREDIT_CARD"].is_number(),
+        rows[1].metadata["llmlite_pii"]["CREDIT_CARD"].is_number(),
         "{:?}",
-        rows[1].3
+        rows[1].metadata
     );
-    let key_spend: rust_decimal::Decimal = sqlx::query_scalar(
-        "SELECT spend FROM litellm_verificationtoken \
-         WHERE token = encode(sha256(convert_to($1, 'UTF8')), 'hex')",
-    )
-    .bind(&key)
-    .fetch_one(&gw.db.pool)
-    .await
-    .unwrap();
-    let total: rust_decimal::Decimal = rows[1..].iter().map(|r| r.2).sum();
-    assert_eq!(key_spend, total);
-    let in_flight: i64 = sqlx::query_scalar("SELECT count(*) FROM llmlite_inflight")
-        .fetch_one(&gw.db.pool)
-        .await
-        .unwrap();
-    assert_eq!(in_flight, 0);
+    let token = minted["token"].as_str().unwrap();
+    let total: rust_decimal::Decimal = rows[1..].iter().map(|r| r.spend).sum();
+    assert_eq!(gw.key_spend(KeyBy::Token(token)).await, total);
+    assert_eq!(gw.count("SELECT count(*) FROM llmlite_inflight").await, 0);
 
     // The audit trail: a record for each admitted request and each refusal after parsing
     // (allow-list, rate limit), without the card or the end user.
@@ -288,10 +272,13 @@ async fn a_fifth_adapter_gets_limits_pii_settlement_and_audit_from_the_pipeline(
         .filter(|p| p.to_string_lossy().contains("request-"))
         .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
         .collect();
-    for (request_id, ..) in &rows {
+    for row in &rows {
         assert!(
-            records.iter().any(|r| r["request_id"] == *request_id),
-            "{request_id}"
+            records
+                .iter()
+                .any(|r| r["request_id"] == row.request_id.as_str()),
+            "{}",
+            row.request_id
         );
     }
     // Three admitted, and two refused by admission (the allow-list, the rate limit).

@@ -21,19 +21,6 @@ use serde_json::{Value, json};
 /// The production default: `LLMLITE_DEFAULT_TIER` unset (the harness sets `none`).
 const PRODUCTION_DEFAULT: &[(&str, &str)] = &[("LLMLITE_DEFAULT_TIER", "")];
 
-async fn post(gw: &TestGateway, key: &str, path: &str, body: Value) -> (u16, Value) {
-    let response = gw
-        .client
-        .post(gw.url(path))
-        .bearer_auth(key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 /// The tier and the four limits a tier sets, as a key object shows them.
 fn limits(key: &Value) -> Value {
     json!([
@@ -64,14 +51,6 @@ async fn recorded_after(gw: &TestGateway, action: &str, token: &str) -> Value {
     .fetch_one(&gw.db.pool)
     .await
     .unwrap()
-}
-
-async fn count(gw: &TestGateway, sql: &'static str) -> i64 {
-    sqlx::query_scalar(sql)
-        .persistent(false)
-        .fetch_one(&gw.db.pool)
-        .await
-        .unwrap()
 }
 
 /// A key of a `proxy_admin` user: an admin, but not the master key.
@@ -146,7 +125,9 @@ async fn the_default_tier_is_a_setting_and_none_must_be_written_out() {
 async fn an_unlimited_key_is_the_master_keys_choice_and_is_recorded() {
     let gw = TestGateway::start_with(PRODUCTION_DEFAULT).await;
     let admin = admin_key(&gw).await;
-    let keys_before = count(&gw, "SELECT count(*) FROM litellm_verificationtoken").await;
+    let keys_before = gw
+        .count("SELECT count(*) FROM litellm_verificationtoken")
+        .await;
 
     // An admin key may set limits, not take them away.
     for (body, field) in [
@@ -158,54 +139,67 @@ async fn an_unlimited_key_is_the_master_keys_choice_and_is_recorded() {
             "max_parallel_requests",
         ),
     ] {
-        let (status, error) = post(&gw, &admin, "/key/generate", body.clone()).await;
+        let (status, error) = gw
+            .post("/key/generate", &admin, body.clone())
+            .await
+            .status_and_json();
         assert_eq!(status, 403, "{body}: {error}");
         assert_eq!(error["error"]["type"], "permission_error");
         let message = error["error"]["message"].as_str().unwrap();
         assert!(message.contains(&format!("`{field}`")), "{message}");
     }
     assert_eq!(
-        count(&gw, "SELECT count(*) FROM litellm_verificationtoken").await,
+        gw.count("SELECT count(*) FROM litellm_verificationtoken")
+            .await,
         keys_before,
         "nothing written"
     );
-    let (status, _) = post(&gw, &admin, "/key/generate", json!({"tier": "standard"})).await;
+    let (status, _) = gw
+        .post("/key/generate", &admin, json!({"tier": "standard"}))
+        .await
+        .status_and_json();
     assert_eq!(status, 200);
 
     // The master key may; the admin record shows it.
-    let (status, minted) = post(&gw, MASTER_KEY, "/key/generate", json!({"tier": "none"})).await;
+    let (status, minted) = gw
+        .post("/key/generate", MASTER_KEY, json!({"tier": "none"}))
+        .await
+        .status_and_json();
     assert_eq!(status, 200, "{minted}");
     assert_eq!(limits(&minted), unlimited());
     let token = minted["token"].as_str().unwrap();
     let after = recorded_after(&gw, "key.generate", token).await;
     assert_eq!(limits(&after), unlimited());
     assert_eq!(after["tier"], "none");
-    let (status, nulls) = post(
-        &gw,
-        MASTER_KEY,
-        "/key/generate",
-        json!({"tpm_limit": null, "rpm_limit": null, "max_budget": null}),
-    )
-    .await;
+    let (status, nulls) = gw
+        .post(
+            "/key/generate",
+            MASTER_KEY,
+            json!({"tpm_limit": null, "rpm_limit": null, "max_budget": null}),
+        )
+        .await
+        .status_and_json();
     assert_eq!(status, 200);
     assert_eq!(limits(&nulls), json!(["standard", null, null, null, "30d"]));
 
     // Taking a limit off an existing key is the master key's too.
-    let (status, error) = post(
-        &gw,
-        &admin,
-        "/key/update",
-        json!({"key": token, "tier": "standard"}),
-    )
-    .await;
+    let (status, error) = gw
+        .post(
+            "/key/update",
+            &admin,
+            json!({"key": token, "tier": "standard"}),
+        )
+        .await
+        .status_and_json();
     assert_eq!(status, 200, "{error}");
-    let (status, error) = post(
-        &gw,
-        &admin,
-        "/key/update",
-        json!({"key": token, "rpm_limit": null}),
-    )
-    .await;
+    let (status, error) = gw
+        .post(
+            "/key/update",
+            &admin,
+            json!({"key": token, "rpm_limit": null}),
+        )
+        .await
+        .status_and_json();
     assert_eq!(status, 403);
     assert!(
         error["error"]["message"]
@@ -213,26 +207,33 @@ async fn an_unlimited_key_is_the_master_keys_choice_and_is_recorded() {
             .unwrap()
             .contains("`rpm_limit`")
     );
-    let (status, updated) = post(
-        &gw,
-        MASTER_KEY,
-        "/key/update",
-        json!({"key": token, "rpm_limit": null}),
-    )
-    .await;
+    let (status, updated) = gw
+        .post(
+            "/key/update",
+            MASTER_KEY,
+            json!({"key": token, "rpm_limit": null}),
+        )
+        .await
+        .status_and_json();
     assert_eq!(status, 200);
     assert_eq!(updated["rpm_limit"], Value::Null);
 
     // Bad input is a 400 naming the field, and writes nothing.
-    let before = count(&gw, "SELECT count(*) FROM litellm_verificationtoken").await;
-    let (status, error) = post(&gw, MASTER_KEY, "/key/generate", json!({"tier": "gold"})).await;
+    let before = gw
+        .count("SELECT count(*) FROM litellm_verificationtoken")
+        .await;
+    let (status, error) = gw
+        .post("/key/generate", MASTER_KEY, json!({"tier": "gold"}))
+        .await
+        .status_and_json();
     assert_eq!(status, 400, "{error}");
     assert!(
         error["error"]["message"].as_str().unwrap().contains("tier"),
         "{error}"
     );
     assert_eq!(
-        count(&gw, "SELECT count(*) FROM litellm_verificationtoken").await,
+        gw.count("SELECT count(*) FROM litellm_verificationtoken")
+            .await,
         before
     );
 }
@@ -251,13 +252,14 @@ async fn the_key_user_new_mints_gets_the_default_tier_and_none_needs_the_master_
     );
 
     let admin = admin_key(&gw).await;
-    let (status, error) = post(
-        &gw,
-        &admin,
-        "/user/new",
-        json!({"user_id": "bob", "key_tier": "none"}),
-    )
-    .await;
+    let (status, error) = gw
+        .post(
+            "/user/new",
+            &admin,
+            json!({"user_id": "bob", "key_tier": "none"}),
+        )
+        .await
+        .status_and_json();
     assert_eq!(status, 403, "{error}");
     assert!(
         error["error"]["message"]
@@ -266,52 +268,53 @@ async fn the_key_user_new_mints_gets_the_default_tier_and_none_needs_the_master_
             .contains("`key_tier`")
     );
     assert_eq!(
-        count(
-            &gw,
-            "SELECT count(*) FROM litellm_usertable WHERE user_id = 'bob'"
-        )
-        .await,
+        gw.count("SELECT count(*) FROM litellm_usertable WHERE user_id = 'bob'")
+            .await,
         0,
         "nothing written"
     );
-    let (status, bob) = post(
-        &gw,
-        &admin,
-        "/user/new",
-        json!({"user_id": "bob", "key_tier": "admin"}),
-    )
-    .await;
+    let (status, bob) = gw
+        .post(
+            "/user/new",
+            &admin,
+            json!({"user_id": "bob", "key_tier": "admin"}),
+        )
+        .await
+        .status_and_json();
     assert_eq!(status, 200, "{bob}");
     assert_eq!(bob["key_info"]["tier"], "admin");
 
-    let (status, carol) = post(
-        &gw,
-        MASTER_KEY,
-        "/user/new",
-        json!({"user_id": "carol", "key_tier": "none"}),
-    )
-    .await;
+    let (status, carol) = gw
+        .post(
+            "/user/new",
+            MASTER_KEY,
+            json!({"user_id": "carol", "key_tier": "none"}),
+        )
+        .await
+        .status_and_json();
     assert_eq!(status, 200, "{carol}");
     assert_eq!(limits(&carol["key_info"]), unlimited());
     let after = recorded_after(&gw, "key.generate", carol["token"].as_str().unwrap()).await;
     assert_eq!(after["tier"], "none");
 
-    let (status, error) = post(
-        &gw,
-        MASTER_KEY,
-        "/user/new",
-        json!({"user_id": "dan", "key_tier": "none", "auto_create_key": false}),
-    )
-    .await;
+    let (status, error) = gw
+        .post(
+            "/user/new",
+            MASTER_KEY,
+            json!({"user_id": "dan", "key_tier": "none", "auto_create_key": false}),
+        )
+        .await
+        .status_and_json();
     assert_eq!(status, 400);
     assert_eq!(error["error"]["param"], "key_tier");
-    let (status, error) = post(
-        &gw,
-        MASTER_KEY,
-        "/user/update",
-        json!({"user_id": "alice", "key_tier": "admin"}),
-    )
-    .await;
+    let (status, error) = gw
+        .post(
+            "/user/update",
+            MASTER_KEY,
+            json!({"user_id": "alice", "key_tier": "admin"}),
+        )
+        .await
+        .status_and_json();
     assert_eq!(status, 400);
     assert_eq!(error["error"]["param"], "key_tier");
 
@@ -334,39 +337,16 @@ async fn spend_hashes(gw: &TestGateway, request_id: &str) -> (String, Option<Str
 /// A chat request with `key`, settled: its request id and the response headers.
 async fn chat_with(gw: &TestGateway, key: &str) -> (String, reqwest::header::HeaderMap) {
     let response = gw
-        .client
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(key)
-        .json(&json!({"model": "claude-haiku-4-5", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let id = response.headers()["x-request-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+        .post(
+            "/v1/chat/completions",
+            key,
+            json!({"model": "claude-haiku-4-5", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(response.status, 200);
+    let id = response.request_id();
     gw.settled().await;
-    (id, response.headers().clone())
-}
-
-/// The audit record of `request_id`, from the gateway's audit directory.
-fn audit_record(gw: &TestGateway, request_id: &str) -> Value {
-    let mut stack = vec![gw.db.audit_dir().join("audit")];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path
-                .to_string_lossy()
-                .ends_with(&format!("-{request_id}.json"))
-            {
-                return serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-            }
-        }
-    }
-    panic!("no audit record for {request_id}");
+    (id, response.headers)
 }
 
 #[tokio::test]
@@ -393,7 +373,7 @@ async fn during_a_grace_period_the_old_key_is_charged_to_the_row_and_shown_as_pr
         spend_hashes(&gw, &with_old).await,
         (new_hash.clone(), Some(old_hash.clone()))
     );
-    let record = audit_record(&gw, &with_old);
+    let record = gw.audit_record(&with_old).await;
     assert_eq!(record["key_hash"], new_hash.as_str());
     assert_eq!(record["presented_key_hash"], old_hash.as_str());
     // The new key: both the same.
@@ -403,21 +383,15 @@ async fn during_a_grace_period_the_old_key_is_charged_to_the_row_and_shown_as_pr
         (new_hash.clone(), Some(new_hash.clone()))
     );
     assert_eq!(
-        audit_record(&gw, &with_new)["presented_key_hash"],
+        gw.audit_record(&with_new).await["presented_key_hash"],
         new_hash.as_str()
     );
 
     // /spend/logs shows both.
-    let logs: Value = gw
-        .client
-        .get(gw.url(&format!("/spend/logs?request_id={with_old}")))
-        .bearer_auth(MASTER_KEY)
-        .send()
+    let logs = gw
+        .get(&format!("/spend/logs?request_id={with_old}"), MASTER_KEY)
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json();
     assert_eq!(logs[0]["api_key"], new_hash.as_str());
     assert_eq!(logs[0]["presented_key_hash"], old_hash.as_str());
 }

@@ -11,7 +11,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use llmlite_tests::TestGateway;
+use llmlite_tests::{KeyBy, Reply, TestGateway};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
@@ -23,26 +23,6 @@ async fn new_key(gw: &TestGateway, body: Value) -> (String, String) {
     )
 }
 
-async fn chat_as(
-    gw: &TestGateway,
-    key: &str,
-    model: &str,
-    text: impl AsRef<str>,
-) -> reqwest::Response {
-    let text = text.as_ref();
-    let response = gw
-        .client
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(key)
-        .json(&json!({"model": model, "messages": [{"role": "user", "content": text}], "max_tokens": 16}))
-        .send()
-        .await
-        .unwrap();
-    // Settlement follows the response; what a test checks next is settled.
-    gw.settled().await;
-    response
-}
-
 /// The API a request goes through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Api {
@@ -51,33 +31,33 @@ enum Api {
     Messages,
 }
 
-/// One request through `api`, settled before it returns (as [`chat_as`]).
+/// One request through `api`, settled before it returns: what a test checks next is settled.
 async fn ask_as(
     gw: &TestGateway,
     api: Api,
     key: &str,
     model: &str,
     text: impl AsRef<str>,
-) -> reqwest::Response {
-    if api == Api::Chat {
-        return chat_as(gw, key, model, text).await;
-    }
-    let response = gw
-        .client
-        .post(gw.url("/v1/messages"))
-        .header("x-api-key", key)
-        .json(&json!({"model": model, "max_tokens": 16,
-                      "messages": [{"role": "user", "content": text.as_ref()}]}))
-        .send()
-        .await
-        .unwrap();
+) -> Reply {
+    let path = match api {
+        Api::Chat => "/v1/chat/completions",
+        Api::Messages => "/v1/messages",
+    };
+    let body = json!({"model": model, "messages": [{"role": "user", "content": text.as_ref()}],
+                      "max_tokens": 16});
+    let response = gw.post(path, key, body).await;
     gw.settled().await;
     response
 }
 
-async fn error_type(response: reqwest::Response) -> (u16, String) {
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.unwrap();
+/// A chat completion, as [`ask_as`].
+async fn chat_as(gw: &TestGateway, key: &str, model: &str, text: impl AsRef<str>) -> Reply {
+    ask_as(gw, Api::Chat, key, model, text).await
+}
+
+fn error_type(response: Reply) -> (u16, String) {
+    let status = response.status;
+    let body = response.json();
     (
         status,
         body["error"]["type"].as_str().unwrap_or("").to_owned(),
@@ -103,20 +83,17 @@ async fn a_virtual_key_chats_and_pays_exactly() {
     )
     .await;
     let response = gw
-        .client
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(&key)
-        .json(
-            &json!({"model": "claude-haiku-4-5", "max_tokens": 16, "user": "alice@example.com",
-                      "metadata": {"project": "apollo"},
-                      "messages": [{"role": "user", "content": "hello there"}]}),
+        .post(
+            "/v1/chat/completions",
+            &key,
+            json!({"model": "claude-haiku-4-5", "max_tokens": 16, "user": "alice@example.com",
+                     "metadata": {"project": "apollo"},
+                     "messages": [{"role": "user", "content": "hello there"}]}),
         )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+        .await;
+    assert_eq!(response.status, 200);
     gw.settled().await;
-    let headers = response.headers().clone();
+    let headers = response.headers;
     let cost = headers["x-litellm-response-cost"]
         .to_str()
         .unwrap()
@@ -149,12 +126,7 @@ async fn a_virtual_key_chats_and_pays_exactly() {
     assert_eq!(metadata, json!({"project": "apollo"}));
     assert_eq!(row.1, Decimal::from_str(&cost).unwrap());
     assert_eq!((row.2, row.3, row.4.as_str()), (2, 3, "success"));
-    let spend = decimal(
-        &gw,
-        "SELECT spend FROM litellm_verificationtoken WHERE token = $1",
-        &token,
-    )
-    .await;
+    let spend = gw.key_spend(KeyBy::Token(&token)).await;
     assert_eq!(spend, row.1);
     let inflight: i64 = sqlx::query_scalar("SELECT count(*) FROM llmlite_inflight")
         .persistent(false)
@@ -169,7 +141,7 @@ async fn revocation_block_expiry_and_model_denial_apply_on_the_very_next_request
     let gw = TestGateway::start().await;
     let chat = |key: String| {
         let gw = &gw;
-        async move { error_type(chat_as(gw, &key, "claude-haiku-4-5", "hi").await).await }
+        async move { error_type(chat_as(gw, &key, "claude-haiku-4-5", "hi").await) }
     };
 
     let (deleted, _) = new_key(&gw, json!({})).await;
@@ -195,9 +167,7 @@ async fn revocation_block_expiry_and_model_denial_apply_on_the_very_next_request
         (403, "model_not_allowed".into())
     );
     assert_eq!(
-        error_type(chat_as(&gw, &narrow, "claude-sonnet-4-5", "hi").await)
-            .await
-            .0,
+        error_type(chat_as(&gw, &narrow, "claude-sonnet-4-5", "hi").await).0,
         200
     );
 
@@ -208,7 +178,7 @@ async fn revocation_block_expiry_and_model_denial_apply_on_the_very_next_request
     .await;
     let (team_key, _) = new_key(&gw, json!({"team_id": "haiku-only"})).await;
     assert_eq!(
-        error_type(chat_as(&gw, &team_key, "claude-sonnet-4-5", "hi").await).await,
+        error_type(chat_as(&gw, &team_key, "claude-sonnet-4-5", "hi").await),
         (403, "model_not_allowed".into())
     );
     assert_eq!(chat(team_key).await.0, 200);
@@ -227,16 +197,7 @@ async fn models_lists_only_what_the_key_may_use() {
         json!({"models": ["claude-haiku-4-5", "claude-3-opus"]}),
     )
     .await;
-    let body: Value = gw
-        .client
-        .get(gw.url("/v1/models"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = gw.get("/v1/models", &key).await.json();
     let ids: Vec<&str> = body["data"]
         .as_array()
         .unwrap()
@@ -244,14 +205,8 @@ async fn models_lists_only_what_the_key_may_use() {
         .map(|m| m["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["claude-haiku-4-5", "claude-3-opus"]);
-    let hidden = gw
-        .client
-        .get(gw.url("/v1/models/claude-sonnet-4-5"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(hidden.status(), 404);
+    let hidden = gw.get("/v1/models/claude-sonnet-4-5", &key).await;
+    assert_eq!(hidden.status, 404);
 }
 
 #[tokio::test]
@@ -264,12 +219,12 @@ async fn rpm_admits_exactly_the_bucket_under_concurrency() {
             .await;
     let mut ok = 0;
     for response in responses {
-        match response.status().as_u16() {
+        match response.status {
             200 => ok += 1,
             429 => {
-                assert!(response.headers().contains_key("retry-after"));
-                assert_eq!(response.headers()["x-ratelimit-remaining-requests"], "0");
-                assert_eq!(error_type(response).await.1, "rate_limit_exceeded");
+                assert!(response.headers.contains_key("retry-after"));
+                assert_eq!(response.headers["x-ratelimit-remaining-requests"], "0");
+                assert_eq!(error_type(response).1, "rate_limit_exceeded");
             }
             other => panic!("unexpected {other}"),
         }
@@ -287,10 +242,10 @@ async fn tpm_takes_the_estimate_then_charges_the_actual_tokens() {
     let mut admitted = 0;
     loop {
         let response = chat_as(&gw, &key, "claude-haiku-4-5", text).await;
-        if response.status() == 429 {
+        if response.status == 429 {
             break;
         }
-        assert_eq!(response.status(), 200);
+        assert_eq!(response.status, 200);
         admitted += 1;
         assert!(admitted < 20);
     }
@@ -340,19 +295,14 @@ async fn budget_holds_under_50_concurrent_requests(api: Api, refused_as: &str) {
             .await;
     let mut ok = 0;
     for response in responses {
-        match response.status().as_u16() {
+        match response.status {
             200 => ok += 1,
-            403 => assert_eq!(error_type(response).await.1, refused_as),
+            403 => assert_eq!(error_type(response).1, refused_as),
             other => panic!("unexpected {other}"),
         }
     }
     assert!(ok > 0 && ok < 50, "{ok} admitted");
-    let key_spend = decimal(
-        &gw,
-        "SELECT spend FROM litellm_verificationtoken WHERE token = $1",
-        &token,
-    )
-    .await;
+    let key_spend = gw.key_spend(KeyBy::Token(&token)).await;
     let rows = decimal(
         &gw,
         "SELECT sum(spend) FROM litellm_spend WHERE api_key = $1",
@@ -390,24 +340,19 @@ async fn budgets_reset_when_their_period_ends() {
     )
     .await;
     let mut admitted = 0;
-    while chat_as(&gw, &key, "claude-haiku-4-5", "x").await.status() == 200 {
+    while chat_as(&gw, &key, "claude-haiku-4-5", "x").await.status == 200 {
         admitted += 1;
         assert!(admitted < 50);
     }
-    let (status, kind) = error_type(chat_as(&gw, &key, "claude-haiku-4-5", "x").await).await;
+    let (status, kind) = error_type(chat_as(&gw, &key, "claude-haiku-4-5", "x").await);
     assert_eq!((status, kind.as_str()), (403, "budget_exceeded"));
     gw.state.clock.advance(Duration::from_secs(3601));
     assert_eq!(
-        chat_as(&gw, &key, "claude-haiku-4-5", "x").await.status(),
+        chat_as(&gw, &key, "claude-haiku-4-5", "x").await.status,
         200,
         "a new period"
     );
-    let spend = decimal(
-        &gw,
-        "SELECT spend FROM litellm_verificationtoken WHERE token = $1",
-        &token,
-    )
-    .await;
+    let spend = gw.key_spend(KeyBy::Token(&token)).await;
     assert!(spend < Decimal::from_str("0.0002").unwrap());
 
     // The same reset, for the rollup function, over every row whose period has ended.
@@ -419,12 +364,7 @@ async fn budgets_reset_when_their_period_ends() {
         .await
         .unwrap();
     assert_eq!(reset, 1);
-    let spend = decimal(
-        &gw,
-        "SELECT spend FROM litellm_verificationtoken WHERE token = $1",
-        &token,
-    )
-    .await;
+    let spend = gw.key_spend(KeyBy::Token(&token)).await;
     assert_eq!(spend, Decimal::ZERO);
 }
 
@@ -435,11 +375,8 @@ async fn a_failed_upstream_call_releases_everything_and_records_the_failure() {
     gw.script(json!([{"error": {"status": 400, "type": "ValidationException"}}]))
         .await;
     let response = chat_as(&gw, &key, "claude-haiku-4-5", "doomed").await;
-    assert_eq!(response.status(), 400);
-    let request_id = response.headers()["x-request-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    assert_eq!(response.status, 400);
+    let request_id = response.request_id();
     let (status, spend, error): (String, Decimal, Option<String>) =
         sqlx::query_as("SELECT status, spend, error_type FROM litellm_spend WHERE request_id = $1")
             .bind(&request_id)
@@ -462,9 +399,7 @@ async fn a_failed_upstream_call_releases_everything_and_records_the_failure() {
     .unwrap();
     assert_eq!(tokens, Decimal::from(1000));
     assert_eq!(
-        chat_as(&gw, &key, "claude-haiku-4-5", "fine")
-            .await
-            .status(),
+        chat_as(&gw, &key, "claude-haiku-4-5", "fine").await.status,
         200
     );
 }
@@ -476,8 +411,8 @@ async fn parallel_requests_are_leased() {
     // Each call is slow at the double, so all five overlap.
     gw.script(json!([{"latency_ms": 300}, {"latency_ms": 300}, {"latency_ms": 300}, {"latency_ms": 300}, {"latency_ms": 300}])).await;
     let responses = join_all((0..5).map(|_| chat_as(&gw, &key, "claude-haiku-4-5", "slow"))).await;
-    let ok = responses.iter().filter(|r| r.status() == 200).count();
-    let limited = responses.iter().filter(|r| r.status() == 429).count();
+    let ok = responses.iter().filter(|r| r.status == 200).count();
+    let limited = responses.iter().filter(|r| r.status == 429).count();
     assert_eq!(ok + limited, 5);
     assert!(ok >= 2 && limited >= 1, "{ok} ok, {limited} limited");
 }
@@ -491,7 +426,7 @@ async fn the_chat_path_leaves_no_named_prepared_statement_for_rds_proxy() {
         assert_eq!(
             chat_as(&gw, &key, "claude-haiku-4-5", "prepared?")
                 .await
-                .status(),
+                .status,
             200
         );
     }
@@ -515,18 +450,14 @@ async fn a_small_budget_runs_the_readme_hello_and_a_refusal_says_why_in_numbers(
         body
     };
     let send = |key: String, body: Value| {
-        let request = gw
-            .client
-            .post(gw.url("/v1/chat/completions"))
-            .bearer_auth(key)
-            .json(&body);
-        async move { request.send().await.unwrap() }
+        let gw = &gw;
+        async move { gw.post("/v1/chat/completions", &key, body).await }
     };
 
     // A $1 key runs the README's Hello: no `max_tokens` means LLMLITE_DEFAULT_MAX_TOKENS
     // (4,096), not the model's 64,000, which alone would reserve over a dollar.
     let (one_dollar, _) = new_key(&gw, json!({"max_budget": 1})).await;
-    assert_eq!(send(one_dollar, hello(None)).await.status(), 200);
+    assert_eq!(send(one_dollar, hello(None)).await.status, 200);
     let calls = gw.bedrock_calls().await;
     assert_eq!(calls[0]["body"]["inferenceConfig"]["maxTokens"], 4096);
 
@@ -535,7 +466,7 @@ async fn a_small_budget_runs_the_readme_hello_and_a_refusal_says_why_in_numbers(
     // cache-write price ($4.125 per million, dearer than input), plus 4,096 x $16.50 per million.
     let (cent, _) = new_key(&gw, json!({"max_budget": "0.01"})).await;
     let refused = send(cent.clone(), hello(None)).await;
-    let (status, body) = (refused.status(), refused.json::<Value>().await.unwrap());
+    let (status, body) = (refused.status, refused.json());
     assert_eq!(status, 403);
     assert_eq!(body["error"]["type"], "budget_exceeded");
     assert_eq!(
@@ -545,11 +476,11 @@ async fn a_small_budget_runs_the_readme_hello_and_a_refusal_says_why_in_numbers(
          a lower `max_tokens` would fit"
     );
     // And it would: 100 tokens fit.
-    assert_eq!(send(cent, hello(Some(100))).await.status(), 200);
+    assert_eq!(send(cent, hello(Some(100))).await.status, 200);
 
     // Below the price of the prompt itself, a lower max_tokens would not help either.
     let (crumb, _) = new_key(&gw, json!({"max_budget": "0.00001"})).await;
-    let body: Value = send(crumb, hello(Some(1))).await.json().await.unwrap();
+    let body = send(crumb, hello(Some(1))).await.json();
     assert!(
         body["error"]["message"]
             .as_str()

@@ -8,37 +8,10 @@
     reason = "a test fails loudly"
 )]
 
-use llmlite_tests::{MASTER_KEY, TestGateway};
+use llmlite_tests::{KeyBy, MASTER_KEY, Reply, TestGateway, sse_events};
+use reqwest::Method;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
-
-async fn messages(gw: &TestGateway, key: &str, body: Value) -> (u16, http::HeaderMap, String) {
-    let response = gw
-        .client
-        .post(gw.url("/v1/messages"))
-        .header("x-api-key", key)
-        .header("anthropic-version", "2023-06-01")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    (status, headers, response.text().await.unwrap())
-}
-
-/// The `data:` of each event, with its `event:` name.
-fn events(body: &str) -> Vec<(String, Value)> {
-    body.split("\n\n")
-        .filter(|e| !e.is_empty())
-        .map(|e| {
-            let mut lines = e.lines();
-            let name = lines.next().unwrap().strip_prefix("event: ").unwrap();
-            let data = lines.next().unwrap().strip_prefix("data: ").unwrap();
-            (name.to_owned(), serde_json::from_str(data).unwrap())
-        })
-        .collect()
-}
 
 #[tokio::test]
 async fn a_message_settles_as_anthropic_messages_with_its_exact_cost() {
@@ -46,14 +19,19 @@ async fn a_message_settles_as_anthropic_messages_with_its_exact_cost() {
     let key = gw
         .mint_raw_key(json!({"key_alias": "claude-code", "max_budget": 5}))
         .await;
-    let (status, headers, body) = messages(
-        &gw,
-        &key,
-        json!({"model": "claude-sonnet-4-5-20250929", "max_tokens": 100,
-               "system": "be brief", "metadata": {"user_id": "alice"},
-               "messages": [{"role": "user", "content": "Hello there"}]}),
-    )
-    .await;
+    let Reply {
+        status,
+        headers,
+        text: body,
+    } = gw
+        .post(
+            "/v1/messages",
+            &key,
+            json!({"model": "claude-sonnet-4-5-20250929", "max_tokens": 100,
+                   "system": "be brief", "metadata": {"user_id": "alice"},
+                   "messages": [{"role": "user", "content": "Hello there"}]}),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     let message: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(message["model"], "claude-sonnet-4-5-20250929");
@@ -64,25 +42,24 @@ async fn a_message_settles_as_anthropic_messages_with_its_exact_cost() {
         .parse()
         .unwrap();
 
-    let (status, _, body) = messages(
-        &gw,
-        &key,
-        json!({"model": "claude-sonnet-4-5", "max_tokens": 100, "stream": true,
-               "messages": [{"role": "user", "content": "stream it"}]}),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let events = events(&body);
-    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    let events = gw
+        .stream(
+            "/v1/messages",
+            &key,
+            json!({"model": "claude-sonnet-4-5", "max_tokens": 100, "stream": true,
+                   "messages": [{"role": "user", "content": "stream it"}]}),
+        )
+        .await;
+    let names: Vec<&str> = events.iter().map(|e| e.name.as_deref().unwrap()).collect();
     assert_eq!(names[..2], ["message_start", "ping"], "{names:?}");
     assert_eq!(names.last(), Some(&"message_stop"));
     assert!(
         !events[events.len() - 1]
-            .1
+            .json()
             .to_string()
             .contains("invocationMetrics")
     );
-    assert_eq!(events[0].1["message"]["model"], "claude-sonnet-4-5");
+    assert_eq!(events[0].json()["message"]["model"], "claude-sonnet-4-5");
 
     gw.settled().await;
     let rows: Vec<(String, String, Option<String>, Decimal)> = sqlx::query_as(
@@ -101,13 +78,7 @@ async fn a_message_settles_as_anthropic_messages_with_its_exact_cost() {
     }
     assert_eq!(rows[0].2.as_deref(), Some("alice"));
     assert_eq!(rows[0].3, cost);
-    let key_spend: Decimal = sqlx::query_scalar(
-        "SELECT spend FROM litellm_verificationtoken WHERE key_alias = 'claude-code'",
-    )
-    .persistent(false)
-    .fetch_one(&gw.db.pool)
-    .await
-    .unwrap();
+    let key_spend = gw.key_spend(KeyBy::Alias("claude-code")).await;
     assert_eq!(key_spend, rows[0].3 + rows[1].3);
 }
 
@@ -141,7 +112,9 @@ async fn bad_requests_and_keys_get_anthropics_error_shape_before_anything_is_tak
         ),
     ];
     for (key, body, status, kind) in cases {
-        let (got, _, text) = messages(&gw, key, body.clone()).await;
+        let Reply {
+            status: got, text, ..
+        } = gw.post("/v1/messages", key, body.clone()).await;
         assert_eq!(got, status, "{body}: {text}");
         let error: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(error["type"], "error", "{text}");
@@ -149,35 +122,28 @@ async fn bad_requests_and_keys_get_anthropics_error_shape_before_anything_is_tak
         assert!(!text.contains(key) || key == MASTER_KEY);
     }
     // No key at all, and a body that is not JSON.
-    let response = gw
-        .client
-        .post(gw.url("/v1/messages"))
-        .header("content-type", "application/json")
-        .body("{")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 401);
-    let error: Value = response.json().await.unwrap();
+    let response = Reply::read(
+        gw.client
+            .post(gw.url("/v1/messages"))
+            .header("content-type", "application/json")
+            .body("{"),
+    )
+    .await;
+    assert_eq!(response.status, 401);
+    let error = response.json();
     assert_eq!(error["error"]["type"], "authentication_error");
-    let (status, _, text) = messages(&gw, MASTER_KEY, json!([1, 2])).await;
+    let Reply { status, text, .. } = gw.post("/v1/messages", MASTER_KEY, json!([1, 2])).await;
     assert_eq!(status, 400, "{text}");
     assert!(gw.bedrock_calls().await.is_empty());
     gw.settled().await;
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM litellm_spend")
-        .persistent(false)
-        .fetch_one(&gw.db.pool)
-        .await
-        .unwrap();
+    let rows = gw.count("SELECT count(*) FROM litellm_spend").await;
     assert_eq!(rows, 0);
 }
 
 #[tokio::test]
 async fn a_card_in_a_tool_result_is_blocked_and_an_email_in_system_is_masked() {
     let gw = TestGateway::start().await;
-    let (status, _, text) = messages(
-        &gw,
-        MASTER_KEY,
+    let Reply { status, text, .. } = gw.post("/v1/messages", MASTER_KEY,
         json!({"model": "claude-sonnet-4-5", "max_tokens": 50,
                "messages": [
                    {"role": "user", "content": "look it up"},
@@ -193,14 +159,15 @@ async fn a_card_in_a_tool_result_is_blocked_and_an_email_in_system_is_masked() {
     assert!(text.contains("CREDIT_CARD"), "{text}");
     assert!(!text.contains("4539"), "{text}");
 
-    let (status, _, text) = messages(
-        &gw,
-        MASTER_KEY,
-        json!({"model": "claude-sonnet-4-5", "max_tokens": 50,
-               "system": [{"type": "text", "text": "Escalate to boss@example.com"}],
-               "messages": [{"role": "user", "content": "hi"}]}),
-    )
-    .await;
+    let Reply { status, text, .. } = gw
+        .post(
+            "/v1/messages",
+            MASTER_KEY,
+            json!({"model": "claude-sonnet-4-5", "max_tokens": 50,
+                   "system": [{"type": "text", "text": "Escalate to boss@example.com"}],
+                   "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
     assert_eq!(status, 200, "{text}");
     let calls = gw.bedrock_calls().await;
     let sent = calls.last().unwrap()["body"].to_string();
@@ -214,35 +181,33 @@ async fn count_tokens_needs_a_key_and_takes_nothing_from_its_limits() {
     let key = gw.mint_raw_key(json!({"rpm_limit": 1})).await;
     for _ in 0..3 {
         let response = gw
-            .client
-            .post(gw.url("/v1/messages/count_tokens"))
-            .bearer_auth(&key)
-            .json(&json!({"model": "claude-haiku-4-5",
-                          "messages": [{"role": "user", "content": "four words right here"}]}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        assert!(response.headers().contains_key("x-llmlite-token-count"));
-        let counted: Value = response.json().await.unwrap();
+            .post(
+                "/v1/messages/count_tokens",
+                &key,
+                json!({"model": "claude-haiku-4-5",
+                       "messages": [{"role": "user", "content": "four words right here"}]}),
+            )
+            .await;
+        assert_eq!(response.status, 200);
+        assert!(response.headers.contains_key("x-llmlite-token-count"));
+        let counted = response.json();
         assert!(counted["input_tokens"].as_u64().unwrap() > 0, "{counted}");
     }
     // The one request a minute is still there.
-    let (status, _, text) = messages(
-        &gw,
-        &key,
+    let Reply { status, text, .. } = gw.post("/v1/messages", &key,
         json!({"model": "claude-haiku-4-5", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}),
     )
     .await;
     assert_eq!(status, 200, "{text}");
     let response = gw
-        .client
-        .post(gw.url("/v1/messages/count_tokens"))
-        .json(&json!({"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "x"}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 401);
+        .request(
+            Method::POST,
+            "/v1/messages/count_tokens",
+            None,
+            Some(&json!({"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "x"}]})),
+        )
+        .await;
+    assert_eq!(response.status, 401);
 }
 
 #[tokio::test]
@@ -268,7 +233,10 @@ async fn a_recorded_claude_code_request_streams_with_only_the_betas_bedrock_take
         "claude-code-20250219,context-management-2025-06-27"
     );
     let body = response.text().await.unwrap();
-    let events = events(&body);
+    let events: Vec<(String, Value)> = sse_events(&body)
+        .iter()
+        .map(|e| (e.name.clone().unwrap(), e.json()))
+        .collect();
     let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names[..2], ["message_start", "ping"], "{names:?}");
     assert_eq!(names.last(), Some(&"message_stop"), "{names:?}");
@@ -364,13 +332,10 @@ async fn the_routers_own_refusals_on_messages_paths_have_anthropics_shape_too() 
 
     // The OpenAI routes keep theirs.
     let response = gw
-        .client
-        .get(gw.url("/v1/chat/completions"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 405);
-    let error: Value = response.json().await.unwrap();
+        .request(Method::GET, "/v1/chat/completions", None, None)
+        .await;
+    assert_eq!(response.status, 405);
+    let error = response.json();
     assert_eq!(error["error"]["type"], "method_not_allowed", "{error}");
 }
 
@@ -384,28 +349,21 @@ async fn one_key_on_both_apis_pays_exactly_what_its_rows_say() {
         let key = key.clone();
         requests.push(async move {
             let content = format!("mixed traffic number {n}");
-            let response = if n % 2 == 0 {
-                gw.client
-                    .post(gw.url("/v1/chat/completions"))
-                    .bearer_auth(&key)
-                    .json(&json!({"model": "claude-haiku-4-5", "stream": n % 4 == 0,
-                                  "messages": [{"role": "user", "content": content}]}))
-                    .send()
-                    .await
+            let (path, body) = if n % 2 == 0 {
+                (
+                    "/v1/chat/completions",
+                    json!({"model": "claude-haiku-4-5", "stream": n % 4 == 0,
+                           "messages": [{"role": "user", "content": content}]}),
+                )
             } else {
-                gw.client
-                    .post(gw.url("/v1/messages"))
-                    .header("x-api-key", &key)
-                    .json(
-                        &json!({"model": "claude-haiku-4-5", "max_tokens": 64, "stream": n % 4 == 1,
-                                  "messages": [{"role": "user", "content": content}]}),
-                    )
-                    .send()
-                    .await
-            }
-            .unwrap();
-            assert_eq!(response.status(), 200);
-            response.text().await.unwrap();
+                (
+                    "/v1/messages",
+                    json!({"model": "claude-haiku-4-5", "max_tokens": 64, "stream": n % 4 == 1,
+                             "messages": [{"role": "user", "content": content}]}),
+                )
+            };
+            let response = gw.post(path, &key, body).await;
+            assert_eq!(response.status, 200);
         });
     }
     futures_util::future::join_all(requests).await;
@@ -433,34 +391,22 @@ async fn one_key_on_both_apis_pays_exactly_what_its_rows_say() {
 async fn spend_logs_the_rollup_and_the_reports_tell_the_two_apis_apart() {
     let gw = TestGateway::start().await;
     let key = gw.mint_raw_key(json!({"key_alias": "both"})).await;
-    let (status, _, text) = messages(
-        &gw,
-        &key,
+    let Reply { status, text, .. } = gw.post("/v1/messages", &key,
         json!({"model": "claude-haiku-4-5", "max_tokens": 16, "messages": [{"role": "user", "content": "via messages"}]}),
     )
     .await;
     assert_eq!(status, 200, "{text}");
     let response = gw
-        .client
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(&key)
-        .json(&json!({"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "via chat"}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+        .post(
+            "/v1/chat/completions",
+            &key,
+            json!({"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "via chat"}]}),
+        )
+        .await;
+    assert_eq!(response.status, 200);
     gw.settled().await;
 
-    let logs: Value = gw
-        .client
-        .get(gw.url("/spend/logs"))
-        .bearer_auth(MASTER_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let logs = gw.get("/spend/logs", MASTER_KEY).await.json();
     let mut call_types: Vec<String> = logs
         .as_array()
         .unwrap()

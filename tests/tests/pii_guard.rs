@@ -6,7 +6,7 @@
     reason = "a test fails loudly"
 )]
 
-use llmlite_tests::{MASTER_KEY, TestGateway};
+use llmlite_tests::{MASTER_KEY, SpendRow, TestGateway};
 use serde_json::{Value, json};
 
 async fn chat(gw: &TestGateway, key: &str, messages: Value) -> (u16, Value, String) {
@@ -19,22 +19,9 @@ async fn chat_with(gw: &TestGateway, key: &str, fields: Value) -> (u16, Value, S
     for (name, value) in fields.as_object().unwrap() {
         body[name] = value.clone();
     }
-    let response = gw
-        .client
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let request_id = response.headers()["x-request-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let body = response.json().await.unwrap();
+    let reply = gw.post("/v1/chat/completions", key, body).await;
     gw.settled().await;
-    (status, body, request_id)
+    (reply.status, reply.json(), reply.request_id())
 }
 
 async fn sent_to_bedrock(gw: &TestGateway) -> Vec<String> {
@@ -43,15 +30,6 @@ async fn sent_to_bedrock(gw: &TestGateway) -> Vec<String> {
         .iter()
         .map(|c| c["body"].to_string())
         .collect()
-}
-
-async fn spend_row(gw: &TestGateway, request_id: &str) -> (String, Value) {
-    sqlx::query_as("SELECT status, metadata FROM litellm_spend WHERE request_id = $1")
-        .bind(request_id)
-        .persistent(false)
-        .fetch_one(&gw.db.pool)
-        .await
-        .unwrap()
 }
 
 #[tokio::test]
@@ -86,7 +64,9 @@ async fn masked_text_reaches_the_model_never_the_pii() {
     );
     // LOG: the IP address went through, and was counted.
     assert!(sent.contains("10.1.2.3"));
-    let (status, metadata) = spend_row(&gw, &request_id).await;
+    let SpendRow {
+        status, metadata, ..
+    } = gw.spend_row(&request_id).await;
     assert_eq!(status, "success");
     assert_eq!(
         metadata["llmlite_pii"],
@@ -117,7 +97,9 @@ async fn a_block_never_reaches_the_model() {
         "{message}"
     );
     assert!(gw.bedrock_calls().await.is_empty(), "nothing was sent");
-    let (status, metadata) = spend_row(&gw, &request_id).await;
+    let SpendRow {
+        status, metadata, ..
+    } = gw.spend_row(&request_id).await;
     assert_eq!(status, "failure");
     assert_eq!(
         metadata["llmlite_pii"],
@@ -184,14 +166,9 @@ async fn a_key_policy_beats_the_team_and_the_global_one() {
         json!("BLOCK"),
     ] {
         let response = gw
-            .client
-            .post(gw.url("/key/generate"))
-            .bearer_auth(MASTER_KEY)
-            .json(&json!({"pii_policy": bad}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 400, "{bad}");
+            .post("/key/generate", MASTER_KEY, json!({"pii_policy": bad}))
+            .await;
+        assert_eq!(response.status, 400, "{bad}");
     }
 }
 

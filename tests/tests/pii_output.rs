@@ -11,7 +11,7 @@
 )]
 
 use base64::Engine;
-use llmlite_tests::{TestGateway, sse_data};
+use llmlite_tests::{Reply, SpendRow, TestGateway, sse_data, sse_events};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
@@ -24,50 +24,25 @@ fn say(text: &str) -> String {
     format!("please answer [[say64:{encoded}]]")
 }
 
-struct Sent {
-    status: u16,
-    body: String,
-    request_id: String,
-}
-
-async fn openai(gw: &TestGateway, key: &str, stream: bool) -> Sent {
+/// A request on `path` whose answer is [`ANSWER`], once it has settled.
+async fn ask(gw: &TestGateway, key: &str, path: &str, stream: bool) -> Reply {
     let body = json!({
         "model": "claude-haiku-4-5",
         "max_tokens": 64,
         "stream": stream,
         "messages": [{"role": "user", "content": say(ANSWER)}],
     });
-    send(gw, key, "/v1/chat/completions", body, false).await
-}
-
-async fn anthropic(gw: &TestGateway, key: &str, stream: bool) -> Sent {
-    let body = json!({
-        "model": "claude-haiku-4-5",
-        "max_tokens": 64,
-        "stream": stream,
-        "messages": [{"role": "user", "content": say(ANSWER)}],
-    });
-    send(gw, key, "/v1/messages", body, true).await
-}
-
-async fn send(gw: &TestGateway, key: &str, path: &str, body: Value, anthropic: bool) -> Sent {
-    let mut request = gw.client.post(gw.url(path)).bearer_auth(key).json(&body);
-    if anthropic {
-        request = request.header("anthropic-version", "2023-06-01");
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let request_id = response.headers()["x-request-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let body = response.text().await.unwrap();
+    let reply = gw.post(path, key, body).await;
     gw.settled().await;
-    Sent {
-        status,
-        body,
-        request_id,
-    }
+    reply
+}
+
+async fn openai(gw: &TestGateway, key: &str, stream: bool) -> Reply {
+    ask(gw, key, "/v1/chat/completions", stream).await
+}
+
+async fn anthropic(gw: &TestGateway, key: &str, stream: bool) -> Reply {
+    ask(gw, key, "/v1/messages", stream).await
 }
 
 /// The text of an OpenAI stream's content deltas, joined.
@@ -84,35 +59,14 @@ fn openai_stream_text(body: &str) -> String {
         .collect()
 }
 
-/// The data of each event of an Anthropic stream (`event: ...` then `data: ...`).
-fn anthropic_events(body: &str) -> Vec<String> {
-    body.split("\n\n")
-        .filter_map(|event| event.lines().find_map(|l| l.strip_prefix("data: ")))
-        .map(str::to_owned)
-        .collect()
-}
-
 /// The text of an Anthropic stream's text deltas, joined.
 fn anthropic_stream_text(body: &str) -> String {
-    anthropic_events(body)
+    sse_events(body)
         .iter()
-        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|e| serde_json::from_str::<Value>(&e.data).ok())
         .filter(|e| e["type"] == "content_block_delta")
         .filter_map(|e| e["delta"]["text"].as_str().map(str::to_owned))
         .collect()
-}
-
-/// The spend row's status, cost, output tokens and metadata.
-async fn spend_row(gw: &TestGateway, request_id: &str) -> (String, Decimal, i64, Value) {
-    sqlx::query_as(
-        "SELECT status, spend, completion_tokens, metadata FROM litellm_spend \
-         WHERE request_id = $1",
-    )
-    .bind(request_id)
-    .persistent(false)
-    .fetch_one(&gw.db.pool)
-    .await
-    .unwrap()
 }
 
 #[tokio::test]
@@ -123,34 +77,41 @@ async fn a_card_number_in_an_answer_is_masked_on_both_apis_streamed_or_not() {
         .await;
 
     let sent = openai(&gw, &key, false).await;
-    assert_eq!(sent.status, 200, "{}", sent.body);
-    let body: Value = serde_json::from_str(&sent.body).unwrap();
+    assert_eq!(sent.status, 200, "{}", sent.text);
+    let body: Value = serde_json::from_str(&sent.text).unwrap();
     assert_eq!(body["choices"][0]["message"]["content"], MASKED);
-    let (status, cost, _, metadata) = spend_row(&gw, &sent.request_id).await;
+    let SpendRow {
+        status,
+        spend: cost,
+        metadata,
+        ..
+    } = gw.spend_row(&sent.request_id()).await;
     assert_eq!(status, "success");
     assert!(cost > Decimal::ZERO);
     assert_eq!(metadata["llmlite_pii_output"], json!({"CREDIT_CARD": 1}));
 
     let sent = openai(&gw, &key, true).await;
     assert_eq!(sent.status, 200);
-    assert_eq!(openai_stream_text(&sent.body), MASKED);
-    assert!(!sent.body.contains("4539 ") && !sent.body.contains("6467 "));
-    assert!(sent.body.contains("[DONE]"));
-    let (status, _, _, metadata) = spend_row(&gw, &sent.request_id).await;
+    assert_eq!(openai_stream_text(&sent.text), MASKED);
+    assert!(!sent.text.contains("4539 ") && !sent.text.contains("6467 "));
+    assert!(sent.text.contains("[DONE]"));
+    let SpendRow {
+        status, metadata, ..
+    } = gw.spend_row(&sent.request_id()).await;
     assert_eq!(status, "success");
     assert_eq!(metadata["llmlite_pii_output"], json!({"CREDIT_CARD": 1}));
 
     let sent = anthropic(&gw, &key, false).await;
-    assert_eq!(sent.status, 200, "{}", sent.body);
-    let body: Value = serde_json::from_str(&sent.body).unwrap();
+    assert_eq!(sent.status, 200, "{}", sent.text);
+    let body: Value = serde_json::from_str(&sent.text).unwrap();
     assert_eq!(body["content"][0]["text"], MASKED);
 
     let sent = anthropic(&gw, &key, true).await;
     assert_eq!(sent.status, 200);
-    assert_eq!(anthropic_stream_text(&sent.body), MASKED);
-    assert!(!sent.body.contains("4539 ") && !sent.body.contains("6467 "));
-    assert!(sent.body.contains("message_stop"));
-    let (_, _, _, metadata) = spend_row(&gw, &sent.request_id).await;
+    assert_eq!(anthropic_stream_text(&sent.text), MASKED);
+    assert!(!sent.text.contains("4539 ") && !sent.text.contains("6467 "));
+    assert!(sent.text.contains("message_stop"));
+    let SpendRow { metadata, .. } = gw.spend_row(&sent.request_id()).await;
     assert_eq!(metadata["llmlite_pii_output"], json!({"CREDIT_CARD": 1}));
 }
 
@@ -163,7 +124,7 @@ async fn the_card_was_split_across_deltas_by_the_model() {
         .mint_raw_key(json!({"pii_policy": {"CREDIT_CARD": "MASK"}}))
         .await;
     let sent = openai(&gw, &key, true).await;
-    let deltas: Vec<String> = sse_data(&sent.body)
+    let deltas: Vec<String> = sse_data(&sent.text)
         .iter()
         .filter_map(|d| serde_json::from_str::<Value>(d).ok())
         .filter_map(|c| {
@@ -192,13 +153,13 @@ async fn with_the_setting_off_the_answer_is_untouched() {
         .mint_raw_key(json!({"pii_policy": {"CREDIT_CARD": "MASK"}}))
         .await;
     let sent = openai(&gw, &key, false).await;
-    let body: Value = serde_json::from_str(&sent.body).unwrap();
+    let body: Value = serde_json::from_str(&sent.text).unwrap();
     assert_eq!(body["choices"][0]["message"]["content"], ANSWER);
     let sent = openai(&gw, &key, true).await;
-    assert_eq!(openai_stream_text(&sent.body), ANSWER);
+    assert_eq!(openai_stream_text(&sent.text), ANSWER);
     let sent = anthropic(&gw, &key, true).await;
-    assert_eq!(anthropic_stream_text(&sent.body), ANSWER);
-    let (_, _, _, metadata) = spend_row(&gw, &sent.request_id).await;
+    assert_eq!(anthropic_stream_text(&sent.text), ANSWER);
+    let SpendRow { metadata, .. } = gw.spend_row(&sent.request_id()).await;
     assert!(metadata.get("llmlite_pii_output").is_none(), "{metadata}");
 }
 
@@ -211,12 +172,12 @@ async fn the_global_setting_turns_it_on_and_a_key_can_turn_it_off() {
     .await;
     let key = gw.mint_raw_key(json!({})).await;
     let sent = openai(&gw, &key, true).await;
-    assert_eq!(openai_stream_text(&sent.body), MASKED);
+    assert_eq!(openai_stream_text(&sent.text), MASKED);
     let off = gw
         .mint_raw_key(json!({"pii_policy": {"output": false}}))
         .await;
     let sent = openai(&gw, &off, false).await;
-    let body: Value = serde_json::from_str(&sent.body).unwrap();
+    let body: Value = serde_json::from_str(&sent.text).unwrap();
     assert_eq!(body["choices"][0]["message"]["content"], ANSWER);
 }
 
@@ -228,11 +189,17 @@ async fn a_blocked_answer_is_withheld_and_still_charged() {
         .await;
 
     let sent = openai(&gw, &key, false).await;
-    assert_eq!(sent.status, 400, "{}", sent.body);
-    let body: Value = serde_json::from_str(&sent.body).unwrap();
+    assert_eq!(sent.status, 400, "{}", sent.text);
+    let body: Value = serde_json::from_str(&sent.text).unwrap();
     assert_eq!(body["error"]["type"], "pii_blocked_output");
-    assert!(!sent.body.contains("4539 "), "{}", sent.body);
-    let (status, cost, output_tokens, metadata) = spend_row(&gw, &sent.request_id).await;
+    assert!(!sent.text.contains("4539 "), "{}", sent.text);
+    let SpendRow {
+        status,
+        spend: cost,
+        completion_tokens: output_tokens,
+        metadata,
+        ..
+    } = gw.spend_row(&sent.request_id()).await;
     assert_eq!(status, "failure");
     assert!(cost > Decimal::ZERO, "the tokens were produced");
     assert!(output_tokens > 0);
@@ -241,15 +208,20 @@ async fn a_blocked_answer_is_withheld_and_still_charged() {
 
     let sent = openai(&gw, &key, true).await;
     assert_eq!(sent.status, 200);
-    assert!(!sent.body.contains("4539 ") && !sent.body.contains("6467 "));
+    assert!(!sent.text.contains("4539 ") && !sent.text.contains("6467 "));
     assert!(
-        !sent.body.contains("[DONE]"),
+        !sent.text.contains("[DONE]"),
         "an incomplete answer: {}",
-        sent.body
+        sent.text
     );
-    let last: Value = serde_json::from_str(sse_data(&sent.body).last().unwrap()).unwrap();
+    let last: Value = serde_json::from_str(sse_data(&sent.text).last().unwrap()).unwrap();
     assert_eq!(last["error"]["type"], "pii_blocked_output");
-    let (status, cost, output_tokens, _) = spend_row(&gw, &sent.request_id).await;
+    let SpendRow {
+        status,
+        spend: cost,
+        completion_tokens: output_tokens,
+        ..
+    } = gw.spend_row(&sent.request_id()).await;
     assert_eq!(status, "failure");
     assert!(cost > Decimal::ZERO);
     assert_eq!(
@@ -258,34 +230,37 @@ async fn a_blocked_answer_is_withheld_and_still_charged() {
     );
 
     let sent = anthropic(&gw, &key, true).await;
-    assert!(!sent.body.contains("4539 ") && !sent.body.contains("6467 "));
-    assert!(sent.body.contains("event: error"), "{}", sent.body);
-    assert!(!sent.body.contains("message_stop"));
-    let (status, _, output_tokens, _) = spend_row(&gw, &sent.request_id).await;
+    assert!(!sent.text.contains("4539 ") && !sent.text.contains("6467 "));
+    assert!(sent.text.contains("event: error"), "{}", sent.text);
+    assert!(!sent.text.contains("message_stop"));
+    let SpendRow {
+        status,
+        completion_tokens: output_tokens,
+        ..
+    } = gw.spend_row(&sent.request_id()).await;
     assert_eq!(status, "failure");
     // At least Bedrock's count: an Anthropic stream also charges one token a delta as a floor.
     assert!(output_tokens >= produced, "{output_tokens} < {produced}");
 
     let sent = anthropic(&gw, &key, false).await;
     assert_eq!(sent.status, 400);
-    let body: Value = serde_json::from_str(&sent.body).unwrap();
+    let body: Value = serde_json::from_str(&sent.text).unwrap();
     assert_eq!(body["type"], "error");
-    assert!(!sent.body.contains("4539 "));
+    assert!(!sent.text.contains("4539 "));
 }
 
 #[tokio::test]
 async fn an_output_policy_that_is_not_a_boolean_is_refused() {
     let gw = TestGateway::start().await;
     let response = gw
-        .client
-        .post(gw.url("/key/generate"))
-        .bearer_auth(llmlite_tests::MASTER_KEY)
-        .json(&json!({"pii_policy": {"output": "yes"}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 400);
-    let body: Value = response.json().await.unwrap();
+        .post(
+            "/key/generate",
+            llmlite_tests::MASTER_KEY,
+            json!({"pii_policy": {"output": "yes"}}),
+        )
+        .await;
+    assert_eq!(response.status, 400);
+    let body = response.json();
     assert_eq!(body["error"]["param"], "pii_policy");
     assert!(
         body["error"]["message"]
@@ -304,15 +279,16 @@ async fn a_responses_api_answer_is_masked_too() {
         .await;
     for stream in [false, true] {
         let body = json!({"model": "claude-haiku-4-5", "input": say(ANSWER), "stream": stream});
-        let sent = send(&gw, &key, "/v1/responses", body, false).await;
-        assert_eq!(sent.status, 200, "{}", sent.body);
-        assert!(sent.body.contains("<CREDIT_CARD>"), "{}", sent.body);
+        let sent = gw.post("/v1/responses", &key, body).await;
+        gw.settled().await;
+        assert_eq!(sent.status, 200, "{}", sent.text);
+        assert!(sent.text.contains("<CREDIT_CARD>"), "{}", sent.text);
         assert!(
-            !sent.body.contains("4539 ") && !sent.body.contains("6467 "),
+            !sent.text.contains("4539 ") && !sent.text.contains("6467 "),
             "{}",
-            sent.body
+            sent.text
         );
-        let (_, _, _, metadata) = spend_row(&gw, &sent.request_id).await;
+        let SpendRow { metadata, .. } = gw.spend_row(&sent.request_id()).await;
         assert_eq!(metadata["llmlite_pii_output"], json!({"CREDIT_CARD": 1}));
     }
 }

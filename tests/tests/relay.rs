@@ -19,32 +19,17 @@ async fn slow_model() -> TestGateway {
     gw
 }
 
+/// A streamed request's whole body, as the wire carried it (comments included).
 async fn stream(gw: &TestGateway, path: &str, body: Value) -> String {
-    let response = gw
-        .client
-        .post(gw.url(path))
-        .bearer_auth(MASTER_KEY)
-        .header("anthropic-version", "2023-06-01")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    response.text().await.unwrap()
+    let reply = gw.post(path, MASTER_KEY, body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    reply.text
 }
 
 /// The body's events with the comments taken out, and how many comments there were.
 fn without_comments(body: &str) -> (String, usize) {
     let comments = body.matches(": keep-alive\n\n").count();
     (body.replace(": keep-alive\n\n", ""), comments)
-}
-
-async fn spend_rows(gw: &TestGateway) -> Vec<(String, String)> {
-    gw.settled().await;
-    sqlx::query_as("SELECT call_type, status FROM litellm_spend")
-        .fetch_all(&gw.db.pool)
-        .await
-        .unwrap()
 }
 
 #[tokio::test]
@@ -86,7 +71,12 @@ async fn a_silent_model_gets_keep_alive_comments_on_every_streamed_api() {
                 "{path}: {block:?}"
             );
         }
-        let rows = spend_rows(&gw).await;
+        let rows: Vec<(String, String)> = gw
+            .spend_rows()
+            .await
+            .into_iter()
+            .map(|row| (row.call_type, row.status))
+            .collect();
         assert_eq!(
             rows,
             vec![(call_type.to_owned(), "success".to_owned())],

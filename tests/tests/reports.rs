@@ -21,21 +21,9 @@ use llmlite_tests::{MASTER_KEY, TestGateway};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
-async fn get(gw: &TestGateway, path: &str) -> (u16, Value) {
-    let response = gw
-        .client
-        .get(gw.url(path))
-        .bearer_auth(MASTER_KEY)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 /// A 400 in OpenAI's shape naming `param`.
 async fn refused(gw: &TestGateway, path: &str, param: &str) {
-    let (status, body) = get(gw, path).await;
+    let (status, body) = gw.get(path, MASTER_KEY).await.status_and_json();
     assert_eq!(status, 400, "{path}: {body}");
     assert_eq!(
         body["error"]["type"], "invalid_request_error",
@@ -126,11 +114,13 @@ async fn reported(
     first: NaiveDate,
     last: NaiveDate,
 ) -> Totals {
-    let (status, body) = get(
-        gw,
-        &format!("/global/spend/report?start_date={first}&end_date={last}&group_by={group_by}"),
-    )
-    .await;
+    let (status, body) = gw
+        .get(
+            &format!("/global/spend/report?start_date={first}&end_date={last}&group_by={group_by}"),
+            MASTER_KEY,
+        )
+        .await
+        .status_and_json();
     assert_eq!(status, 200, "{body}");
     body.as_array()
         .unwrap()
@@ -306,7 +296,11 @@ async fn a_report_needs_a_range_of_at_most_366_days() {
         "start_date=2024-01-01&end_date=2024-12-31",
         "start_date=2026-11-30&end_date=2026-11-30",
     ] {
-        assert_eq!(get(&gw, &format!("{report}?{ok}")).await.0, 200, "{ok}");
+        assert_eq!(
+            gw.get(&format!("{report}?{ok}"), MASTER_KEY).await.status,
+            200,
+            "{ok}"
+        );
     }
 }
 
@@ -338,7 +332,10 @@ async fn keys_page_with_totals_and_by_age_on_the_injected_clock() {
         gw.mint_key(json!({"key_alias": format!("new-{n:02}"), "user_id": "aging"}))
             .await;
     }
-    let (_, page3) = get(&gw, "/key/list?user_id=aging&size=10&page=3").await;
+    let (_, page3) = gw
+        .get("/key/list?user_id=aging&size=10&page=3", MASTER_KEY)
+        .await
+        .status_and_json();
     assert_eq!(
         (
             page3["keys"].as_array().unwrap().len(),
@@ -347,9 +344,15 @@ async fn keys_page_with_totals_and_by_age_on_the_injected_clock() {
         ),
         (5, &json!(25), &json!(3))
     );
-    let (_, by_page_size) = get(&gw, "/key/list?user_id=aging&page_size=10&page=3").await;
+    let (_, by_page_size) = gw
+        .get("/key/list?user_id=aging&page_size=10&page=3", MASTER_KEY)
+        .await
+        .status_and_json();
     assert_eq!(by_page_size, page3);
-    let (status, beyond) = get(&gw, "/key/list?user_id=aging&size=10&page=4").await;
+    let (status, beyond) = gw
+        .get("/key/list?user_id=aging&size=10&page=4", MASTER_KEY)
+        .await
+        .status_and_json();
     assert_eq!(
         (status, beyond["keys"].clone(), &beyond["total_count"]),
         (200, json!([]), &json!(25))
@@ -364,16 +367,24 @@ async fn keys_page_with_totals_and_by_age_on_the_injected_clock() {
             .map(|k| k["key_alias"].as_str().unwrap().to_owned())
             .collect()
     };
-    let (_, old) = get(
-        &gw,
-        "/key/list?older_than_days=30&return_full_object=true&size=100",
-    )
-    .await;
+    let (_, old) = gw
+        .get(
+            "/key/list?older_than_days=30&return_full_object=true&size=100",
+            MASTER_KEY,
+        )
+        .await
+        .status_and_json();
     assert_eq!(aliases(&old), ["old-0", "old-1", "old-2"]);
     assert_eq!(old["total_count"], 3);
-    let (_, none) = get(&gw, "/key/list?older_than_days=32").await;
+    let (_, none) = gw
+        .get("/key/list?older_than_days=32", MASTER_KEY)
+        .await
+        .status_and_json();
     assert_eq!(none["total_count"], 0);
-    let (_, all) = get(&gw, "/key/list?older_than_days=0&size=100").await;
+    let (_, all) = gw
+        .get("/key/list?older_than_days=0&size=100", MASTER_KEY)
+        .await
+        .status_and_json();
     assert_eq!(all["total_count"], 25);
     refused(&gw, "/key/list?older_than_days=-1", "older_than_days").await;
 }
@@ -403,7 +414,10 @@ async fn users_and_teams_page_with_totals_and_their_keys_too() {
         .unwrap();
     assert!(users >= 12);
 
-    let (status, teams) = get(&gw, "/team/list?page_size=5&page=3").await;
+    let (status, teams) = gw
+        .get("/team/list?page_size=5&page=3", MASTER_KEY)
+        .await
+        .status_and_json();
     assert_eq!(status, 200, "{teams}");
     assert_eq!(
         (
@@ -416,25 +430,33 @@ async fn users_and_teams_page_with_totals_and_their_keys_too() {
         (2, &json!(12), &json!(3), &json!(5), &json!(3))
     );
     assert_eq!(teams["teams"][1]["team_id"], "team-11");
-    let (_, beyond) = get(&gw, "/team/list?size=5&page=4").await;
+    let (_, beyond) = gw
+        .get("/team/list?size=5&page=4", MASTER_KEY)
+        .await
+        .status_and_json();
     assert_eq!(
         (beyond["teams"].clone(), &beyond["total"]),
         (json!([]), &json!(12))
     );
     bad_pages_refused(&gw, "/team/list").await;
 
-    let (_, user_page) = get(
-        &gw,
-        &format!("/user/list?page_size=5&page={}", (users + 4) / 5),
-    )
-    .await;
+    let (_, user_page) = gw
+        .get(
+            &format!("/user/list?page_size=5&page={}", (users + 4) / 5),
+            MASTER_KEY,
+        )
+        .await
+        .status_and_json();
     assert_eq!(user_page["total"], users);
     assert_eq!(user_page["total_pages"], (users + 4) / 5);
     assert_eq!(
         user_page["users"].as_array().unwrap().len() as i64,
         users - 5 * ((users + 4) / 5 - 1)
     );
-    let (_, by_size) = get(&gw, "/user/list?size=5&page=1").await;
+    let (_, by_size) = gw
+        .get("/user/list?size=5&page=1", MASTER_KEY)
+        .await
+        .status_and_json();
     assert_eq!(by_size["users"].as_array().unwrap().len(), 5);
     bad_pages_refused(&gw, "/user/list").await;
 
@@ -442,7 +464,10 @@ async fn users_and_teams_page_with_totals_and_their_keys_too() {
         ("/team/info?team_id=team-03", "t"),
         ("/user/info?user_id=user-05", "u"),
     ] {
-        let (status, info) = get(&gw, &format!("{route}&size=5&page=3")).await;
+        let (status, info) = gw
+            .get(&format!("{route}&size=5&page=3"), MASTER_KEY)
+            .await
+            .status_and_json();
         assert_eq!(status, 200, "{info}");
         let keys: Vec<&str> = info["keys"]
             .as_array()
@@ -465,7 +490,7 @@ async fn users_and_teams_page_with_totals_and_their_keys_too() {
             (&json!(12), &json!(3), &json!(5), &json!(3)),
             "{route}"
         );
-        let (_, first) = get(&gw, route).await;
+        let (_, first) = gw.get(route, MASTER_KEY).await.status_and_json();
         assert_eq!(
             first["keys"].as_array().unwrap().len(),
             10,
@@ -484,23 +509,17 @@ async fn spend_logs_page_and_say_how_many_in_headers() {
     let page = |query: &'static str| {
         let gw = &gw;
         async move {
-            let response = gw
-                .client
-                .get(gw.url(&format!("/spend/logs?{query}")))
-                .bearer_auth(MASTER_KEY)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status(), 200, "{query}");
+            let response = gw.get(&format!("/spend/logs?{query}"), MASTER_KEY).await;
+            assert_eq!(response.status, 200, "{query}");
             let header = |name: &str| {
-                response.headers()[name]
+                response.headers[name]
                     .to_str()
                     .unwrap()
                     .parse::<i64>()
                     .unwrap()
             };
             let totals = (header("x-total-count"), header("x-total-pages"));
-            let rows: Value = response.json().await.unwrap();
+            let rows = response.json();
             (rows.as_array().unwrap().len(), totals)
         }
     };
@@ -513,13 +532,10 @@ async fn spend_logs_page_and_say_how_many_in_headers() {
     // The range still bounds both the rows and the count.
     let yesterday = today - chrono::Duration::days(1);
     let response = gw
-        .client
-        .get(gw.url(&format!(
-            "/spend/logs?start_date={yesterday}&end_date={yesterday}&page_size=5"
-        )))
-        .bearer_auth(MASTER_KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.headers()["x-total-count"], "12");
+        .get(
+            &format!("/spend/logs?start_date={yesterday}&end_date={yesterday}&page_size=5"),
+            MASTER_KEY,
+        )
+        .await;
+    assert_eq!(response.headers["x-total-count"], "12");
 }

@@ -8,36 +8,26 @@
     reason = "a test fails loudly"
 )]
 
-use llmlite_tests::{MASTER_KEY, TestGateway, responses_events};
+use llmlite_tests::{Event, KeyBy, MASTER_KEY, Reply, TestGateway};
+use reqwest::Method;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
-/// `POST /v1/responses` with `key`: the status, the headers and the body as text.
-async fn respond(gw: &TestGateway, key: &str, body: Value) -> (u16, http::HeaderMap, String) {
-    let response = gw
-        .client
-        .post(gw.url("/v1/responses"))
-        .bearer_auth(key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    (status, headers, response.text().await.unwrap())
-}
+const RESPONSES: &str = "/v1/responses";
 
 async fn ok(gw: &TestGateway, body: Value) -> Value {
-    let (status, _, text) = respond(gw, MASTER_KEY, body).await;
-    assert_eq!(status, 200, "{text}");
-    serde_json::from_str(&text).unwrap()
+    let reply = gw.post(RESPONSES, MASTER_KEY, body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    reply.json()
 }
 
 async fn streamed(gw: &TestGateway, body: Value) -> Vec<Value> {
-    let (status, headers, text) = respond(gw, MASTER_KEY, body).await;
-    assert_eq!(status, 200, "{text}");
-    assert_eq!(headers["content-type"], "text/event-stream");
-    let events = responses_events(&text);
+    let events: Vec<Value> = gw
+        .stream(RESPONSES, MASTER_KEY, body)
+        .await
+        .iter()
+        .map(Event::typed)
+        .collect();
     for (n, event) in events.iter().enumerate() {
         assert_eq!(event["sequence_number"], n as u64, "{event}");
     }
@@ -46,15 +36,6 @@ async fn streamed(gw: &TestGateway, body: Value) -> Vec<Value> {
 
 fn types(events: &[Value]) -> Vec<&str> {
     events.iter().map(|e| e["type"].as_str().unwrap()).collect()
-}
-
-async fn spend_rows(gw: &TestGateway) -> Vec<(String, String, Decimal)> {
-    gw.settled().await;
-    sqlx::query_as("SELECT call_type, status, spend FROM litellm_spend ORDER BY start_time")
-        .persistent(false)
-        .fetch_all(&gw.db.pool)
-        .await
-        .unwrap()
 }
 
 const WEATHER: &str = "get_weather";
@@ -73,13 +54,18 @@ async fn a_response_comes_back_in_responses_shape_and_settles_as_aresponses() {
     let key = gw
         .mint_raw_key(json!({"key_alias": "codex", "max_budget": 5}))
         .await;
-    let (status, headers, text) = respond(
-        &gw,
-        &key,
-        json!({"model": "claude-haiku-4-5", "instructions": "You are terse.",
-               "input": "hello there", "max_output_tokens": 50, "metadata": {"run": "1"}}),
-    )
-    .await;
+    let Reply {
+        status,
+        headers,
+        text,
+    } = gw
+        .post(
+            RESPONSES,
+            &key,
+            json!({"model": "claude-haiku-4-5", "instructions": "You are terse.",
+                   "input": "hello there", "max_output_tokens": 50, "metadata": {"run": "1"}}),
+        )
+        .await;
     assert_eq!(status, 200, "{text}");
     let body: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(body["object"], "response");
@@ -117,16 +103,16 @@ async fn a_response_comes_back_in_responses_shape_and_settles_as_aresponses() {
     assert_eq!(calls[0]["body"]["inferenceConfig"]["maxTokens"], 50);
 
     // Streamed, at the root path too.
-    let response = gw
-        .client
-        .post(gw.url("/responses"))
-        .bearer_auth(&key)
-        .json(&json!({"model": "claude-haiku-4-5", "input": "stream me a reply", "stream": true}))
-        .send()
+    let events: Vec<Value> = gw
+        .stream(
+            "/responses",
+            &key,
+            json!({"model": "claude-haiku-4-5", "input": "stream me a reply", "stream": true}),
+        )
         .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let events = responses_events(&response.text().await.unwrap());
+        .iter()
+        .map(Event::typed)
+        .collect();
     assert_eq!(
         types(&events),
         [
@@ -158,53 +144,25 @@ async fn a_response_comes_back_in_responses_shape_and_settles_as_aresponses() {
     assert_eq!(done["usage"]["output_tokens"], 5);
     assert_eq!(events[4]["item_id"], done["output"][0]["id"]);
 
-    let rows = spend_rows(&gw).await;
+    let rows = gw.spend_rows().await;
     assert_eq!(rows.len(), 2, "{rows:?}");
-    for (call_type, status, _) in &rows {
+    for row in &rows {
         assert_eq!(
-            (call_type.as_str(), status.as_str()),
+            (row.call_type.as_str(), row.status.as_str()),
             ("aresponses", "success")
         );
     }
-    assert_eq!(rows[0].2, "0.000022".parse::<Decimal>().unwrap());
-    let key_spend: Decimal =
-        sqlx::query_scalar("SELECT spend FROM litellm_verificationtoken WHERE key_alias = 'codex'")
-            .persistent(false)
-            .fetch_one(&gw.db.pool)
-            .await
-            .unwrap();
-    assert_eq!(key_spend, rows[0].2 + rows[1].2);
+    assert_eq!(rows[0].spend, "0.000022".parse::<Decimal>().unwrap());
+    let key_spend = gw.key_spend(KeyBy::Alias("codex")).await;
+    assert_eq!(key_spend, rows[0].spend + rows[1].spend);
 
     // The audit record names the route.
-    let record = audit_record(&gw, &request_id).await;
+    let record = gw
+        .audit_record(headers["x-request-id"].to_str().unwrap())
+        .await;
     assert_eq!(record["call_type"], "aresponses", "{record}");
     assert_eq!(record["status"], "success", "{record}");
     assert!(!record.to_string().contains("hello there"));
-}
-
-/// The audit record of the request `id` (hex, no dashes) from the gateway's audit directory.
-async fn audit_record(gw: &TestGateway, id: &str) -> Value {
-    let mut stack = vec![gw.db.audit_dir()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            let record: Value =
-                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-            if record["request_id"]
-                .as_str()
-                .map(|r| r.replace('-', ""))
-                .as_deref()
-                == Some(id)
-            {
-                return record;
-            }
-        }
-    }
-    panic!("no audit record for {id}");
 }
 
 #[tokio::test]
@@ -364,8 +322,8 @@ async fn a_mid_stream_failure_ends_with_response_failed_and_a_cut_answer_is_inco
     .await;
     assert_eq!(events.last().unwrap()["type"], "response.incomplete");
 
-    let rows = spend_rows(&gw).await;
-    let statuses: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+    let rows = gw.spend_rows().await;
+    let statuses: Vec<&str> = rows.iter().map(|r| r.status.as_str()).collect();
     assert_eq!(statuses, ["upstream_cut", "success", "success"]);
 }
 
@@ -510,7 +468,11 @@ async fn bad_input_gets_openai_shaped_400s_naming_the_field_and_nothing_is_spent
         (json!({"input": "x"}), "model"),
     ];
     for (body, param) in &cases {
-        let (status, headers, text) = respond(&gw, &key, body.clone()).await;
+        let Reply {
+            status,
+            headers,
+            text,
+        } = gw.post(RESPONSES, &key, body.clone()).await;
         assert_eq!(status, 400, "{body}: {text}");
         assert_eq!(headers["content-type"], "application/json");
         let error: Value = serde_json::from_str(&text).unwrap();
@@ -522,36 +484,35 @@ async fn bad_input_gets_openai_shaped_400s_naming_the_field_and_nothing_is_spent
         assert_eq!(error["error"]["code"], "400", "{text}");
         assert!(!text.contains('\u{0}'));
     }
-    let error: Value =
-        serde_json::from_str(&respond(&gw, &key, cases[0].0.clone()).await.2).unwrap();
+    let error: Value = gw.post(RESPONSES, &key, cases[0].0.clone()).await.json();
     let message = error["error"]["message"].as_str().unwrap();
     assert!(message.contains("send the whole conversation"), "{message}");
 
     // Not JSON, and not an object.
-    let response = gw
-        .client
-        .post(gw.url("/v1/responses"))
-        .bearer_auth(&key)
-        .header("content-type", "application/json")
-        .body("{")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 400);
-    assert_eq!(respond(&gw, &key, json!([1])).await.0, 400);
+    let response = Reply::read(
+        gw.client
+            .post(gw.url(RESPONSES))
+            .bearer_auth(&key)
+            .header("content-type", "application/json")
+            .body("{"),
+    )
+    .await;
+    assert_eq!(response.status, 400);
+    assert_eq!(gw.post(RESPONSES, &key, json!([1])).await.status, 400);
     // No key: 401 before the body is read.
     let response = gw
-        .client
-        .post(gw.url("/v1/responses"))
-        .json(&json!({"model": model, "input": "x"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 401);
+        .request(
+            Method::POST,
+            RESPONSES,
+            None,
+            Some(&json!({"model": model, "input": "x"})),
+        )
+        .await;
+    assert_eq!(response.status, 401);
 
     // Nothing reached Bedrock, nothing was spent, no request was counted.
     assert!(gw.bedrock_calls().await.is_empty());
-    assert!(spend_rows(&gw).await.is_empty());
+    assert!(gw.spend_rows().await.is_empty());
     let (spend, buckets): (Decimal, i64) = sqlx::query_as(
         "SELECT (SELECT spend FROM litellm_verificationtoken WHERE key_alias = 'careful'),
                 (SELECT count(*) FROM llmlite_rate_bucket)",
@@ -570,20 +531,26 @@ async fn budgets_and_rate_limits_hold_on_the_responses_route() {
     // Two requests a minute.
     let limited = gw.mint_raw_key(json!({"rpm_limit": 2})).await;
     for n in 0..2 {
-        let (status, _, text) = respond(
-            &gw,
-            &limited,
-            json!({"model": "claude-haiku-4-5", "input": format!("turn {n}")}),
-        )
-        .await;
+        let Reply { status, text, .. } = gw
+            .post(
+                RESPONSES,
+                &limited,
+                json!({"model": "claude-haiku-4-5", "input": format!("turn {n}")}),
+            )
+            .await;
         assert_eq!(status, 200, "{text}");
     }
-    let (status, headers, text) = respond(
-        &gw,
-        &limited,
-        json!({"model": "claude-haiku-4-5", "input": "one more"}),
-    )
-    .await;
+    let Reply {
+        status,
+        headers,
+        text,
+    } = gw
+        .post(
+            RESPONSES,
+            &limited,
+            json!({"model": "claude-haiku-4-5", "input": "one more"}),
+        )
+        .await;
     assert_eq!(status, 429, "{text}");
     assert!(headers.contains_key("retry-after"));
     let error: Value = serde_json::from_str(&text).unwrap();
@@ -593,9 +560,13 @@ async fn budgets_and_rate_limits_hold_on_the_responses_route() {
     // settlement more), so the next request waits.
     let tpm = gw.mint_raw_key(json!({"tpm_limit": 50})).await;
     let big = json!({"model": "claude-haiku-4-5", "input": "word ".repeat(400)});
-    assert_eq!(respond(&gw, &tpm, big.clone()).await.0, 200);
+    assert_eq!(gw.post(RESPONSES, &tpm, big.clone()).await.status, 200);
     gw.settled().await;
-    let (status, headers, text) = respond(&gw, &tpm, big).await;
+    let Reply {
+        status,
+        headers,
+        text,
+    } = gw.post(RESPONSES, &tpm, big).await;
     assert_eq!(status, 429, "{text}");
     assert_eq!(headers["x-ratelimit-limit-tokens"], "50");
 
@@ -603,12 +574,13 @@ async fn budgets_and_rate_limits_hold_on_the_responses_route() {
     let poor = gw
         .mint_raw_key(json!({"key_alias": "poor", "max_budget": 0.0001}))
         .await;
-    let (status, _, text) = respond(
-        &gw,
-        &poor,
-        json!({"model": "claude-sonnet-4-5", "input": "hello", "max_output_tokens": 1000}),
-    )
-    .await;
+    let Reply { status, text, .. } = gw
+        .post(
+            RESPONSES,
+            &poor,
+            json!({"model": "claude-sonnet-4-5", "input": "hello", "max_output_tokens": 1000}),
+        )
+        .await;
     assert_eq!(status, 403, "{text}");
     let error: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(error["error"]["type"], "budget_exceeded");
@@ -622,14 +594,14 @@ async fn budgets_and_rate_limits_hold_on_the_responses_route() {
         let gw = &gw;
         let budget = budget.clone();
         async move {
-            respond(
-                gw,
+            gw.post(
+                RESPONSES,
                 &budget,
                 json!({"model": "claude-haiku-4-5", "input": format!("concurrent {n}"),
                        "max_output_tokens": 100, "stream": n % 2 == 0}),
             )
             .await
-            .0
+            .status
         }
     });
     let statuses = futures_util::future::join_all(requests).await;
@@ -665,9 +637,7 @@ async fn budgets_and_rate_limits_hold_on_the_responses_route() {
 async fn pii_in_a_function_call_output_is_blocked_before_bedrock() {
     let gw = TestGateway::start().await;
     let key = gw.mint_raw_key(json!({})).await;
-    let (status, _, text) = respond(
-        &gw,
-        &key,
+    let Reply { status, text, .. } = gw.post(RESPONSES, &key,
         json!({"model": "claude-sonnet-4-5", "input": [
             {"role": "user", "content": "look it up"},
             {"type": "function_call", "call_id": "call_1", "name": WEATHER, "arguments": "{}"},
@@ -680,13 +650,13 @@ async fn pii_in_a_function_call_output_is_blocked_before_bedrock() {
     assert_eq!(error["error"]["type"], "pii_blocked");
     assert!(!text.contains("4539"));
     assert!(gw.bedrock_calls().await.is_empty());
-    let rows = spend_rows(&gw).await;
+    let rows = gw.spend_rows().await;
     assert_eq!(rows.len(), 1);
     assert_eq!(
-        (rows[0].0.as_str(), rows[0].1.as_str()),
+        (rows[0].call_type.as_str(), rows[0].status.as_str()),
         ("aresponses", "failure")
     );
-    assert_eq!(rows[0].2, Decimal::ZERO);
+    assert_eq!(rows[0].spend, Decimal::ZERO);
 }
 
 #[tokio::test]
@@ -793,13 +763,14 @@ async fn a_named_tool_choice_forces_that_tool_and_images_travel_inline() {
         "png"
     );
     // A remote image is refused, naming the item.
-    let (status, _, text) = respond(
-        &gw,
-        MASTER_KEY,
-        json!({"model": "claude-sonnet-4-5", "input": [{"role": "user", "content": [
-            {"type": "input_image", "image_url": "https://example.com/cat.png"}]}]}),
-    )
-    .await;
+    let Reply { status, text, .. } = gw
+        .post(
+            RESPONSES,
+            MASTER_KEY,
+            json!({"model": "claude-sonnet-4-5", "input": [{"role": "user", "content": [
+                {"type": "input_image", "image_url": "https://example.com/cat.png"}]}]}),
+        )
+        .await;
     assert_eq!(status, 400, "{text}");
     let error: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(error["error"]["param"], "input");

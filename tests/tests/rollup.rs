@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use llmlite::clients::audit::Sink;
 use llmlite::rollup;
-use llmlite_tests::{MotoS3, TestGateway};
+use llmlite_tests::{KeyBy, MotoS3, TestGateway};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
@@ -196,14 +196,13 @@ async fn resets_and_expiries_happen_at_the_right_instant() {
     let rotated = gw.mint_key(json!({"key_alias": "rot"})).await;
     let old = rotated["key"].as_str().unwrap().to_owned();
     let response = gw
-        .client
-        .post(gw.url("/key/regenerate"))
-        .bearer_auth(llmlite_tests::MASTER_KEY)
-        .json(&json!({"key": old, "grace_period": "30m"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+        .post(
+            "/key/regenerate",
+            llmlite_tests::MASTER_KEY,
+            json!({"key": old, "grace_period": "30m"}),
+        )
+        .await;
+    assert_eq!(response.status, 200);
 
     let start = gw.state.clock.now();
     let at = |secs: u64| start + Duration::from_secs(secs);
@@ -238,13 +237,7 @@ async fn resets_and_expiries_happen_at_the_right_instant() {
         .await
         .unwrap();
     assert_eq!(s.budgets_reset, 1, "the budget period ends at two hours");
-    let spend: Decimal =
-        sqlx::query_scalar("SELECT spend FROM litellm_verificationtoken WHERE token = $1")
-            .bind(&token)
-            .persistent(false)
-            .fetch_one(&gw.db.pool)
-            .await
-            .unwrap();
+    let spend = gw.key_spend(KeyBy::Token(&token)).await;
     assert_eq!(spend, Decimal::ZERO);
     // Both deactivations reached the audit trail.
     let shipped: Vec<String> = sqlx::query_scalar(

@@ -38,32 +38,31 @@ async fn a_chat_request_is_exactly_two_statements() {
         .await;
     let key = minted["key"].as_str().unwrap();
     let chat = || {
-        gw.client
-            .post(gw.url("/v1/chat/completions"))
-            .bearer_auth(key)
-            .json(&json!({"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "count me"}]}))
-            .send()
+        gw.post(
+            "/v1/chat/completions",
+            key,
+            json!({"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "count me"}]}),
+        )
     };
-    assert_eq!(chat().await.unwrap().status(), 200, "warm-up");
+    assert_eq!(chat().await.status, 200, "warm-up");
     gw.settled().await;
     for _ in 0..3 {
         statements.store(0, Ordering::SeqCst);
-        let response = chat().await.unwrap();
-        assert_eq!(response.status(), 200);
+        let response = chat().await;
+        assert_eq!(response.status, 200);
         // Settlement follows the response.
         gw.settled().await;
         assert_eq!(statements.load(Ordering::SeqCst), 2);
     }
     statements.store(0, Ordering::SeqCst);
     let streamed = gw
-        .client
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(key)
-        .json(&json!({"model": "claude-haiku-4-5", "stream": true, "messages": [{"role": "user", "content": "count me"}]}))
-        .send()
-        .await
-        .unwrap();
-    assert!(streamed.text().await.unwrap().ends_with("data: [DONE]\n\n"));
+        .post(
+            "/v1/chat/completions",
+            key,
+            json!({"model": "claude-haiku-4-5", "stream": true, "messages": [{"role": "user", "content": "count me"}]}),
+        )
+        .await;
+    assert!(streamed.text.ends_with("data: [DONE]\n\n"));
     gw.settled().await;
     assert_eq!(statements.load(Ordering::SeqCst), 2);
 }

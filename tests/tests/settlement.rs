@@ -12,41 +12,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use llmlite_tests::{Outage, TestGateway, sse_data};
+use llmlite_tests::{KeyBy, Outage, Reply, SpendRow, TestGateway, sse_data};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
-
-/// A spend row: (request_id, status, spend, prompt_tokens, completion_tokens).
-type Row = (String, String, Decimal, i64, i64);
-
-async fn rows(gw: &TestGateway) -> Vec<Row> {
-    sqlx::query_as(
-        "SELECT request_id, status, spend, prompt_tokens, completion_tokens
-         FROM litellm_spend ORDER BY start_time",
-    )
-    .persistent(false)
-    .fetch_all(&gw.db.pool)
-    .await
-    .unwrap()
-}
-
-async fn count(gw: &TestGateway, sql: &str) -> i64 {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
-        .persistent(false)
-        .fetch_one(&gw.db.pool)
-        .await
-        .unwrap()
-}
-
-/// The key's spend, found by its immutable id (its token changes when it is regenerated).
-async fn key_spend(gw: &TestGateway, key_id: i64) -> Decimal {
-    sqlx::query_scalar("SELECT spend FROM litellm_verificationtoken WHERE key_id = $1")
-        .bind(key_id)
-        .persistent(false)
-        .fetch_one(&gw.db.pool)
-        .await
-        .unwrap()
-}
 
 async fn key_id(gw: &TestGateway, token: &str) -> i64 {
     sqlx::query_scalar("SELECT key_id FROM litellm_verificationtoken WHERE token = $1")
@@ -57,26 +25,11 @@ async fn key_id(gw: &TestGateway, token: &str) -> i64 {
         .unwrap()
 }
 
-async fn post(gw: &TestGateway, key: &str, body: Value) -> reqwest::Response {
-    gw.client
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
+const CHAT: &str = "/v1/chat/completions";
 
 fn ask(text: &str) -> Value {
     json!({"model": "claude-haiku-4-5", "max_tokens": 64,
            "messages": [{"role": "user", "content": text}]})
-}
-
-fn request_id(response: &reqwest::Response) -> String {
-    response.headers()["x-request-id"]
-        .to_str()
-        .unwrap()
-        .to_owned()
 }
 
 #[tokio::test]
@@ -102,9 +55,9 @@ async fn a_nul_in_user_or_metadata_is_refused_before_anything_is_taken() {
     ];
     for stream in [false, true] {
         for (field, value) in &hostile {
-            let response = post(&gw, key, with(field, value.clone(), stream)).await;
-            assert_eq!(response.status(), 400, "{field}: {value}");
-            let body: Value = response.json().await.unwrap();
+            let response = gw.post(CHAT, key, with(field, value.clone(), stream)).await;
+            assert_eq!(response.status, 400, "{field}: {value}");
+            let body = response.json();
             assert_eq!(body["error"]["type"], "invalid_request_error");
             assert_eq!(body["error"]["param"], *field);
             assert!(!body.to_string().contains('\u{0}'));
@@ -112,26 +65,27 @@ async fn a_nul_in_user_or_metadata_is_refused_before_anything_is_taken() {
     }
     gw.settled().await;
     // Nothing taken: no lease, no bucket, no spend row, no call to Bedrock.
-    assert_eq!(count(&gw, "SELECT count(*) FROM llmlite_inflight").await, 0);
+    assert_eq!(gw.count("SELECT count(*) FROM llmlite_inflight").await, 0);
     assert_eq!(
-        count(&gw, "SELECT count(*) FROM llmlite_rate_bucket").await,
+        gw.count("SELECT count(*) FROM llmlite_rate_bucket").await,
         0
     );
-    assert_eq!(count(&gw, "SELECT count(*) FROM litellm_spend").await, 0);
+    assert_eq!(gw.count("SELECT count(*) FROM litellm_spend").await, 0);
     assert!(gw.bedrock_calls().await.is_empty());
 
     // Tabs and newlines are text; a 256-character `user` is kept whole.
-    let fine = post(
-        &gw,
-        key,
-        with("user", json!(format!("{}\t\r\n", "u".repeat(253))), false),
-    )
-    .await;
-    assert_eq!(fine.status(), 200);
+    let fine = gw
+        .post(
+            CHAT,
+            key,
+            with("user", json!(format!("{}\t\r\n", "u".repeat(253))), false),
+        )
+        .await;
+    assert_eq!(fine.status, 200);
     gw.settled().await;
-    let rows = rows(&gw).await;
+    let rows = gw.spend_rows().await;
     assert_eq!(rows.len(), 1);
-    assert!(rows[0].2 > Decimal::ZERO, "the accepted request paid");
+    assert!(rows[0].spend > Decimal::ZERO, "the accepted request paid");
 }
 
 #[tokio::test]
@@ -145,16 +99,16 @@ async fn a_panic_after_admission_releases_the_slot_and_settles_once() {
         .await;
     for _ in 0..3 {
         // Not 429: the first panic's slot came back.
-        let response = post(&gw, &key, ask("boom")).await;
-        assert_eq!(response.status(), 500);
-        let body: Value = response.json().await.unwrap();
+        let response = gw.post(CHAT, &key, ask("boom")).await;
+        assert_eq!(response.status, 500);
+        let body = response.json();
         assert_eq!(body["error"]["type"], "internal_server_error");
         gw.settled().await;
     }
-    let rows = rows(&gw).await;
+    let rows = gw.spend_rows().await;
     assert_eq!(rows.len(), 3, "one spend row each: {rows:?}");
-    assert!(rows.iter().all(|r| r.1 == "panic"), "{rows:?}");
-    assert_eq!(count(&gw, "SELECT count(*) FROM llmlite_inflight").await, 0);
+    assert!(rows.iter().all(|r| r.status == "panic"), "{rows:?}");
+    assert_eq!(gw.count("SELECT count(*) FROM llmlite_inflight").await, 0);
     assert!(gw.bedrock_calls().await.is_empty());
 }
 
@@ -168,10 +122,10 @@ async fn an_upstream_stream_cut_settles_what_was_received() {
     gw.script(json!([{"break_after": 6}])).await;
     let mut body = ask("one two three four five six seven eight nine ten");
     body["stream"] = json!(true);
-    let response = post(&gw, key, body).await;
-    assert_eq!(response.status(), 200);
-    let id = request_id(&response);
-    let events = sse_data(&response.text().await.unwrap());
+    let response = gw.post(CHAT, key, body).await;
+    assert_eq!(response.status, 200);
+    let id = response.request_id();
+    let events = sse_data(&response.text);
     let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
     assert_eq!(last["error"]["type"], "upstream_error", "{events:?}");
     assert!(!events.iter().any(|e| e == "[DONE]"));
@@ -191,9 +145,16 @@ async fn an_upstream_stream_cut_settles_what_was_received() {
     let received = (deltas.len() as i64).max(bytes.div_ceil(4) as i64);
 
     gw.settled().await;
-    let rows = rows(&gw).await;
+    let rows = gw.spend_rows().await;
     assert_eq!(rows.len(), 1);
-    let (row_id, status, spend, prompt, completion) = &rows[0];
+    let SpendRow {
+        request_id: row_id,
+        status,
+        spend,
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        ..
+    } = &rows[0];
     assert_eq!(
         (row_id.as_str(), status.as_str()),
         (id.as_str(), "upstream_cut")
@@ -206,8 +167,8 @@ async fn an_upstream_stream_cut_settles_what_was_received() {
         + Decimal::from_str("0.0000055").unwrap() * Decimal::from(*completion);
     assert_eq!(*spend, expected);
     let id = key_id(&gw, token).await;
-    assert_eq!(key_spend(&gw, id).await, expected);
-    assert_eq!(count(&gw, "SELECT count(*) FROM llmlite_inflight").await, 0);
+    assert_eq!(gw.key_spend(KeyBy::Id(id)).await, expected);
+    assert_eq!(gw.count("SELECT count(*) FROM llmlite_inflight").await, 0);
 }
 
 #[tokio::test]
@@ -219,29 +180,26 @@ async fn rotation_in_flight_keeps_the_spend() {
     let id = key_id(&gw, &token).await;
     gw.script(json!([{"latency_ms": 1500}])).await;
     let slow = {
-        let (client, url) = (gw.client.clone(), gw.url("/v1/chat/completions"));
+        let (client, url) = (gw.client.clone(), gw.url(CHAT));
         let key = key.clone();
-        tokio::spawn(async move {
+        tokio::spawn(Reply::read(
             client
                 .post(url)
                 .bearer_auth(key)
-                .json(&ask("rotate me while I think"))
-                .send()
-                .await
-                .unwrap()
-        })
+                .json(&ask("rotate me while I think")),
+        ))
     };
     // Admitted under the old token, then the key is regenerated while Bedrock thinks.
-    while count(&gw, "SELECT count(*) FROM llmlite_inflight").await == 0 {
+    while gw.count("SELECT count(*) FROM llmlite_inflight").await == 0 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let rotated = gw.admin("/key/regenerate", json!({"key": key})).await;
     let new_token = rotated["token"].as_str().unwrap().to_owned();
     assert_ne!(new_token, token);
     let response = slow.await.unwrap();
-    assert_eq!(response.status(), 200);
+    assert_eq!(response.status, 200);
     let cost = Decimal::from_str(
-        response.headers()["x-litellm-response-cost"]
+        response.headers["x-litellm-response-cost"]
             .to_str()
             .unwrap(),
     )
@@ -249,26 +207,16 @@ async fn rotation_in_flight_keeps_the_spend() {
     assert!(cost > Decimal::ZERO);
     gw.settled().await;
     // The spend landed on the key (now under its new token), not on a hash that is gone.
-    assert_eq!(key_spend(&gw, id).await, cost);
-    let on_new: Decimal =
-        sqlx::query_scalar("SELECT spend FROM litellm_verificationtoken WHERE token = $1")
-            .bind(&new_token)
-            .persistent(false)
-            .fetch_one(&gw.db.pool)
-            .await
-            .unwrap();
+    assert_eq!(gw.key_spend(KeyBy::Id(id)).await, cost);
+    let on_new = gw.key_spend(KeyBy::Token(&new_token)).await;
     assert_eq!(on_new, cost);
-    let rows = rows(&gw).await;
+    let rows = gw.spend_rows().await;
     assert_eq!(rows.len(), 1);
-    assert_eq!((rows[0].1.as_str(), rows[0].2), ("success", cost));
+    assert_eq!((rows[0].status.as_str(), rows[0].spend), ("success", cost));
 }
 
 fn catalog_with_fallback() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("llmlite-models-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("models.toml");
-    std::fs::write(
-        &path,
+    llmlite_tests::models_file(
         r#"
 [[model]]
 alias = "primary"
@@ -286,8 +234,6 @@ context_window = 200000
 prices = { input = "15", output = "75", cache_read = "1.5", cache_write = "18.75" }
 "#,
     )
-    .unwrap();
-    path
 }
 
 #[tokio::test]
@@ -302,10 +248,9 @@ async fn a_fallback_model_outside_the_allow_list_is_never_called() {
     let narrow = gw
         .mint_raw_key(json!({"models": ["primary"], "max_budget": 0.01}))
         .await;
-    let response = post(&gw, &narrow, body.clone()).await;
+    let response = gw.post(CHAT, &narrow, body.clone()).await;
     assert_eq!(
-        response.status(),
-        429,
+        response.status, 429,
         "the primary is throttled, no fallback"
     );
     let models: Vec<String> = gw
@@ -331,7 +276,7 @@ async fn a_fallback_model_outside_the_allow_list_is_never_called() {
     let teamed = gw
         .mint_raw_key(json!({"team_id": "narrow-team", "models": ["primary", "dear-backup"]}))
         .await;
-    assert_eq!(post(&gw, &teamed, body.clone()).await.status(), 429);
+    assert_eq!(gw.post(CHAT, &teamed, body.clone()).await.status, 429);
     assert!(
         gw.bedrock_calls()
             .await
@@ -343,14 +288,14 @@ async fn a_fallback_model_outside_the_allow_list_is_never_called() {
     let both = gw
         .mint_raw_key(json!({"models": ["primary", "dear-backup"], "max_budget": 0.01}))
         .await;
-    let response = post(&gw, &both, body.clone()).await;
-    assert_eq!(response.status(), 403);
+    let response = gw.post(CHAT, &both, body.clone()).await;
+    assert_eq!(response.status, 403);
     let wide = gw
         .mint_raw_key(json!({"models": ["primary", "dear-backup"], "max_budget": 1}))
         .await;
-    let response = post(&gw, &wide, body).await;
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["x-llmlite-served-model"], "dear-backup");
+    let response = gw.post(CHAT, &wide, body).await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.headers["x-llmlite-served-model"], "dear-backup");
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 
@@ -385,7 +330,7 @@ async fn an_expired_lease_is_charged_by_the_rollup() {
         .await
         .unwrap();
     assert_eq!(early.leases_charged_lost, 0);
-    assert_eq!(count(&gw, "SELECT count(*) FROM llmlite_inflight").await, 1);
+    assert_eq!(gw.count("SELECT count(*) FROM llmlite_inflight").await, 1);
 
     let late = now + chrono::Duration::minutes(16);
     let (a, b) = tokio::join!(
@@ -397,14 +342,19 @@ async fn an_expired_lease_is_charged_by_the_rollup() {
         1,
         "two concurrent rollups charge it once"
     );
-    let rows = rows(&gw).await;
+    let rows = gw.spend_rows().await;
     assert_eq!(rows.len(), 1);
     let expected = Decimal::from_str("0.00011").unwrap();
     assert_eq!(
-        (rows[0].0.as_str(), rows[0].1.as_str(), rows[0].2, rows[0].3),
+        (
+            rows[0].request_id.as_str(),
+            rows[0].status.as_str(),
+            rows[0].spend,
+            rows[0].prompt_tokens
+        ),
         ("crashed-1", "lost", expected, 100)
     );
-    assert_eq!(key_spend(&gw, id).await, expected);
+    assert_eq!(gw.key_spend(KeyBy::Id(id)).await, expected);
     let user: Decimal =
         sqlx::query_scalar("SELECT spend FROM litellm_usertable WHERE user_id = 'crash-user'")
             .persistent(false)
@@ -412,7 +362,7 @@ async fn an_expired_lease_is_charged_by_the_rollup() {
             .await
             .unwrap();
     assert_eq!(user, expected);
-    assert_eq!(count(&gw, "SELECT count(*) FROM llmlite_inflight").await, 0);
+    assert_eq!(gw.count("SELECT count(*) FROM llmlite_inflight").await, 0);
 }
 
 #[tokio::test]
@@ -434,21 +384,21 @@ async fn settlement_survives_a_database_outage() {
     let in_flight: Vec<_> = (0..60)
         .map(|n| spawn_chat(&gw, &key, format!("during the outage {n}")))
         .collect();
-    while count(&gw, "SELECT count(*) FROM llmlite_inflight").await < 60 {
+    while gw.count("SELECT count(*) FROM llmlite_inflight").await < 60 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     outage.cut();
     // New requests while it is away are refused, with a time to come back.
-    let refused = join_all((0..5).map(|n| post(&gw, &key, ask(&format!("refused {n}"))))).await;
+    let refused = join_all((0..5).map(|n| gw.post(CHAT, &key, ask(&format!("refused {n}"))))).await;
     for response in &refused {
-        assert_eq!(response.status(), 503, "{:?}", response.headers());
-        assert!(response.headers().contains_key("retry-after"));
+        assert_eq!(response.status, 503, "{:?}", response.headers);
+        assert!(response.headers.contains_key("retry-after"));
     }
     let mut answered = Vec::new();
     for task in in_flight {
         let response = task.await.unwrap();
-        assert_eq!(response.status(), 200);
-        answered.push(request_id(&response));
+        assert_eq!(response.status, 200);
+        answered.push(response.request_id());
     }
     // Away for longer than the pool's acquire timeout, and than settlement's own retries.
     tokio::time::sleep(Duration::from_secs(12)).await;
@@ -464,9 +414,9 @@ async fn settlement_survives_a_database_outage() {
     outage.restore();
     // The next settlement that succeeds replays what this instance kept.
     for n in 0..5 {
-        let response = post(&gw, &key, ask(&format!("after {n}"))).await;
-        assert_eq!(response.status(), 200);
-        answered.push(request_id(&response));
+        let response = gw.post(CHAT, &key, ask(&format!("after {n}"))).await;
+        assert_eq!(response.status, 200);
+        answered.push(response.request_id());
         gw.settled().await;
     }
     assert_eq!(
@@ -486,14 +436,14 @@ async fn settlement_survives_a_database_outage() {
         "the outbox is empty"
     );
 
-    let rows = rows(&gw).await;
-    let mut ids: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    let rows = gw.spend_rows().await;
+    let mut ids: Vec<&str> = rows.iter().map(|r| r.request_id.as_str()).collect();
     ids.sort_unstable();
     answered.sort_unstable();
     assert_eq!(ids, answered, "one spend row per answered request");
-    assert!(rows.iter().all(|r| r.1 == "success"));
-    let sum: Decimal = rows.iter().map(|r| r.2).sum();
-    assert_eq!(key_spend(&gw, id).await, sum);
+    assert!(rows.iter().all(|r| r.status == "success"));
+    let sum: Decimal = rows.iter().map(|r| r.spend).sum();
+    assert_eq!(gw.key_spend(KeyBy::Id(id)).await, sum);
     let user: Decimal =
         sqlx::query_scalar("SELECT spend FROM litellm_usertable WHERE user_id = 'outage-user'")
             .persistent(false)
@@ -501,28 +451,14 @@ async fn settlement_survives_a_database_outage() {
             .await
             .unwrap();
     assert_eq!(user, sum);
-    assert_eq!(count(&gw, "SELECT count(*) FROM llmlite_inflight").await, 0);
+    assert_eq!(gw.count("SELECT count(*) FROM llmlite_inflight").await, 0);
 }
 
-fn spawn_chat(
-    gw: &TestGateway,
-    key: &str,
-    text: String,
-) -> tokio::task::JoinHandle<reqwest::Response> {
-    let (client, url, key) = (
-        gw.client.clone(),
-        gw.url("/v1/chat/completions"),
-        key.to_owned(),
-    );
-    tokio::spawn(async move {
-        client
-            .post(url)
-            .bearer_auth(key)
-            .json(&ask(&text))
-            .send()
-            .await
-            .unwrap()
-    })
+fn spawn_chat(gw: &TestGateway, key: &str, text: String) -> tokio::task::JoinHandle<Reply> {
+    let (client, url, key) = (gw.client.clone(), gw.url(CHAT), key.to_owned());
+    tokio::spawn(Reply::read(
+        client.post(url).bearer_auth(key).json(&ask(&text)),
+    ))
 }
 
 /// The routes of issues #19 and #20 settle through the same guard: an embeddings batch, a
@@ -559,19 +495,19 @@ async fn embeddings_responses_and_withheld_answers_settle_once_across_a_database
         .iter()
         .map(|(path, body)| {
             let request = gw.client.post(gw.url(path)).bearer_auth(&key).json(body);
-            tokio::spawn(async move { request.send().await.unwrap() })
+            tokio::spawn(Reply::read(request))
         })
         .collect();
-    while count(&gw, "SELECT count(*) FROM llmlite_inflight").await < 3 {
+    while gw.count("SELECT count(*) FROM llmlite_inflight").await < 3 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     outage.cut();
     let mut answered = Vec::new();
     for task in in_flight {
         let response = task.await.unwrap();
-        assert_eq!(response.status(), 200);
-        answered.push(request_id(&response));
-        let body = response.text().await.unwrap();
+        assert_eq!(response.status, 200);
+        answered.push(response.request_id());
+        let body = response.text;
         assert!(!body.contains("4539 "), "{body}");
     }
     tokio::time::sleep(Duration::from_secs(12)).await;
@@ -581,22 +517,22 @@ async fn embeddings_responses_and_withheld_answers_settle_once_across_a_database
     assert_eq!(replay.failed, 0);
     gw.settled().await;
 
-    let rows = rows(&gw).await;
-    let mut ids: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    let rows = gw.spend_rows().await;
+    let mut ids: Vec<&str> = rows.iter().map(|r| r.request_id.as_str()).collect();
     ids.sort_unstable();
     answered.sort_unstable();
     assert_eq!(ids, answered, "one spend row per request");
-    let statuses: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+    let statuses: Vec<&str> = rows.iter().map(|r| r.status.as_str()).collect();
     assert_eq!(
         statuses.iter().filter(|s| **s == "failure").count(),
         1,
         "{statuses:?}"
     );
     assert!(
-        rows.iter().all(|r| r.2 > Decimal::ZERO),
+        rows.iter().all(|r| r.spend > Decimal::ZERO),
         "every one paid: {rows:?}"
     );
-    let sum: Decimal = rows.iter().map(|r| r.2).sum();
-    assert_eq!(key_spend(&gw, id).await, sum);
-    assert_eq!(count(&gw, "SELECT count(*) FROM llmlite_inflight").await, 0);
+    let sum: Decimal = rows.iter().map(|r| r.spend).sum();
+    assert_eq!(gw.key_spend(KeyBy::Id(id)).await, sum);
+    assert_eq!(gw.count("SELECT count(*) FROM llmlite_inflight").await, 0);
 }

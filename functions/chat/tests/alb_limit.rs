@@ -174,12 +174,12 @@ async fn a_buffered_responses_stream_stays_under_the_alb_limit() {
     assert_eq!(last["response"]["error"]["code"], "response_too_large");
 
     assert!(api.extension_done(2, Duration::from_secs(60)).await);
-    let rows: Vec<(String, String)> =
-        sqlx::query_as("SELECT call_type, status FROM litellm_spend ORDER BY start_time")
-            .persistent(false)
-            .fetch_all(&gw.db.pool)
-            .await
-            .unwrap();
+    let rows: Vec<(String, String)> = gw
+        .spend_rows()
+        .await
+        .into_iter()
+        .map(|row| (row.call_type, row.status))
+        .collect();
     assert_eq!(
         rows,
         [

@@ -11,7 +11,7 @@
 mod common;
 
 use common::LLMLITE;
-use llmlite_tests::{TestGateway, spawn_serve, wait_until_settled};
+use llmlite_tests::{KeyBy, TestGateway, spawn_serve, wait_until_settled};
 use rust_decimal::Decimal;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -94,14 +94,7 @@ async fn a_client_that_hangs_up_mid_stream_pays_for_its_prompt_and_received_outp
     let expected = Decimal::new(11, 7) * Decimal::from(prompt_tokens)
         + Decimal::new(55, 7) * Decimal::from(completion_tokens);
     assert_eq!(spend, expected);
-    let key_spend: Decimal =
-        sqlx::query_scalar("SELECT spend FROM litellm_verificationtoken WHERE token = $1")
-            .bind(token)
-            .persistent(false)
-            .fetch_one(&gw.db.pool)
-            .await
-            .unwrap();
-    assert_eq!(key_spend, expected);
+    assert_eq!(gw.key_spend(KeyBy::Token(token)).await, expected);
 }
 
 /// The same on the Responses route, whose events are rewritten from the chat stream's: hanging
@@ -157,14 +150,7 @@ async fn a_responses_client_that_hangs_up_mid_stream_settles_exactly_once() {
     let expected = Decimal::new(11, 7) * Decimal::from(prompt_tokens)
         + Decimal::new(55, 7) * Decimal::from(completion_tokens);
     assert_eq!(spend, expected);
-    let key_spend: Decimal =
-        sqlx::query_scalar("SELECT spend FROM litellm_verificationtoken WHERE token = $1")
-            .bind(token)
-            .persistent(false)
-            .fetch_one(&gw.db.pool)
-            .await
-            .unwrap();
-    assert_eq!(key_spend, expected);
+    assert_eq!(gw.key_spend(KeyBy::Token(token)).await, expected);
     // The model call ended with the client: the double stopped sending soon after.
     tokio::time::sleep(std::time::Duration::from_millis(800)).await;
     assert!(

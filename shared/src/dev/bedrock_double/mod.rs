@@ -1,0 +1,336 @@
+//! A wire-level Bedrock Runtime double: an HTTP server on loopback that speaks the operations
+//! llmlite calls, so the real `aws-sdk-bedrockruntime` client can be pointed at it with
+//! `AWS_ENDPOINT_URL_BEDROCK_RUNTIME`. Signatures are accepted unverified. `llmlite dev` serves
+//! chat from it; the tests drive it.
+//!
+//! Operations:
+//! - `Converse` (`POST /model/{id}/converse`, JSON) and `ConverseStream` (`.../converse-stream`,
+//!   `application/vnd.amazon.eventstream` frames with valid CRCs);
+//! - `InvokeModel` (`.../invoke`) with Anthropic's Messages body as Bedrock takes it
+//!   (`anthropic_version: "bedrock-2023-05-31"`, no `model`, no `stream`: a body with either, or
+//!   without `anthropic_version`, `max_tokens` or `messages`, is Bedrock's ValidationException),
+//!   answering an Anthropic `message` and the `x-amzn-bedrock-*-token-count` headers;
+//! - `InvokeModelWithResponseStream` (`.../invoke-with-response-stream`): one `chunk` frame per
+//!   Anthropic stream event, `{"bytes": "<base64 of the event's JSON>"}`, from `message_start` to
+//!   a `message_stop` carrying `amazon-bedrock-invocationMetrics`;
+//! - `InvokeModel` with an embedding model's body, chosen by the model ID: Titan Text Embeddings
+//!   (an ID containing `titan-embed`: `{"inputText", "dimensions": 256|512|1024}`, one text,
+//!   answering `{"embedding", "inputTextTokenCount"}`) and Cohere Embed (`cohere.embed`:
+//!   `{"texts": [1 to 96 strings], "input_type"}`, answering `{"id", "texts", "embeddings",
+//!   "response_type"}`), both with the `x-amzn-bedrock-input-token-count` header. A missing or
+//!   unknown field, an empty text, other dimensions or more than 96 texts is Bedrock's
+//!   ValidationException. Vectors are deterministic: for a text with SHA-256 digest `h`,
+//!   component `j` is `(2 * (h[j % 32] ^ (j / 32 % 256)) - 255) / 256` (exact in `f32`); token
+//!   counts are word counts, as for chat. Directives in any text apply (`[[throttle]]`...);
+//! - `CountTokens` (`.../count-tokens`) for either input (`invokeModel.body`, which the SDK sends
+//!   as a base64 string, or `converse`): `{"inputTokens": n}`, n being every input token of the
+//!   same request, cached or not. A model ID containing `no-count-tokens` answers the
+//!   ValidationException Bedrock gives for models that cannot count.
+//!
+//! A Converse request whose messages hold `toolUse` or `toolResult` blocks without a `toolConfig`
+//! is Bedrock's ValidationException, as it is for Bedrock, even when no tools are offered.
+//!
+//! Both formats are read into one request model, so a reply and its counts do not depend on
+//! the API that asked. Replies are deterministic and derive from the input:
+//! - a request whose last message carries tool results answers `Tool result: <results>`;
+//! - with tools offered (and `tool_choice` not `none`), a user message naming one or more of them
+//!   (or `tool_choice` any/tool) gets a call to each, with input `{"input": "<the user's text>"}`;
+//! - a last user text with `[[say64:<base64>]]` is answered with the decoded text instead of
+//!   the echo below (text the prompt does not carry, for the answers' PII guard);
+//! - otherwise the answer is `echo: <the user's last text>`, cut at a stop sequence or at the
+//!   maximum tokens in words, with a reasoning block first when thinking was asked for.
+//!
+//! Token counts are word counts: input is every word of the system prompt's and messages' text
+//! (an image counts 100; tool calls, tool results, reasoning and documents count nothing), output
+//! is the words of the reply. A cache point (Converse `cachePoint`, Anthropic `cache_control`)
+//! in a message makes everything before it, system included, a cache write; it is reported
+//! apart from the input tokens, as Bedrock does.
+//!
+//! Failures on demand, in order of precedence:
+//! - a queue of scripted behaviours, `POST /__double/script` with a JSON list (each call takes
+//!   the next one): `{"throttle": true}`, `{"error": {"status": 503, "type":
+//!   "ServiceUnavailableException"}}`, `{"latency_ms": 200}`, `{"break_after": 2}`,
+//!   `{"event_gap_ms": 100}` (a pause before each stream event after the first);
+//! - a model ID containing `always-throttle` or `always-unavailable`;
+//! - a directive in the last user text: `[[throttle]]`, `[[error:<status>:<Type>]]`,
+//!   `[[latency:<ms>]]`, `[[break:<events>]]` (a stream that fails after that many events).
+//!
+//! `GET /__double/calls` lists what it was asked: `{"operation", "model_id", "body"}` each, the
+//! operation being `converse`, `converse-stream`, `invoke`, `invoke-with-response-stream` or
+//! `count-tokens` (whose `invokeModel` body is also given decoded, as `invoke_body`).
+//!
+//! This file holds the server, its state and the failure knobs; each operation has a file of its
+//! own, over one request model (`request`), one deterministic reply (`reply`) and the event-stream
+//! framing both streaming operations share (`eventstream`).
+
+mod converse;
+mod count_tokens;
+mod embeddings;
+mod eventstream;
+mod invoke;
+mod reply;
+mod request;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use converse::{converse, converse_stream};
+use count_tokens::count_tokens;
+pub use embeddings::embedding_vector;
+use invoke::{invoke, invoke_with_response_stream};
+use request::Request;
+
+/// One scripted behaviour.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Behaviour {
+    #[serde(default)]
+    pub throttle: bool,
+    pub error: Option<ScriptedError>,
+    pub latency_ms: Option<u64>,
+    pub break_after: Option<usize>,
+    /// A pause before each stream event after the first: a model that answers slowly.
+    pub event_gap_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptedError {
+    pub status: u16,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+#[derive(Default)]
+struct DoubleState {
+    script: Mutex<VecDeque<Behaviour>>,
+    calls: Mutex<Vec<Value>>,
+    /// Stream content deltas written to the wire so far, over every call.
+    deltas_sent: AtomicU64,
+    /// Anthropic messages answered so far: their IDs.
+    messages: AtomicU64,
+}
+
+/// A running double.
+pub struct BedrockDouble {
+    pub addr: SocketAddr,
+    state: Arc<DoubleState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl BedrockDouble {
+    /// Starts a double on `127.0.0.1` (port 0 picks a free one).
+    pub async fn start(port: u16) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(DoubleState::default());
+        let app = Router::new()
+            .route("/model/{model_id}/converse", post(converse))
+            .route("/model/{model_id}/converse-stream", post(converse_stream))
+            .route("/model/{model_id}/invoke", post(invoke))
+            .route(
+                "/model/{model_id}/invoke-with-response-stream",
+                post(invoke_with_response_stream),
+            )
+            .route("/model/{model_id}/count-tokens", post(count_tokens))
+            .route("/__double/script", post(script))
+            .route("/__double/calls", get(calls))
+            .with_state(Arc::clone(&state));
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(BedrockDouble { addr, state, task })
+    }
+
+    /// The content deltas (`contentBlockDelta` for ConverseStream, `content_block_delta` for
+    /// InvokeModelWithResponseStream) handed to the connection so far, over every call: how far
+    /// a stream had got when a client saw something.
+    pub fn deltas_sent(&self) -> u64 {
+        self.state.deltas_sent.load(Ordering::SeqCst)
+    }
+
+    /// The endpoint URL to give the SDK.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for BedrockDouble {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type Shared = State<Arc<DoubleState>>;
+
+async fn script(State(state): Shared, Json(items): Json<Vec<Behaviour>>) -> StatusCode {
+    if let Ok(mut queue) = state.script.lock() {
+        queue.extend(items);
+    }
+    StatusCode::NO_CONTENT
+}
+
+async fn calls(State(state): Shared) -> Json<Value> {
+    let calls = state.calls.lock().map(|c| c.clone()).unwrap_or_default();
+    Json(Value::Array(calls))
+}
+
+/// What this call should do, from the script, the model ID and the prompt.
+fn behaviour_for(state: &DoubleState, model_id: &str, last_user_text: &str) -> Behaviour {
+    if let Some(next) = state.script.lock().ok().and_then(|mut q| q.pop_front()) {
+        return next;
+    }
+    if model_id.contains("always-throttle") {
+        return Behaviour {
+            throttle: true,
+            ..Behaviour::default()
+        };
+    }
+    if model_id.contains("always-unavailable") {
+        return Behaviour {
+            error: Some(ScriptedError {
+                status: 503,
+                kind: "ServiceUnavailableException".into(),
+            }),
+            ..Behaviour::default()
+        };
+    }
+    let mut behaviour = Behaviour::default();
+    for directive in directives(last_user_text) {
+        let parts: Vec<&str> = directive.split(':').collect();
+        match parts.as_slice() {
+            ["throttle"] => behaviour.throttle = true,
+            ["error", status, kind] => {
+                behaviour.error = status.parse().ok().map(|status| ScriptedError {
+                    status,
+                    kind: (*kind).to_owned(),
+                });
+            }
+            ["latency", ms] => behaviour.latency_ms = ms.parse().ok(),
+            ["break", n] => behaviour.break_after = n.parse().ok(),
+            _ => {}
+        }
+    }
+    behaviour
+}
+
+/// The answer a `[[say64:<base64>]]` directive asks for: text the prompt does not carry (what
+/// the PII guard would otherwise mask on the way in), such as a card number in the answer.
+fn said(text: &str) -> Option<String> {
+    directives(text).iter().find_map(|d| {
+        let encoded = d.strip_prefix("say64:")?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok()?;
+        String::from_utf8(bytes).ok()
+    })
+}
+
+fn directives(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("[[") {
+        let after = &rest[start + 2..];
+        match after.find("]]") {
+            Some(end) => {
+                out.push(after[..end].to_owned());
+                rest = &after[end + 2..];
+            }
+            None => break,
+        }
+    }
+    out
+}
+
+fn record(state: &DoubleState, entry: Value) {
+    if let Ok(mut calls) = state.calls.lock() {
+        calls.push(entry);
+    }
+}
+
+/// A Bedrock error response, as the service sends it.
+fn error_response(status: u16, kind: &str, message: &str) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [
+            ("content-type", "application/json"),
+            ("x-amzn-errortype", kind),
+        ],
+        json!({ "message": message }).to_string(),
+    )
+        .into_response()
+}
+
+fn validation_error(message: &str) -> Response {
+    error_response(400, "ValidationException", message)
+}
+
+/// A JSON request body, recorded under `operation`; `None` when it is not JSON.
+fn read_body(state: &DoubleState, operation: &str, model_id: &str, body: &[u8]) -> Option<Value> {
+    let body = serde_json::from_slice::<Value>(body).ok()?;
+    record(
+        state,
+        json!({ "operation": operation, "model_id": model_id, "body": body }),
+    );
+    Some(body)
+}
+
+fn malformed() -> Response {
+    validation_error("malformed request body")
+}
+
+/// The failures asked for, then the request's own faults: what comes before an answer.
+async fn prelude(
+    state: &DoubleState,
+    model_id: &str,
+    request: &Request,
+) -> Result<Behaviour, Response> {
+    let behaviour = behaviour_for(state, model_id, &request.last_user_text());
+    failures(&behaviour).await?;
+    if let Some(problem) = &request.problem {
+        return Err(validation_error(problem));
+    }
+    Ok(behaviour)
+}
+
+/// The latency and failures `behaviour` asks for.
+async fn failures(behaviour: &Behaviour) -> Result<(), Response> {
+    if let Some(ms) = behaviour.latency_ms {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if behaviour.throttle {
+        return Err(error_response(
+            429,
+            "ThrottlingException",
+            "Too many requests, please wait before trying again.",
+        ));
+    }
+    if let Some(error) = &behaviour.error {
+        return Err(error_response(
+            error.status,
+            &error.kind,
+            "scripted failure",
+        ));
+    }
+    Ok(())
+}
+
+impl DoubleState {
+    fn next_message_id(&self) -> String {
+        let n = self.messages.fetch_add(1, Ordering::SeqCst) + 1;
+        format!("msg_bdrk_{n:024x}")
+    }
+}
