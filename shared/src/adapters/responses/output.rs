@@ -288,7 +288,7 @@ impl ResponsesEncoder {
             json!({"output_index": index, "item": item}),
         );
         self.emit(
-out,
+            out,
             "response.content_part.added",
             json!({"item_id": id, "output_index": index, "content_index": 0, "part": text_part("")}),
         );
