@@ -226,16 +226,17 @@ async fn main() {
     // A key with every limit set, so admission does all its work.
     let limits = json!({"rpm_limit": 1_000_000, "tpm_limit": 1_000_000_000, "max_budget": 1_000_000,
                         "max_parallel_requests": 10_000, "budget_duration": "30d"});
-    let minted: Value = client
-        .post(format!("{base}/key/generate"))
-        .bearer_auth(MASTER_KEY)
-        .json(&limits)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let mint = |url: String| {
+        let request = client
+            .post(format!("{url}/key/generate"))
+            .bearer_auth(MASTER_KEY)
+            .json(&limits);
+        async move {
+            let minted: Value = request.send().await.unwrap().json().await.unwrap();
+            minted
+        }
+    };
+    let minted = mint(base.clone()).await;
     let key = minted["key"].as_str().unwrap().to_owned();
 
     let direct = client
@@ -253,17 +254,7 @@ async fn main() {
     let mut through_baseline = None;
     let mut master_baseline = None;
     if let Some((_, url)) = &baseline {
-        let minted: Value = client
-            .post(format!("{url}/key/generate"))
-            .bearer_auth(MASTER_KEY)
-            .json(&limits)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let key = minted["key"].as_str().unwrap().to_owned();
+        let key = mint(url.clone()).await["key"].as_str().unwrap().to_owned();
         through_baseline = Some(
             client
                 .post(format!("{url}/v1/chat/completions"))
