@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{ModelAlias, ModelEntry, TokenUsage};
-use crate::clients::telemetry::RequestMetrics;
+use crate::clients::telemetry::{RequestMetrics, Stages};
 use crate::error::ApiError;
 use crate::http::RequestId;
 use crate::keys::KeyHash;
@@ -178,6 +178,9 @@ pub struct RequestRecord {
     pub response_bytes: u64,
     pub latency_ms: f64,
     pub upstream_ms: f64,
+    /// The gateway's stages before the model call (records kept before this field have none).
+    #[serde(default)]
+    pub stages: Stages,
     /// When it ended; set when it is settled.
     pub finished: Option<DateTime<Utc>>,
 }
@@ -210,6 +213,7 @@ impl RequestRecord {
             response_bytes: 0,
             latency_ms: 0.0,
             upstream_ms: 0.0,
+            stages: Stages::default(),
             finished: None,
         }
     }
@@ -263,6 +267,7 @@ impl RequestRecord {
             "latency_ms": self.latency_ms,
             "upstream_ms": self.upstream_ms,
             "overhead_ms": self.overhead_ms(),
+            "stages": self.stages,
             "tokens": self.tokens,
             "cost": self.cost.to_string(),
             "status": self.status.as_str(),
@@ -288,6 +293,7 @@ impl RequestRecord {
             latency_ms: self.latency_ms,
             upstream_ms: self.upstream_ms,
             overhead_ms: self.overhead_ms(),
+            stages: self.stages,
             input_tokens: self.prompt_tokens(),
             output_tokens: self.tokens.output,
             cost: rust_decimal::prelude::ToPrimitive::to_f64(&self.cost.amount()).unwrap_or(0.0),

@@ -59,6 +59,8 @@ pub struct Summary {
     pub keys_expired: u64,
     pub grace_periods_ended: u64,
     pub records_redriven: u64,
+    /// Request audit records shipped from the queue, and the objects they went in.
+    pub audit_shipped: crate::clients::audit::Shipped,
     /// Settlements the database had refused, replayed from the outbox.
     pub settlements_replayed: u64,
     /// Leases that expired unsettled, charged at their prompt estimate as `lost`.
@@ -218,7 +220,9 @@ pub async fn run(
     ?;
     summary.grace_periods_ended = ended.len() as u64;
 
-    // 4. The audit trail: admin actions (these included) and the outbox.
+    // 4. The audit trail: request records queued (every one, whatever the batch's size), admin
+    //    actions (these included) and the outbox.
+    summary.audit_shipped = state.audit.ship_requests(true).await?;
     summary.records_redriven += state.audit.ship_admin_actions().await?;
     loop {
         let round = state.audit.redrive(500).await?;
@@ -404,12 +408,25 @@ pub async fn handle_event(
             .await
             .map_err(|e| e.to_string());
     }
+    if event.get("llmlite_task").and_then(Value::as_str) == Some(SHIP_AUDIT) {
+        // The frequent schedule's event: only the audit queue, once it is due.
+        let shipped = state
+            .audit
+            .ship_requests(false)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(?shipped, "audit queue shipped");
+        return serde_json::to_value(shipped).map_err(|e| e.to_string());
+    }
     let event = serde_json::from_value(event)
         .map_err(|e| format!("neither a schedule event nor a custom-resource request: {e}"))?;
     handle(state, reports, retention_days, event)
         .await
         .map_err(|e| e.to_string())
 }
+
+/// The `llmlite_task` of the schedule that ships the audit queue (template.yaml, every 5 minutes).
+pub const SHIP_AUDIT: &str = "ship-audit";
 
 /// The scheduled event's handler: one run, its summary as the result.
 pub async fn handle(

@@ -9,7 +9,8 @@
 //!   taken at admission holds the budget until settlement lands, so exactness does not depend on
 //!   timing. [`Settler::drain`] waits for every open request to settle: the Lambda extension
 //!   calls it before the environment is frozen, `llmlite serve` before it exits.
-//! - One settlement is one SQL round trip (`llmlite_settle`, idempotent on the request ID). When
+//! - One settlement is one SQL round trip (`llmlite_settle_recorded`, idempotent on the request
+//!   ID), which also queues the request's audit record (see [`crate::clients::audit`]). When
 //!   the database refuses, the record goes to the outbox: kept in memory and replayed after the
 //!   next settlement that succeeds on this instance, and written to the audit sink under
 //!   `settlements/pending/`, which the rollup replays. It is never only logged.
@@ -134,7 +135,15 @@ impl Settler {
         let ticket = self.ticket();
         let settler = self.clone();
         spawn(async move {
-            settler.report(&record).await;
+            let (key, audit) = (record.audit_key(), record.audit());
+            let queued = settler.to.audit.queue(record.timestamp, &key, &audit);
+            if tokio::time::timeout(2 * ATTEMPT_WITHIN, queued)
+                .await
+                .is_err()
+            {
+                tracing::error!(request_id = %record.request_id, "audit record not queued in time");
+            }
+            settler.report(&record);
             drop(ticket);
         });
     }
@@ -176,6 +185,11 @@ impl Guard {
 
     pub fn record_ref(&self) -> Option<&RequestRecord> {
         self.record.as_ref()
+    }
+
+    /// Milliseconds since the request arrived.
+    pub fn elapsed_ms(&self) -> f64 {
+        self.arrived.elapsed().as_secs_f64() * 1000.0
     }
 
     /// Names the model the request is for (see [`Guard`]'s `model`).
@@ -238,15 +252,8 @@ fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) {
 }
 
 impl Settler {
-    /// The audit record, the metrics and the log line of a request.
-    async fn report(&self, record: &RequestRecord) {
-        let (key, audit) = (record.audit_key(), record.audit());
-        if tokio::time::timeout(2 * ATTEMPT_WITHIN, self.to.audit.write(&key, &audit))
-            .await
-            .is_err()
-        {
-            tracing::error!(request_id = %record.request_id, "audit record not written in time");
-        }
+    /// The metrics and the log line of a request.
+    fn report(&self, record: &RequestRecord) {
         crate::clients::telemetry::report_request(
             &record.request_id.to_string(),
             record.payer.key_hash.as_ref().map(|h| h.as_str()),
@@ -255,20 +262,30 @@ impl Settler {
         );
     }
 
-    /// Settles `record`, writes its audit record and reports its metrics; a record the database
-    /// refuses goes to the outbox. After a settlement that succeeds, replays this instance's outbox.
+    /// Settles `record` (which queues its audit record) and reports its metrics; a record the
+    /// database refuses goes to the outbox, and its audit record is queued when it is replayed.
+    /// After a settlement that succeeds, replays this instance's outbox, and every
+    /// [`SHIP_EVERY`] queued records ships the audit queue.
     pub async fn settle(&self, mut record: RequestRecord) {
         record.finished.get_or_insert(self.to.clock.now());
-        let (settled, ()) = tokio::join!(self.settle_with_retries(&record), self.report(&record));
+        let settled = self.settle_with_retries(&record).await;
+        self.report(&record);
         match settled {
-            Ok(_) => self.replay_pending().await,
+            Ok(settled) => {
+                if settled.queued.is_some_and(|id| id % SHIP_EVERY == 0)
+                    && let Err(e) = self.to.audit.ship_requests(false).await
+                {
+                    tracing::warn!(error = %e, "audit queue not shipped; a later run will");
+                }
+                self.replay_pending().await;
+            }
             Err(error) => self.to_outbox(record, &error).await,
         }
     }
 
     /// One settlement, tried twice (a dropped connection is replaced on the second attempt). Each
     /// attempt may wait the pool's acquire timeout; past that the outbox takes the record.
-    async fn settle_with_retries(&self, record: &RequestRecord) -> Result<Decimal, ApiError> {
+    async fn settle_with_retries(&self, record: &RequestRecord) -> Result<Settled, ApiError> {
         let mut last = None;
         for attempt in 0..2u32 {
             if attempt > 0 {
@@ -290,13 +307,14 @@ impl Settler {
         Err(last.unwrap_or_else(|| ApiError::Internal("settlement not attempted".into())))
     }
 
-    /// `llmlite_settle_presented` (`llmlite_settle`, with the call type and the hash the client
-    /// presented): one round trip. Returns the key's spend afterwards.
-    pub async fn settle_once(&self, r: &RequestRecord) -> Result<Decimal, ApiError> {
+    /// `llmlite_settle_recorded` (`llmlite_settle`, with the call type, the hash the client
+    /// presented and the audit record to queue): one round trip.
+    pub async fn settle_once(&self, r: &RequestRecord) -> Result<Settled, ApiError> {
         let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-        let spend: Option<Decimal> = sqlx::query_scalar(
-            "SELECT llmlite_settle_presented($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
-                                             $14, $15, $16, $17, $18, $19, $20, $21)",
+        let (key_spend, queued): (Option<Decimal>, Option<i64>) = sqlx::query_as(
+            "SELECT key_spend, queued
+               FROM llmlite_settle_recorded($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+                                            $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
         )
         .bind(r.call_type.as_str())
         .bind(r.payer.presented_key_hash.as_ref().map(|h| h.as_str()))
@@ -319,10 +337,14 @@ impl Settler {
         .bind(r.status.as_str())
         .bind(&r.error_type)
         .bind(&r.metadata)
+        .bind(r.audit().to_string())
         .persistent(false)
         .fetch_one(self.to.db.pool().await?)
         .await?;
-        Ok(spend.unwrap_or_default())
+        Ok(Settled {
+            key_spend: key_spend.unwrap_or_default(),
+            queued,
+        })
     }
 
     /// Keeps a record the database refused: in this instance's memory, and durably in the sink.
@@ -402,6 +424,20 @@ impl Settler {
 
 fn outbox_key(record: &RequestRecord) -> String {
     format!("{OUTBOX_PREFIX}{}.json", record.request_id)
+}
+
+/// Every this many queued audit records, the settlement that queued the last ships the queue
+/// (which ships only once it holds 128 KiB): a Lambda function, which has no timer of its own,
+/// ships as it goes.
+pub const SHIP_EVERY: i64 = 128;
+
+/// A settlement that landed.
+#[derive(Debug, Clone, Copy)]
+pub struct Settled {
+    /// The key's spend afterwards.
+    pub key_spend: Decimal,
+    /// The audit queue row its record went to (`None`: settled before, by a replay).
+    pub queued: Option<i64>,
 }
 
 /// What an outbox replay did.

@@ -113,6 +113,16 @@ impl AppState {
                 variable: "LLMLITE_PII_ENTITIES",
                 reason: e.to_string(),
             })?;
+        let pii = Arc::new(pii);
+        // The detectors compile on a thread of their own: start-up goes on without them, and
+        // a first request that needs them before they are ready waits for them.
+        let warming = Arc::clone(&pii);
+        if let Err(e) = std::thread::Builder::new()
+            .name("llmlite-pii-warm".into())
+            .spawn(move || warming.warm())
+        {
+            tracing::warn!(error = %e, "PII detectors compile on first use");
+        }
         let clock = Clock::default();
         let emf = crate::clients::telemetry::emf_enabled();
         let settlements =
@@ -125,7 +135,7 @@ impl AppState {
             retry: RetryPolicy::default(),
             clock,
             rate_period,
-            pii: Arc::new(pii),
+            pii,
             audit,
             emf,
             settlements,

@@ -15,6 +15,12 @@
 //! rate whether or not answers have come back (no coordinated omission). Direct-to-double and
 //! through-the-gateway requests are interleaved in one run, so both see the same machine noise;
 //! the added latency is the difference of their percentiles.
+//!
+//! Phase S sends one request at a time (direct and through alternating, `BENCH_SEQUENTIAL`
+//! each, default 1000) and tables the gateway's stages from its `server-timing` header. Phase D
+//! runs the closed loop on one key, then on the 50 keys of one team, and reports requests per
+//! second of PostgreSQL CPU (when PostgreSQL runs on this machine) and, when the server has
+//! `pg_stat_statements` loaded, its statements.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -27,7 +33,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use llmlite::dev::bedrock_double::BedrockDouble;
-use llmlite_tests::{MASTER_KEY, TestDb, spawn_serve};
+use llmlite_tests::bench::percentile;
+use llmlite_tests::{MASTER_KEY, TestDb, bench, spawn_serve};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
@@ -38,12 +45,85 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
+/// One closed-loop run of phase D.
+struct Busy {
+    name: &'static str,
+    latencies: Vec<f64>,
+    failed: usize,
+    db_cpu: f64,
+    statements: Vec<(i64, f64, f64, String)>,
+}
+
+/// Phase D: `clients` clients in a closed loop on `one_key`, then on the 50 keys of one team.
+async fn busy_team(
+    client: &reqwest::Client,
+    base: &str,
+    db: &TestDb,
+    clients: usize,
+    seconds: u64,
+    one_key: &str,
+) -> Vec<Busy> {
+    let team = format!("busy-{}", uuid::Uuid::new_v4().simple());
+    let created = client
+        .post(format!("{base}/team/new"))
+        .bearer_auth(MASTER_KEY)
+        .json(
+            &json!({"team_id": team, "max_budget": 1_000_000, "rpm_limit": 1_000_000,
+                      "tpm_limit": 1_000_000_000}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success(), "{}", created.status());
+    let mut team_keys = Vec::new();
+    for _ in 0..50 {
+        let minted: Value = client
+            .post(format!("{base}/key/generate"))
+            .bearer_auth(MASTER_KEY)
+            .json(
+                &json!({"team_id": team, "rpm_limit": 1_000_000, "tpm_limit": 1_000_000_000,
+                          "max_budget": 1_000_000, "max_parallel_requests": 10_000,
+                          "budget_duration": "30d"}),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        team_keys.push(minted["key"].as_str().unwrap().to_owned());
     }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
+    let url = format!("{base}/v1/chat/completions");
+    let mut phases = Vec::new();
+    for (name, keys) in [
+        ("one key", vec![one_key.to_owned()]),
+        ("one team, 50 keys", team_keys),
+    ] {
+        let keys: Vec<String> = if keys.len() == 1 {
+            std::iter::repeat_n(keys[0].clone(), clients).collect()
+        } else {
+            keys
+        };
+        let statements = bench::reset_statements(&db.pool).await;
+        let before = bench::db_cpu_seconds(&db.pool).await.unwrap_or(f64::NAN);
+        let (latencies, failed) =
+            bench::closed_loop_keys(client, &url, &chat_body(), &keys, clients, seconds).await;
+        // Settlement follows the answers: give the last ones time to land before reading.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let db_cpu = bench::db_cpu_seconds(&db.pool).await.unwrap_or(f64::NAN) - before;
+        phases.push(Busy {
+            name,
+            latencies,
+            failed,
+            db_cpu,
+            statements: if statements {
+                bench::top_statements(&db.pool, 12).await
+            } else {
+                Vec::new()
+            },
+        });
+    }
+    phases
 }
 
 /// This build's `llmlite`, beside the bench in the target directory.
@@ -348,6 +428,17 @@ async fn main() {
         .await
     };
 
+    // Phase S: one request at a time, direct and through alternating; the gateway's stages from
+    // its `server-timing` header.
+    let sequential_n = env_or("BENCH_SEQUENTIAL", 1000) as usize;
+    let (seq_direct, seq_through, seq_timings) =
+        bench::sequential(&direct, &through, sequential_n).await;
+
+    // Phase D: requests/s per database CPU-second, 16 clients on one key, then on the 50 keys
+    // of one team (every admission and settlement takes the team's row), with
+    // pg_stat_statements over each when the server has it loaded.
+    let busy = busy_team(&client, &base, &db, clients, seconds, &key).await;
+
     // Admission plus settlement alone, straight from this process, one pair at a time.
     let mut pairs = Vec::with_capacity(admissions as usize);
     let token = minted["token"].as_str().unwrap().to_owned();
@@ -487,6 +578,54 @@ async fn main() {
                 theirs.1,
                 theirs.0 / ours.0.max(0.001),
                 theirs.1 / ours.1.max(0.001)
+            );
+        }
+    }
+    println!(
+        "\n## Phase S: one request at a time, {sequential_n} each, direct and through alternating\n"
+    );
+    println!(
+        "llmlite added, sequential: p50 {:.3} ms, p99 {:.3} ms",
+        added(&seq_through, &seq_direct, 50.0),
+        added(&seq_through, &seq_direct, 99.0)
+    );
+    println!("\n| stage (the gateway's `server-timing`) | p50 ms | p99 ms |");
+    println!("|---|---|---|");
+    for (name, p50, p99) in bench::stage_table(&seq_timings, &seq_through, &seq_direct) {
+        println!("| {name} | {p50:.3} | {p99:.3} |");
+    }
+    println!(
+        "\n## Phase D: {clients} clients, closed loop, {seconds} s: one key, then one team's 50 keys\n"
+    );
+    println!(
+        "| keys | requests | failed | requests/s | PostgreSQL CPU s | requests per PostgreSQL CPU-second | p50 ms | p99 ms |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for phase in &busy {
+        println!(
+            "| {} | {} | {} | {:.0} | {:.2} | {:.0} | {:.3} | {:.3} |",
+            phase.name,
+            phase.latencies.len(),
+            phase.failed,
+            phase.latencies.len() as f64 / seconds as f64,
+            phase.db_cpu,
+            phase.latencies.len() as f64 / phase.db_cpu.max(0.001),
+            percentile(&phase.latencies, 50.0),
+            percentile(&phase.latencies, 99.0)
+        );
+    }
+    for phase in &busy {
+        if phase.statements.is_empty() {
+            println!("\npg_stat_statements is not loaded on this server (see BENCHMARKS.md)");
+            break;
+        }
+        println!("\npg_stat_statements, {}:\n", phase.name);
+        println!("| calls | mean ms | total ms | statement |");
+        println!("|---|---|---|---|");
+        for (calls, mean, total, query) in &phase.statements {
+            println!(
+                "| {calls} | {mean:.4} | {total:.1} | `{}` |",
+                query.replace('|', "\\|")
             );
         }
     }

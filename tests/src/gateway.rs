@@ -268,16 +268,19 @@ impl TestGateway {
     }
 
     /// The audit record of the request `request_id` (its `x-request-id`), from this gateway's
-    /// audit directory.
+    /// audit directory, once the queue has been shipped.
     pub async fn audit_record(&self, request_id: &str) -> Value {
         self.settled().await;
-        let name = format!("-{request_id}.json");
-        let path = crate::files_under(&self.db.audit_dir().join("audit"))
+        self.state
+            .audit
+            .ship_requests(true)
+            .await
+            .expect("ship the audit queue");
+        crate::audit_records(&self.db.audit_dir())
             .into_iter()
-            .find(|p| p.to_string_lossy().ends_with(&name))
-            .unwrap_or_else(|| panic!("no audit record for {request_id}"));
-        let bytes = std::fs::read(&path).expect("read the audit record");
-        serde_json::from_slice(&bytes).expect("an audit record is JSON")
+            .map(|(_, record)| record)
+            .find(|record| record["request_id"] == request_id)
+            .unwrap_or_else(|| panic!("no audit record for {request_id}"))
     }
 
     /// The count `sql` (a `SELECT count(*) ...` of the test's own) returns.

@@ -66,6 +66,8 @@ struct Shared {
     responders: Mutex<HashMap<String, mpsc::UnboundedSender<Part>>>,
     /// How many times the extension has said it is done with an invocation.
     extension_done: Option<watch::Sender<u32>>,
+    /// When the runtime first asked for an invocation: the end of its init.
+    first_next: watch::Sender<Option<std::time::Instant>>,
 }
 
 /// The running double.
@@ -179,6 +181,16 @@ impl RuntimeApi {
         lock(&self.shared.log).clone()
     }
 
+    /// When the function first asked for an invocation (the end of its init), waiting at most
+    /// `within` for it.
+    pub async fn first_next(&self, within: Duration) -> Option<std::time::Instant> {
+        let mut at = self.shared.first_next.subscribe();
+        match tokio::time::timeout(within, at.wait_for(Option::is_some)).await {
+            Ok(Ok(at)) => *at,
+            _ => None,
+        }
+    }
+
     /// Waits until the extension has said `n` times that it is done with an invocation.
     pub async fn extension_done(&self, n: u32, within: Duration) -> bool {
         let mut done = self.done.clone();
@@ -195,7 +207,26 @@ impl RuntimeApi {
         gateway: &TestGateway,
         extra: &[(&str, &str)],
     ) -> tokio::process::Child {
-        let mut command = tokio::process::Command::new(binary);
+        self.spawn_via(&[], binary, gateway, extra)
+    }
+
+    /// As [`RuntimeApi::spawn`], through `wrapper` (a command that ends by running its last
+    /// argument, the binary: a shell that first moves itself into a cgroup, say).
+    pub fn spawn_via(
+        &self,
+        wrapper: &[&str],
+        binary: &str,
+        gateway: &TestGateway,
+        extra: &[(&str, &str)],
+    ) -> tokio::process::Child {
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = tokio::process::Command::new(program);
+                command.args(args).arg(binary);
+                command
+            }
+            None => tokio::process::Command::new(binary),
+        };
         command
             .env("AWS_LAMBDA_RUNTIME_API", &self.addr)
             .env("AWS_LAMBDA_FUNCTION_NAME", "llmlite-test")
@@ -276,6 +307,11 @@ async fn extension_next(State(shared): Api) -> Response {
 }
 
 async fn invocation_next(State(shared): Api) -> Response {
+    shared.first_next.send_if_modified(|at| {
+        at.is_none()
+            .then(|| *at = Some(std::time::Instant::now()))
+            .is_some()
+    });
     let queued = {
         let mut next = shared.next.lock().await;
         match next.as_mut() {

@@ -23,6 +23,7 @@ use llmlite::dev::embedded_pg::EmbeddedPostgres;
 use sqlx::postgres::PgConnection;
 use sqlx::{Connection, PgPool};
 
+pub mod bench;
 pub mod deploy;
 mod gateway;
 pub mod lambda_runtime;
@@ -64,6 +65,31 @@ pub fn server_url() -> &'static str {
 }
 
 /// Every file under `root`, recursively, sorted (audit records, reports).
+/// Every request audit record under a sink directory `root`, with the object (file) it is in:
+/// the lines of each batch (`requests-*.jsonl`), and the records written alone (`request-*.json`,
+/// a refusal the database did not queue).
+pub fn audit_records(root: &std::path::Path) -> Vec<(String, serde_json::Value)> {
+    let mut records = Vec::new();
+    for path in files_under(&root.join("audit")) {
+        let key = path
+            .strip_prefix(root)
+            .unwrap_or(&path)
+            .to_string_lossy()
+            .into_owned();
+        let name = key.rsplit('/').next().unwrap_or_default();
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if name.starts_with("requests-") && name.ends_with(".jsonl") {
+            for line in text.lines().filter(|l| !l.is_empty()) {
+                let record = serde_json::from_str(line).expect("an audit line is JSON");
+                records.push((key.clone(), record));
+            }
+        } else if name.starts_with("request-") {
+            records.push((key, serde_json::from_str(&text).expect("a record is JSON")));
+        }
+    }
+    records
+}
+
 pub fn files_under(root: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];

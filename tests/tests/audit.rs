@@ -25,17 +25,26 @@ enum Store<'a> {
 }
 
 impl Store<'_> {
-    /// Every (object key, record) under `prefix`.
+    /// Every (object key, record) under `prefix`: a batch of request records gives one entry
+    /// per line.
     async fn records(&self, prefix: &str) -> Vec<(String, Value)> {
+        let parse = |key: String, bytes: &[u8]| -> Vec<(String, Value)> {
+            if key.ends_with(".jsonl") {
+                String::from_utf8_lossy(bytes)
+                    .lines()
+                    .filter(|l| !l.is_empty())
+                    .map(|l| (key.clone(), serde_json::from_str(l).unwrap()))
+                    .collect()
+            } else {
+                vec![(key, serde_json::from_slice(bytes).unwrap())]
+            }
+        };
         match self {
             Store::Dir(root) => llmlite_tests::files_under(&root.join(prefix))
                 .into_iter()
-                .map(|p| {
+                .flat_map(|p| {
                     let key = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-                    (
-                        key,
-                        serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap(),
-                    )
+                    parse(key, &std::fs::read(&p).unwrap())
                 })
                 .collect(),
             Store::S3(moto, gw) => {
@@ -51,18 +60,20 @@ impl Store<'_> {
                         .await
                         .unwrap();
                     let bytes = object.body.collect().await.unwrap().into_bytes();
-                    out.push((key, serde_json::from_slice(&bytes).unwrap()));
+                    out.extend(parse(key, &bytes));
                 }
                 out
             }
         }
     }
 
-    async fn record_for(&self, request_id: &str) -> (String, Value) {
+    /// The record of `request_id` and its object's key, once the gateway's queue has shipped.
+    async fn record_for(&self, gw: &TestGateway, request_id: &str) -> (String, Value) {
+        gw.state.audit.ship_requests(true).await.unwrap();
         self.records("audit/")
             .await
             .into_iter()
-            .find(|(k, _)| k.ends_with(&format!("-{request_id}.json")))
+            .find(|(_, r)| r["request_id"] == request_id)
             .unwrap_or_else(|| panic!("no record for {request_id}"))
     }
 }
@@ -101,6 +112,7 @@ const REQUEST_FIELDS: &[&str] = &[
     "request_bytes",
     "request_id",
     "response_bytes",
+    "stages",
     "status",
     "status_code",
     "team_id",
@@ -155,9 +167,12 @@ async fn request_records(gw: &TestGateway, store: &Store<'_>) {
 
     let (status, ok_id) = chat(gw, key, "hello audit MARKER-PROMPT-TEXT").await;
     assert_eq!(status, 200);
-    let (object_key, record) = store.record_for(&ok_id).await;
+    let (object_key, record) = store.record_for(gw, &ok_id).await;
+    // A batch: `audit/YYYY/MM/DD/requests-...jsonl`, one record per line.
     assert!(
-        object_key.starts_with("audit/20") && object_key.contains("/request-"),
+        object_key.starts_with("audit/20")
+            && object_key.contains("/requests-")
+            && object_key.ends_with(".jsonl"),
         "{object_key}"
     );
     assert_eq!(field_names(&record), REQUEST_FIELDS);
@@ -186,7 +201,7 @@ async fn request_records(gw: &TestGateway, store: &Store<'_>) {
     assert_eq!(chat(gw, key, "second").await.0, 200);
     let (status, limited) = chat(gw, key, "third").await;
     assert_eq!(status, 429);
-    let (_, record) = store.record_for(&limited).await;
+    let (_, record) = store.record_for(gw, &limited).await;
     assert_eq!(
         field_names(&record),
         REQUEST_FIELDS,
@@ -201,7 +216,7 @@ async fn request_records(gw: &TestGateway, store: &Store<'_>) {
     let other = gw.mint_raw_key(json!({})).await;
     let (status, blocked) = chat(gw, &other, "card 4539 1488 0343 6467").await;
     assert_eq!(status, 400);
-    let (_, record) = store.record_for(&blocked).await;
+    let (_, record) = store.record_for(gw, &blocked).await;
     assert_eq!(record["error_type"], "pii_blocked");
     assert_eq!(record["pii"], json!({"CREDIT_CARD": 1}));
 
@@ -209,7 +224,7 @@ async fn request_records(gw: &TestGateway, store: &Store<'_>) {
         .await;
     let (status, failed) = chat(gw, &other, "will fail").await;
     assert_eq!(status, 502);
-    let (_, record) = store.record_for(&failed).await;
+    let (_, record) = store.record_for(gw, &failed).await;
     assert_eq!(
         (record["status_code"].clone(), record["error_type"].clone()),
         (json!(502), json!("upstream_error"))
@@ -503,4 +518,88 @@ async fn an_action_the_sink_refuses_stays_unshipped_and_out_of_the_outbox() {
     assert_eq!(admin_objects(&working).len(), 1);
     let _ = std::fs::remove_file(blocked);
     let _ = std::fs::remove_dir_all(working);
+}
+
+/// `n` request records queued directly (request IDs `{tag}-1`...), `age` old, each with `pad`
+/// bytes of padding.
+async fn queue_records(gw: &TestGateway, tag: &str, n: i64, age_secs: i64, pad: i64) {
+    sqlx::query(
+        "INSERT INTO llmlite_audit_queue (at, record)
+         SELECT now() - make_interval(secs => $2),
+                jsonb_build_object('request_id', $4 || '-' || g, 'pad', repeat('x', $3::int))::text
+         FROM generate_series(1, $1) g",
+    )
+    .bind(n)
+    .bind(age_secs)
+    .bind(pad)
+    .bind(tag)
+    .persistent(false)
+    .execute(&gw.db.pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn the_request_queue_ships_in_batches_once_due_and_keeps_what_it_cannot_write() {
+    let gw = TestGateway::start().await;
+    let root = temp("batches");
+    let auditor = Auditor::new(Sink::Directory(root.clone()), gw.state.db.clone());
+
+    // A few young records are not due: they wait for company.
+    queue_records(&gw, "young", 10, 0, 100).await;
+    assert_eq!(auditor.ship_requests(false).await.unwrap().records, 0);
+    // The oldest has waited past the limit: the batch goes, in one object.
+    sqlx::query("UPDATE llmlite_audit_queue SET at = now() - interval '11 minutes'")
+        .persistent(false)
+        .execute(&gw.db.pool)
+        .await
+        .unwrap();
+    let shipped = auditor.ship_requests(false).await.unwrap();
+    assert_eq!((shipped.records, shipped.objects), (10, 1));
+    // 128 KiB is due at once, whatever its age.
+    queue_records(&gw, "large", 140, 0, 1000).await;
+    assert_eq!(auditor.ship_requests(false).await.unwrap().records, 140);
+    let objects = llmlite_tests::files_under(&root.join("audit"));
+    assert_eq!(objects.len(), 2, "{objects:?}");
+    assert!(
+        std::fs::metadata(&objects[1]).unwrap().len() >= 128 * 1024
+            || std::fs::metadata(&objects[0]).unwrap().len() >= 128 * 1024
+    );
+
+    // A sink that refuses every write: nothing leaves the queue, nothing is lost.
+    let blocked = temp("blocked-file");
+    std::fs::write(&blocked, b"not a directory").unwrap();
+    let broken = Auditor::new(Sink::Directory(blocked.clone()), gw.state.db.clone());
+    queue_records(&gw, "kept", 50, 0, 10).await;
+    assert_eq!(broken.ship_requests(true).await.unwrap().records, 0);
+    assert_eq!(
+        gw.count("SELECT count(*) FROM llmlite_audit_queue").await,
+        50
+    );
+    assert_eq!(auditor.ship_requests(true).await.unwrap().records, 50);
+
+    // Two shippers at once over 6,000 records (two batches' worth): each record once.
+    queue_records(&gw, "raced", 6000, 0, 10).await;
+    let (a, b) = tokio::join!(auditor.ship_requests(true), auditor.ship_requests(true));
+    let (a, b) = (a.unwrap().records, b.unwrap().records);
+    // One of them may find the other shipping and leave; a later run takes what is left.
+    let rest = auditor.ship_requests(true).await.unwrap().records;
+    assert_eq!(a + b + rest, 6000);
+    let mut ids: Vec<String> = llmlite_tests::audit_records(&root)
+        .into_iter()
+        .map(|(_, r)| r["request_id"].as_str().unwrap().to_owned())
+        .collect();
+    let total = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(
+        (total, ids.len()),
+        (10 + 140 + 50 + 6000, 10 + 140 + 50 + 6000)
+    );
+    assert_eq!(
+        gw.count("SELECT count(*) FROM llmlite_audit_queue").await,
+        0
+    );
+    let _ = std::fs::remove_file(blocked);
+    let _ = std::fs::remove_dir_all(root);
 }

@@ -1,5 +1,5 @@
 //! The audit trail on S3 (moto's server, through the real aws-sdk-s3 client): the documented
-//! object keys, and no loss across an outage.
+//! object keys, request records in batches, and no loss across an outage.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -13,8 +13,9 @@ use serde_json::json;
 
 const BUCKET: &str = "llmlite-audit-test";
 
-/// An object, read with the gateway's own (signed) S3 client: moto refuses anonymous reads.
-async fn object(gw: &TestGateway, key: &str) -> serde_json::Value {
+/// An object's text, read with the gateway's own (signed) S3 client: moto refuses anonymous
+/// reads.
+async fn object_text(gw: &TestGateway, key: &str) -> String {
     let output = gw
         .state
         .s3
@@ -24,7 +25,12 @@ async fn object(gw: &TestGateway, key: &str) -> serde_json::Value {
         .send()
         .await
         .unwrap();
-    serde_json::from_slice(&output.body.collect().await.unwrap().into_bytes()).unwrap()
+    String::from_utf8(output.body.collect().await.unwrap().into_bytes().to_vec()).unwrap()
+}
+
+/// An object holding one JSON record.
+async fn object(gw: &TestGateway, key: &str) -> serde_json::Value {
+    serde_json::from_str(&object_text(gw, key).await).unwrap()
 }
 
 #[tokio::test]
@@ -50,9 +56,10 @@ async fn every_record_arrives_exactly_once_across_an_s3_outage() {
     assert_eq!(object(&gw, &admin[0]).await["actor"], "master_key");
 
     // 200 requests, 10 at a time; S3 is cut off while requests 80 to 139 are answered and
-    // their records written (each phase settles before the link changes: records are written
-    // after the response, and a count of requests alone would make the outage a race).
+    // their records queued, and the queue is shipped after each phase (each phase settles
+    // first: records are queued by settlement, after the response).
     let mut ids = Vec::new();
+    let mut shipped = Vec::new();
     for (phase, range) in [(0, 0..80), (1, 80..140), (2, 140..200)] {
         match phase {
             1 => link.cut(),
@@ -77,34 +84,41 @@ async fn every_record_arrives_exactly_once_across_an_s3_outage() {
             ids.push(id);
         }
         gw.settled().await;
+        shipped.push(gw.state.audit.ship_requests(true).await.unwrap().records);
     }
-    let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM llmlite_audit_outbox")
-        .persistent(false)
-        .fetch_one(&gw.db.pool)
-        .await
-        .unwrap();
-    assert_eq!(queued, 60, "the outage sent its records to the outbox");
-
-    let report = gw.state.audit.redrive(1000).await.unwrap();
+    // While S3 was away nothing left the queue; after, the 60 it kept left with the 60 new.
+    assert_eq!(shipped, [80, 0, 120], "records shipped after each phase");
     assert_eq!(
-        (report.shipped, report.failed),
-        (u64::try_from(queued).unwrap(), 0)
+        gw.count("SELECT count(*) FROM llmlite_audit_queue").await,
+        0
     );
 
+    // One PUT per batch, not per request, and every request's record exactly once.
     let keys = moto.keys(BUCKET, "audit/20").await;
-    assert_eq!(keys.len(), 200, "objects == requests");
-    for id in &ids {
-        let matching = keys
-            .iter()
-            .filter(|k| k.ends_with(&format!("-{id}.json")))
-            .count();
-        assert_eq!(matching, 1, "{id}");
-        assert!(
-            keys.iter()
-                .any(|k| k.starts_with("audit/2") && k.contains("/request-"))
-        );
+    assert!(
+        keys.iter()
+            .all(|k| k.contains("/requests-") && k.ends_with(".jsonl")),
+        "{keys:?}"
+    );
+    assert!(
+        keys.len() <= 4,
+        "a few batches, not a PUT per request: {keys:?}"
+    );
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    for key in &keys {
+        for line in object_text(&gw, key).await.lines() {
+            let record: serde_json::Value = serde_json::from_str(line).unwrap();
+            *seen
+                .entry(record["request_id"].as_str().unwrap().to_owned())
+                .or_default() += 1;
+        }
     }
-    let sample = object(&gw, &keys[0]).await;
+    assert_eq!(seen.len(), 200);
+    for id in &ids {
+        assert_eq!(seen.get(id), Some(&1), "{id}");
+    }
+    let first = object_text(&gw, &keys[0]).await;
+    let sample: serde_json::Value = serde_json::from_str(first.lines().next().unwrap()).unwrap();
     assert_eq!(sample["key_alias"], "s3-audit");
     assert_eq!(sample["status_code"], 200);
 }

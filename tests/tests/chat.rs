@@ -785,3 +785,69 @@ async fn models_are_listed_in_openai_shape() {
     let anonymous = gw.request(Method::GET, "/v1/models", None, None).await;
     assert_eq!(anonymous.status, 401);
 }
+
+/// The `server-timing` value's stages, by name.
+fn stages(headers: &reqwest::header::HeaderMap) -> std::collections::BTreeMap<String, f64> {
+    let value = headers["server-timing"].to_str().unwrap();
+    value
+        .split(',')
+        .map(|part| {
+            let (name, dur) = part.trim().split_once(";dur=").unwrap();
+            (name.to_owned(), dur.parse::<f64>().unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn answers_carry_the_gateways_stages_in_server_timing_and_the_audit_record() {
+    let gw = TestGateway::start().await;
+    let key = gw.mint_raw_key(json!({"rpm_limit": 100})).await;
+    // The double takes 30 ms to answer: the upstream stage holds it, the gateway's own do not.
+    gw.script(json!([{"latency_ms": 30}])).await;
+    let reply = gw
+        .post(
+            "/v1/chat/completions",
+            &key,
+            json!({"model": "claude-haiku-4-5", "max_tokens": 8,
+                   "messages": [{"role": "user", "content": "time me"}]}),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let timing = stages(&reply.headers);
+    assert_eq!(
+        timing.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["admit", "parse", "pii", "total", "upstream"]
+    );
+    assert!(timing["upstream"] >= 30.0, "{timing:?}");
+    let before_upstream = timing["parse"] + timing["admit"] + timing["pii"];
+    assert!(
+        timing["total"] >= timing["upstream"] + before_upstream,
+        "{timing:?}"
+    );
+    assert!(
+        timing["admit"] > 0.0,
+        "admission is a database round trip: {timing:?}"
+    );
+    let record = gw.audit_record(&reply.request_id()).await;
+    assert_eq!(
+        record["stages"]["admit_ms"].as_f64().unwrap(),
+        timing["admit"]
+    );
+
+    // A stream's headers leave at its first event: upstream is the time to it.
+    gw.script(json!([{"latency_ms": 20}])).await;
+    let reply = gw
+        .post(
+            "/v1/chat/completions",
+            &key,
+            json!({"model": "claude-haiku-4-5", "max_tokens": 8, "stream": true,
+                   "messages": [{"role": "user", "content": "time my stream"}]}),
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    let timing = stages(&reply.headers);
+    assert!(
+        timing["upstream"] >= 20.0 && timing["total"] >= timing["upstream"],
+        "{timing:?}"
+    );
+}

@@ -457,9 +457,10 @@ async fn budgets_rate_limits_pii_and_the_audit_trail_hold_on_embeddings() {
 
     // Every admitted request left one audit record with its call type, and no input text.
     gw.settled().await;
-    let records: Vec<Value> = llmlite_tests::files_under(&gw.db.audit_dir().join("audit"))
+    gw.state.audit.ship_requests(true).await.unwrap();
+    let records: Vec<Value> = llmlite_tests::audit_records(&gw.db.audit_dir())
         .into_iter()
-        .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+        .map(|(_, record)| record)
         .collect();
     let embeddings: Vec<&Value> = records
         .iter()

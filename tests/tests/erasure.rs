@@ -18,11 +18,20 @@ use llmlite_tests::{MASTER_KEY, TestGateway};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-/// The audit records written so far, as text.
-fn audit_records(gw: &TestGateway) -> Vec<String> {
+/// The audit records written so far, as text (the request queue shipped first): one per
+/// object, one per line of a batch of request records.
+async fn audit_records(gw: &TestGateway) -> Vec<String> {
+    gw.settled().await;
+    gw.state.audit.ship_requests(true).await.unwrap();
     llmlite_tests::files_under(&gw.db.audit_dir())
         .iter()
         .filter_map(|p| std::fs::read_to_string(p).ok())
+        .flat_map(|text| {
+            text.lines()
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
 
@@ -185,7 +194,7 @@ async fn an_erased_user_leaves_no_id_or_email_anywhere_and_the_totals_stay() {
 
     // The audit trail: the erasure's record holds the pseudonym and counts, and no record ever
     // written holds the e-mail or free text.
-    let records = audit_records(&gw);
+    let records = audit_records(&gw).await;
     let erasure: Vec<&String> = records
         .iter()
         .filter(|r| r.contains("user.erase"))
@@ -262,7 +271,7 @@ async fn admin_records_keep_ids_but_never_free_text() {
         "[redacted, changed]"
     );
     assert_eq!(update.2.as_ref().unwrap()["metadata"], "[redacted]");
-    for record in audit_records(&gw) {
+    for record in audit_records(&gw).await {
         assert!(!record.contains("jane.doe@example.com"), "{record}");
     }
 }

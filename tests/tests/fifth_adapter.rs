@@ -19,7 +19,7 @@ use llmlite::pipeline::call::{self, AnswerBody, Answered};
 use llmlite::pipeline::{self, Accounting, Adapter, Call, Invocation, Models};
 use llmlite::record::CallType;
 use llmlite::state::AppState;
-use llmlite_tests::{KeyBy, MASTER_KEY, TestGateway, files_under, serve};
+use llmlite_tests::{KeyBy, MASTER_KEY, TestGateway, serve};
 use serde_json::{Value, json};
 
 /// The echo API: `{"model", "text", "user"?}` in, `{"echo": text}` out.
@@ -267,10 +267,10 @@ async fn a_fifth_adapter_gets_limits_pii_settlement_and_audit_from_the_pipeline(
 
     // The audit trail: a record for each admitted request and each refusal after parsing
     // (allow-list, rate limit), without the card or the end user.
-    let records: Vec<Value> = files_under(&gw.db.audit_dir())
-        .iter()
-        .filter(|p| p.to_string_lossy().contains("request-"))
-        .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+    gw.state.audit.ship_requests(true).await.unwrap();
+    let records: Vec<Value> = llmlite_tests::audit_records(&gw.db.audit_dir())
+        .into_iter()
+        .map(|(_, record)| record)
         .collect();
     for row in &rows {
         assert!(

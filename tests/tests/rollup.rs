@@ -315,3 +315,58 @@ async fn the_schedule_fixture_runs_the_handler_with_reports_on_s3() {
     }
     assert!(keys.iter().any(|k| k.starts_with("reports/budget/")));
 }
+
+/// The five-minute schedule's event (`events/spend-rollup-ship-audit.json`) ships the request
+/// audit queue once it is due, and only that: a young, small queue waits for company.
+#[tokio::test]
+async fn the_ship_audit_event_ships_the_request_queue_once_due() {
+    let gw = TestGateway::start().await;
+    let key = gw.mint_raw_key(json!({})).await;
+    for n in 0..3 {
+        let reply = gw
+            .post(
+                "/v1/chat/completions",
+                &key,
+                json!({"model": "claude-haiku-4-5", "max_tokens": 8,
+                       "messages": [{"role": "user", "content": format!("ship {n}")}]}),
+            )
+            .await;
+        assert_eq!(reply.status, 200);
+    }
+    gw.settled().await;
+    assert_eq!(
+        gw.count("SELECT count(*) FROM llmlite_audit_queue").await,
+        3
+    );
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../events/spend-rollup-ship-audit.json"
+    );
+    let event: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let reports = Sink::Directory(gw.db.audit_dir().join("reports"));
+    let young = rollup::handle_event(&gw.state, &reports, 90, event.clone())
+        .await
+        .unwrap();
+    assert_eq!(young["records"], 0, "{young}");
+    sqlx::query("UPDATE llmlite_audit_queue SET at = at - interval '1 hour'")
+        .persistent(false)
+        .execute(&gw.db.pool)
+        .await
+        .unwrap();
+    let due = rollup::handle_event(&gw.state, &reports, 90, event)
+        .await
+        .unwrap();
+    assert_eq!(
+        (due["records"].clone(), due["objects"].clone()),
+        (json!(3), json!(1))
+    );
+    assert_eq!(
+        gw.count("SELECT count(*) FROM llmlite_audit_queue").await,
+        0
+    );
+    assert_eq!(
+        llmlite_tests::audit_records(&gw.db.audit_dir()).len(),
+        3,
+        "one record per request"
+    );
+}

@@ -34,6 +34,8 @@ async fn migrations_apply_cleanly_to_an_empty_database_and_again_as_a_no_op() {
             "litellm_verificationtoken",
             "llmlite_admin_action",
             "llmlite_audit_outbox",
+            "llmlite_audit_queue",
+            "llmlite_audit_shipper",
             "llmlite_deprecated_token",
             "llmlite_inflight",
             "llmlite_rate_bucket",

@@ -262,11 +262,33 @@ async fn run(listen: SocketAddr, state: AppState) -> Result<(), String> {
 /// (settlement follows each response in a task of its own).
 async fn serve_until_signal(listener: TcpListener, state: AppState) -> Result<(), String> {
     let settlements = state.settlements.clone();
+    let audit = state.audit.clone();
+    // The audit queue ships once a minute (when it holds 128 KiB, or its oldest record has
+    // waited 10 minutes); settlements ship it too as it fills.
+    let shipping = tokio::spawn({
+        let audit = audit.clone();
+        async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                if let Err(e) = audit.ship_requests(false).await {
+                    tracing::warn!(error = %e, "audit queue not shipped; the next tick will");
+                }
+            }
+        }
+    });
     let served = axum::serve(listener, all_routes(state))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|e| format!("server failed: {e}"));
     settlements.drain().await;
+    shipping.abort();
+    // What this process queued leaves with it (another process or the rollup would ship it
+    // later otherwise).
+    if let Err(e) = audit.ship_requests(true).await {
+        tracing::warn!(error = %e, "audit queue not shipped at shutdown; the rollup will");
+    }
     served
 }
 

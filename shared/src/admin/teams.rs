@@ -173,7 +173,7 @@ pub async fn create(
         updated_at: now,
         pii_policy: None,
     };
-    row.apply(&request, now, &state.pii.entity_names())?;
+    row.apply(&request, now, state.pii.entity_names())?;
     let mut tx = state.db.pool().await?.begin().await?;
     let saved = save(&mut tx, &row, now, true).await?;
     Action {
@@ -207,7 +207,7 @@ pub async fn update(
     // Only the team row: no key or user row is touched, so no lock order to keep.
     let before = find(&mut *tx, &team_id, true).await?;
     let mut row = before.clone();
-    row.apply(&request, now, &state.pii.entity_names())?;
+    row.apply(&request, now, state.pii.entity_names())?;
     let after = save(&mut tx, &row, now, false).await?;
     Action {
         at: now,

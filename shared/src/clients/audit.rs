@@ -3,12 +3,19 @@
 //! bucket, to a local directory in the same layout (`LLMLITE_AUDIT_DIR`, default
 //! `./llmlite-audit`).
 //!
-//! No record is lost silently: a write is retried, and a request record that still fails goes to
+//! Request records are queued in PostgreSQL by the settlement that charges the request (in the
+//! same statement), and shipped in batches by [`Auditor::ship_requests`] as JSON Lines objects
+//! (`audit/YYYY/MM/DD/requests-...jsonl`, at least 128 KiB or 10 minutes old): one PUT per batch,
+//! not per request. `llmlite serve` ships every minute, the chat function every 128 records, the
+//! rollup function every 5 minutes.
+//!
+//! No record is lost silently: a write is retried, and a record that still fails goes to
 //! the `llmlite_audit_outbox` table, which [`Auditor::redrive`] (the rollup function, and
-//! `llmlite audit redrive`) ships later. Admin actions need no outbox: they are durable in
-//! `llmlite_admin_action` and marked shipped only once written; an admin request ships its own,
-//! the rollup the rest. Object keys are deterministic, so shipping a record twice writes the same
-//! object. Records never hold prompt or completion text, nor a raw key.
+//! `llmlite audit redrive`) ships later; a queued batch that cannot be written stays queued.
+//! Admin actions need no outbox: they are durable in `llmlite_admin_action` and marked shipped
+//! only once written; an admin request ships its own, the rollup the rest. Object keys are
+//! deterministic, so shipping an admin action twice writes the same object. Records never hold
+//! prompt or completion text, nor a raw key.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -258,9 +265,19 @@ impl Auditor {
 
     /// Writes `body` at `key`, retrying; the last error if no attempt succeeded.
     async fn deliver(&self, key: &str, body: &[u8]) -> Result<(), SinkError> {
+        self.deliver_as(key, body, "application/json").await
+    }
+
+    /// [`Auditor::deliver`], with the object's content type.
+    async fn deliver_as(
+        &self,
+        key: &str,
+        body: &[u8],
+        content_type: &str,
+    ) -> Result<(), SinkError> {
         let mut attempt = 1;
         loop {
-            match self.put(key, body).await {
+            match self.sink.write(key, body, content_type).await {
                 Ok(()) => return Ok(()),
                 Err(e) if attempt >= self.attempts => return Err(e),
                 Err(_) => {}
@@ -406,6 +423,124 @@ impl Auditor {
                 .await?;
             tx.commit().await?;
             shipped += written.len() as u64;
+            if written.is_empty() || !full {
+                return Ok(shipped);
+            }
+        }
+    }
+}
+
+/// The least a batch of request records holds before it is shipped (unless its oldest has
+/// waited [`SHIP_WITHIN`]): S3 lifecycle rules move objects under 128 KiB to no archive tier.
+pub const SHIP_MIN_BYTES: usize = 128 * 1024;
+/// The longest a request record waits in the queue for company, before it ships alone.
+pub const SHIP_WITHIN: Duration = Duration::from_secs(10 * 60);
+/// Request records per object, at most.
+const SHIP_BATCH: i64 = 4096;
+
+/// `audit/YYYY/MM/DD/requests-{timestamp}-{first id}-{last id}.jsonl`: a batch of request
+/// records, one JSON object per line, filed under the day of its first.
+pub fn batch_key(at: DateTime<Utc>, first: i64, last: i64) -> String {
+    format!(
+        "audit/{}/requests-{}-{first:012}-{last:012}.jsonl",
+        at.format("%Y/%m/%d"),
+        at.format("%Y%m%dT%H%M%S%.3fZ")
+    )
+}
+
+/// What shipping the request queue did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Shipped {
+    pub records: u64,
+    pub objects: u64,
+}
+
+impl Auditor {
+    /// Queues a request's audit record (a request refused before admission, which has no
+    /// settlement to queue it); when the database refuses, writes it on its own instead.
+    pub async fn queue(&self, at: DateTime<Utc>, key: &str, record: &Value) {
+        let queued = async {
+            sqlx::query("INSERT INTO llmlite_audit_queue (at, record) VALUES ($1, $2)")
+                .bind(at)
+                .bind(record.to_string())
+                .persistent(false)
+                .execute(self.db.pool().await?)
+                .await?;
+            Ok::<_, AuditError>(())
+        };
+        if let Err(e) = queued.await {
+            tracing::warn!(key, error = %e, "audit record not queued; written on its own");
+            self.write(key, record).await;
+        }
+    }
+
+    /// Ships queued request records to the sink, oldest first, as JSON Lines objects of up to
+    /// 4,096 records, one per day they arrived on. Ships nothing while the queue holds less
+    /// than [`SHIP_MIN_BYTES`] and its oldest record is younger than [`SHIP_WITHIN`], unless
+    /// `now` is set (a drain, a test). One shipper at a time: the others return at once. The
+    /// records leave the queue only in the transaction that wrote their object, so a failed
+    /// write keeps them; a crash between the write and the commit ships them again in another
+    /// object (readers keep one record per `request_id`).
+    pub async fn ship_requests(&self, now: bool) -> Result<Shipped, AuditError> {
+        let pool = self.db.pool().await?;
+        let mut shipped = Shipped::default();
+        loop {
+            let mut tx = pool.begin().await?;
+            let ours: Option<i32> = sqlx::query_scalar(
+                "SELECT id FROM llmlite_audit_shipper WHERE id = 1 FOR UPDATE SKIP LOCKED",
+            )
+            .persistent(false)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if ours.is_none() {
+                return Ok(shipped);
+            }
+            let rows: Vec<(i64, DateTime<Utc>, String)> = sqlx::query_as(
+                "SELECT id, at, record FROM llmlite_audit_queue ORDER BY id LIMIT $1",
+            )
+            .bind(SHIP_BATCH)
+            .persistent(false)
+            .fetch_all(&mut *tx)
+            .await?;
+            let bytes: usize = rows.iter().map(|(_, _, r)| r.len() + 1).sum();
+            let due = rows.first().is_some_and(|(_, at, _)| {
+                now || bytes >= SHIP_MIN_BYTES
+                    || (Utc::now() - *at)
+                        .to_std()
+                        .is_ok_and(|age| age >= SHIP_WITHIN)
+            });
+            if !due {
+                return Ok(shipped);
+            }
+            let full = rows.len() as i64 == SHIP_BATCH;
+            let mut written: Vec<i64> = Vec::with_capacity(rows.len());
+            for day in rows.chunk_by(|a, b| a.1.date_naive() == b.1.date_naive()) {
+                let (Some(first), Some(last)) = (day.first(), day.last()) else {
+                    continue;
+                };
+                let mut body = Vec::with_capacity(day.iter().map(|r| r.2.len() + 1).sum());
+                for (_, _, record) in day {
+                    body.extend_from_slice(record.as_bytes());
+                    body.push(b'\n');
+                }
+                let key = batch_key(first.1, first.0, last.0);
+                match self.deliver_as(&key, &body, "application/x-ndjson").await {
+                    Ok(()) => {
+                        written.extend(day.iter().map(|r| r.0));
+                        shipped.objects += 1;
+                    }
+                    Err(e) => {
+                        tracing::warn!(key, error = %e, "audit batch not written; a later run will");
+                    }
+                }
+            }
+            sqlx::query("DELETE FROM llmlite_audit_queue WHERE id = ANY($1)")
+                .bind(&written)
+                .persistent(false)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            shipped.records += written.len() as u64;
             if written.is_empty() || !full {
                 return Ok(shipped);
             }

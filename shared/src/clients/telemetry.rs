@@ -69,6 +69,18 @@ pub fn init_text() {
         .try_init();
 }
 
+/// How long the gateway's own stages before the model call took, in milliseconds: what the
+/// `server-timing` header, the log line and the audit record report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Stages {
+    /// From arrival to a planned request: the body parsed, the model chain and the plan made.
+    pub parse_ms: f64,
+    /// Admission's round trip.
+    pub admit_ms: f64,
+    /// The PII guard on the prompt (and the plan made again when it masked).
+    pub pii_ms: f64,
+}
+
 /// What one chat request reports as metrics.
 #[derive(Debug, Clone, Default)]
 pub struct RequestMetrics {
@@ -78,6 +90,8 @@ pub struct RequestMetrics {
     pub latency_ms: f64,
     pub upstream_ms: f64,
     pub overhead_ms: f64,
+    /// The gateway's stages before the model call.
+    pub stages: Stages,
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub cost: f64,
@@ -144,6 +158,9 @@ pub fn report_request(request_id: &str, key_hash: Option<&str>, m: &RequestMetri
         latency_ms = m.latency_ms,
         upstream_ms = m.upstream_ms,
         overhead_ms = m.overhead_ms,
+        parse_ms = m.stages.parse_ms,
+        admit_ms = m.stages.admit_ms,
+        pii_ms = m.stages.pii_ms,
         input_tokens = m.input_tokens,
         output_tokens = m.output_tokens,
         cost = m.cost,

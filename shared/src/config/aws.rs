@@ -2,7 +2,12 @@
 //! SDK configuration, either from the SDK's own chain or, for local doubles, with fixed fake
 //! credentials.
 
+use std::sync::LazyLock;
+
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_bedrockruntime::config::SharedHttpClient;
+use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
+use base64::Engine;
 
 use crate::env::{ConfigError, EnvSource, non_empty};
 
@@ -30,6 +35,7 @@ pub fn aws_region(env: &impl EnvSource) -> Result<String, ConfigError> {
 pub async fn local_aws_config(region: &str) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(region.to_owned()))
+        .http_client(HTTPS.clone())
         .credentials_provider(aws_sdk_bedrockruntime::config::Credentials::new(
             "LLMLITELOCAL",
             "llmlite-local-secret",
@@ -46,8 +52,45 @@ pub async fn local_aws_config(region: &str) -> SdkConfig {
 pub async fn aws_sdk_config(region: &str) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(region.to_owned()))
+        .http_client(HTTPS.clone())
         .load()
         .await
+}
+
+/// The HTTPS client every AWS SDK client of the process shares (Bedrock, S3, Secrets Manager,
+/// the credential providers). It trusts Mozilla's root certificates, compiled in
+/// (`webpki-root-certs`), not the system's: rustls-native-certs reads every file under
+/// `/etc/ssl/certs` and the bundle beside it, and that was most of a cold start's CPU (issue
+/// 27). Every AWS endpoint (public, FIPS or a VPC endpoint) presents an Amazon Trust Services
+/// chain, whose roots are in the set.
+static HTTPS: LazyLock<SharedHttpClient> = LazyLock::new(|| {
+    let mut roots = TrustStore::empty();
+    roots.add_pem_certificate(compiled_roots_pem());
+    let builder = aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::rustls(
+        tls::rustls_provider::CryptoMode::AwsLc,
+    ));
+    match TlsContext::builder().with_trust_store(roots).build() {
+        Ok(context) => builder.tls_context(context).build_https(),
+        Err(e) => {
+            tracing::warn!(error = %e, "compiled-in trust roots refused; using the system's");
+            builder.build_https()
+        }
+    }
+});
+
+/// The compiled-in root certificates as one PEM bundle (the form the SDK's trust store takes).
+fn compiled_roots_pem() -> Vec<u8> {
+    let mut pem = Vec::with_capacity(webpki_root_certs::TLS_SERVER_ROOT_CERTS.len() * 2048);
+    for cert in webpki_root_certs::TLS_SERVER_ROOT_CERTS {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
+        pem.extend_from_slice(b"-----BEGIN CERTIFICATE-----\n");
+        for line in encoded.as_bytes().chunks(64) {
+            pem.extend_from_slice(line);
+            pem.push(b'\n');
+        }
+        pem.extend_from_slice(b"-----END CERTIFICATE-----\n");
+    }
+    pem
 }
 
 #[cfg(test)]

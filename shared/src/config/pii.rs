@@ -67,7 +67,7 @@ pub(super) fn load_pii(env: &impl EnvSource) -> Result<PiiSettings, ConfigError>
         Some(text) => {
             let value: serde_json::Value =
                 serde_json::from_str(&text).map_err(|_| ConfigError::new(POLICY, "is not JSON"))?;
-            let overrides = crate::pii::Policy::parse(&value, &scanner.entity_names())
+            let overrides = crate::pii::Policy::parse(&value, scanner.entity_names())
                 .map_err(|e| ConfigError::new(POLICY, e))?;
             crate::pii::Policy::builtin().overlay(&overrides)
         }

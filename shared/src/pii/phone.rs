@@ -42,11 +42,12 @@ pub(super) const PATTERN: &str = concat!(
 
 /// One region: its ID, its metadata, and whether its national numbers are dialled with a
 /// leading `0`.
+///
+/// Only the ID is kept: libphonenumber's metadata (a database decoded on its first use) is
+/// looked up when a candidate needs it, not when the settings are read at start-up.
 #[derive(Debug, Clone, Copy)]
 pub struct Region {
     id: Id,
-    meta: &'static Metadata,
-    trunk_zero: bool,
 }
 
 impl PartialEq for Region {
@@ -61,16 +62,32 @@ impl Region {
     pub fn parse(code: &str) -> Option<Region> {
         let upper = code.trim().to_ascii_uppercase();
         let id = Id::from_str(&upper).ok()?;
-        let meta = DATABASE.by_id(upper.as_str())?;
-        Some(Region {
-            id,
-            meta,
-            trunk_zero: meta.national_prefix() == Some("0"),
-        })
+        Some(Region { id })
+    }
+
+    /// The region's metadata (every region code `Id` names has some).
+    pub(super) fn meta(self) -> Option<&'static Metadata> {
+        DATABASE.by_id(self.id.as_ref())
+    }
+
+    /// Whether its national numbers are dialled with a leading `0`.
+    fn trunk_zero(self) -> bool {
+        self.meta()
+            .is_some_and(|meta| meta.national_prefix() == Some("0"))
     }
 
     fn is_nanp(self) -> bool {
         matches!(self.id, Id::US | Id::CA)
+    }
+}
+
+/// Decodes libphonenumber's metadata and compiles the patterns of `regions`' country codes,
+/// ahead of the first candidate that needs them.
+pub(super) fn warm(regions: &[Region]) {
+    for region in regions {
+        if let Some(meta) = region.meta() {
+            let _ = regions_of(meta.country_code());
+        }
     }
 }
 
@@ -334,11 +351,13 @@ fn valid_as_written(region: Region, l: &Layout) -> bool {
 fn valid_in(region: Region, digits: &[u8]) -> bool {
     let all = text(digits);
     let nsn = match all.strip_prefix('0') {
-        Some(stripped) if region.trunk_zero => stripped,
-        _ if region.trunk_zero => return false,
+        Some(stripped) if region.trunk_zero() => stripped,
+        _ if region.trunk_zero() => return false,
         _ => all.as_str(),
     };
-    regions_of(region.meta.country_code())
+    region
+        .meta()
+        .and_then(|meta| regions_of(meta.country_code()))
         .is_some_and(|regions| regions.iter().any(|r| r.valid(nsn)))
 }
 
@@ -423,7 +442,7 @@ pub(super) fn check(regions: &[Region], m: &str, text_all: &str, start: usize) -
         if sane_groups && l.digits.first() == Some(&0) && (9..=13).contains(&count) {
             if regions
                 .iter()
-                .filter(|r| r.trunk_zero)
+                .filter(|r| r.trunk_zero())
                 .any(|&r| valid_in(r, &l.digits))
             {
                 return Verdict::Yes;
@@ -432,7 +451,7 @@ pub(super) fn check(regions: &[Region], m: &str, text_all: &str, start: usize) -
             && (9..=10).contains(&count)
             && regions
                 .iter()
-                .filter(|r| !r.trunk_zero && !r.is_nanp())
+                .filter(|r| !r.trunk_zero() && !r.is_nanp())
                 .any(|&r| valid_as_written(r, &l))
         {
             return Verdict::Yes;

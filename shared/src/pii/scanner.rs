@@ -120,11 +120,23 @@ impl Default for Options {
     }
 }
 
-/// The compiled detectors. Build once per process; scanning borrows it.
+/// The detectors. Build once per process; scanning borrows it. The built-in patterns are
+/// compiled on first use (or by [`Scanner::warm`], on a thread of its own at start-up), not when
+/// the scanner is made: compiling them is most of a cold start's CPU, and a Lambda function's
+/// first request can overlap it with its own database and network round trips. Custom patterns
+/// are compiled when the scanner is made, so a bad one is a configuration error at start-up.
 pub struct Scanner {
+    /// Every entity's name, built-in then custom, in detector order.
+    names: Vec<String>,
+    custom: Vec<(String, Regex)>,
+    compiled: std::sync::OnceLock<Compiled>,
+    rules: Rules,
+}
+
+/// The compiled detectors: one `RegexSet` prefilter over every pattern, and each pattern alone.
+struct Compiled {
     prefilter: RegexSet,
     detectors: Vec<Detector>,
-    rules: Rules,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +170,85 @@ impl Scanner {
         custom: &[(String, String)],
         options: &Options,
     ) -> Result<Self, ScannerError> {
+        let mut compiled_custom = Vec::with_capacity(custom.len());
+        for (name, pattern) in custom {
+            let valid_name = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+            if !valid_name {
+                return Err(ScannerError {
+                    name: name.clone(),
+                    reason: "names are 1-64 of A-Z, 0-9 and _".into(),
+                });
+            }
+            let regex = regex::RegexBuilder::new(pattern)
+                .size_limit(1 << 20)
+                .build()
+                .map_err(|e| ScannerError {
+                    name: name.clone(),
+                    reason: e.to_string(),
+                })?;
+            compiled_custom.push((name.clone(), regex));
+        }
+        // The built-ins in the order `compile` adds their detectors (IP addresses and AWS keys
+        // have two patterns each, one name).
+        let names = [
+            Entity::EmailAddress,
+            Entity::CreditCard,
+            Entity::IbanCode,
+            Entity::UsSsn,
+            Entity::UkNino,
+            Entity::IpAddress,
+            Entity::AwsAccessKey,
+            Entity::PrivateKey,
+            Entity::PhoneNumber,
+        ]
+        .iter()
+        .map(|e| e.name().to_owned())
+        .chain(compiled_custom.iter().map(|(name, _)| name.clone()))
+        .collect();
+        let scanner = Scanner {
+            names,
+            custom: compiled_custom,
+            compiled: std::sync::OnceLock::new(),
+            rules: Rules {
+                regions: options.phone_regions.clone(),
+                cues: options.cues.clone(),
+            },
+        };
+        if !scanner.custom.is_empty() {
+            // The prefilter over custom patterns may still be refused (too large together):
+            // that too is for start-up to say.
+            let compiled = scanner.compile()?;
+            let _ = scanner.compiled.set(compiled);
+        }
+        Ok(scanner)
+    }
+
+    /// Compiles the detectors now, if they are not yet, and decodes the phone metadata of the
+    /// scanner's regions: for a thread at start-up.
+    pub fn warm(&self) {
+        let _ = self.detectors();
+        phone::warm(&self.rules.regions);
+    }
+
+    fn detectors(&self) -> &Compiled {
+        self.compiled.get_or_init(|| {
+            self.compile().unwrap_or_else(|e| {
+                // Only custom patterns can fail, and those were compiled when the scanner was
+                // made; the built-in ones are constants the tests compile.
+                tracing::error!(error = %e, "PII detectors not compiled; scanning with none");
+                Compiled {
+                    prefilter: RegexSet::empty(),
+                    detectors: Vec::new(),
+                }
+            })
+        })
+    }
+
+    fn compile(&self) -> Result<Compiled, ScannerError> {
         let mut detectors = Vec::new();
         let mut add = |entity: Entity, pattern: &str, check: Check| {
             // The built-in patterns are constants, checked by the tests.
@@ -206,28 +297,10 @@ impl Scanner {
             phone::PATTERN,
             Check::Graded(|rules, m, text, start| phone::check(&rules.regions, m, text, start)),
         );
-        for (name, pattern) in custom {
-            let valid_name = !name.is_empty()
-                && name.len() <= 64
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
-            if !valid_name {
-                return Err(ScannerError {
-                    name: name.clone(),
-                    reason: "names are 1-64 of A-Z, 0-9 and _".into(),
-                });
-            }
-            let regex = regex::RegexBuilder::new(pattern)
-                .size_limit(1 << 20)
-                .build()
-                .map_err(|e| ScannerError {
-                    name: name.clone(),
-                    reason: e.to_string(),
-                })?;
+        for (name, regex) in &self.custom {
             detectors.push(Detector {
                 entity: Entity::Custom(name.clone()),
-                regex,
+                regex: regex.clone(),
                 check: Check::Plain(|_, _, _| true),
             });
         }
@@ -237,13 +310,9 @@ impl Scanner {
                 reason: e.to_string(),
             }
         })?;
-        Ok(Scanner {
+        Ok(Compiled {
             prefilter,
             detectors,
-            rules: Rules {
-                regions: options.phone_regions.clone(),
-                cues: options.cues.clone(),
-            },
         })
     }
 
@@ -268,12 +337,16 @@ impl Scanner {
     /// Every validated finding in `text`, in order, without overlaps (the longer wins).
     pub fn scan(&self, text: &str) -> Vec<Finding> {
         // `is_match` first: it allocates nothing, and most text has nothing to find.
-        if !self.prefilter.is_match(text) {
+        let compiled = self.detectors();
+        if !compiled.prefilter.is_match(text) {
             return Vec::new();
         }
-        let matched = self.prefilter.matches(text);
+        let matched = compiled.prefilter.matches(text);
         let mut findings = Vec::new();
-        for detector in matched.iter().filter_map(|index| self.detectors.get(index)) {
+        for detector in matched
+            .iter()
+            .filter_map(|index| compiled.detectors.get(index))
+        {
             for m in detector.regex.find_iter(text) {
                 if self.accepts(detector, m.as_str(), text, m.start()) {
                     findings.push(Finding {
@@ -296,19 +369,13 @@ impl Scanner {
     }
 
     /// Names of every entity this scanner knows, for validating policies.
-    pub fn entity_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .detectors
-            .iter()
-            .map(|d| d.entity.name().to_owned())
-            .collect();
-        names.dedup();
-        names
+    pub fn entity_names(&self) -> &[String] {
+        &self.names
     }
 
     /// Whether `text` may hold a finding: the prefilter alone, which allocates nothing.
     pub(super) fn may_find(&self, text: &str) -> bool {
-        self.prefilter.is_match(text)
+        self.detectors().prefilter.is_match(text)
     }
 }
 
@@ -366,8 +433,28 @@ pub(super) mod tests {
     #[test]
     fn every_built_in_pattern_compiles() {
         let scanner = Scanner::new(&[]).unwrap();
-        assert_eq!(scanner.detectors.len(), 11);
+        assert_eq!(scanner.detectors().detectors.len(), 11);
         assert_eq!(scanner.rules.regions.len(), 8);
+        // The names a scanner reports before it compiles are its detectors' names.
+        let mut compiled: Vec<String> = scanner
+            .detectors()
+            .detectors
+            .iter()
+            .map(|d| d.entity.name().to_owned())
+            .collect();
+        compiled.dedup();
+        assert_eq!(scanner.entity_names(), compiled);
+        let custom = Scanner::new(&[("TICKET".into(), r"\bTCK-\d{6}\b".into())]).unwrap();
+        let mut compiled: Vec<String> = custom
+            .detectors()
+            .detectors
+            .iter()
+            .map(|d| d.entity.name().to_owned())
+            .collect();
+        compiled.dedup();
+        assert_eq!(custom.entity_names(), compiled);
+        // Every default region has libphonenumber metadata.
+        assert!(scanner.rules.regions.iter().all(|r| r.meta().is_some()));
     }
 
     #[test]

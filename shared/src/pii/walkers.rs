@@ -322,7 +322,7 @@ mod tests {
             "tool_choice": {"type": "function", "function": {"name": card}},
         }))
         .unwrap();
-        let mask = Policy::parse(&serde_json::json!({"*": "MASK"}), &known).unwrap();
+        let mask = Policy::parse(&serde_json::json!({"*": "MASK"}), known).unwrap();
         let report = scanner.guard(&mut request, &mask);
         assert_eq!(report.counts["CREDIT_CARD"], 4);
         let function = &request.tools.as_ref().unwrap()[0].function;

@@ -130,6 +130,14 @@ pub fn complete<A: Adapter, B: AnswerBody>(
         Some(&model),
     );
     response.headers_mut().extend(headers);
+    if let Some(record) = guard.record_ref() {
+        server_timing(
+            response.headers_mut(),
+            record,
+            record.upstream_ms,
+            guard.elapsed_ms(),
+        );
+    }
     guard.finish(Status::Success);
     Ok(response)
 }
@@ -195,5 +203,24 @@ pub fn write_headers(
         && let Ok(value) = HeaderValue::from_str(served.alias.as_str())
     {
         headers.insert("x-llmlite-served-model", value);
+    }
+}
+
+/// `server-timing`: the gateway's stages, the model call (`upstream`: to the whole answer, or to
+/// a stream's first event) and the total so far, in milliseconds. Browsers' developer tools and
+/// the hot-path bench read it; it says nothing a client could not time itself but the split.
+pub fn server_timing(
+    headers: &mut HeaderMap,
+    record: &RequestRecord,
+    upstream_ms: f64,
+    total_ms: f64,
+) {
+    let s = &record.stages;
+    let value = format!(
+        "parse;dur={:.3}, admit;dur={:.3}, pii;dur={:.3}, upstream;dur={:.3}, total;dur={:.3}",
+        s.parse_ms, s.admit_ms, s.pii_ms, upstream_ms, total_ms
+    );
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert("server-timing", value);
     }
 }

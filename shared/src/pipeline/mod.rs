@@ -213,6 +213,7 @@ async fn serve<A: Adapter>(
     let alias = A::model(&request).to_owned();
     let chain = chain(&state, &key, &alias, A::MODELS).await?;
     let plan = adapter.plan(&state, &request, &chain, &invocation)?;
+    let parsed = arrived.elapsed();
     if invocation.out_of_time() {
         // Nothing is taken: the invocation has no time left for a model call and its settlement.
         return Err(ApiError::UpstreamTimeout(
@@ -230,7 +231,11 @@ async fn serve<A: Adapter>(
     record.call_type = A::CALL_TYPE;
 
     // Admit: one round trip; a refusal is recorded, with nothing to settle.
-    let admitted = match admission::admit(&state, &key, &alias, &plan, request_id, estimate).await {
+    let admitting = std::time::Instant::now();
+    let admission = admission::admit(&state, &key, &alias, &plan, request_id, estimate).await;
+    record.stages.parse_ms = ms(parsed);
+    record.stages.admit_ms = ms(admitting.elapsed());
+    let admitted = match admission {
         Ok(admitted) => admitted,
         Err(refusal) => {
             record.payer.key_hash = KeyHash::from_key_or_hash(&key);
@@ -257,7 +262,8 @@ async fn serve<A: Adapter>(
     let plan = allowed(plan, &admitted);
 
     // The PII guard, before anything leaves: global policy, then the team's, then the key's.
-    let policy = admitted.pii_policy(&state.config.pii_policy, &state.pii.entity_names());
+    let guarding = std::time::Instant::now();
+    let policy = admitted.pii_policy(&state.config.pii_policy, state.pii.entity_names());
     let report = A::guard_pii(&mut request, &state.pii, &policy);
     let record = guard.record();
     record.pii = report.to_json();
@@ -283,6 +289,7 @@ async fn serve<A: Adapter>(
             Err(error) => return Err(call::end(guard, error, Status::Failure)),
         }
     };
+    guard.record().stages.pii_ms = ms(guarding.elapsed());
     let output = OutputGuard::new(&state.pii, policy);
     adapter
         .respond(Call {
@@ -297,6 +304,11 @@ async fn serve<A: Adapter>(
             request_id,
         })
         .await
+}
+
+/// A duration in milliseconds, as records keep them.
+fn ms(duration: std::time::Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
 }
 
 /// The model chain for `alias`: the model (which must serve the API) and its fallbacks. An

@@ -165,6 +165,7 @@ where
             return Err(failed.settle(guard));
         }
     };
+    let first_event_ms = upstream.elapsed().as_secs_f64() * 1000.0;
     let Call {
         state,
         admitted,
@@ -176,6 +177,14 @@ where
     } = call;
     let (sender, mut response) = event_stream();
     write_headers(response.headers_mut(), &admitted, None, Some(&model));
+    if let Some(record) = guard.record_ref() {
+        call::server_timing(
+            response.headers_mut(),
+            record,
+            first_event_ms,
+            guard.elapsed_ms(),
+        );
+    }
     response.headers_mut().extend(streaming.headers);
     let (buffer, keep_alive) = match invocation.delivery {
         Delivery::Streamed => (None, Some(state.sse_keep_alive)),

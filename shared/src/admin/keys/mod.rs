@@ -45,7 +45,7 @@ pub async fn generate(
         &request,
         state.config.default_tier,
         now,
-        &state.pii.entity_names(),
+        state.pii.entity_names(),
     )?;
     unlimited_needs_master(&caller, "tier", request.tier, Some(&request.limits))?;
     let raw = new_raw_key("key", request.key.as_deref())?;
@@ -71,7 +71,7 @@ pub async fn update(
     let mut tx = state.db.pool().await?.begin().await?;
     let before = store::find(&mut *tx, &key, true).await?;
     let mut values = before.values();
-    values.apply(&request, request.tier, now, &state.pii.entity_names())?;
+    values.apply(&request, request.tier, now, state.pii.entity_names())?;
     store::ensure_owner(&mut tx, &values, now).await?;
     let after = store::write(
         &mut tx,
