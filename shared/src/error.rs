@@ -154,6 +154,13 @@ pub enum ApiError {
          here; send `stream: true` requests to the gateway's streaming endpoint"
     )]
     ResponseTooLarge,
+    /// `llmlite serve` is answering as many requests as it may at once
+    /// (`LLMLITE_MAX_CONCURRENCY`, see [`crate::capacity`]); sent with `Retry-After`, before
+    /// the request is authenticated, admitted or charged.
+    #[error(
+        "the gateway is at capacity, with the most requests in flight it serves at once ({limit}); retry shortly"
+    )]
+    AtCapacity { limit: usize },
     /// The detail (which server, which failure) is logged, never sent: clients get a generic
     /// message and `Retry-After`.
     #[error("database unavailable: the gateway cannot reach its database; retry shortly")]
@@ -216,9 +223,9 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Upstream(_) | ApiError::ResponseTooLarge => StatusCode::BAD_GATEWAY,
-            ApiError::UpstreamUnavailable(_) | ApiError::DatabaseUnavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::UpstreamUnavailable(_)
+            | ApiError::AtCapacity { .. }
+            | ApiError::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -248,9 +255,9 @@ impl ApiError {
             ApiError::RateLimited { .. } => "rate_limit_exceeded",
             ApiError::Upstream(_) => "upstream_error",
             ApiError::ResponseTooLarge => "response_too_large",
-            ApiError::UpstreamUnavailable(_) | ApiError::DatabaseUnavailable(_) => {
-                "service_unavailable"
-            }
+            ApiError::UpstreamUnavailable(_)
+            | ApiError::AtCapacity { .. }
+            | ApiError::DatabaseUnavailable(_) => "service_unavailable",
             ApiError::UpstreamTimeout(_) => "timeout",
             ApiError::Internal(_) => "internal_server_error",
         }
@@ -390,6 +397,8 @@ impl IntoResponse for Refusal {
             } => Some(retry_after_secs),
             // A database failover takes a minute or two; the client should come back.
             ApiError::DatabaseUnavailable(_) => Some(DATABASE_RETRY_AFTER_SECS),
+            // A place frees as soon as any answer in flight ends.
+            ApiError::AtCapacity { .. } => Some(AT_CAPACITY_RETRY_AFTER_SECS),
             _ => None,
         };
         if let Some(secs) = retry_after {
@@ -406,6 +415,9 @@ impl IntoResponse for Refusal {
 
 /// What a client refused because the database is away is told to wait.
 pub const DATABASE_RETRY_AFTER_SECS: u64 = 5;
+
+/// What a client refused at `serve`'s concurrency ceiling is told to wait.
+pub const AT_CAPACITY_RETRY_AFTER_SECS: u64 = 1;
 
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {

@@ -56,6 +56,20 @@ async fn request_id(mut request: Request, next: Next) -> Response {
     let id = RequestId(uuid::Uuid::new_v4());
     request.extensions_mut().insert(id);
     let mut response = next.run(request).await;
+    stamp(&mut response, id);
+    response
+}
+
+/// A refusal made before any function's router sees the request (`serve`'s concurrency
+/// ceiling): in the shape of `path`'s API family, with a request ID and every answer's headers.
+pub fn refuse(path: &str, error: ApiError) -> Response {
+    let mut response = in_shape(path, error);
+    stamp(&mut response, RequestId(uuid::Uuid::new_v4()));
+    response
+}
+
+/// The headers every answer carries: its request ID, and the security headers.
+fn stamp(response: &mut Response, id: RequestId) {
     let headers = response.headers_mut();
     if let Ok(value) = http::HeaderValue::from_str(&id.to_string()) {
         headers.insert("x-request-id", value);
@@ -68,7 +82,6 @@ async fn request_id(mut request: Request, next: Next) -> Response {
     headers
         .entry(http::header::X_CONTENT_TYPE_OPTIONS)
         .or_insert(http::HeaderValue::from_static("nosniff"));
-    response
 }
 
 /// The `Strict-Transport-Security` value of every response (the ALB's HTTPS listener sends the

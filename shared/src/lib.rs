@@ -7,6 +7,7 @@
 pub mod adapters;
 pub mod admin;
 pub mod auth;
+pub mod capacity;
 pub mod catalog;
 pub mod clients;
 pub mod clock;
@@ -38,5 +39,5 @@ pub mod state;
 
 pub use config::Config;
 pub use error::{ApiError, ErrorShape, Refusal};
-pub use routes::{Function, admin_routes, all_routes, chat_routes, health_routes};
+pub use routes::{Function, admin_routes, all_routes, chat_routes, health_routes, serve_routes};
 pub use state::AppState;

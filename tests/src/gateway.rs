@@ -52,11 +52,33 @@ impl TestGateway {
         Self::start_on(db, &[("DATABASE_URL", &url)], |_| {}).await
     }
 
+    /// A gateway that answers at most `max_in_flight` requests at once, as `llmlite serve`
+    /// does with `LLMLITE_MAX_CONCURRENCY` (the router `serve` runs).
+    pub async fn start_capped(max_in_flight: usize) -> Self {
+        Self::start_serving(
+            TestDb::new().await,
+            &[],
+            |_| {},
+            |state| llmlite::serve_routes(state, max_in_flight),
+        )
+        .await
+    }
+
     /// A gateway on an existing database `db`, with extra environment variables.
     pub async fn start_on(
         db: TestDb,
         extra: &[(&str, &str)],
         adjust: impl FnOnce(&mut AppState),
+    ) -> Self {
+        Self::start_serving(db, extra, adjust, llmlite::all_routes).await
+    }
+
+    /// A gateway on `db` serving the router `routes` makes of its state.
+    async fn start_serving(
+        db: TestDb,
+        extra: &[(&str, &str)],
+        adjust: impl FnOnce(&mut AppState),
+        routes: impl FnOnce(AppState) -> axum::Router,
     ) -> Self {
         let double = BedrockDouble::start(0)
             .await
@@ -66,7 +88,7 @@ impl TestGateway {
         env.extend_from_slice(extra);
         let mut state = db.state_with(&env).await;
         adjust(&mut state);
-        let addr = serve(llmlite::all_routes(state.clone())).await;
+        let addr = serve(routes(state.clone())).await;
         TestGateway {
             db,
             double,

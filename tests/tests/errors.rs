@@ -129,6 +129,10 @@ fn every_variant() -> Vec<(ApiError, StatusCode)> {
             },
             StatusCode::BAD_REQUEST,
         ),
+        (
+            ApiError::AtCapacity { limit: 1000 },
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
     ]
 }
 
@@ -161,6 +165,7 @@ fn variant_number(error: &ApiError) -> usize {
         ApiError::Conflict(_) => 23,
         ApiError::ResponseTooLarge => 24,
         ApiError::PiiBlockedOutput { .. } => 25,
+        ApiError::AtCapacity { .. } => 26,
     }
 }
 
@@ -171,13 +176,14 @@ async fn every_error_variant_renders_the_openai_shape_with_its_status() {
     covered.sort_unstable();
     assert_eq!(
         covered,
-        (0..=25).collect::<Vec<_>>(),
+        (0..=26).collect::<Vec<_>>(),
         "every variant exactly once"
     );
 
     for (error, status) in variants {
         let kind = error.kind();
         let database_away = matches!(error, ApiError::DatabaseUnavailable(_));
+        let at_capacity = matches!(error, ApiError::AtCapacity { .. });
         let response = error.into_response();
         assert_eq!(response.status(), status, "{kind}");
         assert_eq!(
@@ -210,6 +216,12 @@ async fn every_error_variant_renders_the_openai_shape_with_its_status() {
                 retry_after.unwrap(),
                 "5",
                 "a failover takes a while: come back"
+            );
+        } else if at_capacity {
+            assert_eq!(
+                retry_after.unwrap(),
+                "1",
+                "a place frees when any answer ends"
             );
         } else {
             assert!(retry_after.is_none(), "{kind}");

@@ -1207,25 +1207,33 @@ fn the_chat_stream_function_and_the_streaming_api_have_the_chat_functions_alarms
     let alarms = of_type("AWS::CloudWatch::Alarm");
     assert_eq!(
         alarms.len(),
-        27,
+        29,
         "docs/deploy.md (\"Deploy (AWS)\") states how many alarms the stack has"
     );
-    let on = |function: &str| -> BTreeSet<String> {
-        alarms
+    // The metrics each function's alarms read, one entry per alarm and metric.
+    let on = |function: &str| -> Vec<String> {
+        let dimensions = json!([{"Name": "FunctionName", "Value": reference(function)}]);
+        let mut names: Vec<String> = alarms
             .iter()
-            .filter(|(_, a)| {
-                a["Properties"]["Dimensions"]
-                    == json!([{"Name": "FunctionName", "Value": reference(function)}])
-            })
-            .map(|(_, a)| a["Properties"]["MetricName"].as_str().unwrap().to_owned())
-            .collect()
+            .flat_map(|(_, a)| alarm_metrics(&a["Properties"]))
+            .filter(|m| m["Dimensions"] == dimensions)
+            .map(|m| m["MetricName"].as_str().unwrap().to_owned())
+            .collect();
+        names.sort();
+        names
     };
     let chat = on("ChatFunction");
     assert_eq!(
         chat,
-        ["ConcurrentExecutions", "Duration", "Errors", "Throttles"]
-            .map(str::to_owned)
-            .into()
+        [
+            "ConcurrentExecutions",
+            "ConcurrentExecutions",
+            "Duration",
+            "Errors",
+            "Throttles"
+        ]
+        .map(str::to_owned),
+        "the warning at 80 % and the alarm at the reservation read the same concurrency"
     );
     assert_eq!(on("ChatStreamFunction"), chat);
     let stage_5xx = alarms.iter().any(|(_, a)| {
@@ -1561,7 +1569,7 @@ fn alarm_topic() -> Value {
 #[test]
 fn every_alarm_notifies_the_alarm_topic_on_alarm_and_on_ok() {
     let alarms = of_type("AWS::CloudWatch::Alarm");
-    assert!(alarms.len() >= 27);
+    assert!(alarms.len() >= 29);
     for (id, alarm) in &alarms {
         let p = &alarm["Properties"];
         assert_eq!(p["AlarmActions"], json!([alarm_topic()]), "{id}");
@@ -1672,6 +1680,232 @@ fn the_alarms_the_lld_asks_for_exist_with_its_thresholds() {
             "{id}"
         );
     }
+}
+
+/// The metrics an alarm reads (`Namespace`, `MetricName`, `Dimensions`): its own, or each
+/// `MetricStat` of its metric math.
+fn alarm_metrics(alarm: &Value) -> Vec<Value> {
+    if alarm.get("MetricName").is_some() {
+        return vec![json!({
+            "Namespace": alarm["Namespace"],
+            "MetricName": alarm["MetricName"],
+            "Dimensions": alarm["Dimensions"],
+        })];
+    }
+    alarm["Metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m.get("MetricStat").map(|s| s["Metric"].clone()))
+        .collect()
+}
+
+/// The value of a metric-math expression of numbers, metric IDs and `${Parameter}`s joined by
+/// `*` and `/`, read left to right as CloudWatch reads them, with `values` for the names.
+fn evaluate(expression: &str, values: &[(&str, f64)]) -> f64 {
+    let value = |token: &str| -> f64 {
+        let name = token
+            .strip_prefix("${")
+            .and_then(|t| t.strip_suffix('}'))
+            .unwrap_or(token);
+        token
+            .parse()
+            .ok()
+            .or_else(|| values.iter().find(|(n, _)| *n == name).map(|(_, v)| *v))
+            .unwrap_or_else(|| panic!("{expression}: no value for {token}"))
+    };
+    let mut tokens = expression.split_whitespace();
+    let mut result = value(tokens.next().unwrap());
+    while let Some(operator) = tokens.next() {
+        let operand = value(
+            tokens
+                .next()
+                .unwrap_or_else(|| panic!("{expression}: ends in {operator}")),
+        );
+        result = match operator {
+            "*" => result * operand,
+            "/" => result / operand,
+            other => panic!("{expression}: this test reads * and / only, not {other}"),
+        };
+    }
+    result
+}
+
+/// Whether `value` puts `alarm` in ALARM, by its threshold and comparison.
+fn breaches(alarm: &Value, value: f64) -> bool {
+    let threshold = alarm["Threshold"].as_f64().unwrap();
+    match alarm["ComparisonOperator"].as_str().unwrap() {
+        "GreaterThanOrEqualToThreshold" => value >= threshold,
+        "GreaterThanThreshold" => value > threshold,
+        "LessThanThreshold" => value < threshold,
+        "LessThanOrEqualToThreshold" => value <= threshold,
+        other => panic!("unexpected comparison {other}"),
+    }
+}
+
+#[test]
+fn each_chat_function_warns_at_80_percent_of_its_reservation() {
+    for (id, function, reservation, at_reservation) in [
+        (
+            "ChatConcurrencyWarningAlarm",
+            "ChatFunction",
+            "ChatReservedConcurrency",
+            "ChatConcurrencyAlarm",
+        ),
+        (
+            "ChatStreamConcurrencyWarningAlarm",
+            "ChatStreamFunction",
+            "ChatStreamReservedConcurrency",
+            "ChatStreamConcurrencyAlarm",
+        ),
+    ] {
+        let alarm = props(id);
+        let full = props(at_reservation);
+        // The function's concurrency, read as the alarm at the reservation reads it.
+        let metrics = alarm["Metrics"].as_array().unwrap();
+        let stats: Vec<&Value> = metrics
+            .iter()
+            .filter(|m| m.get("MetricStat").is_some())
+            .collect();
+        assert_eq!(stats.len(), 1, "{id}");
+        let stat = &stats[0]["MetricStat"];
+        assert_eq!(stat["Metric"]["Namespace"], full["Namespace"], "{id}");
+        assert_eq!(stat["Metric"]["MetricName"], "ConcurrentExecutions", "{id}");
+        assert_eq!(stat["Metric"]["Dimensions"], full["Dimensions"], "{id}");
+        assert_eq!(
+            stat["Metric"]["Dimensions"],
+            json!([{"Name": "FunctionName", "Value": reference(function)}]),
+            "{id}"
+        );
+        assert_eq!(stat["Stat"], full["Statistic"], "{id}");
+        assert_eq!(stat["Period"], full["Period"], "{id}");
+        assert_eq!(
+            alarm["EvaluationPeriods"], full["EvaluationPeriods"],
+            "{id}"
+        );
+        assert_eq!(full["Threshold"], reference(reservation), "{id}");
+        // A reservation of 0 would stop the function; it cannot divide by zero either.
+        assert_eq!(parameter(reservation)["MinValue"], 1, "{reservation}");
+
+        // The one expression the alarm compares: with any reservation, it breaches from 80 %
+        // of it (rounded up) and not one below.
+        let returned: Vec<&Value> = metrics.iter().filter(|m| m["ReturnData"] == true).collect();
+        assert_eq!(returned.len(), 1, "{id}");
+        let expression = returned[0]["Expression"]["Fn::Sub"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{id}: the expression takes the reservation by Fn::Sub"));
+        let metric = stats[0]["Id"].as_str().unwrap();
+        for reserved in [1_u32, 3, 10, 64, 100, 999, 3000] {
+            for concurrency in 0..=reserved {
+                let value = evaluate(
+                    expression,
+                    &[
+                        (metric, f64::from(concurrency)),
+                        (reservation, f64::from(reserved)),
+                    ],
+                );
+                assert_eq!(
+                    breaches(&alarm, value),
+                    5 * concurrency >= 4 * reserved,
+                    "{id}: {concurrency} of {reserved} in use ({expression} = {value})"
+                );
+            }
+        }
+        assert_eq!(alarm["TreatMissingData"], "notBreaching", "{id}");
+    }
+}
+
+#[test]
+fn the_warning_arithmetic_is_checked() {
+    let alarm = json!({"Threshold": 80, "ComparisonOperator": "GreaterThanOrEqualToThreshold"});
+    let share = |c: f64, r: f64| evaluate("100 * c / ${R}", &[("c", c), ("R", r)]);
+    assert!(breaches(&alarm, share(80.0, 100.0)));
+    assert!(!breaches(&alarm, share(79.0, 100.0)));
+    // An expression that forgot the per cent would never fire.
+    assert!(!breaches(
+        &alarm,
+        evaluate("c / ${R}", &[("c", 100.0), ("R", 100.0)])
+    ));
+    assert_eq!(evaluate("8 / 2 * 4", &[]), 16.0, "left to right");
+}
+
+/// The streaming API's gateway response of one type.
+fn gateway_response(kind: &str) -> Value {
+    let all = of_rest_api("AWS::ApiGateway::GatewayResponse", "StreamingApi");
+    let found: Vec<&Value> = all
+        .iter()
+        .map(|(_, r)| &r["Properties"])
+        .filter(|p| p["ResponseType"] == kind)
+        .collect();
+    assert_eq!(found.len(), 1, "one {kind} gateway response: {all:#?}");
+    found[0].clone()
+}
+
+/// A gateway response that an OpenAI or Anthropic SDK retries: `status`, a `Retry-After` of a
+/// few seconds, and a JSON error body both read, with `kind` as its `type`.
+fn assert_retryable(kind: &str, status: &str, error_type: &str) {
+    let response = gateway_response(kind);
+    assert_eq!(response["StatusCode"], status, "{kind}");
+    // A static header value is quoted; the SDKs honour Retry-After up to 60 s.
+    let retry_after = response["ResponseParameters"]["gatewayresponse.header.Retry-After"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{kind}: no Retry-After"));
+    let seconds: u64 = retry_after
+        .strip_prefix('\'')
+        .and_then(|v| v.strip_suffix('\''))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{kind}: Retry-After {retry_after} is not a quoted number"));
+    assert!((1..=60).contains(&seconds), "{kind}: Retry-After {seconds}");
+    let templates = response["ResponseTemplates"].as_object().unwrap();
+    assert_eq!(
+        templates.keys().collect::<Vec<_>>(),
+        ["application/json"],
+        "{kind}"
+    );
+    let template = templates["application/json"].as_str().unwrap();
+    assert!(
+        !template.contains('$'),
+        "{kind}: a fixed body, no variables"
+    );
+    let body: Value = serde_json::from_str(template)
+        .unwrap_or_else(|e| panic!("{kind}: the body is not JSON ({e}): {template}"));
+    // Anthropic's shape: {"type": "error", "error": {"type", "message"}}.
+    assert_eq!(body["type"], "error", "{kind}");
+    assert_eq!(body["error"]["type"], error_type, "{kind}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{kind}"
+    );
+    // OpenAI's: {"error": {"message", "type", "param", "code"}}, code the status as the
+    // gateway's own errors send it.
+    assert_eq!(body["error"]["code"], status, "{kind}");
+    assert!(body["error"]["param"].is_null(), "{kind}");
+}
+
+#[test]
+fn a_throttled_or_failed_lambda_behind_the_streaming_api_is_a_retryable_503_with_retry_after() {
+    use llmlite::ApiError;
+    // Lambda's 429 reaches API Gateway as an integration failure, and every other 5xx type
+    // without a response of its own falls back to DEFAULT_5XX: both are the 503 the gateway
+    // itself sends when it cannot serve (the template gives the sources).
+    let unavailable = ApiError::UpstreamUnavailable(String::new());
+    assert_eq!(unavailable.status().as_str(), "503");
+    for kind in ["INTEGRATION_FAILURE", "DEFAULT_5XX"] {
+        assert_retryable(kind, "503", unavailable.kind());
+    }
+    // The stage's own rate limit: the gateway's 429.
+    let limited = ApiError::RateLimited {
+        message: String::new(),
+        retry_after_secs: 1,
+    };
+    assert_retryable("THROTTLED", "429", limited.kind());
+    // A missing route stays the JSON 404 the ALB's default action answers.
+    assert_eq!(
+        gateway_response("MISSING_AUTHENTICATION_TOKEN")["StatusCode"],
+        "404"
+    );
 }
 
 #[test]

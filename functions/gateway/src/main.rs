@@ -14,14 +14,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use llmlite::clients::store::Database;
-use llmlite::config::ProcessEnv;
 #[cfg(feature = "dev")]
-use llmlite::config::{self, Config, Overlay};
+use llmlite::config::{self, Overlay};
+use llmlite::config::{Config, EnvSource, ProcessEnv, ServeConfig};
 #[cfg(feature = "dev")]
 use llmlite::dev::bedrock_double::BedrockDouble;
 #[cfg(feature = "dev")]
 use llmlite::dev::embedded_pg::EmbeddedPostgres;
-use llmlite::{AppState, all_routes, clients::telemetry};
+use llmlite::{AppState, clients::telemetry, serve_routes};
 use tokio::net::TcpListener;
 
 #[derive(Parser)]
@@ -146,10 +146,18 @@ async fn redrive() -> Result<(), String> {
 }
 
 async fn serve(listen: SocketAddr) -> Result<(), String> {
-    let state = AppState::from_env(&ProcessEnv)
-        .await
-        .map_err(|e| e.to_string())?;
-    run(listen, state).await
+    let config = Config::load(&ProcessEnv).await.map_err(|e| e.to_string())?;
+    let (state, serving) = served(config, &ProcessEnv)?;
+    run(listen, state, serving).await
+}
+
+/// The state `serve` and `dev` run with: its database pool sized by [`ServeConfig`] (a
+/// Lambda's pool of 2 serves one request at a time; this process serves many).
+fn served(mut config: Config, env: &impl EnvSource) -> Result<(AppState, ServeConfig), String> {
+    let serving = ServeConfig::from_env(env).map_err(|e| e.to_string())?;
+    config.database.pool_size = serving.db_pool_size;
+    let state = AppState::new(config).map_err(|e| e.to_string())?;
+    Ok((state, serving))
 }
 
 #[cfg(feature = "dev")]
@@ -190,7 +198,7 @@ async fn dev(listen: SocketAddr) -> Result<(), String> {
         let config = Config::load_with_aws(&env, aws)
             .await
             .map_err(|e| e.to_string())?;
-        let state = AppState::new(config).map_err(|e| e.to_string())?;
+        let (state, serving) = served(config, &env)?;
         state
             .db
             .migrate()
@@ -198,7 +206,7 @@ async fn dev(listen: SocketAddr) -> Result<(), String> {
             .map_err(|e| format!("migrations failed: {e}"))?;
         let listener = bind(listen).await?;
         announce(&listener, &state, cluster.as_ref(), &bedrock);
-        serve_until_signal(listener, state).await
+        serve_until_signal(listener, state, serving).await
     }
     .await;
     if let Some(cluster) = cluster {
@@ -252,15 +260,25 @@ async fn bind(listen: SocketAddr) -> Result<TcpListener, String> {
         .map_err(|e| format!("cannot listen on {listen}: {e}"))
 }
 
-async fn run(listen: SocketAddr, state: AppState) -> Result<(), String> {
+async fn run(listen: SocketAddr, state: AppState, serving: ServeConfig) -> Result<(), String> {
     let listener = bind(listen).await?;
-    tracing::info!(%listen, "llmlite serving");
-    serve_until_signal(listener, state).await
+    tracing::info!(
+        %listen,
+        max_concurrency = serving.max_concurrency,
+        db_pool_size = serving.db_pool_size,
+        "llmlite serving"
+    );
+    serve_until_signal(listener, state, serving).await
 }
 
-/// Serves until Ctrl-C or SIGTERM, then lets every admitted request settle before returning
-/// (settlement follows each response in a task of its own).
-async fn serve_until_signal(listener: TcpListener, state: AppState) -> Result<(), String> {
+/// Serves until Ctrl-C or SIGTERM, at most `LLMLITE_MAX_CONCURRENCY` requests at once, then
+/// lets every admitted request settle before returning (settlement follows each response in a
+/// task of its own).
+async fn serve_until_signal(
+    listener: TcpListener,
+    state: AppState,
+    serving: ServeConfig,
+) -> Result<(), String> {
     let settlements = state.settlements.clone();
     let audit = state.audit.clone();
     // The audit queue ships once a minute (when it holds 128 KiB, or its oldest record has
@@ -278,7 +296,7 @@ async fn serve_until_signal(listener: TcpListener, state: AppState) -> Result<()
             }
         }
     });
-    let served = axum::serve(listener, all_routes(state))
+    let served = axum::serve(listener, serve_routes(state, serving.max_concurrency))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|e| format!("server failed: {e}"));

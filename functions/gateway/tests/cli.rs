@@ -8,8 +8,11 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::{Dev, EXIT_LIMIT, LLMLITE};
-use serde_json::Value;
+use llmlite_tests::{TestGateway, spawn_serve};
+use serde_json::{Value, json};
 use tokio::process::Command;
 
 #[tokio::test]
@@ -104,6 +107,62 @@ async fn serve_and_migrate_refuse_bad_configuration_naming_the_variable() {
     assert!(
         stderr.contains("LITELLM_MASTER_KEY") && !stderr.contains("sk-short"),
         "{stderr}"
+    );
+
+    let stderr = run_failing(
+        &["serve"],
+        &[
+            ("DATABASE_URL", "postgres://127.0.0.1:9/db"),
+            ("LITELLM_MASTER_KEY", llmlite_tests::MASTER_KEY),
+            ("LLMLITE_MAX_CONCURRENCY", "lots"),
+        ],
+    )
+    .await;
+    assert!(stderr.contains("LLMLITE_MAX_CONCURRENCY"), "{stderr}");
+}
+
+#[tokio::test]
+async fn serve_answers_at_most_llmlite_max_concurrency_requests_at_once() {
+    // The in-process gateway provides the database, the Bedrock double and a key.
+    let gw = TestGateway::start().await;
+    let key = gw.mint_raw_key(json!({})).await;
+    let (_serve, base) = spawn_serve(
+        std::path::Path::new(LLMLITE),
+        &gw.db.url,
+        &gw.double.endpoint(),
+        &[("LLMLITE_MAX_CONCURRENCY", "1")],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let ask = |text: &str| {
+        client
+            .post(format!("{base}/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&json!({"model": "claude-sonnet-4-5",
+                          "messages": [{"role": "user", "content": text}]}))
+            .send()
+    };
+
+    let held = tokio::spawn(ask("[[latency:3000]] the one place"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while gw.bedrock_calls().await.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the first request never reached Bedrock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let over = ask("one too many").await.unwrap();
+    assert!(!held.is_finished(), "refused while the place was taken");
+    assert_eq!(over.status(), 503);
+    assert_eq!(over.headers()["retry-after"], "1");
+    let body: Value = over.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "service_unavailable", "{body}");
+    assert_eq!(held.await.unwrap().unwrap().status(), 200);
+    assert_eq!(
+        gw.bedrock_calls().await.len(),
+        1,
+        "the refused one never reached Bedrock"
     );
 }
 

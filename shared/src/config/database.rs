@@ -8,6 +8,8 @@ use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 use crate::env::{ConfigError, EnvSource, non_empty};
 
+/// A Lambda environment serves one request at a time; `llmlite serve` sizes its own pool
+/// ([`super::ServeConfig`]).
 pub const DEFAULT_POOL_SIZE: u32 = 2;
 
 /// How to reach PostgreSQL. `Debug` hides the password.
@@ -46,19 +48,7 @@ impl DatabaseConfig {
                     "is not a valid PostgreSQL URL (postgres://user:password@host:port/database)",
                 )
             })?;
-        let pool_size = match non_empty(env, "LLMLITE_DB_POOL_SIZE") {
-            None => DEFAULT_POOL_SIZE,
-            Some(v) => v
-                .parse::<u32>()
-                .ok()
-                .filter(|n| (1..=100).contains(n))
-                .ok_or_else(|| {
-                    ConfigError::new(
-                        "LLMLITE_DB_POOL_SIZE",
-                        "must be a whole number from 1 to 100",
-                    )
-                })?,
-        };
+        let pool_size = pool_size_setting(env)?.unwrap_or(DEFAULT_POOL_SIZE);
         let iam_auth = match non_empty(env, "LLMLITE_DB_IAM_AUTH").as_deref() {
             None | Some("false" | "0") => false,
             Some("true" | "1") => true,
@@ -100,6 +90,23 @@ impl DatabaseConfig {
             iam_auth: self.iam_auth,
         }
     }
+}
+
+/// `LLMLITE_DB_POOL_SIZE`, checked; `None` when it is not set (each caller has its default).
+pub(crate) fn pool_size_setting(env: &impl EnvSource) -> Result<Option<u32>, ConfigError> {
+    non_empty(env, "LLMLITE_DB_POOL_SIZE")
+        .map(|v| {
+            v.parse::<u32>()
+                .ok()
+                .filter(|n| (1..=100).contains(n))
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        "LLMLITE_DB_POOL_SIZE",
+                        "must be a whole number from 1 to 100",
+                    )
+                })
+        })
+        .transpose()
 }
 
 /// True when the URL's authority has `user:password@`.

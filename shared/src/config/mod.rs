@@ -4,7 +4,8 @@
 //! | variable | meaning |
 //! |---|---|
 //! | `DATABASE_URL` | PostgreSQL URL (required) |
-//! | `LLMLITE_DB_POOL_SIZE` | connections per process (default 2: one Lambda serves one request at a time) |
+//! | `LLMLITE_DB_POOL_SIZE` | connections per process (default 2: one Lambda serves one request at a time; `llmlite serve`: from its concurrency, see [`ServeConfig`]) |
+//! | `LLMLITE_MAX_CONCURRENCY` | `llmlite serve` only: requests in flight at once (default 1000; 0 is the default) |
 //! | `LLMLITE_DB_IAM_AUTH` | `true`: authenticate with RDS IAM tokens (RDS Proxy), over verified TLS |
 //! | `LITELLM_MASTER_KEY` | the admin master key, `sk-...` |
 //! | `LITELLM_MASTER_KEY_SECRET_ARN` | or: a Secrets Manager secret holding it |
@@ -33,6 +34,7 @@ mod aws;
 mod database;
 mod models;
 mod pii;
+mod serve;
 
 use std::sync::Arc;
 
@@ -46,6 +48,7 @@ use crate::master_key::MasterKey;
 pub use crate::env::{ConfigError, EnvSource, Overlay, ProcessEnv};
 pub use aws::{DEFAULT_REGION, aws_region, aws_sdk_config, local_aws_config};
 pub use database::{DEFAULT_POOL_SIZE, DatabaseConfig};
+pub use serve::{DEFAULT_MAX_CONCURRENCY, ServeConfig};
 
 use crate::env::non_empty;
 use models::{allowed_model_prefixes, check_residency, load_catalog};
