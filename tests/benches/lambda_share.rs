@@ -10,8 +10,11 @@
 //! - init: from the process's start to its first `/next` (Lambda's Init phase), wall time and
 //!   the CPU time the process used (`/proc/<pid>/task/*/schedstat`);
 //! - the first request after init, end to end through the Runtime API;
-//! - warm requests, sequential: each invocation's time from being queued to its response,
-//!   against a direct call to the double in the same loop ("added" = the difference);
+//! - warm requests, sequential, `BENCH_WARM_GAP_MS` apart (default 100, one quota period): each
+//!   invocation's time from being queued to its response, against a direct call to the double
+//!   in the same loop ("added" = the difference). With a gap of 0 the requests come back to
+//!   back and the loop itself spends the quota, which one environment's real traffic (one
+//!   request at a time, each seconds long on Bedrock) does not;
 //! - the added time to the first content delta of a streamed answer (`chat-stream`);
 //! - the PII guard's time on a 100 KB prompt, from the answer's `server-timing` header.
 //!
@@ -283,6 +286,7 @@ async fn main() {
         .collect();
     let cold_runs = env_or("BENCH_COLD_RUNS", 3);
     let warm = env_or("BENCH_WARM", 200) as usize;
+    let gap = Duration::from_millis(env_or("BENCH_WARM_GAP_MS", 100));
     if let Err(e) = Quota::new(sizes[0], period) {
         println!(
             "lambda_share: no writable cgroup at {CGROUP_ROOT} ({e}); run as root on a machine \
@@ -340,6 +344,9 @@ async fn main() {
                 let mut through = Vec::with_capacity(warm);
                 let mut straight = Vec::with_capacity(warm);
                 for i in 0..warm {
+                    // Spaced out: a Lambda environment serves one request at a time, each
+                    // waiting seconds on Bedrock, so its quota is not spent back to back.
+                    tokio::time::sleep(gap).await;
                     straight.push(direct(&client, &endpoint).await);
                     through.push(invoke(&api, alb_event(&key, &small)).await.0);
                     assert!(

@@ -6,7 +6,7 @@
 //!   default); a production build (`--no-default-features`) has no doubles and no test hooks.
 //! - `llmlite serve`: the same routes with real configuration only.
 //! - `llmlite migrate`: apply the migrations to `DATABASE_URL`.
-//! - `llmlite audit redrive`: ship audit records waiting in the outbox.
+//! - `llmlite audit redrive`: ship audit records waiting in the queue and the outbox.
 //! - `llmlite rollup`: run the spend rollup once.
 
 use std::net::SocketAddr;
@@ -120,6 +120,7 @@ async fn redrive() -> Result<(), String> {
     let state = AppState::from_env(&ProcessEnv)
         .await
         .map_err(|e| e.to_string())?;
+    let requests = state.audit.ship_requests(true).await?;
     let admin = state.audit.ship_admin_actions().await?;
     let mut total = llmlite::clients::audit::Redrive::default();
     loop {
@@ -131,6 +132,8 @@ async fn redrive() -> Result<(), String> {
         }
     }
     tracing::info!(
+        request_records = requests.records,
+        request_objects = requests.objects,
         admin_actions = admin,
         shipped = total.shipped,
         failed = total.failed,

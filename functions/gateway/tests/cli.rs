@@ -178,6 +178,14 @@ async fn audit_redrive_ships_the_outbox() {
     .execute(&db.pool)
     .await
     .unwrap();
+    // And a request record in the queue, too young and small to be due on its own.
+    sqlx::query(
+        "INSERT INTO llmlite_audit_queue (at, record) VALUES (now(), '{\"request_id\": \"q\"}')",
+    )
+    .persistent(false)
+    .execute(&db.pool)
+    .await
+    .unwrap();
     let dir = db.audit_dir();
     let output = Command::new(LLMLITE)
         .args(["audit", "redrive"])
@@ -203,6 +211,19 @@ async fn audit_redrive_ships_the_outbox() {
         assert_eq!(record["request_id"], id);
     }
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM llmlite_audit_outbox")
+        .persistent(false)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+    let queued = llmlite_tests::audit_records(&dir);
+    assert!(
+        queued
+            .iter()
+            .any(|(key, r)| r["request_id"] == "q" && key.ends_with(".jsonl")),
+        "{queued:?}"
+    );
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM llmlite_audit_queue")
         .persistent(false)
         .fetch_one(&db.pool)
         .await

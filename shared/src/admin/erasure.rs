@@ -230,6 +230,19 @@ async fn rewrite_records(
     counts: &mut Counts,
 ) -> Result<(), ApiError> {
     for (token, pseudonym) in tokens.iter().zip(pseudonyms) {
+        // Request audit records not shipped yet are rows like any other: they change with the
+        // spend rows (records already in the bucket are write-once and keep IDs).
+        let queued = sqlx::query(
+            "UPDATE llmlite_audit_queue
+                SET record = replace(record, to_jsonb($1::text)::text, to_jsonb($2::text)::text)
+              WHERE strpos(record, to_jsonb($1::text)::text) > 0",
+        )
+        .bind(token)
+        .bind(pseudonym)
+        .persistent(false)
+        .execute(&mut **tx)
+        .await?;
+        counts.add("queued_records", queued.rows_affected());
         let outbox = sqlx::query(
             "UPDATE llmlite_audit_outbox
                 SET record = replace(record::text, to_jsonb($1::text)::text,
@@ -243,6 +256,20 @@ async fn rewrite_records(
         .await?;
         counts.add("outbox_records", outbox.rows_affected());
     }
+    // The free text a queued request record holds of an erased key, as its spend rows lose it:
+    // the alias, the client's address and user agent.
+    let scrubbed = sqlx::query(
+        "UPDATE llmlite_audit_queue
+            SET record = (record::jsonb || '{\"key_alias\": null, \"client_ip\": null,
+                                            \"user_agent\": null}'::jsonb)::text
+          WHERE record::jsonb ->> 'key_hash' = ANY($1)
+             OR record::jsonb ->> 'presented_key_hash' = ANY($1)",
+    )
+    .bind(objects)
+    .persistent(false)
+    .execute(&mut **tx)
+    .await?;
+    counts.add("queued_records", scrubbed.rows_affected());
     let actions: i64 = sqlx::query_scalar("SELECT llmlite_erase_admin_actions($1, $2, $3)")
         .bind(tokens)
         .bind(pseudonyms)
