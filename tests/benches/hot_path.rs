@@ -7,7 +7,9 @@
 //! proxy (`pip install "litellm[proxy]"`) on the same double, at `BENCH_LITELLM_RATE`
 //! (default 20), `BENCH_BASELINE=/path/to/llmlite` to also run another build of llmlite (an
 //! earlier commit's) beside this one, on the same database and double, in the same phases: a
-//! before/after comparison measured side by side.
+//! before/after comparison measured side by side; `BENCH_GATEWAY=/path/to/llmlite` to run another
+//! build as the gateway under test, on a database migrated by that build (the database's side
+//! of a before/after: `pg_stat_statements` of each build's own schema).
 //!
 //! Everything runs on this machine: PostgreSQL (`DATABASE_URL` or a throwaway cluster), the
 //! Bedrock double (in this process), the gateway (`target/release/llmlite serve`, a process of
@@ -124,6 +126,25 @@ async fn busy_team(
         });
     }
     phases
+}
+
+/// Applies `binary`'s own migrations to the database at `url`.
+async fn migrate_with(binary: &std::path::Path, url: &str) {
+    let output = Command::new(binary)
+        .arg("migrate")
+        .env("DATABASE_URL", url)
+        .env("LITELLM_MASTER_KEY", MASTER_KEY)
+        .env("AWS_ACCESS_KEY_ID", "LLMLITEBENCH")
+        .env("AWS_SECRET_ACCESS_KEY", "llmlite-bench-secret")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// This build's `llmlite`, beside the bench in the target directory.
@@ -291,9 +312,19 @@ async fn main() {
     let rate = env_or("BENCH_RATE", 200);
     let seconds = env_or("BENCH_SECONDS", 10);
     let admissions = env_or("BENCH_ADMISSIONS", 2000);
-    let db = TestDb::new().await;
+    // `BENCH_GATEWAY`: another build as the gateway under test (an earlier commit's, for the
+    // database's side of a before/after), on a database its own `llmlite migrate` made.
+    let (binary, db) = match std::env::var_os("BENCH_GATEWAY") {
+        Some(path) => {
+            let binary = std::path::PathBuf::from(path);
+            let db = TestDb::empty().await;
+            migrate_with(&binary, &db.url).await;
+            (binary, db)
+        }
+        None => (this_build(), TestDb::new().await),
+    };
     let double = BedrockDouble::start(0).await.unwrap();
-    let (gateway, base) = start_gateway(&this_build(), &db, &double).await;
+    let (gateway, base) = start_gateway(&binary, &db, &double).await;
     let baseline = match std::env::var_os("BENCH_BASELINE") {
         Some(path) => Some(start_gateway(std::path::Path::new(&path), &db, &double).await),
         None => None,
@@ -662,6 +693,9 @@ async fn start_litellm(double: &BedrockDouble) -> (Child, String) {
             "--port",
             &port.to_string(),
         ])
+        // LiteLLM takes `DATABASE_URL` for its own (Prisma, whose engines it cannot download
+        // here): it runs without a database, as documented.
+        .env_remove("DATABASE_URL")
         .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         .env("LITELLM_LOG", "ERROR")
         .env("AWS_EC2_METADATA_DISABLED", "true")

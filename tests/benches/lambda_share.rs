@@ -33,9 +33,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use llmlite_tests::TestGateway;
 use llmlite_tests::bench::{percentile, stage};
-use llmlite_tests::lambda_runtime::{Part, RuntimeApi, now_ms, split_prelude};
-use llmlite_tests::{TestGateway, sse_data};
+use llmlite_tests::lambda_runtime::{Part, RuntimeApi, has_content_delta, now_ms};
 use serde_json::{Value, json};
 
 /// Lambda gives a function one full vCPU at 1,769 MB, and CPU in proportion to memory.
@@ -233,17 +233,7 @@ async fn first_delta(api: &RuntimeApi, event: Value) -> f64 {
         match invoked.part(Duration::from_secs(60)).await {
             Part::Chunk(chunk) => {
                 bytes.extend_from_slice(&chunk);
-                if first.is_none()
-                    && let Some((_, body)) = split_prelude(&bytes)
-                    && sse_data(&String::from_utf8_lossy(body))
-                        .iter()
-                        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
-                        .any(|c| {
-                            c["choices"][0]["delta"]["content"]
-                                .as_str()
-                                .is_some_and(|t| !t.is_empty())
-                        })
-                {
+                if first.is_none() && has_content_delta(&bytes) {
                     first = Some(started.elapsed().as_secs_f64() * 1000.0);
                 }
             }

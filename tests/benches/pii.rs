@@ -163,7 +163,7 @@ fn throughput(scanner: &Scanner, text: &str, rounds: usize) -> (f64, usize) {
 fn streamed(scanner: &Arc<Scanner>, text: &str, delta: usize, rounds: usize) -> f64 {
     let policy = Policy::parse(
         &serde_json::json!({"*": "MASK", "output": true}),
-        &scanner.entity_names(),
+        scanner.entity_names(),
     )
     .unwrap();
     let mut pieces = Vec::new();

@@ -118,6 +118,21 @@ pub fn split_prelude(bytes: &[u8]) -> Option<(Value, &[u8])> {
     Some((prelude, &bytes[at + 8..]))
 }
 
+/// Whether a streamed chat completion's bytes so far (prelude and body, as Lambda reads them)
+/// hold a chunk with content: the first token a client would show.
+pub fn has_content_delta(bytes: &[u8]) -> bool {
+    split_prelude(bytes).is_some_and(|(_, body)| {
+        crate::sse_data(&String::from_utf8_lossy(body))
+            .iter()
+            .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+            .any(|c| {
+                c["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .is_some_and(|t| !t.is_empty())
+            })
+    })
+}
+
 impl RuntimeApi {
     pub async fn start() -> RuntimeApi {
         let (queue, next) = mpsc::unbounded_channel();

@@ -162,7 +162,7 @@ fn no_panic(text: impl Strategy<Value = String>) {
     let known = scanner.entity_names();
     let policies: Vec<Policy> = ["MASK", "BLOCK", "LOG"]
         .iter()
-        .map(|action| Policy::parse(&json!({"*": action}), &known).unwrap())
+        .map(|action| Policy::parse(&json!({"*": action}), known).unwrap())
         .collect();
     // Half the CI total per test: the two run side by side on two cores, in a debug build.
     let mut runner = TestRunner::new(Config {
@@ -212,7 +212,7 @@ fn no_panic(text: impl Strategy<Value = String>) {
                 n += 1;
             }
             let output_policy = policies[policy].clone().with_output(true);
-            let log = Policy::parse(&json!({"*": "LOG", "output": true}), &known).unwrap();
+            let log = Policy::parse(&json!({"*": "LOG", "output": true}), known).unwrap();
             for (policy, identity) in [(output_policy, false), (log, true)] {
                 let mut guard = OutputGuard::new(&scanner, policy).unwrap();
                 let mut out = String::new();

@@ -725,6 +725,8 @@ fn the_functions_are_arm64_rust_in_the_vpc_with_encrypted_environment_and_logs()
         stream["ReservedConcurrentExecutions"],
         reference("ChatStreamReservedConcurrency")
     );
+    // The size the CPU-share bench chose (BENCHMARKS.md), for both.
+    assert_eq!(chat["MemorySize"], json!(256));
     for key in [
         "MemorySize",
         "Timeout",

@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use llmlite_tests::lambda_runtime::{Part, RuntimeApi, now_ms, split_prelude};
+use llmlite_tests::lambda_runtime::{Part, RuntimeApi, has_content_delta, now_ms, split_prelude};
 use llmlite_tests::{TestGateway, sse_data};
 use serde_json::{Value, json};
 
@@ -88,17 +88,7 @@ async fn a_streamed_answer_leaves_the_function_delta_by_delta_in_lambdas_streami
             Part::Head(h) => head = Some(h),
             Part::Chunk(chunk) => {
                 bytes.extend_from_slice(&chunk);
-                if first_content.is_none()
-                    && let Some((_, body)) = split_prelude(&bytes)
-                    && sse_data(&String::from_utf8_lossy(body))
-                        .iter()
-                        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
-                        .any(|c| {
-                            c["choices"][0]["delta"]["content"]
-                                .as_str()
-                                .is_some_and(|t| !t.is_empty())
-                        })
-                {
+                if first_content.is_none() && has_content_delta(&bytes) {
                     first_content = Some((gw.double.deltas_sent(), started.elapsed()));
                 }
             }

@@ -29,13 +29,6 @@ pub enum Mode {
 pub async fn run(mode: Mode) -> Result<(), lambda_http::Error> {
     telemetry::init_json();
     let state = AppState::from_env(&ProcessEnv).await?;
-    // The database connection opens while the runtime asks for the first event: Lambda may
-    // start an environment before an invocation is waiting for it, and then the first request
-    // finds the connection (and its TLS handshake) done.
-    tokio::spawn({
-        let db = state.db.clone();
-        async move { db.warm().await }
-    });
     let (router, extension) = settle_after::register(router(state.clone(), mode), state).await?;
     match mode {
         Mode::Buffered => tokio::try_join!(lambda_http::run(router), extension)?,

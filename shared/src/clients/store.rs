@@ -116,17 +116,6 @@ impl Database {
     }
 
     /// The pool, with a fresh IAM token in place for any connection it opens next.
-    /// Opens one connection ahead of need (its TLS handshake is most of a cold first request),
-    /// and leaves it in the pool. For a task at start-up: a failure here is left for the first
-    /// request to meet and report.
-    pub async fn warm(&self) {
-        if let Ok(pool) = self.pool().await
-            && let Err(e) = pool.acquire().await
-        {
-            tracing::debug!(error = %e, "no database connection opened ahead of the first request");
-        }
-    }
-
     pub async fn pool(&self) -> Result<&PgPool, ApiError> {
         if let Some(iam) = &self.iam {
             let mut issued = iam.issued.lock().await;

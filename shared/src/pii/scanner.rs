@@ -436,23 +436,17 @@ pub(super) mod tests {
         assert_eq!(scanner.detectors().detectors.len(), 11);
         assert_eq!(scanner.rules.regions.len(), 8);
         // The names a scanner reports before it compiles are its detectors' names.
-        let mut compiled: Vec<String> = scanner
-            .detectors()
-            .detectors
-            .iter()
-            .map(|d| d.entity.name().to_owned())
-            .collect();
-        compiled.dedup();
-        assert_eq!(scanner.entity_names(), compiled);
         let custom = Scanner::new(&[("TICKET".into(), r"\bTCK-\d{6}\b".into())]).unwrap();
-        let mut compiled: Vec<String> = custom
-            .detectors()
-            .detectors
-            .iter()
-            .map(|d| d.entity.name().to_owned())
-            .collect();
-        compiled.dedup();
-        assert_eq!(custom.entity_names(), compiled);
+        for scanner in [&scanner, &custom] {
+            let mut compiled: Vec<String> = scanner
+                .detectors()
+                .detectors
+                .iter()
+                .map(|d| d.entity.name().to_owned())
+                .collect();
+            compiled.dedup();
+            assert_eq!(scanner.entity_names(), compiled);
+        }
         // Every default region has libphonenumber metadata.
         assert!(scanner.rules.regions.iter().all(|r| r.meta().is_some()));
     }
