@@ -272,10 +272,21 @@ impl Settler {
         self.report(&record);
         match settled {
             Ok(settled) => {
-                if settled.queued.is_some_and(|id| id % SHIP_EVERY == 0)
-                    && let Err(e) = self.to.audit.ship_requests(false).await
-                {
-                    tracing::warn!(error = %e, "audit queue not shipped; a later run will");
+                if settled.queued.is_some_and(|id| id % SHIP_EVERY == 0) {
+                    // Bounded: in a Lambda the environment waits for this before its next
+                    // request, and an S3 that does not answer must not hold it. A shipment cut
+                    // here rolls back; its records stay queued for the next one.
+                    match tokio::time::timeout(OUTBOX_WITHIN, self.to.audit.ship_requests(false))
+                        .await
+                    {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "audit queue not shipped; a later run will");
+                        }
+                        Err(_) => {
+                            tracing::warn!("audit queue not shipped in time; a later run will")
+                        }
+                    }
                 }
                 self.replay_pending().await;
             }

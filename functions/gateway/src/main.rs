@@ -307,8 +307,18 @@ async fn serve_until_signal(
     shipping.abort();
     // What this process queued leaves with it (another process or the rollup would ship it
     // later otherwise).
-    if let Err(e) = audit.ship_requests(true).await {
-        tracing::warn!(error = %e, "audit queue not shipped at shutdown; the rollup will");
+    // Bounded: a stop signal gives a container seconds, not minutes.
+    match tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        audit.ship_requests(true),
+    )
+    .await
+    {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "audit queue not shipped at shutdown; the rollup will");
+        }
+        Err(_) => tracing::warn!("audit queue not shipped in time at shutdown; the rollup will"),
     }
     served
 }
