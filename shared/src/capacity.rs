@@ -21,7 +21,14 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
 use crate::http::refuse;
-use crate::routes::Function;
+use crate::routes::{Function, all_routes};
+use crate::state::AppState;
+
+/// What `llmlite serve` answers: every route ([`all_routes`]), at most `max_in_flight` requests
+/// at once.
+pub fn serve_routes(state: AppState, max_in_flight: usize) -> Router {
+    with_ceiling(all_routes(state), max_in_flight)
+}
 
 /// `router`, answering at most `max` requests at once. Health checks take no place: an
 /// orchestrator that found a busy task unhealthy would replace it, and end its streams.

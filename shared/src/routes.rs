@@ -122,12 +122,6 @@ pub fn all_routes(state: AppState) -> Router {
     })
 }
 
-/// What `llmlite serve` answers: every route ([`all_routes`]), at most `max_in_flight` requests
-/// at once ([`crate::capacity`]).
-pub fn serve_routes(state: AppState, max_in_flight: usize) -> Router {
-    crate::capacity::with_ceiling(all_routes(state), max_in_flight)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
