@@ -77,17 +77,30 @@ pub fn audit_records(root: &std::path::Path) -> Vec<(String, serde_json::Value)>
             .to_string_lossy()
             .into_owned();
         let name = key.rsplit('/').next().unwrap_or_default();
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        if name.starts_with("requests-") && name.ends_with(".jsonl") {
-            for line in text.lines().filter(|l| !l.is_empty()) {
-                let record = serde_json::from_str(line).expect("an audit line is JSON");
-                records.push((key.clone(), record));
-            }
-        } else if name.starts_with("request-") {
-            records.push((key, serde_json::from_str(&text).expect("a record is JSON")));
+        if name.starts_with("requests-") || name.starts_with("request-") {
+            let bytes = std::fs::read(&path).unwrap_or_default();
+            records.extend(audit_object_records(&key, &bytes));
         }
     }
     records
+}
+
+/// The records an audit object holds, each with the object's key: a batch (`.jsonl`) one per
+/// line, any other object one.
+pub fn audit_object_records(key: &str, bytes: &[u8]) -> Vec<(String, serde_json::Value)> {
+    if key.ends_with(".jsonl") {
+        String::from_utf8_lossy(bytes)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let record = serde_json::from_str(l).expect("an audit line is JSON");
+                (key.to_owned(), record)
+            })
+            .collect()
+    } else {
+        let record = serde_json::from_slice(bytes).expect("an audit record is JSON");
+        vec![(key.to_owned(), record)]
+    }
 }
 
 pub fn files_under(root: &std::path::Path) -> Vec<std::path::PathBuf> {

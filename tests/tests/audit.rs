@@ -28,23 +28,12 @@ impl Store<'_> {
     /// Every (object key, record) under `prefix`: a batch of request records gives one entry
     /// per line.
     async fn records(&self, prefix: &str) -> Vec<(String, Value)> {
-        let parse = |key: String, bytes: &[u8]| -> Vec<(String, Value)> {
-            if key.ends_with(".jsonl") {
-                String::from_utf8_lossy(bytes)
-                    .lines()
-                    .filter(|l| !l.is_empty())
-                    .map(|l| (key.clone(), serde_json::from_str(l).unwrap()))
-                    .collect()
-            } else {
-                vec![(key, serde_json::from_slice(bytes).unwrap())]
-            }
-        };
         match self {
             Store::Dir(root) => llmlite_tests::files_under(&root.join(prefix))
                 .into_iter()
                 .flat_map(|p| {
                     let key = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-                    parse(key, &std::fs::read(&p).unwrap())
+                    llmlite_tests::audit_object_records(&key, &std::fs::read(&p).unwrap())
                 })
                 .collect(),
             Store::S3(moto, gw) => {
@@ -60,7 +49,7 @@ impl Store<'_> {
                         .await
                         .unwrap();
                     let bytes = object.body.collect().await.unwrap().into_bytes();
-                    out.extend(parse(key, &bytes));
+                    out.extend(llmlite_tests::audit_object_records(&key, &bytes));
                 }
                 out
             }

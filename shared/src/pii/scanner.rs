@@ -83,6 +83,7 @@ pub struct Finding {
 type Validator = fn(&str, &str, usize) -> bool;
 type Grader = fn(&Rules, &str, &str, usize) -> Verdict;
 
+#[derive(Clone, Copy)]
 enum Check {
     /// Valid or not.
     Plain(Validator),
@@ -159,6 +160,47 @@ const AWS_SECRET: &str = r"[A-Za-z0-9/+]{40,}";
 const PEM: &str =
     r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----";
 
+/// The built-in detectors: entity, pattern, check. In order: where a phone candidate and another
+/// entity cover the same span (a card number, an SSN), the other entity is named, so phone
+/// numbers come last.
+const BUILT_IN_DETECTORS: [(Entity, &str, Check); 11] = [
+    (Entity::EmailAddress, EMAIL, Check::Plain(valid_email)),
+    (
+        Entity::CreditCard,
+        CARD,
+        Check::Graded(|_, m, text, start| grade_card(m, text, start)),
+    ),
+    (Entity::IbanCode, IBAN, Check::Plain(valid_iban)),
+    (
+        Entity::UsSsn,
+        SSN,
+        Check::Graded(|_, m, text, start| grade_ssn(m, text, start)),
+    ),
+    (
+        Entity::UkNino,
+        NINO,
+        Check::Graded(|_, m, text, start| grade_nino(m, text, start)),
+    ),
+    (Entity::IpAddress, IPV4, Check::Plain(valid_ipv4)),
+    (Entity::IpAddress, IPV6, Check::Plain(valid_ipv6)),
+    (
+        Entity::AwsAccessKey,
+        AWS_KEY_ID,
+        Check::Plain(|_, _, _| true),
+    ),
+    (
+        Entity::AwsAccessKey,
+        AWS_SECRET,
+        Check::Plain(valid_aws_secret),
+    ),
+    (Entity::PrivateKey, PEM, Check::Plain(|_, _, _| true)),
+    (
+        Entity::PhoneNumber,
+        phone::PATTERN,
+        Check::Graded(|rules, m, text, start| phone::check(&rules.regions, m, text, start)),
+    ),
+];
+
 impl Scanner {
     /// The built-in detectors, with the default options, and `custom` (name, regex) entities.
     pub fn new(custom: &[(String, String)]) -> Result<Self, ScannerError> {
@@ -194,21 +236,13 @@ impl Scanner {
         }
         // The built-ins in the order `compile` adds their detectors (IP addresses and AWS keys
         // have two patterns each, one name).
-        let names = [
-            Entity::EmailAddress,
-            Entity::CreditCard,
-            Entity::IbanCode,
-            Entity::UsSsn,
-            Entity::UkNino,
-            Entity::IpAddress,
-            Entity::AwsAccessKey,
-            Entity::PrivateKey,
-            Entity::PhoneNumber,
-        ]
-        .iter()
-        .map(|e| e.name().to_owned())
-        .chain(compiled_custom.iter().map(|(name, _)| name.clone()))
-        .collect();
+        let mut names: Vec<String> = BUILT_IN_DETECTORS
+            .iter()
+            .map(|(entity, _, _)| entity.name().to_owned())
+            .collect();
+        // IP addresses and AWS keys have two patterns each, one name.
+        names.dedup();
+        names.extend(compiled_custom.iter().map(|(name, _)| name.clone()));
         let scanner = Scanner {
             names,
             custom: compiled_custom,
@@ -250,53 +284,16 @@ impl Scanner {
 
     fn compile(&self) -> Result<Compiled, ScannerError> {
         let mut detectors = Vec::new();
-        let mut add = |entity: Entity, pattern: &str, check: Check| {
+        for &(ref entity, pattern, check) in &BUILT_IN_DETECTORS {
             // The built-in patterns are constants, checked by the tests.
             if let Ok(regex) = Regex::new(pattern) {
                 detectors.push(Detector {
-                    entity,
+                    entity: entity.clone(),
                     regex,
                     check,
                 });
             }
-        };
-        add(Entity::EmailAddress, EMAIL, Check::Plain(valid_email));
-        add(
-            Entity::CreditCard,
-            CARD,
-            Check::Graded(|_, m, text, start| grade_card(m, text, start)),
-        );
-        add(Entity::IbanCode, IBAN, Check::Plain(valid_iban));
-        add(
-            Entity::UsSsn,
-            SSN,
-            Check::Graded(|_, m, text, start| grade_ssn(m, text, start)),
-        );
-        add(
-            Entity::UkNino,
-            NINO,
-            Check::Graded(|_, m, text, start| grade_nino(m, text, start)),
-        );
-        add(Entity::IpAddress, IPV4, Check::Plain(valid_ipv4));
-        add(Entity::IpAddress, IPV6, Check::Plain(valid_ipv6));
-        add(
-            Entity::AwsAccessKey,
-            AWS_KEY_ID,
-            Check::Plain(|_, _, _| true),
-        );
-        add(
-            Entity::AwsAccessKey,
-            AWS_SECRET,
-            Check::Plain(valid_aws_secret),
-        );
-        add(Entity::PrivateKey, PEM, Check::Plain(|_, _, _| true));
-        // Last of the built-ins: where a phone candidate and another entity cover the same
-        // span (a card number, an SSN), the other entity is named.
-        add(
-            Entity::PhoneNumber,
-            phone::PATTERN,
-            Check::Graded(|rules, m, text, start| phone::check(&rules.regions, m, text, start)),
-        );
+        }
         for (name, regex) in &self.custom {
             detectors.push(Detector {
                 entity: Entity::Custom(name.clone()),
