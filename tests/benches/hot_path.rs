@@ -6,8 +6,9 @@
 //! path, default 16), `BENCH_LITELLM=1` to also run the LiteLLM
 //! proxy (`pip install "litellm[proxy]"`) on the same double, at `BENCH_LITELLM_RATE`
 //! (default 20), `BENCH_BASELINE=/path/to/llmlite` to also run another build of llmlite (an
-//! earlier commit's) beside this one, on the same database and double, in the same phases: a
-//! before/after comparison measured side by side; `BENCH_GATEWAY=/path/to/llmlite` to run another
+//! earlier commit's) beside this one, on the same database and double, in the same phases (in
+//! phase D, its runs follow this build's): a before/after comparison measured side by side;
+//! `BENCH_GATEWAY=/path/to/llmlite` to run another
 //! build as the gateway under test, on a database migrated by that build (the database's side
 //! of a before/after: `pg_stat_statements` of each build's own schema).
 //!
@@ -19,7 +20,8 @@
 //! the added latency is the difference of their percentiles.
 //!
 //! Phase S sends one request at a time (direct and through alternating, `BENCH_SEQUENTIAL`
-//! each, default 1000) and tables the gateway's stages from its `server-timing` header. Phase D
+//! each, default 1000) and tables the gateway's stages from its `server-timing` header, back to
+//! back and then spaced (`BENCH_SEQUENTIAL_GAP_MS` between pairs, default 10). Phase D
 //! runs the closed loop on one key, then on the 50 keys of one team, and reports requests per
 //! second of PostgreSQL CPU (when PostgreSQL runs on this machine) and, when the server has
 //! `pg_stat_statements` loaded, its statements.
@@ -47,19 +49,27 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// Phase C's rows for the LiteLLM proxy and for the baseline build.
+const LITELLM_PATH: &str = "through the LiteLLM proxy";
+const BASELINE_PATH: &str = "through the baseline build (BENCH_BASELINE), virtual key";
+
 /// One closed-loop run of phase D.
 struct Busy {
-    name: &'static str,
+    name: String,
     latencies: Vec<f64>,
     failed: usize,
     db_cpu: f64,
+    /// CPU seconds of the gateway's process, and of this one (load generator and double).
+    gateway_cpu: f64,
+    bench_cpu: f64,
     statements: Vec<(i64, f64, f64, String)>,
 }
 
-/// Phase D: `clients` clients in a closed loop on `one_key`, then on the 50 keys of one team.
+/// Phase D: `clients` clients in a closed loop on `one_key`, then on the 50 keys of one team,
+/// through the gateway at `base` (process `pid`; its rows named with `label` first).
 async fn busy_team(
     client: &reqwest::Client,
-    base: &str,
+    (base, pid, label): (&str, u32, &str),
     db: &TestDb,
     clients: usize,
     seconds: u64,
@@ -108,16 +118,22 @@ async fn busy_team(
         };
         let statements = bench::reset_statements(&db.pool).await;
         let before = bench::db_cpu_seconds(&db.pool).await.unwrap_or(f64::NAN);
+        let cpu = |pid: u32| bench::process_cpu_seconds(pid).unwrap_or(f64::NAN);
+        let (gateway_before, bench_before) = (cpu(pid), cpu(std::process::id()));
         let (latencies, failed) =
             bench::closed_loop_keys(client, &url, &chat_body(), &keys, clients, seconds).await;
         // Settlement follows the answers: give the last ones time to land before reading.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let db_cpu = bench::db_cpu_seconds(&db.pool).await.unwrap_or(f64::NAN) - before;
+        let gateway_cpu = cpu(pid) - gateway_before;
+        let bench_cpu = cpu(std::process::id()) - bench_before;
         phases.push(Busy {
-            name,
+            name: format!("{label}{name}"),
             latencies,
             failed,
             db_cpu,
+            gateway_cpu,
+            bench_cpu,
             statements: if statements {
                 bench::top_statements(&db.pool, 12).await
             } else {
@@ -364,8 +380,10 @@ async fn main() {
     // do not queue on one key's rows): the last stream of phases A and C.
     let mut through_baseline = None;
     let mut master_baseline = None;
+    let mut baseline_key = None;
     if let Some((_, url)) = &baseline {
         let key = mint(url.clone()).await["key"].as_str().unwrap().to_owned();
+        baseline_key = Some(key.clone());
         through_baseline = Some(
             client
                 .post(format!("{url}/v1/chat/completions"))
@@ -414,7 +432,15 @@ async fn main() {
     let clients = env_or("BENCH_CLIENTS", 16) as usize;
     let mut phase_b = None;
     let mut litellm = None;
+    // Phase C's paths: direct, through llmlite, then LiteLLM and the baseline build when run.
+    let mut phase_c_names = vec![
+        "direct to the Bedrock double",
+        "through llmlite, virtual key",
+    ];
     let phase_c = if std::env::var_os("BENCH_LITELLM").is_none() {
+        if baseline.is_some() {
+            phase_c_names.push(BASELINE_PATH);
+        }
         closed_loop(
             &with_baseline(vec![
                 direct.try_clone().unwrap(),
@@ -447,12 +473,16 @@ async fn main() {
             )
             .await,
         ));
+        phase_c_names.push(LITELLM_PATH);
+        if baseline.is_some() {
+            phase_c_names.push(BASELINE_PATH);
+        }
         closed_loop(
-            &[
+            &with_baseline(vec![
                 direct.try_clone().unwrap(),
                 through.try_clone().unwrap(),
                 via_litellm_closed,
-            ],
+            ]),
             clients,
             seconds,
         )
@@ -463,12 +493,23 @@ async fn main() {
     // its `server-timing` header.
     let sequential_n = env_or("BENCH_SEQUENTIAL", 1000) as usize;
     let (seq_direct, seq_through, seq_timings) =
-        bench::sequential(&direct, &through, sequential_n).await;
+        bench::sequential(&direct, &through, sequential_n, Duration::ZERO).await;
+    // The same, each pair `BENCH_SEQUENTIAL_GAP_MS` after the last (default 10): the previous
+    // request's settlement, which follows its answer, has landed before the next one's admission
+    // (back to back, the next admission can wait for it on the key's row).
+    let gap = Duration::from_millis(env_or("BENCH_SEQUENTIAL_GAP_MS", 10));
+    let spaced = bench::sequential(&direct, &through, sequential_n, gap).await;
 
     // Phase D: requests/s per database CPU-second, 16 clients on one key, then on the 50 keys
     // of one team (every admission and settlement takes the team's row), with
     // pg_stat_statements over each when the server has it loaded.
-    let busy = busy_team(&client, &base, &db, clients, seconds, &key).await;
+    // With a baseline build, its own two runs follow, on the same database.
+    let pid = gateway.id().unwrap_or(0);
+    let mut busy = busy_team(&client, (&base, pid, ""), &db, clients, seconds, &key).await;
+    if let (Some((child, url)), Some(key)) = (&baseline, &baseline_key) {
+        let at = (url.as_str(), child.id().unwrap_or(0), "baseline build: ");
+        busy.extend(busy_team(&client, at, &db, clients, seconds, key).await);
+    }
 
     // Admission plus settlement alone, straight from this process, one pair at a time.
     let mut pairs = Vec::with_capacity(admissions as usize);
@@ -572,18 +613,15 @@ async fn main() {
         );
         println!("| path | requests | failed | p50 ms | p99 ms |");
         println!("|---|---|---|---|---|");
-        let names = [
-            "direct to the Bedrock double",
-            "through llmlite, virtual key",
-            if baseline.is_some() {
-                "through the baseline build (BENCH_BASELINE), virtual key"
-            } else {
-                "through the LiteLLM proxy"
-            },
-        ];
-        for (name, (ms, failed)) in names.iter().zip(&phase_c) {
+        for (name, (ms, failed)) in phase_c_names.iter().zip(&phase_c) {
             row(name, ms, *failed);
         }
+        let path = |name: &str| {
+            phase_c_names
+                .iter()
+                .position(|n| *n == name)
+                .and_then(|i| phase_c.get(i))
+        };
         let ours = (
             added(&phase_c[1].0, &phase_c[0].0, 50.0),
             added(&phase_c[1].0, &phase_c[0].0, 99.0),
@@ -592,13 +630,14 @@ async fn main() {
             "\nllmlite added: p50 {:.3} ms, p99 {:.3} ms",
             ours.0, ours.1
         );
-        if let (Some(before), true) = (phase_c.get(2), baseline.is_some()) {
+        if let Some(before) = path(BASELINE_PATH) {
             println!(
                 "baseline added: p50 {:.3} ms, p99 {:.3} ms",
                 added(&before.0, &phase_c[0].0, 50.0),
                 added(&before.0, &phase_c[0].0, 99.0)
             );
-        } else if let Some(theirs) = phase_c.get(2) {
+        }
+        if let Some(theirs) = path(LITELLM_PATH) {
             let theirs = (
                 added(&theirs.0, &phase_c[0].0, 50.0),
                 added(&theirs.0, &phase_c[0].0, 99.0),
@@ -626,21 +665,36 @@ async fn main() {
         println!("| {name} | {p50:.3} | {p99:.3} |");
     }
     println!(
+        "\nSpaced, each pair {} ms after the last: llmlite added p50 {:.3} ms, p99 {:.3} ms\n",
+        gap.as_millis(),
+        added(&spaced.1, &spaced.0, 50.0),
+        added(&spaced.1, &spaced.0, 99.0)
+    );
+    println!("| stage, spaced | p50 ms | p99 ms |");
+    println!("|---|---|---|");
+    for (name, p50, p99) in bench::stage_table(&spaced.2, &spaced.1, &spaced.0) {
+        println!("| {name} | {p50:.3} | {p99:.3} |");
+    }
+    println!(
         "\n## Phase D: {clients} clients, closed loop, {seconds} s: one key, then one team's 50 keys\n"
     );
     println!(
-        "| keys | requests | failed | requests/s | PostgreSQL CPU s | requests per PostgreSQL CPU-second | p50 ms | p99 ms |"
+        "| keys | requests | failed | requests/s | PostgreSQL CPU s | requests per PostgreSQL CPU-second | CPU ms per request: PostgreSQL / gateway / load and double | p50 ms | p99 ms |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for phase in &busy {
+        let n = phase.latencies.len() as f64;
         println!(
-            "| {} | {} | {} | {:.0} | {:.2} | {:.0} | {:.3} | {:.3} |",
+            "| {} | {} | {} | {:.0} | {:.2} | {:.0} | {:.2} / {:.2} / {:.2} | {:.3} | {:.3} |",
             phase.name,
             phase.latencies.len(),
             phase.failed,
-            phase.latencies.len() as f64 / seconds as f64,
+            n / seconds as f64,
             phase.db_cpu,
-            phase.latencies.len() as f64 / phase.db_cpu.max(0.001),
+            n / phase.db_cpu.max(0.001),
+            1000.0 * phase.db_cpu / n.max(1.0),
+            1000.0 * phase.gateway_cpu / n.max(1.0),
+            1000.0 * phase.bench_cpu / n.max(1.0),
             percentile(&phase.latencies, 50.0),
             percentile(&phase.latencies, 99.0)
         );

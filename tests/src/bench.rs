@@ -33,9 +33,13 @@ pub async fn sequential(
     direct: &reqwest::RequestBuilder,
     through: &reqwest::RequestBuilder,
     n: usize,
+    gap: Duration,
 ) -> (Vec<f64>, Vec<f64>, Vec<String>) {
     let (mut straight, mut via, mut timings) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..n {
+        if !gap.is_zero() {
+            tokio::time::sleep(gap).await;
+        }
         for (request, into) in [(direct, &mut straight), (through, &mut via)] {
             let started = Instant::now();
             let Some(response) = request.try_clone().map(|r| r.send()) else {
@@ -127,6 +131,11 @@ pub async fn db_cpu_seconds(pool: &PgPool) -> Option<f64> {
     }
     // Linux's USER_HZ is 100 on every platform it supports.
     Some(ticks as f64 / 100.0)
+}
+
+/// CPU seconds process `pid` has spent so far (`None`: no such process here).
+pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    stat(pid).map(|(_, ticks)| ticks as f64 / 100.0)
 }
 
 /// A process's parent and its user + system CPU ticks, from `/proc/<pid>/stat`.

@@ -367,10 +367,33 @@ async fn an_expired_lease_is_charged_by_the_rollup() {
 
 #[tokio::test]
 async fn settlement_survives_a_database_outage() {
+    survives_an_outage(|_| {}).await;
+}
+
+/// The same with `llmlite serve`'s group commit: the batches that cannot reach the database
+/// hand each request its error, and each request's retry and the outbox take over; the rest of
+/// the test's checks are the same.
+#[tokio::test]
+async fn settlement_in_batches_survives_a_database_outage() {
+    let settled = survives_an_outage(|state| {
+        state.settlements = state.settlements.clone().group_commit(64);
+    })
+    .await;
+    assert!(
+        settled.unreachable > 0 && settled.settled > 0,
+        "the committer met the outage and settled after it: {settled:?}"
+    );
+}
+
+async fn survives_an_outage(
+    adjust: impl FnOnce(&mut llmlite::state::AppState),
+) -> llmlite::settlement::GroupCommits {
     // The gateway reaches PostgreSQL through a forwarder the test can cut; the test's own pool
     // goes direct.
     let outage = Outage::forward(llmlite_tests::authority(llmlite_tests::server_url())).await;
-    let gw = TestGateway::start_via(outage.endpoint.trim_start_matches("http://")).await;
+    let db = llmlite_tests::TestDb::new().await;
+    let via = llmlite_tests::with_authority(&db.url, outage.endpoint.trim_start_matches("http://"));
+    let gw = TestGateway::start_on(db, &[("DATABASE_URL", &via)], adjust).await;
     let minted = gw
         .mint_key(json!({"max_budget": 10, "user_id": "outage-user"}))
         .await;
@@ -452,6 +475,7 @@ async fn settlement_survives_a_database_outage() {
             .unwrap();
     assert_eq!(user, sum);
     assert_eq!(gw.count("SELECT count(*) FROM llmlite_inflight").await, 0);
+    gw.state.settlements.group_commits()
 }
 
 fn spawn_chat(gw: &TestGateway, key: &str, text: String) -> tokio::task::JoinHandle<Reply> {

@@ -159,7 +159,9 @@ async fn serve(listen: SocketAddr) -> Result<(), String> {
 fn served(mut config: Config, env: &impl EnvSource) -> Result<(AppState, ServeConfig), String> {
     let serving = ServeConfig::from_env(env).map_err(|e| e.to_string())?;
     config.database.pool_size = serving.db_pool_size;
-    let state = AppState::new(config).map_err(|e| e.to_string())?;
+    let mut state = AppState::new(config).map_err(|e| e.to_string())?;
+    // Many requests settle at once here: those that finish together share a transaction.
+    state.settlements = state.settlements.group_commit(serving.settle_batch);
     Ok((state, serving))
 }
 
@@ -269,6 +271,7 @@ async fn run(listen: SocketAddr, state: AppState, serving: ServeConfig) -> Resul
         %listen,
         max_concurrency = serving.max_concurrency,
         db_pool_size = serving.db_pool_size,
+        settle_batch = serving.settle_batch,
         "llmlite serving"
     );
     serve_until_signal(listener, state, serving).await
@@ -304,6 +307,14 @@ async fn serve_until_signal(
         .await
         .map_err(|e| format!("server failed: {e}"));
     settlements.drain().await;
+    let batches = settlements.group_commits();
+    tracing::info!(
+        transactions = batches.commits,
+        settled = batches.settled,
+        refused = batches.refused,
+        unreachable = batches.unreachable,
+        "settlements written in batches (group commit)"
+    );
     shipping.abort();
     // What this process queued leaves with it (another process or the rollup would ship it
     // later otherwise).

@@ -6,6 +6,7 @@
 //! | `DATABASE_URL` | PostgreSQL URL (required) |
 //! | `LLMLITE_DB_POOL_SIZE` | connections per process (default 2: one Lambda serves one request at a time; `llmlite serve`: from its concurrency, see [`ServeConfig`]) |
 //! | `LLMLITE_MAX_CONCURRENCY` | `llmlite serve` only: requests in flight at once (default 1000; 0 is the default) |
+//! | `LLMLITE_SETTLE_BATCH` | `llmlite serve` only: settlements written in one transaction at most (group commit; default 64; 1: each alone) |
 //! | `LLMLITE_DB_IAM_AUTH` | `true`: authenticate with RDS IAM tokens (RDS Proxy), over verified TLS |
 //! | `LITELLM_MASTER_KEY` | the admin master key, `sk-...` |
 //! | `LITELLM_MASTER_KEY_SECRET_ARN` | or: a Secrets Manager secret holding it |

@@ -1,6 +1,8 @@
 //! What only `llmlite serve` (and `dev`) reads: `LLMLITE_MAX_CONCURRENCY`, the most requests it
 //! serves at once (a container's reserved concurrency, enforced by [`crate::capacity`]), and the
-//! database pool it sizes from that when `LLMLITE_DB_POOL_SIZE` is not set.
+//! database pool it sizes from that when `LLMLITE_DB_POOL_SIZE` is not set, and
+//! `LLMLITE_SETTLE_BATCH`, the most settlements it writes in one transaction (group commit, see
+//! [`crate::settlement`]).
 
 use super::database::pool_size_setting;
 use crate::env::{ConfigError, EnvSource, non_empty};
@@ -18,12 +20,22 @@ const MAX_SERVE_POOL_SIZE: u32 = 8;
 /// memory hold, and small enough that a typo of a few zeros is caught.
 const MAX_CONCURRENCY_LIMIT: usize = 100_000;
 
+/// Settlements written in one transaction at most when `LLMLITE_SETTLE_BATCH` is not set (group
+/// commit, see `crate::settlement`). A batch holds what finished while the one before it was
+/// written, so this is a ceiling, not a size waited for.
+pub const DEFAULT_SETTLE_BATCH: usize = 64;
+
+/// The largest `LLMLITE_SETTLE_BATCH` accepted: one statement binds 22 arrays of this length.
+const MAX_SETTLE_BATCH: usize = 1000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServeConfig {
     /// `LLMLITE_MAX_CONCURRENCY`: requests in flight at once; the next is answered 503.
     pub max_concurrency: usize,
     /// `LLMLITE_DB_POOL_SIZE` when set, else [`serve_pool_size`] of the concurrency.
     pub db_pool_size: u32,
+    /// `LLMLITE_SETTLE_BATCH`: settlements written in one transaction at most (1: each alone).
+    pub settle_batch: usize,
 }
 
 impl ServeConfig {
@@ -43,9 +55,22 @@ impl ServeConfig {
         };
         let db_pool_size =
             pool_size_setting(env)?.unwrap_or_else(|| serve_pool_size(max_concurrency));
+        let settle_batch = match non_empty(env, "LLMLITE_SETTLE_BATCH") {
+            None => DEFAULT_SETTLE_BATCH,
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if (1..=MAX_SETTLE_BATCH).contains(&n) => n,
+                _ => {
+                    return Err(ConfigError::new(
+                        "LLMLITE_SETTLE_BATCH",
+                        "must be a whole number from 1 (each settlement alone) to 1000",
+                    ));
+                }
+            },
+        };
         Ok(ServeConfig {
             max_concurrency,
             db_pool_size,
+            settle_batch,
         })
     }
 }
@@ -103,5 +128,18 @@ mod tests {
         );
         let err = ServeConfig::from_env(&env(&[("LLMLITE_DB_POOL_SIZE", "0")])).unwrap_err();
         assert_eq!(err.variable, "LLMLITE_DB_POOL_SIZE");
+    }
+
+    #[test]
+    fn settlements_batch_by_64_unless_set() {
+        let batch =
+            |vars: &[(&str, &str)]| ServeConfig::from_env(&env(vars)).map(|s| s.settle_batch);
+        assert_eq!(batch(&[]).unwrap(), 64);
+        assert_eq!(batch(&[("LLMLITE_SETTLE_BATCH", "1")]).unwrap(), 1);
+        assert_eq!(batch(&[("LLMLITE_SETTLE_BATCH", "1000")]).unwrap(), 1000);
+        for bad in ["0", "1001", "-4", "lots", "2.5"] {
+            let err = batch(&[("LLMLITE_SETTLE_BATCH", bad)]).unwrap_err();
+            assert_eq!(err.variable, "LLMLITE_SETTLE_BATCH", "{bad}");
+        }
     }
 }

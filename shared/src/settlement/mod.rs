@@ -10,10 +10,13 @@
 //!   timing. [`Settler::drain`] waits for every open request to settle: the Lambda extension
 //!   calls it before the environment is frozen, `llmlite serve` before it exits.
 //! - One settlement is one SQL round trip (`llmlite_settle_recorded`, idempotent on the request
-//!   ID), which also queues the request's audit record (see [`crate::clients::audit`]). When
+//!   ID), which also queues the request's audit record (see [`crate::clients::audit`]). In
+//!   `llmlite serve` the settlements that finish together share one ([`batch`]: group commit). When
 //!   the database refuses, the record goes to the outbox: kept in memory and replayed after the
 //!   next settlement that succeeds on this instance, and written to the audit sink under
 //!   `settlements/pending/`, which the rollup replays. It is never only logged.
+
+mod batch;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,6 +31,8 @@ use crate::clients::store::Database;
 use crate::clock::Clock;
 use crate::error::ApiError;
 use crate::record::{RequestRecord, Status};
+pub use batch::GroupCommits;
+use batch::{GroupCommit, Row};
 
 /// Where durable copies of unsettled records wait, under the audit sink.
 pub const OUTBOX_PREFIX: &str = "settlements/pending/";
@@ -48,6 +53,9 @@ pub const SETTLE_WITHIN: Duration =
 pub struct Settler {
     inner: Arc<Inner>,
     to: Arc<Destination>,
+    /// The committer that batches settlements (`serve`); `None`: each settles alone (a Lambda
+    /// environment serves one request at a time).
+    batch: Option<Arc<GroupCommit>>,
 }
 
 /// Where settlements, audit records and metrics go.
@@ -89,7 +97,21 @@ impl Settler {
                 clock,
                 emf,
             }),
+            batch: None,
         }
+    }
+
+    /// Settles the requests that finish together in one transaction, up to `max` at a time
+    /// (`max` ≤ 1: each alone). For a process serving many requests at once: `llmlite serve`.
+    pub fn group_commit(mut self, max: usize) -> Settler {
+        self.batch = (max > 1).then(|| Arc::new(GroupCommit::new(max)));
+        self
+    }
+
+    /// How many transactions have settled how many requests through group commit (zero
+    /// without it).
+    pub fn group_commits(&self) -> GroupCommits {
+        self.batch.as_ref().map(|b| b.figures()).unwrap_or_default()
     }
 
     fn ticket(&self) -> Ticket {
@@ -319,43 +341,13 @@ impl Settler {
     }
 
     /// `llmlite_settle_recorded` (`llmlite_settle`, with the call type, the hash the client
-    /// presented and the audit record to queue): one round trip.
+    /// presented and the audit record to queue): one round trip, or a share of one batch's.
     pub async fn settle_once(&self, r: &RequestRecord) -> Result<Settled, ApiError> {
-        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-        let (key_spend, queued): (Option<Decimal>, Option<i64>) = sqlx::query_as(
-            "SELECT key_spend, queued
-               FROM llmlite_settle_recorded($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-                                            $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
-        )
-        .bind(r.call_type.as_str())
-        .bind(r.payer.presented_key_hash.as_ref().map(|h| h.as_str()))
-        .bind(r.request_id.to_string())
-        .bind(r.payer.key_id)
-        .bind(r.payer.key_hash.as_ref().map(|h| h.as_str()).unwrap_or(""))
-        .bind(&r.payer.key_alias)
-        .bind(&r.payer.user_id)
-        .bind(&r.payer.team_id)
-        .bind(&r.end_user)
-        .bind(r.model.as_str())
-        .bind(&r.model_id)
-        .bind(count(r.prompt_tokens()))
-        .bind(count(r.tokens.output))
-        .bind(count(r.tokens.cache_read))
-        .bind(count(r.tokens.cache_write))
-        .bind(r.cost.amount())
-        .bind(r.timestamp)
-        .bind(r.finished.unwrap_or(r.timestamp))
-        .bind(r.status.as_str())
-        .bind(&r.error_type)
-        .bind(&r.metadata)
-        .bind(r.audit().to_string())
-        .persistent(false)
-        .fetch_one(self.to.db.pool().await?)
-        .await?;
-        Ok(Settled {
-            key_spend: key_spend.unwrap_or_default(),
-            queued,
-        })
+        let row = Row::of(r);
+        match &self.batch {
+            Some(batch) => batch.settle(row, &self.to.db).await,
+            None => row.settle(&self.to.db).await,
+        }
     }
 
     /// Keeps a record the database refused: in this instance's memory, and durably in the sink.
