@@ -446,6 +446,11 @@ impl From<sqlx::Error> for ApiError {
             Some(c) if c.starts_with("08") || c.starts_with("57P") || c.starts_with("53") => {
                 return ApiError::DatabaseUnavailable(err.to_string());
             }
+            // Transaction rollback (a deadlock victim, a serialisation failure): nothing was
+            // written, and the same request a moment later succeeds. Retryable, not a 500.
+            Some(c) if c.starts_with("40") => {
+                return ApiError::DatabaseUnavailable(err.to_string());
+            }
             _ => {}
         }
         match err {

@@ -257,3 +257,62 @@ async fn specific_messages_and_params() {
     };
     assert!(pii.body().error.message.contains("EMAIL"));
 }
+
+/// A transaction PostgreSQL rolls back (here a real deadlock victim) is retryable: 503 with
+/// `retry-after`, not a 500. Admissions and settlements are single statements, so the victim
+/// wrote nothing and the same request a moment later succeeds.
+#[tokio::test]
+async fn a_deadlock_victim_is_a_retryable_503() {
+    let db = llmlite_tests::TestDb::new().await;
+    for sql in [
+        "CREATE TABLE deadlock_probe (id INT PRIMARY KEY, n INT NOT NULL)",
+        "INSERT INTO deadlock_probe VALUES (1, 0), (2, 0)",
+    ] {
+        sqlx::query(sql)
+            .persistent(false)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+    let update = "UPDATE deadlock_probe SET n = n + 1 WHERE id = $1";
+    let (mut a, mut b) = (
+        db.pool.begin().await.unwrap(),
+        db.pool.begin().await.unwrap(),
+    );
+    for (tx, id) in [(&mut a, 1), (&mut b, 2)] {
+        sqlx::query(update)
+            .bind(id)
+            .persistent(false)
+            .execute(&mut **tx)
+            .await
+            .unwrap();
+    }
+    // Each now waits for the other's row: PostgreSQL picks a victim after deadlock_timeout.
+    let (first, second) = tokio::join!(
+        sqlx::query(update)
+            .bind(2)
+            .persistent(false)
+            .execute(&mut *a),
+        sqlx::query(update)
+            .bind(1)
+            .persistent(false)
+            .execute(&mut *b),
+    );
+    let victim = match (first, second) {
+        (Err(e), Ok(_)) | (Ok(_), Err(e)) => e,
+        other => panic!("expected exactly one deadlock victim: {other:?}"),
+    };
+    assert_eq!(
+        victim.as_database_error().and_then(|d| d.code()).as_deref(),
+        Some("40P01"),
+        "{victim}"
+    );
+    let error = ApiError::from(victim);
+    assert!(
+        matches!(error, ApiError::DatabaseUnavailable(_)),
+        "{error:?}"
+    );
+    let response = error.into_response();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key("retry-after"));
+}

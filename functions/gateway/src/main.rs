@@ -312,7 +312,7 @@ async fn serve_until_signal(
         transactions = batches.commits,
         settled = batches.settled,
         refused = batches.refused,
-        unreachable = batches.unreachable,
+        failed = batches.failed,
         "settlements written in batches (group commit)"
     );
     shipping.abort();

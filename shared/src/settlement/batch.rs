@@ -13,9 +13,9 @@
 //! Nothing about exactness changes: the batch function settles each request with
 //! `llmlite_settle_recorded`, idempotent on the request ID; a batch the database refuses as a
 //! whole (one request's value it cannot take, a deadlock) is settled again one request at a time,
-//! so one bad record never costs the others; and a batch that cannot reach the database gives
-//! each of its requests that error, which [`super::Settler`] retries and then sends to the
-//! outbox, as it does a single settlement's.
+//! so one bad record never costs the others; and a batch that cannot reach the database (or that
+//! it rolls back, a deadlock's victim) gives each of its requests that error, which
+//! [`super::Settler`] retries and then sends to the outbox, as it does a single settlement's.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -212,8 +212,9 @@ struct Counts {
     settled: AtomicU64,
     /// Batches the database refused as a whole, whose requests were then settled one by one.
     refused: AtomicU64,
-    /// Batches that could not reach the database, whose requests got that error.
-    unreachable: AtomicU64,
+    /// Batches that failed for a reason of the moment (the database away, or chosen as a
+    /// deadlock's victim), whose requests got that error to retry.
+    failed: AtomicU64,
 }
 
 /// Group commit's figures: how many transactions settled how many requests.
@@ -222,7 +223,7 @@ pub struct GroupCommits {
     pub commits: u64,
     pub settled: u64,
     pub refused: u64,
-    pub unreachable: u64,
+    pub failed: u64,
 }
 
 impl GroupCommit {
@@ -239,7 +240,7 @@ impl GroupCommit {
             commits: self.counts.commits.load(Ordering::Relaxed),
             settled: self.counts.settled.load(Ordering::Relaxed),
             refused: self.counts.refused.load(Ordering::Relaxed),
-            unreachable: self.counts.unreachable.load(Ordering::Relaxed),
+            failed: self.counts.failed.load(Ordering::Relaxed),
         }
     }
 
@@ -298,9 +299,10 @@ async fn commit(
                     let _ = job.reply.send(Ok(settled));
                 }
             }
-            // The database is away: each request's own retries and outbox take over.
+            // The database is away, or rolled the batch back (a deadlock's victim): a moment
+            // later it may land, so each request's own retries and outbox take over.
             Err(ApiError::DatabaseUnavailable(reason)) => {
-                counts.unreachable.fetch_add(1, Ordering::Relaxed);
+                counts.failed.fetch_add(1, Ordering::Relaxed);
                 for job in taken {
                     let _ = job
                         .reply
