@@ -88,6 +88,8 @@ fn bedrock_client(config: &Config) -> aws_sdk_bedrockruntime::Client {
     if let Some(endpoint) = &config.bedrock_endpoint {
         builder = builder.endpoint_url(endpoint);
     }
+    // The request's tags on every call, for Bedrock's invocation logs.
+    builder = builder.interceptor(crate::clients::attribution::Tagger);
     aws_sdk_bedrockruntime::Client::from_conf(builder.build())
 }
 

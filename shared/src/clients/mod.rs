@@ -2,11 +2,13 @@
 //!
 //! - [`bedrock`]: Bedrock's failures classified, bounded jittered retries and the walk down a
 //!   model chain (every adapter's calls go through it);
+//! - [`attribution`]: the request's tags on every Bedrock call, for Bedrock's invocation logs;
 //! - [`store`]: PostgreSQL, through RDS Proxy without pinning: the pool, IAM tokens, migrations;
 //! - [`audit`]: the audit sink (S3 or a directory) and its outbox;
 //! - [`db_roles`]: the database's owner and application roles;
 //! - [`telemetry`]: logs (redacted) and EMF metric lines.
 
+pub mod attribution;
 pub mod audit;
 pub mod bedrock;
 pub mod db_roles;

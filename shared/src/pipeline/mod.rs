@@ -33,6 +33,7 @@ use serde_json::{Map, Value};
 
 use crate::auth;
 use crate::catalog::{ModelAlias, ModelEntry};
+use crate::clients::attribution::Attribution;
 use crate::clients::bedrock::Candidate;
 use crate::error::{ApiError, ErrorShape, Refusal};
 use crate::http::RequestId;
@@ -291,19 +292,24 @@ async fn serve<A: Adapter>(
     };
     guard.record().stages.pii_ms = ms(guarding.elapsed());
     let output = OutputGuard::new(&state.pii, policy);
-    adapter
-        .respond(Call {
-            state,
-            request,
-            plan,
-            admitted,
-            guard,
-            invocation,
-            output,
-            alias,
-            request_id,
-        })
-        .await
+    // Every Bedrock call the adapter makes for it carries the request's tags.
+    let tags = Attribution::new(
+        request_id,
+        admitted.payer.key_hash.as_ref(),
+        admitted.payer.team_id.as_deref(),
+    );
+    let answer = adapter.respond(Call {
+        state,
+        request,
+        plan,
+        admitted,
+        guard,
+        invocation,
+        output,
+        alias,
+        request_id,
+    });
+    tags.scope(answer).await
 }
 
 /// A duration in milliseconds, as records keep them.

@@ -5,6 +5,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use http::HeaderMap;
 use serde_json::{Value, json};
 
 use super::eventstream::{event_frame, event_stream};
@@ -12,15 +13,17 @@ use super::reply::{Block, Reply, halves};
 use super::request::{
     Part, Request, ToolChoice, Turn, as_count, base64_size, block_texts, strings,
 };
-use super::{Shared, malformed, prelude, read_body};
+use super::{Shared, prelude, read_body};
 
 pub(super) async fn converse(
     State(state): Shared,
     Path(model_id): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(body) = read_body(&state, "converse", &model_id, &body) else {
-        return malformed();
+    let body = match read_body(&state, "converse", &model_id, &headers, &body) {
+        Ok(body) => body,
+        Err(refused) => return *refused,
     };
     let request = Request::from_converse(&body);
     if let Err(response) = prelude(&state, &model_id, &request).await {
@@ -44,10 +47,12 @@ pub(super) async fn converse(
 pub(super) async fn converse_stream(
     State(state): Shared,
     Path(model_id): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(body) = read_body(&state, "converse-stream", &model_id, &body) else {
-        return malformed();
+    let body = match read_body(&state, "converse-stream", &model_id, &headers, &body) {
+        Ok(body) => body,
+        Err(refused) => return *refused,
     };
     let request = Request::from_converse(&body);
     let behaviour = match prelude(&state, &model_id, &request).await {

@@ -5,6 +5,7 @@
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use http::HeaderMap;
 use serde_json::{Value, json};
 
 use super::embeddings::{EmbeddingApi, embed};
@@ -13,15 +14,17 @@ use super::reply::{Block, Reply, halves};
 use super::request::{
     Part, Request, ToolChoice, Turn, as_count, base64_size, block_texts, strings,
 };
-use super::{Shared, malformed, prelude, read_body};
+use super::{Shared, prelude, read_body};
 
 pub(super) async fn invoke(
     State(state): Shared,
     Path(model_id): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(body) = read_body(&state, "invoke", &model_id, &body) else {
-        return malformed();
+    let body = match read_body(&state, "invoke", &model_id, &headers, &body) {
+        Ok(body) => body,
+        Err(refused) => return *refused,
     };
     if let Some(api) = EmbeddingApi::of(&model_id) {
         return embed(&state, &model_id, api, &body).await;
@@ -63,10 +66,18 @@ pub(super) async fn invoke(
 pub(super) async fn invoke_with_response_stream(
     State(state): Shared,
     Path(model_id): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(body) = read_body(&state, "invoke-with-response-stream", &model_id, &body) else {
-        return malformed();
+    let body = match read_body(
+        &state,
+        "invoke-with-response-stream",
+        &model_id,
+        &headers,
+        &body,
+    ) {
+        Ok(body) => body,
+        Err(refused) => return *refused,
     };
     let request = Request::from_anthropic(&body);
     let behaviour = match prelude(&state, &model_id, &request).await {

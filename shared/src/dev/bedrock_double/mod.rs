@@ -55,7 +55,9 @@
 //! - a directive in the last user text: `[[throttle]]`, `[[error:<status>:<Type>]]`,
 //!   `[[latency:<ms>]]`, `[[break:<events>]]` (a stream that fails after that many events).
 //!
-//! `GET /__double/calls` lists what it was asked: `{"operation", "model_id", "body"}` each, the
+//! `GET /__double/calls` lists what it was asked: `{"operation", "model_id", "body",
+//! "request_metadata"}` each (the metadata from Converse's body or InvokeModel's header, refused
+//! with a `ValidationException` when it breaks Bedrock's rules), the
 //! operation being `converse`, `converse-stream`, `invoke`, `invoke-with-response-stream` or
 //! `count-tokens` (whose `invokeModel` body is also given decoded, as `invoke_body`).
 //!
@@ -82,7 +84,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
-use http::StatusCode;
+use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -278,14 +280,60 @@ fn validation_error(message: &str) -> Response {
     error_response(400, "ValidationException", message)
 }
 
-/// A JSON request body, recorded under `operation`; `None` when it is not JSON.
-fn read_body(state: &DoubleState, operation: &str, model_id: &str, body: &[u8]) -> Option<Value> {
-    let body = serde_json::from_slice::<Value>(body).ok()?;
+/// A JSON request body, recorded under `operation` with its request metadata (Converse's
+/// `requestMetadata`, InvokeModel's `X-Amzn-Bedrock-Request-Metadata` header); refused as
+/// Bedrock refuses it when it is not JSON or its metadata breaks Bedrock's rules.
+fn read_body(
+    state: &DoubleState,
+    operation: &str,
+    model_id: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Value, Box<Response>> {
+    let body = serde_json::from_slice::<Value>(body).map_err(|_| Box::new(malformed()))?;
+    let metadata = match headers.get("x-amzn-bedrock-request-metadata") {
+        Some(header) => Some(
+            header
+                .to_str()
+                .ok()
+                .and_then(|h| serde_json::from_str::<Value>(h).ok())
+                .ok_or_else(|| Box::new(validation_error("request metadata is not JSON")))?,
+        ),
+        None => body.get("requestMetadata").cloned(),
+    };
+    if let Some(metadata) = &metadata {
+        check_metadata(metadata).map_err(|why| Box::new(validation_error(&why)))?;
+    }
     record(
         state,
-        json!({ "operation": operation, "model_id": model_id, "body": body }),
+        json!({ "operation": operation, "model_id": model_id, "body": body,
+                "request_metadata": metadata }),
     );
-    Some(body)
+    Ok(body)
+}
+
+/// Bedrock's rules for request metadata: at most 16 entries; keys of 1-256 and values of 0-256
+/// characters from `[a-zA-Z0-9\s:_@$#=/+,-.]`.
+fn check_metadata(metadata: &Value) -> Result<(), String> {
+    let allowed = |s: &str, min: usize| {
+        (min..=256).contains(&s.chars().count())
+            && s.chars().all(|c| {
+                c.is_ascii_alphanumeric() || c.is_ascii_whitespace() || ":_@$#=/+,-.".contains(c)
+            })
+    };
+    let Some(entries) = metadata.as_object() else {
+        return Err("requestMetadata must be an object".into());
+    };
+    if entries.len() > 16 {
+        return Err("requestMetadata has more than 16 entries".into());
+    }
+    for (key, value) in entries {
+        let value = value.as_str().ok_or("requestMetadata values are strings")?;
+        if !allowed(key, 1) || !allowed(value, 0) {
+            return Err(format!("requestMetadata entry {key:?} breaks the pattern"));
+        }
+    }
+    Ok(())
 }
 
 fn malformed() -> Response {
