@@ -77,6 +77,9 @@ pub struct ModelFlags {
     pub images: bool,
     pub reasoning: bool,
     pub prompt_caching: bool,
+    /// Bedrock's native structured output (`outputConfig.textFormat` on Converse): a
+    /// `json_schema` response format uses it instead of a forced tool.
+    pub structured_output: bool,
     /// Kept for the LLD's aliases; served by a newer model.
     pub legacy: bool,
 }
@@ -198,6 +201,8 @@ struct RawModel {
     #[serde(default = "yes")]
     prompt_caching: bool,
     #[serde(default)]
+    structured_output: bool,
+    #[serde(default)]
     legacy: bool,
     #[serde(default)]
     fallbacks: Vec<String>,
@@ -267,6 +272,7 @@ impl TryFrom<RawModel> for ModelEntry {
                 images: raw.images && chat,
                 reasoning: raw.reasoning && chat,
                 prompt_caching: raw.prompt_caching && chat,
+                structured_output: raw.structured_output && chat,
                 legacy: raw.legacy,
             },
             fallbacks: raw.fallbacks.into_iter().map(ModelAlias).collect(),

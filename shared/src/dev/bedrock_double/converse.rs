@@ -122,8 +122,20 @@ impl Request {
                 })
             })
         });
+        // Native structured output: the schema travels as a JSON string.
+        let format = &body["outputConfig"]["textFormat"];
+        let schema = format["structure"]["jsonSchema"]["schema"]
+            .as_str()
+            .map(serde_json::from_str::<Value>);
         let problem = if turns.is_empty() {
             Some("messages must not be empty".to_owned())
+        } else if !format.is_null()
+            && (format["type"] != "json_schema" || !matches!(schema, Some(Ok(_))))
+        {
+            Some(
+                "outputConfig.textFormat needs type json_schema and a JSON schema string"
+                    .to_owned(),
+            )
         } else if tool_blocks && body.get("toolConfig").is_none() {
             Some(
                 "The toolConfig field must be defined when using toolUse and toolResult content blocks."
@@ -149,6 +161,7 @@ impl Request {
             max_tokens: as_count(&body["inferenceConfig"]["maxTokens"]),
             stop_sequences: strings(&body["inferenceConfig"]["stopSequences"]),
             thinking: body["additionalModelRequestFields"]["thinking"]["type"] == "enabled",
+            schema: schema.and_then(Result::ok),
         }
     }
 

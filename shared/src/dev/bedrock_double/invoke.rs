@@ -187,6 +187,7 @@ impl Request {
             stop_sequences: strings(&body["stop_sequences"]),
             thinking: body["thinking"]["type"] == "enabled",
             problem,
+            schema: None,
         }
     }
 

@@ -83,6 +83,12 @@ impl Reply {
                 .map(|name| (name, json!({ "input": user_text })))
                 .collect();
         }
+        if reply.text.is_none()
+            && reply.tool_calls.is_empty()
+            && let Some(schema) = &request.schema
+        {
+            reply.text = Some(instance(schema).to_string());
+        }
         if reply.text.is_none() && reply.tool_calls.is_empty() {
             let mut text = said(&user_text).unwrap_or_else(|| format!("echo: {user_text}"));
             if let Some(note) = request.image_note() {
@@ -142,5 +148,39 @@ impl Reply {
     /// The input tokens that were neither written to nor read from the cache.
     pub(super) fn uncached_input_tokens(&self) -> usize {
         self.input_tokens - self.cache_write_tokens
+    }
+}
+
+/// A value that conforms to `schema` (types, properties, enums, arrays): what native structured
+/// output answers with.
+fn instance(schema: &Value) -> Value {
+    if let Some(first) = schema["enum"].as_array().and_then(|v| v.first()) {
+        return first.clone();
+    }
+    if let Some(value) = schema.get("const") {
+        return value.clone();
+    }
+    match schema["type"].as_str() {
+        Some("object") => Value::Object(
+            schema["properties"]
+                .as_object()
+                .map(|properties| {
+                    properties
+                        .iter()
+                        .map(|(name, property)| (name.clone(), instance(property)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        ),
+        Some("array") => {
+            let n = schema["minItems"].as_u64().unwrap_or(1).clamp(1, 3);
+            Value::Array((0..n).map(|_| instance(&schema["items"])).collect())
+        }
+        Some("string") => json!("text"),
+        Some("integer") => json!(1),
+        Some("number") => json!(1.5),
+        Some("boolean") => json!(true),
+        Some("null") => Value::Null,
+        _ => json!({}),
     }
 }

@@ -39,6 +39,9 @@ pub(super) struct Request {
     pub(super) max_tokens: Option<usize>,
     pub(super) stop_sequences: Vec<String>,
     pub(super) thinking: bool,
+    /// The JSON schema of native structured output (Converse's `outputConfig.textFormat`): the
+    /// answer is an instance of it.
+    pub(super) schema: Option<Value>,
     /// Why Bedrock would refuse it (a ValidationException), if it would.
     pub(super) problem: Option<String>,
 }

@@ -7,7 +7,8 @@
 use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::types::{
     AnyToolChoice, AutoToolChoice, CachePointBlock, CachePointType, ContentBlock, ConversationRole,
-    ImageBlock, ImageFormat, ImageSource, InferenceConfiguration, Message, SpecificToolChoice,
+    ImageBlock, ImageFormat, ImageSource, InferenceConfiguration, JsonSchemaDefinition, Message,
+    OutputConfig, OutputFormat, OutputFormatStructure, OutputFormatType, SpecificToolChoice,
     StopReason, SystemContentBlock, Tool, ToolChoice, ToolConfiguration, ToolInputSchema,
     ToolResultBlock, ToolResultContentBlock, ToolSpecification, ToolUseBlock,
 };
@@ -62,6 +63,9 @@ pub struct ConverseRequest {
     pub additional_fields: Option<Document>,
     /// Set when `response_format: json_schema` is served through a forced tool call.
     pub json_tool: bool,
+    /// Bedrock's native structured output, for `response_format: json_schema` on a model the
+    /// catalog flags for it.
+    pub output_config: Option<OutputConfig>,
     pub max_tokens: u32,
 }
 
@@ -253,7 +257,12 @@ pub fn translate(
         tool_specs(request)?
     };
     let mut choice = tool_choice(request, &tools)?;
+    let mut output_config = None;
     match &request.response_format {
+        // Natively, where the model has it: beside the caller's tools and thinking too.
+        Some(ResponseFormat::JsonSchema { json_schema }) if model.flags.structured_output => {
+            output_config = Some(native_schema(json_schema)?);
+        }
         Some(ResponseFormat::JsonSchema { json_schema })
             if tools.is_empty() && thinking_budget.is_none() =>
         {
@@ -342,8 +351,34 @@ pub fn translate(
         tool_config,
         additional_fields,
         json_tool,
+        output_config,
         max_tokens,
     })
+}
+
+/// Converse's `outputConfig` for a `json_schema` response format: the schema as a JSON string,
+/// with its name and description.
+fn native_schema(json_schema: &crate::openai::JsonSchemaFormat) -> Result<OutputConfig, ApiError> {
+    let schema = json_schema
+        .schema
+        .clone()
+        .unwrap_or_else(|| serde_json::json!({"type": "object"}));
+    let definition = JsonSchemaDefinition::builder()
+        .schema(schema.to_string())
+        .name(
+            json_schema
+                .name
+                .clone()
+                .unwrap_or_else(|| "response".to_owned()),
+        )
+        .build()
+        .map_err(build_error)?;
+    let format = OutputFormat::builder()
+        .r#type(OutputFormatType::JsonSchema)
+        .structure(OutputFormatStructure::JsonSchema(definition))
+        .build()
+        .map_err(build_error)?;
+    Ok(OutputConfig::builder().text_format(format).build())
 }
 
 /// Bedrock wants strictly alternating roles: a turn of the same role as the last one joins it.
@@ -519,6 +554,7 @@ macro_rules! with_request {
             .inference_config(c.inference)
             .set_tool_config(c.tool_config)
             .set_additional_model_request_fields(c.additional_fields)
+            .set_output_config(c.output_config)
     }};
 }
 

@@ -1,0 +1,155 @@
+//! Native structured output (issue #28): on a model the catalog flags for it, a `json_schema`
+//! response format (chat's `response_format`, the Responses API's `text.format`) goes to
+//! Bedrock as Converse's `outputConfig.textFormat`, also beside the caller's own tools and
+//! reasoning, where the forced-tool emulation cannot go; a model without the flag keeps the
+//! emulation. The gateway over HTTP, the wire-level Bedrock double (which answers a structured
+//! request with an instance of its schema).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails loudly"
+)]
+
+use llmlite_tests::{TestGateway, models_file};
+use serde_json::{Value, json};
+
+const CATALOG: &str = r#"
+[[model]]
+alias = "native"
+bedrock_model_id = "eu.anthropic.claude-sonnet-4-5-20250929-v1:0"
+max_output_tokens = 64000
+context_window = 200000
+prices = { input = "3.30", output = "16.50", cache_read = "0.33", cache_write = "4.125" }
+temperature_and_top_p = false
+reasoning = true
+structured_output = true
+
+[[model]]
+alias = "emulated"
+bedrock_model_id = "eu.anthropic.claude-sonnet-4-5-20250929-v1:0"
+max_output_tokens = 64000
+context_window = 200000
+prices = { input = "3.30", output = "16.50", cache_read = "0.33", cache_write = "4.125" }
+temperature_and_top_p = false
+reasoning = true
+"#;
+
+fn schema() -> Value {
+    json!({"type": "object", "additionalProperties": false,
+           "required": ["city", "population", "districts"],
+           "properties": {"city": {"type": "string"}, "population": {"type": "integer"},
+                          "districts": {"type": "array", "items": {"type": "string"}}}})
+}
+
+/// The answer conforms to [`schema`].
+fn conforms(answer: &Value) -> bool {
+    answer["city"].is_string()
+        && answer["population"].is_i64()
+        && answer["districts"]
+            .as_array()
+            .is_some_and(|d| !d.is_empty() && d.iter().all(Value::is_string))
+        && answer.as_object().is_some_and(|o| o.len() == 3)
+}
+
+fn weather_tool() -> Value {
+    json!({"type": "function", "function": {"name": "weather", "description": "The weather",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}})
+}
+
+#[tokio::test]
+async fn a_json_schema_beside_tools_and_reasoning_uses_native_structured_output() {
+    let path = models_file(CATALOG);
+    let gw = TestGateway::start_with(&[("LLMLITE_MODELS", path.to_str().unwrap())]).await;
+    let request = |model: &str| {
+        json!({"model": model, "max_tokens": 4096, "reasoning_effort": "low",
+               "tools": [weather_tool()],
+               "messages": [{"role": "user", "content": "Describe Leeds"}],
+               "response_format": {"type": "json_schema",
+                                   "json_schema": {"name": "city", "schema": schema()}}})
+    };
+
+    let reply = gw.chat(request("native")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let body = reply.json();
+    let content = body["choices"][0]["message"]["content"].as_str().unwrap();
+    let answer: Value = serde_json::from_str(content).unwrap();
+    assert!(conforms(&answer), "{answer}");
+    let calls = gw.bedrock_calls().await;
+    let sent = &calls.last().unwrap()["body"];
+    let format = &sent["outputConfig"]["textFormat"];
+    assert_eq!(format["type"], "json_schema");
+    assert_eq!(format["structure"]["jsonSchema"]["name"], "city");
+    let schema_sent: Value = serde_json::from_str(
+        format["structure"]["jsonSchema"]["schema"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(schema_sent, schema());
+    // The caller's tool is offered as it is, with no forced answer tool beside it.
+    let tools: Vec<&str> = sent["toolConfig"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["toolSpec"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(tools, ["weather"]);
+    assert!(sent["toolConfig"]["toolChoice"].get("tool").is_none());
+    assert_eq!(
+        sent["additionalModelRequestFields"]["thinking"]["type"],
+        "enabled"
+    );
+
+    // Streamed, the text deltas make up the same JSON.
+    let mut streamed = request("native");
+    streamed["stream"] = json!(true);
+    let text: String = gw
+        .stream("/v1/chat/completions", llmlite_tests::MASTER_KEY, streamed)
+        .await
+        .iter()
+        .filter(|e| e.data != "[DONE]")
+        .filter_map(|e| {
+            e.json()["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert!(conforms(&serde_json::from_str(&text).unwrap()), "{text}");
+
+    // A model the catalog does not flag keeps the emulation: no outputConfig is sent.
+    let reply = gw.chat(request("emulated")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let calls = gw.bedrock_calls().await;
+    assert!(calls.last().unwrap()["body"].get("outputConfig").is_none());
+}
+
+#[tokio::test]
+async fn the_responses_apis_text_format_uses_it_too() {
+    let path = models_file(CATALOG);
+    let gw = TestGateway::start_with(&[("LLMLITE_MODELS", path.to_str().unwrap())]).await;
+    let reply = gw
+        .post(
+            "/v1/responses",
+            llmlite_tests::MASTER_KEY,
+            json!({"model": "native", "input": "Describe Leeds",
+                   "text": {"format": {"type": "json_schema", "name": "city",
+                                       "schema": schema()}}}),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let body = reply.json();
+    let text = body["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|item| item["content"].as_array().cloned().unwrap_or_default())
+        .find_map(|part| part["text"].as_str().map(str::to_owned))
+        .unwrap();
+    assert!(conforms(&serde_json::from_str(&text).unwrap()), "{text}");
+    let calls = gw.bedrock_calls().await;
+    assert_eq!(
+        calls.last().unwrap()["body"]["outputConfig"]["textFormat"]["type"],
+        "json_schema"
+    );
+}
