@@ -149,6 +149,10 @@ pub struct FunctionDefinition {
     pub name: String,
     pub description: Option<String>,
     pub parameters: Option<Value>,
+    /// Hold the model's calls to `parameters` exactly: passed to Bedrock on models the catalog
+    /// flags `structured_output`, dropped elsewhere.
+    #[serde(default)]
+    pub strict: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1,8 +1,8 @@
 //! Native structured output (issue #28): on a model the catalog flags for it, a `json_schema`
 //! response format (chat's `response_format`, the Responses API's `text.format`) goes to
 //! Bedrock as Converse's `outputConfig.textFormat`, also beside the caller's own tools and
-//! reasoning, where the forced-tool emulation cannot go; a model without the flag keeps the
-//! emulation. The gateway over HTTP, the wire-level Bedrock double (which answers a structured
+//! reasoning, where the forced-tool emulation cannot go, and `strict: true` on a function tool
+//! is passed on; a model without the flag keeps the emulation and plain tools. The gateway over HTTP, the wire-level Bedrock double (which answers a structured
 //! request with an instance of its schema).
 #![allow(
     clippy::unwrap_used,
@@ -54,7 +54,10 @@ fn conforms(answer: &Value) -> bool {
 
 fn weather_tool() -> Value {
     json!({"type": "function", "function": {"name": "weather", "description": "The weather",
-           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}})
+           "strict": true,
+           "parameters": {"type": "object", "additionalProperties": false,
+                          "required": ["city"],
+                          "properties": {"city": {"type": "string"}}}}})
 }
 
 #[tokio::test]
@@ -96,6 +99,8 @@ async fn a_json_schema_beside_tools_and_reasoning_uses_native_structured_output(
         .collect();
     assert_eq!(tools, ["weather"]);
     assert!(sent["toolConfig"]["toolChoice"].get("tool").is_none());
+    // `strict: true` on the caller's tool is passed on.
+    assert_eq!(sent["toolConfig"]["tools"][0]["toolSpec"]["strict"], true);
     assert_eq!(
         sent["additionalModelRequestFields"]["thinking"]["type"],
         "enabled"
@@ -117,11 +122,18 @@ async fn a_json_schema_beside_tools_and_reasoning_uses_native_structured_output(
         .collect();
     assert!(conforms(&serde_json::from_str(&text).unwrap()), "{text}");
 
-    // A model the catalog does not flag keeps the emulation: no outputConfig is sent.
+    // A model the catalog does not flag keeps the emulation: no outputConfig is sent, and the
+    // tool goes without `strict`.
     let reply = gw.chat(request("emulated")).await;
     assert_eq!(reply.status, 200, "{}", reply.text);
     let calls = gw.bedrock_calls().await;
-    assert!(calls.last().unwrap()["body"].get("outputConfig").is_none());
+    let sent = &calls.last().unwrap()["body"];
+    assert!(sent.get("outputConfig").is_none());
+    assert!(
+        sent["toolConfig"]["tools"][0]["toolSpec"]
+            .get("strict")
+            .is_none()
+    );
 }
 
 #[tokio::test]

@@ -254,7 +254,7 @@ pub fn translate(
     let mut tools = if none && !history_has_tools {
         Vec::new()
     } else {
-        tool_specs(request)?
+        tool_specs(request, model.flags.structured_output)?
     };
     let mut choice = tool_choice(request, &tools)?;
     let mut output_config = None;

@@ -19,10 +19,21 @@ pub(super) fn tool_spec(
     description: Option<&str>,
     parameters: &Value,
 ) -> Result<ToolSpecification, ApiError> {
+    strict_tool_spec(name, description, parameters, false)
+}
+
+/// A tool spec that asks Bedrock to hold the model's calls to `parameters` exactly when `strict`.
+fn strict_tool_spec(
+    name: &str,
+    description: Option<&str>,
+    parameters: &Value,
+    strict: bool,
+) -> Result<ToolSpecification, ApiError> {
     ToolSpecification::builder()
         .name(name)
         .set_description(description.filter(|d| !d.is_empty()).map(str::to_owned))
         .input_schema(ToolInputSchema::Json(to_document(parameters)))
+        .set_strict(strict.then_some(true))
         .build()
         .map_err(build_error)
 }
@@ -52,8 +63,11 @@ pub(super) fn history_tools(
         .collect()
 }
 
+/// The request's tools; `strict` ones stay strict where the model has structured output
+/// (`structured`), and are sent as plain tools elsewhere.
 pub(super) fn tool_specs(
     request: &ChatCompletionRequest,
+    structured: bool,
 ) -> Result<Vec<ToolSpecification>, ApiError> {
     let Some(tools) = &request.tools else {
         return Ok(Vec::new());
@@ -90,7 +104,8 @@ pub(super) fn tool_specs(
                     ));
                 }
             };
-            tool_spec(&f.name, f.description.as_deref(), &parameters)
+            let strict = structured && f.strict == Some(true);
+            strict_tool_spec(&f.name, f.description.as_deref(), &parameters, strict)
         })
         .collect()
 }

@@ -64,12 +64,23 @@ pub(super) fn tools(value: Option<&Value>) -> Result<Option<Vec<Tool>>, ApiError
                     ));
                 }
             };
+            let strict = match tool.get("strict") {
+                None | Some(Value::Null) => None,
+                Some(Value::Bool(strict)) => Some(*strict),
+                Some(_) => {
+                    return Err(invalid(
+                        &format!("{at}.strict"),
+                        format!("`{at}.strict` must be true or false"),
+                    ));
+                }
+            };
             Ok(Tool {
                 kind: "function".to_owned(),
                 function: FunctionDefinition {
                     name,
                     description,
                     parameters,
+                    strict,
                 },
             })
         })
