@@ -165,3 +165,24 @@ async fn the_responses_apis_text_format_uses_it_too() {
         "json_schema"
     );
 }
+
+#[tokio::test]
+async fn a_responses_tool_whose_strict_is_not_a_boolean_is_refused_naming_it() {
+    let gw = TestGateway::start().await;
+    let reply = gw
+        .post(
+            "/v1/responses",
+            llmlite_tests::MASTER_KEY,
+            json!({"model": "claude-haiku-4-5", "input": "hello",
+                   "tools": [{"type": "function", "name": "weather", "strict": "yes",
+                              "parameters": {"type": "object"}}]}),
+        )
+        .await;
+    assert_eq!(reply.status, 400, "{}", reply.text);
+    let error = &reply.json()["error"];
+    assert_eq!(error["param"], "tools[0].strict", "{error}");
+    assert!(
+        gw.bedrock_calls().await.is_empty(),
+        "refused before any call"
+    );
+}
