@@ -357,7 +357,7 @@ pub fn translate(
 }
 
 /// Converse's `outputConfig` for a `json_schema` response format: the schema as a JSON string,
-/// with its name and description.
+/// with its name (`response` when the request gives none).
 fn native_schema(json_schema: &crate::openai::JsonSchemaFormat) -> Result<OutputConfig, ApiError> {
     let schema = json_schema
         .schema
