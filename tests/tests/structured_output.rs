@@ -14,26 +14,28 @@
 use llmlite_tests::{TestGateway, models_file};
 use serde_json::{Value, json};
 
-const CATALOG: &str = r#"
+/// Two aliases of one model: `native` flagged for structured output, `emulated` not.
+fn catalog() -> String {
+    ["native", "emulated"]
+        .iter()
+        .map(|alias| {
+            format!(
+                r#"
 [[model]]
-alias = "native"
+alias = "{alias}"
 bedrock_model_id = "eu.anthropic.claude-sonnet-4-5-20250929-v1:0"
 max_output_tokens = 64000
 context_window = 200000
-prices = { input = "3.30", output = "16.50", cache_read = "0.33", cache_write = "4.125" }
+prices = {{ input = "3.30", output = "16.50", cache_read = "0.33", cache_write = "4.125" }}
 temperature_and_top_p = false
 reasoning = true
-structured_output = true
-
-[[model]]
-alias = "emulated"
-bedrock_model_id = "eu.anthropic.claude-sonnet-4-5-20250929-v1:0"
-max_output_tokens = 64000
-context_window = 200000
-prices = { input = "3.30", output = "16.50", cache_read = "0.33", cache_write = "4.125" }
-temperature_and_top_p = false
-reasoning = true
-"#;
+structured_output = {}
+"#,
+                *alias == "native"
+            )
+        })
+        .collect()
+}
 
 fn schema() -> Value {
     json!({"type": "object", "additionalProperties": false,
@@ -62,7 +64,7 @@ fn weather_tool() -> Value {
 
 #[tokio::test]
 async fn a_json_schema_beside_tools_and_reasoning_uses_native_structured_output() {
-    let path = models_file(CATALOG);
+    let path = models_file(&catalog());
     let gw = TestGateway::start_with(&[("LLMLITE_MODELS", path.to_str().unwrap())]).await;
     let request = |model: &str| {
         json!({"model": model, "max_tokens": 4096, "reasoning_effort": "low",
@@ -138,7 +140,7 @@ async fn a_json_schema_beside_tools_and_reasoning_uses_native_structured_output(
 
 #[tokio::test]
 async fn the_responses_apis_text_format_uses_it_too() {
-    let path = models_file(CATALOG);
+    let path = models_file(&catalog());
     let gw = TestGateway::start_with(&[("LLMLITE_MODELS", path.to_str().unwrap())]).await;
     let reply = gw
         .post(

@@ -274,6 +274,7 @@ pub fn translate(
                 JSON_TOOL,
                 Some("Respond with your answer as this tool's input."),
                 &schema,
+                false,
             )?);
             choice = Some(ToolChoice::Tool(
                 SpecificToolChoice::builder()

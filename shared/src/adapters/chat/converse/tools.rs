@@ -14,16 +14,8 @@ pub(super) fn valid_tool_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// A Converse tool spec; `strict` asks Bedrock to hold the model's calls to `parameters` exactly.
 pub(super) fn tool_spec(
-    name: &str,
-    description: Option<&str>,
-    parameters: &Value,
-) -> Result<ToolSpecification, ApiError> {
-    strict_tool_spec(name, description, parameters, false)
-}
-
-/// A tool spec that asks Bedrock to hold the model's calls to `parameters` exactly when `strict`.
-fn strict_tool_spec(
     name: &str,
     description: Option<&str>,
     parameters: &Value,
@@ -58,6 +50,7 @@ pub(super) fn history_tools(
                 name,
                 Some("Called earlier in this conversation; not offered in this request."),
                 &open,
+                false,
             )
         })
         .collect()
@@ -105,7 +98,7 @@ pub(super) fn tool_specs(
                 }
             };
             let strict = structured && f.strict == Some(true);
-            strict_tool_spec(&f.name, f.description.as_deref(), &parameters, strict)
+            tool_spec(&f.name, f.description.as_deref(), &parameters, strict)
         })
         .collect()
 }
