@@ -188,3 +188,19 @@ async fn a_responses_tool_whose_strict_is_not_a_boolean_is_refused_naming_it() {
         "refused before any call"
     );
 }
+
+#[tokio::test]
+async fn a_schema_that_is_not_an_object_is_refused_before_anything_is_taken() {
+    let path = models_file(&catalog());
+    let gw = TestGateway::start_with(&[("LLMLITE_MODELS", path.to_str().unwrap())]).await;
+    let reply = gw
+        .chat(json!({"model": "native", "messages": [{"role": "user", "content": "hi"}],
+                     "response_format": {"type": "json_schema",
+                                         "json_schema": {"name": "x", "schema": "\u{0}not a schema"}}}))
+        .await;
+    assert_eq!(reply.status, 400, "{}", reply.text);
+    assert_eq!(reply.json()["error"]["param"], "response_format");
+    assert!(!reply.text.contains('\u{0}'), "the value is not echoed");
+    assert!(gw.bedrock_calls().await.is_empty());
+    assert!(gw.spend_rows().await.is_empty(), "nothing taken");
+}

@@ -360,10 +360,17 @@ pub fn translate(
 /// Converse's `outputConfig` for a `json_schema` response format: the schema as a JSON string,
 /// with its name (`response` when the request gives none).
 fn native_schema(json_schema: &crate::openai::JsonSchemaFormat) -> Result<OutputConfig, ApiError> {
-    let schema = json_schema
-        .schema
-        .clone()
-        .unwrap_or_else(|| serde_json::json!({"type": "object"}));
+    let schema = match &json_schema.schema {
+        None => serde_json::json!({"type": "object"}),
+        Some(schema @ Value::Object(_)) => schema.clone(),
+        // Refused here, before admission, not by Bedrock after it.
+        Some(_) => {
+            return Err(ApiError::invalid_param(
+                "response_format",
+                "`json_schema.schema` must be a JSON schema object",
+            ));
+        }
+    };
     let definition = JsonSchemaDefinition::builder()
         .schema(schema.to_string())
         .name(
