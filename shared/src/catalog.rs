@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::money::{Money, PerMillionTokens};
@@ -39,6 +40,78 @@ impl fmt::Display for ModelAlias {
     }
 }
 
+/// How long a prompt-cache write lives: Anthropic's and Bedrock's `ttl`, `"5m"` (the default)
+/// or `"1h"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CacheTtl {
+    #[default]
+    #[serde(rename = "5m")]
+    FiveMinutes,
+    #[serde(rename = "1h")]
+    OneHour,
+}
+
+impl CacheTtl {
+    pub fn parse(text: &str) -> Option<CacheTtl> {
+        match text {
+            "5m" => Some(CacheTtl::FiveMinutes),
+            "1h" => Some(CacheTtl::OneHour),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheTtl::FiveMinutes => "5m",
+            CacheTtl::OneHour => "1h",
+        }
+    }
+}
+
+/// A Bedrock service tier a request may name (`serviceTier`): `default` is the standard price;
+/// `flex` is cheaper and slower to be served; `priority` dearer and served first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceTier {
+    Default,
+    Flex,
+    Priority,
+}
+
+impl ServiceTier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceTier::Default => "default",
+            ServiceTier::Flex => "flex",
+            ServiceTier::Priority => "priority",
+        }
+    }
+}
+
+/// The refusal of a service tier the model does not offer, naming the field `param`.
+pub fn no_tier(model: &ModelEntry, tier: ServiceTier, param: &str) -> crate::error::ApiError {
+    crate::error::ApiError::invalid_param(
+        param,
+        format!(
+            "model `{}` does not offer the `{}` service tier",
+            model.alias,
+            tier.as_str()
+        ),
+    )
+}
+
+/// The refusal of a 1-hour cache write on a model without it, naming the field `param`.
+pub fn no_cache_1h(model: &ModelEntry, param: &str) -> crate::error::ApiError {
+    crate::error::ApiError::invalid_param(
+        param,
+        format!(
+            "model `{}` does not offer 1-hour prompt caching (`cache_control.ttl: \"1h\"`); \
+             use \"5m\" or a model that does",
+            model.alias
+        ),
+    )
+}
+
 /// Prices for each kind of token Bedrock reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,7 +119,13 @@ pub struct TokenPrices {
     pub input: PerMillionTokens,
     pub output: PerMillionTokens,
     pub cache_read: PerMillionTokens,
+    /// A cache write that lives five minutes (Bedrock's default TTL).
     pub cache_write: PerMillionTokens,
+    /// A cache write that lives an hour (`ttl: "1h"`). A model without it does not offer
+    /// 1-hour caching: a request asking for it there is refused (or, on a fallback, written
+    /// for five minutes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_1h: Option<PerMillionTokens>,
 }
 
 /// Token counts as Bedrock reports them: `input` excludes cache reads and writes.
@@ -55,7 +134,18 @@ pub struct TokenUsage {
     pub input: u64,
     pub output: u64,
     pub cache_read: u64,
+    /// Every token written to the cache, whatever its TTL.
     pub cache_write: u64,
+    /// The part of `cache_write` written for an hour (Converse's `cacheDetails`, Anthropic's
+    /// `cache_creation.ephemeral_1h_input_tokens`); the rest was written for five minutes.
+    pub cache_write_1h: u64,
+}
+
+impl TokenUsage {
+    /// The cache writes that live five minutes.
+    pub fn cache_write_5m(&self) -> u64 {
+        self.cache_write.saturating_sub(self.cache_write_1h)
+    }
 }
 
 impl TokenPrices {
@@ -64,7 +154,43 @@ impl TokenPrices {
         self.input * usage.input
             + self.output * usage.output
             + self.cache_read * usage.cache_read
-            + self.cache_write * usage.cache_write
+            + self.cache_write * usage.cache_write_5m()
+            + self.cache_write_1h() * usage.cache_write_1h.min(usage.cache_write)
+    }
+
+    /// The price of a 1-hour cache write. A model the catalog gives no such price never gets a
+    /// 1-hour write from the gateway; should Bedrock report one anyway it is charged at the
+    /// dearer of the 5-minute write and twice the input (Bedrock's 1-hour multiple), never less.
+    pub fn cache_write_1h(&self) -> PerMillionTokens {
+        self.cache_write_1h.unwrap_or_else(|| {
+            let doubled = PerMillionTokens(Money::new(self.input.0.amount() * Decimal::TWO));
+            if doubled.0 > self.cache_write.0 {
+                doubled
+            } else {
+                self.cache_write
+            }
+        })
+    }
+
+    /// The dearest price a prompt token can have: a request that asks for 1-hour cache writes
+    /// may pay the 1-hour price for every prompt token, others at most the 5-minute one.
+    pub fn dearest_input(&self, cache_1h: bool) -> PerMillionTokens {
+        let mut dearest = self.input;
+        let writes = [
+            Some(self.cache_write),
+            cache_1h.then(|| self.cache_write_1h()),
+        ];
+        for price in writes.into_iter().flatten() {
+            if price.0 > dearest.0 {
+                dearest = price;
+            }
+        }
+        dearest
+    }
+
+    /// Whether the model offers 1-hour cache writes.
+    pub fn offers_cache_1h(&self) -> bool {
+        self.cache_write_1h.is_some()
     }
 }
 
@@ -126,9 +252,21 @@ pub struct ModelEntry {
     pub anthropic_betas: Vec<String>,
     /// Set for an embedding model (which has no output tokens); `None` for a chat model.
     pub embedding: Option<EmbeddingSpec>,
+    /// The prices of the service tiers other than `default` the model offers (`default` is
+    /// `prices`); a tier not listed is not offered.
+    pub tier_prices: std::collections::BTreeMap<ServiceTier, TokenPrices>,
 }
 
 impl ModelEntry {
+    /// The prices of a request served at `tier` (`None`: Bedrock's default), if the model
+    /// offers it.
+    pub fn prices_at(&self, tier: Option<ServiceTier>) -> Option<&TokenPrices> {
+        match tier {
+            None | Some(ServiceTier::Default) => Some(&self.prices),
+            Some(tier) => self.tier_prices.get(&tier),
+        }
+    }
+
     /// Who makes the model, as `/v1/models` names it (`owned_by`).
     pub fn owner(&self) -> &'static str {
         match self.embedding.as_ref().map(|e| e.api) {
@@ -209,6 +347,8 @@ struct RawModel {
     #[serde(default)]
     anthropic_betas: Vec<String>,
     embedding: Option<EmbeddingSpec>,
+    #[serde(default)]
+    service_tiers: std::collections::BTreeMap<ServiceTier, TokenPrices>,
 }
 
 fn valid_alias(alias: &str) -> bool {
@@ -255,9 +395,31 @@ impl TryFrom<RawModel> for ModelEntry {
         let p = raw.prices;
         if [p.input, p.output, p.cache_read, p.cache_write]
             .iter()
+            .chain(&p.cache_write_1h)
             .any(|price| price.0.is_negative())
         {
             return Err(invalid("prices must not be negative"));
+        }
+        if raw.service_tiers.contains_key(&ServiceTier::Default) {
+            return Err(invalid(
+                "service_tiers lists `flex` and `priority`; the default tier's prices are `prices`",
+            ));
+        }
+        if !chat && !raw.service_tiers.is_empty() {
+            return Err(invalid("an embedding model takes no service_tiers"));
+        }
+        if raw.service_tiers.values().any(|t| {
+            [t.input, t.output, t.cache_read, t.cache_write]
+                .iter()
+                .chain(&t.cache_write_1h)
+                .any(|price| price.0.is_negative())
+        }) {
+            return Err(invalid("prices must not be negative"));
+        }
+        if p.cache_write_1h.is_some() && !(raw.prompt_caching && chat) {
+            return Err(invalid(
+                "cache_write_1h prices 1-hour cache writes: the model must have prompt_caching",
+            ));
         }
         Ok(ModelEntry {
             alias: ModelAlias(raw.alias),
@@ -278,6 +440,7 @@ impl TryFrom<RawModel> for ModelEntry {
             fallbacks: raw.fallbacks.into_iter().map(ModelAlias).collect(),
             anthropic_betas: raw.anthropic_betas,
             embedding: raw.embedding,
+            tier_prices: raw.service_tiers,
         })
     }
 }
@@ -299,6 +462,7 @@ fn check_embedding(
     }
     if [prices.output, prices.cache_read, prices.cache_write]
         .iter()
+        .chain(&prices.cache_write_1h)
         .any(|price| !price.0.0.is_zero())
     {
         return invalid(
@@ -419,12 +583,68 @@ mod tests {
             output: 500,
             cache_read: 2000,
             cache_write: 100,
+            cache_write_1h: 0,
         };
         // 1000*1.10 + 500*5.50 + 2000*0.11 + 100*1.375 = 4207.5 per million
         assert_eq!(
             haiku.prices.cost(&usage),
             Money(Decimal::from_str("0.0042075").unwrap())
         );
+        // 40 of the 100 writes live an hour, at 2.20: 4207.5 - 40*1.375 + 40*2.20 = 4240.5.
+        let usage = TokenUsage {
+            cache_write_1h: 40,
+            ..usage
+        };
+        assert_eq!(
+            haiku.prices.cost(&usage),
+            Money(Decimal::from_str("0.0042405").unwrap())
+        );
+    }
+
+    #[test]
+    fn one_hour_writes_are_priced_apart_and_only_offered_where_priced() {
+        let priced = ModelCatalog::parse(&ONE.replace(
+            "cache_write = \"1.25\" }",
+            "cache_write = \"1.25\", cache_write_1h = \"2\" }",
+        ))
+        .unwrap();
+        let m = priced.get("m").unwrap();
+        assert!(m.prices.offers_cache_1h());
+        let written = |five: u64, hour: u64| TokenUsage {
+            cache_write: five + hour,
+            cache_write_1h: hour,
+            ..TokenUsage::default()
+        };
+        // 10,000 tokens written for an hour cost 2 per million, for five minutes 1.25.
+        assert_eq!(m.prices.cost(&written(0, 10_000)).to_string(), "0.02");
+        assert_eq!(m.prices.cost(&written(10_000, 0)).to_string(), "0.0125");
+        // The reservation's prompt price: the 1-hour write's only when the request asks for it.
+        assert_eq!(m.prices.dearest_input(true).0.to_string(), "2");
+        assert_eq!(m.prices.dearest_input(false).0.to_string(), "1.25");
+
+        // Without a 1-hour price the model does not offer it, and a 1-hour write Bedrock reports
+        // anyway is charged at twice the input price, not the 5-minute one.
+        let unpriced = ModelCatalog::parse(ONE).unwrap();
+        let m = unpriced.get("m").unwrap();
+        assert!(!m.prices.offers_cache_1h());
+        assert_eq!(m.prices.cost(&written(0, 1_000_000)).to_string(), "2");
+
+        for bad in [
+            ONE.replace(
+                "cache_write = \"1.25\" }",
+                "cache_write = \"1.25\", cache_write_1h = \"-2\" }",
+            ),
+            ONE.replace(
+                "cache_write = \"1.25\" }",
+                "cache_write = \"1.25\", cache_write_1h = \"2\" }",
+            )
+            .replace("context_window", "prompt_caching = false\ncontext_window"),
+        ] {
+            assert!(
+                matches!(ModelCatalog::parse(&bad), Err(CatalogError::Invalid { .. })),
+                "{bad}"
+            );
+        }
     }
 
     const ONE: &str = r#"

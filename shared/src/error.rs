@@ -105,6 +105,15 @@ pub enum ApiError {
 
     #[error("this key is not allowed to use model `{model}`")]
     ModelNotAllowed { model: String },
+    /// A paid Bedrock feature the key's or its team's policy forbids (`allow_cache_1h`,
+    /// `allowed_service_tiers`): `setting` names the field, `param` the request field.
+    #[error("{what} is not allowed by the {scope}'s `{setting}` setting")]
+    FeatureNotAllowed {
+        what: String,
+        scope: &'static str,
+        setting: &'static str,
+        param: &'static str,
+    },
     #[error("{}", budget_message(*.scope, .spend, .max_budget, .worst_case.as_ref()))]
     BudgetExceeded {
         scope: BudgetScope,
@@ -213,6 +222,7 @@ impl ApiError {
             | ApiError::InactiveKey
             | ApiError::BlockedKey => StatusCode::UNAUTHORIZED,
             ApiError::ModelNotAllowed { .. }
+            | ApiError::FeatureNotAllowed { .. }
             | ApiError::BudgetExceeded { .. }
             | ApiError::PermissionDenied(_) => StatusCode::FORBIDDEN,
             ApiError::ModelNotFound { .. }
@@ -245,6 +255,7 @@ impl ApiError {
             ApiError::InactiveKey => "inactive_key",
             ApiError::BlockedKey => "blocked_key",
             ApiError::ModelNotAllowed { .. } => "model_not_allowed",
+            ApiError::FeatureNotAllowed { .. } => "feature_not_allowed",
             ApiError::BudgetExceeded { .. } => "budget_exceeded",
             ApiError::PermissionDenied(_) => "permission_error",
             ApiError::ModelNotFound { .. } => "model_not_found",
@@ -267,6 +278,7 @@ impl ApiError {
         match self {
             ApiError::InvalidRequest { param, .. } => param.as_deref(),
             ApiError::ModelNotAllowed { .. } | ApiError::ModelNotFound { .. } => Some("model"),
+            ApiError::FeatureNotAllowed { param, .. } => Some(param),
             _ => None,
         }
     }

@@ -271,6 +271,19 @@ pub fn json_body<T: DeserializeOwned>(
     serde_json::from_slice(&bytes).map_err(|e| ApiError::InvalidJson(e.to_string()))
 }
 
+/// Whether every number in `value` reads back once stored in PostgreSQL's `jsonb`. `jsonb`
+/// keeps a number as `numeric` and writes it back without an exponent; a float near `f64::MAX`
+/// (`-1.7976931348623155e308`) then no longer parses ("number out of range"), so a row holding
+/// one could not be read again: the key or spend row it is on would answer 500 on every read.
+pub fn numbers_read_back(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::Number(n) => n.as_f64().is_none_or(|x| x.abs() < 1e300),
+        serde_json::Value::Array(items) => items.iter().all(numbers_read_back),
+        serde_json::Value::Object(map) => map.values().all(numbers_read_back),
+        _ => true,
+    }
+}
+
 /// A query string. Unlike axum's `Query`, a bad one is an OpenAI-shaped 400 that names the
 /// problem.
 #[derive(Debug, Clone)]

@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::catalog::CacheTtl;
+
 /// `POST /v1/chat/completions`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ChatCompletionRequest {
@@ -24,6 +26,8 @@ pub struct ChatCompletionRequest {
     pub user: Option<String>,
     pub metadata: Option<Map<String, Value>>,
     pub n: Option<u32>,
+    /// `auto`, `default`, `flex` or `priority`: Bedrock's service tier (checked in `chat`).
+    pub service_tier: Option<String>,
     /// Every other field. Known ones are ignored or refused by name (see `chat`); unknown ones
     /// are ignored, as OpenAI clients add fields faster than gateways learn them.
     #[serde(flatten)]
@@ -98,19 +102,25 @@ pub enum ContentPart {
 }
 
 impl ContentPart {
-    pub fn cache_control(&self) -> bool {
+    /// The prompt-cache breakpoint after this part, if it sets one: how long the write lives.
+    pub fn cache_point(&self) -> Option<CacheTtl> {
         match self {
             ContentPart::Text { cache_control, .. }
-            | ContentPart::ImageUrl { cache_control, .. } => cache_control.is_some(),
+            | ContentPart::ImageUrl { cache_control, .. } => {
+                cache_control.as_ref().map(|c| c.ttl.unwrap_or_default())
+            }
         }
     }
 }
 
-/// Anthropic-style `{"type": "ephemeral"}`: a prompt-cache breakpoint after this part.
+/// Anthropic-style `{"type": "ephemeral", "ttl": "5m" | "1h"}`: a prompt-cache breakpoint after
+/// this part, written for five minutes unless `ttl` says an hour. Any other `ttl` is refused.
 #[derive(Debug, Clone, Deserialize)]
 pub struct CacheControl {
     #[serde(rename = "type")]
     pub kind: String,
+    #[serde(default)]
+    pub ttl: Option<CacheTtl>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -198,6 +208,8 @@ pub struct ChatCompletion {
     pub choices: Vec<Choice>,
     pub usage: Usage,
     pub system_fingerprint: Option<String>,
+    /// The Bedrock service tier that served it (`default` when none was named).
+    pub service_tier: &'static str,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -232,7 +244,27 @@ pub struct Usage {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct PromptTokensDetails {
+    /// Tokens read from the prompt cache.
     pub cached_tokens: u64,
+    /// Tokens written to it, and how long they live (LiteLLM's names).
+    pub cache_creation_tokens: u64,
+    pub cache_creation_token_details: CacheCreation,
+}
+
+/// Cache writes by how long they live: Anthropic's `cache_creation` object.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CacheCreation {
+    pub ephemeral_5m_input_tokens: u64,
+    pub ephemeral_1h_input_tokens: u64,
+}
+
+impl CacheCreation {
+    pub fn of(usage: &crate::catalog::TokenUsage) -> CacheCreation {
+        CacheCreation {
+            ephemeral_5m_input_tokens: usage.cache_write_5m(),
+            ephemeral_1h_input_tokens: usage.cache_write_1h.min(usage.cache_write),
+        }
+    }
 }
 
 /// `chat.completion.chunk`.
@@ -245,6 +277,7 @@ pub struct ChatCompletionChunk {
     pub choices: Vec<ChunkChoice>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    pub service_tier: &'static str,
 }
 
 #[derive(Debug, Clone, Serialize)]

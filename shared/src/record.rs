@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{ModelAlias, ModelEntry, TokenUsage};
+use crate::catalog::{ModelAlias, ModelEntry, ServiceTier, TokenUsage};
 use crate::clients::telemetry::{RequestMetrics, Stages};
 use crate::error::ApiError;
 use crate::http::RequestId;
@@ -75,7 +75,11 @@ pub struct Tokens {
     pub input: u64,
     pub output: u64,
     pub cache_read: u64,
+    /// Every cache write, whatever its TTL.
     pub cache_write: u64,
+    /// The part of `cache_write` written for an hour (records kept before this field have 0).
+    #[serde(default)]
+    pub cache_write_1h: u64,
 }
 
 impl From<TokenUsage> for Tokens {
@@ -85,6 +89,7 @@ impl From<TokenUsage> for Tokens {
             output: u.output,
             cache_read: u.cache_read,
             cache_write: u.cache_write,
+            cache_write_1h: u.cache_write_1h,
         }
     }
 }
@@ -96,6 +101,7 @@ impl From<Tokens> for TokenUsage {
             output: t.output,
             cache_read: t.cache_read,
             cache_write: t.cache_write,
+            cache_write_1h: t.cache_write_1h,
         }
     }
 }
@@ -158,6 +164,10 @@ pub struct RequestRecord {
     pub model: ModelAlias,
     /// The Bedrock model that answered, once one did.
     pub model_id: Option<String>,
+    /// The service tier the request named, which priced it (records kept before this field
+    /// have none: the default tier).
+    #[serde(default)]
+    pub service_tier: Option<ServiceTier>,
     /// The request's `user` and `metadata`, kept with the spend row (never in the audit record).
     pub end_user: Option<String>,
     pub metadata: serde_json::Value,
@@ -199,6 +209,7 @@ impl RequestRecord {
             payer: Payer::default(),
             model,
             model_id: None,
+            service_tier: None,
             end_user: None,
             metadata: serde_json::json!({}),
             client,
@@ -218,11 +229,21 @@ impl RequestRecord {
         }
     }
 
-    /// Charges `usage` of `model`, the model that answered.
+    /// Charges `usage` of `model`, the model that answered, at the request's service tier.
     pub fn charge(&mut self, model: &ModelEntry, usage: TokenUsage) {
         self.model_id = Some(model.bedrock_model_id.clone());
         self.tokens = usage.into();
-        self.cost = model.prices.cost(&usage);
+        let prices = model.prices_at(self.service_tier).unwrap_or(&model.prices);
+        self.cost = prices.cost(&usage);
+    }
+
+    /// What the spend row keeps beyond its columns of old (`llmlite_settle_recorded`'s
+    /// `p_detail`): the 1-hour cache writes and the service tier.
+    pub fn detail(&self) -> serde_json::Value {
+        serde_json::json!({
+            "cache_write_1h": self.tokens.cache_write_1h,
+            "service_tier": self.service_tier.map(ServiceTier::as_str),
+        })
     }
 
     /// Notes what the output guard found in the answer: in the audit record, and with the
@@ -262,6 +283,7 @@ impl RequestRecord {
             "key_alias": self.payer.key_alias,
             "model": self.model,
             "model_id": self.model_id,
+            "service_tier": self.service_tier.map(ServiceTier::as_str),
             "request_bytes": self.client.request_bytes,
             "response_bytes": self.response_bytes,
             "latency_ms": self.latency_ms,

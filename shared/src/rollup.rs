@@ -129,8 +129,8 @@ pub async fn run(
                  INSERT INTO litellm_dailyuserspend AS d
                      (date, user_id, team_id, api_key, model, custom_llm_provider, endpoint,
                       prompt_tokens, completion_tokens, cache_read_input_tokens,
-                      cache_creation_input_tokens, spend, api_requests, successful_requests,
-                      failed_requests, updated_at)
+                      cache_creation_input_tokens, cache_creation_1h_input_tokens, spend,
+                      api_requests, successful_requests, failed_requests, updated_at)
                  SELECT (start_time AT TIME ZONE 'UTC')::date, user_id, team_id, api_key, model,
                         custom_llm_provider,
                         CASE call_type WHEN 'anthropic_messages' THEN '/v1/messages'
@@ -138,7 +138,8 @@ pub async fn run(
                                        WHEN 'aresponses' THEN '/v1/responses'
                                        ELSE '/v1/chat/completions' END,
                         sum(prompt_tokens), sum(completion_tokens), sum(cache_read_input_tokens),
-                        sum(cache_creation_input_tokens), sum(spend), count(*),
+                        sum(cache_creation_input_tokens), sum(cache_creation_1h_input_tokens),
+                        sum(spend), count(*),
                         count(*) FILTER (WHERE status = 'success'),
                         count(*) FILTER (WHERE status <> 'success'), $1
                  FROM batch
@@ -149,6 +150,7 @@ pub async fn run(
                      completion_tokens = d.completion_tokens + EXCLUDED.completion_tokens,
                      cache_read_input_tokens = d.cache_read_input_tokens + EXCLUDED.cache_read_input_tokens,
                      cache_creation_input_tokens = d.cache_creation_input_tokens + EXCLUDED.cache_creation_input_tokens,
+                     cache_creation_1h_input_tokens = d.cache_creation_1h_input_tokens + EXCLUDED.cache_creation_1h_input_tokens,
                      spend = d.spend + EXCLUDED.spend,
                      api_requests = d.api_requests + EXCLUDED.api_requests,
                      successful_requests = d.successful_requests + EXCLUDED.successful_requests,

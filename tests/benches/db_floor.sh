@@ -37,8 +37,8 @@ script="$(mktemp)"
 trap 'rm -f "$script"; psql "$server" -qc "DROP DATABASE IF EXISTS $name WITH (FORCE)"' EXIT
 cat >"$script" <<SQL
 \set n random(1, 2000000000)
-SELECT * FROM llmlite_admit('$key', ARRAY['claude-haiku-4-5'], ARRAY[0.0004]::numeric[], 'model', 'floor-' || :client_id || '-' || :n, now(), 20, 0.000022, interval '15 minutes', 60);
-SELECT key_spend, queued FROM llmlite_settle_recorded('acompletion', NULL, 'floor-' || :client_id || '-' || :n, $key_id, '$key', NULL, NULL, NULL, NULL, 'claude-haiku-4-5', 'model', 20, 10, 0, 0, 0.000077, now(), now(), 'success', NULL, '{}'::jsonb, '{"request_id": "floor"}');
+SELECT * FROM llmlite_admit('$key', ARRAY['claude-haiku-4-5'], ARRAY[0.0004]::numeric[], 'model', 'floor-' || :client_id || '-' || :n, now(), 20, 0.000022, interval '15 minutes', 60, false, NULL);
+SELECT key_spend, queued FROM llmlite_settle_recorded('acompletion', NULL, 'floor-' || :client_id || '-' || :n, $key_id, '$key', NULL, NULL, NULL, NULL, 'claude-haiku-4-5', 'model', 20, 10, 0, 0, 0.000077, now(), now(), 'success', NULL, '{}'::jsonb, '{"request_id": "floor"}', NULL);
 SQL
 # Extended protocol with unnamed statements, as the gateway sends them (no named prepares).
 "$pgbench" -n -M extended -c 1 -T "$seconds" -r -f "$script" "$db" |

@@ -31,12 +31,21 @@ limits_out = {
   "tpm_limit": nullable(integer), "rpm_limit": nullable(integer), "max_parallel_requests": nullable(integer),
   "metadata": {"type": "object"},
 }
+features_in = {
+  "allow_cache_1h": nullable({"type": "boolean", "description": "May write the prompt cache for an hour (default true; null: the default)"}),
+  "allowed_service_tiers": nullable({"type": "array", "maxItems": 3, "items": {"type": "string", "enum": ["default", "flex", "priority"]},
+      "description": "The Bedrock service tiers a request may name (default [default, flex]; null: the default); of key and team the narrower wins"}),
+}
+features_out = {
+  "allow_cache_1h": {"type": "boolean"},
+  "allowed_service_tiers": {"type": "array", "items": {"type": "string", "enum": ["default", "flex", "priority"]}},
+}
 key_out_props = {
   "token": {"type": "string", "pattern": "^[0-9a-f]{64}$"}, "key_name": string, "key_alias": nullable(string),
   "user_id": nullable(string), "team_id": nullable(string), "tier": nullable({"type": "string", "enum": ["standard", "admin", "none"]}),
   **limits_out, "expires": nullable(dt), "is_active": {"type": "boolean"}, "blocked": {"type": "boolean"},
   "created_by": nullable(string), "updated_by": nullable(string), "created_at": dt, "updated_at": dt, "last_active": nullable(dt),
-  "pii_policy": nullable({"type": "object"}),
+  "pii_policy": nullable({"type": "object"}), **features_out,
 }
 schemas = {
   "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["message", "type", "param", "code"], "properties": {
@@ -47,7 +56,7 @@ schemas = {
       "key": {"type": "string", "description": "generate: your own raw key (`sk-` and 16+ printable characters); update: the key to change, raw or hash"},
       "key_alias": nullable(text), "duration": nullable(duration), **limits_in,
       "user_id": nullable(text), "team_id": nullable(text), "blocked": {"type": "boolean"},
-      "tier": {"type": "string", "enum": ["standard", "admin", "none"], "description": "The limits a new key starts from (default LLMLITE_DEFAULT_TIER, standard); fields given override them. none, or a limit given as null, needs the master key."}, "pii_policy": nullable(pii_policy)}},
+      "tier": {"type": "string", "enum": ["standard", "admin", "none"], "description": "The limits a new key starts from (default LLMLITE_DEFAULT_TIER, standard); fields given override them. none, or a limit given as null, needs the master key."}, "pii_policy": nullable(pii_policy), **features_in}},
   "KeyUpdateRequest": {"allOf": [ref("KeyRequest"), {"type": "object", "required": ["key"]}]},
   "User": {"type": "object", "required": ["user_id", "user_role", "teams", "spend"], "properties": {
       "user_id": string, "user_alias": nullable(string), "user_email": nullable(string),
@@ -62,10 +71,10 @@ schemas = {
       "key_tier": {"type": "string", "enum": ["standard", "admin", "none"], "description": "/user/new only: the tier of the key it mints (default LLMLITE_DEFAULT_TIER); none needs the master key"}}},
   "Team": {"type": "object", "required": ["team_id", "blocked", "spend"], "properties": {
       "team_id": string, "team_alias": nullable(string), **limits_out, "blocked": {"type": "boolean"},
-      "created_by": nullable(string), "created_at": dt, "updated_at": dt}},
+      "created_by": nullable(string), "created_at": dt, "updated_at": dt, **features_out}},
   "TeamRequest": {"type": "object", "additionalProperties": False, "properties": {
       "team_id": text, "team_alias": nullable(text), **limits_in, "blocked": {"type": "boolean"},
-      "pii_policy": nullable(pii_policy)}},
+      "pii_policy": nullable(pii_policy), **features_in}},
   "SpendLog": {"type": "object", "required": ["request_id", "api_key", "model", "spend", "startTime", "endTime", "status"], "properties": {
       "request_id": string, "call_type": string, "api_key": {"type": "string", "description": "The hash of the key charged"},
       "presented_key_hash": nullable({"type": "string", "description": "The hash of the key the client presented: an old key's during a rotation grace period (null on rows from before it was recorded)"}),
@@ -91,7 +100,9 @@ schemas = {
       "stream": nullable({"type": "boolean"}), "stream_options": nullable({"type": "object", "properties": {"include_usage": {"type": "boolean"}}}),
       "tools": nullable({"type": "array", "items": {"type": "object"}}), "tool_choice": {"oneOf": [string, {"type": "object"}], "nullable": True},
       "response_format": nullable({"type": "object"}), "reasoning_effort": nullable({"type": "string", "enum": ["minimal", "low", "medium", "high"]}),
-      "user": nullable(string), "metadata": nullable({"type": "object"}), "n": nullable({"type": "integer"})}},
+      "user": nullable(string), "metadata": nullable({"type": "object"}), "n": nullable({"type": "integer"}),
+      "service_tier": nullable({"type": "string", "enum": ["auto", "default", "flex", "priority"],
+          "description": "Bedrock's service tier (auto: Bedrock's default); the key's and team's allowed_service_tiers must list it"})}},
   "ChatCompletion": {"type": "object", "required": ["id", "object", "created", "model", "choices", "usage"], "properties": {
       "id": string, "object": {"type": "string", "enum": ["chat.completion"]}, "created": integer, "model": string,
       "choices": {"type": "array", "items": {"type": "object", "required": ["index", "message", "finish_reason"], "properties": {
@@ -103,9 +114,12 @@ schemas = {
                   "id": string, "type": string, "function": {"type": "object", "required": ["name", "arguments"], "properties": {"name": string, "arguments": string}}}}}}}}}},
       "usage": {"type": "object", "required": ["prompt_tokens", "completion_tokens", "total_tokens"], "properties": {
           "prompt_tokens": integer, "completion_tokens": integer, "total_tokens": integer,
-          "prompt_tokens_details": {"type": "object", "properties": {"cached_tokens": integer}},
+          "prompt_tokens_details": {"type": "object", "properties": {"cached_tokens": integer, "cache_creation_tokens": integer,
+              "cache_creation_token_details": {"type": "object", "properties": {
+                  "ephemeral_5m_input_tokens": integer, "ephemeral_1h_input_tokens": integer}}}},
           "cache_read_input_tokens": integer, "cache_creation_input_tokens": integer}},
-      "system_fingerprint": nullable(string)}},
+      "system_fingerprint": nullable(string),
+      "service_tier": {"type": "string", "enum": ["default", "flex", "priority"]}}},
   "Model": {"type": "object", "required": ["id", "object", "created", "owned_by"], "properties": {
       "id": string, "object": {"type": "string", "enum": ["model"]}, "created": integer, "owned_by": string}},
 }

@@ -120,6 +120,27 @@ pub fn files_under(root: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// Whether the PyPI tool a test drives is installed (`program args` succeeds). CI installs
+/// every one, so there a missing tool fails the test; elsewhere the test is skipped, saying how
+/// to get it.
+pub async fn tool_installed(program: &str, args: &[&str], pip_name: &str) -> bool {
+    let installed = tokio::process::Command::new(program)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await
+        .is_ok_and(|s| s.success());
+    if !installed {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run this test: pip install {pip_name}"
+        );
+        eprintln!("skipped: {pip_name} is not installed (pip install {pip_name})");
+    }
+    installed
+}
+
 /// A model catalog file (for `LLMLITE_MODELS`) holding `toml`, alone in a new temporary
 /// directory: the file's parent, for the test to remove.
 pub fn models_file(toml: &str) -> std::path::PathBuf {

@@ -312,3 +312,46 @@ async fn a_raw_key_in_a_url_is_refused_without_being_echoed_and_its_hash_works()
         .status_and_json();
     assert_eq!(status, 400);
 }
+
+/// A number near `f64::MAX` in metadata (found by schemathesis) is refused with a 400, on a key
+/// and on a chat request, instead of being stored where `jsonb` would write it back as a
+/// 309-digit integer that no longer parses: the key would then answer 500 on every read.
+#[tokio::test]
+async fn metadata_numbers_that_would_not_read_back_are_refused() {
+    let gw = TestGateway::start().await;
+    let key = gw.mint_raw_key(json!({"key_alias": "huge"})).await;
+    let huge = json!({"n": -1.797_693_134_862_315_5e308, "ok": 1});
+    let reply = gw
+        .post(
+            "/key/update",
+            MASTER_KEY,
+            json!({"key": key, "metadata": {"nested": [huge.clone()]}}),
+        )
+        .await;
+    assert_eq!(reply.status, 400, "{}", reply.text);
+    assert_eq!(reply.json()["error"]["param"], "metadata");
+    // The key still reads back, and still takes ordinary numbers.
+    let info = gw.admin("/key/info", json!({"key": key})).await;
+    assert_eq!(info["info"]["key_alias"], "huge");
+    gw.admin(
+        "/key/update",
+        json!({"key": key, "metadata": {"n": 1.5e299, "i": -7}}),
+    )
+    .await;
+    assert_eq!(
+        gw.admin("/key/info", json!({"key": key})).await["info"]["metadata"]["i"],
+        -7
+    );
+
+    let reply = gw
+        .post(
+            "/v1/chat/completions",
+            &key,
+            json!({"model": "claude-haiku-4-5", "metadata": huge,
+                   "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(reply.status, 400, "{}", reply.text);
+    assert_eq!(reply.json()["error"]["param"], "metadata");
+    assert!(gw.bedrock_calls().await.is_empty());
+}

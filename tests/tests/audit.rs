@@ -101,6 +101,7 @@ const REQUEST_FIELDS: &[&str] = &[
     "request_bytes",
     "request_id",
     "response_bytes",
+    "service_tier",
     "stages",
     "status",
     "status_code",
@@ -177,7 +178,7 @@ async fn request_records(gw: &TestGateway, store: &Store<'_>) {
     assert_eq!(record["error_type"], Value::Null);
     assert_eq!(
         record["tokens"],
-        json!({"input": 3, "output": 4, "cache_read": 0, "cache_write": 0})
+        json!({"input": 3, "output": 4, "cache_read": 0, "cache_write": 0, "cache_write_1h": 0})
     );
     assert_eq!(record["cost"], "0.0000253");
     // The address the ALB appended, not the one the client wrote first.

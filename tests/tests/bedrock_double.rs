@@ -166,7 +166,8 @@ async fn invoke_model_echoes_the_last_user_text_with_usage_and_headers() {
     assert_eq!(
         message["usage"],
         json!({"input_tokens": 5, "output_tokens": 4,
-               "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0})
+               "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
+               "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0}})
     );
 
     // Blocks, a cache point and an image: the cache write is reported apart from the input.
@@ -188,6 +189,10 @@ async fn invoke_model_echoes_the_last_user_text_with_usage_and_headers() {
         "echo: a long shared preamble and the question [image: png, about 9 bytes]"
     );
     assert_eq!(message["usage"]["cache_creation_input_tokens"], 6);
+    assert_eq!(
+        message["usage"]["cache_creation"],
+        json!({"ephemeral_5m_input_tokens": 6, "ephemeral_1h_input_tokens": 0})
+    );
     assert_eq!(message["usage"]["input_tokens"], 103);
 
     // The token counts in the headers, as Bedrock sends them.
@@ -708,12 +713,14 @@ async fn count_tokens_counts_what_invoke_model_would_for_either_input() {
         converse_usage.input_tokens(),
         usage["input_tokens"].as_i64().unwrap() as i32
     );
+    // The double's cache remembers the invoke's write: the same prefix is read now.
     assert_eq!(
-        converse_usage.cache_write_input_tokens(),
+        converse_usage.cache_read_input_tokens(),
         usage["cache_creation_input_tokens"]
             .as_i64()
             .map(|n| n as i32)
     );
+    assert_eq!(converse_usage.cache_write_input_tokens(), Some(0));
     let ContentBlock::Text(text) = &conversed.output().unwrap().as_message().unwrap().content()[0]
     else {
         panic!("a text answer")

@@ -133,6 +133,15 @@ fn every_variant() -> Vec<(ApiError, StatusCode)> {
             ApiError::AtCapacity { limit: 1000 },
             StatusCode::SERVICE_UNAVAILABLE,
         ),
+        (
+            ApiError::FeatureNotAllowed {
+                what: "service tier `priority`".into(),
+                scope: "team",
+                setting: "allowed_service_tiers",
+                param: "service_tier",
+            },
+            StatusCode::FORBIDDEN,
+        ),
     ]
 }
 
@@ -166,6 +175,7 @@ fn variant_number(error: &ApiError) -> usize {
         ApiError::ResponseTooLarge => 24,
         ApiError::PiiBlockedOutput { .. } => 25,
         ApiError::AtCapacity { .. } => 26,
+        ApiError::FeatureNotAllowed { .. } => 27,
     }
 }
 
@@ -176,7 +186,7 @@ async fn every_error_variant_renders_the_openai_shape_with_its_status() {
     covered.sort_unstable();
     assert_eq!(
         covered,
-        (0..=26).collect::<Vec<_>>(),
+        (0..=27).collect::<Vec<_>>(),
         "every variant exactly once"
     );
 

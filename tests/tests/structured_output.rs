@@ -204,3 +204,86 @@ async fn a_schema_that_is_not_an_object_is_refused_before_anything_is_taken() {
     assert!(gw.bedrock_calls().await.is_empty());
     assert!(gw.spend_rows().await.is_empty(), "nothing taken");
 }
+
+/// Anthropic's Messages API: `output_config.format` (and the beta's `output_format`) reaches
+/// Bedrock as InvokeModel's `output_config.format` on a flagged model, beside a tool and
+/// thinking, and the answer is an instance of the schema; on a model without native structured
+/// output, or with a schema that is not an object, it is a 400 before anything is taken.
+#[tokio::test]
+async fn messages_use_native_structured_output_on_flagged_models() {
+    let path = models_file(&catalog());
+    let gw = TestGateway::start_with(&[("LLMLITE_MODELS", path.to_str().unwrap())]).await;
+    let request = |model: &str, format: Value| {
+        let mut body = json!({"model": model, "max_tokens": 4096,
+               "thinking": {"type": "enabled", "budget_tokens": 1024},
+               "tools": [{"name": "weather", "description": "The weather",
+                          "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}],
+               "messages": [{"role": "user", "content": "Describe Leeds"}]});
+        let format = json!({"type": "json_schema", "schema": format});
+        body["output_config"] = json!({"format": format});
+        body
+    };
+
+    let reply = gw
+        .post(
+            "/v1/messages",
+            llmlite_tests::MASTER_KEY,
+            request("native", schema()),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let message = reply.json();
+    let text = message["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["type"] == "text")
+        .and_then(|b| b["text"].as_str())
+        .unwrap()
+        .to_owned();
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    assert!(conforms(&answer), "{answer}");
+    let calls = gw.bedrock_calls().await;
+    let sent = &calls.last().unwrap()["body"];
+    assert_eq!(sent["output_config"]["format"]["schema"], schema());
+    assert!(sent.get("output_format").is_none());
+
+    // The beta's name is taken too, and sent under Bedrock's.
+    let mut beta = request("native", schema());
+    let format = beta["output_config"]["format"].clone();
+    beta.as_object_mut().unwrap().remove("output_config");
+    beta["output_format"] = format;
+    let reply = gw
+        .post("/v1/messages", llmlite_tests::MASTER_KEY, beta)
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let calls = gw.bedrock_calls().await;
+    assert_eq!(
+        calls.last().unwrap()["body"]["output_config"]["format"]["schema"],
+        schema()
+    );
+
+    // Refused before Bedrock: a model without it, a schema that is not an object (with a NUL
+    // in it, not echoed), and an output_config field llmlite does not know.
+    let before = gw.bedrock_calls().await.len();
+    for (body, param) in [
+        (request("emulated", schema()), "output_format"),
+        (request("native", json!("a\u{0}b")), "output_config.format"),
+        (
+            {
+                let mut body = request("native", schema());
+                body["output_config"]["effort"] = json!("high");
+                body
+            },
+            "output_config",
+        ),
+    ] {
+        let reply = gw
+            .post("/v1/messages", llmlite_tests::MASTER_KEY, body)
+            .await;
+        assert_eq!(reply.status, 400, "{param}: {}", reply.text);
+        assert_eq!(reply.json()["type"], "error");
+        assert!(!reply.text.contains('\u{0}'));
+    }
+    assert_eq!(gw.bedrock_calls().await.len(), before);
+}

@@ -11,7 +11,7 @@ mod common;
 
 #[tokio::test]
 async fn the_anthropic_python_sdk_works_against_llmlite() {
-    if !common::tool_installed("python3", &["-c", "import anthropic"], "anthropic").await {
+    if !llmlite_tests::tool_installed("python3", &["-c", "import anthropic"], "anthropic").await {
         return;
     }
     common::sdk_check("anthropic_sdk.py", "").await;

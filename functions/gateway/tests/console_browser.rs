@@ -16,8 +16,8 @@ use tokio::process::Command;
 
 #[tokio::test]
 async fn an_admin_walks_the_console_in_a_real_browser() {
-    if !common::tool_installed("python3", &["-c", "import selenium"], "selenium").await
-        || !common::tool_installed(
+    if !llmlite_tests::tool_installed("python3", &["-c", "import selenium"], "selenium").await
+        || !llmlite_tests::tool_installed(
             "chromedriver",
             &["--version"],
             "selenium, and apt-get install chromium chromium-driver",

@@ -164,3 +164,89 @@ async fn embeddings_limits_are_exact_across_three_gateway_processes() {
         "the budget is spent exactly"
     );
 }
+
+/// The RPM limit holds across three processes when the requests write the cache for an hour
+/// and ask for the priority tier: 60 concurrent clients of one key with `rpm_limit` 30 (allowed
+/// priority) get exactly 30 answers, each settled once at its own price.
+#[tokio::test]
+async fn limits_are_exact_across_processes_with_hour_writes_and_priority_requests() {
+    let catalog = llmlite_tests::models_file(
+        r#"
+[[model]]
+alias = "claude-haiku-4-5"
+bedrock_model_id = "eu.anthropic.claude-haiku-4-5-20251001-v1:0"
+max_output_tokens = 64000
+context_window = 200000
+prices = { input = "1.10", output = "5.50", cache_read = "0.11", cache_write = "1.375", cache_write_1h = "2.20" }
+temperature_and_top_p = false
+
+[model.service_tiers]
+priority = { input = "1.925", output = "9.625", cache_read = "0.1925", cache_write = "2.40625", cache_write_1h = "3.85" }
+"#,
+    );
+    let catalog = catalog.to_str().unwrap();
+    let gw = TestGateway::start_with(&[("LLMLITE_MODELS", catalog)]).await;
+    let mut gateways = Vec::new();
+    for _ in 0..3 {
+        let extra = [
+            ("LLMLITE_RATE_PERIOD_SECS", "86400"),
+            ("LLMLITE_MODELS", catalog),
+        ];
+        let binary = std::path::Path::new(LLMLITE);
+        gateways.push(spawn_serve(binary, &gw.db.url, &gw.double.endpoint(), &extra).await);
+    }
+    let key = gw
+        .mint_raw_key(json!({"rpm_limit": 30, "allowed_service_tiers": ["default", "priority"]}))
+        .await;
+    let client = reqwest::Client::new();
+    let requests = (0..60).map(|n| {
+        let url = format!("{}{CHAT}", gateways[n % gateways.len()].1);
+        let body = if n % 2 == 0 {
+            json!({"model": "claude-haiku-4-5", "max_tokens": 16, "messages": [{"role": "user",
+                   "content": [{"type": "text", "text": format!("a long prefix {n}"),
+                                "cache_control": {"type": "ephemeral", "ttl": "1h"}},
+                               {"type": "text", "text": "go"}]}]})
+        } else {
+            json!({"model": "claude-haiku-4-5", "max_tokens": 16, "service_tier": "priority",
+                   "messages": [{"role": "user", "content": format!("fast {n}")}]})
+        };
+        let request = client.post(url).bearer_auth(&key).json(&body);
+        async move { request.send().await.unwrap().status().as_u16() }
+    });
+    let statuses = join_all(requests).await;
+    assert_eq!(tally(&statuses), (30, 30), "{statuses:?}");
+
+    wait_until_settled(&gw.db.pool).await;
+    let rows = gw
+        .count("SELECT count(*) FROM litellm_spend WHERE status = 'success'")
+        .await;
+    assert_eq!(rows, 30, "every admitted request was settled once");
+    // Each kind priced at its own rate: a 1-hour write at 2.20, a priority answer at 9.625.
+    let mispriced = gw
+        .count(
+            "SELECT count(*) FROM litellm_spend WHERE status = 'success' AND spend <>
+               CASE WHEN service_tier = 'priority'
+                    THEN ((prompt_tokens - cache_read_input_tokens - cache_creation_input_tokens) * 1.925
+                          + completion_tokens * 9.625) / 1000000
+                    ELSE ((prompt_tokens - cache_read_input_tokens - cache_creation_input_tokens) * 1.10
+                          + completion_tokens * 5.50
+                          + cache_creation_1h_input_tokens * 2.20) / 1000000 END",
+        )
+        .await;
+    assert_eq!(mispriced, 0);
+    let hour_writes = gw
+        .count("SELECT count(*) FROM litellm_spend WHERE cache_creation_1h_input_tokens > 0")
+        .await;
+    let priority = gw
+        .count("SELECT count(*) FROM litellm_spend WHERE service_tier = 'priority'")
+        .await;
+    assert!(hour_writes > 0 && priority > 0 && hour_writes + priority == 30);
+    // The key's spend is its rows', to the last digit.
+    let consistent = gw
+        .count(
+            "SELECT count(*) FROM litellm_verificationtoken v
+             WHERE v.spend = (SELECT sum(spend) FROM litellm_spend s WHERE s.api_key = v.token)",
+        )
+        .await;
+    assert_eq!(consistent, 1);
+}

@@ -11,7 +11,7 @@ mod common;
 
 #[tokio::test]
 async fn the_openai_python_sdk_works_against_llmlite() {
-    if !common::tool_installed("python3", &["-c", "import openai"], "openai").await {
+    if !llmlite_tests::tool_installed("python3", &["-c", "import openai"], "openai").await {
         return;
     }
     common::sdk_check("openai_sdk.py", "/v1").await;

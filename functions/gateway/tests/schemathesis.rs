@@ -15,7 +15,7 @@ use tokio::process::Command;
 
 #[tokio::test]
 async fn schemathesis_finds_no_failures() {
-    if !common::tool_installed("schemathesis", &["--version"], "schemathesis").await {
+    if !llmlite_tests::tool_installed("schemathesis", &["--version"], "schemathesis").await {
         return;
     }
     let dev = Dev::start().await;

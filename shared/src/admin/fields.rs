@@ -192,6 +192,72 @@ impl Limits {
     }
 }
 
+/// The paid Bedrock features a key or a team may be refused, as a request changes them: 1-hour
+/// prompt caching and the service tiers. `null` restores the default.
+#[derive(Debug, Default, Deserialize)]
+pub struct FeaturesPatch {
+    #[serde(default, deserialize_with = "patch")]
+    allow_cache_1h: Option<Option<bool>>,
+    #[serde(default, deserialize_with = "patch")]
+    allowed_service_tiers: Option<Option<Vec<String>>>,
+}
+
+/// The service tiers a key or team may name when it sets none.
+pub const DEFAULT_SERVICE_TIERS: [&str; 2] = ["default", "flex"];
+/// Every tier `allowed_service_tiers` may list.
+pub const SERVICE_TIERS: [&str; 3] = ["default", "flex", "priority"];
+
+/// The paid Bedrock features of a key or team, as stored (`None`: the default: 1-hour caching
+/// allowed, tiers `default` and `flex`). Admission checks them (`llmlite_admit`); of a key and
+/// its team the narrower wins.
+#[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct Features {
+    pub allow_cache_1h: Option<bool>,
+    pub allowed_service_tiers: Option<Vec<String>>,
+}
+
+/// The columns of [`Features`], for SELECT lists.
+pub const FEATURE_COLUMNS: &str = "allow_cache_1h, allowed_service_tiers";
+
+impl Features {
+    /// Applies what the request names, then checks it.
+    pub fn apply(&mut self, patch: &FeaturesPatch) -> Result<(), ApiError> {
+        if let Some(v) = patch.allow_cache_1h {
+            self.allow_cache_1h = v;
+        }
+        if let Some(v) = &patch.allowed_service_tiers {
+            let mut tiers = v.clone();
+            if let Some(Some(bad)) = v
+                .as_ref()
+                .map(|tiers| tiers.iter().find(|t| !SERVICE_TIERS.contains(&t.as_str())))
+            {
+                return Err(ApiError::invalid_param(
+                    "allowed_service_tiers",
+                    format!(
+                        "`{}` is not a service tier: list any of `default`, `flex`, `priority`",
+                        bad.chars().take(32).collect::<String>()
+                    ),
+                ));
+            }
+            if let Some(tiers) = &mut tiers {
+                tiers.sort_by_key(|t| SERVICE_TIERS.iter().position(|s| s == t));
+                tiers.dedup();
+            }
+            self.allowed_service_tiers = tiers;
+        }
+        Ok(())
+    }
+
+    /// Adds these fields to a response object, defaults filled in.
+    pub fn write_json(&self, out: &mut Value) {
+        out["allow_cache_1h"] = json!(self.allow_cache_1h.unwrap_or(true));
+        out["allowed_service_tiers"] = match &self.allowed_service_tiers {
+            Some(tiers) => json!(tiers),
+            None => json!(DEFAULT_SERVICE_TIERS),
+        };
+    }
+}
+
 /// A `pii_policy` field: a valid policy object (stored as sent), or null to clear it.
 pub fn pii_policy(value: Option<&Value>, known: &[String]) -> Result<Option<Value>, ApiError> {
     match value {
@@ -258,6 +324,12 @@ pub fn metadata(map: &Map<String, Value>) -> Result<(), ApiError> {
         return Err(ApiError::invalid_param(
             "metadata",
             format!("`metadata` is {size} bytes; the limit is {MAX_METADATA_BYTES}"),
+        ));
+    }
+    if !map.values().all(crate::http::numbers_read_back) {
+        return Err(ApiError::invalid_param(
+            "metadata",
+            "`metadata` numbers must be within ±1e300",
         ));
     }
     Ok(())

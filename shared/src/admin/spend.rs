@@ -122,6 +122,8 @@ struct SpendRow {
     completion_tokens: i64,
     cache_read_input_tokens: i64,
     cache_creation_input_tokens: i64,
+    cache_creation_1h_input_tokens: i64,
+    service_tier: Option<String>,
     total_tokens: i64,
     spend: Decimal,
     start_time: DateTime<Utc>,
@@ -172,7 +174,8 @@ pub async fn logs(
     let rows: Vec<SpendRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT request_id, call_type, api_key, presented_key_hash, key_alias, user_id, team_id, end_user, model,
                 model_id, custom_llm_provider, prompt_tokens, completion_tokens,
-                cache_read_input_tokens, cache_creation_input_tokens, total_tokens, spend,
+                cache_read_input_tokens, cache_creation_input_tokens,
+                cache_creation_1h_input_tokens, service_tier, total_tokens, spend,
                 start_time, end_time, request_duration_ms, status, error_type, metadata
          FROM litellm_spend
          WHERE {filter}
@@ -209,6 +212,8 @@ pub async fn logs(
                 "completion_tokens": r.completion_tokens,
                 "cache_read_input_tokens": r.cache_read_input_tokens,
                 "cache_creation_input_tokens": r.cache_creation_input_tokens,
+                "cache_creation_1h_input_tokens": r.cache_creation_1h_input_tokens,
+                "service_tier": r.service_tier,
                 "total_tokens": r.total_tokens,
                 "spend": fields::money(r.spend),
                 "startTime": r.start_time,

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use sqlx::{Postgres, Transaction};
 
-use super::fields::{self, Limits, LimitsPatch, patch};
+use super::fields::{self, Features, FeaturesPatch, Limits, LimitsPatch, patch};
 use super::keys::{self, Owner};
 use super::{Action, Page, conflict_or};
 use crate::auth::Admin;
@@ -28,6 +28,8 @@ pub struct TeamRequest {
     #[serde(flatten)]
     limits: LimitsPatch,
     #[serde(flatten)]
+    features: FeaturesPatch,
+    #[serde(flatten)]
     unknown: Map<String, Value>,
 }
 
@@ -43,11 +45,13 @@ pub struct TeamRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub pii_policy: Option<Value>,
+    #[sqlx(flatten)]
+    pub features: Features,
 }
 
 const COLUMNS: &str = "team_id, team_alias, spend, models, max_budget, soft_budget, \
     budget_duration, budget_reset_at, tpm_limit, rpm_limit, max_parallel_requests, metadata, \
-    blocked, created_by, created_at, updated_at, pii_policy";
+    blocked, created_by, created_at, updated_at, pii_policy, allow_cache_1h, allowed_service_tiers";
 
 impl TeamRow {
     pub fn to_json(&self) -> Value {
@@ -62,6 +66,7 @@ impl TeamRow {
             "pii_policy": self.pii_policy,
         });
         self.limits.write_json(&mut out);
+        self.features.write_json(&mut out);
         out
     }
 
@@ -75,6 +80,7 @@ impl TeamRow {
         if let Some(v) = &request.pii_policy {
             self.pii_policy = fields::pii_policy(v.as_ref(), pii_entities)?;
         }
+        self.features.apply(&request.features)?;
         if let Some(v) = &request.team_alias {
             self.team_alias = v.clone();
         }
@@ -115,8 +121,10 @@ async fn save(
             "INSERT INTO litellm_teamtable
                  (team_id, team_alias, models, max_budget, soft_budget, budget_duration,
                   budget_reset_at, tpm_limit, rpm_limit, max_parallel_requests, blocked, metadata,
-                  created_by, created_at, updated_at, pii_policy)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15)
+                  created_by, created_at, updated_at, pii_policy, allow_cache_1h,
+                  allowed_service_tiers)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15, $16,
+                     $17)
              RETURNING {COLUMNS}"
         )
     } else {
@@ -125,7 +133,8 @@ async fn save(
                  team_alias = $2, models = $3, max_budget = $4, soft_budget = $5,
                  budget_duration = $6, budget_reset_at = $7, tpm_limit = $8, rpm_limit = $9,
                  max_parallel_requests = $10, blocked = $11, metadata = $12,
-                 created_by = COALESCE(created_by, $13), updated_at = $14, pii_policy = $15
+                 created_by = COALESCE(created_by, $13), updated_at = $14, pii_policy = $15,
+                 allow_cache_1h = $16, allowed_service_tiers = $17
              WHERE team_id = $1
              RETURNING {COLUMNS}"
         )
@@ -146,6 +155,8 @@ async fn save(
         .bind(&row.created_by)
         .bind(now)
         .bind(&row.pii_policy)
+        .bind(row.features.allow_cache_1h)
+        .bind(&row.features.allowed_service_tiers)
         .persistent(false)
         .fetch_one(&mut **tx)
         .await
@@ -172,6 +183,7 @@ pub async fn create(
         created_at: now,
         updated_at: now,
         pii_policy: None,
+        features: Default::default(),
     };
     row.apply(&request, now, state.pii.entity_names())?;
     let mut tx = state.db.pool().await?.begin().await?;

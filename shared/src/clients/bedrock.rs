@@ -152,6 +152,23 @@ impl RetryPolicy {
 pub trait Candidate {
     fn model(&self) -> &std::sync::Arc<ModelEntry>;
     fn max_tokens(&self) -> u32;
+    /// Whether the request, as planned for this model, writes the cache for an hour: it may
+    /// then pay the 1-hour write price for its prompt, and a policy may forbid it.
+    fn cache_1h(&self) -> bool {
+        false
+    }
+    /// The service tier the request names (`None`: Bedrock's default, unnamed). The model
+    /// offers it: a plan for a model that does not is never made.
+    fn service_tier(&self) -> Option<crate::catalog::ServiceTier> {
+        None
+    }
+    /// The prices the request pays on this model: its tier's.
+    fn prices(&self) -> &crate::catalog::TokenPrices {
+        let model = self.model();
+        model
+            .prices_at(self.service_tier())
+            .unwrap_or(&model.prices)
+    }
 }
 
 /// Calls `call` on each planned model in turn, retrying transient failures with `retry`'s

@@ -15,7 +15,7 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use sqlx::postgres::types::PgInterval;
 
-use crate::catalog::ModelEntry;
+use crate::catalog::{ServiceTier, TokenPrices};
 use crate::clients::bedrock::Candidate;
 use crate::error::{ApiError, BudgetScope, Refusal, WorstCase};
 use crate::http::RequestId;
@@ -40,6 +40,7 @@ enum Verdict {
     ModelNotAllowed,
     RateLimited,
     BudgetExceeded,
+    FeatureNotAllowed,
 }
 
 /// What admission returns (`llmlite_admission`).
@@ -176,17 +177,41 @@ impl Admitted {
     }
 }
 
-/// The most a request can cost on one model: the estimate at the dearer of the input and
-/// cache-write prices (a prompt may be written to the cache) plus every output token it may
-/// produce at the output price.
-pub fn worst_case_cost(estimate: u64, model: &ModelEntry, max_tokens: u32) -> Money {
-    let prices = &model.prices;
-    let input = if prices.cache_write.0 > prices.input.0 {
-        prices.cache_write
-    } else {
-        prices.input
+/// The most a request can cost on one model: the estimate at the dearest price a prompt token
+/// can have (the input price, or a cache write's: the 1-hour one when the request asks for it)
+/// plus every output token it may produce at the output price.
+pub fn worst_case_cost(
+    estimate: u64,
+    prices: &TokenPrices,
+    max_tokens: u32,
+    cache_1h: bool,
+) -> Money {
+    prices.dearest_input(cache_1h) * estimate + prices.output * u64::from(max_tokens)
+}
+
+/// The refusal of a paid feature `llmlite_admit` found forbidden: by `scope`'s `setting`.
+fn feature_refused(scope: Option<&str>, setting: Option<&str>, asked: &impl Candidate) -> ApiError {
+    let scope = match scope {
+        Some("team") => "team",
+        _ => "key",
     };
-    input * estimate + model.prices.output * u64::from(max_tokens)
+    match setting {
+        Some("allowed_service_tiers") => ApiError::FeatureNotAllowed {
+            what: format!(
+                "service tier `{}`",
+                asked.service_tier().map_or("default", ServiceTier::as_str)
+            ),
+            scope,
+            setting: "allowed_service_tiers",
+            param: "service_tier",
+        },
+        _ => ApiError::FeatureNotAllowed {
+            what: "1-hour prompt caching (`cache_control.ttl: \"1h\"`)".to_owned(),
+            scope,
+            setting: "allow_cache_1h",
+            param: "cache_control.ttl",
+        },
+    }
 }
 
 fn interval(duration: Duration) -> PgInterval {
@@ -235,28 +260,31 @@ pub async fn admit(
     }
     let reserves: Vec<Decimal> = plan
         .iter()
-        .map(|p| worst_case_cost(estimate, p.model(), p.max_tokens()).amount())
+        .map(|p| worst_case_cost(estimate, p.prices(), p.max_tokens(), p.cache_1h()).amount())
         .collect();
     let asked = plan
         .first()
         .ok_or_else(|| ApiError::Internal("admission without a model".into()))?;
-    let estimate_cost = asked.model().prices.input * estimate;
-    let decision: Decision =
-        sqlx::query_as("SELECT * FROM llmlite_admit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
-            .bind(KeyHash::of(raw_key).as_str())
-            .bind(&chain)
-            .bind(&reserves)
-            .bind(&asked.model().bedrock_model_id)
-            .bind(request_id.to_string())
-            .bind(state.clock.now())
-            .bind(i64::try_from(estimate).unwrap_or(i64::MAX))
-            .bind(estimate_cost.amount())
-            .bind(interval(LEASE))
-            .bind(Decimal::from(state.rate_period.as_secs().max(1)))
-            .persistent(false)
-            .fetch_one(state.db.pool().await?)
-            .await
-            .map_err(ApiError::from)?;
+    let estimate_cost = asked.prices().input * estimate;
+    let decision: Decision = sqlx::query_as(
+        "SELECT * FROM llmlite_admit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(KeyHash::of(raw_key).as_str())
+    .bind(&chain)
+    .bind(&reserves)
+    .bind(&asked.model().bedrock_model_id)
+    .bind(request_id.to_string())
+    .bind(state.clock.now())
+    .bind(i64::try_from(estimate).unwrap_or(i64::MAX))
+    .bind(estimate_cost.amount())
+    .bind(interval(LEASE))
+    .bind(Decimal::from(state.rate_period.as_secs().max(1)))
+    .bind(asked.cache_1h())
+    .bind(asked.service_tier().map(ServiceTier::as_str))
+    .persistent(false)
+    .fetch_one(state.db.pool().await?)
+    .await
+    .map_err(ApiError::from)?;
     let requests = limit_of(
         decision.rpm_limit,
         decision.rpm_remaining,
@@ -306,11 +334,17 @@ pub async fn admit(
             model: alias.to_owned(),
         }
         .into()),
+        Verdict::FeatureNotAllowed => {
+            Err(
+                feature_refused(decision.scope.as_deref(), decision.detail.as_deref(), asked)
+                    .into(),
+            )
+        }
         Verdict::BudgetExceeded => {
             let spend = decision.spend.unwrap_or_default();
             let max_budget = decision.max_budget.unwrap_or_default();
             // The prompt and one output token on the model asked for: the least that could run.
-            let least = worst_case_cost(estimate, asked.model(), 1).amount();
+            let least = worst_case_cost(estimate, asked.prices(), 1, asked.cache_1h()).amount();
             Err(ApiError::BudgetExceeded {
                 scope,
                 spend,

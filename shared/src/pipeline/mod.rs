@@ -230,6 +230,7 @@ async fn serve<A: Adapter>(
         Client::from_headers(headers),
     );
     record.call_type = A::CALL_TYPE;
+    record.service_tier = plan.first().and_then(Candidate::service_tier);
 
     // Admit: one round trip; a refusal is recorded, with nothing to settle.
     let admitting = std::time::Instant::now();
@@ -440,6 +441,9 @@ pub fn check_metadata(metadata: Option<&Map<String, Value>>) -> Result<(), ApiEr
                 "`metadata` keys and values must not contain control characters",
             ))
         }
+        Some(metadata) if !metadata.values().all(crate::http::numbers_read_back) => Err(
+            ApiError::invalid_param("metadata", "`metadata` numbers must be within ±1e300"),
+        ),
         _ => Ok(()),
     }
 }

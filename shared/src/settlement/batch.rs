@@ -54,6 +54,7 @@ pub(crate) struct Row {
     error_type: Option<String>,
     metadata: serde_json::Value,
     audit: String,
+    detail: serde_json::Value,
 }
 
 impl Row {
@@ -91,6 +92,7 @@ impl Row {
             error_type: r.error_type.clone(),
             metadata: r.metadata.clone(),
             audit: r.audit().to_string(),
+            detail: r.detail(),
         }
     }
 
@@ -99,7 +101,8 @@ impl Row {
         let (key_spend, queued): (Option<Decimal>, Option<i64>) = sqlx::query_as(
             "SELECT key_spend, queued
                FROM llmlite_settle_recorded($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-                                            $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
+                                            $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
+                                            $23)",
         )
         .bind(self.call_type)
         .bind(&self.presented)
@@ -123,6 +126,7 @@ impl Row {
         .bind(&self.error_type)
         .bind(&self.metadata)
         .bind(&self.audit)
+        .bind(&self.detail)
         .persistent(false)
         .fetch_one(db.pool().await?)
         .await?;
@@ -142,7 +146,7 @@ async fn settle_all(db: &Database, rows: &[&Row]) -> Result<Vec<Settled>, ApiErr
     let settled: Vec<(Option<String>, Option<Decimal>, Option<i64>)> = sqlx::query_as(
         "SELECT settled_request, key_spend, queued
            FROM llmlite_settle_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-                                     $15, $16, $17, $18, $19, $20, $21, $22)",
+                                     $15, $16, $17, $18, $19, $20, $21, $22, $23)",
     )
     .bind(column(rows, |r| r.call_type))
     .bind(column(rows, |r| r.presented.clone()))
@@ -166,6 +170,7 @@ async fn settle_all(db: &Database, rows: &[&Row]) -> Result<Vec<Settled>, ApiErr
     .bind(column(rows, |r| r.error_type.clone()))
     .bind(column(rows, |r| r.metadata.clone()))
     .bind(column(rows, |r| r.audit.clone()))
+    .bind(column(rows, |r| r.detail.clone()))
     .persistent(false)
     .fetch_all(db.pool().await?)
     .await?;

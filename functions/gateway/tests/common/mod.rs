@@ -19,27 +19,6 @@ pub const LLMLITE: &str = env!("CARGO_BIN_EXE_llmlite");
 pub const STARTUP_LIMIT: Duration = Duration::from_secs(120);
 pub const EXIT_LIMIT: Duration = Duration::from_secs(60);
 
-/// Whether the PyPI tool a test drives is installed (`program args` succeeds). CI installs
-/// every one, so there a missing tool fails the test; elsewhere the test is skipped, saying how
-/// to get it.
-pub async fn tool_installed(program: &str, args: &[&str], pip_name: &str) -> bool {
-    let installed = Command::new(program)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .await
-        .is_ok_and(|s| s.success());
-    if !installed {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run this test: pip install {pip_name}"
-        );
-        eprintln!("skipped: {pip_name} is not installed (pip install {pip_name})");
-    }
-    installed
-}
-
 /// A running `llmlite dev`, with what it printed.
 pub struct Dev {
     pub child: Child,

@@ -20,8 +20,9 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use serde_json::{Map, Value, json};
 
+use crate::adapters::chat::converse::bedrock_tier;
 use crate::auth;
-use crate::catalog::{ModelEntry, TokenUsage};
+use crate::catalog::{CacheTtl, ModelEntry, ServiceTier, TokenUsage};
 use crate::clients::bedrock::{BedrockFailure, Candidate};
 use crate::error::{ApiError, ErrorShape, Refusal};
 use crate::pii::{OutputGuard, Policy, Report, Scanner};
@@ -54,6 +55,92 @@ pub struct Parsed {
     max_tokens: u32,
     stream: bool,
     user_id: Option<String>,
+    /// A `cache_control` asks for a 1-hour write.
+    cache_1h: bool,
+    /// The service tier `service_tier` names.
+    service_tier: Option<ServiceTier>,
+    /// The JSON schema of native structured output (`output_config.format`, or the beta's
+    /// `output_format`), checked: a `json_schema` with an object schema.
+    output_format: Option<Value>,
+}
+
+/// The structured-output format a request asks for: `output_config.format` or the older
+/// `output_format`, each `{"type": "json_schema", "schema": {...}}`.
+fn output_format(body: &Map<String, Value>) -> Result<Option<Value>, ApiError> {
+    let (param, format) = match (
+        body.get("output_config").filter(|c| !c.is_null()),
+        body.get("output_format").filter(|f| !f.is_null()),
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "output_format",
+                "send `output_config.format` or `output_format`, not both",
+            ));
+        }
+        (Some(Value::Object(config)), None) => {
+            if let Some(other) = config.keys().find(|k| k.as_str() != "format") {
+                let other = other.chars().take(64).collect::<String>();
+                return Err(invalid(
+                    "output_config",
+                    format!("`output_config.{other}` is not supported by llmlite"),
+                ));
+            }
+            ("output_config.format", config.get("format"))
+        }
+        (Some(_), None) => {
+            return Err(invalid(
+                "output_config",
+                "`output_config` must be an object",
+            ));
+        }
+        (None, format) => ("output_format", format),
+    };
+    match format {
+        None | Some(Value::Null) => Ok(None),
+        Some(format)
+            if format.get("type").and_then(Value::as_str) == Some("json_schema")
+                && format.get("schema").is_some_and(Value::is_object) =>
+        {
+            Ok(Some(
+                json!({"type": "json_schema", "schema": format["schema"].clone()}),
+            ))
+        }
+        Some(_) => Err(invalid(
+            param,
+            format!(
+                "`{param}` must be {{\"type\": \"json_schema\", \"schema\": {{...}}}} with an object schema"
+            ),
+        )),
+    }
+}
+
+/// The Bedrock tier an Anthropic `service_tier` names: `auto` (or none) is Bedrock's default,
+/// unnamed; `standard_only` is the `default` tier, named. Bedrock's own names (`default`,
+/// `flex`, `priority`) are taken too, since Anthropic's have no word for flex or priority on
+/// Bedrock.
+fn service_tier(value: Option<&Value>) -> Result<Option<ServiceTier>, ApiError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(tier)) => match tier.as_str() {
+            "auto" => Ok(None),
+            "standard_only" | "default" => Ok(Some(ServiceTier::Default)),
+            "flex" => Ok(Some(ServiceTier::Flex)),
+            "priority" => Ok(Some(ServiceTier::Priority)),
+            _ => Err(invalid(
+                "service_tier",
+                "`service_tier` must be `auto` or `standard_only` (or Bedrock's `default`, `flex`, `priority`)",
+            )),
+        },
+        Some(_) => Err(invalid("service_tier", "`service_tier` must be a string")),
+    }
+}
+
+/// The tier an answer's `usage.service_tier` names: Anthropic's `standard` for the default.
+pub(super) fn answered_tier(tier: Option<ServiceTier>) -> &'static str {
+    match tier {
+        None | Some(ServiceTier::Default) => "standard",
+        Some(tier) => tier.as_str(),
+    }
 }
 
 fn invalid(param: &str, message: impl Into<String>) -> ApiError {
@@ -113,12 +200,62 @@ fn parse(body: &Map<String, Value>, count_only: bool) -> Result<Parsed, ApiError
         }
     };
     pipeline::check_end_user(user_id.as_deref(), "metadata.user_id")?;
+    let mut ttls = Vec::new();
+    for field in ["system", "messages", "tools"] {
+        if let Some(value) = body.get(field) {
+            cache_ttls(value, field, &mut ttls)?;
+        }
+    }
     Ok(Parsed {
         model,
         max_tokens,
         stream,
         user_id,
+        cache_1h: ttls.contains(&CacheTtl::OneHour),
+        service_tier: service_tier(body.get("service_tier"))?,
+        output_format: output_format(body)?,
     })
+}
+
+/// The TTL of every `cache_control` under `value` (at `path`), each checked: an object whose
+/// `ttl`, when it has one, is `"5m"` or `"1h"`.
+fn cache_ttls(value: &Value, path: &str, ttls: &mut Vec<CacheTtl>) -> Result<(), ApiError> {
+    match value {
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                cache_ttls(item, &format!("{path}[{i}]"), ttls)?;
+            }
+        }
+        Value::Object(map) => {
+            for (key, item) in map {
+                if key != "cache_control" {
+                    cache_ttls(item, &format!("{path}.{key}"), ttls)?;
+                    continue;
+                }
+                let param = format!("{path}.cache_control");
+                let ttl = match item {
+                    Value::Null => continue,
+                    Value::Object(control) => control.get("ttl"),
+                    _ => {
+                        let message = format!("`{param}` must be an object");
+                        return Err(invalid(&param, message));
+                    }
+                };
+                let bad_ttl = || {
+                    let param = format!("{param}.ttl");
+                    let message = format!("`{param}` must be \"5m\" or \"1h\"");
+                    invalid(&param, message)
+                };
+                ttls.push(match ttl {
+                    None | Some(Value::Null) => CacheTtl::FiveMinutes,
+                    Some(Value::String(ttl)) => CacheTtl::parse(ttl).ok_or_else(bad_ttl)?,
+                    Some(_) => return Err(bad_ttl()),
+                });
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// The `anthropic-beta` values a request carries (the header may repeat and list several).
@@ -154,6 +291,10 @@ pub struct Planned {
     model: Arc<ModelEntry>,
     body: Bytes,
     max_tokens: u32,
+    /// A `cache_control` asks for a 1-hour write (and the model offers it).
+    cache_1h: bool,
+    /// The service tier asked for (and the model offers it).
+    service_tier: Option<ServiceTier>,
     /// The betas passed, and those dropped.
     betas: Vec<String>,
     dropped: Vec<String>,
@@ -167,6 +308,14 @@ impl Candidate for Planned {
     fn max_tokens(&self) -> u32 {
         self.max_tokens
     }
+
+    fn cache_1h(&self) -> bool {
+        self.cache_1h
+    }
+
+    fn service_tier(&self) -> Option<ServiceTier> {
+        self.service_tier
+    }
 }
 
 /// Bedrock's body for `model`: the passed fields, `anthropic_version`, and the betas the
@@ -174,9 +323,10 @@ impl Candidate for Planned {
 fn plan_one(
     request: &Map<String, Value>,
     model: &Arc<ModelEntry>,
-    max_tokens: u32,
+    parsed: &Parsed,
     betas: &[String],
 ) -> Planned {
+    let max_tokens = parsed.max_tokens;
     let (kept, dropped): (Vec<String>, Vec<String>) = betas
         .iter()
         .cloned()
@@ -189,6 +339,9 @@ fn plan_one(
         }
     }
     body.insert("max_tokens".into(), json!(max_tokens));
+    if let Some(format) = &parsed.output_format {
+        body.insert("output_config".into(), json!({ "format": format }));
+    }
     if !kept.is_empty() {
         body.insert("anthropic_beta".into(), json!(kept));
     }
@@ -196,19 +349,22 @@ fn plan_one(
         model: Arc::clone(model),
         body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
         max_tokens,
+        cache_1h: parsed.cache_1h,
+        service_tier: parsed.service_tier,
         betas: kept,
         dropped,
     }
 }
 
-/// The chain's plans: the model asked for (whose output limit the request must fit), then the
-/// fallbacks it fits.
+/// The chain's plans: the model asked for (whose output limit, and 1-hour caching if the
+/// request asks for it, the request must fit), then the fallbacks it fits.
 fn plan(
     request: &Map<String, Value>,
     chain: &[Arc<ModelEntry>],
-    max_tokens: u32,
+    parsed: &Parsed,
     betas: &[String],
 ) -> Result<Vec<Planned>, ApiError> {
+    let max_tokens = parsed.max_tokens;
     let Some(asked) = chain.first() else {
         return Err(ApiError::Internal("a model chain without a model".into()));
     };
@@ -221,10 +377,31 @@ fn plan(
             ),
         ));
     }
+    if parsed.cache_1h && !asked.prices.offers_cache_1h() {
+        return Err(crate::catalog::no_cache_1h(asked, "cache_control.ttl"));
+    }
+    if let Some(tier) = parsed.service_tier
+        && asked.prices_at(Some(tier)).is_none()
+    {
+        return Err(crate::catalog::no_tier(asked, tier, "service_tier"));
+    }
+    let structured = parsed.output_format.is_some();
+    if structured && !asked.flags.structured_output {
+        return Err(invalid(
+            "output_format",
+            format!(
+                "model `{}` does not offer native structured output on Bedrock",
+                asked.alias
+            ),
+        ));
+    }
     Ok(chain
         .iter()
         .filter(|m| max_tokens <= m.max_output_tokens)
-        .map(|m| plan_one(request, m, max_tokens, betas))
+        .filter(|m| !parsed.cache_1h || m.prices.offers_cache_1h())
+        .filter(|m| m.prices_at(parsed.service_tier).is_some())
+        .filter(|m| !structured || m.flags.structured_output)
+        .map(|m| plan_one(request, m, parsed, betas))
         .collect())
 }
 
@@ -251,7 +428,13 @@ pub fn estimate_tokens(request: &Map<String, Value>) -> u64 {
         }
     }
     let (mut chars, mut media) = (0usize, 0u64);
-    for field in ["system", "messages", "tools"] {
+    for field in [
+        "system",
+        "messages",
+        "tools",
+        "output_config",
+        "output_format",
+    ] {
         if let Some(value) = request.get(field) {
             walk(value, &mut chars, &mut media);
         }
@@ -315,12 +498,7 @@ impl Adapter for Messages {
         chain: &[Arc<ModelEntry>],
         _invocation: &Invocation,
     ) -> Result<Vec<Planned>, ApiError> {
-        plan(
-            &request.body,
-            chain,
-            request.parsed.max_tokens,
-            &request.betas,
-        )
+        plan(&request.body, chain, &request.parsed, &request.betas)
     }
 
     fn guard_pii(request: &mut Request, scanner: &Scanner, policy: &Policy) -> Report {
@@ -337,7 +515,7 @@ impl Adapter for Messages {
         if call.request.parsed.stream {
             let open = move |planned: &Planned| stream::open(&bedrock, planned);
             relay::stream(call, open, |call, planned| {
-                stream::streaming(&call.alias, dropped_headers(planned))
+                stream::streaming(&call.alias, planned, dropped_headers(planned))
             })
             .await
         } else {
@@ -359,7 +537,8 @@ async fn complete(
             .model_id(&planned.model.bedrock_model_id)
             .content_type("application/json")
             .accept("application/json")
-            .body(Blob::new(planned.body.to_vec()));
+            .body(Blob::new(planned.body.to_vec()))
+            .set_service_tier(planned.service_tier.map(bedrock_tier));
         async move { call.send().await.map_err(|e| BedrockFailure::from_sdk(&e)) }
     })
     .await?;
@@ -371,6 +550,12 @@ async fn complete(
     };
     let usage = usage_of(message.get("usage"));
     message["model"] = json!(call.alias);
+    if let Some(answer_usage) = message.get_mut("usage").and_then(Value::as_object_mut) {
+        answer_usage.insert(
+            "service_tier".into(),
+            json!(answered_tier(planned.service_tier)),
+        );
+    }
     Ok(Answered {
         model: Arc::clone(&planned.model),
         usage,
@@ -409,19 +594,22 @@ impl AnswerBody for Message {
     }
 }
 
-/// The usage of an Anthropic `usage` object (Bedrock's: `input_tokens` excludes the cache).
+/// The usage of an Anthropic `usage` object (Bedrock's: `input_tokens` excludes the cache; the
+/// writes split by TTL in `cache_creation`, and those it does not split live five minutes).
 fn usage_of(usage: Option<&Value>) -> TokenUsage {
-    let count = |field: &str| {
+    let count = |path: &[&str]| {
         usage
-            .and_then(|u| u.get(field))
+            .and_then(|usage| path.iter().try_fold(usage, |value, field| value.get(field)))
             .and_then(Value::as_u64)
             .unwrap_or(0)
     };
+    let cache_write = count(&["cache_creation_input_tokens"]);
     TokenUsage {
-        input: count("input_tokens"),
-        output: count("output_tokens"),
-        cache_read: count("cache_read_input_tokens"),
-        cache_write: count("cache_creation_input_tokens"),
+        input: count(&["input_tokens"]),
+        output: count(&["output_tokens"]),
+        cache_read: count(&["cache_read_input_tokens"]),
+        cache_write,
+        cache_write_1h: count(&["cache_creation", "ephemeral_1h_input_tokens"]).min(cache_write),
     }
 }
 
@@ -482,12 +670,7 @@ async fn count(
     let Some(asked) = chain.first() else {
         return Err(ApiError::Internal("a model chain without a model".into()));
     };
-    let planned = plan_one(
-        &request,
-        asked,
-        parsed.max_tokens,
-        &requested_betas(headers),
-    );
+    let planned = plan_one(&request, asked, &parsed, &requested_betas(headers));
     let counted = async {
         let input = InvokeModelTokensRequest::builder()
             .body(Blob::new(planned.body.to_vec()))

@@ -13,7 +13,8 @@ use bytes::Bytes;
 use http::HeaderMap;
 use serde_json::{Value, json};
 
-use super::{Planned, usage_of};
+use super::{Planned, answered_tier, usage_of};
+use crate::adapters::chat::converse::bedrock_tier;
 use crate::catalog::TokenUsage;
 use crate::clients::bedrock::BedrockFailure;
 use crate::error::{ApiError, ErrorShape};
@@ -32,7 +33,8 @@ pub fn open(
         .model_id(&planned.model.bedrock_model_id)
         .content_type("application/json")
         .accept("application/json")
-        .body(Blob::new(planned.body.to_vec()));
+        .body(Blob::new(planned.body.to_vec()))
+        .set_service_tier(planned.service_tier.map(bedrock_tier));
     async move {
         call.send()
             .await
@@ -41,11 +43,17 @@ pub fn open(
     }
 }
 
-/// The decoder and encoder of a message streamed for `alias`, with `headers` of its own.
-pub fn streaming(alias: &str, headers: HeaderMap) -> Streaming<AnthropicDecoder, AnthropicEncoder> {
+/// The decoder and encoder of a message streamed for `alias` by `planned`, with `headers` of
+/// its own.
+pub fn streaming(
+    alias: &str,
+    planned: &Planned,
+    headers: HeaderMap,
+) -> Streaming<AnthropicDecoder, AnthropicEncoder> {
     Streaming {
         decoder: AnthropicDecoder {
             alias: alias.to_owned(),
+            service_tier: answered_tier(planned.service_tier),
             usage: None,
             output: 0,
             finished: false,
@@ -97,6 +105,8 @@ fn delta_text(event: &Value) -> Option<(Kind, &str)> {
 /// Reads Anthropic events from Bedrock's chunks.
 pub struct AnthropicDecoder {
     alias: String,
+    /// The tier `message_start`'s usage names.
+    service_tier: &'static str,
     /// `message_start`'s usage (or the invocation metrics), and `message_delta`'s output count.
     usage: Option<TokenUsage>,
     output: u64,
@@ -172,6 +182,9 @@ impl Decoder for AnthropicDecoder {
             "message_start" => {
                 if let Some(message) = event.get_mut("message") {
                     message["model"] = json!(self.alias);
+                    if let Some(usage) = message.get_mut("usage").and_then(Value::as_object_mut) {
+                        usage.insert("service_tier".into(), json!(self.service_tier));
+                    }
                 }
                 pieces.push(Piece::Event(event));
                 pieces.push(Piece::Event(json!({"type": "ping"})));

@@ -118,6 +118,7 @@ fn completion_body(
             logprobs: None,
         }],
         usage: converse::openai_usage(usage),
+        service_tier: answer.service_tier,
         system_fingerprint: None,
     }
 }

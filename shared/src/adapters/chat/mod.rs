@@ -117,6 +117,8 @@ pub struct Answer {
     pub alias: String,
     /// A stream ends with a usage chunk (`stream_options.include_usage`).
     pub include_usage: bool,
+    /// The service tier it is served at, as answers name it.
+    pub service_tier: &'static str,
 }
 
 impl Answer {
@@ -129,6 +131,11 @@ impl Answer {
                 .stream_options
                 .as_ref()
                 .is_some_and(|o| o.include_usage),
+            service_tier: call
+                .plan
+                .first()
+                .and_then(crate::clients::bedrock::Candidate::service_tier)
+                .map_or("default", crate::catalog::ServiceTier::as_str),
         }
     }
 }

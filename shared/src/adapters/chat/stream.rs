@@ -188,6 +188,7 @@ impl ChatEncoder {
                 finish_reason,
             }],
             usage: None,
+            service_tier: self.answer.service_tier,
         })
     }
 }
@@ -265,6 +266,7 @@ impl Encoder<Kind, ChatEvent> for ChatEncoder {
                 model: self.answer.alias.clone(),
                 choices: Vec::new(),
                 usage: Some(converse::openai_usage(usage)),
+                service_tier: self.answer.service_tier,
             }));
         }
         out.extend_from_slice(b"data: [DONE]\n\n");

@@ -80,7 +80,11 @@ impl Echo {
 fn usage(chat: &Usage) -> Value {
     json!({
         "input_tokens": chat.prompt_tokens,
-        "input_tokens_details": {"cached_tokens": chat.prompt_tokens_details.cached_tokens},
+        "input_tokens_details": {
+            "cached_tokens": chat.prompt_tokens_details.cached_tokens,
+            "cache_creation_tokens": chat.prompt_tokens_details.cache_creation_tokens,
+            "cache_creation_token_details": chat.prompt_tokens_details.cache_creation_token_details,
+        },
         "output_tokens": chat.completion_tokens,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": chat.total_tokens,

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::admin::fields::{self, Duration, Limits, LimitsPatch, patch};
+use crate::admin::fields::{self, Duration, Features, FeaturesPatch, Limits, LimitsPatch, patch};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::keys::{self, KeyHash, Tier};
@@ -57,6 +57,8 @@ pub struct KeyRequest {
     #[serde(flatten)]
     pub(super) limits: LimitsPatch,
     #[serde(flatten)]
+    features: FeaturesPatch,
+    #[serde(flatten)]
     unknown: Map<String, Value>,
 }
 
@@ -71,6 +73,7 @@ pub(super) struct KeyValues {
     pub(super) expires: Option<DateTime<Utc>>,
     pub(super) blocked: bool,
     pub(super) pii_policy: Option<Value>,
+    pub(super) features: Features,
 }
 
 /// Sets `tier`'s TPM, RPM, budget and budget period on `limits`, the budget period starting
@@ -122,6 +125,7 @@ impl KeyValues {
         if let Some(v) = &request.pii_policy {
             self.pii_policy = fields::pii_policy(v.as_ref(), pii_entities)?;
         }
+        self.features.apply(&request.features)?;
         if let Some(tier) = tier {
             self.tier = Some(tier);
             apply_tier(tier, &mut self.limits, now);

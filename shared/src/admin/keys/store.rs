@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use sqlx::{Postgres, Transaction};
 
 use super::request::{KeyValues, hash_of};
-use crate::admin::fields::{self, Limits};
+use crate::admin::fields::{self, Features, Limits};
 use crate::admin::{Action, Page, conflict_or};
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -35,6 +35,8 @@ pub struct KeyRow {
     pub updated_at: DateTime<Utc>,
     pub last_active: Option<DateTime<Utc>>,
     pub pii_policy: Option<Value>,
+    #[sqlx(flatten)]
+    pub features: Features,
 }
 
 impl KeyRow {
@@ -49,6 +51,7 @@ impl KeyRow {
             expires: self.expires,
             blocked: self.blocked,
             pii_policy: self.pii_policy.clone(),
+            features: self.features.clone(),
         }
     }
 }
@@ -57,7 +60,7 @@ impl KeyRow {
 pub const COLUMNS: &str = "token, key_name, key_alias, user_id, team_id, tier, spend, models, \
     max_budget, soft_budget, budget_duration, budget_reset_at, tpm_limit, rpm_limit, \
     max_parallel_requests, metadata, expires, is_active, blocked, created_by, updated_by, \
-    created_at, updated_at, last_active, pii_policy";
+    created_at, updated_at, last_active, pii_policy, allow_cache_1h, allowed_service_tiers";
 
 impl KeyRow {
     /// LiteLLM's key object. The hash is `token`; the raw key is never in it.
@@ -81,6 +84,7 @@ impl KeyRow {
             "pii_policy": self.pii_policy,
         });
         self.limits.write_json(&mut out);
+        self.features.write_json(&mut out);
         out
     }
 }
@@ -160,9 +164,9 @@ pub(super) async fn write(
                  (token, key_name, key_alias, user_id, team_id, models, tier, max_budget,
                   soft_budget, budget_duration, budget_reset_at, tpm_limit, rpm_limit,
                   max_parallel_requests, expires, blocked, metadata, created_by, updated_by,
-                  created_at, updated_at, pii_policy)
+                  created_at, updated_at, pii_policy, allow_cache_1h, allowed_service_tiers)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                     $17, $18, $18, $19, $19, $20)
+                     $17, $18, $18, $19, $19, $20, $21, $22)
              RETURNING {COLUMNS}"
         )
     } else {
@@ -172,7 +176,8 @@ pub(super) async fn write(
                  tier = $7, max_budget = $8, soft_budget = $9, budget_duration = $10,
                  budget_reset_at = $11, tpm_limit = $12, rpm_limit = $13,
                  max_parallel_requests = $14, expires = $15, blocked = $16, metadata = $17,
-                 updated_by = $18, updated_at = $19, pii_policy = $20
+                 updated_by = $18, updated_at = $19, pii_policy = $20, allow_cache_1h = $21,
+                 allowed_service_tiers = $22
              WHERE token = $1
              RETURNING {COLUMNS}"
         )
@@ -198,6 +203,8 @@ pub(super) async fn write(
         .bind(caller.actor())
         .bind(now)
         .bind(&values.pii_policy)
+        .bind(values.features.allow_cache_1h)
+        .bind(&values.features.allowed_service_tiers)
         .persistent(false)
         .fetch_one(&mut **tx)
         .await

@@ -29,7 +29,8 @@ pub(super) async fn converse(
     if let Err(response) = prelude(&state, &model_id, &request).await {
         return response;
     }
-    let reply = Reply::for_request(&request);
+    let mut reply = Reply::for_request(&request);
+    state.cache(&model_id, &request, &mut reply);
     let content: Vec<Value> = reply
         .blocks()
         .into_iter()
@@ -59,7 +60,8 @@ pub(super) async fn converse_stream(
         Ok(behaviour) => behaviour,
         Err(response) => return response,
     };
-    let reply = Reply::for_request(&request);
+    let mut reply = Reply::for_request(&request);
+    state.cache(&model_id, &request, &mut reply);
     let mut events = vec![("messageStart", json!({ "role": "assistant" }))];
     for (index, block) in reply.blocks().into_iter().enumerate() {
         events.extend(block.to_stream_events(index));
@@ -173,8 +175,8 @@ impl Request {
                 format: image["format"].as_str().unwrap_or("?").to_owned(),
                 bytes: base64_size(&image["source"]["bytes"]),
             }
-        } else if block.get("cachePoint").is_some() {
-            Part::CachePoint
+        } else if let Some(point) = block.get("cachePoint") {
+            Part::CachePoint(point["ttl"].as_str().map(str::to_owned))
         } else if let Some(result) = block.get("toolResult") {
             Part::ToolResult(block_texts(&result["content"]))
         } else {
@@ -232,8 +234,9 @@ impl Reply {
             "inputTokens": self.uncached_input_tokens(),
             "outputTokens": self.output_tokens,
             "totalTokens": self.input_tokens + self.output_tokens,
-            "cacheReadInputTokens": 0,
+            "cacheReadInputTokens": self.cache_read_tokens,
             "cacheWriteInputTokens": self.cache_write_tokens,
+            "cacheDetails": self.cache_details(),
         })
     }
 }

@@ -34,7 +34,8 @@ pub(super) async fn invoke(
         Ok(behaviour) => behaviour,
         Err(response) => return response,
     };
-    let reply = Reply::for_request(&request);
+    let mut reply = Reply::for_request(&request);
+    state.cache(&model_id, &request, &mut reply);
     let message = reply.anthropic_message(&state.next_message_id(), &model_id);
     let latency = behaviour.latency_ms.unwrap_or(0) + 1;
     (
@@ -54,7 +55,7 @@ pub(super) async fn invoke(
             ),
             (
                 "x-amzn-bedrock-cache-read-input-token-count",
-                "0".to_owned(),
+                reply.cache_read_tokens.to_string(),
             ),
             ("x-amzn-bedrock-invocation-latency", latency.to_string()),
         ],
@@ -84,7 +85,8 @@ pub(super) async fn invoke_with_response_stream(
         Ok(behaviour) => behaviour,
         Err(response) => return response,
     };
-    let reply = Reply::for_request(&request);
+    let mut reply = Reply::for_request(&request);
+    state.cache(&model_id, &request, &mut reply);
     let mut start = reply.anthropic_message(&state.next_message_id(), &model_id);
     start["content"] = json!([]);
     start["stop_reason"] = Value::Null;
@@ -109,7 +111,7 @@ pub(super) async fn invoke_with_response_stream(
             "outputTokenCount": reply.output_tokens,
             "invocationLatency": first_byte + gaps,
             "firstByteLatency": first_byte,
-            "cacheReadInputTokenCount": 0,
+            "cacheReadInputTokenCount": reply.cache_read_tokens,
             "cacheWriteInputTokenCount": reply.cache_write_tokens,
         },
     }));
@@ -142,6 +144,9 @@ impl Request {
                     .collect()
             })
             .unwrap_or_default();
+        // Native structured output: `output_config.format` (Bedrock's name; Anthropic's older
+        // `output_format` is refused, as Bedrock refuses keys it does not know).
+        let format = body.get("output_config").and_then(|c| c.get("format"));
         let choice = &body["tool_choice"];
         let tool_choice = match choice["type"].as_str() {
             Some("any") => ToolChoice::Any,
@@ -167,6 +172,15 @@ impl Request {
             Some("Invalid API version: anthropic_version must be bedrock-2023-05-31".to_owned())
         } else if turns.is_empty() {
             Some("messages must not be empty".to_owned())
+        } else if body.get("output_format").is_some() {
+            Some(
+                "Malformed input request: #: extraneous key [output_format] is not permitted, please reformat your input and try again."
+                    .to_owned(),
+            )
+        } else if format.is_some()
+            && !format.is_some_and(|f| f["type"] == "json_schema" && f["schema"].is_object())
+        {
+            Some("output_config.format must be a json_schema with an object schema".to_owned())
         } else {
             None
         };
@@ -187,7 +201,7 @@ impl Request {
             stop_sequences: strings(&body["stop_sequences"]),
             thinking: body["thinking"]["type"] == "enabled",
             problem,
-            schema: None,
+            schema: format.map(|f| f["schema"].clone()).filter(Value::is_object),
         }
     }
 
@@ -213,8 +227,8 @@ impl Request {
                 }),
                 _ => Part::Other,
             });
-            if block.get("cache_control").is_some_and(|c| !c.is_null()) {
-                parts.push(Part::CachePoint);
+            if let Some(control) = block.get("cache_control").filter(|c| !c.is_null()) {
+                parts.push(Part::CachePoint(control["ttl"].as_str().map(str::to_owned)));
             }
         }
         parts
@@ -293,7 +307,8 @@ impl Reply {
                 "input_tokens": self.uncached_input_tokens(),
                 "output_tokens": self.output_tokens,
                 "cache_creation_input_tokens": self.cache_write_tokens,
-                "cache_read_input_tokens": 0,
+                "cache_read_input_tokens": self.cache_read_tokens,
+                "cache_creation": self.cache_creation(),
             },
         })
     }

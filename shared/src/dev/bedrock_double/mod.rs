@@ -35,6 +35,9 @@
 //! - a request whose last message carries tool results answers `Tool result: <results>`;
 //! - with tools offered (and `tool_choice` not `none`), a user message naming one or more of them
 //!   (or `tool_choice` any/tool) gets a call to each, with input `{"input": "<the user's text>"}`;
+//! - with native structured output (Converse's `outputConfig.textFormat`, InvokeModel's
+//!   `output_config.format`; InvokeModel refuses the beta's `output_format` key) and no tool
+//!   call, the answer is an instance of the schema;
 //! - a last user text with `[[say64:<base64>]]` is answered with the decoded text instead of
 //!   the echo below (text the prompt does not carry, for the answers' PII guard);
 //! - otherwise the answer is `echo: <the user's last text>`, cut at a stop sequence or at the
@@ -42,9 +45,12 @@
 //!
 //! Token counts are word counts: input is every word of the system prompt's and messages' text
 //! (an image counts 100; tool calls, tool results, reasoning and documents count nothing), output
-//! is the words of the reply. A cache point (Converse `cachePoint`, Anthropic `cache_control`)
-//! in a message makes everything before it, system included, a cache write; it is reported
-//! apart from the input tokens, as Bedrock does.
+//! is the words of the reply. The first cache point (Converse `cachePoint`, Anthropic
+//! `cache_control`) makes everything before it, system included, a cache write for its `ttl`
+//! (`5m` when none is given; any other value than `5m` and `1h` is a ValidationException),
+//! reported apart from the input tokens and split by TTL (`cacheDetails`, `cache_creation`), as
+//! Bedrock does. The double remembers what was written, per model: the same prefix sent again
+//! within its TTL is a cache read instead (and the read restarts the TTL).
 //!
 //! Failures on demand, in order of precedence:
 //! - a queue of scripted behaviours, `POST /__double/script` with a JSON list (each call takes
@@ -56,8 +62,10 @@
 //!   `[[latency:<ms>]]`, `[[break:<events>]]` (a stream that fails after that many events).
 //!
 //! `GET /__double/calls` lists what it was asked: `{"operation", "model_id", "body",
-//! "request_metadata"}` each (the metadata from Converse's body or InvokeModel's header, refused
-//! with a `ValidationException` when it breaks Bedrock's rules), the
+//! "request_metadata", "service_tier"}` each (the metadata from Converse's body or InvokeModel's
+//! header, refused with a `ValidationException` when it breaks Bedrock's rules; the tier from
+//! Converse's `serviceTier` or InvokeModel's `X-Amzn-Bedrock-Service-Tier`, refused unless it is
+//! one of Bedrock's), the
 //! operation being `converse`, `converse-stream`, `invoke`, `invoke-with-response-stream` or
 //! `count-tokens` (whose `invokeModel` body is also given decoded, as `invoke_body`).
 //!
@@ -92,6 +100,7 @@ use converse::{converse, converse_stream};
 use count_tokens::count_tokens;
 pub use embeddings::embedding_vector;
 use invoke::{invoke, invoke_with_response_stream};
+use reply::Reply;
 use request::Request;
 
 /// One scripted behaviour.
@@ -123,6 +132,8 @@ struct DoubleState {
     deltas_sent: AtomicU64,
     /// Anthropic messages answered so far: their IDs.
     messages: AtomicU64,
+    /// The prompt cache: (model ID, digest of the prefix) to when the entry expires.
+    cache: Mutex<std::collections::HashMap<(String, u64), tokio::time::Instant>>,
 }
 
 /// A running double.
@@ -304,10 +315,22 @@ fn read_body(
     if let Some(metadata) = &metadata {
         check_metadata(metadata).map_err(|why| Box::new(validation_error(&why)))?;
     }
+    // The service tier: Converse's `serviceTier.type`, InvokeModel's header.
+    let tier = match headers.get("x-amzn-bedrock-service-tier") {
+        Some(header) => Some(header.to_str().unwrap_or_default().to_owned()),
+        None => body["serviceTier"]["type"].as_str().map(str::to_owned),
+    };
+    if let Some(tier) = &tier
+        && !["default", "flex", "priority", "reserved"].contains(&tier.as_str())
+    {
+        return Err(Box::new(validation_error(&format!(
+            "The service tier `{tier}` is not valid."
+        ))));
+    }
     record(
         state,
         json!({ "operation": operation, "model_id": model_id, "body": body,
-                "request_metadata": metadata }),
+                "request_metadata": metadata, "service_tier": tier }),
     );
     Ok(body)
 }
@@ -348,8 +371,8 @@ async fn prelude(
 ) -> Result<Behaviour, Response> {
     let behaviour = behaviour_for(state, model_id, &request.last_user_text());
     failures(&behaviour).await?;
-    if let Some(problem) = &request.problem {
-        return Err(validation_error(problem));
+    if let Some(problem) = request.problem.clone().or_else(|| request.bad_cache_ttl()) {
+        return Err(validation_error(&problem));
     }
     Ok(behaviour)
 }
@@ -377,6 +400,28 @@ async fn failures(behaviour: &Behaviour) -> Result<(), Response> {
 }
 
 impl DoubleState {
+    /// Bedrock's prompt cache, per model: the prefix before a request's first cache point is
+    /// read from the cache when an earlier request wrote it and it has not expired (the read
+    /// restarts its life), and written, for the cache point's TTL, when not.
+    fn cache(&self, model_id: &str, request: &Request, reply: &mut Reply) {
+        let Some((ttl, prefix)) = request.input_tokens().cache_point else {
+            return;
+        };
+        let life = Duration::from_secs(if ttl == "1h" { 3600 } else { 300 });
+        let now = tokio::time::Instant::now();
+        let Ok(mut cache) = self.cache.lock() else {
+            return;
+        };
+        let entry = cache.entry((model_id.to_owned(), prefix)).or_insert(now);
+        if *entry > now {
+            reply.cache_read_tokens = reply.cache_write_tokens;
+            reply.cache_write_tokens = 0;
+        } else {
+            reply.cache_write_1h = ttl == "1h";
+        }
+        *entry = (*entry).max(now + life);
+    }
+
     fn next_message_id(&self) -> String {
         let n = self.messages.fetch_add(1, Ordering::SeqCst) + 1;
         format!("msg_bdrk_{n:024x}")

@@ -36,11 +36,16 @@ pub(super) struct Reply {
     pub(super) input_tokens: usize,
     pub(super) output_tokens: usize,
     pub(super) cache_write_tokens: usize,
+    /// Whether the cache write lives an hour (else five minutes).
+    pub(super) cache_write_1h: bool,
+    pub(super) cache_read_tokens: usize,
 }
 
 impl Reply {
     pub(super) fn for_request(request: &Request) -> Reply {
-        let InputTokens { total, cache_write } = request.input_tokens();
+        let InputTokens {
+            total, cache_write, ..
+        } = request.input_tokens();
         let tool_results = request.tool_results();
         let user_text = request.last_user_text();
         let tools: &[String] = match request.tool_choice {
@@ -60,6 +65,8 @@ impl Reply {
             input_tokens: total,
             output_tokens: 0,
             cache_write_tokens: cache_write,
+            cache_write_1h: false,
+            cache_read_tokens: 0,
         };
         if !tool_results.is_empty() {
             reply.text = Some(format!("Tool result: {}", tool_results.join("; ")));
@@ -147,7 +154,33 @@ impl Reply {
 
     /// The input tokens that were neither written to nor read from the cache.
     pub(super) fn uncached_input_tokens(&self) -> usize {
-        self.input_tokens - self.cache_write_tokens
+        self.input_tokens - self.cache_write_tokens - self.cache_read_tokens
+    }
+
+    /// The cache writes by TTL: (five minutes, one hour).
+    pub(super) fn cache_writes(&self) -> (usize, usize) {
+        if self.cache_write_1h {
+            (0, self.cache_write_tokens)
+        } else {
+            (self.cache_write_tokens, 0)
+        }
+    }
+
+    /// Converse's `cacheDetails`: the writes by TTL.
+    pub(super) fn cache_details(&self) -> Value {
+        let (five, hour) = self.cache_writes();
+        let details: Vec<Value> = [("5m", five), ("1h", hour)]
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(ttl, n)| json!({ "ttl": ttl, "inputTokens": n }))
+            .collect();
+        Value::Array(details)
+    }
+
+    /// Anthropic's `cache_creation`: the writes by TTL.
+    pub(super) fn cache_creation(&self) -> Value {
+        let (five, hour) = self.cache_writes();
+        json!({ "ephemeral_5m_input_tokens": five, "ephemeral_1h_input_tokens": hour })
     }
 }
 

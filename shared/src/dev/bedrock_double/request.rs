@@ -10,8 +10,9 @@ pub(super) enum Part {
         format: String,
         bytes: usize,
     },
-    /// Everything before it (in a message) is written to the cache.
-    CachePoint,
+    /// Everything before it (system and messages) is written to the cache, for its `ttl` as
+    /// sent (`None`: Bedrock's default, five minutes).
+    CachePoint(Option<String>),
     /// The texts of one tool result.
     ToolResult(Vec<String>),
     /// Tool calls, reasoning, documents and the rest: no words counted, no effect on the reply.
@@ -50,6 +51,9 @@ pub(super) struct Request {
 pub(super) struct InputTokens {
     pub(super) total: usize,
     pub(super) cache_write: usize,
+    /// The first cache point: its TTL (`"5m"` or `"1h"`) and a digest of everything before it,
+    /// which is what the cache is keyed by.
+    pub(super) cache_point: Option<(String, u64)>,
 }
 
 pub(super) fn strings(value: &Value) -> Vec<String> {
@@ -108,24 +112,51 @@ impl Request {
     }
 
     pub(super) fn input_tokens(&self) -> InputTokens {
-        let mut total = self
+        use std::hash::{Hash, Hasher};
+        let mut total = 0;
+        let mut cache_write = 0;
+        let mut cache_point = None;
+        let mut prefix = std::collections::hash_map::DefaultHasher::new();
+        let parts = self
             .system
             .iter()
-            .map(|p| match p {
-                Part::Text(text) => words(text),
-                _ => 0,
-            })
-            .sum::<usize>();
-        let mut cache_write = 0;
-        for part in self.turns.iter().flat_map(|t| &t.parts) {
+            .chain(self.turns.iter().flat_map(|t| &t.parts));
+        for part in parts {
             match part {
-                Part::Text(text) => total += words(text),
-                Part::Image { .. } => total += 100,
-                Part::CachePoint if cache_write == 0 => cache_write = total,
+                Part::Text(text) => {
+                    total += words(text);
+                    text.hash(&mut prefix);
+                }
+                Part::Image { format, bytes } => {
+                    total += 100;
+                    (format, bytes).hash(&mut prefix);
+                }
+                Part::CachePoint(ttl) if cache_point.is_none() && total > 0 => {
+                    cache_write = total;
+                    let ttl = ttl.clone().unwrap_or_else(|| "5m".to_owned());
+                    cache_point = Some((ttl, prefix.finish()));
+                }
                 _ => {}
             }
         }
-        InputTokens { total, cache_write }
+        InputTokens {
+            total,
+            cache_write,
+            cache_point,
+        }
+    }
+
+    /// A cache point's `ttl` Bedrock refuses: anything but `"5m"` and `"1h"`.
+    pub(super) fn bad_cache_ttl(&self) -> Option<String> {
+        self.system
+            .iter()
+            .chain(self.turns.iter().flat_map(|t| &t.parts))
+            .find_map(|part| match part {
+                Part::CachePoint(Some(ttl)) if ttl != "5m" && ttl != "1h" => Some(format!(
+                    "The provided cache TTL `{ttl}` is not valid: use 5m or 1h."
+                )),
+                _ => None,
+            })
     }
 
     /// A note of the last image in the conversation, for the echo.

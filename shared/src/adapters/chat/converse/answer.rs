@@ -20,14 +20,25 @@ pub fn finish_reason(reason: &StopReason) -> &'static str {
     }
 }
 
-/// Bedrock's token counts.
+/// Bedrock's token counts; the 1-hour cache writes from `cacheDetails` (the writes it does not
+/// list by TTL were written for five minutes).
 pub fn token_usage(usage: Option<&aws_sdk_bedrockruntime::types::TokenUsage>) -> TokenUsage {
     let count = |n: i32| u64::try_from(n).unwrap_or(0);
-    usage.map_or_else(TokenUsage::default, |u| TokenUsage {
-        input: count(u.input_tokens()),
-        output: count(u.output_tokens()),
-        cache_read: count(u.cache_read_input_tokens().unwrap_or(0)),
-        cache_write: count(u.cache_write_input_tokens().unwrap_or(0)),
+    usage.map_or_else(TokenUsage::default, |u| {
+        let cache_write = count(u.cache_write_input_tokens().unwrap_or(0));
+        let cache_write_1h = u
+            .cache_details()
+            .iter()
+            .filter(|d| *d.ttl() == aws_sdk_bedrockruntime::types::CacheTtl::OneHour)
+            .map(|d| count(d.input_tokens()))
+            .sum::<u64>();
+        TokenUsage {
+            input: count(u.input_tokens()),
+            output: count(u.output_tokens()),
+            cache_read: count(u.cache_read_input_tokens().unwrap_or(0)),
+            cache_write,
+            cache_write_1h: cache_write_1h.min(cache_write),
+        }
     })
 }
 
@@ -40,6 +51,8 @@ pub fn openai_usage(usage: &TokenUsage) -> Usage {
         total_tokens: prompt + usage.output,
         prompt_tokens_details: crate::openai::PromptTokensDetails {
             cached_tokens: usage.cache_read,
+            cache_creation_tokens: usage.cache_write,
+            cache_creation_token_details: crate::openai::CacheCreation::of(usage),
         },
         cache_read_input_tokens: usage.cache_read,
         cache_creation_input_tokens: usage.cache_write,
@@ -114,10 +127,19 @@ mod tests {
             output: 5,
             cache_read: 100,
             cache_write: 20,
+            cache_write_1h: 15,
         });
         assert_eq!(usage.prompt_tokens, 130);
         assert_eq!(usage.total_tokens, 135);
         assert_eq!(usage.prompt_tokens_details.cached_tokens, 100);
+        let written = usage.prompt_tokens_details.cache_creation_token_details;
+        assert_eq!(
+            (
+                written.ephemeral_5m_input_tokens,
+                written.ephemeral_1h_input_tokens
+            ),
+            (5, 15)
+        );
     }
 
     #[test]

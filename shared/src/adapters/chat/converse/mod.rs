@@ -26,7 +26,7 @@ mod options;
 #[cfg(test)]
 mod properties;
 mod tools;
-use crate::catalog::{ModelEntry, TokenUsage};
+use crate::catalog::{CacheTtl, ModelEntry, ServiceTier, TokenUsage};
 use crate::error::ApiError;
 use crate::openai::{
     ChatCompletionRequest, ChatMessage, Content, ContentPart, ReasoningEffort, ResponseFormat,
@@ -67,6 +67,25 @@ pub struct ConverseRequest {
     /// catalog flags for it.
     pub output_config: Option<OutputConfig>,
     pub max_tokens: u32,
+    /// A cache point asks for a 1-hour write.
+    pub cache_1h: bool,
+    /// The service tier the request names (the model offers it).
+    pub service_tier: Option<ServiceTier>,
+}
+
+/// The service tier an OpenAI `service_tier` names: `auto` (or none) is Bedrock's default,
+/// unnamed; `default`, `flex` and `priority` are Bedrock's tiers of those names.
+pub fn service_tier(value: Option<&str>) -> Result<Option<ServiceTier>, ApiError> {
+    match value {
+        None | Some("auto") => Ok(None),
+        Some("default") => Ok(Some(ServiceTier::Default)),
+        Some("flex") => Ok(Some(ServiceTier::Flex)),
+        Some("priority") => Ok(Some(ServiceTier::Priority)),
+        Some(_) => Err(ApiError::invalid_param(
+            "service_tier",
+            "`service_tier` must be `auto`, `default`, `flex` or `priority`",
+        )),
+    }
 }
 
 fn build_error(e: impl std::fmt::Display) -> ApiError {
@@ -125,6 +144,12 @@ pub fn translate(
     default_max_tokens: u32,
 ) -> Result<ConverseRequest, ApiError> {
     validate(request)?;
+    let tier = service_tier(request.service_tier.as_deref())?;
+    if let Some(tier) = tier
+        && model.prices_at(Some(tier)).is_none()
+    {
+        return Err(crate::catalog::no_tier(model, tier, "service_tier"));
+    }
     let max_tokens = max_tokens(request, model, default_max_tokens)?;
     let thinking_budget = thinking_budget(request, model, max_tokens)?;
 
@@ -133,6 +158,7 @@ pub fn translate(
     let mut turns: Vec<(ConversationRole, Vec<ContentBlock>)> = Vec::new();
     let mut images = 0usize;
     let caching = model.flags.prompt_caching;
+    let mut cache_1h = false;
 
     for (index, message) in request.messages.iter().enumerate() {
         match message {
@@ -141,13 +167,17 @@ pub fn translate(
                     if !text.trim().is_empty() {
                         system.push(SystemContentBlock::Text(text));
                     }
-                    if cache && caching {
-                        system.push(SystemContentBlock::CachePoint(cache_point()?));
+                    if let Some(ttl) = cache.filter(|_| caching) {
+                        system.push(SystemContentBlock::CachePoint(cache_point(
+                            model,
+                            ttl,
+                            &mut cache_1h,
+                        )?));
                     }
                 }
             }
             ChatMessage::User { content } => {
-                let blocks = user_blocks(content, index, model, &mut images)?;
+                let blocks = user_blocks(content, index, model, &mut images, &mut cache_1h)?;
                 push_turn(&mut turns, ConversationRole::User, blocks);
             }
             ChatMessage::Assistant {
@@ -160,8 +190,12 @@ pub fn translate(
                         if !text.trim().is_empty() {
                             blocks.push(ContentBlock::Text(text));
                         }
-                        if cache && caching {
-                            blocks.push(ContentBlock::CachePoint(cache_point()?));
+                        if let Some(ttl) = cache.filter(|_| caching) {
+                            blocks.push(ContentBlock::CachePoint(cache_point(
+                                model,
+                                ttl,
+                                &mut cache_1h,
+                            )?));
                         }
                     }
                 }
@@ -354,6 +388,8 @@ pub fn translate(
         json_tool,
         output_config,
         max_tokens,
+        cache_1h,
+        service_tier: tier,
     })
 }
 
@@ -401,21 +437,37 @@ fn push_turn(
     }
 }
 
-fn cache_point() -> Result<CachePointBlock, ApiError> {
-    CachePointBlock::builder()
-        .r#type(CachePointType::Default)
-        .build()
-        .map_err(build_error)
+/// A cache point written for `ttl`: an hour only on a model the catalog prices 1-hour writes
+/// for (elsewhere the request does not fit the model), five minutes (Bedrock's default, so no
+/// `ttl` is sent) otherwise. Notes a 1-hour write in `cache_1h`.
+fn cache_point(
+    model: &ModelEntry,
+    ttl: CacheTtl,
+    cache_1h: &mut bool,
+) -> Result<CachePointBlock, ApiError> {
+    let block = CachePointBlock::builder().r#type(CachePointType::Default);
+    let block = match ttl {
+        CacheTtl::FiveMinutes => block,
+        CacheTtl::OneHour if model.prices.offers_cache_1h() => {
+            *cache_1h = true;
+            block.ttl(aws_sdk_bedrockruntime::types::CacheTtl::OneHour)
+        }
+        CacheTtl::OneHour => return Err(crate::catalog::no_cache_1h(model, "messages")),
+    };
+    block.build().map_err(build_error)
 }
 
-/// The text of a message that may only hold text, with each part's cache flag.
-fn text_parts(content: &Content, index: usize) -> Result<Vec<(String, bool)>, ApiError> {
+/// The text of a message that may only hold text, with each part's cache point.
+fn text_parts(
+    content: &Content,
+    index: usize,
+) -> Result<Vec<(String, Option<CacheTtl>)>, ApiError> {
     match content {
-        Content::Text(text) => Ok(vec![(text.clone(), false)]),
+        Content::Text(text) => Ok(vec![(text.clone(), None)]),
         Content::Parts(parts) => parts
             .iter()
             .map(|part| match part {
-                ContentPart::Text { text, .. } => Ok((text.clone(), part.cache_control())),
+                ContentPart::Text { text, .. } => Ok((text.clone(), part.cache_point())),
                 ContentPart::ImageUrl { .. } => Err(ApiError::invalid_param(
                     "messages",
                     format!("messages[{index}]: images are only accepted in user messages"),
@@ -430,6 +482,7 @@ fn user_blocks(
     index: usize,
     model: &ModelEntry,
     images: &mut usize,
+    cache_1h: &mut bool,
 ) -> Result<Vec<ContentBlock>, ApiError> {
     let parts = match content {
         Content::Text(text) if text.trim().is_empty() => return Ok(Vec::new()),
@@ -461,8 +514,8 @@ fn user_blocks(
                 blocks.push(ContentBlock::Image(image_block(&image_url.url, index)?));
             }
         }
-        if part.cache_control() && model.flags.prompt_caching {
-            blocks.push(ContentBlock::CachePoint(cache_point()?));
+        if let Some(ttl) = part.cache_point().filter(|_| model.flags.prompt_caching) {
+            blocks.push(ContentBlock::CachePoint(cache_point(model, ttl, cache_1h)?));
         }
     }
     Ok(blocks)
@@ -526,6 +579,19 @@ impl Candidate for Planned {
     fn max_tokens(&self) -> u32 {
         self.converse.max_tokens
     }
+
+    fn cache_1h(&self) -> bool {
+        self.converse.cache_1h
+    }
+
+    fn service_tier(&self) -> Option<ServiceTier> {
+        self.converse.service_tier
+    }
+}
+
+/// Bedrock's `serviceTier` for a tier.
+pub fn bedrock_tier(tier: ServiceTier) -> aws_sdk_bedrockruntime::types::ServiceTierType {
+    aws_sdk_bedrockruntime::types::ServiceTierType::from(tier.as_str())
 }
 
 /// Translates `request` once for each model of `chain`. The first model is the one the client
@@ -563,6 +629,12 @@ macro_rules! with_request {
             .set_tool_config(c.tool_config)
             .set_additional_model_request_fields(c.additional_fields)
             .set_output_config(c.output_config)
+            .set_service_tier(c.service_tier.and_then(|tier| {
+                aws_sdk_bedrockruntime::types::ServiceTier::builder()
+                    .r#type($crate::adapters::chat::converse::bedrock_tier(tier))
+                    .build()
+                    .ok()
+            }))
     }};
 }
 

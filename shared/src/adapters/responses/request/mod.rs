@@ -182,6 +182,11 @@ pub fn parse(body: &Value) -> Result<Parsed, ApiError> {
         Some(Value::Object(m)) => Some(m.clone()),
         Some(_) => return Err(invalid("metadata", "`metadata` must be an object")),
     };
+    let service_tier = match optional(body, "service_tier") {
+        None => None,
+        Some(Value::String(tier)) => Some(tier.clone()),
+        Some(_) => return Err(invalid("service_tier", "`service_tier` must be a string")),
+    };
     if let Some(n) = optional(body, "top_logprobs")
         && n.as_u64() != Some(0)
     {
@@ -234,6 +239,7 @@ pub fn parse(body: &Value) -> Result<Parsed, ApiError> {
             user,
             metadata,
             n: None,
+            service_tier,
             other: Map::new(),
         },
         echo,
