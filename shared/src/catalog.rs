@@ -142,9 +142,14 @@ pub struct TokenUsage {
 }
 
 impl TokenUsage {
+    /// The cache writes that live an hour (never more than every write).
+    pub fn written_1h(&self) -> u64 {
+        self.cache_write_1h.min(self.cache_write)
+    }
+
     /// The cache writes that live five minutes.
     pub fn cache_write_5m(&self) -> u64 {
-        self.cache_write.saturating_sub(self.cache_write_1h)
+        self.cache_write - self.written_1h()
     }
 }
 
@@ -155,7 +160,7 @@ impl TokenPrices {
             + self.output * usage.output
             + self.cache_read * usage.cache_read
             + self.cache_write * usage.cache_write_5m()
-            + self.cache_write_1h() * usage.cache_write_1h.min(usage.cache_write)
+            + self.cache_write_1h() * usage.written_1h()
     }
 
     /// The price of a 1-hour cache write. A model the catalog gives no such price never gets a
@@ -265,6 +270,12 @@ impl ModelEntry {
             None | Some(ServiceTier::Default) => Some(&self.prices),
             Some(tier) => self.tier_prices.get(&tier),
         }
+    }
+
+    /// The prices a request at `tier` is charged: the tier's, or the default's for a tier the
+    /// model does not offer (a plan for such a tier is never made).
+    pub fn charged_at(&self, tier: Option<ServiceTier>) -> &TokenPrices {
+        self.prices_at(tier).unwrap_or(&self.prices)
     }
 
     /// Who makes the model, as `/v1/models` names it (`owned_by`).

@@ -262,7 +262,7 @@ impl CacheCreation {
     pub fn of(usage: &crate::catalog::TokenUsage) -> CacheCreation {
         CacheCreation {
             ephemeral_5m_input_tokens: usage.cache_write_5m(),
-            ephemeral_1h_input_tokens: usage.cache_write_1h.min(usage.cache_write),
+            ephemeral_1h_input_tokens: usage.written_1h(),
         }
     }
 }

@@ -233,15 +233,14 @@ impl RequestRecord {
     pub fn charge(&mut self, model: &ModelEntry, usage: TokenUsage) {
         self.model_id = Some(model.bedrock_model_id.clone());
         self.tokens = usage.into();
-        let prices = model.prices_at(self.service_tier).unwrap_or(&model.prices);
-        self.cost = prices.cost(&usage);
+        self.cost = model.charged_at(self.service_tier).cost(&usage);
     }
 
     /// What the spend row keeps beyond its columns of old (`llmlite_settle_recorded`'s
     /// `p_detail`): the 1-hour cache writes and the service tier.
     pub fn detail(&self) -> serde_json::Value {
         serde_json::json!({
-            "cache_write_1h": self.tokens.cache_write_1h,
+            "cache_write_1h": TokenUsage::from(self.tokens).written_1h(),
             "service_tier": self.service_tier.map(ServiceTier::as_str),
         })
     }

@@ -164,10 +164,7 @@ pub trait Candidate {
     }
     /// The prices the request pays on this model: its tier's.
     fn prices(&self) -> &crate::catalog::TokenPrices {
-        let model = self.model();
-        model
-            .prices_at(self.service_tier())
-            .unwrap_or(&model.prices)
+        self.model().charged_at(self.service_tier())
     }
 }
 

@@ -603,13 +603,12 @@ fn usage_of(usage: Option<&Value>) -> TokenUsage {
             .and_then(Value::as_u64)
             .unwrap_or(0)
     };
-    let cache_write = count(&["cache_creation_input_tokens"]);
     TokenUsage {
         input: count(&["input_tokens"]),
         output: count(&["output_tokens"]),
         cache_read: count(&["cache_read_input_tokens"]),
-        cache_write,
-        cache_write_1h: count(&["cache_creation", "ephemeral_1h_input_tokens"]).min(cache_write),
+        cache_write: count(&["cache_creation_input_tokens"]),
+        cache_write_1h: count(&["cache_creation", "ephemeral_1h_input_tokens"]),
     }
 }
 

@@ -177,9 +177,7 @@ impl Request {
                 "Malformed input request: #: extraneous key [output_format] is not permitted, please reformat your input and try again."
                     .to_owned(),
             )
-        } else if format.is_some()
-            && !format.is_some_and(|f| f["type"] == "json_schema" && f["schema"].is_object())
-        {
+        } else if format.is_some_and(|f| f["type"] != "json_schema" || !f["schema"].is_object()) {
             Some("output_config.format must be a json_schema with an object schema".to_owned())
         } else {
             None

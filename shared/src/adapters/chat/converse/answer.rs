@@ -25,7 +25,6 @@ pub fn finish_reason(reason: &StopReason) -> &'static str {
 pub fn token_usage(usage: Option<&aws_sdk_bedrockruntime::types::TokenUsage>) -> TokenUsage {
     let count = |n: i32| u64::try_from(n).unwrap_or(0);
     usage.map_or_else(TokenUsage::default, |u| {
-        let cache_write = count(u.cache_write_input_tokens().unwrap_or(0));
         let cache_write_1h = u
             .cache_details()
             .iter()
@@ -36,8 +35,8 @@ pub fn token_usage(usage: Option<&aws_sdk_bedrockruntime::types::TokenUsage>) ->
             input: count(u.input_tokens()),
             output: count(u.output_tokens()),
             cache_read: count(u.cache_read_input_tokens().unwrap_or(0)),
-            cache_write,
-            cache_write_1h: cache_write_1h.min(cache_write),
+            cache_write: count(u.cache_write_input_tokens().unwrap_or(0)),
+            cache_write_1h,
         }
     })
 }
