@@ -431,3 +431,57 @@ async fn the_budget_holds_with_hour_writes_and_priority_requests_in_the_mix() {
     assert_eq!((key_spend, team_spend), (total, total));
     assert!(key_spend <= budget, "{key_spend}");
 }
+
+/// A client that hangs up in the middle of a priority stream that wrote the cache for an hour:
+/// the request is settled once, at the priority tier's prices, and its lease is released.
+#[tokio::test]
+async fn a_hang_up_mid_stream_pays_once_at_its_tier() {
+    let path = models_file(CATALOG);
+    let gw = TestGateway::start_with(&[("LLMLITE_MODELS", path.to_str().unwrap())]).await;
+    let key = gw
+        .mint_raw_key(json!({"key_alias": "leaver",
+                             "allowed_service_tiers": ["default", "priority"]}))
+        .await;
+    gw.script(json!([{"event_gap_ms": 200}])).await;
+    let words = (0..40)
+        .map(|n| format!("w{n}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut response = gw
+        .client
+        .post(format!("http://{}/v1/messages", gw.addr))
+        .header("x-api-key", &key)
+        .header("anthropic-version", "2023-06-01")
+        .json(
+            &json!({"model": "sonnet", "max_tokens": 256, "stream": true,
+                      "service_tier": "priority",
+                      "system": [{"type": "text", "text": "a long preamble ".repeat(50),
+                                  "cache_control": {"type": "ephemeral", "ttl": "1h"}}],
+                      "messages": [{"role": "user", "content": words}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let first = response.chunk().await.unwrap().unwrap();
+    assert!(!first.is_empty());
+    drop(response);
+
+    let settled = row(&gw, &request_id).await;
+    assert_eq!(settled.service_tier.as_deref(), Some("priority"));
+    assert_eq!(settled.spend, cost(&settled, SONNET_PRIORITY));
+    assert_eq!(settled.cache_creation_1h_input_tokens, 150);
+    let (rows, leases): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM litellm_spend WHERE request_id = $1),
+                (SELECT count(*) FROM llmlite_inflight)",
+    )
+    .bind(&request_id)
+    .fetch_one(&gw.db.pool)
+    .await
+    .unwrap();
+    assert_eq!((rows, leases), (1, 0));
+}

@@ -227,16 +227,13 @@ impl Features {
         }
         if let Some(v) = &patch.allowed_service_tiers {
             let mut tiers = v.clone();
-            if let Some(Some(bad)) = v
-                .as_ref()
-                .map(|tiers| tiers.iter().find(|t| !SERVICE_TIERS.contains(&t.as_str())))
+            if v.iter()
+                .flatten()
+                .any(|t| !SERVICE_TIERS.contains(&t.as_str()))
             {
                 return Err(ApiError::invalid_param(
                     "allowed_service_tiers",
-                    format!(
-                        "`{}` is not a service tier: list any of `default`, `flex`, `priority`",
-                        bad.chars().take(32).collect::<String>()
-                    ),
+                    "`allowed_service_tiers` lists only `default`, `flex` and `priority`",
                 ));
             }
             if let Some(tiers) = &mut tiers {
