@@ -14,7 +14,7 @@ use std::sync::Arc;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::money::{Money, PerMillionTokens};
+use crate::money::{Money, PerMillionTokens, PerThousandUnits};
 
 /// The catalog compiled into every binary.
 pub const BUILTIN_CATALOG: &str = include_str!("../models.toml");
@@ -199,6 +199,77 @@ impl TokenPrices {
     }
 }
 
+/// What Bedrock Guardrails charges (`ApplyGuardrail`), in dollars per 1,000 text units by
+/// policy; a text unit is up to 1,000 characters of one text. The catalog's `[guardrails]`
+/// table; the defaults are Bedrock's list prices (see `shared/models.toml`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardrailPrices {
+    /// Content filters (text).
+    pub content: PerThousandUnits,
+    /// Denied topics.
+    pub topic: PerThousandUnits,
+    /// Sensitive information filters: the managed PII entities.
+    pub sensitive_information: PerThousandUnits,
+    /// Sensitive information filters: custom regular expressions (free on Bedrock).
+    #[serde(default)]
+    pub sensitive_information_regex: PerThousandUnits,
+    /// Word filters (free on Bedrock).
+    #[serde(default)]
+    pub word: PerThousandUnits,
+    /// Contextual grounding checks.
+    pub contextual_grounding: PerThousandUnits,
+}
+
+impl Default for GuardrailPrices {
+    fn default() -> Self {
+        let at = |cents: i64| PerThousandUnits(Money::new(Decimal::new(cents, 2)));
+        GuardrailPrices {
+            content: at(15),
+            topic: at(15),
+            sensitive_information: at(10),
+            sensitive_information_regex: at(0),
+            word: at(0),
+            contextual_grounding: at(10),
+        }
+    }
+}
+
+/// The text units one or more `ApplyGuardrail` calls used, by policy, as Bedrock reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuardrailUnits {
+    pub content: u64,
+    pub topic: u64,
+    pub sensitive_information: u64,
+    pub sensitive_information_regex: u64,
+    pub word: u64,
+    pub contextual_grounding: u64,
+}
+
+impl GuardrailUnits {
+    /// Both counts together.
+    pub fn add(&mut self, other: &GuardrailUnits) {
+        self.content += other.content;
+        self.topic += other.topic;
+        self.sensitive_information += other.sensitive_information;
+        self.sensitive_information_regex += other.sensitive_information_regex;
+        self.word += other.word;
+        self.contextual_grounding += other.contextual_grounding;
+    }
+}
+
+impl GuardrailPrices {
+    /// The exact cost of `units`.
+    pub fn cost(&self, units: &GuardrailUnits) -> Money {
+        self.content * units.content
+            + self.topic * units.topic
+            + self.sensitive_information * units.sensitive_information
+            + self.sensitive_information_regex * units.sensitive_information_regex
+            + self.word * units.word
+            + self.contextual_grounding * units.contextual_grounding
+    }
+}
+
 /// What a model accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ModelFlags {
@@ -293,6 +364,8 @@ impl ModelEntry {
 pub struct ModelCatalog {
     models: Vec<Arc<ModelEntry>>,
     by_alias: HashMap<String, Arc<ModelEntry>>,
+    /// What a guardrail's text units cost.
+    pub guardrails: GuardrailPrices,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -322,6 +395,8 @@ impl CatalogError {
 #[serde(deny_unknown_fields)]
 struct CatalogFile {
     model: Vec<RawModel>,
+    #[serde(default)]
+    guardrails: GuardrailPrices,
 }
 
 fn yes() -> bool {
@@ -527,7 +602,11 @@ impl ModelCatalog {
                 }
             }
         }
-        Ok(ModelCatalog { models, by_alias })
+        Ok(ModelCatalog {
+            models,
+            by_alias,
+            guardrails: file.guardrails,
+        })
     }
 
     /// The model a client's `model` field names, by any of its aliases.

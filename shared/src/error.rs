@@ -91,6 +91,10 @@ pub enum ApiError {
     /// types and counts are named. The request is charged; the tokens were produced.
     #[error("answer withheld by the PII policy: it contains {}; the request is charged, as the model produced it", .entities.join(", "))]
     PiiBlockedOutput { entities: Vec<String> },
+    /// The key's or team's Bedrock guardrail blocked the prompt or withheld the answer; its
+    /// message is the guardrail's own (the security team's words). A withheld answer is charged.
+    #[error("{}: {message}", if *.output { "answer withheld by the guardrail (the request is charged, as the model produced it)" } else { "request blocked by the guardrail" })]
+    GuardrailBlocked { message: String, output: bool },
 
     #[error("no API key: send `Authorization: Bearer sk-...` or `x-api-key`")]
     MissingApiKey,
@@ -215,7 +219,8 @@ impl ApiError {
             | ApiError::InvalidJson(_)
             | ApiError::UnsupportedContentType { .. }
             | ApiError::PiiBlocked { .. }
-            | ApiError::PiiBlockedOutput { .. } => StatusCode::BAD_REQUEST,
+            | ApiError::PiiBlockedOutput { .. }
+            | ApiError::GuardrailBlocked { .. } => StatusCode::BAD_REQUEST,
             ApiError::MissingApiKey
             | ApiError::InvalidApiKey
             | ApiError::ExpiredKey
@@ -249,6 +254,7 @@ impl ApiError {
             | ApiError::UnsupportedContentType { .. } => "invalid_request_error",
             ApiError::PiiBlocked { .. } => "pii_blocked",
             ApiError::PiiBlockedOutput { .. } => "pii_blocked_output",
+            ApiError::GuardrailBlocked { .. } => "guardrail_blocked",
             ApiError::MissingApiKey => "missing_api_key",
             ApiError::InvalidApiKey => "token_not_found_in_db",
             ApiError::ExpiredKey => "expired_key",

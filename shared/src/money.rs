@@ -50,12 +50,37 @@ impl fmt::Display for Money {
 #[serde(transparent)]
 pub struct PerMillionTokens(pub Money);
 
+/// A price written as a decimal string in configuration.
+fn decimal_price<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Money, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    Decimal::from_str_exact(text.trim())
+        .map(Money)
+        .map_err(|e| serde::de::Error::custom(format!("`{text}` is not a decimal price: {e}")))
+}
+
 impl<'de> Deserialize<'de> for PerMillionTokens {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        Decimal::from_str_exact(text.trim())
-            .map(|d| PerMillionTokens(Money(d)))
-            .map_err(|e| serde::de::Error::custom(format!("`{text}` is not a decimal price: {e}")))
+        decimal_price(deserializer).map(PerMillionTokens)
+    }
+}
+
+/// A price in dollars per 1,000 units of one kind (Bedrock Guardrails' text units), written as
+/// a string in configuration, as [`PerMillionTokens`] is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct PerThousandUnits(pub Money);
+
+impl<'de> Deserialize<'de> for PerThousandUnits {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        decimal_price(deserializer).map(PerThousandUnits)
+    }
+}
+
+impl Mul<u64> for PerThousandUnits {
+    type Output = Money;
+    /// The exact cost of `units` units at this price.
+    fn mul(self, units: u64) -> Money {
+        Money(self.0.0 * Decimal::from(units) / Decimal::from(1_000u32))
     }
 }
 

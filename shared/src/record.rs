@@ -6,7 +6,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{ModelAlias, ModelEntry, ServiceTier, TokenUsage};
+use crate::catalog::{GuardrailUnits, ModelAlias, ModelEntry, ServiceTier, TokenUsage};
+use crate::clients::guardrail::{Applied, Source, Verdict};
 use crate::clients::telemetry::{RequestMetrics, Stages};
 use crate::error::ApiError;
 use crate::http::RequestId;
@@ -185,6 +186,10 @@ pub struct RequestRecord {
     /// PII findings in the model's answer, when answers are scanned (counts only).
     #[serde(default = "empty_object")]
     pub pii_output: serde_json::Value,
+    /// What the key's or team's Bedrock guardrail did and cost, when one ran (records kept
+    /// before this field have none).
+    #[serde(default)]
+    pub guardrail: Option<GuardrailUse>,
     pub response_bytes: u64,
     pub latency_ms: f64,
     pub upstream_ms: f64,
@@ -193,6 +198,21 @@ pub struct RequestRecord {
     pub stages: Stages,
     /// When it ended; set when it is settled.
     pub finished: Option<DateTime<Utc>>,
+}
+
+/// What a request's guardrail did and cost.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuardrailUse {
+    /// `id:version`.
+    pub guardrail: String,
+    /// `ApplyGuardrail` calls made (one for the prompt; one per window of a streamed answer).
+    pub calls: u32,
+    /// What it did to the prompt and to the answer: `none`, `masked` or `blocked` (the most it
+    /// did to any part); `None` when that side was not judged.
+    pub input: Option<String>,
+    pub output: Option<String>,
+    pub units: GuardrailUnits,
+    pub cost: Money,
 }
 
 impl RequestRecord {
@@ -221,6 +241,7 @@ impl RequestRecord {
             error_type: None,
             pii: serde_json::json!({}),
             pii_output: serde_json::json!({}),
+            guardrail: None,
             response_bytes: 0,
             latency_ms: 0.0,
             upstream_ms: 0.0,
@@ -233,7 +254,39 @@ impl RequestRecord {
     pub fn charge(&mut self, model: &ModelEntry, usage: TokenUsage) {
         self.model_id = Some(model.bedrock_model_id.clone());
         self.tokens = usage.into();
-        self.cost = model.charged_at(self.service_tier).cost(&usage);
+        let guardrail = self.guardrail.as_ref().map_or(Money::ZERO, |g| g.cost);
+        self.cost = model.charged_at(self.service_tier).cost(&usage) + guardrail;
+    }
+
+    /// Notes one call of guardrail `name` on the prompt or the answer: its units and what they
+    /// cost are added to the request's (in the audit record, and with the spend row's metadata
+    /// as `llmlite_guardrail`).
+    pub fn note_guardrail(&mut self, name: &str, source: Source, applied: &Applied, cost: Money) {
+        let used = self.guardrail.get_or_insert_with(|| GuardrailUse {
+            guardrail: name.to_owned(),
+            ..GuardrailUse::default()
+        });
+        used.calls += 1;
+        used.units.add(&applied.units);
+        used.cost = Money::new((used.cost + cost).amount().normalize());
+        let action = match &applied.verdict {
+            Verdict::Pass => "none",
+            Verdict::Masked(_) => "masked",
+            Verdict::Blocked(_) => "blocked",
+        };
+        let slot = match source {
+            Source::Input => &mut used.input,
+            Source::Output => &mut used.output,
+        };
+        let rank = |a: &str| ["none", "masked", "blocked"].iter().position(|r| *r == a);
+        if slot.as_deref().and_then(rank) < rank(action) {
+            *slot = Some(action.to_owned());
+        }
+        let json = serde_json::to_value(&*used).unwrap_or_default();
+        self.cost = self.cost + cost;
+        if let serde_json::Value::Object(metadata) = &mut self.metadata {
+            metadata.insert("llmlite_guardrail".to_owned(), json);
+        }
     }
 
     /// What the spend row keeps beyond its columns of old (`llmlite_settle_recorded`'s
@@ -296,6 +349,7 @@ impl RequestRecord {
             "error_type": self.error_type,
             "pii": self.pii,
             "pii_output": self.pii_output,
+            "guardrail": self.guardrail,
             "client_ip": self.client.ip,
             "user_agent": self.client.user_agent,
         })

@@ -35,10 +35,16 @@ features_in = {
   "allow_cache_1h": nullable({"type": "boolean", "description": "May write the prompt cache for an hour (default true; null: the default)"}),
   "allowed_service_tiers": nullable({"type": "array", "maxItems": 3, "items": {"type": "string", "enum": ["default", "flex", "priority"]},
       "description": "The Bedrock service tiers a request may name (default [default, flex]; null: the default); of key and team the narrower wins"}),
+  "guardrail": nullable({"type": "object", "additionalProperties": False, "required": ["id", "version"],
+      "properties": {
+        "id": {"type": "string", "pattern": "^([a-z0-9]{1,64}|arn:aws(-[a-z]+)*:bedrock:[a-z0-9-]{1,20}:[0-9]{12}:guardrail/[a-z0-9]{1,64})$"},
+        "version": {"type": "string", "pattern": "^([1-9][0-9]{0,7}|DRAFT)$"}},
+      "description": "The Bedrock guardrail every request runs under (ApplyGuardrail on prompt and answer; null: none); a key's wins over its team's"}),
 }
 features_out = {
   "allow_cache_1h": {"type": "boolean"},
   "allowed_service_tiers": {"type": "array", "items": {"type": "string", "enum": ["default", "flex", "priority"]}},
+  "guardrail": nullable({"type": "object", "properties": {"id": string, "version": string}}),
 }
 key_out_props = {
   "token": {"type": "string", "pattern": "^[0-9a-f]{64}$"}, "key_name": string, "key_alias": nullable(string),

@@ -201,6 +201,38 @@ impl TestGateway {
             .to_owned()
     }
 
+    /// Runs `tests/compat/<script>` (the official OpenAI and Anthropic Python SDKs against this
+    /// gateway, `LLMLITE_BASE_URL`, with `keys` as `LLMLITE_KEYS`), which must report every
+    /// check passed; the JSON object it prints last. `None` when the SDKs are not installed
+    /// here (CI installs them).
+    pub async fn run_sdk_script(&self, script: &str, keys: &Value) -> Option<Value> {
+        if !crate::tool_installed(
+            "python3",
+            &["-c", "import openai, anthropic"],
+            "openai anthropic",
+        )
+        .await
+        {
+            return None;
+        }
+        let script = format!("{}/compat/{script}", env!("CARGO_MANIFEST_DIR"));
+        let output = tokio::process::Command::new("python3")
+            .arg(script)
+            .env("LLMLITE_BASE_URL", format!("http://{}", self.addr))
+            .env("LLMLITE_KEYS", keys.to_string())
+            .output()
+            .await
+            .expect("python3 runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && stdout.contains(" passed, 0 failed"),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let last = stdout.lines().last().unwrap_or_default();
+        Some(serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {last}")))
+    }
+
     /// `POST path` with the master key, expecting 200; the response body.
     pub async fn admin(&self, path: &str, body: Value) -> Value {
         let reply = self.post(path, MASTER_KEY, body).await;

@@ -89,6 +89,7 @@ const REQUEST_FIELDS: &[&str] = &[
     "client_ip",
     "cost",
     "error_type",
+    "guardrail",
     "key_alias",
     "key_hash",
     "latency_ms",

@@ -12,7 +12,7 @@
 
 use std::str::FromStr;
 
-use llmlite_tests::{MASTER_KEY, TestGateway, models_file, tool_installed};
+use llmlite_tests::{MASTER_KEY, TestGateway, models_file};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
@@ -115,33 +115,12 @@ async fn keys(gw: &TestGateway) -> Value {
 
 #[tokio::test]
 async fn one_hour_caching_and_tiers_are_priced_exactly_and_policed_through_both_sdks() {
-    if !tool_installed(
-        "python3",
-        &["-c", "import openai, anthropic"],
-        "openai anthropic",
-    )
-    .await
-    {
-        return;
-    }
     let path = models_file(CATALOG);
     let gw = TestGateway::start_with(&[("LLMLITE_MODELS", path.to_str().unwrap())]).await;
     let keys = keys(&gw).await;
-    let script = format!("{}/compat/bedrock_features.py", env!("CARGO_MANIFEST_DIR"));
-    let output = tokio::process::Command::new("python3")
-        .arg(script)
-        .env("LLMLITE_BASE_URL", format!("http://{}", gw.addr))
-        .env("LLMLITE_KEYS", keys.to_string())
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success() && stdout.contains(" passed, 0 failed"),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let results: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let Some(results) = gw.run_sdk_script("bedrock_features.py", &keys).await else {
+        return;
+    };
     let id = |name: &str| results[name]["id"].as_str().unwrap().to_owned();
 
     // The catalog's 1-hour write is twice the input price, a read a tenth.

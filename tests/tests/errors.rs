@@ -142,6 +142,13 @@ fn every_variant() -> Vec<(ApiError, StatusCode)> {
             },
             StatusCode::FORBIDDEN,
         ),
+        (
+            ApiError::GuardrailBlocked {
+                message: "Sorry, that topic is denied.".into(),
+                output: false,
+            },
+            StatusCode::BAD_REQUEST,
+        ),
     ]
 }
 
@@ -176,6 +183,7 @@ fn variant_number(error: &ApiError) -> usize {
         ApiError::PiiBlockedOutput { .. } => 25,
         ApiError::AtCapacity { .. } => 26,
         ApiError::FeatureNotAllowed { .. } => 27,
+        ApiError::GuardrailBlocked { .. } => 28,
     }
 }
 
@@ -186,7 +194,7 @@ async fn every_error_variant_renders_the_openai_shape_with_its_status() {
     covered.sort_unstable();
     assert_eq!(
         covered,
-        (0..=27).collect::<Vec<_>>(),
+        (0..=28).collect::<Vec<_>>(),
         "every variant exactly once"
     );
 

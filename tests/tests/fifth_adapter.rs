@@ -53,6 +53,10 @@ impl AnswerBody for EchoBody {
         output.text(&mut self.0);
     }
 
+    fn texts(&mut self) -> Vec<&mut String> {
+        vec![&mut self.0]
+    }
+
     fn into_bytes(self) -> Vec<u8> {
         json!({ "echo": self.0 }).to_string().into_bytes()
     }
@@ -112,6 +116,10 @@ impl Adapter for Echo {
         scanner.guard_texts(std::iter::once(&mut request.text), policy)
     }
 
+    fn guardrail_texts(request: &mut EchoRequest) -> Vec<&mut String> {
+        vec![&mut request.text]
+    }
+
     async fn respond(&self, call: Call<Self>) -> Result<Response, Refusal> {
         let upstream = std::time::Instant::now();
         let model = Arc::clone(&call.plan[0].model);
@@ -126,7 +134,7 @@ impl Adapter for Echo {
             body: EchoBody(call.request.text.clone()),
             headers: HeaderMap::new(),
         });
-        call::complete(call, answered, upstream)
+        call::complete(call, answered, upstream).await
     }
 }
 

@@ -523,7 +523,10 @@ fn no_iam_statement_grants_every_resource() {
 
 #[test]
 fn bedrock_may_be_invoked_only_on_the_catalogs_profiles_and_models() {
-    let bedrock = statements_for("bedrock:");
+    let bedrock: Vec<(String, Value)> = statements_for("bedrock:")
+        .into_iter()
+        .filter(|(_, s)| actions(s) != ["bedrock:ApplyGuardrail"])
+        .collect();
     assert_eq!(bedrock.len(), 1, "{bedrock:#?}");
     let (owner, grant) = &bedrock[0];
     assert_eq!(
@@ -590,6 +593,29 @@ fn bedrock_may_be_invoked_only_on_the_catalogs_profiles_and_models() {
         ));
     }
     assert_eq!(granted, expected);
+}
+
+#[test]
+fn guardrails_may_be_applied_only_as_the_parameter_lists_them() {
+    let grants: Vec<(String, Value)> = statements_for("bedrock:ApplyGuardrail");
+    assert_eq!(grants.len(), 1, "{grants:#?}");
+    let (owner, grant) = &grants[0];
+    assert_eq!(owner, "BedrockPolicy");
+    assert_eq!(actions(grant), ["bedrock:ApplyGuardrail"]);
+    // The parameter's ARNs when it lists any; else an ARN no guardrail can have.
+    assert_eq!(
+        grant["Resource"],
+        json!({"Fn::If": ["HasGuardrails", reference("GuardrailArns"), [{"Fn::Sub":
+            "arn:${AWS::Partition}:bedrock:${AWS::Region}:${AWS::AccountId}:guardrail/none-listed"}]]})
+    );
+    let parameter = parameter("GuardrailArns");
+    assert_eq!(parameter["Type"], "CommaDelimitedList");
+    assert_eq!(parameter["Default"], "");
+    // Each entry is empty or one guardrail's ARN: no wildcard can be granted.
+    assert_eq!(
+        parameter["AllowedPattern"],
+        "^$|^arn:aws[a-z-]*:bedrock:[a-z0-9-]+:[0-9]{12}:guardrail/[a-z0-9]+$"
+    );
 }
 
 #[test]

@@ -193,13 +193,17 @@ impl Limits {
 }
 
 /// The paid Bedrock features a key or a team may be refused, as a request changes them: 1-hour
-/// prompt caching and the service tiers. `null` restores the default.
+/// prompt caching and the service tiers; and the guardrail it runs under. `null` restores the
+/// default.
 #[derive(Debug, Default, Deserialize)]
 pub struct FeaturesPatch {
     #[serde(default, deserialize_with = "patch")]
     allow_cache_1h: Option<Option<bool>>,
     #[serde(default, deserialize_with = "patch")]
     allowed_service_tiers: Option<Option<Vec<String>>>,
+    /// Any JSON here: [`Features::apply`] checks it and names the field.
+    #[serde(default, deserialize_with = "patch")]
+    guardrail: Option<Option<Value>>,
 }
 
 /// The service tiers a key or team may name when it sets none.
@@ -214,10 +218,10 @@ pub const SERVICE_TIERS: [&str; 3] = ["default", "flex", "priority"];
 pub struct Features {
     pub allow_cache_1h: Option<bool>,
     pub allowed_service_tiers: Option<Vec<String>>,
+    /// The Bedrock guardrail (`{"id", "version"}`) every request runs under; a key's wins over
+    /// its team's.
+    pub guardrail: Option<Value>,
 }
-
-/// The columns of [`Features`], for SELECT lists.
-pub const FEATURE_COLUMNS: &str = "allow_cache_1h, allowed_service_tiers";
 
 impl Features {
     /// Applies what the request names, then checks it.
@@ -242,6 +246,16 @@ impl Features {
             }
             self.allowed_service_tiers = tiers;
         }
+        if let Some(v) = &patch.guardrail {
+            self.guardrail = match v {
+                None => None,
+                Some(value) => {
+                    let guardrail = crate::clients::guardrail::GuardrailRef::parse(value)
+                        .map_err(|e| ApiError::invalid_param("guardrail", e))?;
+                    Some(json!({"id": guardrail.id, "version": guardrail.version}))
+                }
+            };
+        }
         Ok(())
     }
 
@@ -252,6 +266,7 @@ impl Features {
             Some(tiers) => json!(tiers),
             None => json!(DEFAULT_SERVICE_TIERS),
         };
+        out["guardrail"] = self.guardrail.clone().unwrap_or(Value::Null);
     }
 }
 

@@ -2,6 +2,7 @@
 //!
 //! - [`bedrock`]: Bedrock's failures classified, bounded jittered retries and the walk down a
 //!   model chain (every adapter's calls go through it);
+//! - [`guardrail`]: Bedrock Guardrails (`ApplyGuardrail`), called and read;
 //! - [`attribution`]: the request's tags on every Bedrock call, for Bedrock's invocation logs;
 //! - [`store`]: PostgreSQL, through RDS Proxy without pinning: the pool, IAM tokens, migrations;
 //! - [`audit`]: the audit sink (S3 or a directory) and its outbox;
@@ -12,5 +13,6 @@ pub mod attribution;
 pub mod audit;
 pub mod bedrock;
 pub mod db_roles;
+pub mod guardrail;
 pub mod store;
 pub mod telemetry;

@@ -79,6 +79,10 @@ pub struct Stages {
     pub admit_ms: f64,
     /// The PII guard on the prompt (and the plan made again when it masked).
     pub pii_ms: f64,
+    /// The guardrail on the prompt, when the key or team names one (records kept before this
+    /// field have none).
+    #[serde(default)]
+    pub guardrail_ms: f64,
 }
 
 /// What one chat request reports as metrics.

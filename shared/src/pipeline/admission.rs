@@ -17,6 +17,7 @@ use sqlx::postgres::types::PgInterval;
 
 use crate::catalog::{ServiceTier, TokenPrices};
 use crate::clients::bedrock::Candidate;
+use crate::clients::guardrail::GuardrailRef;
 use crate::error::{ApiError, BudgetScope, Refusal, WorstCase};
 use crate::http::RequestId;
 use crate::keys::KeyHash;
@@ -68,6 +69,8 @@ struct Decision {
     key_pii_policy: Option<serde_json::Value>,
     team_pii_policy: Option<serde_json::Value>,
     allowed: Option<Vec<String>>,
+    key_guardrail: Option<serde_json::Value>,
+    team_guardrail: Option<serde_json::Value>,
 }
 
 /// OpenAI's rate-limit headers, for one kind of limit.
@@ -91,6 +94,8 @@ pub struct Admitted {
     /// The key's and its team's PII policies, over the global one.
     pub key_pii_policy: Option<serde_json::Value>,
     pub team_pii_policy: Option<serde_json::Value>,
+    /// The Bedrock guardrail the key names, else its team's (as stored).
+    pub guardrail: Option<serde_json::Value>,
     requests: Option<Limit>,
     tokens: Option<Limit>,
 }
@@ -168,6 +173,20 @@ impl Admitted {
                     }
                 },
             )
+    }
+
+    /// The guardrail this request runs under, if its key or team names one. A stored setting
+    /// that no longer reads (only a hand-edited row could hold one) fails closed.
+    pub fn guardrail(&self) -> Result<Option<GuardrailRef>, ApiError> {
+        self.guardrail
+            .as_ref()
+            .map(|stored| {
+                GuardrailRef::parse(stored).map_err(|e| {
+                    tracing::error!(key_alias = ?self.payer.key_alias, error = %e, "stored guardrail unreadable");
+                    ApiError::Internal("the key's or team's `guardrail` setting is not valid".into())
+                })
+            })
+            .transpose()
     }
 
     /// The rate-limit headers for this request.
@@ -251,6 +270,7 @@ pub async fn admit(
             allowed: chain,
             key_pii_policy: None,
             team_pii_policy: None,
+            guardrail: None,
             requests: None,
             tokens: None,
         });
@@ -323,6 +343,7 @@ pub async fn admit(
             allowed: decision.allowed.unwrap_or_default(),
             key_pii_policy: decision.key_pii_policy,
             team_pii_policy: decision.team_pii_policy,
+            guardrail: decision.key_guardrail.or(decision.team_guardrail),
             requests,
             tokens,
         }),

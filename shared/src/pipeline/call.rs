@@ -8,10 +8,11 @@ use std::sync::Arc;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, header};
 
-use super::invocation::Invocation;
+pub use super::invocation::{deadline_error, until_deadline};
 use super::{Adapter, Admitted, Call};
 use crate::catalog::{ModelEntry, TokenUsage};
 use crate::clients::bedrock::{self, BedrockFailure};
+use crate::clients::guardrail::Source;
 use crate::error::{ApiError, Refusal};
 use crate::pii::OutputGuard;
 use crate::record::{RequestRecord, Status};
@@ -56,10 +57,13 @@ impl Failed {
     }
 }
 
-/// A whole answer's body: screened for PII (when answers are scanned), then written out.
+/// A whole answer's body: screened for PII (when answers are scanned) and by the guardrail
+/// (when the key or team names one), then written out.
 pub trait AnswerBody: Send {
     /// Runs every text of the answer through the output guard.
     fn screen(&mut self, output: &mut OutputGuard);
+    /// The texts of the answer a guardrail judges (what [`AnswerBody::screen`] screens).
+    fn texts(&mut self) -> Vec<&mut String>;
     fn into_bytes(self) -> Vec<u8>;
 }
 
@@ -86,17 +90,20 @@ where
     }
 }
 
-/// Ends a call answered in one body: charged, screened, answered, settled after the response.
-/// `upstream` is when the model call began.
-pub fn complete<A: Adapter, B: AnswerBody>(
+/// Ends a call answered in one body: charged, screened (PII, then the guardrail), answered,
+/// settled after the response. `upstream` is when the model call began.
+pub async fn complete<A: Adapter, B: AnswerBody>(
     call: Call<A>,
     answered: Result<Answered<B>, Failed>,
     upstream: std::time::Instant,
 ) -> Result<Response, Refusal> {
     let Call {
+        state,
         admitted,
         mut guard,
         output,
+        guardrail,
+        invocation,
         ..
     } = call;
     guard.record().upstream_ms = upstream.elapsed().as_secs_f64() * 1000.0;
@@ -115,6 +122,22 @@ pub fn complete<A: Adapter, B: AnswerBody>(
         guard.record().note_output(output.report());
         if let Some(error) = output.blocked() {
             // The answer is withheld; the request pays for it, as the model produced it.
+            return Err(end(guard, error, Status::Failure));
+        }
+    }
+    if let Some(guardrail) = &guardrail {
+        let texts = body.texts();
+        let judged = super::guardrail::judge(
+            &state,
+            guardrail,
+            invocation.deadline,
+            guard.record(),
+            Source::Output,
+            texts,
+        )
+        .await;
+        if let Err(error) = judged {
+            // Withheld, or not judged: the request pays for the answer the model produced.
             return Err(end(guard, error, Status::Failure));
         }
     }
@@ -160,26 +183,6 @@ pub fn end(mut guard: Guard, error: ApiError, status: Status) -> Refusal {
     error.into()
 }
 
-/// The error of a model call cut by the invocation's deadline.
-pub fn deadline_error() -> ApiError {
-    ApiError::UpstreamTimeout(
-        "the answer did not finish before the gateway's deadline (the function's time limit \
-         less its settlement margin); ask for a shorter answer (a lower max_tokens), or stream it"
-            .into(),
-    )
-}
-
-/// Runs `call` until the invocation's deadline, if it has one; `None` when the deadline came.
-pub async fn until_deadline<T>(
-    invocation: &Invocation,
-    call: impl Future<Output = T>,
-) -> Option<T> {
-    match invocation.deadline {
-        Some(deadline) => tokio::time::timeout_at(deadline, call).await.ok(),
-        None => Some(call.await),
-    }
-}
-
 /// The rate-limit, cost and spend headers of an answer.
 pub fn write_headers(
     headers: &mut HeaderMap,
@@ -216,8 +219,14 @@ pub fn server_timing(
     total_ms: f64,
 ) {
     let s = &record.stages;
+    // The guardrail's stage only when the key or team names one.
+    let guardrail = match &record.guardrail {
+        Some(_) => format!("guardrail;dur={:.3}, ", s.guardrail_ms),
+        None => String::new(),
+    };
     let value = format!(
-        "parse;dur={:.3}, admit;dur={:.3}, pii;dur={:.3}, upstream;dur={:.3}, total;dur={:.3}",
+        "parse;dur={:.3}, admit;dur={:.3}, pii;dur={:.3}, {guardrail}upstream;dur={:.3}, \
+         total;dur={:.3}",
         s.parse_ms, s.admit_ms, s.pii_ms, upstream_ms, total_ms
     );
     if let Ok(value) = HeaderValue::from_str(&value) {

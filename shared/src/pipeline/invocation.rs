@@ -2,9 +2,12 @@
 //! whether its response is streamed to the client or handed over in one piece. `llmlite serve`
 //! sets nothing (no deadline, streamed); the Lambda functions set both from their runtime.
 
+use std::future::Future;
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use crate::error::ApiError;
 
 /// The largest response an ALB takes from a Lambda target: 1 MB of response JSON, the body
 /// escaped inside it. A larger one becomes a 502 the client cannot tell from a gateway fault.
@@ -85,6 +88,26 @@ pub async fn passed(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
+    }
+}
+
+/// The error of a model call cut by the invocation's deadline.
+pub fn deadline_error() -> ApiError {
+    ApiError::UpstreamTimeout(
+        "the answer did not finish before the gateway's deadline (the function's time limit \
+         less its settlement margin); ask for a shorter answer (a lower max_tokens), or stream it"
+            .into(),
+    )
+}
+
+/// Runs `call` until the invocation's deadline, if it has one; `None` when the deadline came.
+pub async fn until_deadline<T>(
+    invocation: &Invocation,
+    call: impl Future<Output = T>,
+) -> Option<T> {
+    match invocation.deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, call).await.ok(),
+        None => Some(call.await),
     }
 }
 

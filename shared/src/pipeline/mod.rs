@@ -8,7 +8,8 @@
 //! 4. record and admit (one SQL round trip; a refusal is recorded, with nothing to settle);
 //! 5. from here a settlement [`Guard`] owns the request: every way out settles exactly once;
 //! 6. the fallbacks the key may not use are dropped; the PII guard runs over every text the model
-//!    will see (block, or mask and plan again);
+//!    will see (block, or mask and plan again), then the key's or team's Bedrock guardrail, if it
+//!    names one ([`guardrail`]: block, or mask and plan again);
 //! 7. the adapter calls the model and answers, whole ([`call::complete`]) or streamed
 //!    ([`relay::stream`]), under the invocation's deadline; settlement follows the response.
 //!
@@ -17,6 +18,7 @@
 
 pub mod admission;
 pub mod call;
+pub mod guardrail;
 pub mod invocation;
 pub mod relay;
 
@@ -35,6 +37,7 @@ use crate::auth;
 use crate::catalog::{ModelAlias, ModelEntry};
 use crate::clients::attribution::Attribution;
 use crate::clients::bedrock::Candidate;
+use crate::clients::guardrail::{Guardrail, Source};
 use crate::error::{ApiError, ErrorShape, Refusal};
 use crate::http::RequestId;
 use crate::keys::KeyHash;
@@ -104,6 +107,10 @@ pub trait Adapter: Sized + Send + Sync + 'static {
     /// The PII guard over every text the model will see.
     fn guard_pii(request: &mut Self::Request, scanner: &Scanner, policy: &Policy) -> Report;
 
+    /// The texts a Bedrock guardrail judges: the conversation the model will read
+    /// ([`guardrail::chat_texts`], [`guardrail::messages_texts`]).
+    fn guardrail_texts(request: &mut Self::Request) -> Vec<&mut String>;
+
     /// Calls the model and answers: [`call::complete`] or [`relay::stream`].
     fn respond(&self, call: Call<Self>) -> impl Future<Output = Result<Response, Refusal>> + Send;
 
@@ -160,6 +167,8 @@ pub struct Call<A: Adapter> {
     pub invocation: Invocation,
     /// The answer's PII guard, when the policy scans answers.
     pub output: Option<OutputGuard>,
+    /// The key's or team's Bedrock guardrail, which judges the answer too.
+    pub guardrail: Option<Guardrail>,
     /// The name the client asked for: answers name it, whichever model served.
     pub alias: String,
     pub request_id: RequestId,
@@ -282,17 +291,48 @@ async fn serve<A: Adapter>(
             return Err(call::end(guard, error, Status::Failure));
         }
         // Masking changed the prompt: it is planned again, for the same models.
-        let models: Vec<Arc<ModelEntry>> = plan
-            .iter()
-            .map(|p| Arc::clone(Candidate::model(p)))
-            .collect();
-        match adapter.plan(&state, &request, &models, &invocation) {
+        match replan(adapter, &state, &request, &plan, &invocation) {
             Ok(plan) => plan,
             Err(error) => return Err(call::end(guard, error, Status::Failure)),
         }
     };
     guard.record().stages.pii_ms = ms(guarding.elapsed());
     let output = OutputGuard::new(&state.pii, policy);
+
+    // The key's or team's Bedrock guardrail, after the (free) PII guard: its verdict on the
+    // prompt, before anything reaches a model.
+    let guardrail = match admitted.guardrail() {
+        Ok(named) => named.map(|guardrail| Guardrail {
+            guardrail,
+            prices: state.config.catalog.guardrails,
+        }),
+        Err(error) => return Err(call::end(guard, error, Status::Failure)),
+    };
+    let plan = match &guardrail {
+        None => plan,
+        Some(guardrail) => {
+            let judging = std::time::Instant::now();
+            let texts = A::guardrail_texts(&mut request);
+            let judged = guardrail::judge(
+                &state,
+                guardrail,
+                invocation.deadline,
+                guard.record(),
+                Source::Input,
+                texts,
+            )
+            .await;
+            guard.record().stages.guardrail_ms = ms(judging.elapsed());
+            match judged {
+                Ok(false) => plan,
+                Ok(true) => match replan(adapter, &state, &request, &plan, &invocation) {
+                    Ok(plan) => plan,
+                    Err(error) => return Err(call::end(guard, error, Status::Failure)),
+                },
+                Err(error) => return Err(call::end(guard, error, Status::Failure)),
+            }
+        }
+    };
     // Every Bedrock call the adapter makes for it carries the request's tags.
     let tags = Attribution::new(
         request_id,
@@ -307,10 +347,26 @@ async fn serve<A: Adapter>(
         guard,
         invocation,
         output,
+        guardrail,
         alias,
         request_id,
     });
     tags.scope(answer).await
+}
+
+/// `plan` made again for the same models, after a guard changed the request.
+fn replan<A: Adapter>(
+    adapter: &A,
+    state: &AppState,
+    request: &A::Request,
+    plan: &[A::Planned],
+    invocation: &Invocation,
+) -> Result<Vec<A::Planned>, ApiError> {
+    let models: Vec<Arc<ModelEntry>> = plan
+        .iter()
+        .map(|p| Arc::clone(Candidate::model(p)))
+        .collect();
+    adapter.plan(state, request, &models, invocation)
 }
 
 /// A duration in milliseconds, as records keep them.

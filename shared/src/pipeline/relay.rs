@@ -4,9 +4,10 @@
 //! does the rest, once for all of them:
 //!
 //! - the model call, with retries and fallbacks up to its first byte, under the deadline;
-//! - each content block's text through the PII guard's held-back window (a BLOCK finding ends
-//!   the stream with an error event; the model's stream is then read to its end, unsent, for
-//!   Bedrock's own count);
+//! - each content block's text through the PII guard's held-back window, then, when the key or
+//!   team names a guardrail, through the guardrail's windows ([`super::guardrail`]) (a BLOCK
+//!   finding or a BLOCKED verdict ends the stream with an error event; the model's stream is
+//!   then read to its end, unsent, for Bedrock's own count);
 //! - behind an ALB (one buffered body of at most 1 MB), consecutive text of one block coalesced,
 //!   and an error event rather than a body past the limit, with room kept for the ending;
 //! - a comment every 15 s of silence when streamed (API Gateway cuts a stream after 5 minutes
@@ -31,6 +32,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use super::call::{self, deadline_error, write_headers};
+use super::guardrail::OutputWindows;
 use super::invocation::{Delivery, escaped_len, passed};
 use super::{Adapter, Call};
 use crate::catalog::{ModelEntry, TokenUsage};
@@ -172,9 +174,12 @@ where
         guard,
         invocation,
         output,
+        guardrail,
         alias,
         ..
     } = call;
+    let windows = guardrail
+        .map(|guardrail| OutputWindows::new(state.clone(), guardrail, invocation.deadline));
     let (sender, mut response) = event_stream();
     write_headers(response.headers_mut(), &admitted, None, Some(&model));
     if let Some(record) = guard.record_ref() {
@@ -204,6 +209,7 @@ where
         }),
         pending: None,
         output,
+        windows,
         kinds: HashMap::new(),
         deltas: 0,
         delta_bytes: 0,
@@ -243,7 +249,8 @@ enum End {
     Deadline,
     /// A buffered response reached its limit.
     TooLarge,
-    /// The PII guard withheld the rest of the answer.
+    /// The PII guard or the guardrail withheld the rest of the answer (or the guardrail could
+    /// not judge it).
     Blocked(ApiError),
 }
 
@@ -292,6 +299,8 @@ struct Relay<D: Decoder, N> {
     pending: Option<Pending<D::Kind>>,
     /// The answer's PII guard, when answers are scanned, and what each of its blocks is.
     output: Option<OutputGuard>,
+    /// The guardrail's windows, when the key or team names a guardrail.
+    windows: Option<OutputWindows>,
     kinds: HashMap<i64, D::Kind>,
     /// Text pieces relayed and their bytes: the output count when Bedrock's never came.
     deltas: u64,
@@ -330,6 +339,9 @@ where
         }
         if let Some(output) = &self.output {
             guard.record().note_output(output.report());
+        }
+        if let Some(windows) = &mut self.windows {
+            windows.note(guard.record());
         }
         // A buffered response's last coalesced text goes out before its ending.
         if !matches!(end, End::ClientGone | End::TooLarge)
@@ -416,6 +428,9 @@ where
         if let Some(output) = &self.output {
             record.note_output(output.report());
         }
+        if let Some(windows) = &mut self.windows {
+            windows.note(record);
+        }
         record.fail(&error);
         record.response_bytes = self.sent_bytes;
         guard.finish(Status::Failure);
@@ -489,23 +504,32 @@ where
         match piece {
             Piece::Text { block, kind, text } => {
                 self.count(&text);
+                if self.output.is_some() || self.windows.is_some() {
+                    self.kinds.insert(block, kind);
+                }
                 let released = match &mut self.output {
                     None => text,
-                    Some(output) => {
-                        self.kinds.insert(block, kind);
-                        output.push(block, &text)
-                    }
+                    Some(output) => output.push(block, &text),
                 };
                 self.blocked()?;
-                self.text(sender, block, kind, released).await
+                let judged = self.judge(block, released, false).await?;
+                self.text(sender, block, kind, judged).await
             }
             Piece::BlockEnd(block) => self.release(sender, block).await,
             Piece::AllBlocksEnd => {
-                let held = self
+                let mut held = self
                     .output
                     .as_ref()
                     .map(OutputGuard::held_blocks)
                     .unwrap_or_default();
+                held.extend(
+                    self.windows
+                        .as_ref()
+                        .map(OutputWindows::held_blocks)
+                        .unwrap_or_default(),
+                );
+                held.sort_unstable();
+                held.dedup();
                 for block in held {
                     self.release(sender, block).await?;
                 }
@@ -519,14 +543,27 @@ where
         }
     }
 
-    /// What the PII guard still holds of `block`, which has ended.
+    /// What the PII guard and the guardrail still hold of `block`, which has ended.
     async fn release(&mut self, sender: &mpsc::Sender<Bytes>, block: i64) -> Result<(), End> {
-        let (Some(output), Some(kind)) = (&mut self.output, self.kinds.get(&block).copied()) else {
+        let Some(kind) = self.kinds.get(&block).copied() else {
             return Ok(());
         };
-        let released = output.flush(block);
+        let released = match &mut self.output {
+            Some(output) => output.flush(block),
+            None => String::new(),
+        };
         self.blocked()?;
-        self.text(sender, block, kind, released).await
+        let judged = self.judge(block, released, true).await?;
+        self.text(sender, block, kind, judged).await
+    }
+
+    /// `text` of `block` through the guardrail's window (as it is when there is none): what is
+    /// judged and may be sent. `end`: the block has ended.
+    async fn judge(&mut self, block: i64, text: String, end: bool) -> Result<String, End> {
+        match &mut self.windows {
+            None => Ok(text),
+            Some(windows) => windows.push(block, &text, end).await.map_err(End::Blocked),
+        }
     }
 
     fn blocked(&self) -> Result<(), End> {

@@ -510,6 +510,10 @@ impl Adapter for Messages {
         report
     }
 
+    fn guardrail_texts(request: &mut Request) -> Vec<&mut String> {
+        pipeline::guardrail::messages_texts(&mut request.body)
+    }
+
     async fn respond(&self, call: Call<Self>) -> Result<Response, Refusal> {
         let bedrock = call.state.bedrock.clone();
         if call.request.parsed.stream {
@@ -521,7 +525,7 @@ impl Adapter for Messages {
         } else {
             let upstream = std::time::Instant::now();
             let answered = complete(&call, &bedrock).await;
-            call::complete(call, answered, upstream)
+            call::complete(call, answered, upstream).await
         }
     }
 }
@@ -587,6 +591,29 @@ impl AnswerBody for Message {
                 output.json(input);
             }
         }
+    }
+
+    fn texts(&mut self) -> Vec<&mut String> {
+        let mut texts = Vec::new();
+        for block in self
+            .0
+            .get_mut("content")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            let Value::Object(block) = block else {
+                continue;
+            };
+            for (field, value) in block.iter_mut() {
+                match (field.as_str(), value) {
+                    ("text" | "thinking", Value::String(text)) => texts.push(text),
+                    ("input", input) => pipeline::guardrail::json_strings(input, &mut texts),
+                    _ => {}
+                }
+            }
+        }
+        texts
     }
 
     fn into_bytes(self) -> Vec<u8> {

@@ -42,6 +42,22 @@ impl AnswerBody for ChatCompletion {
         guard_answer(output, self);
     }
 
+    fn texts(&mut self) -> Vec<&mut String> {
+        let mut texts = Vec::new();
+        for choice in &mut self.choices {
+            let message = &mut choice.message;
+            texts.extend(
+                [&mut message.content, &mut message.reasoning_content]
+                    .into_iter()
+                    .flatten(),
+            );
+            for call in message.tool_calls.iter_mut().flatten() {
+                texts.push(&mut call.function.arguments);
+            }
+        }
+        texts
+    }
+
     fn into_bytes(self) -> Vec<u8> {
         serde_json::to_vec(&self).unwrap_or_default()
     }

@@ -75,6 +75,10 @@ impl Adapter for ChatCompletions {
         scanner.guard(request, policy)
     }
 
+    fn guardrail_texts(request: &mut ChatCompletionRequest) -> Vec<&mut String> {
+        pipeline::guardrail::chat_texts(request)
+    }
+
     async fn respond(&self, call: Call<Self>) -> Result<Response, Refusal> {
         let answer = Answer::of(&call.request, &call);
         if call.request.stream.unwrap_or(false) {
@@ -87,7 +91,7 @@ impl Adapter for ChatCompletions {
         } else {
             let upstream = std::time::Instant::now();
             let answered = complete::converse(&call, &answer).await;
-            pipeline::call::complete(call, answered, upstream)
+            pipeline::call::complete(call, answered, upstream).await
         }
     }
 }

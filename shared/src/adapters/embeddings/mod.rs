@@ -90,10 +90,14 @@ impl Adapter for Embeddings {
         scanner.guard_texts(request.inputs.iter_mut(), policy)
     }
 
+    fn guardrail_texts(request: &mut EmbeddingRequest) -> Vec<&mut String> {
+        request.inputs.iter_mut().collect()
+    }
+
     async fn respond(&self, call: Call<Self>) -> Result<Response, Refusal> {
         let upstream = std::time::Instant::now();
         let answered = embed(&call).await;
-        call::complete(call, answered, upstream)
+        call::complete(call, answered, upstream).await
     }
 }
 
@@ -162,6 +166,10 @@ async fn embed(call: &Call<Embeddings>) -> Result<Answered<EmbeddingList>, Faile
 impl AnswerBody for EmbeddingList {
     /// Vectors hold no text to scan.
     fn screen(&mut self, _output: &mut OutputGuard) {}
+
+    fn texts(&mut self) -> Vec<&mut String> {
+        Vec::new()
+    }
 
     fn into_bytes(self) -> Vec<u8> {
         serde_json::to_vec(&self).unwrap_or_default()

@@ -75,6 +75,10 @@ impl Adapter for Responses {
         scanner.guard(&mut request.chat, policy)
     }
 
+    fn guardrail_texts(request: &mut request::Parsed) -> Vec<&mut String> {
+        crate::pipeline::guardrail::chat_texts(&mut request.chat)
+    }
+
     async fn respond(&self, call: Call<Self>) -> Result<Response, Refusal> {
         let echo = output::Echo {
             id: format!("resp_{}", call.request_id.simple()),
@@ -104,7 +108,7 @@ impl Adapter for Responses {
                         usage: answered.usage,
                         headers: answered.headers,
                     });
-            call::complete(call, answered, upstream)
+            call::complete(call, answered, upstream).await
         }
     }
 

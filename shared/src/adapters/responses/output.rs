@@ -144,6 +144,10 @@ impl AnswerBody for ResponseBody {
         self.completion.screen(output);
     }
 
+    fn texts(&mut self) -> Vec<&mut String> {
+        self.completion.texts()
+    }
+
     fn into_bytes(self) -> Vec<u8> {
         let ResponseBody { completion, echo } = self;
         let Some(choice) = completion.choices.first() else {

@@ -60,7 +60,7 @@ impl KeyRow {
 pub const COLUMNS: &str = "token, key_name, key_alias, user_id, team_id, tier, spend, models, \
     max_budget, soft_budget, budget_duration, budget_reset_at, tpm_limit, rpm_limit, \
     max_parallel_requests, metadata, expires, is_active, blocked, created_by, updated_by, \
-    created_at, updated_at, last_active, pii_policy, allow_cache_1h, allowed_service_tiers";
+    created_at, updated_at, last_active, pii_policy, allow_cache_1h, allowed_service_tiers, guardrail";
 
 impl KeyRow {
     /// LiteLLM's key object. The hash is `token`; the raw key is never in it.
@@ -164,9 +164,10 @@ pub(super) async fn write(
                  (token, key_name, key_alias, user_id, team_id, models, tier, max_budget,
                   soft_budget, budget_duration, budget_reset_at, tpm_limit, rpm_limit,
                   max_parallel_requests, expires, blocked, metadata, created_by, updated_by,
-                  created_at, updated_at, pii_policy, allow_cache_1h, allowed_service_tiers)
+                  created_at, updated_at, pii_policy, allow_cache_1h, allowed_service_tiers,
+                  guardrail)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                     $17, $18, $18, $19, $19, $20, $21, $22)
+                     $17, $18, $18, $19, $19, $20, $21, $22, $23)
              RETURNING {COLUMNS}"
         )
     } else {
@@ -177,7 +178,7 @@ pub(super) async fn write(
                  budget_reset_at = $11, tpm_limit = $12, rpm_limit = $13,
                  max_parallel_requests = $14, expires = $15, blocked = $16, metadata = $17,
                  updated_by = $18, updated_at = $19, pii_policy = $20, allow_cache_1h = $21,
-                 allowed_service_tiers = $22
+                 allowed_service_tiers = $22, guardrail = $23
              WHERE token = $1
              RETURNING {COLUMNS}"
         )
@@ -205,6 +206,7 @@ pub(super) async fn write(
         .bind(&values.pii_policy)
         .bind(values.features.allow_cache_1h)
         .bind(&values.features.allowed_service_tiers)
+        .bind(&values.features.guardrail)
         .persistent(false)
         .fetch_one(&mut **tx)
         .await

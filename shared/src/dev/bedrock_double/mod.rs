@@ -25,7 +25,10 @@
 //! - `CountTokens` (`.../count-tokens`) for either input (`invokeModel.body`, which the SDK sends
 //!   as a base64 string, or `converse`): `{"inputTokens": n}`, n being every input token of the
 //!   same request, cached or not. A model ID containing `no-count-tokens` answers the
-//!   ValidationException Bedrock gives for models that cannot count.
+//!   ValidationException Bedrock gives for models that cannot count;
+//! - `ApplyGuardrail` (`POST /guardrail/{id}/version/{version}/apply`): one guardrail with a
+//!   denied topic (BLOCKED) and an employee-ID regex (ANONYMIZED), whose verdicts a test
+//!   scripts through its text (`guardrail`).
 //!
 //! A Converse request whose messages hold `toolUse` or `toolResult` blocks without a `toolConfig`
 //! is Bedrock's ValidationException, as it is for Bedrock, even when no tools are offered.
@@ -67,7 +70,9 @@
 //! Converse's `serviceTier` or InvokeModel's `X-Amzn-Bedrock-Service-Tier`, refused unless it is
 //! one of Bedrock's), the
 //! operation being `converse`, `converse-stream`, `invoke`, `invoke-with-response-stream` or
-//! `count-tokens` (whose `invokeModel` body is also given decoded, as `invoke_body`).
+//! `count-tokens` (whose `invokeModel` body is also given decoded, as `invoke_body`); an
+//! `ApplyGuardrail` call is `{"operation": "apply-guardrail", "guardrail", "version", "source",
+//! "texts"}`.
 //!
 //! This file holds the server, its state and the failure knobs; each operation has a file of its
 //! own, over one request model (`request`), one deterministic reply (`reply`) and the event-stream
@@ -77,6 +82,7 @@ mod converse;
 mod count_tokens;
 mod embeddings;
 mod eventstream;
+mod guardrail;
 mod invoke;
 mod reply;
 mod request;
@@ -99,6 +105,8 @@ use serde_json::{Value, json};
 use converse::{converse, converse_stream};
 use count_tokens::count_tokens;
 pub use embeddings::embedding_vector;
+use guardrail::apply_guardrail;
+pub use guardrail::{BLOCKED_INPUT, BLOCKED_OUTPUT};
 use invoke::{invoke, invoke_with_response_stream};
 use reply::Reply;
 use request::Request;
@@ -158,6 +166,10 @@ impl BedrockDouble {
                 post(invoke_with_response_stream),
             )
             .route("/model/{model_id}/count-tokens", post(count_tokens))
+            .route(
+                "/guardrail/{id}/version/{version}/apply",
+                post(apply_guardrail),
+            )
             .route("/__double/script", post(script))
             .route("/__double/calls", get(calls))
             .with_state(Arc::clone(&state));
