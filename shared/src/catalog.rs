@@ -331,9 +331,51 @@ pub struct ModelEntry {
     /// The prices of the service tiers other than `default` the model offers (`default` is
     /// `prices`); a tier not listed is not offered.
     pub tier_prices: std::collections::BTreeMap<ServiceTier, TokenPrices>,
+    /// The model's other inference profiles (`[[model.profiles]]`), in the order they are tried
+    /// after this one: each the same model, with its own Bedrock ID and prices.
+    pub profiles: Vec<Arc<ModelEntry>>,
+}
+
+/// The geographies an inference profile's ID starts with (`eu.`, `global.`, ...); a model ID
+/// without one is served in the stack's own Region ([`IN_REGION`]).
+pub const GEOGRAPHIES: [&str; 8] = ["eu", "us", "us-gov", "apac", "jp", "au", "ca", "global"];
+
+/// The geography of a model ID with no profile prefix: the Region the gateway calls.
+pub const IN_REGION: &str = "in_region";
+
+/// The model or profile name in a model ID, which may be an ARN (`arn:...:inference-profile/eu.x`).
+pub fn model_id_name(id: &str) -> &str {
+    if id.starts_with("arn:") {
+        id.rsplit('/').next().unwrap_or(id)
+    } else {
+        id
+    }
+}
+
+/// Where a Bedrock model ID is served: its inference profile's geography (`eu`, `global`, ...),
+/// or [`IN_REGION`].
+pub fn geography(model_id: &str) -> &'static str {
+    let name = model_id_name(model_id);
+    GEOGRAPHIES
+        .into_iter()
+        .find(|g| {
+            name.strip_prefix(g)
+                .is_some_and(|rest| rest.starts_with('.'))
+        })
+        .unwrap_or(IN_REGION)
 }
 
 impl ModelEntry {
+    /// Where this entry's model ID is served (see [`geography`]).
+    pub fn geography(&self) -> &'static str {
+        geography(&self.bedrock_model_id)
+    }
+
+    /// This entry, then its other profiles: every route to the model, in the order tried.
+    pub fn routes(self: &Arc<Self>) -> impl Iterator<Item = &Arc<ModelEntry>> {
+        std::iter::once(self).chain(&self.profiles)
+    }
+
     /// The prices of a request served at `tier` (`None`: Bedrock's default), if the model
     /// offers it.
     pub fn prices_at(&self, tier: Option<ServiceTier>) -> Option<&TokenPrices> {
@@ -435,6 +477,18 @@ struct RawModel {
     embedding: Option<EmbeddingSpec>,
     #[serde(default)]
     service_tiers: std::collections::BTreeMap<ServiceTier, TokenPrices>,
+    #[serde(default)]
+    profiles: Vec<RawProfile>,
+}
+
+/// Another inference profile of a model (`[[model.profiles]]`): its ID and its prices.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProfile {
+    bedrock_model_id: String,
+    prices: TokenPrices,
+    #[serde(default)]
+    service_tiers: std::collections::BTreeMap<ServiceTier, TokenPrices>,
 }
 
 fn valid_alias(alias: &str) -> bool {
@@ -448,7 +502,7 @@ fn valid_alias(alias: &str) -> bool {
 impl TryFrom<RawModel> for ModelEntry {
     type Error = CatalogError;
 
-    fn try_from(raw: RawModel) -> Result<Self, CatalogError> {
+    fn try_from(mut raw: RawModel) -> Result<Self, CatalogError> {
         let invalid = |reason: &str| CatalogError::invalid(&raw.alias, reason);
         if let Some(bad) = std::iter::once(&raw.alias)
             .chain(&raw.aliases)
@@ -507,7 +561,44 @@ impl TryFrom<RawModel> for ModelEntry {
                 "cache_write_1h prices 1-hour cache writes: the model must have prompt_caching",
             ));
         }
-        Ok(ModelEntry {
+        if !chat && !raw.profiles.is_empty() {
+            return Err(invalid("an embedding model takes no profiles"));
+        }
+        let mut ids = vec![raw.bedrock_model_id.as_str()];
+        for profile in &raw.profiles {
+            if profile.bedrock_model_id.trim().is_empty()
+                || ids.contains(&profile.bedrock_model_id.as_str())
+            {
+                return Err(invalid("each profile has a bedrock_model_id of its own"));
+            }
+            ids.push(&profile.bedrock_model_id);
+            if profile
+                .service_tiers
+                .keys()
+                .any(|t| *t == ServiceTier::Default || !raw.service_tiers.contains_key(t))
+            {
+                return Err(invalid(
+                    "a profile's service_tiers price the model's own flex and priority tiers",
+                ));
+            }
+            let prices = std::iter::once(&profile.prices).chain(profile.service_tiers.values());
+            for t in prices {
+                if [t.input, t.output, t.cache_read, t.cache_write]
+                    .iter()
+                    .chain(&t.cache_write_1h)
+                    .any(|price| price.0.is_negative())
+                {
+                    return Err(invalid("prices must not be negative"));
+                }
+                if t.cache_write_1h.is_some() != p.cache_write_1h.is_some() {
+                    return Err(invalid(
+                        "a profile prices 1-hour cache writes exactly when the model does",
+                    ));
+                }
+            }
+        }
+        let profiles = std::mem::take(&mut raw.profiles);
+        let mut entry = ModelEntry {
             alias: ModelAlias(raw.alias),
             other_aliases: raw.aliases.into_iter().map(ModelAlias).collect(),
             bedrock_model_id: raw.bedrock_model_id,
@@ -527,7 +618,20 @@ impl TryFrom<RawModel> for ModelEntry {
             anthropic_betas: raw.anthropic_betas,
             embedding: raw.embedding,
             tier_prices: raw.service_tiers,
-        })
+            profiles: Vec::new(),
+        };
+        entry.profiles = profiles
+            .into_iter()
+            .map(|profile| {
+                Arc::new(ModelEntry {
+                    bedrock_model_id: profile.bedrock_model_id,
+                    prices: profile.prices,
+                    tier_prices: profile.service_tiers,
+                    ..entry.clone()
+                })
+            })
+            .collect();
+        Ok(entry)
     }
 }
 
@@ -614,18 +718,17 @@ impl ModelCatalog {
         self.by_alias.get(alias)
     }
 
-    /// The model `alias` names, then its fallbacks in order.
+    /// The model `alias` names, then its fallbacks in order; each model by every route to it
+    /// (its own ID, then its other profiles).
     pub fn chain(&self, alias: &str) -> Option<Vec<Arc<ModelEntry>>> {
         let primary = self.get(alias)?;
-        let mut chain = vec![Arc::clone(primary)];
-        chain.extend(
+        let models = std::iter::once(primary).chain(
             primary
                 .fallbacks
                 .iter()
-                .filter_map(|f| self.get(f.as_str()))
-                .cloned(),
+                .filter_map(|f| self.get(f.as_str())),
         );
-        Some(chain)
+        Some(models.flat_map(|m| m.routes()).cloned().collect())
     }
 
     /// Every model, in catalog order.
@@ -745,6 +848,76 @@ mod tests {
         context_window = 100
         prices = { input = "1", output = "2", cache_read = "0.1", cache_write = "1.25" }
     "#;
+
+    #[test]
+    fn profiles_are_routes_of_their_own_in_the_chain_each_at_its_price() {
+        let text = format!(
+            "{ONE}
+            fallbacks = [\"f\"]
+            [[model.profiles]]
+            bedrock_model_id = \"global.anthropic.x\"
+            prices = {{ input = \"0.9\", output = \"1.8\", cache_read = \"0.09\", cache_write = \"1.125\" }}
+            [[model]]
+            alias = \"f\"
+            bedrock_model_id = \"arn:aws:bedrock:eu-west-2:1:inference-profile/apac.anthropic.y\"
+            max_output_tokens = 10
+            context_window = 100
+            prices = {{ input = \"1\", output = \"2\", cache_read = \"0.1\", cache_write = \"1.25\" }}
+            [[model.profiles]]
+            bedrock_model_id = \"anthropic.y\"
+            prices = {{ input = \"1\", output = \"2\", cache_read = \"0.1\", cache_write = \"1.25\" }}
+            "
+        );
+        let catalog = ModelCatalog::parse(&text).unwrap();
+        let chain = catalog.chain("m").unwrap();
+        let routes: Vec<(&str, &str, &str)> = chain
+            .iter()
+            .map(|m| (m.alias.as_str(), m.bedrock_model_id.as_str(), m.geography()))
+            .collect();
+        assert_eq!(
+            routes,
+            [
+                ("m", "eu.anthropic.x", "eu"),
+                ("m", "global.anthropic.x", "global"),
+                (
+                    "f",
+                    "arn:aws:bedrock:eu-west-2:1:inference-profile/apac.anthropic.y",
+                    "apac"
+                ),
+                ("f", "anthropic.y", IN_REGION),
+            ]
+        );
+        assert_eq!(
+            chain[1].prices.input.0,
+            Money(Decimal::from_str("0.9").unwrap())
+        );
+        assert_eq!(chain[1].flags, chain[0].flags);
+        // The catalog lists models, not routes.
+        assert_eq!(catalog.models().len(), 2);
+        assert_eq!(geography("globalx.anthropic.z"), IN_REGION);
+        assert_eq!(geography("us-gov.anthropic.z"), "us-gov");
+
+        for (bad, why) in [
+            ("bedrock_model_id = \"eu.anthropic.x\"", "of its own"),
+            ("bedrock_model_id = \"\"", "of its own"),
+        ] {
+            let text = format!(
+                "{ONE}
+                [[model.profiles]]
+                {bad}
+                prices = {{ input = \"1\", output = \"2\", cache_read = \"0.1\", cache_write = \"1.25\" }}"
+            );
+            let error = ModelCatalog::parse(&text).unwrap_err().to_string();
+            assert!(error.contains(why), "{error}");
+        }
+        let negative = format!(
+            "{ONE}
+            [[model.profiles]]
+            bedrock_model_id = \"global.anthropic.x\"
+            prices = {{ input = \"-1\", output = \"2\", cache_read = \"0.1\", cache_write = \"1.25\" }}"
+        );
+        assert!(ModelCatalog::parse(&negative).is_err());
+    }
 
     #[test]
     fn a_minimal_entry_gets_default_flags() {

@@ -110,7 +110,8 @@ pub enum ApiError {
     #[error("this key is not allowed to use model `{model}`")]
     ModelNotAllowed { model: String },
     /// A paid Bedrock feature the key's or its team's policy forbids (`allow_cache_1h`,
-    /// `allowed_service_tiers`): `setting` names the field, `param` the request field.
+    /// `allowed_service_tiers`), or a model none of whose routes its `residency` allows:
+    /// `setting` names the field, `param` the request field.
     #[error("{what} is not allowed by the {scope}'s `{setting}` setting")]
     FeatureNotAllowed {
         what: String,

@@ -13,11 +13,11 @@ one line per check and a closing "N passed, N failed"; exits 1 on any failure.
 
 import json
 import os
-import sys
-import traceback
 
 import anthropic
 import openai
+
+import checklist
 
 BASE_URL = os.environ["LLMLITE_BASE_URL"]
 KEYS = json.loads(os.environ["LLMLITE_KEYS"])
@@ -208,15 +208,4 @@ CHECKS = [
 ]
 
 if __name__ == "__main__":
-    failed = 0
-    for check in CHECKS:
-        try:
-            check()
-            print(f"ok   {check.__name__}")
-        except Exception:  # noqa: BLE001 - report every failure and carry on
-            failed += 1
-            print(f"FAIL {check.__name__}")
-            traceback.print_exc(file=sys.stdout)
-    print(f"{len(CHECKS) - failed} passed, {failed} failed")
-    print(json.dumps(results))
-    sys.exit(1 if failed else 0)
+    checklist.run(CHECKS, results)

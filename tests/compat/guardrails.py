@@ -13,11 +13,11 @@ Prints one line per check and a closing "N passed, N failed"; exits 1 on any fai
 import base64
 import json
 import os
-import sys
-import traceback
 
 import anthropic
 import openai
+
+import checklist
 
 BASE_URL = os.environ["LLMLITE_BASE_URL"]
 KEYS = json.loads(os.environ["LLMLITE_KEYS"])
@@ -157,22 +157,5 @@ CHECKS = [
     blocked_mid_stream_ends_with_an_error,
 ]
 
-
-def main():
-    passed = failed = 0
-    for check in CHECKS:
-        try:
-            check()
-            passed += 1
-            print("ok  ", check.__name__)
-        except Exception:
-            failed += 1
-            print("FAIL", check.__name__)
-            traceback.print_exc(file=sys.stdout)
-    print(f"{passed} passed, {failed} failed")
-    print(json.dumps(results))
-    sys.exit(1 if failed else 0)
-
-
 if __name__ == "__main__":
-    main()
+    checklist.run(CHECKS, results)

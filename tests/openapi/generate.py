@@ -40,11 +40,15 @@ features_in = {
         "id": {"type": "string", "pattern": "^([a-z0-9]{1,64}|arn:aws(-[a-z]+)*:bedrock:[a-z0-9-]{1,20}:[0-9]{12}:guardrail/[a-z0-9]{1,64})$"},
         "version": {"type": "string", "pattern": "^([1-9][0-9]{0,7}|DRAFT)$"}},
       "description": "The Bedrock guardrail every request runs under (ApplyGuardrail on prompt and answer; null: none); a key's wins over its team's"}),
+  "residency": nullable({"type": "array", "minItems": 1, "maxItems": 9,
+      "items": {"type": "string", "enum": ["eu", "us", "us-gov", "apac", "jp", "au", "ca", "global", "in_region"]},
+      "description": "The geographies whose inference profiles may serve it (null: any route the catalog lists); key and team must both allow a route"}),
 }
 features_out = {
   "allow_cache_1h": {"type": "boolean"},
   "allowed_service_tiers": {"type": "array", "items": {"type": "string", "enum": ["default", "flex", "priority"]}},
   "guardrail": nullable({"type": "object", "properties": {"id": string, "version": string}}),
+  "residency": nullable({"type": "array", "items": string}),
 }
 key_out_props = {
   "token": {"type": "string", "pattern": "^[0-9a-f]{64}$"}, "key_name": string, "key_alias": nullable(string),

@@ -141,6 +141,12 @@ pub async fn tool_installed(program: &str, args: &[&str], pip_name: &str) -> boo
     installed
 }
 
+/// An exact decimal (a price or a spend) written as the catalog writes it: `"3.30"`.
+pub fn price(text: &str) -> sqlx::types::Decimal {
+    text.parse()
+        .unwrap_or_else(|e| panic!("`{text}` is not a decimal: {e}"))
+}
+
 /// A model catalog file (for `LLMLITE_MODELS`) holding `toml`, alone in a new temporary
 /// directory: the file's parent, for the test to remove.
 pub fn models_file(toml: &str) -> std::path::PathBuf {

@@ -10,9 +10,7 @@
     reason = "a test fails loudly"
 )]
 
-use std::str::FromStr;
-
-use llmlite_tests::{MASTER_KEY, TestGateway, models_file};
+use llmlite_tests::{MASTER_KEY, TestGateway, models_file, price};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
@@ -37,10 +35,6 @@ max_output_tokens = 8192
 context_window = 200000
 prices = { input = "3", output = "15", cache_read = "0.30", cache_write = "3.75" }
 "#;
-
-fn price(text: &str) -> Decimal {
-    Decimal::from_str(text).unwrap()
-}
 
 /// What a spend row says of one request.
 #[derive(Debug, sqlx::FromRow)]

@@ -11,11 +11,9 @@
     reason = "a test fails loudly"
 )]
 
-use std::str::FromStr;
-
 use base64::Engine;
 use llmlite::dev::bedrock_double::BLOCKED_OUTPUT;
-use llmlite_tests::{MASTER_KEY, TestGateway, models_file};
+use llmlite_tests::{MASTER_KEY, TestGateway, models_file, price};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
@@ -34,10 +32,6 @@ topic = "0.15"
 sensitive_information = "0.10"
 contextual_grounding = "0.10"
 "#;
-
-fn price(text: &str) -> Decimal {
-    Decimal::from_str(text).unwrap()
-}
 
 /// What a spend row says of one request, with what its guardrail did.
 #[derive(Debug, sqlx::FromRow)]

@@ -266,7 +266,7 @@ async fn a_json_schema_text_format_answers_with_the_json_alone() {
                         "required": ["input"], "additionalProperties": false});
     let body = ok(
         &gw,
-        json!({"model": "claude-sonnet-4-5", "input": "give me json",
+        json!({"model": "claude-sonnet-4", "input": "give me json",
                "text": {"format": {"type": "json_schema", "name": "answer", "schema": schema, "strict": true}}}),
     )
     .await;

@@ -287,3 +287,50 @@ async fn messages_use_native_structured_output_on_flagged_models() {
     }
     assert_eq!(gw.bedrock_calls().await.len(), before);
 }
+
+/// The built-in catalog's flags, as checked against the Bedrock user guide (docs/models.md):
+/// Sonnet, Haiku and Opus 4.5 use Bedrock's native structured output; Sonnet 4.6 and the older
+/// models the forced-tool emulation.
+#[tokio::test]
+async fn the_builtin_catalog_uses_native_structured_output_where_bedrock_lists_it() {
+    let gw = TestGateway::start().await;
+    let schema = json!({"type": "object", "properties": {"city": {"type": "string"}},
+                        "required": ["city"], "additionalProperties": false});
+    for (model, native) in [
+        ("claude-sonnet-4-5", true),
+        ("claude-haiku-4-5", true),
+        ("claude-opus-4-5", true),
+        ("claude-sonnet-4-6", false),
+        ("claude-sonnet-4", false),
+    ] {
+        let reply = gw
+            .chat(
+                json!({"model": model, "messages": [{"role": "user", "content": "where?"}],
+                         "response_format": {"type": "json_schema",
+                                             "json_schema": {"name": "place", "schema": schema}}}),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{model}: {}", reply.text);
+        let content = reply.json()["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let answer: Value = serde_json::from_str(&content).unwrap();
+        // Native: an instance of the schema; emulated: the double's tool input, JSON too.
+        assert!(
+            answer.is_object() && (!native || answer["city"].is_string()),
+            "{model}: {content}"
+        );
+        let sent = gw.bedrock_calls().await.pop().unwrap()["body"].clone();
+        assert_eq!(
+            sent["outputConfig"]["textFormat"]["type"] == "json_schema",
+            native,
+            "{model}: {sent}"
+        );
+        assert_eq!(
+            sent["toolConfig"]["toolChoice"] == json!({"tool": {"name": "json_response"}}),
+            !native,
+            "{model}: {sent}"
+        );
+    }
+}

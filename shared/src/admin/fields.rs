@@ -193,8 +193,8 @@ impl Limits {
 }
 
 /// The paid Bedrock features a key or a team may be refused, as a request changes them: 1-hour
-/// prompt caching and the service tiers; and the guardrail it runs under. `null` restores the
-/// default.
+/// prompt caching and the service tiers; the guardrail it runs under, and the geographies that
+/// may serve it. `null` restores the default.
 #[derive(Debug, Default, Deserialize)]
 pub struct FeaturesPatch {
     #[serde(default, deserialize_with = "patch")]
@@ -204,6 +204,8 @@ pub struct FeaturesPatch {
     /// Any JSON here: [`Features::apply`] checks it and names the field.
     #[serde(default, deserialize_with = "patch")]
     guardrail: Option<Option<Value>>,
+    #[serde(default, deserialize_with = "patch")]
+    residency: Option<Option<Value>>,
 }
 
 /// The service tiers a key or team may name when it sets none.
@@ -221,6 +223,9 @@ pub struct Features {
     /// The Bedrock guardrail (`{"id", "version"}`) every request runs under; a key's wins over
     /// its team's.
     pub guardrail: Option<Value>,
+    /// The geographies whose inference profiles may serve it (`["eu"]`; `None`: any the catalog
+    /// lists); of a key and its team both must allow a route.
+    pub residency: Option<Vec<String>>,
 }
 
 impl Features {
@@ -246,6 +251,29 @@ impl Features {
             }
             self.allowed_service_tiers = tiers;
         }
+        if let Some(v) = &patch.residency {
+            let known = |g: &String| {
+                crate::catalog::GEOGRAPHIES.contains(&g.as_str()) || g == crate::catalog::IN_REGION
+            };
+            let list: Option<Vec<String>> = v
+                .as_ref()
+                .map(|value| serde_json::from_value(value.clone()).unwrap_or_default());
+            self.residency = match (v, list) {
+                (None, _) => None,
+                (Some(_), Some(mut list)) if !list.is_empty() && list.iter().all(known) => {
+                    list.sort();
+                    list.dedup();
+                    Some(list)
+                }
+                (Some(_), _) => {
+                    return Err(ApiError::invalid_param(
+                        "residency",
+                        "`residency` lists one or more of `eu`, `us`, `us-gov`, `apac`, `jp`, \
+                         `au`, `ca`, `global` and `in_region` (null: any route the catalog lists)",
+                    ));
+                }
+            };
+        }
         if let Some(v) = &patch.guardrail {
             self.guardrail = match v {
                 None => None,
@@ -267,6 +295,7 @@ impl Features {
             None => json!(DEFAULT_SERVICE_TIERS),
         };
         out["guardrail"] = self.guardrail.clone().unwrap_or(Value::Null);
+        out["residency"] = json!(self.residency);
     }
 }
 

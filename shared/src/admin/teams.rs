@@ -52,7 +52,7 @@ pub struct TeamRow {
 const COLUMNS: &str = "team_id, team_alias, spend, models, max_budget, soft_budget, \
     budget_duration, budget_reset_at, tpm_limit, rpm_limit, max_parallel_requests, metadata, \
     blocked, created_by, created_at, updated_at, pii_policy, allow_cache_1h, allowed_service_tiers, \
-    guardrail";
+    guardrail, residency";
 
 impl TeamRow {
     pub fn to_json(&self) -> Value {
@@ -123,9 +123,9 @@ async fn save(
                  (team_id, team_alias, models, max_budget, soft_budget, budget_duration,
                   budget_reset_at, tpm_limit, rpm_limit, max_parallel_requests, blocked, metadata,
                   created_by, created_at, updated_at, pii_policy, allow_cache_1h,
-                  allowed_service_tiers, guardrail)
+                  allowed_service_tiers, guardrail, residency)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15, $16,
-                     $17, $18)
+                     $17, $18, $19)
              RETURNING {COLUMNS}"
         )
     } else {
@@ -135,7 +135,8 @@ async fn save(
                  budget_duration = $6, budget_reset_at = $7, tpm_limit = $8, rpm_limit = $9,
                  max_parallel_requests = $10, blocked = $11, metadata = $12,
                  created_by = COALESCE(created_by, $13), updated_at = $14, pii_policy = $15,
-                 allow_cache_1h = $16, allowed_service_tiers = $17, guardrail = $18
+                 allow_cache_1h = $16, allowed_service_tiers = $17, guardrail = $18,
+                 residency = $19
              WHERE team_id = $1
              RETURNING {COLUMNS}"
         )
@@ -159,6 +160,7 @@ async fn save(
         .bind(row.features.allow_cache_1h)
         .bind(&row.features.allowed_service_tiers)
         .bind(&row.features.guardrail)
+        .bind(&row.features.residency)
         .persistent(false)
         .fetch_one(&mut **tx)
         .await

@@ -2,7 +2,7 @@
 //! residency check (`LLMLITE_ALLOWED_MODEL_PREFIXES`) that refuses a catalog routing any model
 //! outside the allowed geography.
 
-use crate::catalog::ModelCatalog;
+use crate::catalog::{ModelCatalog, model_id_name};
 use crate::env::{ConfigError, EnvSource, non_empty};
 
 /// `LLMLITE_ALLOWED_MODEL_PREFIXES`: comma-separated, blanks dropped.
@@ -26,17 +26,6 @@ pub(super) fn allowed_model_prefixes(env: &impl EnvSource) -> Result<Vec<String>
     Ok(prefixes)
 }
 
-/// The part of a model ID its geography prefix starts: the ID itself, or an ARN's resource name
-/// (`arn:aws:bedrock:eu-west-2:1:inference-profile/eu.anthropic...` is checked as
-/// `eu.anthropic...`).
-fn model_id_name(id: &str) -> &str {
-    if id.starts_with("arn:") {
-        id.rsplit('/').next().unwrap_or(id)
-    } else {
-        id
-    }
-}
-
 /// Refuses a catalog with a model ID (a fallback's included: fallbacks are catalog entries)
 /// outside `prefixes`, naming the model, so that no request can be routed beyond the allowed
 /// geography. No prefixes: no restriction.
@@ -47,7 +36,8 @@ pub(super) fn check_residency(
     if prefixes.is_empty() {
         return Ok(());
     }
-    let Some(outside) = catalog.models().iter().find(|m| {
+    // Every route: each model's own ID and its other profiles'.
+    let Some(outside) = catalog.models().iter().flat_map(|m| m.routes()).find(|m| {
         let name = model_id_name(&m.bedrock_model_id);
         !prefixes.iter().any(|p| name.starts_with(p.as_str()))
     }) else {
@@ -128,6 +118,24 @@ mod tests {
         assert!(check_residency(&builtin, &["eu.".to_owned()]).is_err());
         assert!(check_residency(&builtin, &[]).is_ok());
         assert!(check_residency(&builtin, &["global.".to_owned()]).is_err());
+        // A model's other profiles are routes too: a `global.` profile breaks an EU-only setting.
+        let profiled = ModelCatalog::parse(
+            r#"
+            [[model]]
+            alias = "m"
+            bedrock_model_id = "eu.anthropic.x"
+            max_output_tokens = 10
+            context_window = 100
+            prices = { input = "1", output = "2", cache_read = "0.1", cache_write = "1.25" }
+            [[model.profiles]]
+            bedrock_model_id = "global.anthropic.x"
+            prices = { input = "0.9", output = "1.8", cache_read = "0.09", cache_write = "1.125" }
+            "#,
+        )
+        .unwrap();
+        let error = check_residency(&profiled, &["eu.".to_owned()]).unwrap_err();
+        assert!(error.reason.contains("global.anthropic.x"), "{error:?}");
+        assert!(check_residency(&profiled, &["eu.".to_owned(), "global.".to_owned()]).is_ok());
     }
 
     #[test]

@@ -71,6 +71,8 @@ struct Decision {
     allowed: Option<Vec<String>>,
     key_guardrail: Option<serde_json::Value>,
     team_guardrail: Option<serde_json::Value>,
+    key_residency: Option<Vec<String>>,
+    team_residency: Option<Vec<String>>,
 }
 
 /// OpenAI's rate-limit headers, for one kind of limit.
@@ -96,6 +98,9 @@ pub struct Admitted {
     pub team_pii_policy: Option<serde_json::Value>,
     /// The Bedrock guardrail the key names, else its team's (as stored).
     pub guardrail: Option<serde_json::Value>,
+    /// The geographies the key's and the team's residency allow (`None`: any).
+    pub key_residency: Option<Vec<String>>,
+    pub team_residency: Option<Vec<String>>,
     requests: Option<Limit>,
     tokens: Option<Limit>,
 }
@@ -189,6 +194,14 @@ impl Admitted {
             .transpose()
     }
 
+    /// Whether key and team both let a route in `geography` serve this request.
+    pub fn residency_allows(&self, geography: &str) -> bool {
+        [&self.key_residency, &self.team_residency]
+            .into_iter()
+            .flatten()
+            .all(|allowed| allowed.iter().any(|g| g == geography))
+    }
+
     /// The rate-limit headers for this request.
     pub fn write_headers(&self, headers: &mut HeaderMap) {
         write_limit(headers, "requests", self.requests);
@@ -224,6 +237,16 @@ fn feature_refused(scope: Option<&str>, setting: Option<&str>, asked: &impl Cand
             setting: "allowed_service_tiers",
             param: "service_tier",
         },
+        Some("residency") => ApiError::FeatureNotAllowed {
+            what: format!(
+                "model `{}` on any route its residency allows (the model is served from {})",
+                asked.model().alias,
+                served_from(asked)
+            ),
+            scope,
+            setting: "residency",
+            param: "model",
+        },
         _ => ApiError::FeatureNotAllowed {
             what: "1-hour prompt caching (`cache_control.ttl: \"1h\"`)".to_owned(),
             scope,
@@ -231,6 +254,17 @@ fn feature_refused(scope: Option<&str>, setting: Option<&str>, asked: &impl Cand
             param: "cache_control.ttl",
         },
     }
+}
+
+/// The geographies that serve `asked`'s model: `eu`, `global`.
+fn served_from(asked: &impl Candidate) -> String {
+    let mut geographies: Vec<&str> = asked.model().routes().map(|m| m.geography()).collect();
+    geographies.dedup();
+    geographies
+        .iter()
+        .map(|g| format!("`{g}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn interval(duration: Duration) -> PgInterval {
@@ -271,6 +305,8 @@ pub async fn admit(
             key_pii_policy: None,
             team_pii_policy: None,
             guardrail: None,
+            key_residency: None,
+            team_residency: None,
             requests: None,
             tokens: None,
         });
@@ -286,8 +322,9 @@ pub async fn admit(
         .first()
         .ok_or_else(|| ApiError::Internal("admission without a model".into()))?;
     let estimate_cost = asked.prices().input * estimate;
+    let geographies: Vec<&str> = plan.iter().map(|p| p.model().geography()).collect();
     let decision: Decision = sqlx::query_as(
-        "SELECT * FROM llmlite_admit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        "SELECT * FROM llmlite_admit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(KeyHash::of(raw_key).as_str())
     .bind(&chain)
@@ -301,6 +338,7 @@ pub async fn admit(
     .bind(Decimal::from(state.rate_period.as_secs().max(1)))
     .bind(asked.cache_1h())
     .bind(asked.service_tier().map(ServiceTier::as_str))
+    .bind(&geographies)
     .persistent(false)
     .fetch_one(state.db.pool().await?)
     .await
@@ -344,6 +382,8 @@ pub async fn admit(
             key_pii_policy: decision.key_pii_policy,
             team_pii_policy: decision.team_pii_policy,
             guardrail: decision.key_guardrail.or(decision.team_guardrail),
+            key_residency: decision.key_residency,
+            team_residency: decision.team_residency,
             requests,
             tokens,
         }),

@@ -265,12 +265,17 @@ async fn serve<A: Adapter>(
 
     // Guard: from here every way out settles exactly once.
     let mut guard = state.settlements.guard(record, arrived);
-    if let Some(asked) = plan.first() {
-        guard.for_model(Arc::clone(Candidate::model(asked)));
+    let plan = allowed(plan, &admitted);
+    match plan.first() {
+        Some(asked) => guard.for_model(Arc::clone(Candidate::model(asked))),
+        // Admission refuses a model with no route the residency allows; this is not reached.
+        None => {
+            let error = ApiError::Internal("no route to the model is allowed".into());
+            return Err(call::end(guard, error, Status::Failure));
+        }
     }
     #[cfg(feature = "dev")]
     state.hooks.after_admission();
-    let plan = allowed(plan, &admitted);
 
     // The PII guard, before anything leaves: global policy, then the team's, then the key's.
     let guarding = std::time::Instant::now();
@@ -418,18 +423,17 @@ pub async fn chain(
 }
 
 /// The plan without the fallbacks the key, its user or its team may not use (the model asked
-/// for was checked by admission).
+/// for was checked by admission), and without the routes (inference profiles) their residency
+/// does not allow.
 fn allowed<P: Candidate>(plan: Vec<P>, admitted: &Admitted) -> Vec<P> {
+    let asked = plan.first().map(|p| Candidate::model(p).alias.clone());
     plan.into_iter()
-        .enumerate()
-        .filter(|(position, p)| {
-            *position == 0
-                || admitted
-                    .allowed
-                    .iter()
-                    .any(|a| a == Candidate::model(p).alias.as_str())
+        .filter(|p| {
+            let model = Candidate::model(p);
+            (Some(&model.alias) == asked.as_ref()
+                || admitted.allowed.iter().any(|a| a == model.alias.as_str()))
+                && admitted.residency_allows(model.geography())
         })
-        .map(|(_, p)| p)
         .collect()
 }
 

@@ -60,7 +60,8 @@ impl KeyRow {
 pub const COLUMNS: &str = "token, key_name, key_alias, user_id, team_id, tier, spend, models, \
     max_budget, soft_budget, budget_duration, budget_reset_at, tpm_limit, rpm_limit, \
     max_parallel_requests, metadata, expires, is_active, blocked, created_by, updated_by, \
-    created_at, updated_at, last_active, pii_policy, allow_cache_1h, allowed_service_tiers, guardrail";
+    created_at, updated_at, last_active, pii_policy, allow_cache_1h, allowed_service_tiers, guardrail, \
+    residency";
 
 impl KeyRow {
     /// LiteLLM's key object. The hash is `token`; the raw key is never in it.
@@ -165,9 +166,9 @@ pub(super) async fn write(
                   soft_budget, budget_duration, budget_reset_at, tpm_limit, rpm_limit,
                   max_parallel_requests, expires, blocked, metadata, created_by, updated_by,
                   created_at, updated_at, pii_policy, allow_cache_1h, allowed_service_tiers,
-                  guardrail)
+                  guardrail, residency)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                     $17, $18, $18, $19, $19, $20, $21, $22, $23)
+                     $17, $18, $18, $19, $19, $20, $21, $22, $23, $24)
              RETURNING {COLUMNS}"
         )
     } else {
@@ -178,7 +179,7 @@ pub(super) async fn write(
                  budget_reset_at = $11, tpm_limit = $12, rpm_limit = $13,
                  max_parallel_requests = $14, expires = $15, blocked = $16, metadata = $17,
                  updated_by = $18, updated_at = $19, pii_policy = $20, allow_cache_1h = $21,
-                 allowed_service_tiers = $22, guardrail = $23
+                 allowed_service_tiers = $22, guardrail = $23, residency = $24
              WHERE token = $1
              RETURNING {COLUMNS}"
         )
@@ -207,6 +208,7 @@ pub(super) async fn write(
         .bind(values.features.allow_cache_1h)
         .bind(&values.features.allowed_service_tiers)
         .bind(&values.features.guardrail)
+        .bind(&values.features.residency)
         .persistent(false)
         .fetch_one(&mut **tx)
         .await
