@@ -450,3 +450,125 @@ async fn a_guardrail_that_cannot_judge_fails_closed_and_bad_settings_are_refused
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert_eq!(guardrail_calls(&gw).await.len(), before);
 }
+
+/// Every API that sends text runs it past the guardrail: embeddings' inputs too (they have no
+/// answer to judge). Odd text (a NUL, a right-to-left override, an emoji) reaches the guardrail
+/// and the model intact around what it masks.
+#[tokio::test]
+async fn embeddings_and_odd_text_go_through_the_guardrail() {
+    let gw = TestGateway::start().await;
+    let key = gw
+        .mint_raw_key(json!({"guardrail": {"id": "gr0abc12", "version": "1"}}))
+        .await;
+    let embed = |input: Value| json!({"model": "titan-embed-text-v2", "input": input});
+    let reply = gw
+        .post(
+            "/v1/embeddings",
+            &key,
+            embed(json!("file EMP-123456 today")),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let calls = gw.bedrock_calls().await;
+    let embedded = calls
+        .iter()
+        .find(|c| c["model_id"] == "amazon.titan-embed-text-v2:0")
+        .unwrap();
+    assert_eq!(embedded["body"]["inputText"], "file {EMPLOYEE_ID} today");
+    let row = gw.spend_row(&reply.request_id()).await;
+    assert_eq!(row.metadata["llmlite_guardrail"]["input"], "masked");
+    assert!(row.metadata["llmlite_guardrail"]["output"].is_null());
+
+    let reply = gw
+        .post("/v1/embeddings", &key, embed(json!(["fine", "the Merger"])))
+        .await;
+    assert_eq!(reply.status, 400, "{}", reply.text);
+    assert_eq!(reply.json()["error"]["type"], "guardrail_blocked");
+    assert_eq!(
+        gw.bedrock_calls()
+            .await
+            .iter()
+            .filter(|c| c["operation"] != "apply-guardrail")
+            .count(),
+        1,
+        "the blocked batch reached no model"
+    );
+
+    let odd = "EMP-654321 \u{0} \u{202e}txet \u{1f980}";
+    let reply = gw
+        .post(
+            "/v1/chat/completions",
+            &key,
+            json!({"model": "claude-haiku-4-5", "max_tokens": 32,
+                   "messages": [{"role": "user", "content": odd}]}),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let answer = reply.json()["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(answer, "echo: {EMPLOYEE_ID} \u{0} \u{202e}txet \u{1f980}");
+    let judged = guardrail_calls(&gw).await;
+    assert!(
+        judged
+            .iter()
+            .any(|c| c["texts"][0] == odd && c["source"] == "INPUT"),
+        "{judged:?}"
+    );
+}
+
+/// A client that hangs up while a guarded answer streams: the request settles once, with the
+/// guardrail's units of the windows judged, and holds no lease.
+#[tokio::test]
+async fn a_hang_up_mid_stream_pays_once_with_the_guardrails_units() {
+    let path = models_file(CATALOG);
+    let gw = TestGateway::start_with(&[("LLMLITE_MODELS", path.to_str().unwrap())]).await;
+    let key = gw
+        .mint_raw_key(json!({"guardrail": {"id": "gr0abc12", "version": "1"}}))
+        .await;
+    gw.script(json!([{"event_gap_ms": 20}])).await;
+    let answer = (0..600)
+        .map(|i| format!("w{i}."))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut response = gw
+        .client
+        .post(format!("http://{}/v1/chat/completions", gw.addr))
+        .bearer_auth(&key)
+        .json(
+            &json!({"model": "sonnet", "max_tokens": 2000, "stream": true,
+                      "messages": [{"role": "user", "content": say(&answer)}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    // Read until the first judged window's text has arrived, then hang up.
+    let mut seen = String::new();
+    while !seen.contains("w1.") {
+        let chunk = response.chunk().await.unwrap().unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    drop(response);
+
+    let row = row(&gw, &request_id).await;
+    assert_eq!(row.status, "client_closed");
+    let guardrail = &row.metadata["llmlite_guardrail"];
+    assert_eq!(guardrail["input"], "none", "{guardrail}");
+    assert!(guardrail["calls"].as_u64().unwrap() >= 2, "{guardrail}");
+    assert_eq!(row.spend, cost(&row), "{guardrail}");
+    let (rows, leases): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM litellm_spend WHERE request_id = $1),
+                (SELECT count(*) FROM llmlite_inflight)",
+    )
+    .bind(&request_id)
+    .fetch_one(&gw.db.pool)
+    .await
+    .unwrap();
+    assert_eq!((rows, leases), (1, 0));
+}
