@@ -30,6 +30,33 @@ pub fn serve_routes(state: AppState, max_in_flight: usize) -> Router {
     with_ceiling(all_routes(state), max_in_flight)
 }
 
+/// What `llmlite serve`'s metrics listener answers (`LLMLITE_METRICS_ADDR`, a port of its own
+/// that the ALB never reaches): `GET /metrics`, Prometheus' text format. `None` when the
+/// process keeps no metrics.
+pub fn metrics_routes(state: AppState) -> Option<Router> {
+    let metrics = state.settlements.metrics()?;
+    let render = move || {
+        let (state, metrics) = (state.clone(), Arc::clone(&metrics));
+        async move {
+            let pool = state
+                .db
+                .pool()
+                .await
+                .ok()
+                .map(|pool| (pool.size(), pool.num_idle()));
+            let text = metrics.render(state.settlements.pending(), state.settlements.open(), pool);
+            (
+                [(
+                    http::header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
+                text,
+            )
+        }
+    };
+    Some(Router::new().route("/metrics", axum::routing::get(render)))
+}
+
 /// `router`, answering at most `max` requests at once. Health checks take no place: an
 /// orchestrator that found a busy task unhealthy would replace it, and end its streams.
 pub fn with_ceiling(router: Router, max: usize) -> Router {

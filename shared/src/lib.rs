@@ -37,7 +37,7 @@ pub mod routes;
 pub mod settlement;
 pub mod state;
 
-pub use capacity::serve_routes;
+pub use capacity::{metrics_routes, serve_routes};
 pub use config::Config;
 pub use error::{ApiError, ErrorShape, Refusal};
 pub use routes::{Function, admin_routes, all_routes, chat_routes, health_routes};

@@ -192,6 +192,10 @@ pub struct RequestRecord {
     pub guardrail: Option<GuardrailUse>,
     pub response_bytes: u64,
     pub latency_ms: f64,
+    /// A streamed answer: from arrival to the first text sent (records kept before this field,
+    /// and whole answers, have none).
+    #[serde(default)]
+    pub ttft_ms: Option<f64>,
     pub upstream_ms: f64,
     /// The gateway's stages before the model call (records kept before this field have none).
     #[serde(default)]
@@ -244,6 +248,7 @@ impl RequestRecord {
             guardrail: None,
             response_bytes: 0,
             latency_ms: 0.0,
+            ttft_ms: None,
             upstream_ms: 0.0,
             stages: Stages::default(),
             finished: None,
@@ -363,6 +368,9 @@ impl RequestRecord {
     pub fn metrics(&self) -> RequestMetrics {
         RequestMetrics {
             model: self.model.to_string(),
+            route: self.call_type.as_str(),
+            team: self.payer.team_id.clone(),
+            ttft_ms: self.ttft_ms,
             status: self.status_code,
             error_type: self.error_type.clone(),
             latency_ms: self.latency_ms,

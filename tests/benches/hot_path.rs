@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use llmlite::dev::bedrock_double::BedrockDouble;
 use llmlite_tests::bench::percentile;
-use llmlite_tests::{MASTER_KEY, TestDb, bench, spawn_serve};
+use llmlite_tests::{MASTER_KEY, TestDb, bench, free_port, spawn_serve};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
@@ -205,14 +205,6 @@ async fn wait_ready(url: &str) {
         assert!(Instant::now() < deadline, "{url} never answered");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Sends `rate` requests a second for `seconds` on each stream, interleaved; the latencies in

@@ -141,6 +141,14 @@ pub async fn tool_installed(program: &str, args: &[&str], pip_name: &str) -> boo
     installed
 }
 
+/// A loopback port nothing listens on now (for a process the test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
 /// An exact decimal (a price or a spend) written as the catalog writes it: `"3.30"`.
 pub fn price(text: &str) -> sqlx::types::Decimal {
     text.parse()

@@ -21,7 +21,7 @@ use llmlite::config::{Config, EnvSource, ProcessEnv, ServeConfig};
 use llmlite::dev::bedrock_double::BedrockDouble;
 #[cfg(feature = "dev")]
 use llmlite::dev::embedded_pg::EmbeddedPostgres;
-use llmlite::{AppState, clients::telemetry, serve_routes};
+use llmlite::{AppState, clients::telemetry, metrics_routes, serve_routes};
 use tokio::net::TcpListener;
 
 #[derive(Parser)]
@@ -162,6 +162,11 @@ fn served(mut config: Config, env: &impl EnvSource) -> Result<(AppState, ServeCo
     let mut state = AppState::new(config).map_err(|e| e.to_string())?;
     // Many requests settle at once here: those that finish together share a transaction.
     state.settlements = state.settlements.group_commit(serving.settle_batch);
+    if serving.metrics_addr.is_some() {
+        let metrics = llmlite::clients::metrics::Metrics::new()
+            .map_err(|e| format!("metrics could not be registered: {e}"))?;
+        state.settlements = state.settlements.with_metrics(std::sync::Arc::new(metrics));
+    }
     Ok((state, serving))
 }
 
@@ -287,6 +292,22 @@ async fn serve_until_signal(
 ) -> Result<(), String> {
     let settlements = state.settlements.clone();
     let audit = state.audit.clone();
+    // Prometheus' `/metrics`, on a listener of its own.
+    let metrics = match (serving.metrics_addr, metrics_routes(state.clone())) {
+        (Some(addr), Some(routes)) => {
+            let listener = bind(addr).await?;
+            tracing::info!(
+                listen = %listener.local_addr().map_or_else(|_| addr.to_string(), |a| a.to_string()),
+                "metrics at /metrics"
+            );
+            Some(tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, routes).await {
+                    tracing::warn!(error = %e, "metrics listener failed");
+                }
+            }))
+        }
+        _ => None,
+    };
     // The audit queue ships once a minute (when it holds 128 KiB, or its oldest record has
     // waited 10 minutes); settlements ship it too as it fills.
     let shipping = tokio::spawn({
@@ -316,6 +337,9 @@ async fn serve_until_signal(
         "settlements written in batches (group commit)"
     );
     shipping.abort();
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
     // What this process queued leaves with it (another process or the rollup would ship it
     // later otherwise).
     // Bounded: a stop signal gives a container seconds, not minutes.

@@ -7,12 +7,14 @@
 //! - [`store`]: PostgreSQL, through RDS Proxy without pinning: the pool, IAM tokens, migrations;
 //! - [`audit`]: the audit sink (S3 or a directory) and its outbox;
 //! - [`db_roles`]: the database's owner and application roles;
-//! - [`telemetry`]: logs (redacted) and EMF metric lines.
+//! - [`telemetry`]: logs (redacted) and EMF metric lines;
+//! - [`metrics`]: Prometheus metrics for `llmlite serve`.
 
 pub mod attribution;
 pub mod audit;
 pub mod bedrock;
 pub mod db_roles;
 pub mod guardrail;
+pub mod metrics;
 pub mod store;
 pub mod telemetry;

@@ -89,6 +89,12 @@ pub struct Stages {
 #[derive(Debug, Clone, Default)]
 pub struct RequestMetrics {
     pub model: String,
+    /// The API it came through (the spend row's `call_type`).
+    pub route: &'static str,
+    /// The key's team, if it has one.
+    pub team: Option<String>,
+    /// A streamed answer: from arrival to the first text sent.
+    pub ttft_ms: Option<f64>,
     pub status: u16,
     pub error_type: Option<String>,
     pub latency_ms: f64,

@@ -2,7 +2,8 @@
 //! serves at once (a container's reserved concurrency, enforced by [`crate::capacity`]), and the
 //! database pool it sizes from that when `LLMLITE_DB_POOL_SIZE` is not set, and
 //! `LLMLITE_SETTLE_BATCH`, the most settlements it writes in one transaction (group commit, see
-//! [`crate::settlement`]).
+//! [`crate::settlement`]), and `LLMLITE_METRICS_ADDR`, where it serves Prometheus' `/metrics`
+//! (a listener of its own, never the ALB's; unset: none).
 
 use super::database::pool_size_setting;
 use crate::env::{ConfigError, EnvSource, non_empty};
@@ -30,6 +31,8 @@ const MAX_SETTLE_BATCH: usize = 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServeConfig {
+    /// `LLMLITE_METRICS_ADDR`: the address of the Prometheus listener (`GET /metrics`).
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// `LLMLITE_MAX_CONCURRENCY`: requests in flight at once; the next is answered 503.
     pub max_concurrency: usize,
     /// `LLMLITE_DB_POOL_SIZE` when set, else [`serve_pool_size`] of the concurrency.
@@ -67,7 +70,17 @@ impl ServeConfig {
                 }
             },
         };
+        let metrics_addr = match non_empty(env, "LLMLITE_METRICS_ADDR") {
+            None => None,
+            Some(v) => Some(v.parse().map_err(|_| {
+                ConfigError::new(
+                    "LLMLITE_METRICS_ADDR",
+                    "must be an address and port such as 127.0.0.1:9464",
+                )
+            })?),
+        };
         Ok(ServeConfig {
+            metrics_addr,
             max_concurrency,
             db_pool_size,
             settle_batch,
@@ -102,6 +115,17 @@ mod tests {
         }
         let serve = ServeConfig::from_env(&env(&[("LLMLITE_MAX_CONCURRENCY", "250")])).unwrap();
         assert_eq!(serve.max_concurrency, 250);
+    }
+
+    #[test]
+    fn the_metrics_listener_is_off_unless_an_address_is_set() {
+        assert_eq!(ServeConfig::from_env(&env(&[])).unwrap().metrics_addr, None);
+        let set = ServeConfig::from_env(&env(&[("LLMLITE_METRICS_ADDR", "0.0.0.0:9464")])).unwrap();
+        assert_eq!(set.metrics_addr, Some("0.0.0.0:9464".parse().unwrap()));
+        for bad in ["9464", "localhost:9464", "0.0.0.0", "0.0.0.0:99999"] {
+            let err = ServeConfig::from_env(&env(&[("LLMLITE_METRICS_ADDR", bad)])).unwrap_err();
+            assert_eq!(err.variable, "LLMLITE_METRICS_ADDR", "{bad}");
+        }
     }
 
     #[test]

@@ -214,6 +214,7 @@ where
         deltas: 0,
         delta_bytes: 0,
         sent_bytes: 0,
+        first_text: None,
     };
     tokio::spawn(relay.run(events, sender, guard, upstream));
     Ok(response)
@@ -307,6 +308,8 @@ struct Relay<D: Decoder, N> {
     delta_bytes: u64,
     /// Bytes sent to the client, for the audit record.
     sent_bytes: u64,
+    /// When the first text went out: the time to first token.
+    first_text: Option<std::time::Instant>,
 }
 
 /// Resolves at the next tick of `interval`; never without one.
@@ -343,6 +346,7 @@ where
         if let Some(windows) = &mut self.windows {
             windows.note(guard.record());
         }
+        self.note_ttft(&mut guard);
         // A buffered response's last coalesced text goes out before its ending.
         if !matches!(end, End::ClientGone | End::TooLarge)
             && let Err(unsent) = self.flush(&sender).await
@@ -431,9 +435,19 @@ where
         if let Some(windows) = &mut self.windows {
             windows.note(record);
         }
+        self.note_ttft(&mut guard);
+        let record = guard.record();
         record.fail(&error);
         record.response_bytes = self.sent_bytes;
         guard.finish(Status::Failure);
+    }
+
+    /// The time to first token on the record: from arrival to the first text sent.
+    fn note_ttft(&self, guard: &mut Guard) {
+        if let Some(first) = self.first_text {
+            let ttft = guard.elapsed_ms() - first.elapsed().as_secs_f64() * 1000.0;
+            guard.record().ttft_ms = Some(ttft.max(0.0));
+        }
     }
 
     fn count(&mut self, text: &str) {
@@ -585,6 +599,7 @@ where
         if text.is_empty() {
             return Ok(());
         }
+        self.first_text.get_or_insert_with(std::time::Instant::now);
         if self.buffer.is_none() {
             let event = self.encoder.text(block, kind, text);
             return self.deliver(sender, event, false).await;

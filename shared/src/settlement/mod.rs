@@ -56,6 +56,8 @@ pub struct Settler {
     /// The committer that batches settlements (`serve`); `None`: each settles alone (a Lambda
     /// environment serves one request at a time).
     batch: Option<Arc<GroupCommit>>,
+    /// Prometheus metrics (`llmlite serve` with `LLMLITE_METRICS_ADDR`); `None` elsewhere.
+    metrics: Option<Arc<crate::clients::metrics::Metrics>>,
 }
 
 /// Where settlements, audit records and metrics go.
@@ -98,7 +100,19 @@ impl Settler {
                 emf,
             }),
             batch: None,
+            metrics: None,
         }
+    }
+
+    /// The Prometheus metrics it observes requests in, if any.
+    pub fn metrics(&self) -> Option<Arc<crate::clients::metrics::Metrics>> {
+        self.metrics.clone()
+    }
+
+    /// Observes every request it settles or refuses in `metrics` (Prometheus, `llmlite serve`).
+    pub fn with_metrics(mut self, metrics: Arc<crate::clients::metrics::Metrics>) -> Settler {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Settles the requests that finish together in one transaction, up to `max` at a time
@@ -165,7 +179,7 @@ impl Settler {
             {
                 tracing::error!(request_id = %record.request_id, "audit record not queued in time");
             }
-            settler.report(&record);
+            settler.report(&record, true);
             drop(ticket);
         });
     }
@@ -274,14 +288,18 @@ fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) {
 }
 
 impl Settler {
-    /// The metrics and the log line of a request.
-    fn report(&self, record: &RequestRecord) {
+    /// The metrics and the log line of a request (`refused`: by admission).
+    fn report(&self, record: &RequestRecord, refused: bool) {
+        let metrics = record.metrics();
         crate::clients::telemetry::report_request(
             &record.request_id.to_string(),
             record.payer.key_hash.as_ref().map(|h| h.as_str()),
-            &record.metrics(),
+            &metrics,
             self.to.emf,
         );
+        if let Some(prometheus) = &self.metrics {
+            prometheus.observe(&metrics, refused);
+        }
     }
 
     /// Settles `record` (which queues its audit record) and reports its metrics; a record the
@@ -291,7 +309,7 @@ impl Settler {
     pub async fn settle(&self, mut record: RequestRecord) {
         record.finished.get_or_insert(self.to.clock.now());
         let settled = self.settle_with_retries(&record).await;
-        self.report(&record);
+        self.report(&record, false);
         match settled {
             Ok(settled) => {
                 if settled.queued.is_some_and(|id| id % SHIP_EVERY == 0) {

@@ -33,8 +33,14 @@ pub struct Dev {
 impl Dev {
     /// Starts `llmlite dev` with no configuration at all.
     pub async fn start() -> Dev {
+        Dev::start_with(&[]).await
+    }
+
+    /// Starts `llmlite dev` with `env` added (nothing else configured).
+    pub async fn start_with(env: &[(&str, &str)]) -> Dev {
         let mut child = Command::new(LLMLITE)
             .args(["dev", "--listen", "127.0.0.1:0"])
+            .envs(env.iter().copied())
             .env_remove("DATABASE_URL")
             .env_remove("LITELLM_MASTER_KEY")
             .env_remove("LITELLM_MASTER_KEY_SECRET_ARN")
