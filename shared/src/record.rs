@@ -380,6 +380,8 @@ impl RequestRecord {
             input_tokens: self.prompt_tokens(),
             output_tokens: self.tokens.output,
             cost: rust_decimal::prelude::ToPrimitive::to_f64(&self.cost.amount()).unwrap_or(0.0),
+            // The settler knows its outbox; a record does not.
+            outbox: 0,
         }
     }
 

@@ -1284,18 +1284,128 @@ fn the_chat_stream_function_and_the_streaming_api_have_the_chat_functions_alarms
     ] {
         assert!(dashboard.contains(name), "the dashboard has no {name}");
     }
-    // The body is JSON once substituted (`${X}` stands for a name or id).
+    let body = dashboard_body();
+    assert!(body["widgets"].as_array().unwrap().len() >= 8);
+}
+
+/// The dashboard's body, JSON once substituted (`${X}` stands for a name, an id or a number).
+fn dashboard_body() -> Value {
+    let dashboard = props("Dashboard")["DashboardBody"]["Fn::Sub"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let mut body = String::new();
     let mut rest = dashboard.as_str();
     while let Some(start) = rest.find("${") {
         let end = start + rest[start..].find('}').unwrap();
         body.push_str(&rest[..start]);
-        body.push_str("value");
+        body.push('1');
         rest = &rest[end + 1..];
     }
     body.push_str(rest);
-    let body: Value = serde_json::from_str(&body).expect("the dashboard body is JSON");
-    assert!(body["widgets"].as_array().unwrap().len() >= 8);
+    serde_json::from_str(&body).expect("the dashboard body is JSON")
+}
+
+/// Every `LLMLite` metric a dashboard widget draws is one the code writes, with dimensions it
+/// writes (`llmlite::clients::telemetry::emf_line`), so a renamed metric fails here, not on the
+/// dashboard; and every widget's title asks the question it answers.
+#[test]
+fn every_dashboard_widget_draws_metrics_the_code_emits() {
+    let emitted = llmlite::clients::telemetry::emf_line(
+        &llmlite::clients::telemetry::RequestMetrics {
+            ttft_ms: Some(1.0),
+            ..Default::default()
+        },
+        0,
+    );
+    let directive = &emitted["_aws"]["CloudWatchMetrics"][0];
+    let namespace = directive["Namespace"].as_str().unwrap();
+    let names: BTreeSet<String> = directive["Metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["Name"].as_str().unwrap().to_owned())
+        .collect();
+    let dimension_sets: Vec<BTreeSet<String>> = directive["Dimensions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|set| {
+            set.as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_str().unwrap().to_owned())
+                .collect()
+        })
+        .collect();
+    let check = |metric: &str, dimensions: BTreeSet<String>, title: &str| {
+        assert!(names.contains(metric), "{title}: {metric} is not emitted");
+        assert!(
+            dimension_sets.contains(&dimensions),
+            "{title}: {metric} by {dimensions:?} is not emitted"
+        );
+    };
+    let mut drawn = BTreeSet::new();
+    for widget in dashboard_body()["widgets"].as_array().unwrap() {
+        let properties = &widget["properties"];
+        let title = properties["title"].as_str().unwrap_or_default();
+        assert!(
+            title.contains('?'),
+            "a widget's title asks its question: {title:?}"
+        );
+        let mut previous = (String::new(), String::new());
+        for entry in properties["metrics"].as_array().into_iter().flatten() {
+            let entry = entry.as_array().unwrap();
+            if let Some(expression) = entry[0]["expression"].as_str() {
+                // SEARCH('{Namespace,dim,...} MetricName="X" ...', ...)
+                let schema =
+                    &expression[expression.find('{').unwrap() + 1..expression.find('}').unwrap()];
+                let mut parts = schema.split(',');
+                let space = parts.next().unwrap();
+                let metric = expression
+                    .split("MetricName=\"")
+                    .nth(1)
+                    .unwrap()
+                    .split('"')
+                    .next()
+                    .unwrap();
+                if space == namespace {
+                    check(metric, parts.map(str::to_owned).collect(), title);
+                    drawn.insert(metric.to_owned());
+                }
+                continue;
+            }
+            let text: Vec<&str> = entry.iter().map_while(Value::as_str).collect();
+            let space = if text[0] == "." {
+                previous.0.clone()
+            } else {
+                text[0].to_owned()
+            };
+            let metric = if text[1] == "." {
+                previous.1.clone()
+            } else {
+                text[1].to_owned()
+            };
+            previous = (space.clone(), metric.clone());
+            if space == namespace {
+                let dimensions = text[2..].chunks(2).map(|pair| pair[0].to_owned()).collect();
+                check(&metric, dimensions, title);
+                drawn.insert(metric);
+            }
+        }
+    }
+    // The LLD's questions, each answered by a widget of its own.
+    for needed in [
+        "UpstreamLatency",
+        "OverheadLatency",
+        "TimeToFirstToken",
+        "Cost",
+        "Errors5xx",
+        "OutboxDepth",
+        "Throttled",
+    ] {
+        assert!(drawn.contains(needed), "no widget draws {needed}");
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

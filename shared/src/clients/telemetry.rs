@@ -105,14 +105,16 @@ pub struct RequestMetrics {
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub cost: f64,
+    /// Settlements waiting in this instance's outbox when it was reported.
+    pub outbox: u64,
 }
 
 /// The EMF line for one request: namespace `LLMLite`, dimension sets `[model]` and `[]` (the
-/// totals), one value per metric.
+/// totals), one value per metric (`TimeToFirstToken` only for a streamed answer that sent text).
 pub fn emf_line(m: &RequestMetrics, timestamp_ms: i64) -> Value {
     let flag = |on: bool| if on { 1 } else { 0 };
     let metric = |name: &str, unit: &str| json!({"Name": name, "Unit": unit});
-    json!({
+    let mut line = json!({
         "_aws": {
             "Timestamp": timestamp_ms,
             "CloudWatchMetrics": [{
@@ -131,6 +133,7 @@ pub fn emf_line(m: &RequestMetrics, timestamp_ms: i64) -> Value {
                     metric("BudgetRejected", "Count"),
                     metric("PiiBlocked", "Count"),
                     metric("Errors5xx", "Count"),
+                    metric("OutboxDepth", "Count"),
                 ],
             }],
         },
@@ -147,7 +150,15 @@ pub fn emf_line(m: &RequestMetrics, timestamp_ms: i64) -> Value {
         "BudgetRejected": flag(m.error_type.as_deref() == Some("budget_exceeded")),
         "PiiBlocked": flag(matches!(m.error_type.as_deref(), Some("pii_blocked" | "pii_blocked_output"))),
         "Errors5xx": flag(m.status >= 500),
-    })
+        "OutboxDepth": m.outbox,
+    });
+    if let Some(ttft) = m.ttft_ms {
+        line["TimeToFirstToken"] = json!(ttft);
+        if let Some(metrics) = line["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array_mut() {
+            metrics.push(metric("TimeToFirstToken", "Milliseconds"));
+        }
+    }
+    line
 }
 
 /// Whether EMF lines are written: in a Lambda, or when `LLMLITE_EMF=true`.
@@ -163,6 +174,8 @@ pub fn report_request(request_id: &str, key_hash: Option<&str>, m: &RequestMetri
         request_id,
         key = key_hash.map(|k| &k[..k.len().min(12)]).unwrap_or(""),
         model = %m.model,
+        route = m.route,
+        team = m.team.as_deref().unwrap_or(""),
         status = m.status,
         error_type = m.error_type.as_deref().unwrap_or(""),
         latency_ms = m.latency_ms,
@@ -174,6 +187,7 @@ pub fn report_request(request_id: &str, key_hash: Option<&str>, m: &RequestMetri
         input_tokens = m.input_tokens,
         output_tokens = m.output_tokens,
         cost = m.cost,
+        ttft_ms = m.ttft_ms,
         "request"
     );
     if emf {
@@ -215,7 +229,7 @@ mod tests {
         assert_eq!(directive["Namespace"], "LLMLite");
         assert_eq!(directive["Dimensions"], json!([["model"], []]));
         let metrics = directive["Metrics"].as_array().unwrap();
-        assert_eq!(metrics.len(), 12);
+        assert_eq!(metrics.len(), 13);
         for metric in metrics {
             let name = metric["Name"].as_str().unwrap();
             assert!(line[name].is_number(), "{name} has a value");

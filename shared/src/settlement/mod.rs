@@ -290,7 +290,8 @@ fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) {
 impl Settler {
     /// The metrics and the log line of a request (`refused`: by admission).
     fn report(&self, record: &RequestRecord, refused: bool) {
-        let metrics = record.metrics();
+        let mut metrics = record.metrics();
+        metrics.outbox = u64::try_from(self.pending()).unwrap_or(u64::MAX);
         crate::clients::telemetry::report_request(
             &record.request_id.to_string(),
             record.payer.key_hash.as_ref().map(|h| h.as_str()),
