@@ -11,7 +11,8 @@
 --    route's geography). A request none of whose model's routes is allowed is refused,
 --    `feature_not_allowed` with detail `residency`. `llmlite_admit`'s body is not written again:
 --    the function of 20261207000003 is renamed `llmlite_admit_checked`, and the new
---    `llmlite_admit` filters the chain, calls it, and adds the settings, in the same round trip.
+--    `llmlite_admit` reads the settings once, filters the chain, calls it, and adds the
+--    settings, in the same round trip.
 --    The previous signature stays for instances still running the previous code during a
 --    deploy (no geographies: no filtering).
 -- 4. What a guardrail did and cost is kept with the spend row's metadata (`llmlite_guardrail`),
@@ -49,21 +50,25 @@ DECLARE
     r        llmlite_admission;
     k_res    TEXT[];
     t_res    TEXT[];
+    k_guard  JSONB;
+    t_guard  JSONB;
     team     TEXT;
     chain    TEXT[] := p_chain;
     reserves NUMERIC[] := p_reserves;
     i        INT;
 BEGIN
+    -- The key's and its team's settings, read once (the key, or during a rotation's grace
+    -- period the key its old hash points at, as llmlite_admit_checked resolves it).
+    SELECT v.residency, v.guardrail, v.team_id INTO k_res, k_guard, team
+    FROM litellm_verificationtoken v
+    WHERE v.token = COALESCE(
+        (SELECT d.active_token FROM llmlite_deprecated_token d WHERE d.token = p_token),
+        p_token);
+    IF team IS NOT NULL THEN
+        SELECT t.residency, t.guardrail INTO t_res, t_guard
+        FROM litellm_teamtable t WHERE t.team_id = team;
+    END IF;
     IF p_geographies IS NOT NULL THEN
-        -- The key (or, during a rotation's grace period, the key its old hash points at).
-        SELECT v.residency, v.team_id INTO k_res, team
-        FROM litellm_verificationtoken v
-        WHERE v.token = COALESCE(
-            (SELECT d.active_token FROM llmlite_deprecated_token d WHERE d.token = p_token),
-            p_token);
-        IF team IS NOT NULL THEN
-            SELECT t.residency INTO t_res FROM litellm_teamtable t WHERE t.team_id = team;
-        END IF;
         IF k_res IS NOT NULL OR t_res IS NOT NULL THEN
             chain := '{}'; reserves := '{}';
             FOR i IN 1 .. cardinality(p_chain) LOOP
@@ -90,12 +95,8 @@ BEGIN
                                p_estimate, p_estimate_cost, p_lease, p_period, p_cache_1h,
                                p_service_tier);
     IF r.decision = 'ok' THEN
-        SELECT k.guardrail, k.residency INTO r.key_guardrail, r.key_residency
-        FROM litellm_verificationtoken k WHERE k.token = r.token;
-        IF r.team_id IS NOT NULL THEN
-            SELECT t.guardrail, t.residency INTO r.team_guardrail, r.team_residency
-            FROM litellm_teamtable t WHERE t.team_id = r.team_id;
-        END IF;
+        r.key_guardrail := k_guard; r.key_residency := k_res;
+        r.team_guardrail := t_guard; r.team_residency := t_res;
     END IF;
     RETURN r;
 END

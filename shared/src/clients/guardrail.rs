@@ -27,7 +27,7 @@ impl GuardrailRef {
     /// Reads a stored or sent guardrail, checked against Bedrock's patterns for both fields (so
     /// nothing Bedrock would refuse is ever stored). The error names the field, not its value.
     pub fn parse(value: &serde_json::Value) -> Result<GuardrailRef, String> {
-        let guardrail: GuardrailRef = serde_json::from_value(value.clone()).map_err(|_| {
+        let guardrail = GuardrailRef::deserialize(value).map_err(|_| {
             "`guardrail` is an object with a string `id` and a string `version`, or null".to_owned()
         })?;
         if !valid_id(&guardrail.id) {

@@ -79,7 +79,7 @@ where
     Fut: Future<Output = Result<T, BedrockFailure>>,
 {
     let called = until_deadline(
-        &call.invocation,
+        call.invocation.deadline,
         bedrock::with_fallbacks(&call.state.retry, &call.plan, &call.alias, each),
     )
     .await;

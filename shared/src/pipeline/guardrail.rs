@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
-use super::invocation::{Invocation, deadline_error, until_deadline};
-use crate::clients::guardrail::{Applied, Guardrail, Source, Verdict};
+use super::invocation::{deadline_error, until_deadline};
+use crate::clients::guardrail::{Applied, Guardrail, GuardrailFailure, Source, Verdict};
 use crate::error::ApiError;
 use crate::openai::{ChatCompletionRequest, ChatMessage, Content, ContentPart};
 use crate::record::RequestRecord;
@@ -39,19 +39,38 @@ pub async fn judge(
         return Ok(false);
     }
     let sent: Vec<&str> = texts.iter().map(|t| t.as_str()).collect();
-    let applied = within(
-        deadline,
-        guardrail.apply(&state.bedrock, &state.retry, source, &sent),
-    )
-    .await?
-    .map_err(|failure| failure.into_api_error())?;
+    let applied = call(state, guardrail, deadline, source, &sent).await?;
     record.note_guardrail(
         &guardrail.guardrail.name(),
         source,
         &applied,
         guardrail.cost(&applied.units),
     );
-    match applied.verdict {
+    enforce(applied.verdict, texts, source)
+}
+
+/// One `ApplyGuardrail` call on `texts`, until `deadline`: a guardrail that cannot judge them
+/// in time is the error that ends the request.
+async fn call(
+    state: &AppState,
+    guardrail: &Guardrail,
+    deadline: Option<Instant>,
+    source: Source,
+    texts: &[&str],
+) -> Result<Applied, ApiError> {
+    until_deadline(
+        deadline,
+        guardrail.apply(&state.bedrock, &state.retry, source, texts),
+    )
+    .await
+    .ok_or_else(deadline_error)?
+    .map_err(GuardrailFailure::into_api_error)
+}
+
+/// What `verdict` does to the `texts` it judged: masked text written back in place (`true`),
+/// nothing (`false`), or BLOCKED's error.
+fn enforce(verdict: Verdict, texts: Vec<&mut String>, source: Source) -> Result<bool, ApiError> {
+    match verdict {
         Verdict::Pass => Ok(false),
         Verdict::Masked(outputs) => {
             for (text, output) in texts.into_iter().zip(outputs) {
@@ -64,20 +83,6 @@ pub async fn judge(
             output: source == Source::Output,
         }),
     }
-}
-
-/// Runs `call` until `deadline`; the deadline's error when it comes first.
-async fn within<T>(
-    deadline: Option<Instant>,
-    call: impl std::future::Future<Output = T>,
-) -> Result<T, ApiError> {
-    let invocation = Invocation {
-        deadline,
-        ..Invocation::default()
-    };
-    until_deadline(&invocation, call)
-        .await
-        .ok_or_else(deadline_error)
 }
 
 /// A streamed answer's guardrail: per content block, the text not judged yet.
@@ -117,30 +122,18 @@ impl OutputWindows {
         if end {
             self.held.remove(&block);
         }
-        let applied = within(
+        let applied = call(
+            &self.state,
+            &self.guardrail,
             self.deadline,
-            self.guardrail.apply(
-                &self.state.bedrock,
-                &self.state.retry,
-                Source::Output,
-                &[window.as_str()],
-            ),
+            Source::Output,
+            &[window.as_str()],
         )
-        .await?
-        .map_err(|failure| failure.into_api_error())?;
+        .await?;
         let verdict = applied.verdict.clone();
         self.calls.push(applied);
-        match verdict {
-            Verdict::Pass => Ok(window),
-            Verdict::Masked(mut outputs) => {
-                window = outputs.pop().unwrap_or_default();
-                Ok(window)
-            }
-            Verdict::Blocked(message) => Err(ApiError::GuardrailBlocked {
-                message,
-                output: true,
-            }),
-        }
+        enforce(verdict, vec![&mut window], Source::Output)?;
+        Ok(window)
     }
 
     /// The blocks with text not judged yet.

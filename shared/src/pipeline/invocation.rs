@@ -100,12 +100,12 @@ pub fn deadline_error() -> ApiError {
     )
 }
 
-/// Runs `call` until the invocation's deadline, if it has one; `None` when the deadline came.
+/// Runs `call` until `deadline` (an invocation's), if there is one; `None` when it came.
 pub async fn until_deadline<T>(
-    invocation: &Invocation,
+    deadline: Option<Instant>,
     call: impl Future<Output = T>,
 ) -> Option<T> {
-    match invocation.deadline {
+    match deadline {
         Some(deadline) => tokio::time::timeout_at(deadline, call).await.ok(),
         None => Some(call.await),
     }

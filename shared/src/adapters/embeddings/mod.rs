@@ -119,7 +119,7 @@ async fn embed(call: &Call<Embeddings>) -> Result<Answered<EmbeddingList>, Faile
     );
     let mut progress = Progress::new(parts.len());
     let finished = call::until_deadline(
-        &call.invocation,
+        call.invocation.deadline,
         invoke::call_all(&call.state, planned, &request.model, &parts, &mut progress),
     )
     .await;

@@ -157,24 +157,19 @@ pub fn translate(
     let mut system = Vec::new();
     let mut turns: Vec<(ConversationRole, Vec<ContentBlock>)> = Vec::new();
     let mut images = 0usize;
-    let caching = model.flags.prompt_caching;
     let mut cache_1h = false;
 
     for (index, message) in request.messages.iter().enumerate() {
         match message {
             ChatMessage::System { content } | ChatMessage::Developer { content } => {
-                for (text, cache) in text_parts(content, index)? {
-                    if !text.trim().is_empty() {
-                        system.push(SystemContentBlock::Text(text));
-                    }
-                    if let Some(ttl) = cache.filter(|_| caching) {
-                        system.push(SystemContentBlock::CachePoint(cache_point(
-                            model,
-                            ttl,
-                            &mut cache_1h,
-                        )?));
-                    }
-                }
+                system.extend(cached_text(
+                    content,
+                    index,
+                    model,
+                    &mut cache_1h,
+                    SystemContentBlock::Text,
+                    SystemContentBlock::CachePoint,
+                )?);
             }
             ChatMessage::User { content } => {
                 let blocks = user_blocks(content, index, model, &mut images, &mut cache_1h)?;
@@ -184,21 +179,17 @@ pub fn translate(
                 content,
                 tool_calls,
             } => {
-                let mut blocks = Vec::new();
-                if let Some(content) = content {
-                    for (text, cache) in text_parts(content, index)? {
-                        if !text.trim().is_empty() {
-                            blocks.push(ContentBlock::Text(text));
-                        }
-                        if let Some(ttl) = cache.filter(|_| caching) {
-                            blocks.push(ContentBlock::CachePoint(cache_point(
-                                model,
-                                ttl,
-                                &mut cache_1h,
-                            )?));
-                        }
-                    }
-                }
+                let mut blocks = match content {
+                    Some(content) => cached_text(
+                        content,
+                        index,
+                        model,
+                        &mut cache_1h,
+                        ContentBlock::Text,
+                        ContentBlock::CachePoint,
+                    )?,
+                    None => Vec::new(),
+                };
                 for call in tool_calls.iter().flatten() {
                     let arguments = if call.function.arguments.trim().is_empty() {
                         Value::Object(Map::new())
@@ -475,6 +466,28 @@ fn text_parts(
             })
             .collect(),
     }
+}
+
+/// A text-only message's blocks, in order: each non-empty text, then its cache point where the
+/// model caches; `text` and `point` make the blocks of the message's place (system or turn).
+fn cached_text<B>(
+    content: &Content,
+    index: usize,
+    model: &ModelEntry,
+    cache_1h: &mut bool,
+    text: impl Fn(String) -> B,
+    point: impl Fn(CachePointBlock) -> B,
+) -> Result<Vec<B>, ApiError> {
+    let mut blocks = Vec::new();
+    for (part, cache) in text_parts(content, index)? {
+        if !part.trim().is_empty() {
+            blocks.push(text(part));
+        }
+        if let Some(ttl) = cache.filter(|_| model.flags.prompt_caching) {
+            blocks.push(point(cache_point(model, ttl, cache_1h)?));
+        }
+    }
+    Ok(blocks)
 }
 
 fn user_blocks(
