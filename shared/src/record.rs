@@ -202,6 +202,9 @@ pub struct RequestRecord {
     pub stages: Stages,
     /// When it ended; set when it is settled.
     pub finished: Option<DateTime<Utc>>,
+    /// Its trace, when traces are on (never kept: an outbox replay is not traced).
+    #[serde(skip)]
+    pub trace: crate::clients::traces::Trace,
 }
 
 /// What a request's guardrail did and cost.
@@ -252,6 +255,7 @@ impl RequestRecord {
             upstream_ms: 0.0,
             stages: Stages::default(),
             finished: None,
+            trace: crate::clients::traces::Trace::default(),
         }
     }
 
@@ -357,11 +361,41 @@ impl RequestRecord {
             "guardrail": self.guardrail,
             "client_ip": self.client.ip,
             "user_agent": self.client.user_agent,
+            "trace_id": self.trace.trace_id(),
         })
     }
 
     fn overhead_ms(&self) -> f64 {
         (self.latency_ms - self.upstream_ms).max(0.0)
+    }
+
+    /// How it ended, for its trace.
+    pub fn ended(&self) -> crate::clients::traces::Ended<'_> {
+        crate::clients::traces::Ended {
+            model: self.model.as_str(),
+            model_id: self.model_id.as_deref(),
+            key_hash: self.payer.key_hash.as_ref().map(KeyHash::as_str),
+            team: self.payer.team_id.as_deref(),
+            cost: self.cost.to_string(),
+            status: self.status.as_str(),
+            status_code: self.status_code,
+            error_type: self.error_type.as_deref(),
+            ttft_ms: self.ttft_ms,
+            tokens: [
+                self.tokens.input,
+                self.tokens.output,
+                self.tokens.cache_read,
+                self.tokens.cache_write,
+            ],
+        }
+    }
+
+    /// Ends its trace (see [`crate::clients::traces::Trace::finish`]); free with traces off.
+    pub fn finish_trace(&self, after: &'static str) -> tracing::Span {
+        if !self.trace.is_on() {
+            return tracing::Span::none();
+        }
+        self.trace.finish(&self.ended(), after)
     }
 
     /// The metrics and log line of this request.
@@ -371,6 +405,7 @@ impl RequestRecord {
             route: self.call_type.as_str(),
             team: self.payer.team_id.clone(),
             ttft_ms: self.ttft_ms,
+            trace_id: self.trace.trace_id().map(str::to_owned),
             status: self.status_code,
             error_type: self.error_type.clone(),
             latency_ms: self.latency_ms,

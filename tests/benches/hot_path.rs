@@ -24,7 +24,9 @@
 //! back and then spaced (`BENCH_SEQUENTIAL_GAP_MS` between pairs, default 10). Phase D
 //! runs the closed loop on one key, then on the 50 keys of one team, and reports requests per
 //! second of PostgreSQL CPU (when PostgreSQL runs on this machine) and, when the server has
-//! `pg_stat_statements` loaded, its statements.
+//! `pg_stat_statements` loaded, its statements. Phase T runs this build twice more, one with
+//! traces (OTLP to a sink in this process) and the Prometheus listener on and one with both
+//! off, one request at a time alternating: what telemetry adds.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -492,6 +494,11 @@ async fn main() {
     let gap = Duration::from_millis(env_or("BENCH_SEQUENTIAL_GAP_MS", 10));
     let spaced = bench::sequential(&direct, &through, sequential_n, gap).await;
 
+    // Phase T: the same build again with traces (OTLP to a sink in this process) and the
+    // Prometheus listener on, one request at a time, alternating with the build above (both
+    // off): what telemetry adds, side by side.
+    let telemetry = telemetry_phase(&client, &binary, &db, &double, sequential_n, gap).await;
+
     // Phase D: requests/s per database CPU-second, 16 clients on one key, then on the 50 keys
     // of one team (every admission and settlement takes the team's row), with
     // pg_stat_statements over each when the server has it loaded.
@@ -667,6 +674,39 @@ async fn main() {
     for (name, p50, p99) in bench::stage_table(&spaced.2, &spaced.1, &spaced.0) {
         println!("| {name} | {p50:.3} | {p99:.3} |");
     }
+    let Telemetry {
+        off,
+        on,
+        exports,
+        spans_bytes,
+        scraped,
+    } = &telemetry;
+    println!(
+        "\n## Phase T: telemetry off and on, one request at a time, {sequential_n} each, \
+         alternating, each pair {} ms after the last\n",
+        gap.as_millis()
+    );
+    println!("| gateway | requests | p50 ms | p99 ms |");
+    println!("|---|---|---|---|");
+    println!(
+        "| traces and metrics off | {} | {:.3} | {:.3} |",
+        off.len(),
+        percentile(off, 50.0),
+        percentile(off, 99.0)
+    );
+    println!(
+        "| traces (OTLP, batch export) and Prometheus on | {} | {:.3} | {:.3} |",
+        on.len(),
+        percentile(on, 50.0),
+        percentile(on, 99.0)
+    );
+    println!(
+        "\ntelemetry added: p50 {:.3} ms, p99 {:.3} ms ({exports} OTLP exports, {:.0} KiB of \
+         spans received; /metrics counted {scraped} requests)",
+        added(on, off, 50.0),
+        added(on, off, 99.0),
+        *spans_bytes as f64 / 1024.0
+    );
     println!(
         "\n## Phase D: {clients} clients, closed loop, {seconds} s: one key, then one team's 50 keys\n"
     );
@@ -713,6 +753,121 @@ async fn main() {
     drop(litellm);
     drop(baseline);
     drop(gateway);
+}
+
+/// Phase T's figures: latencies (ms, sorted) with telemetry off and on, what the OTLP sink
+/// received, and the request count the Prometheus listener reported.
+struct Telemetry {
+    off: Vec<f64>,
+    on: Vec<f64>,
+    exports: usize,
+    spans_bytes: usize,
+    scraped: f64,
+}
+
+/// Phase T: a second gateway of `binary`, with traces exported to an OTLP/HTTP sink in this
+/// process and Prometheus' listener on, and one of the same build with both off; `n` requests
+/// each, alternating (half the pairs each way round), `gap` apart.
+async fn telemetry_phase(
+    client: &reqwest::Client,
+    binary: &std::path::Path,
+    db: &TestDb,
+    double: &BedrockDouble,
+    n: usize,
+    gap: Duration,
+) -> Telemetry {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (exports, bytes) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (counted, sized) = (Arc::clone(&exports), Arc::clone(&bytes));
+    let sink = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            counted.fetch_add(1, Ordering::Relaxed);
+            sized.fetch_add(body.len(), Ordering::Relaxed);
+            async { "" }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sink_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, sink).await.unwrap() });
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let quiet = [("LLMLITE_DB_POOL_SIZE", "8"), ("RUST_LOG", "error")];
+    let (off_gateway, off_url) = spawn_serve(
+        binary,
+        &db.url,
+        &double.endpoint(),
+        &[quiet[0], quiet[1], ("OTEL_SDK_DISABLED", "true")],
+    )
+    .await;
+    let (on_gateway, on_url) = spawn_serve(
+        binary,
+        &db.url,
+        &double.endpoint(),
+        &[
+            quiet[0],
+            quiet[1],
+            ("LLMLITE_METRICS_ADDR", &metrics),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &sink_url),
+        ],
+    )
+    .await;
+    let limits = json!({"rpm_limit": 1_000_000, "tpm_limit": 1_000_000_000, "max_budget": 1_000_000,
+                        "max_parallel_requests": 10_000, "budget_duration": "30d"});
+    let mut requests = Vec::new();
+    for url in [&off_url, &on_url] {
+        let minted: Value = client
+            .post(format!("{url}/key/generate"))
+            .bearer_auth(MASTER_KEY)
+            .json(&limits)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        requests.push(
+            client
+                .post(format!("{url}/v1/chat/completions"))
+                .bearer_auth(minted["key"].as_str().unwrap())
+                .json(&chat_body()),
+        );
+    }
+    // Warm both.
+    bench::sequential(&requests[0], &requests[1], 50, Duration::ZERO).await;
+    // Half the pairs off first, half on first: neither gains from its place in the pair.
+    let half = n / 2;
+    let (mut off, mut on, _) = bench::sequential(&requests[0], &requests[1], half, gap).await;
+    let (on_first, off_second, _) =
+        bench::sequential(&requests[1], &requests[0], n - half, gap).await;
+    off.extend(off_second);
+    on.extend(on_first);
+    off.sort_by(f64::total_cmp);
+    on.sort_by(f64::total_cmp);
+    // The batch exporter sends every 5 s: wait for it, so the figures show spans went out.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let text = client
+        .get(format!("http://{metrics}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let scraped = text
+        .lines()
+        .filter(|l| l.starts_with("llmlite_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    drop(off_gateway);
+    drop(on_gateway);
+    Telemetry {
+        off,
+        on,
+        exports: exports.load(Ordering::Relaxed),
+        spans_bytes: bytes.load(Ordering::Relaxed),
+        scraped,
+    }
 }
 
 /// The LiteLLM proxy on the same double: a `bedrock/converse/` model whose runtime endpoint is

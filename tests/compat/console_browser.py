@@ -5,9 +5,11 @@ Run by functions/gateway/tests/console_browser.rs:
     LLMLITE_URL=http://127.0.0.1:4000 LLMLITE_KEY=sk-... LLMLITE_OUT=/tmp/out python3 console_browser.py
 Walks an admin's morning: sign in with the master key, create a key with a budget in the
 console, read its secret once, use it for three chats through the API, see its spend in the keys
-table, block it there and see the next chat refused, sign out and see /ui refuse. Prints one line
+table, see the last hour (with a streamed chat's time to first token) on the operations page,
+block it there and see the next chat refused, sign out and see /ui refuse. Prints one line
 per step and "N passed, N failed"; a failed step leaves a screenshot and the page's HTML in
-LLMLITE_OUT. With LLMLITE_SCREENSHOTS set, the keys page is also saved there as keys.png.
+LLMLITE_OUT. With LLMLITE_SCREENSHOTS set, the keys, spend and operations pages are also saved
+there (keys.png, spend.png, operations.png).
 """
 
 import json
@@ -167,6 +169,41 @@ def spend_in_the_chart():
         driver.save_screenshot(os.path.join(SCREENSHOTS, "spend.png"))
 
 
+def streamed_chat(key, text):
+    request = urllib.request.Request(
+        URL + "/v1/chat/completions",
+        data=json.dumps({"model": "claude-haiku-4-5", "stream": True,
+                         "messages": [{"role": "user", "content": text}]}).encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.status, response.read().decode()
+
+
+def the_last_hour_on_the_operations_page():
+    status, body = streamed_chat(state["secret"], "a streamed one")
+    assert status == 200 and "[DONE]" in body, (status, body[-200:])
+    # Four settled (three chats and the stream): give the last settlement a moment.
+    for _ in range(50):
+        driver.find_element(By.LINK_TEXT, "Operations").click()
+        wait_for("/ui/operations")
+        rows = driver.find_elements(By.CSS_SELECTOR, "table.operations tbody tr[data-model='claude-haiku-4-5'] td")
+        if rows and rows[1].text == "4" and rows[6].text == "1":
+            break
+        time.sleep(0.2)
+    cells = [td.text for td in rows]
+    assert cells[0] == "claude-haiku-4-5", cells
+    assert cells[1] == "4", cells          # requests
+    assert cells[3].endswith("ms") or cells[3].endswith(" s"), cells   # p50
+    assert cells[5].endswith("ms") or cells[5].endswith(" s"), cells   # TTFT p50, from the stream
+    assert cells[6] == "1", cells          # streamed
+    assert cells[7] == "0.0%", cells       # errors
+    total = driver.find_element(By.CSS_SELECTOR, "table.operations tr.total").text
+    assert total.startswith("All models"), total
+    if SCREENSHOTS:
+        driver.save_screenshot(os.path.join(SCREENSHOTS, "operations.png"))
+
+
 def block_and_see_the_next_chat_refused():
     driver.get(URL + "/ui/keys?q=browser-made")
     driver.find_element(By.CSS_SELECTOR, "button[value=block]").click()
@@ -195,6 +232,7 @@ STEPS = [
     run_the_rollup,
     spend_on_the_key_detail,
     spend_in_the_chart,
+    the_last_hour_on_the_operations_page,
     block_and_see_the_next_chat_refused,
     sign_out_and_see_ui_refuse,
 ]

@@ -2303,3 +2303,61 @@ fn the_master_key_is_cached_with_a_ttl_and_a_grace_window() {
     assert_eq!(env["LLMLITE_MASTER_KEY_TTL_SECS"], "300");
     assert_eq!(env["LLMLITE_MASTER_KEY_GRACE_SECS"], "3600");
 }
+
+#[test]
+fn tracing_is_off_by_default_and_the_collector_gets_only_its_otlp_endpoint() {
+    let tracing = parameter("Tracing");
+    assert_eq!(tracing["Default"], "Off");
+    assert_eq!(
+        tracing["AllowedValues"],
+        json!(["Off", "XRay", "Collector"])
+    );
+    let conditions = &template()["Conditions"];
+    assert_eq!(
+        conditions["TracingOn"],
+        json!({"Fn::Not": [{"Fn::Equals": [reference("Tracing"), "Off"]}]})
+    );
+    assert_eq!(
+        conditions["TracingCollector"],
+        json!({"Fn::Equals": [reference("Tracing"), "Collector"]})
+    );
+    let globals = &template()["Globals"]["Function"];
+    // Off: Lambda passes an incoming X-Ray header on and records nothing.
+    assert_eq!(
+        globals["Tracing"],
+        json!({"Fn::If": ["TracingOn", "Active", "PassThrough"]})
+    );
+    assert_eq!(
+        globals["Layers"],
+        json!({"Fn::If": ["TracingCollector", [reference("CollectorLayerArn")], reference("AWS::NoValue")]})
+    );
+    // The gateway exports only when the collector is there to receive: the extension's
+    // loopback OTLP/HTTP port; else the variable is absent and traces are off.
+    let env = &globals["Environment"]["Variables"];
+    assert_eq!(
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"],
+        json!({"Fn::If": ["TracingCollector", "http://localhost:4318", reference("AWS::NoValue")]})
+    );
+    // X-Ray is reached through an endpoint of its own, only when tracing is on (no NAT).
+    let endpoint = resource("XRayEndpoint");
+    assert_eq!(endpoint["Condition"], "TracingOn");
+    assert_eq!(
+        endpoint["Properties"]["ServiceName"],
+        json!({"Fn::Sub": "com.amazonaws.${AWS::Region}.xray"})
+    );
+    let layer = parameter("CollectorLayerArn");
+    let pattern = regex_lite(layer["AllowedPattern"].as_str().unwrap());
+    assert!(pattern(
+        "arn:aws:lambda:eu-west-2:901920570463:layer:aws-otel-collector-arm64-ver-0-117-0:1"
+    ));
+    assert!(pattern(""));
+    assert!(!pattern(
+        "arn:aws:lambda:eu-west-2:901920570463:function:collector"
+    ));
+}
+
+/// A matcher for a parameter's `AllowedPattern`.
+fn regex_lite(pattern: &str) -> impl Fn(&str) -> bool {
+    let re = regex::Regex::new(pattern).unwrap();
+    move |text| re.is_match(text)
+}

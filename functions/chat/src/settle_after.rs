@@ -1,7 +1,8 @@
 //! Settlement after the response, in Lambda. An environment is frozen once the runtime and every
 //! extension wait for the next event, so the response goes out first and an internal extension
 //! holds the environment until every admitted request has settled (`Settler::drain`). Lambda
-//! bills that time; the client does not wait for it.
+//! bills that time; the client does not wait for it. When traces are on, their spans are flushed
+//! there too.
 
 use std::sync::Arc;
 
@@ -76,6 +77,11 @@ impl Drain {
             tracing::warn!("invocation not answered through the router by its deadline");
         }
         self.settlements.drain().await;
+        // The spans of what just ended go out before the environment is frozen (the batch
+        // exporter's thread would otherwise hold them until the next invocation thaws it).
+        if llmlite::clients::traces::active() {
+            let _ = tokio::task::spawn_blocking(llmlite::clients::traces::flush).await;
+        }
         Ok(())
     }
 }

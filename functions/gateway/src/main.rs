@@ -81,6 +81,10 @@ async fn main() -> ExitCode {
             command: AuditCommand::Redrive,
         } => redrive().await,
     };
+    // The spans still queued go out (bounded by the exporter's timeout).
+    if llmlite::clients::traces::active() {
+        let _ = tokio::task::spawn_blocking(llmlite::clients::traces::shutdown).await;
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {

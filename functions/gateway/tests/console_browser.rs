@@ -63,6 +63,6 @@ async fn an_admin_walks_the_console_in_a_real_browser() {
         "{stdout}\n{stderr}\nscreenshots and pages: {}",
         out.display()
     );
-    assert!(stdout.contains("11 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("12 passed, 0 failed"), "{stdout}");
     let _ = std::fs::remove_dir_all(&out);
 }

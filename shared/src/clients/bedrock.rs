@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
 
+use tracing::Instrument;
+
 use crate::catalog::ModelEntry;
+use crate::clients::traces::{self, Trace};
 use crate::error::ApiError;
 
 /// Why a Bedrock call failed, classified for retries, fallbacks and the client's status.
@@ -66,6 +69,21 @@ impl BedrockFailure {
                 "{}",
                 aws_sdk_bedrockruntime::error::DisplayErrorContext(other)
             )),
+        }
+    }
+
+    /// Its kind, as a trace's `error.type` names it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BedrockFailure::Validation(_) => "validation",
+            BedrockFailure::AccessDenied => "access_denied",
+            BedrockFailure::NotFound => "not_found",
+            BedrockFailure::Throttled => "throttled",
+            BedrockFailure::ModelTimeout => "model_timeout",
+            BedrockFailure::ModelError(_) => "model_error",
+            BedrockFailure::Unavailable => "unavailable",
+            BedrockFailure::Internal(_) => "internal",
+            BedrockFailure::Transport(_) => "transport",
         }
     }
 
@@ -170,10 +188,13 @@ pub trait Candidate {
 
 /// Calls `call` on each planned model in turn, retrying transient failures with `retry`'s
 /// jittered backoff before moving to the next. Returns the answer and the model that gave it.
+/// Each attempt is a GenAI client span of `trace`; the one that answers is kept open in it until
+/// the request ends.
 pub async fn with_fallbacks<'p, P, T, F, Fut>(
     retry: &RetryPolicy,
     plan: &'p [P],
     alias: &str,
+    trace: &Trace,
     mut call: F,
 ) -> Result<(T, &'p P), ApiError>
 where
@@ -182,10 +203,30 @@ where
     Fut: std::future::Future<Output = Result<T, BedrockFailure>>,
 {
     let mut last_failure = None;
-    for planned in plan {
+    for (index, planned) in plan.iter().enumerate() {
         for attempt in 1..=retry.attempts {
-            match call(planned).await {
-                Ok(answer) => return Ok((answer, planned)),
+            let model = planned.model();
+            let span = traces::attempt_span(
+                if model.embedding.is_some() {
+                    "embeddings"
+                } else {
+                    "chat"
+                },
+                &model.bedrock_model_id,
+                model.alias.as_str(),
+                planned.max_tokens(),
+                index,
+                attempt,
+            );
+            let called = call(planned).instrument(span.clone()).await;
+            if let Err(failure) = &called {
+                traces::failed(&span, failure.kind());
+            }
+            match called {
+                Ok(answer) => {
+                    trace.answered(span, index);
+                    return Ok((answer, planned));
+                }
                 Err(failure) if failure.transient() => {
                     tracing::warn!(model = %planned.model().alias, attempt, ?failure, "Bedrock call failed, retrying");
                     last_failure = Some(failure);

@@ -8,7 +8,8 @@
 //! - [`audit`]: the audit sink (S3 or a directory) and its outbox;
 //! - [`db_roles`]: the database's owner and application roles;
 //! - [`telemetry`]: logs (redacted) and EMF metric lines;
-//! - [`metrics`]: Prometheus metrics for `llmlite serve`.
+//! - [`metrics`]: Prometheus metrics for `llmlite serve`;
+//! - [`traces`]: OpenTelemetry traces (GenAI conventions) over OTLP.
 
 pub mod attribution;
 pub mod audit;
@@ -18,3 +19,4 @@ pub mod guardrail;
 pub mod metrics;
 pub mod store;
 pub mod telemetry;
+pub mod traces;

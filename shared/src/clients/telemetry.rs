@@ -3,6 +3,8 @@
 //! `info`). Every line passes through a redacting writer that replaces anything shaped like an
 //! API key (`sk-...`, which the master key is too) before it is written, whatever logged it.
 //!
+//! Traces are [`super::traces`]'s (OpenTelemetry, when OTLP is configured).
+//!
 //! Metrics are CloudWatch Embedded Metric Format lines on stdout (no metric API call on the
 //! request path): in a Lambda, or wherever `LLMLITE_EMF=true`.
 
@@ -48,24 +50,42 @@ where
     }
 }
 
-/// For the Lambda functions.
+/// The log lines' filter: `RUST_LOG`, never the trace spans (which only the OpenTelemetry layer
+/// sees).
+fn log_filter() -> EnvFilter {
+    let filter = filter();
+    match format!("{}=off", super::traces::TARGET).parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    }
+}
+
+/// For the Lambda functions: JSON log lines, and traces when OTLP is configured.
 pub fn init_json() {
-    // A second call (tests) keeps the first subscriber.
-    let _ = tracing_subscriber::fmt()
+    use tracing_subscriber::prelude::*;
+    let logs = tracing_subscriber::fmt::layer()
         .json()
-        .with_env_filter(filter())
         .with_ansi(false)
         .without_time()
         .with_current_span(false)
         .with_writer(Redacting(std::io::stdout))
+        .with_filter(log_filter());
+    // A second call (tests) keeps the first subscriber.
+    let _ = tracing_subscriber::registry()
+        .with(logs)
+        .with(super::traces::layer(&crate::env::ProcessEnv))
         .try_init();
 }
 
-/// For the `llmlite` binary.
+/// For the `llmlite` binary: readable log lines, and traces when OTLP is configured.
 pub fn init_text() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter())
+    use tracing_subscriber::prelude::*;
+    let logs = tracing_subscriber::fmt::layer()
         .with_writer(Redacting(std::io::stderr))
+        .with_filter(log_filter());
+    let _ = tracing_subscriber::registry()
+        .with(logs)
+        .with(super::traces::layer(&crate::env::ProcessEnv))
         .try_init();
 }
 
@@ -95,6 +115,8 @@ pub struct RequestMetrics {
     pub team: Option<String>,
     /// A streamed answer: from arrival to the first text sent.
     pub ttft_ms: Option<f64>,
+    /// The request's trace, when traces are on.
+    pub trace_id: Option<String>,
     pub status: u16,
     pub error_type: Option<String>,
     pub latency_ms: f64,
@@ -188,6 +210,7 @@ pub fn report_request(request_id: &str, key_hash: Option<&str>, m: &RequestMetri
         output_tokens = m.output_tokens,
         cost = m.cost,
         ttft_ms = m.ttft_ms,
+        trace_id = m.trace_id.as_deref(),
         "request"
     );
     if emf {

@@ -28,7 +28,8 @@ pub(super) fn page(title: &str, session: Option<&Session>, body: &str) -> Respon
         Some(session) => format!(
             "<nav><a href=\"/ui/keys\">Keys</a><a href=\"/ui/keys/new\">New key</a>\
              <a href=\"/ui/teams\">Teams</a><a href=\"/ui/users\">Users</a>\
-             <a href=\"/ui/spend\">Spend</a><a href=\"/ui/models\">Models</a>\
+             <a href=\"/ui/spend\">Spend</a><a href=\"/ui/operations\">Operations</a>\
+             <a href=\"/ui/models\">Models</a>\
              <a href=\"/ui/audit\">Audit</a>\
              <form method=\"post\" action=\"/ui/logout\" class=\"inline\">\
              <input type=\"hidden\" name=\"csrf\" value=\"{}\">\

@@ -11,7 +11,8 @@
 //!
 //! This file wires the router and serves the embedded assets; each page's concern has its own
 //! file: [`login`], the keys table ([`keys`]) and what is done to keys ([`key_actions`]), one key
-//! ([`detail`]), teams and users ([`owners`]), spend, models and audit ([`pages`]), the session
+//! ([`detail`]), teams and users ([`owners`]), spend, models and audit ([`pages`]), the last
+//! hour's operations ([`operations`]), the session
 //! cookie ([`session`]), the CSRF check ([`csrf`]) and the HTML helpers ([`html`]).
 
 mod csrf;
@@ -20,6 +21,7 @@ mod html;
 mod key_actions;
 mod keys;
 mod login;
+mod operations;
 mod owners;
 mod pages;
 mod session;
@@ -63,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ui/spend.json", get(pages::spend_json))
         .route("/ui/spend.csv", get(pages::spend_csv))
         .route("/ui/models", get(pages::models_page))
+        .route("/ui/operations", get(operations::operations_page))
         .route("/ui/audit", get(pages::audit_page))
         .route("/ui/static/console.css", get(stylesheet))
         .route("/ui/static/console.js", get(script))

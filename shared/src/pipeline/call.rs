@@ -78,9 +78,10 @@ where
     F: FnMut(&'c A::Planned) -> Fut,
     Fut: Future<Output = Result<T, BedrockFailure>>,
 {
+    let trace = call.guard.trace();
     let called = until_deadline(
         call.invocation.deadline,
-        bedrock::with_fallbacks(&call.state.retry, &call.plan, &call.alias, each),
+        bedrock::with_fallbacks(&call.state.retry, &call.plan, &call.alias, &trace, each),
     )
     .await;
     match called {

@@ -12,9 +12,11 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::invocation::{deadline_error, until_deadline};
 use crate::clients::guardrail::{Applied, Guardrail, GuardrailFailure, Source, Verdict};
+use crate::clients::traces::{self, Trace};
 use crate::error::ApiError;
 use crate::openai::{ChatCompletionRequest, ChatMessage, Content, ContentPart};
 use crate::record::RequestRecord;
@@ -39,7 +41,7 @@ pub async fn judge(
         return Ok(false);
     }
     let sent: Vec<&str> = texts.iter().map(|t| t.as_str()).collect();
-    let applied = call(state, guardrail, deadline, source, &sent).await?;
+    let applied = call(state, guardrail, deadline, source, &sent, &record.trace).await?;
     record.note_guardrail(
         &guardrail.guardrail.name(),
         source,
@@ -50,21 +52,36 @@ pub async fn judge(
 }
 
 /// One `ApplyGuardrail` call on `texts`, until `deadline`: a guardrail that cannot judge them
-/// in time is the error that ends the request.
+/// in time is the error that ends the request. A `guardrail` span of the request's trace.
 async fn call(
     state: &AppState,
     guardrail: &Guardrail,
     deadline: Option<Instant>,
     source: Source,
     texts: &[&str],
+    trace: &Trace,
 ) -> Result<Applied, ApiError> {
-    until_deadline(
+    let span = tracing::info_span!(
+        target: traces::TARGET,
+        parent: &trace.span(),
+        "guardrail",
+        llmlite.guardrail.source = match source {
+            Source::Input => "input",
+            Source::Output => "output",
+        },
+    );
+    let applied = until_deadline(
         deadline,
         guardrail.apply(&state.bedrock, &state.retry, source, texts),
     )
+    .instrument(span.clone())
     .await
     .ok_or_else(deadline_error)?
-    .map_err(GuardrailFailure::into_api_error)
+    .map_err(GuardrailFailure::into_api_error);
+    if let Err(error) = &applied {
+        traces::failed(&span, error.kind());
+    }
+    applied
 }
 
 /// What `verdict` does to the `texts` it judged: masked text written back in place (`true`),
@@ -93,14 +110,22 @@ pub struct OutputWindows {
     held: BTreeMap<i64, String>,
     /// The calls made, to be noted on the request's record when it settles.
     calls: Vec<Applied>,
+    /// The request's trace, which each call is a span of.
+    trace: Trace,
 }
 
 impl OutputWindows {
-    pub fn new(state: AppState, guardrail: Guardrail, deadline: Option<Instant>) -> Self {
+    pub fn new(
+        state: AppState,
+        guardrail: Guardrail,
+        deadline: Option<Instant>,
+        trace: Trace,
+    ) -> Self {
         OutputWindows {
             state,
             guardrail,
             deadline,
+            trace,
             held: BTreeMap::new(),
             calls: Vec::new(),
         }
@@ -128,6 +153,7 @@ impl OutputWindows {
             self.deadline,
             Source::Output,
             &[window.as_str()],
+            &self.trace,
         )
         .await?;
         let verdict = applied.verdict.clone();

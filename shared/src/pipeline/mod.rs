@@ -32,12 +32,15 @@ use bytes::Bytes;
 use http::HeaderMap;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::auth;
 use crate::catalog::{ModelAlias, ModelEntry};
 use crate::clients::attribution::Attribution;
 use crate::clients::bedrock::Candidate;
 use crate::clients::guardrail::{Guardrail, Source};
+use crate::clients::traces::{self, Trace};
 use crate::error::{ApiError, ErrorShape, Refusal};
 use crate::http::RequestId;
 use crate::keys::KeyHash;
@@ -129,6 +132,8 @@ pub struct Inbound {
     pub invocation: Invocation,
     pub headers: HeaderMap,
     pub arrived: std::time::Instant,
+    /// The route that matched (its trace span's `http.route`).
+    pub route: Option<axum::extract::MatchedPath>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Inbound {
@@ -152,6 +157,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Inbound {
                 .unwrap_or_default(),
             headers: parts.headers.clone(),
             arrived: std::time::Instant::now(),
+            route: parts
+                .extensions
+                .get::<axum::extract::MatchedPath>()
+                .cloned(),
         })
     }
 }
@@ -183,22 +192,43 @@ pub async fn handler<A: Adapter + Default>(
     handle(A::default(), state, inbound, body).await
 }
 
-/// The pipeline, for `adapter`: the answer, or the error in the adapter's shape.
+/// The pipeline, for `adapter`: the answer, or the error in the adapter's shape. The request is
+/// one trace (see [`crate::clients::traces`]) when traces are on.
 pub async fn handle<A: Adapter>(
     mut adapter: A,
     state: AppState,
     inbound: Inbound,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match serve(&mut adapter, state, inbound, body).await {
+    let span = traces::request_span(
+        &inbound.headers,
+        inbound.route.as_ref().map_or("", |r| r.as_str()),
+        &inbound.request_id,
+        match A::MODELS {
+            Models::Chat => "chat",
+            Models::Embedding => "embeddings",
+        },
+    );
+    let response = match serve(&mut adapter, state, inbound, body)
+        .instrument(span.clone())
+        .await
+    {
         Ok(response) => response,
-        Err(refusal) => Refusal {
-            error: adapter.refine(refusal.error),
-            ..refusal
+        Err(refusal) => {
+            let error = adapter.refine(refusal.error);
+            traces::refused(&span, error.kind(), error.status().as_u16());
+            Refusal { error, ..refusal }
+                .in_shape(A::SHAPE)
+                .into_response()
         }
-        .in_shape(A::SHAPE)
-        .into_response(),
+    };
+    if !span.is_disabled() {
+        span.set_attribute(
+            "http.response.status_code",
+            i64::from(response.status().as_u16()),
+        );
     }
+    response
 }
 
 async fn serve<A: Adapter>(
@@ -213,6 +243,7 @@ async fn serve<A: Adapter>(
         invocation,
         arrived,
         headers,
+        ..
     } = inbound;
     let headers = &headers;
     // Authenticate: a key must be there before the body is read.
@@ -240,12 +271,22 @@ async fn serve<A: Adapter>(
     );
     record.call_type = A::CALL_TYPE;
     record.service_tier = plan.first().and_then(Candidate::service_tier);
+    record.trace = Trace::current();
 
     // Admit: one round trip; a refusal is recorded, with nothing to settle.
     let admitting = std::time::Instant::now();
-    let admission = admission::admit(&state, &key, &alias, &plan, request_id, estimate).await;
+    let admission = admission::admit(&state, &key, &alias, &plan, request_id, estimate)
+        .instrument(tracing::info_span!(target: traces::TARGET, "admission"))
+        .await;
     record.stages.parse_ms = ms(parsed);
     record.stages.admit_ms = ms(admitting.elapsed());
+    record.trace.note(
+        "llmlite.admission",
+        match &admission {
+            Ok(_) => "admitted",
+            Err(refusal) => refusal.error.kind(),
+        },
+    );
     let admitted = match admission {
         Ok(admitted) => admitted,
         Err(refusal) => {
@@ -280,7 +321,8 @@ async fn serve<A: Adapter>(
     // The PII guard, before anything leaves: global policy, then the team's, then the key's.
     let guarding = std::time::Instant::now();
     let policy = admitted.pii_policy(&state.config.pii_policy, state.pii.entity_names());
-    let report = A::guard_pii(&mut request, &state.pii, &policy);
+    let report = tracing::info_span!(target: traces::TARGET, "pii_guard")
+        .in_scope(|| A::guard_pii(&mut request, &state.pii, &policy));
     let record = guard.record();
     record.pii = report.to_json();
     let plan = if report.counts.is_empty() {
@@ -447,10 +489,15 @@ fn clean(text: &str) -> bool {
 /// The longest end user kept with a spend row.
 const MAX_USER_CHARS: usize = 256;
 
+/// The prefix of the spend row metadata's keys the gateway writes.
+const GATEWAY_METADATA: &str = "llmlite_";
+
 /// The largest `metadata` kept with a spend row; larger is replaced by a marker.
 pub const MAX_ACCOUNTING_METADATA: usize = 16 * 1024;
 
-/// The request's `metadata` as the spend row keeps it.
+/// The request's `metadata` as the spend row keeps it. Keys starting `llmlite_` are the
+/// gateway's own (PII counts, the guardrail, the time to first token): a client's are dropped,
+/// so none can pass for the gateway's.
 fn accounting_metadata(metadata: Option<&Map<String, Value>>) -> Value {
     match metadata {
         None => serde_json::json!({}),
@@ -458,7 +505,12 @@ fn accounting_metadata(metadata: Option<&Map<String, Value>>) -> Value {
             if serde_json::to_string(map).map_or(usize::MAX, |s| s.len())
                 <= MAX_ACCOUNTING_METADATA =>
         {
-            Value::Object(map.clone())
+            Value::Object(
+                map.iter()
+                    .filter(|(key, _)| !key.starts_with(GATEWAY_METADATA))
+                    .map(|(key, value)| (key.clone(), value.clone()))
+                    .collect(),
+            )
         }
         Some(_) => serde_json::json!({ "llmlite_note": "metadata over 16 KiB was not kept" }),
     }

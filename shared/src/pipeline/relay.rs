@@ -37,6 +37,7 @@ use super::invocation::{Delivery, escaped_len, passed};
 use super::{Adapter, Call};
 use crate::catalog::{ModelEntry, TokenUsage};
 use crate::clients::bedrock::{BedrockFailure, Candidate};
+use crate::clients::traces::Trace;
 use crate::error::{ApiError, Refusal};
 use crate::pii::OutputGuard;
 use crate::record::Status;
@@ -178,8 +179,10 @@ where
         alias,
         ..
     } = call;
-    let windows = guardrail
-        .map(|guardrail| OutputWindows::new(state.clone(), guardrail, invocation.deadline));
+    let trace = guard.trace();
+    let windows = guardrail.map(|guardrail| {
+        OutputWindows::new(state.clone(), guardrail, invocation.deadline, trace.clone())
+    });
     let (sender, mut response) = event_stream();
     write_headers(response.headers_mut(), &admitted, None, Some(&model));
     if let Some(record) = guard.record_ref() {
@@ -215,6 +218,7 @@ where
         delta_bytes: 0,
         sent_bytes: 0,
         first_text: None,
+        trace,
     };
     tokio::spawn(relay.run(events, sender, guard, upstream));
     Ok(response)
@@ -310,6 +314,8 @@ struct Relay<D: Decoder, N> {
     sent_bytes: u64,
     /// When the first text went out: the time to first token.
     first_text: Option<std::time::Instant>,
+    /// The request's trace, which marks the first text.
+    trace: Trace,
 }
 
 /// Resolves at the next tick of `interval`; never without one.
@@ -445,8 +451,16 @@ where
     /// The time to first token on the record: from arrival to the first text sent.
     fn note_ttft(&self, guard: &mut Guard) {
         if let Some(first) = self.first_text {
-            let ttft = guard.elapsed_ms() - first.elapsed().as_secs_f64() * 1000.0;
-            guard.record().ttft_ms = Some(ttft.max(0.0));
+            let ttft = (guard.elapsed_ms() - first.elapsed().as_secs_f64() * 1000.0).max(0.0);
+            let record = guard.record();
+            record.ttft_ms = Some(ttft);
+            // The spend row keeps it too: the console's operations page reads it there.
+            if let serde_json::Value::Object(metadata) = &mut record.metadata {
+                metadata.insert(
+                    "llmlite_ttft_ms".to_owned(),
+                    serde_json::json!((ttft * 1000.0).round() / 1000.0),
+                );
+            }
         }
     }
 
@@ -599,7 +613,10 @@ where
         if text.is_empty() {
             return Ok(());
         }
-        self.first_text.get_or_insert_with(std::time::Instant::now);
+        if self.first_text.is_none() {
+            self.first_text = Some(std::time::Instant::now());
+            self.trace.first_token();
+        }
         if self.buffer.is_none() {
             let event = self.encoder.text(block, kind, text);
             return self.deliver(sender, event, false).await;

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use rust_decimal::Decimal;
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 use crate::catalog::{ModelEntry, TokenUsage};
 use crate::clients::audit::{Auditor, SinkError};
@@ -170,6 +171,7 @@ impl Settler {
     pub fn report_refusal(&self, record: RequestRecord) {
         let ticket = self.ticket();
         let settler = self.clone();
+        let traced = record.finish_trace("audit");
         spawn(async move {
             let (key, audit) = (record.audit_key(), record.audit());
             let queued = settler.to.audit.queue(record.timestamp, &key, &audit);
@@ -181,7 +183,8 @@ impl Settler {
             }
             settler.report(&record, true);
             drop(ticket);
-        });
+        }
+        .instrument(traced));
     }
 
     fn keep(&self, record: RequestRecord) {
@@ -221,6 +224,14 @@ impl Guard {
 
     pub fn record_ref(&self) -> Option<&RequestRecord> {
         self.record.as_ref()
+    }
+
+    /// The request's trace (empty when traces are off).
+    pub fn trace(&self) -> crate::clients::traces::Trace {
+        self.record
+            .as_ref()
+            .map(|r| r.trace.clone())
+            .unwrap_or_default()
     }
 
     /// Milliseconds since the request arrived.
@@ -269,10 +280,14 @@ impl Guard {
             record.latency_ms = self.arrived.elapsed().as_secs_f64() * 1000.0;
         }
         let settler = self.settler.clone();
-        spawn(async move {
-            settler.settle(record).await;
-            drop(ticket);
-        });
+        let traced = record.finish_trace("settlement");
+        spawn(
+            async move {
+                settler.settle(record).await;
+                drop(ticket);
+            }
+            .instrument(traced),
+        );
     }
 }
 
@@ -317,9 +332,10 @@ impl Settler {
                     // Bounded: in a Lambda the environment waits for this before its next
                     // request, and an S3 that does not answer must not hold it. A shipment cut
                     // here rolls back; its records stay queued for the next one.
-                    match tokio::time::timeout(OUTBOX_WITHIN, self.to.audit.ship_requests(false))
-                        .await
-                    {
+                    let shipping = self.to.audit.ship_requests(false).instrument(
+                        tracing::info_span!(target: crate::clients::traces::TARGET, "audit.ship"),
+                    );
+                    match tokio::time::timeout(OUTBOX_WITHIN, shipping).await {
                         Ok(Ok(_)) => {}
                         Ok(Err(e)) => {
                             tracing::warn!(error = %e, "audit queue not shipped; a later run will");

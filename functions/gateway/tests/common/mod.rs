@@ -38,6 +38,11 @@ impl Dev {
 
     /// Starts `llmlite dev` with `env` added (nothing else configured).
     pub async fn start_with(env: &[(&str, &str)]) -> Dev {
+        Dev::start_logging(env, Stdio::inherit()).await
+    }
+
+    /// Starts `llmlite dev` with `env` added, its log lines (stderr) going to `log`.
+    pub async fn start_logging(env: &[(&str, &str)], log: Stdio) -> Dev {
         let mut child = Command::new(LLMLITE)
             .args(["dev", "--listen", "127.0.0.1:0"])
             .envs(env.iter().copied())
@@ -51,7 +56,7 @@ impl Dev {
                 std::env::temp_dir().join(format!("llmlite-audit-dev-{}", std::process::id())),
             )
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .kill_on_drop(true)
             .spawn()
             .unwrap();

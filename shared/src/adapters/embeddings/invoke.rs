@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use crate::catalog::{EmbeddingApi, ModelEntry};
 use crate::clients::bedrock::{self, BedrockFailure, Candidate};
+use crate::clients::traces::Trace;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -131,6 +132,7 @@ pub async fn call_all(
     state: &AppState,
     planned: &Planned,
     alias: &str,
+    trace: &Trace,
     parts: &[Part],
     progress: &mut Progress,
 ) {
@@ -144,7 +146,7 @@ pub async fn call_all(
             if let Some(flying) = progress.in_flight.get_mut(index) {
                 *flying = true;
             }
-            running.push(async move { (index, call(state, planned, alias, part).await) });
+            running.push(async move { (index, call(state, planned, alias, trace, part).await) });
         }
         let Some((index, answer)) = running.next().await else {
             return;
@@ -170,29 +172,31 @@ async fn call(
     state: &AppState,
     planned: &Planned,
     alias: &str,
+    trace: &Trace,
     part: &Part,
 ) -> Result<Embedded, ApiError> {
     let plan = std::slice::from_ref(planned);
-    let ((body, header_tokens), _) = bedrock::with_fallbacks(&state.retry, plan, alias, |p| {
-        let counted = TokenCount::default();
-        let call = state
-            .bedrock
-            .invoke_model()
-            .model_id(&p.model.bedrock_model_id)
-            .content_type("application/json")
-            .accept("application/json")
-            .body(Blob::new(part.body.clone()))
-            .customize()
-            .interceptor(counted.clone());
-        async move {
-            let output = call
-                .send()
-                .await
-                .map_err(|e| BedrockFailure::from_sdk(&e))?;
-            Ok((output.body.into_inner(), counted.get()))
-        }
-    })
-    .await?;
+    let ((body, header_tokens), _) =
+        bedrock::with_fallbacks(&state.retry, plan, alias, trace, |p| {
+            let counted = TokenCount::default();
+            let call = state
+                .bedrock
+                .invoke_model()
+                .model_id(&p.model.bedrock_model_id)
+                .content_type("application/json")
+                .accept("application/json")
+                .body(Blob::new(part.body.clone()))
+                .customize()
+                .interceptor(counted.clone());
+            async move {
+                let output = call
+                    .send()
+                    .await
+                    .map_err(|e| BedrockFailure::from_sdk(&e))?;
+                Ok((output.body.into_inner(), counted.get()))
+            }
+        })
+        .await?;
     read_answer(planned, &body, header_tokens, part.texts)
 }
 

@@ -118,9 +118,17 @@ async fn embed(call: &Call<Embeddings>) -> Result<Answered<EmbeddingList>, Faile
         request.input_type.as_deref(),
     );
     let mut progress = Progress::new(parts.len());
+    let trace = call.guard.trace();
     let finished = call::until_deadline(
         call.invocation.deadline,
-        invoke::call_all(&call.state, planned, &request.model, &parts, &mut progress),
+        invoke::call_all(
+            &call.state,
+            planned,
+            &request.model,
+            &trace,
+            &parts,
+            &mut progress,
+        ),
     )
     .await;
     let charge = |tokens: u64| {
