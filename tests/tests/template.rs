@@ -2321,6 +2321,11 @@ fn tracing_is_off_by_default_and_the_collector_gets_only_its_otlp_endpoint() {
         conditions["TracingCollector"],
         json!({"Fn::Equals": [reference("Tracing"), "Collector"]})
     );
+    assert_eq!(
+        conditions["HasCollectorLayer"],
+        json!({"Fn::And": [{"Condition": "TracingCollector"},
+                           {"Fn::Not": [{"Fn::Equals": [reference("CollectorLayerArn"), ""]}]}]})
+    );
     let globals = &template()["Globals"]["Function"];
     // Off: Lambda passes an incoming X-Ray header on and records nothing.
     assert_eq!(
@@ -2329,14 +2334,14 @@ fn tracing_is_off_by_default_and_the_collector_gets_only_its_otlp_endpoint() {
     );
     assert_eq!(
         globals["Layers"],
-        json!({"Fn::If": ["TracingCollector", [reference("CollectorLayerArn")], reference("AWS::NoValue")]})
+        json!({"Fn::If": ["HasCollectorLayer", [reference("CollectorLayerArn")], reference("AWS::NoValue")]})
     );
     // The gateway exports only when the collector is there to receive: the extension's
     // loopback OTLP/HTTP port; else the variable is absent and traces are off.
     let env = &globals["Environment"]["Variables"];
     assert_eq!(
         env["OTEL_EXPORTER_OTLP_ENDPOINT"],
-        json!({"Fn::If": ["TracingCollector", "http://localhost:4318", reference("AWS::NoValue")]})
+        json!({"Fn::If": ["HasCollectorLayer", "http://localhost:4318", reference("AWS::NoValue")]})
     );
     // X-Ray is reached through an endpoint of its own, only when tracing is on (no NAT).
     let endpoint = resource("XRayEndpoint");
