@@ -109,6 +109,7 @@ const REQUEST_FIELDS: &[&str] = &[
     "team_id",
     "timestamp",
     "tokens",
+    "trace_id",
     "upstream_ms",
     "user_agent",
     "user_id",

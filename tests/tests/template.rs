@@ -703,6 +703,8 @@ fn every_subnet_is_inside_the_vpc_and_there_is_no_nat() {
         ("logs", "Interface"),
         ("kms", "Interface"),
         ("s3", "Gateway"),
+        // Only with the Tracing parameter on (its own test checks the condition).
+        ("xray", "Interface"),
     ]
     .into_iter()
     .map(|(s, t)| (s.to_owned(), t.to_owned()))
