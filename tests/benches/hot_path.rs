@@ -497,7 +497,8 @@ async fn main() {
     // Phase T: the same build again with traces (OTLP to a sink in this process) and the
     // Prometheus listener on, one request at a time, alternating with the build above (both
     // off): what telemetry adds, side by side.
-    let telemetry = telemetry_phase(&client, &binary, &db, &double, sequential_n, gap).await;
+    let telemetry =
+        telemetry_phase(&client, (&binary, &db, &double), &limits, sequential_n, gap).await;
 
     // Phase D: requests/s per database CPU-second, 16 clients on one key, then on the 50 keys
     // of one team (every admission and settlement takes the team's row), with
@@ -770,9 +771,8 @@ struct Telemetry {
 /// each, alternating (half the pairs each way round), `gap` apart.
 async fn telemetry_phase(
     client: &reqwest::Client,
-    binary: &std::path::Path,
-    db: &TestDb,
-    double: &BedrockDouble,
+    (binary, db, double): (&std::path::Path, &TestDb, &BedrockDouble),
+    limits: &Value,
     n: usize,
     gap: Duration,
 ) -> Telemetry {
@@ -812,14 +812,12 @@ async fn telemetry_phase(
         ],
     )
     .await;
-    let limits = json!({"rpm_limit": 1_000_000, "tpm_limit": 1_000_000_000, "max_budget": 1_000_000,
-                        "max_parallel_requests": 10_000, "budget_duration": "30d"});
     let mut requests = Vec::new();
     for url in [&off_url, &on_url] {
         let minted: Value = client
             .post(format!("{url}/key/generate"))
             .bearer_auth(MASTER_KEY)
-            .json(&limits)
+            .json(limits)
             .send()
             .await
             .unwrap()

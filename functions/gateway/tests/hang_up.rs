@@ -10,34 +10,10 @@
 
 mod common;
 
-use common::LLMLITE;
+use common::{LLMLITE, hang_up_after};
 use llmlite_tests::{KeyBy, TestGateway, spawn_serve, wait_until_settled};
 use rust_decimal::Decimal;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Sends `body` to `path` of the gateway at `base` with `key` over a raw socket, reads until
-/// `marker` has arrived, and hangs up; what was received.
-async fn hang_up_after(base: &str, key: &str, path: &str, body: &str, marker: &str) -> String {
-    let addr = base.trim_start_matches("http://");
-    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {key}\r\n\
-         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    );
-    socket.write_all(head.as_bytes()).await.unwrap();
-    socket.write_all(body.as_bytes()).await.unwrap();
-    let mut received = Vec::new();
-    let mut buffer = [0u8; 4096];
-    while !String::from_utf8_lossy(&received).contains(marker) {
-        let n = socket.read(&mut buffer).await.unwrap();
-        assert!(n > 0, "the stream ended before its first delta");
-        received.extend_from_slice(&buffer[..n]);
-    }
-    drop(socket);
-    String::from_utf8_lossy(&received).into_owned()
-}
 
 #[tokio::test]
 async fn a_client_that_hangs_up_mid_stream_pays_for_its_prompt_and_received_output() {

@@ -59,30 +59,7 @@ async fn a_real_prometheus_scrapes_serve_and_its_totals_equal_the_spend_rows() {
     let dev = Dev::start_with(&[("LLMLITE_METRICS_ADDR", &metrics_addr)]).await;
     let client = reqwest::Client::new();
     let base = format!("http://{}", dev.addr);
-    let admin = |path: &str, body: Value| {
-        client
-            .post(format!("{base}{path}"))
-            .bearer_auth(&dev.master_key)
-            .json(&body)
-            .send()
-    };
-    assert!(
-        admin("/team/new", json!({"team_id": "search"}))
-            .await
-            .unwrap()
-            .status()
-            .is_success()
-    );
-    let minted: Value = admin(
-        "/key/generate",
-        json!({"team_id": "search", "models": ["claude-haiku-4-5"]}),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    let key = minted["key"].as_str().unwrap().to_owned();
+    let key = dev.team_key(&client, "search", &["claude-haiku-4-5"]).await;
 
     // Three answers, one stream, and a refusal (a model the key may not use).
     for n in 0..3 {

@@ -143,30 +143,6 @@ async fn black_hole() -> String {
     format!("http://{addr}")
 }
 
-/// A key of team `search` for `claude-haiku-4-5`.
-async fn key(client: &reqwest::Client, dev: &Dev) -> String {
-    let base = format!("http://{}", dev.addr);
-    let made = client
-        .post(format!("{base}/team/new"))
-        .bearer_auth(&dev.master_key)
-        .json(&json!({"team_id": "search"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(made.status().is_success());
-    let minted: Value = client
-        .post(format!("{base}/key/generate"))
-        .bearer_auth(&dev.master_key)
-        .json(&json!({"team_id": "search", "models": ["claude-haiku-4-5"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    minted["key"].as_str().unwrap().to_owned()
-}
-
 /// The prompt text every request carries; no span may hold it.
 const SECRET: &str = "zebra-lantern-4471";
 
@@ -230,6 +206,21 @@ async fn spend_tokens(db: &sqlx::PgPool, id: &str) -> (i64, i64) {
     .expect("the spend row")
 }
 
+/// Checks that the attempt `call` carries the input and output tokens of request `id`'s spend
+/// row; the output tokens.
+async fn usage_is_the_spend_rows(call: &Got, db: &sqlx::PgPool, id: &str) -> i64 {
+    let (prompt, completion) = spend_tokens(db, id).await;
+    assert_eq!(
+        call.attr("gen_ai.usage.input_tokens"),
+        Some(prompt.to_string().as_str())
+    );
+    assert_eq!(
+        call.attr("gen_ai.usage.output_tokens"),
+        Some(completion.to_string().as_str())
+    );
+    completion
+}
+
 #[tokio::test]
 async fn traces_reach_an_otlp_receiver_with_genai_attributes_and_no_prompt_text() {
     let (endpoint, spans) = receiver().await;
@@ -241,7 +232,7 @@ async fn traces_reach_an_otlp_receiver_with_genai_attributes_and_no_prompt_text(
     .await;
     let client = reqwest::Client::new();
     let base = format!("http://{}", dev.addr);
-    let key = key(&client, &dev).await;
+    let key = dev.team_key(&client, "search", &["claude-haiku-4-5"]).await;
     let db = sqlx::PgPool::connect(&dev.database_url).await.unwrap();
 
     // 1. A chat completion, continuing the client's trace.
@@ -330,15 +321,7 @@ async fn traces_reach_an_otlp_receiver_with_genai_attributes_and_no_prompt_text(
     let model_id = call.attr("gen_ai.request.model").unwrap();
     assert!(model_id.contains("claude-haiku-4-5"), "{model_id}");
     assert_eq!(call.attr("gen_ai.response.model"), Some(model_id));
-    let (prompt, completion) = spend_tokens(&db, &chat_id).await;
-    assert_eq!(
-        call.attr("gen_ai.usage.input_tokens"),
-        Some(prompt.to_string().as_str())
-    );
-    assert_eq!(
-        call.attr("gen_ai.usage.output_tokens"),
-        Some(completion.to_string().as_str())
-    );
+    let completion = usage_is_the_spend_rows(call, &db, &chat_id).await;
     assert_eq!(
         answer["usage"]["completion_tokens"].as_i64(),
         Some(completion),
@@ -371,15 +354,7 @@ async fn traces_reach_an_otlp_receiver_with_genai_attributes_and_no_prompt_text(
         "{call:?}"
     );
     assert!(server.end >= call.end, "{server:?} {call:?}");
-    let (prompt, completion) = spend_tokens(&db, &stream_id).await;
-    assert_eq!(
-        call.attr("gen_ai.usage.input_tokens"),
-        Some(prompt.to_string().as_str())
-    );
-    assert_eq!(
-        call.attr("gen_ai.usage.output_tokens"),
-        Some(completion.to_string().as_str())
-    );
+    let completion = usage_is_the_spend_rows(call, &db, &stream_id).await;
     assert!(completion > 0);
 
     // The refusal: admission said no, its audit record was queued, no model was called.
@@ -444,7 +419,12 @@ async fn a_collector_that_never_answers_costs_requests_nothing_and_is_logged_onc
     )
     .await;
     let client = reqwest::Client::new();
-    let keys = [key(&client, &live).await, key(&client, &dead).await];
+    let keys = [
+        live.team_key(&client, "search", &["claude-haiku-4-5"])
+            .await,
+        dead.team_key(&client, "search", &["claude-haiku-4-5"])
+            .await,
+    ];
     let gateways = [&live, &dead];
     // Side by side: the two gateways' requests interleaved, so both see the same machine.
     let mut took: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];

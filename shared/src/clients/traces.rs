@@ -233,21 +233,21 @@ pub fn attempt_span(
 
 /// Marks `span` failed with `error_type` (`error.type`, and the span's status).
 pub fn failed(span: &Span, error_type: &str) {
-    if span.is_disabled() {
-        return;
-    }
-    span.set_attribute("error.type", error_type.to_owned());
-    span.set_status(opentelemetry::trace::Status::error(error_type.to_owned()));
+    mark(span, error_type, true);
 }
 
 /// Marks the request's span `span` refused or failed with `error_type` (`error.type`); its status
 /// is an error only for a 5xx, as HTTP server spans have it.
 pub fn refused(span: &Span, error_type: &str, status: u16) {
+    mark(span, error_type, status >= 500);
+}
+
+fn mark(span: &Span, error_type: &str, is_error: bool) {
     if span.is_disabled() {
         return;
     }
     span.set_attribute("error.type", error_type.to_owned());
-    if status >= 500 {
+    if is_error {
         span.set_status(opentelemetry::trace::Status::error(error_type.to_owned()));
     }
 }

@@ -98,6 +98,31 @@ impl Dev {
         }
     }
 
+    /// Creates team `team` and mints a key of it with `models` through the admin API (master
+    /// key): the raw key.
+    pub async fn team_key(&self, client: &reqwest::Client, team: &str, models: &[&str]) -> String {
+        let base = format!("http://{}", self.addr);
+        let made = client
+            .post(format!("{base}/team/new"))
+            .bearer_auth(&self.master_key)
+            .json(&serde_json::json!({"team_id": team}))
+            .send()
+            .await
+            .unwrap();
+        assert!(made.status().is_success(), "{}", made.status());
+        let minted: serde_json::Value = client
+            .post(format!("{base}/key/generate"))
+            .bearer_auth(&self.master_key)
+            .json(&serde_json::json!({"team_id": team, "models": models}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        minted["key"].as_str().unwrap().to_owned()
+    }
+
     /// Sends SIGTERM and waits for a clean exit.
     pub async fn stop(mut self) {
         let pid = self.child.id().unwrap().to_string();
@@ -113,6 +138,30 @@ impl Dev {
             .unwrap();
         assert!(status.success(), "{status}");
     }
+}
+
+/// Sends `body` to `path` of the gateway at `base` with `key` over a raw socket, reads until
+/// `marker` has arrived, and hangs up; what was received.
+pub async fn hang_up_after(base: &str, key: &str, path: &str, body: &str, marker: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {key}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(body.as_bytes()).await.unwrap();
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !String::from_utf8_lossy(&received).contains(marker) {
+        let n = socket.read(&mut buffer).await.unwrap();
+        assert!(n > 0, "the stream ended before its first delta");
+        received.extend_from_slice(&buffer[..n]);
+    }
+    drop(socket);
+    String::from_utf8_lossy(&received).into_owned()
 }
 
 /// Runs the SDK check `tests/compat/{script}` against a fresh `llmlite dev`, with
