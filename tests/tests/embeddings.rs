@@ -484,6 +484,11 @@ async fn metadata_is_kept_as_chat_keeps_it_up_to_16_kib() {
     let big = "x".repeat(20 * 1024);
     for (metadata, expected) in [
         (json!({"team": "search"}), json!({"team": "search"})),
+        // `llmlite_` keys are the gateway's: a client's cannot pass for them.
+        (
+            json!({"team": "search", "llmlite_pii": {"EMAIL": 0}, "llmlite_ttft_ms": 1}),
+            json!({"team": "search"}),
+        ),
         (
             json!({"blob": big}),
             json!({"llmlite_note": "metadata over 16 KiB was not kept"}),

@@ -376,13 +376,39 @@ async fn traces_reach_an_otlp_receiver_with_genai_attributes_and_no_prompt_text(
         "{names:?}"
     );
 
-    // No prompt text anywhere.
+    // A traceparent that is not one (bad hex, the all-zero trace ID) starts a trace of its own.
+    for bad in [
+        "00-zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz-00f067aa0ba902b7-01",
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        "not a traceparent at all",
+    ] {
+        let reply = client
+            .post(format!("{base}/v1/chat/completions"))
+            .bearer_auth(&key)
+            .header("traceparent", bad)
+            .json(&json!({"model": "claude-haiku-4-5", "max_tokens": 8,
+                          "messages": [{"role": "user", "content": SECRET}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 200, "{bad}");
+        let (server, _) = trace_of(&spans, &request_id(&reply), "settlement").await;
+        assert!(server.parent.is_empty(), "{bad}: {server:?}");
+        assert_ne!(server.trace_id, "0".repeat(32));
+    }
+
+    // No prompt text and no key anywhere.
     let all = spans.lock().unwrap().clone();
     for span in &all {
-        for (key, value) in &span.attributes {
+        for (name, value) in &span.attributes {
             assert!(
                 !value.contains(SECRET),
-                "{key} of {} holds prompt text",
+                "{name} of {} holds prompt text",
+                span.name
+            );
+            assert!(
+                !value.contains(&key) && !value.contains("sk-"),
+                "{name} of {} holds a key",
                 span.name
             );
         }
@@ -473,4 +499,60 @@ async fn a_collector_that_never_answers_costs_requests_nothing_and_is_logged_onc
     live.stop().await;
     let logged = std::fs::read_to_string(&log).unwrap();
     assert_eq!(logged.matches("traces not exported").count(), 1, "{logged}");
+}
+
+/// A client that hangs up mid-stream, with traces on: the request still settles once (as
+/// `client_closed`) and its trace still ends, with the settlement after it.
+#[tokio::test]
+async fn a_client_that_hangs_up_mid_stream_still_ends_its_trace_and_pays_once() {
+    let (endpoint, spans) = receiver().await;
+    let gw = llmlite_tests::TestGateway::start().await;
+    let (_serve, base) = llmlite_tests::spawn_serve(
+        std::path::Path::new(common::LLMLITE),
+        &gw.db.url,
+        &gw.double.endpoint(),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    )
+    .await;
+    let minted = gw.mint_key(json!({"max_budget": 5})).await;
+    let key = minted["key"].as_str().unwrap();
+    let token = minted["token"].as_str().unwrap();
+    // A slow answer: one word a delta, 200 ms apart.
+    gw.script(json!([{"event_gap_ms": 200}])).await;
+    let body = json!({"model": "claude-haiku-4-5", "stream": true, "max_tokens": 400,
+                      "messages": [{"role": "user", "content": "lorem ipsum dolor sit amet ".repeat(50)}]})
+    .to_string();
+    let received = common::hang_up_after(
+        &base,
+        key,
+        "/v1/chat/completions",
+        &body,
+        "\"content\":\"echo",
+    )
+    .await;
+    let id = received
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .expect("x-request-id")
+        .trim()
+        .to_owned();
+    let (server, trace) = trace_of(&spans, &id, "settlement").await;
+    assert_eq!(server.attr("llmlite.status"), Some("client_closed"));
+    let call = children(&trace, &server)
+        .into_iter()
+        .find(|s| s.kind == CLIENT)
+        .expect("the Bedrock attempt");
+    assert!(call.end >= call.event_times[0], "{call:?}");
+    llmlite_tests::wait_until_settled(&gw.db.pool).await;
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT request_id, status FROM litellm_spend WHERE api_key = $1")
+            .bind(token)
+            .persistent(false)
+            .fetch_all(&gw.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(rows, vec![(id, "client_closed".to_owned())], "paid once");
 }
