@@ -47,6 +47,14 @@ pub enum Caller {
         /// The model allow-lists of the key, its user and its team (an empty list allows all).
         model_lists: Vec<Vec<String>>,
     },
+    /// A person signed in to the console through the company's identity provider.
+    User {
+        user_id: String,
+        /// `proxy_admin`, `proxy_admin_viewer`, `internal_user` or `internal_user_viewer`.
+        role: String,
+        /// The model allow-lists of the user and their teams (an empty list allows all).
+        model_lists: Vec<Vec<String>>,
+    },
 }
 
 impl Caller {
@@ -55,18 +63,38 @@ impl Caller {
         match self {
             Caller::Master => "master_key".to_owned(),
             Caller::Key { hash, .. } => hash.to_string(),
+            Caller::User { user_id, .. } => format!("user:{user_id}"),
         }
     }
 
     pub fn is_admin(&self) -> bool {
-        matches!(self, Caller::Master | Caller::Key { admin: true, .. })
+        match self {
+            Caller::Master | Caller::Key { admin: true, .. } => true,
+            Caller::Key { .. } => false,
+            Caller::User { role, .. } => role == "proxy_admin",
+        }
+    }
+
+    /// May read everything an admin reads (the console's admin pages): an admin, or a
+    /// `proxy_admin_viewer` person.
+    pub fn reads_everything(&self) -> bool {
+        self.is_admin() || matches!(self, Caller::User { role, .. } if role == "proxy_admin_viewer")
+    }
+
+    /// The person this caller acts for, if any.
+    pub fn user_id(&self) -> Option<&str> {
+        match self {
+            Caller::Master => None,
+            Caller::Key { user_id, .. } => user_id.as_deref(),
+            Caller::User { user_id, .. } => Some(user_id),
+        }
     }
 
     /// Whether this caller may use `model` (the master key may use every model).
     pub fn may_use(&self, model: &str) -> bool {
         match self {
             Caller::Master => true,
-            Caller::Key { model_lists, .. } => model_lists
+            Caller::Key { model_lists, .. } | Caller::User { model_lists, .. } => model_lists
                 .iter()
                 .all(|list| list.is_empty() || list.iter().any(|m| m == model)),
         }

@@ -64,6 +64,35 @@ pub(crate) fn non_empty(env: &impl EnvSource, name: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
+/// A whole number of `unit`s (`("seconds", 1)`, `("minutes", 60)`, ...) in `range` from
+/// `variable`, as a duration; `default` when unset.
+pub(crate) fn whole_units(
+    env: &impl EnvSource,
+    variable: &'static str,
+    default: std::time::Duration,
+    range: std::ops::RangeInclusive<u64>,
+    (unit, unit_secs): (&str, u64),
+) -> Result<std::time::Duration, ConfigError> {
+    match non_empty(env, variable) {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<u64>()
+            .ok()
+            .filter(|n| range.contains(n))
+            .map(|n| std::time::Duration::from_secs(n * unit_secs))
+            .ok_or_else(|| {
+                ConfigError::new(
+                    variable,
+                    format!(
+                        "must be a whole number of {unit} from {} to {}",
+                        range.start(),
+                        range.end()
+                    ),
+                )
+            }),
+    }
+}
+
 /// An environment of `(name, value)` pairs, for tests.
 #[cfg(test)]
 pub(crate) fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {

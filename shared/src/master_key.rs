@@ -273,24 +273,7 @@ fn seconds(
     default: Duration,
     range: std::ops::RangeInclusive<u64>,
 ) -> Result<Duration, ConfigError> {
-    match non_empty(env, variable) {
-        None => Ok(default),
-        Some(v) => v
-            .parse::<u64>()
-            .ok()
-            .filter(|n| range.contains(n))
-            .map(Duration::from_secs)
-            .ok_or_else(|| {
-                ConfigError::new(
-                    variable,
-                    format!(
-                        "must be a whole number of seconds from {} to {}",
-                        range.start(),
-                        range.end()
-                    ),
-                )
-            }),
-    }
+    crate::env::whole_units(env, variable, default, range, ("seconds", 1))
 }
 
 /// A master key must look like a key and be long enough not to be guessed.

@@ -38,6 +38,8 @@ pub struct AppState {
     pub settlements: crate::settlement::Settler,
     /// How long a streamed answer may be silent before the relay sends a comment.
     pub sse_keep_alive: std::time::Duration,
+    /// The company's OpenID Provider, when the console signs people in through it.
+    pub oidc: Option<Arc<crate::clients::oidc::Provider>>,
     /// Faults a test injects; all off unless a test turns them on (feature `dev` only).
     #[cfg(feature = "dev")]
     pub hooks: TestHooks,
@@ -129,7 +131,15 @@ impl AppState {
         let emf = crate::clients::telemetry::emf_enabled();
         let settlements =
             crate::settlement::Settler::new(db.clone(), audit.clone(), clock.clone(), emf);
+        let oidc = match &config.sign_in.oidc {
+            Some(settings) => Some(Arc::new(
+                crate::clients::oidc::Provider::new(settings.clone())
+                    .map_err(|reason| ConfigError::new("LLMLITE_OIDC_ISSUER", reason))?,
+            )),
+            None => None,
+        };
         Ok(AppState {
+            oidc,
             config: Arc::new(config),
             db,
             bedrock,

@@ -15,14 +15,11 @@ there (keys.png, spend.png, operations.png).
 import json
 import os
 import subprocess
-import sys
 import time
-import traceback
 import urllib.error
 import urllib.request
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
+from browser import chromium, run
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -50,12 +47,7 @@ def chat(key, text):
     return api("/v1/chat/completions", {"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": text}]}, key)
 
 
-options = webdriver.ChromeOptions()
-options.binary_location = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-for flag in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,900"]:
-    options.add_argument(flag)
-driver = webdriver.Chrome(service=Service(os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")), options=options)
-driver.set_page_load_timeout(30)
+driver = chromium()
 state = {}
 
 
@@ -216,7 +208,8 @@ def block_and_see_the_next_chat_refused():
 
 def sign_out_and_see_ui_refuse():
     driver.find_element(By.CSS_SELECTOR, "nav form button").click()
-    wait_for("/ui/login")
+    WebDriverWait(driver, 15).until(lambda d: d.current_url.startswith(URL + "/ui/login"))
+    assert "You are signed out" in driver.page_source
     driver.get(URL + "/ui/keys")
     assert driver.current_url.endswith("/ui/login"), driver.current_url
     assert not [c for c in driver.get_cookies() if c["name"] == "llmlite_session"]
@@ -237,22 +230,4 @@ STEPS = [
     sign_out_and_see_ui_refuse,
 ]
 
-passed = failed = 0
-for step in STEPS:
-    try:
-        step()
-        passed += 1
-        print(f"ok   {step.__name__}")
-    except Exception:
-        failed += 1
-        print(f"FAIL {step.__name__}")
-        traceback.print_exc()
-        shot = os.path.join(OUT, f"{step.__name__}.png")
-        driver.save_screenshot(shot)
-        with open(os.path.join(OUT, f"{step.__name__}.html"), "w") as page:
-            page.write(driver.page_source)
-        print(f"     screenshot: {shot}")
-        break
-driver.quit()
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed or passed != len(STEPS) else 0)
+run(driver, STEPS, OUT)

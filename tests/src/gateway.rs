@@ -73,12 +73,35 @@ impl TestGateway {
         Self::start_serving(db, extra, adjust, llmlite::all_routes).await
     }
 
+    /// A gateway on `listener`, bound by the caller (its URL is in `extra`, say), with extra
+    /// environment variables.
+    pub async fn start_bound(listener: tokio::net::TcpListener, extra: &[(&str, &str)]) -> Self {
+        Self::start_listening(
+            TestDb::new().await,
+            extra,
+            |_| {},
+            llmlite::all_routes,
+            Some(listener),
+        )
+        .await
+    }
+
     /// A gateway on `db` serving the router `routes` makes of its state.
     async fn start_serving(
         db: TestDb,
         extra: &[(&str, &str)],
         adjust: impl FnOnce(&mut AppState),
         routes: impl FnOnce(AppState) -> axum::Router,
+    ) -> Self {
+        Self::start_listening(db, extra, adjust, routes, None).await
+    }
+
+    async fn start_listening(
+        db: TestDb,
+        extra: &[(&str, &str)],
+        adjust: impl FnOnce(&mut AppState),
+        routes: impl FnOnce(AppState) -> axum::Router,
+        listener: Option<tokio::net::TcpListener>,
     ) -> Self {
         let double = BedrockDouble::start(0)
             .await
@@ -88,7 +111,10 @@ impl TestGateway {
         env.extend_from_slice(extra);
         let mut state = db.state_with(&env).await;
         adjust(&mut state);
-        let addr = serve(routes(state.clone())).await;
+        let addr = match listener {
+            Some(listener) => crate::serve_on(listener, routes(state.clone())),
+            None => serve(routes(state.clone())).await,
+        };
         TestGateway {
             db,
             double,

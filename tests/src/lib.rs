@@ -27,6 +27,7 @@ pub mod bench;
 pub mod deploy;
 mod gateway;
 pub mod lambda_runtime;
+pub mod oidc;
 mod reply;
 pub mod secrets_manager;
 
@@ -353,6 +354,12 @@ pub async fn serve(router: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind loopback");
+    serve_on(listener, router)
+}
+
+/// Serves `router` on a listener already bound (its address known before the gateway is
+/// configured: a redirect URI names it, say).
+pub fn serve_on(listener: tokio::net::TcpListener, router: Router) -> SocketAddr {
     let addr = listener.local_addr().expect("local addr");
     tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;

@@ -734,6 +734,8 @@ async fn a_key_is_regenerated_from_its_page_with_a_grace_period() {
             .await
             .unwrap();
     assert_eq!(via, "console");
+    // An hour went by: the session was idle past its timeout, so sign in again.
+    let (cookie, csrf_token) = master_session(&gw).await;
     // A grace period that is not one is a message, and changes nothing.
     let (status, page) = post_form(
         &gw,

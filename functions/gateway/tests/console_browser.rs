@@ -16,14 +16,7 @@ use tokio::process::Command;
 
 #[tokio::test]
 async fn an_admin_walks_the_console_in_a_real_browser() {
-    if !llmlite_tests::tool_installed("python3", &["-c", "import selenium"], "selenium").await
-        || !llmlite_tests::tool_installed(
-            "chromedriver",
-            &["--version"],
-            "selenium, and apt-get install chromium chromium-driver",
-        )
-        .await
-    {
+    if !common::browser_installed().await {
         return;
     }
     let dev = Dev::start().await;

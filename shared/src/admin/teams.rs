@@ -25,6 +25,13 @@ pub struct TeamRequest {
     blocked: Option<bool>,
     #[serde(default, deserialize_with = "patch")]
     pii_policy: Option<Option<Value>>,
+    /// Self-service: the most live keys a member may give themselves (`null`: the default, 5).
+    #[serde(default, deserialize_with = "patch")]
+    max_keys_per_user: Option<Option<i32>>,
+    /// Self-service: the largest tier a member may give themselves (`standard` or `admin`;
+    /// `null`: `standard`).
+    #[serde(default, deserialize_with = "patch")]
+    max_self_service_tier: Option<Option<String>>,
     #[serde(flatten)]
     limits: LimitsPatch,
     #[serde(flatten)]
@@ -47,12 +54,14 @@ pub struct TeamRow {
     pub pii_policy: Option<Value>,
     #[sqlx(flatten)]
     pub features: Features,
+    pub max_keys_per_user: Option<i32>,
+    pub max_self_service_tier: Option<String>,
 }
 
 const COLUMNS: &str = "team_id, team_alias, spend, models, max_budget, soft_budget, \
     budget_duration, budget_reset_at, tpm_limit, rpm_limit, max_parallel_requests, metadata, \
     blocked, created_by, created_at, updated_at, pii_policy, allow_cache_1h, allowed_service_tiers, \
-    guardrail, residency";
+    guardrail, residency, max_keys_per_user, max_self_service_tier";
 
 impl TeamRow {
     pub fn to_json(&self) -> Value {
@@ -65,6 +74,8 @@ impl TeamRow {
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "pii_policy": self.pii_policy,
+            "max_keys_per_user": self.max_keys_per_user,
+            "max_self_service_tier": self.max_self_service_tier,
         });
         self.limits.write_json(&mut out);
         self.features.write_json(&mut out);
@@ -87,6 +98,27 @@ impl TeamRow {
         }
         if let Some(v) = request.blocked {
             self.blocked = v;
+        }
+        if let Some(v) = request.max_keys_per_user {
+            if v.is_some_and(|n| !(0..=1000).contains(&n)) {
+                return Err(ApiError::invalid_param(
+                    "max_keys_per_user",
+                    "`max_keys_per_user` must be 0 to 1000",
+                ));
+            }
+            self.max_keys_per_user = v;
+        }
+        if let Some(v) = &request.max_self_service_tier {
+            if v.as_deref()
+                .is_some_and(|t| !matches!(t, "standard" | "admin"))
+            {
+                return Err(ApiError::invalid_param(
+                    "max_self_service_tier",
+                    "`max_self_service_tier` must be standard or admin (an unlimited key needs \
+                     the master key)",
+                ));
+            }
+            self.max_self_service_tier = v.clone();
         }
         self.limits.apply(&request.limits, now)?;
         fields::text("team_id", &self.team_id)?;
@@ -123,9 +155,10 @@ async fn save(
                  (team_id, team_alias, models, max_budget, soft_budget, budget_duration,
                   budget_reset_at, tpm_limit, rpm_limit, max_parallel_requests, blocked, metadata,
                   created_by, created_at, updated_at, pii_policy, allow_cache_1h,
-                  allowed_service_tiers, guardrail, residency)
+                  allowed_service_tiers, guardrail, residency, max_keys_per_user,
+                  max_self_service_tier)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15, $16,
-                     $17, $18, $19)
+                     $17, $18, $19, $20, $21)
              RETURNING {COLUMNS}"
         )
     } else {
@@ -136,7 +169,7 @@ async fn save(
                  max_parallel_requests = $10, blocked = $11, metadata = $12,
                  created_by = COALESCE(created_by, $13), updated_at = $14, pii_policy = $15,
                  allow_cache_1h = $16, allowed_service_tiers = $17, guardrail = $18,
-                 residency = $19
+                 residency = $19, max_keys_per_user = $20, max_self_service_tier = $21
              WHERE team_id = $1
              RETURNING {COLUMNS}"
         )
@@ -161,6 +194,8 @@ async fn save(
         .bind(&row.features.allowed_service_tiers)
         .bind(&row.features.guardrail)
         .bind(&row.features.residency)
+        .bind(row.max_keys_per_user)
+        .bind(&row.max_self_service_tier)
         .persistent(false)
         .fetch_one(&mut **tx)
         .await
@@ -188,6 +223,8 @@ pub async fn create(
         updated_at: now,
         pii_policy: None,
         features: Default::default(),
+        max_keys_per_user: None,
+        max_self_service_tier: None,
     };
     row.apply(&request, now, state.pii.entity_names())?;
     let mut tx = state.db.pool().await?.begin().await?;

@@ -443,3 +443,154 @@ pub async fn list(
         "total_pages": page.total_pages(total),
     })))
 }
+
+/// Who a person signed in as, for [`sign_in`].
+pub struct SignedIn<'a> {
+    pub subject: &'a str,
+    pub email: Option<&'a str>,
+    pub name: Option<&'a str>,
+    /// The role the identity provider's groups map to, if roles are mapped at all.
+    pub role: Option<&'a str>,
+    /// The teams the groups map to, if teams are mapped at all (unknown team IDs are dropped).
+    pub teams: Option<&'a [String]>,
+}
+
+/// A person signed in through the company's identity provider: their user, made just in time
+/// on the first sign-in (found by the provider's `sub`, else by an email an admin already gave
+/// a user), and on every sign-in brought in line with the claims: role and teams where they are
+/// mapped, email and name. A creation or a change is an admin action by the person themselves.
+/// A disabled user is refused. Returns the user ID.
+pub async fn sign_in(
+    state: &AppState,
+    request_id: RequestId,
+    who: SignedIn<'_>,
+) -> Result<String, ApiError> {
+    let now = state.clock.now();
+    let mut tx = state.db.pool().await?.begin().await?;
+    let teams: Option<Vec<String>> = match who.teams {
+        None => None,
+        Some(mapped) => Some(
+            sqlx::query_scalar(
+                "SELECT team_id FROM litellm_teamtable WHERE team_id = ANY ($1) ORDER BY team_id",
+            )
+            .bind(mapped)
+            .persistent(false)
+            .fetch_all(&mut *tx)
+            .await?,
+        ),
+    };
+    let linked: Option<(String, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "SELECT user_id, disabled_at FROM litellm_usertable WHERE sso_subject = $1 FOR UPDATE",
+    )
+    .bind(who.subject)
+    .persistent(false)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let found = match (linked, who.email) {
+        (Some(found), _) => Some(found),
+        (None, Some(email)) => {
+            sqlx::query_as(
+                "SELECT user_id, disabled_at FROM litellm_usertable
+                 WHERE lower(user_email) = lower($1) AND sso_subject IS NULL FOR UPDATE",
+            )
+            .bind(email)
+            .persistent(false)
+            .fetch_optional(&mut *tx)
+            .await?
+        }
+        (None, None) => None,
+    };
+    if found
+        .as_ref()
+        .is_some_and(|(_, disabled)| disabled.is_some())
+    {
+        return Err(ApiError::PermissionDenied(
+            "this account is disabled in llmlite: ask an admin".into(),
+        ));
+    }
+    let before = match &found {
+        Some((user_id, _)) => Some(find(&mut *tx, user_id, true).await?),
+        None => None,
+    };
+    let user_id = match &found {
+        Some((user_id, _)) => user_id.clone(),
+        None => {
+            // The email is the ID people know; the `sub` when there is none, or when another
+            // user already has that ID.
+            let taken: bool = match who.email {
+                Some(email) => {
+                    sqlx::query_scalar(
+                        "SELECT EXISTS (SELECT 1 FROM litellm_usertable WHERE user_id = $1)",
+                    )
+                    .bind(email)
+                    .persistent(false)
+                    .fetch_one(&mut *tx)
+                    .await?
+                }
+                None => true,
+            };
+            match who.email {
+                Some(email) if !taken => email.to_owned(),
+                _ => who.subject.to_owned(),
+            }
+        }
+    };
+    let mut row = before
+        .clone()
+        .unwrap_or_else(|| UserRow::empty(user_id.clone(), now));
+    if let Some(role) = who.role {
+        row.user_role = role.to_owned();
+    }
+    if let Some(teams) = teams {
+        row.teams = teams;
+    }
+    if let Some(email) = who.email {
+        row.user_email = Some(email.to_owned());
+    }
+    if let Some(name) = who.name {
+        row.user_alias = Some(name.to_owned());
+    }
+    fields::text("user_id", &row.user_id)?;
+    fields::optional_text("user_email", row.user_email.as_deref())?;
+    fields::optional_text("user_alias", row.user_alias.as_deref())?;
+    let changed = before.as_ref().is_none_or(|b| {
+        (&b.user_role, &b.teams, &b.user_email, &b.user_alias)
+            != (&row.user_role, &row.teams, &row.user_email, &row.user_alias)
+    });
+    let after = if changed {
+        Some(save(&mut tx, &row, now, before.is_none()).await?)
+    } else {
+        None
+    };
+    sqlx::query("UPDATE litellm_usertable SET sso_subject = $2 WHERE user_id = $1")
+        .bind(&user_id)
+        .bind(who.subject)
+        .persistent(false)
+        .execute(&mut *tx)
+        .await?;
+    if let Some(after) = after {
+        let caller = crate::auth::Caller::User {
+            user_id: user_id.clone(),
+            role: after.user_role.clone(),
+            model_lists: Vec::new(),
+        };
+        Action {
+            at: now,
+            request_id,
+            caller: &caller,
+            action: if before.is_some() {
+                "user.sign_in_update"
+            } else {
+                "user.sign_in_create"
+            },
+            object_type: "user",
+            object_id: &user_id,
+            before: before.as_ref().map(UserRow::to_json),
+            after: Some(after.to_json()),
+        }
+        .record(&mut tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(user_id)
+}

@@ -36,6 +36,7 @@ mod database;
 mod models;
 mod pii;
 mod serve;
+pub mod sign_in;
 
 use std::sync::Arc;
 
@@ -104,6 +105,8 @@ pub struct Config {
     /// `LLMLITE_ALLOWED_MODEL_PREFIXES`: the model-ID prefixes the catalog was checked against
     /// at start-up (empty: no restriction).
     pub allowed_model_prefixes: Vec<String>,
+    /// How people sign in to the console ([`sign_in`]).
+    pub sign_in: sign_in::SignIn,
 }
 
 impl Config {
@@ -134,6 +137,7 @@ impl Config {
                 })?,
         };
         let master_key = MasterKey::from_env(env, &aws).await?;
+        let sign_in = sign_in::SignIn::from_env(env, &aws).await?;
         let pseudonym_secret = match non_empty(env, "LLMLITE_PSEUDONYM_SECRET") {
             None => None,
             Some(secret) if secret.len() >= 32 => Some(SecretKey::new(secret)),
@@ -202,6 +206,7 @@ impl Config {
             ));
         }
         Ok(Config {
+            sign_in,
             audit_bucket,
             audit_kms_key_id: non_empty(env, "LLMLITE_AUDIT_KMS_KEY_ID"),
             audit_dir: non_empty(env, "LLMLITE_AUDIT_DIR").map_or_else(

@@ -28,29 +28,87 @@ pub(super) fn forbidden_csrf() -> Response {
     response
 }
 
-/// The session of a console request, or the answer that sends the browser to sign in.
-pub(super) async fn signed_in(state: &AppState, headers: &HeaderMap) -> Result<Session, Response> {
+/// The session of a console request, whoever it is, or the answer that sends the browser to
+/// sign in.
+pub(super) async fn anyone_signed_in(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Session, Response> {
     Session::from_headers(state, headers)
         .await
-        .map_err(|error| {
-            // A session that was there and is refused (expired, forged, its key blocked) is told so.
-            let target = match error {
-                ApiError::MissingApiKey => "/ui/login",
-                _ => "/ui/login?ended=1",
-            };
-            Redirect::to(target).into_response()
+        .map_err(|error| match error {
+            ApiError::MissingApiKey => Redirect::to("/ui/login").into_response(),
+            ApiError::DatabaseUnavailable(_) => {
+                let mut response = page(
+                    "Unavailable",
+                    None,
+                    "<p class=\"error\" role=\"alert\">The database is not answering; try \
+                     again in a moment.</p>",
+                );
+                *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                response
+            }
+            // A session that was there and is refused (expired, idle, forged, its key blocked,
+            // its user disabled) is told so.
+            _ => Redirect::to("/ui/login?ended=1").into_response(),
         })
 }
 
-/// A form that changes something: the session it was posted in, and its fields, once its CSRF
-/// token is the session's. Otherwise the answer to send: sign in, or a 403 before anything is
-/// read.
+/// The answer to a person who opens what is not theirs: a 403, nothing read or changed.
+pub(super) fn forbidden(session: &Session, what: &str) -> Response {
+    let mut response = page(
+        "Refused",
+        Some(session),
+        &format!(
+            "<p class=\"error\" role=\"alert\">{}</p><p><a href=\"/ui\">Back</a></p>",
+            super::html::escape(what)
+        ),
+    );
+    *response.status_mut() = StatusCode::FORBIDDEN;
+    response
+}
+
+/// The session of an admin page (an admin, or a `proxy_admin_viewer` person, who reads but
+/// changes nothing), or the answer: sign in, or a 403 for anyone else.
+pub(super) async fn signed_in(state: &AppState, headers: &HeaderMap) -> Result<Session, Response> {
+    let session = anyone_signed_in(state, headers).await?;
+    if session.caller().reads_everything() {
+        Ok(session)
+    } else {
+        Err(forbidden(
+            &session,
+            "This page is for admins. Your own keys, spend and models are under My keys.",
+        ))
+    }
+}
+
+/// An admin's form that changes something: the session it was posted in, and its fields, once
+/// its CSRF token is the session's and the caller is an admin. Otherwise the answer to send:
+/// sign in, or a 403 before anything is read.
 pub(super) async fn posted<T: serde::de::DeserializeOwned + Default + Csrf>(
     state: &AppState,
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<(Session, T), Response> {
-    let session = signed_in(state, headers).await?;
+    let (session, sent) = posted_by_anyone(state, headers, body).await?;
+    if session.caller().is_admin() {
+        Ok((session, sent))
+    } else {
+        Err(forbidden(
+            &session,
+            "Only an admin may do this. Nothing was changed.",
+        ))
+    }
+}
+
+/// A form anyone signed in may send (about their own things): the session and the fields, once
+/// the CSRF token is the session's.
+pub(super) async fn posted_by_anyone<T: serde::de::DeserializeOwned + Default + Csrf>(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(Session, T), Response> {
+    let session = anyone_signed_in(state, headers).await?;
     let sent: T = form(body);
     if session.csrf_matches(sent.csrf()) {
         Ok((session, sent))

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 
-use super::csrf::signed_in;
+use super::csrf::{anyone_signed_in, forbidden};
 use super::html::{escape, page, with_status};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -158,10 +158,35 @@ pub(super) async fn key_page(
     headers: HeaderMap,
     Path(token): Path<String>,
 ) -> Response {
-    let session = match signed_in(&state, &headers).await {
+    let session = match anyone_signed_in(&state, &headers).await {
         Ok(session) => session,
         Err(response) => return response,
     };
+    // A person who is not an admin sees their own keys only; another's is refused alike
+    // whether it exists or not.
+    if session.is_self_service() {
+        let owner: Result<Option<Option<String>>, ApiError> =
+            async {
+                Ok(sqlx::query_scalar(
+                    "SELECT user_id FROM litellm_verificationtoken WHERE token = $1",
+                )
+                .bind(&token)
+                .persistent(false)
+                .fetch_optional(state.db.pool().await?)
+                .await?)
+            }
+            .await;
+        match owner {
+            Ok(Some(Some(owner))) if Some(owner.as_str()) == session.caller().user_id() => {}
+            Ok(_) => return forbidden(&session, "That is not one of your keys."),
+            Err(error) => {
+                return with_status(
+                    page("Key", Some(&session), &escape(&error.to_string())),
+                    error.status(),
+                );
+            }
+        }
+    }
     let detail = match read(&state, &token).await {
         Ok(Some(detail)) => detail,
         Ok(None) => {
@@ -289,21 +314,18 @@ pub(super) async fn key_page(
             )
         })
         .collect();
-    let host = headers
-        .get(axum::http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("llm.example.com");
-    let scheme = if host.starts_with("127.0.0.1") || host.starts_with("localhost") {
-        "http"
+    let set_up =
+        super::snippets::snippets(&state, &headers, "$KEY", &|m| session.caller().may_use(m));
+    let regenerate = if session.is_self_service() {
+        "/ui/me/keys/regenerate"
     } else {
-        "https"
+        "/ui/keys/regenerate"
     };
-    let base = escape(&format!("{scheme}://{host}"));
     let name = escape(&detail.head.key_name);
     let body = format!(
         "<h2>Key {}</h2><p><code>{name}</code> · hash <code>{}</code> · created {}</p>\
          <p class=\"verdict\" id=\"verdict\">{verdict}</p>\
-         <form method=\"post\" action=\"/ui/keys/regenerate\" class=\"filters\">\
+         <form method=\"post\" action=\"{regenerate}\" class=\"filters\">\
          <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
          <input type=\"hidden\" name=\"key\" value=\"{}\">\
          <label for=\"grace_period\">Old key keeps working for</label>\
@@ -316,13 +338,8 @@ pub(super) async fn key_page(
          <table class=\"requests\"><thead><tr><th>When (UTC)</th><th>API</th><th>Model</th>\
          <th>Status</th><th>Tokens in / out</th><th>Spend</th><th>Request ID</th></tr></thead>\
          <tbody>{requests}</tbody></table>\
-         <h3>Set-up</h3><p class=\"note\">With the key ({name}) in place of <code>$KEY</code>:</p>\
-         <pre>from openai import OpenAI\nclient = OpenAI(base_url=\"{base}/v1\", api_key=KEY)</pre>\
-         <pre>curl {base}/v1/chat/completions -H \"Authorization: Bearer $KEY\" \\\n  \
-         -H 'Content-Type: application/json' \\\n  \
-         -d '{{\"model\": \"claude-sonnet-4-5\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello\"}}]}}'</pre>\
-         <pre>export ANTHROPIC_BASE_URL={base}\nexport ANTHROPIC_AUTH_TOKEN=$KEY\n\
-         export ANTHROPIC_MODEL=claude-sonnet-4-5\nclaude</pre>",
+         <p class=\"note\">The set-up below has <code>$KEY</code> where the key ({name}) goes.</p>\
+         {set_up}",
         escape(detail.head.key_alias.as_deref().unwrap_or("")),
         escape(&token),
         detail.head.created_at.format("%Y-%m-%d"),

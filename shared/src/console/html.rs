@@ -25,6 +25,16 @@ pub fn escape(text: &str) -> String {
 /// A whole page: `title`, the navigation when signed in (with the sign-out form), and `body`.
 pub(super) fn page(title: &str, session: Option<&Session>, body: &str) -> Response {
     let nav = match session {
+        Some(session) if session.is_self_service() => format!(
+            "<nav><a href=\"/ui/me\">My keys</a><a href=\"/ui/spend\">My spend</a>\
+             <a href=\"/ui/models\">My models</a>\
+             <form method=\"post\" action=\"/ui/logout\" class=\"inline\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+             <button type=\"submit\">Sign out</button></form>\
+             <span class=\"who\">{}</span></nav>",
+            escape(session.csrf()),
+            escape(&session.display_name()),
+        ),
         Some(session) => format!(
             "<nav><a href=\"/ui/keys\">Keys</a><a href=\"/ui/keys/new\">New key</a>\
              <a href=\"/ui/teams\">Teams</a><a href=\"/ui/users\">Users</a>\

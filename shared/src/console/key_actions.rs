@@ -217,7 +217,7 @@ pub(super) async fn create_key(
         Err(error) => Err(error),
     };
     match created {
-        Ok(axum::Json(minted)) => shown_once(&session, "Key created", &minted),
+        Ok(axum::Json(minted)) => shown_once(&state, &headers, &session, "Key created", &minted),
         Err(error) => with_status(
             page(
                 "New key",
@@ -241,9 +241,31 @@ fn shown_limit(value: &serde_json::Value) -> String {
         .map_or_else(|| "no limit".to_owned(), |n| n.to_string())
 }
 
-/// The page that shows a new key's secret, this once.
-fn shown_once(session: &Session, title: &str, minted: &serde_json::Value) -> Response {
+/// The page that shows a new key's secret, this once, with the set-up snippets that carry it.
+pub(super) fn shown_once(
+    state: &AppState,
+    headers: &HeaderMap,
+    session: &Session,
+    title: &str,
+    minted: &serde_json::Value,
+) -> Response {
     let secret = minted["key"].as_str().unwrap_or_default();
+    let models: Vec<String> = minted["models"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let set_up = super::snippets::snippets(state, headers, secret, &|m| {
+        (models.is_empty() || models.iter().any(|k| k == m)) && session.caller().may_use(m)
+    });
+    let back = if session.is_self_service() {
+        "<a href=\"/ui/me\">Back to my keys</a>"
+    } else {
+        "<a href=\"/ui/keys\">Back to keys</a>"
+    };
     let body = format!(
         "<h2>{}</h2><p>This is the only time the key is shown. Copy it now: \
          llmlite keeps only its hash.</p>\
@@ -251,7 +273,7 @@ fn shown_once(session: &Session, title: &str, minted: &serde_json::Value) -> Res
          <button type=\"button\" id=\"copy\" data-copy=\"secret\">Copy</button></p>\
          <p>Alias: {} · name <code>{}</code></p>\
          <p id=\"limits\">Tier {} · {} requests/min · {} tokens/min · budget {}</p>\
-         <p><a href=\"/ui/keys\">Back to keys</a></p>\
+         {set_up}<p>{back}</p>\
          <script src=\"/ui/static/console.js\"></script>",
         escape(title),
         escape(secret),
@@ -321,7 +343,9 @@ pub(super) async fn regenerate_key(
         Err(e) => Err(ApiError::invalid_param("grace_period", e.to_string())),
     };
     match rotated {
-        Ok(axum::Json(minted)) => shown_once(&session, "Key regenerated", &minted),
+        Ok(axum::Json(minted)) => {
+            shown_once(&state, &headers, &session, "Key regenerated", &minted)
+        }
         Err(error) => with_status(
             page(
                 "Refused",

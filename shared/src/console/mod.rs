@@ -2,18 +2,25 @@
 //! server-rendered HTML, no JavaScript needed for what is here, every asset embedded, and a
 //! strict Content-Security-Policy.
 //!
-//! Sign-in takes the master key or a key of a `proxy_admin` user, once. The browser then holds
-//! only a session: a cookie signed with a secret derived from the master key (so every instance
-//! reads it, and rotating the master key ends every session), HttpOnly, SameSite=Strict, Secure
-//! (except on loopback), for 8 hours. It names the caller (`master`, or the key's hash), never
-//! the key; every request checks the key again, so a blocked or deleted key's session ends at
-//! once. State-changing requests carry the session's CSRF token.
+//! People sign in through the company's OpenID Provider ([`oidc`]; groups map to roles and
+//! teams), or, for bootstrap and break-glass, with the master key or a key of a `proxy_admin`
+//! user ([`login`]; it can be turned off). The browser then holds only a session
+//! ([`session`]): a random ID in a cookie MACed under the master key (so rotating the master
+//! key ends every session), HttpOnly, SameSite=Strict, Secure (except on loopback), kept in
+//! PostgreSQL with an absolute expiry of 8 hours and an idle timeout; sign-out ends it
+//! everywhere. Every request checks the caller again, so a blocked key or a disabled user is
+//! out at once. State-changing requests carry the session's CSRF token; failed sign-ins are
+//! throttled ([`throttle`]).
+//!
+//! Admins (and `proxy_admin_viewer` people, read-only) see everything; other people see their
+//! own page ([`me`]: their keys within their team's policy), their own spend and the models
+//! they may use, and are refused (403) anything else.
 //!
 //! This file wires the router and serves the embedded assets; each page's concern has its own
-//! file: [`login`], the keys table ([`keys`]) and what is done to keys ([`key_actions`]), one key
+//! file: the keys table ([`keys`]) and what is done to keys ([`key_actions`]), one key
 //! ([`detail`]), teams and users ([`owners`]), spend, models and audit ([`pages`]), the last
-//! hour's operations ([`operations`]), the session
-//! cookie ([`session`]), the CSRF check ([`csrf`]) and the HTML helpers ([`html`]).
+//! hour's operations ([`operations`]), set-up snippets ([`snippets`]), the CSRF and role checks
+//! ([`csrf`]) and the HTML helpers ([`html`]).
 
 mod csrf;
 mod detail;
@@ -21,10 +28,14 @@ mod html;
 mod key_actions;
 mod keys;
 mod login;
+mod me;
+mod oidc;
 mod operations;
 mod owners;
 mod pages;
 mod session;
+mod snippets;
+mod throttle;
 
 use axum::Router;
 use axum::http::{HeaderValue, header};
@@ -49,6 +60,12 @@ pub fn router(state: AppState) -> Router {
         .route("/ui", get(home))
         .route("/ui/login", get(login::login_page).post(login::login))
         .route("/ui/logout", post(login::logout))
+        .route("/ui/oidc/start", get(oidc::start))
+        .route("/ui/oidc/callback", get(oidc::callback))
+        .route("/ui/me", get(me::me_page))
+        .route("/ui/me/keys", post(me::create))
+        .route("/ui/me/keys/regenerate", post(me::regenerate))
+        .route("/ui/me/keys/delete", post(me::delete))
         .route("/ui/keys", get(keys::keys_page))
         .route(
             "/ui/keys/new",
@@ -125,6 +142,14 @@ async fn script() -> Response {
         .into_response()
 }
 
-async fn home() -> Redirect {
-    Redirect::to("/ui/keys")
+/// Admins go to the keys table, everyone else to their own page.
+async fn home(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    match Session::from_headers(&state, &headers).await {
+        Ok(session) if session.is_self_service() => Redirect::to("/ui/me").into_response(),
+        Ok(_) => Redirect::to("/ui/keys").into_response(),
+        Err(_) => Redirect::to("/ui/login").into_response(),
+    }
 }

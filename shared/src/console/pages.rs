@@ -12,7 +12,7 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::csrf::signed_in;
+use super::csrf::{anyone_signed_in, signed_in};
 use super::html::{escape, page, with_status};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -66,6 +66,8 @@ impl Group {
 /// A checked spend query: the group and the range's first and last day.
 struct Range {
     group: Group,
+    /// A person's own spend only: the user whose keys it is limited to.
+    owner: Option<String>,
     days: i64,
     from: NaiveDate,
     to: NaiveDate,
@@ -98,6 +100,7 @@ fn range(state: &AppState, query: &SpendQuery) -> Result<Range, RangeError> {
     let to = state.clock.now().date_naive();
     Ok(Range {
         group,
+        owner: None,
         days,
         from: to - Duration::days(days - 1),
         to,
@@ -118,6 +121,7 @@ struct SpendRow {
 /// it).
 async fn spend_rows(state: &AppState, range: &Range) -> Result<Vec<SpendRow>, ApiError> {
     let group = range.group.sql();
+    let owned = owned("$3");
     let sql = format!(
         "WITH days AS (
              SELECT t.date, {group} AS name, sum(t.spend) AS spend,
@@ -125,14 +129,14 @@ async fn spend_rows(state: &AppState, range: &Range) -> Result<Vec<SpendRow>, Ap
                     sum(t.prompt_tokens + t.completion_tokens) AS tokens
              FROM litellm_dailyuserspend t
              LEFT JOIN litellm_verificationtoken k ON k.token = t.api_key
-             WHERE t.date BETWEEN $1 AND $2
+             WHERE t.date BETWEEN $1 AND $2 AND {owned}
              GROUP BY 1, 2
              UNION ALL
              SELECT (t.start_time AT TIME ZONE 'UTC')::date, {group}, sum(t.spend), count(*),
                     sum(t.prompt_tokens + t.completion_tokens)
              FROM litellm_spend t
              LEFT JOIN litellm_verificationtoken k ON k.token = t.api_key
-             WHERE t.rolled_at IS NULL
+             WHERE t.rolled_at IS NULL AND {owned}
                AND t.start_time >= $1::timestamp AT TIME ZONE 'UTC'
                AND t.start_time < ($2 + 1)::timestamp AT TIME ZONE 'UTC'
              GROUP BY 1, 2
@@ -144,26 +148,37 @@ async fn spend_rows(state: &AppState, range: &Range) -> Result<Vec<SpendRow>, Ap
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(range.from)
         .bind(range.to)
+        .bind(range.owner.as_deref())
         .persistent(false)
         .fetch_all(state.db.pool().await?)
         .await?)
+}
+
+/// The SQL that keeps a spend or rollup row `t` when parameter `p` is null, or names the user
+/// whose key made it.
+fn owned(p: &str) -> String {
+    format!(
+        "({p}::text IS NULL OR t.api_key IN \
+         (SELECT token FROM litellm_verificationtoken WHERE user_id = {p}))"
+    )
 }
 
 /// The daily rollup over the range plus the rows not rolled up yet, one row each, as `days`
 /// (`date`, group key `g`, `spend`, `requests`, `tokens`): the CTE every summary reads.
 fn days_cte(group: Group) -> String {
     let g = group.key_sql();
+    let owned = owned("$4");
     format!(
         "days AS (
              SELECT t.date, {g} AS g, t.spend, t.api_requests AS requests,
                     t.prompt_tokens + t.completion_tokens AS tokens
              FROM litellm_dailyuserspend t
-             WHERE t.date BETWEEN $1 AND $2
+             WHERE t.date BETWEEN $1 AND $2 AND {owned}
              UNION ALL
              SELECT (t.start_time AT TIME ZONE 'UTC')::date, {g}, t.spend, 1,
                     t.prompt_tokens + t.completion_tokens
              FROM litellm_spend t
-             WHERE t.rolled_at IS NULL
+             WHERE t.rolled_at IS NULL AND {owned}
                AND t.start_time >= $1::timestamp AT TIME ZONE 'UTC'
                AND t.start_time < ($2 + 1)::timestamp AT TIME ZONE 'UTC'
          )"
@@ -231,6 +246,7 @@ async fn summary(state: &AppState, range: &Range) -> Result<Summary, ApiError> {
         .bind(range.from)
         .bind(range.to)
         .bind(series)
+        .bind(range.owner.as_deref())
         .persistent(false)
         .fetch_all(&mut *tx)
         .await?;
@@ -238,6 +254,7 @@ async fn summary(state: &AppState, range: &Range) -> Result<Summary, ApiError> {
         .bind(range.from)
         .bind(range.to)
         .bind(rows)
+        .bind(range.owner.as_deref())
         .persistent(false)
         .fetch_all(&mut *tx)
         .await?;
@@ -324,13 +341,26 @@ async fn api_range(
     headers: &HeaderMap,
     query: &SpendQuery,
 ) -> Result<Range, Response> {
-    if signed_in(state, headers).await.is_err() {
+    let Ok(session) = anyone_signed_in(state, headers).await else {
         return Err(api_error(
             StatusCode::UNAUTHORIZED,
             "sign in to the console first",
         ));
+    };
+    let mut range =
+        range(state, query).map_err(|e| api_error(StatusCode::BAD_REQUEST, &e.to_string()))?;
+    range.owner = owner(&session);
+    Ok(range)
+}
+
+/// Whose spend a session sees: everyone's for an admin, a person's own otherwise.
+fn owner(session: &super::Session) -> Option<String> {
+    if session.is_self_service() {
+        // A self-service session is a person's: without a user it sees nothing.
+        Some(session.caller().user_id().unwrap_or("").to_owned())
+    } else {
+        None
     }
-    range(state, query).map_err(|e| api_error(StatusCode::BAD_REQUEST, &e.to_string()))
 }
 
 /// `GET /ui/spend.json`: the chart's data.
@@ -402,12 +432,15 @@ pub(super) async fn spend_page(
     headers: HeaderMap,
     Query(query): Query<SpendQuery>,
 ) -> Response {
-    let session = match signed_in(&state, &headers).await {
+    let session = match anyone_signed_in(&state, &headers).await {
         Ok(session) => session,
         Err(response) => return response,
     };
     let range = match range(&state, &query) {
-        Ok(range) => range,
+        Ok(mut range) => {
+            range.owner = owner(&session);
+            range
+        }
         Err(error) => {
             let body = format!(
                 "<h2>Spend</h2><p class=\"error\" role=\"alert\">{}</p>\
@@ -490,16 +523,19 @@ pub(super) async fn spend_page(
 }
 
 /// `GET /ui/models`: the catalog, with Bedrock IDs and prices per million tokens.
+/// A person who is not an admin sees the models they may use.
 pub(super) async fn models_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let session = match signed_in(&state, &headers).await {
+    let session = match anyone_signed_in(&state, &headers).await {
         Ok(session) => session,
         Err(response) => return response,
     };
+    let own = session.is_self_service();
     let rows: String = state
         .config
         .catalog
         .models()
         .iter()
+        .filter(|m| !own || session.caller().may_use(m.alias.as_str()))
         .map(|m| {
             let aliases = m
                 .other_aliases

@@ -1,9 +1,15 @@
-//! The console's session: a cookie `llmlite_session=<payload>.<mac>`, where the payload names the
-//! caller (`master`, or a key's SHA-256 hash), the expiry and the CSRF token, and the MAC is
-//! HMAC-SHA256 under a secret derived from the master key. The key itself is never in it.
+//! The console's session. The cookie `llmlite_session=v2.<id>.<mac>` holds a random ID and its
+//! HMAC-SHA256 under a secret derived from the master key (so rotating the master key ends
+//! every session); the session itself is a row of `llmlite_console_session`, found by the ID's
+//! SHA-256. The row names the caller (`master`, a key's hash, or `user:<id>`), the CSRF token,
+//! and three ends: the absolute expiry ([`SESSION_HOURS`]), the idle timeout (the
+//! configuration's `idle`, counted from the last request), and sign-out. Every request checks
+//! the caller again: a blocked key, a deleted or disabled user, or a changed role takes effect
+//! at once. The key itself is never in the cookie or the row.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
 use http::HeaderMap;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -18,28 +24,45 @@ use crate::state::AppState;
 pub const SESSION_COOKIE: &str = "llmlite_session";
 pub const SESSION_HOURS: i64 = 8;
 
-/// A signed-in admin.
+/// How a session was started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// The sign-in form, with the master key or an admin key.
+    Key,
+    /// The company's identity provider.
+    Oidc,
+}
+
+impl Via {
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Via::Key => "key",
+            Via::Oidc => "oidc",
+        }
+    }
+}
+
+/// A signed-in caller.
 #[derive(Debug, Clone)]
 pub struct Session {
-    /// `master`, or the key's hash.
-    subject: String,
-    /// Seconds since the Unix epoch.
-    expires: i64,
+    id_hash: String,
     csrf: String,
     caller: Caller,
+    /// The person's name or email, for the page header (a person's session only).
+    person: Option<String>,
 }
 
 /// The signing secret: derived from the master key, which every instance has.
 fn secret(state: &AppState) -> [u8; 32] {
     let mut hash = Sha256::new();
-    hash.update(b"llmlite console session v1\0");
+    hash.update(b"llmlite console session v2\0");
     hash.update(state.config.master_key.cached().expose().as_bytes());
     hash.finalize().into()
 }
 
 /// True when the request came to a loopback address (`llmlite dev`): the only place the cookie
 /// may go without `Secure`.
-fn loopback(headers: &HeaderMap) -> bool {
+pub(super) fn loopback(headers: &HeaderMap) -> bool {
     let host = headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -48,110 +71,249 @@ fn loopback(headers: &HeaderMap) -> bool {
     matches!(name, "localhost" | "127.0.0.1" | "[::1]")
 }
 
+/// `; Secure` except on loopback.
+pub(super) fn secure(headers: &HeaderMap) -> &'static str {
+    if loopback(headers) { "" } else { "; Secure" }
+}
+
+/// The value of cookie `name` in a request.
+pub(super) fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, value)| value)
+}
+
+fn random(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buffer);
+    URL_SAFE_NO_PAD.encode(buffer)
+}
+
+fn hash_hex(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// What the cookie's subject is for `caller`.
+fn subject(caller: &Caller) -> String {
+    match caller {
+        Caller::Master => "master".to_owned(),
+        Caller::Key { hash, .. } => hash.as_str().to_owned(),
+        Caller::User { user_id, .. } => format!("user:{user_id}"),
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    subject: String,
+    csrf: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct Person {
+    user_role: String,
+    user_email: Option<String>,
+    user_alias: Option<String>,
+    disabled_at: Option<DateTime<Utc>>,
+    models: Vec<String>,
+}
+
+/// A person's caller from their user row, now, and the name the header shows: `None` if the
+/// user is gone or disabled. Their own model list is the caller's (each key adds its team's).
+pub(crate) async fn person(
+    state: &AppState,
+    user_id: &str,
+) -> Result<Option<(Caller, String)>, ApiError> {
+    let found: Option<Person> = sqlx::query_as(
+        "SELECT user_role, user_email, user_alias, disabled_at, models
+         FROM litellm_usertable WHERE user_id = $1",
+    )
+    .bind(user_id)
+    .persistent(false)
+    .fetch_optional(state.db.pool().await?)
+    .await?;
+    let Some(found) = found.filter(|f| f.disabled_at.is_none()) else {
+        return Ok(None);
+    };
+    let shown = found
+        .user_alias
+        .or(found.user_email)
+        .unwrap_or_else(|| user_id.to_owned());
+    Ok(Some((
+        Caller::User {
+            user_id: user_id.to_owned(),
+            role: found.user_role,
+            model_lists: vec![found.models],
+        },
+        shown,
+    )))
+}
+
 impl Session {
-    /// A new session for `caller`, from now for [`SESSION_HOURS`].
-    pub fn start(state: &AppState, caller: &Caller) -> Session {
-        let mut csrf = [0u8; 24];
-        rand::rng().fill_bytes(&mut csrf);
-        Session {
-            subject: match caller {
-                Caller::Master => "master".to_owned(),
-                Caller::Key { hash, .. } => hash.as_str().to_owned(),
-            },
-            expires: state.clock.now().timestamp() + SESSION_HOURS * 3600,
-            csrf: URL_SAFE_NO_PAD.encode(csrf),
-            caller: caller.clone(),
-        }
-    }
-
-    fn payload(&self) -> String {
-        format!("v1|{}|{}|{}", self.subject, self.expires, self.csrf)
-    }
-
-    /// The cookie's value: the payload and its MAC.
-    fn value(&self, state: &AppState) -> String {
-        let payload = self.payload();
-        let mac = hmac_sha256(&secret(state), payload.as_bytes());
-        format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(payload),
-            URL_SAFE_NO_PAD.encode(mac)
+    /// A new session for `caller`, from now for [`SESSION_HOURS`], and the `Set-Cookie` header
+    /// that carries it. `id_token` is the provider's, kept for its end-session endpoint.
+    pub async fn start(
+        state: &AppState,
+        headers: &HeaderMap,
+        caller: &Caller,
+        via: Via,
+        id_token: Option<&str>,
+    ) -> Result<String, ApiError> {
+        let id = random(32);
+        let csrf = random(24);
+        let now = state.clock.now();
+        let pool = state.db.pool().await?;
+        // Old rows go as new ones come: nothing else needs them a day after they ended.
+        sqlx::query("DELETE FROM llmlite_console_session WHERE expires_at < $1")
+            .bind(now - chrono::Duration::days(1))
+            .persistent(false)
+            .execute(pool)
+            .await?;
+        sqlx::query(
+            "INSERT INTO llmlite_console_session
+                 (id_hash, subject, user_id, csrf, via, created_at, last_seen, expires_at, id_token)
+             VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8)",
         )
+        .bind(hash_hex(&id))
+        .bind(subject(caller))
+        .bind(match caller {
+            Caller::User { user_id, .. } => Some(user_id.as_str()),
+            _ => None,
+        })
+        .bind(&csrf)
+        .bind(via.as_str())
+        .bind(now)
+        .bind(now + chrono::Duration::hours(SESSION_HOURS))
+        .bind(id_token)
+        .persistent(false)
+        .execute(pool)
+        .await?;
+        let mac = hmac_sha256(&secret(state), id.as_bytes());
+        Ok(format!(
+            "{SESSION_COOKIE}=v2.{id}.{}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={}{}",
+            URL_SAFE_NO_PAD.encode(mac),
+            SESSION_HOURS * 3600,
+            secure(headers)
+        ))
     }
 
-    /// The `Set-Cookie` header that holds it.
-    pub fn cookie(&self, state: &AppState, headers: &HeaderMap) -> String {
-        let secure = if loopback(headers) { "" } else { "; Secure" };
-        format!(
-            "{SESSION_COOKIE}={}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
-            self.value(state),
-            SESSION_HOURS * 3600
-        )
-    }
-
-    /// The `Set-Cookie` header that ends it.
+    /// The `Set-Cookie` header that ends it in the browser.
     pub fn clear_cookie(headers: &HeaderMap) -> String {
-        let secure = if loopback(headers) { "" } else { "; Secure" };
-        format!("{SESSION_COOKIE}=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0{secure}")
+        format!(
+            "{SESSION_COOKIE}=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0{}",
+            secure(headers)
+        )
     }
 
-    /// The session a request carries: signed by this deployment, not expired, and its key still
-    /// an admin key (checked again on every request).
-    pub async fn from_headers(state: &AppState, headers: &HeaderMap) -> Result<Session, ApiError> {
-        // Sessions are signed under the master key: a rotated key ends them within its TTL.
-        state.config.master_key.refresh_if_stale().await;
-        let value = headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(name, _)| *name == SESSION_COOKIE)
-            .map(|(_, value)| value.to_owned())
-            .ok_or(ApiError::MissingApiKey)?;
-        let (payload, mac) = value.split_once('.').ok_or(ApiError::InvalidApiKey)?;
-        let payload = URL_SAFE_NO_PAD
-            .decode(payload)
-            .map_err(|_| ApiError::InvalidApiKey)?;
+    /// The ID a request's cookie names, if its MAC is this deployment's.
+    fn id_hash(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
+        let value = cookie(headers, SESSION_COOKIE).ok_or(ApiError::MissingApiKey)?;
+        let mut parts = value.split('.');
+        let (Some("v2"), Some(id), Some(mac), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(ApiError::InvalidApiKey);
+        };
         let mac = URL_SAFE_NO_PAD
             .decode(mac)
             .map_err(|_| ApiError::InvalidApiKey)?;
-        let expected = hmac_sha256(&secret(state), &payload);
+        let expected = hmac_sha256(&secret(state), id.as_bytes());
         if !bool::from(expected.as_slice().ct_eq(&mac)) {
             return Err(ApiError::InvalidApiKey);
         }
-        let payload = String::from_utf8(payload).map_err(|_| ApiError::InvalidApiKey)?;
-        let mut parts = payload.split('|');
-        let (Some("v1"), Some(subject), Some(expires), Some(csrf), None) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) else {
-            return Err(ApiError::InvalidApiKey);
-        };
-        let expires: i64 = expires.parse().map_err(|_| ApiError::InvalidApiKey)?;
-        if expires <= state.clock.now().timestamp() {
-            return Err(ApiError::ExpiredKey);
-        }
-        let caller = if subject == "master" {
-            Caller::Master
+        Ok(hash_hex(id))
+    }
+
+    /// The session a request carries: signed by this deployment, neither expired, idle too long
+    /// nor ended, and its caller still allowed in (checked again on every request). The
+    /// session's last activity is now.
+    pub async fn from_headers(state: &AppState, headers: &HeaderMap) -> Result<Session, ApiError> {
+        // Sessions are signed under the master key: a rotated key ends them within its TTL.
+        state.config.master_key.refresh_if_stale().await;
+        let id_hash = Self::id_hash(state, headers)?;
+        let now = state.clock.now();
+        let idle = chrono::Duration::from_std(state.config.sign_in.idle)
+            .unwrap_or_else(|_| chrono::Duration::minutes(30));
+        let row: Option<Row> = sqlx::query_as(
+            "UPDATE llmlite_console_session SET last_seen = $2
+             WHERE id_hash = $1 AND ended_at IS NULL AND expires_at > $2 AND last_seen > $3
+             RETURNING subject, csrf",
+        )
+        .bind(&id_hash)
+        .bind(now)
+        .bind(now - idle)
+        .persistent(false)
+        .fetch_optional(state.db.pool().await?)
+        .await?;
+        let row = row.ok_or(ApiError::ExpiredKey)?;
+        let (caller, person_name) = if row.subject == "master" {
+            (Caller::Master, None)
+        } else if let Some(user_id) = row.subject.strip_prefix("user:") {
+            match person(state, user_id).await? {
+                Some((caller, shown)) => (caller, Some(shown)),
+                None => {
+                    Self::end(state, &id_hash).await?;
+                    return Err(ApiError::PermissionDenied(
+                        "the session's user is disabled or gone".into(),
+                    ));
+                }
+            }
         } else {
-            let hash = KeyHash::from_key_or_hash(subject).ok_or(ApiError::InvalidApiKey)?;
-            auth::authenticate_hash(state, hash).await?
+            let hash = KeyHash::from_key_or_hash(&row.subject).ok_or(ApiError::InvalidApiKey)?;
+            let caller = auth::authenticate_hash(state, hash).await?;
+            if !caller.is_admin() {
+                return Err(ApiError::PermissionDenied(
+                    "the session's key is no longer an admin key".into(),
+                ));
+            }
+            (caller, None)
         };
-        if !caller.is_admin() {
-            return Err(ApiError::PermissionDenied(
-                "the session's key is no longer an admin key".into(),
-            ));
-        }
         Ok(Session {
-            subject: subject.to_owned(),
-            expires,
-            csrf: csrf.to_owned(),
+            id_hash,
+            csrf: row.csrf,
             caller,
+            person: person_name,
         })
+    }
+
+    /// Ends a session by its ID's hash: the ID token it kept, if any, for the provider's
+    /// end-session endpoint.
+    async fn end(state: &AppState, id_hash: &str) -> Result<Option<String>, ApiError> {
+        let ended: Option<(Option<String>,)> = sqlx::query_as(
+            "UPDATE llmlite_console_session s SET ended_at = $2, id_token = NULL
+             FROM llmlite_console_session old
+             WHERE s.id_hash = $1 AND old.id_hash = s.id_hash AND s.ended_at IS NULL
+             RETURNING old.id_token",
+        )
+        .bind(id_hash)
+        .bind(state.clock.now())
+        .persistent(false)
+        .fetch_optional(state.db.pool().await?)
+        .await?;
+        Ok(ended.and_then(|(token,)| token))
+    }
+
+    /// Signs this session out: it is refused from now on, wherever its cookie is.
+    pub async fn sign_out(&self, state: &AppState) -> Result<Option<String>, ApiError> {
+        Self::end(state, &self.id_hash).await
+    }
+
+    /// Ends every open session of `user_id` (the user was disabled): how many.
+    pub async fn end_all_of(state: &AppState, user_id: &str) -> Result<u64, ApiError> {
+        Ok(sqlx::query(
+            "UPDATE llmlite_console_session SET ended_at = $2, id_token = NULL
+             WHERE user_id = $1 AND ended_at IS NULL",
+        )
+        .bind(user_id)
+        .bind(state.clock.now())
+        .persistent(false)
+        .execute(state.db.pool().await?)
+        .await?
+        .rows_affected())
     }
 
     pub fn csrf(&self) -> &str {
@@ -167,11 +329,18 @@ impl Session {
         &self.caller
     }
 
+    /// A person signed in through the company's identity provider who is not an admin: they
+    /// see their own keys, spend and models only.
+    pub fn is_self_service(&self) -> bool {
+        !self.caller.reads_everything()
+    }
+
     /// Who is signed in, for the page header: never a key.
     pub fn display_name(&self) -> String {
-        match &self.caller {
-            Caller::Master => "master key".to_owned(),
-            Caller::Key { hash, .. } => format!("admin key {}…", &hash.as_str()[..12]),
+        match (&self.caller, &self.person) {
+            (Caller::Master, _) => "master key".to_owned(),
+            (Caller::Key { hash, .. }, _) => format!("admin key {}…", &hash.as_str()[..12]),
+            (Caller::User { user_id, .. }, shown) => shown.clone().unwrap_or(user_id.clone()),
         }
     }
 }

@@ -43,8 +43,18 @@ impl Dev {
 
     /// Starts `llmlite dev` with `env` added, its log lines (stderr) going to `log`.
     pub async fn start_logging(env: &[(&str, &str)], log: Stdio) -> Dev {
+        Dev::start_listening("127.0.0.1:0", env, log).await
+    }
+
+    /// Starts `llmlite dev` on `listen` (an address chosen beforehand, which a redirect URI
+    /// names, say), with `env` added.
+    #[allow(
+        dead_code,
+        reason = "not every test binary that shares this module uses it"
+    )]
+    pub async fn start_listening(listen: &str, env: &[(&str, &str)], log: Stdio) -> Dev {
         let mut child = Command::new(LLMLITE)
-            .args(["dev", "--listen", "127.0.0.1:0"])
+            .args(["dev", "--listen", listen])
             .envs(env.iter().copied())
             .env_remove("DATABASE_URL")
             .env_remove("LITELLM_MASTER_KEY")
@@ -183,4 +193,17 @@ pub async fn sdk_check(script: &str, path: &str) {
     dev.stop().await;
     assert!(output.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+}
+
+/// Whether selenium and Debian's Chromium WebDriver are here (CI installs them; elsewhere the
+/// test says how to get them and is skipped).
+#[allow(dead_code, reason = "each test binary uses the helpers it needs")]
+pub async fn browser_installed() -> bool {
+    llmlite_tests::tool_installed("python3", &["-c", "import selenium"], "selenium").await
+        && llmlite_tests::tool_installed(
+            "chromedriver",
+            &["--version"],
+            "selenium, and apt-get install chromium chromium-driver",
+        )
+        .await
 }

@@ -4,6 +4,7 @@
 //! The handlers are here; what a request body resolves to is in [`request`], the key rows and
 //! their SQL in [`store`], and the tiers themselves in [`crate::keys::Tier`].
 
+pub mod own;
 mod request;
 pub mod store;
 
@@ -208,7 +209,7 @@ async fn key_info(
             ApiError::invalid_param("key", "`key` must be a key (`sk-...`) or its hash")
         })?,
         (None, Caller::Key { hash, .. }) => hash.clone(),
-        (None, Caller::Master) => {
+        (None, Caller::Master | Caller::User { .. }) => {
             return Err(ApiError::invalid_param(
                 "key",
                 "`key` is required with the master key",
