@@ -16,6 +16,13 @@
 -- 5. Teams: `max_keys_per_user` and `max_self_service_tier`, what a member may give themselves
 --    in the console (NULL: the defaults, 5 keys and `standard`).
 -- 6. Admin actions may be about a session (`console.sign_in`, `console.sign_out`).
+-- 7. Short-lived keys for developers' machines (`llmlite login`, then `llmlite key` as Claude
+--    Code's `apiKeyHelper`): `llmlite_device_grant` is an OAuth 2.0 device authorization
+--    (RFC 8628) under way, found by its device code's SHA-256, approved in the console by a
+--    person signed in with the company account; `llmlite_cli_credential` is what the command
+--    keeps afterwards (a refresh token, by its SHA-256, rotated on every use). Each refresh
+--    asks the identity provider, with the provider's own refresh token kept here, whether the
+--    person is still enabled there; if not, the credential and its keys end.
 
 CREATE TABLE llmlite_console_session (
     id_hash     TEXT PRIMARY KEY CHECK (id_hash ~ '^[0-9a-f]{64}$'),
@@ -27,7 +34,8 @@ CREATE TABLE llmlite_console_session (
     last_seen   TIMESTAMPTZ NOT NULL,
     expires_at  TIMESTAMPTZ NOT NULL,
     ended_at    TIMESTAMPTZ,
-    id_token    TEXT
+    id_token    TEXT,
+    idp_refresh_token TEXT
 );
 CREATE INDEX llmlite_console_session_user_idx ON llmlite_console_session (user_id)
     WHERE ended_at IS NULL;
@@ -37,7 +45,7 @@ CREATE TABLE llmlite_sign_in_state (
     state_hash  TEXT PRIMARY KEY CHECK (state_hash ~ '^[0-9a-f]{64}$'),
     nonce       TEXT NOT NULL,
     verifier    TEXT NOT NULL,
-    purpose     TEXT NOT NULL DEFAULT 'console',
+    return_to   TEXT NOT NULL DEFAULT '/ui' CHECK (return_to LIKE '/ui%'),
     created_at  TIMESTAMPTZ NOT NULL
 );
 
@@ -48,6 +56,31 @@ CREATE TABLE llmlite_sign_in_failure (
     failures     INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (scope, subject, window_start)
 );
+
+CREATE TABLE llmlite_device_grant (
+    device_code_hash TEXT PRIMARY KEY CHECK (device_code_hash ~ '^[0-9a-f]{64}$'),
+    user_code        TEXT NOT NULL UNIQUE CHECK (user_code ~ '^[A-Z]{4}-[A-Z]{4}$'),
+    created_at       TIMESTAMPTZ NOT NULL,
+    expires_at       TIMESTAMPTZ NOT NULL,
+    last_polled_at   TIMESTAMPTZ,
+    user_id          TEXT,
+    approved_at      TIMESTAMPTZ,
+    denied           BOOLEAN NOT NULL DEFAULT false,
+    idp_refresh_token TEXT
+);
+
+CREATE TABLE llmlite_cli_credential (
+    id               TEXT PRIMARY KEY,          -- public: named in its keys' metadata
+    token_hash       TEXT NOT NULL UNIQUE CHECK (token_hash ~ '^[0-9a-f]{64}$'),
+    user_id          TEXT NOT NULL,
+    team_id          TEXT,
+    created_at       TIMESTAMPTZ NOT NULL,
+    last_used_at     TIMESTAMPTZ NOT NULL,
+    revoked_at       TIMESTAMPTZ,
+    idp_refresh_token TEXT
+);
+CREATE INDEX llmlite_cli_credential_user_idx ON llmlite_cli_credential (user_id)
+    WHERE revoked_at IS NULL;
 
 ALTER TABLE litellm_usertable
     ADD COLUMN sso_subject TEXT,

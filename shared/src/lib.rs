@@ -9,6 +9,7 @@ pub mod admin;
 pub mod auth;
 pub mod capacity;
 pub mod catalog;
+pub mod cli_login;
 pub mod clients;
 pub mod clock;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod deploy;
 /// Development doubles: `llmlite dev` and the tests only (feature `dev`).
 #[cfg(feature = "dev")]
 pub mod dev;
+pub mod device;
 pub mod durations;
 pub mod env;
 pub mod error;

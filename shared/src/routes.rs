@@ -43,6 +43,8 @@ pub const ALB_PATH_PATTERNS: &[(&str, Function)] = &[
     ("/openapi.json", Function::KeyAdmin),
     ("/ui", Function::KeyAdmin),
     ("/ui/*", Function::KeyAdmin),
+    ("/oauth/*", Function::KeyAdmin),
+    ("/scim/*", Function::KeyAdmin),
     ("/health*", Function::Health),
 ];
 
@@ -85,8 +87,9 @@ pub fn chat_routes(state: AppState) -> Router {
 }
 
 /// The `key-admin` function: `/key/*`, `/user/*`, `/team/*`, `/spend/*`, `/global/*`, the
-/// OpenAPI document at `/openapi.json`, the admin console under `/ui`, and `GET /health` for
-/// its target group's health checks.
+/// OpenAPI document at `/openapi.json`, the admin console under `/ui`, the device sign-in of
+/// `llmlite login` under `/oauth`, SCIM deactivation under `/scim`, and `GET /health` for its
+/// target group's health checks.
 pub fn admin_routes(state: AppState) -> Router {
     http::finish(
         admin::router(state.clone())

@@ -333,3 +333,34 @@ fn absolute(base: &str, location: &str) -> String {
         format!("{dir}/{location}")
     }
 }
+
+/// A gateway with company sign-in against a provider started for it, on a port chosen first
+/// (the redirect URI names it): the gateway, the provider and the gateway's base URL. `extra`
+/// adds variables (`LLMLITE_OIDC_ROLE_MAP`, say). `None` when the test is skipped.
+pub async fn company_gateway(
+    extra: &[(&str, &str)],
+) -> Option<(crate::TestGateway, OidcProvider, String)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let base = format!("http://{}", listener.local_addr().expect("local addr"));
+    let provider = OidcProvider::start(
+        &format!("{base}/ui/oidc/callback"),
+        &format!("{base}/ui/login"),
+    )
+    .await?;
+    let mut env = sign_in_env(&provider, &base);
+    env.extend_from_slice(extra);
+    let gateway = crate::TestGateway::start_bound(listener, &env).await;
+    Some((gateway, provider, base))
+}
+
+/// The variables that point a gateway at `provider`, as `base`.
+pub fn sign_in_env<'a>(provider: &'a OidcProvider, base: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("LLMLITE_OIDC_ISSUER", provider.issuer.as_str()),
+        ("LLMLITE_OIDC_CLIENT_ID", CLIENT_ID),
+        ("LLMLITE_OIDC_CLIENT_SECRET", CLIENT_SECRET),
+        ("LLMLITE_PUBLIC_URL", base),
+    ]
+}

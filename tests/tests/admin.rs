@@ -38,6 +38,12 @@ impl Admin {
         if status >= 400 && path.starts_with("/v1/messages") {
             // Anthropic's Messages API answers in Anthropic's shape.
             assert_eq!(body["type"], "error", "{path}: {body}");
+        } else if status >= 400 && path.starts_with("/oauth/") {
+            // The device sign-in answers in OAuth's shape (RFC 6749 section 5.2).
+            assert!(body["error"].is_string(), "{path}: {body}");
+        } else if status >= 400 && path.starts_with("/scim/") {
+            // SCIM answers in SCIM's (RFC 7644 section 3.12).
+            assert_eq!(body["status"], status.to_string(), "{path}: {body}");
         } else if status >= 400 {
             assert_eq!(body["error"]["code"], status.to_string(), "{path}: {body}");
         }

@@ -36,9 +36,14 @@ async fn migrations_apply_cleanly_to_an_empty_database_and_again_as_a_no_op() {
             "llmlite_audit_outbox",
             "llmlite_audit_queue",
             "llmlite_audit_shipper",
+            "llmlite_cli_credential",
+            "llmlite_console_session",
             "llmlite_deprecated_token",
+            "llmlite_device_grant",
             "llmlite_inflight",
             "llmlite_rate_bucket",
+            "llmlite_sign_in_failure",
+            "llmlite_sign_in_state",
         ]
     );
 }

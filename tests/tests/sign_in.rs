@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use llmlite_tests::oidc::{CLIENT_ID, CLIENT_SECRET, OidcProvider, Walk};
+use llmlite_tests::oidc::{OidcProvider, Walk, company_gateway};
 use llmlite_tests::{MASTER_KEY, TestGateway};
 use serde_json::json;
 
@@ -28,23 +28,12 @@ const ROLE_MAP: &str = r#"{"llm-admins": "proxy_admin", "auditors": "proxy_admin
 const TEAM_MAP: &str = r#"{"developers": "team-dev", "data": "team-data"}"#;
 
 async fn company(extra: &[(&str, &str)]) -> Option<Company> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let op = OidcProvider::start(
-        &format!("{base}/ui/oidc/callback"),
-        &format!("{base}/ui/login"),
-    )
-    .await?;
     let mut env = vec![
-        ("LLMLITE_OIDC_ISSUER", op.issuer.as_str()),
-        ("LLMLITE_OIDC_CLIENT_ID", CLIENT_ID),
-        ("LLMLITE_OIDC_CLIENT_SECRET", CLIENT_SECRET),
-        ("LLMLITE_PUBLIC_URL", base.as_str()),
         ("LLMLITE_OIDC_ROLE_MAP", ROLE_MAP),
         ("LLMLITE_OIDC_TEAM_MAP", TEAM_MAP),
     ];
     env.extend_from_slice(extra);
-    let gw = TestGateway::start_bound(listener, &env).await;
+    let (gw, op, base) = company_gateway(&env).await?;
     gw.admin(
         "/team/new",
         json!({"team_id": "team-dev", "max_keys_per_user": 2, "max_self_service_tier": "standard"}),

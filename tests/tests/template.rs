@@ -666,11 +666,11 @@ fn cidr(text: &str) -> (u32, u32) {
 }
 
 #[test]
-fn every_subnet_is_inside_the_vpc_and_there_is_no_nat() {
+fn every_subnet_is_inside_the_vpc_and_only_company_sign_in_has_a_nat() {
     let (vpc, vpc_mask) = cidr(props("Vpc")["CidrBlock"].as_str().unwrap());
     assert_eq!((vpc, vpc_mask), cidr("10.1.0.0/20"));
     let subnets = of_type("AWS::EC2::Subnet");
-    assert_eq!(subnets.len(), 6);
+    assert_eq!(subnets.len(), 8);
     for (id, subnet) in &subnets {
         let block = subnet["Properties"]["CidrBlock"].as_str().unwrap();
         let (net, mask) = cidr(block);
@@ -681,8 +681,47 @@ fn every_subnet_is_inside_the_vpc_and_there_is_no_nat() {
     }
     assert_eq!(props("DatabaseSubnetA")["CidrBlock"], "10.1.13.0/24");
     assert_eq!(props("DatabaseSubnetB")["CidrBlock"], "10.1.14.0/24");
-    assert!(of_type("AWS::EC2::NatGateway").is_empty());
-    assert!(of_type("AWS::EC2::EIP").is_empty());
+    // A NAT gateway only with company sign-in, and only the key-admin function's own subnets
+    // route through it: every other function has no route out.
+    for kind in ["AWS::EC2::NatGateway", "AWS::EC2::EIP"] {
+        let found = of_type(kind);
+        assert_eq!(found.len(), 1, "{kind}");
+        for (id, resource) in found {
+            assert_eq!(resource["Condition"], "HasOidc", "{id}");
+        }
+    }
+    let routes = of_type("AWS::EC2::Route");
+    let through_nat: Vec<&str> = routes
+        .iter()
+        .filter(|(_, r)| r["Properties"].get("NatGatewayId").is_some())
+        .map(|(id, r)| {
+            assert_eq!(r["Condition"], "HasOidc", "{id}");
+            assert_eq!(
+                r["Properties"]["RouteTableId"],
+                reference("SignInRouteTable")
+            );
+            id.as_str()
+        })
+        .collect();
+    assert_eq!(through_nat, ["SignInDefaultRoute"]);
+    assert!(
+        routes
+            .iter()
+            .all(|(_, r)| r["Properties"]["RouteTableId"] != reference("PrivateRouteTable")),
+        "the private subnets have no route out"
+    );
+    for subnet in ["SignInSubnetA", "SignInSubnetB"] {
+        assert_eq!(template()["Resources"][subnet]["Condition"], "HasOidc");
+    }
+    let key_admin = &props("KeyAdminFunction")["VpcConfig"];
+    assert_eq!(
+        key_admin["SubnetIds"]["Fn::If"][1],
+        json!([reference("SignInSubnetA"), reference("SignInSubnetB")])
+    );
+    assert_eq!(
+        key_admin["SubnetIds"]["Fn::If"][2],
+        json!([reference("PrivateSubnetA"), reference("PrivateSubnetB")])
+    );
 
     let endpoints: BTreeSet<(String, String)> = of_type("AWS::EC2::VPCEndpoint")
         .into_iter()
@@ -729,6 +768,11 @@ fn the_functions_are_arm64_rust_in_the_vpc_with_encrypted_environment_and_logs()
         .map(|(id, f)| {
             assert_eq!(f["Metadata"]["BuildMethod"], "rust-cargolambda", "{id}");
             for key in ["Runtime", "Architectures", "VpcConfig", "KmsKeyArn"] {
+                // The key-admin function's subnets are its own with company sign-in (the NAT
+                // test checks them).
+                if key == "VpcConfig" && id == "KeyAdminFunction" {
+                    continue;
+                }
                 assert!(f["Properties"].get(key).is_none(), "{id} overrides {key}");
             }
             f["Metadata"]["BuildProperties"]["Binary"]
@@ -2242,6 +2286,7 @@ fn the_admin_paths_answer_only_the_trusted_addresses_when_given() {
         ("/team/", "STARTS_WITH"),
         ("/spend/", "STARTS_WITH"),
         ("/global/", "STARTS_WITH"),
+        ("/scim/", "STARTS_WITH"),
         ("/ui", "EXACTLY"),
         ("/ui/", "STARTS_WITH"),
     ]
@@ -2367,4 +2412,81 @@ fn tracing_is_off_by_default_and_the_collector_gets_only_its_otlp_endpoint() {
 fn regex_lite(pattern: &str) -> impl Fn(&str) -> bool {
     let re = regex::Regex::new(pattern).unwrap();
     move |text| re.is_match(text)
+}
+
+#[test]
+fn company_sign_in_is_configured_on_the_key_admin_function_only_and_its_secret_is_never_in_it() {
+    let t = template();
+    // The parameters, and the rules that refuse a half-configured sign-in.
+    for name in [
+        "PublicUrl",
+        "OidcIssuer",
+        "OidcClientId",
+        "OidcScopes",
+        "OidcGroupsClaim",
+        "OidcRoleMap",
+        "OidcTeamMap",
+        "ConsoleKeySignIn",
+    ] {
+        assert!(t["Parameters"][name].is_object(), "{name}");
+    }
+    assert_eq!(t["Parameters"]["OidcIssuer"]["Default"], "");
+    assert!(t["Rules"]["SignInNeedsItsParameters"].is_object());
+    assert!(t["Rules"]["KeySignInOffNeedsOidc"].is_object());
+    // The variables are the key-admin function's: no other function gets the issuer.
+    let env = &props("KeyAdminFunction")["Environment"]["Variables"];
+    assert_eq!(
+        env["LLMLITE_OIDC_ISSUER"]["Fn::If"],
+        json!([
+            "HasOidc",
+            reference("OidcIssuer"),
+            reference("AWS::NoValue")
+        ])
+    );
+    // The client secret by its ARN: the value is read at start-up, never in the environment.
+    assert_eq!(
+        env["LLMLITE_OIDC_CLIENT_SECRET_ARN"]["Fn::If"][1],
+        reference("OidcClientSecret")
+    );
+    assert!(env.get("LLMLITE_OIDC_CLIENT_SECRET").is_none());
+    for (id, function) in of_type("AWS::Serverless::Function") {
+        if id != "KeyAdminFunction" {
+            let vars = &function["Properties"]["Environment"]["Variables"];
+            assert!(vars.get("LLMLITE_OIDC_ISSUER").is_none(), "{id}");
+        }
+    }
+    assert!(
+        t["Globals"]["Function"]["Environment"]["Variables"]
+            .get("LLMLITE_OIDC_ISSUER")
+            .is_none()
+    );
+    // The secret, its grant (to the key-admin function's role alone) and the NAT exist only
+    // with an issuer.
+    let secret = &t["Resources"]["OidcClientSecret"];
+    assert_eq!(secret["Condition"], "HasOidc");
+    assert_eq!(secret["Properties"]["KmsKeyId"], reference("Key"));
+    let policy = &t["Resources"]["SignInPolicy"];
+    assert_eq!(policy["Condition"], "HasOidc");
+    assert_eq!(
+        policy["Properties"]["Roles"],
+        json!([reference("KeyAdminFunctionRole")])
+    );
+    assert_eq!(
+        policy["Properties"]["PolicyDocument"]["Statement"][0]["Resource"],
+        reference("OidcClientSecret")
+    );
+    // The device sign-in and SCIM reach the key-admin function; the callback is under /ui/*.
+    let rule = &props("SignInRule");
+    assert_eq!(
+        rule["Conditions"][0]["PathPatternConfig"]["Values"],
+        json!(["/oauth/*", "/scim/*"])
+    );
+    assert_eq!(
+        rule["Actions"][0]["TargetGroupArn"],
+        reference("KeyAdminTargetGroup")
+    );
+    assert_eq!(
+        t["Outputs"]["OidcRedirectUri"]["Value"],
+        json!({"Fn::Sub": "${PublicUrl}/ui/oidc/callback"})
+    );
 }

@@ -60,6 +60,20 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Sign this machine in to a gateway with your company account (a browser approves it),
+    /// for `llmlite key`. The credential is kept in a file only you can read.
+    Login {
+        /// The gateway's base URL (its LLMLITE_PUBLIC_URL).
+        #[arg(long)]
+        gateway: String,
+    },
+    /// Print a current short-lived key (renewed when it has less than 15 minutes left): Claude
+    /// Code's `apiKeyHelper`.
+    Key {
+        /// The gateway's base URL; by default the one `llmlite login` used.
+        #[arg(long)]
+        gateway: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -80,6 +94,8 @@ async fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Redrive,
         } => redrive().await,
+        Command::Login { gateway } => login(&gateway).await,
+        Command::Key { gateway } => key(gateway.as_deref()).await,
     };
     // The spans still queued go out (bounded by the exporter's timeout).
     if llmlite::clients::traces::active() {
@@ -92,6 +108,31 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+#[expect(
+    clippy::print_stdout,
+    reason = "where to approve the machine is the command's output"
+)]
+async fn login(gateway: &str) -> Result<(), String> {
+    let path = llmlite::cli_login::credentials_path()?;
+    llmlite::cli_login::login(gateway, &path, |url, code| {
+        println!("Open {url} and approve the code {code}.");
+        println!("Waiting for the approval...");
+    })
+    .await?;
+    println!(
+        "Signed in. `llmlite key` prints a current key; the credential is in {}.",
+        path.display()
+    );
+    Ok(())
+}
+
+#[expect(clippy::print_stdout, reason = "the key is the command's output")]
+async fn key(gateway: Option<&str>) -> Result<(), String> {
+    let path = llmlite::cli_login::credentials_path()?;
+    println!("{}", llmlite::cli_login::key(gateway, &path).await?);
+    Ok(())
 }
 
 async fn migrate() -> Result<(), String> {

@@ -11,40 +11,18 @@
 
 mod common;
 
-use std::process::Stdio;
-
-use common::Dev;
-use llmlite_tests::oidc::{CLIENT_ID, CLIENT_SECRET, OidcProvider};
 use tokio::process::Command;
 
 #[tokio::test]
 async fn admins_and_developers_sign_in_with_the_company_account_in_a_real_browser() {
-    if !common::browser_installed().await {
-        return;
-    }
-    let listen = format!("127.0.0.1:{}", llmlite_tests::free_port());
-    let base = format!("http://{listen}");
-    let Some(op) = OidcProvider::start(
-        &format!("{base}/ui/oidc/callback"),
-        &format!("{base}/ui/login"),
-    )
+    let Some((dev, op, base)) = common::company_dev(&[
+        ("LLMLITE_OIDC_ROLE_MAP", r#"{"llm-admins": "proxy_admin"}"#),
+        ("LLMLITE_OIDC_TEAM_MAP", r#"{"developers": "team-dev"}"#),
+    ])
     .await
     else {
         return;
     };
-    let dev = Dev::start_listening(
-        &listen,
-        &[
-            ("LLMLITE_OIDC_ISSUER", op.issuer.as_str()),
-            ("LLMLITE_OIDC_CLIENT_ID", CLIENT_ID),
-            ("LLMLITE_OIDC_CLIENT_SECRET", CLIENT_SECRET),
-            ("LLMLITE_PUBLIC_URL", base.as_str()),
-            ("LLMLITE_OIDC_ROLE_MAP", r#"{"llm-admins": "proxy_admin"}"#),
-            ("LLMLITE_OIDC_TEAM_MAP", r#"{"developers": "team-dev"}"#),
-        ],
-        Stdio::inherit(),
-    )
-    .await;
     let client = reqwest::Client::new();
     let admin = |path: &str, body: serde_json::Value| {
         client

@@ -17,6 +17,7 @@
 pub mod erasure;
 pub mod fields;
 pub mod keys;
+pub mod scim;
 pub mod spend;
 pub mod teams;
 pub mod users;
@@ -57,6 +58,12 @@ pub fn router(state: AppState) -> Router {
         .route("/spend/logs", get(spend::logs))
         .route("/global/spend/report", get(spend::report))
         .route("/openapi.json", get(openapi))
+        .route(
+            "/scim/v2/Users/{user_id}",
+            get(scim::get_user).patch(scim::patch_user),
+        )
+        .route("/oauth/device/code", post(crate::device::device_code))
+        .route("/oauth/token", post(crate::device::token))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             ship_audit,

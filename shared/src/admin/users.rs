@@ -35,6 +35,10 @@ pub struct UserRequest {
     user_role: Option<String>,
     #[serde(default, deserialize_with = "patch")]
     teams: Option<Option<Vec<String>>>,
+    /// `/user/update` only (llmlite's extension): disable the user (their console sessions and
+    /// `llmlite key` credentials end, their short-lived keys end, their other keys are blocked)
+    /// or enable them again (blocked keys stay blocked until an admin unblocks them).
+    disabled: Option<bool>,
     /// `/user/new` only: also mint a key for the user (LiteLLM's default: yes).
     auto_create_key: Option<bool>,
     /// `/user/new` only: the tier of the key it mints (default `LLMLITE_DEFAULT_TIER`).
@@ -207,6 +211,12 @@ pub async fn create(
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let mut row = UserRow::empty(user_id, now);
     row.apply(&request, now)?;
+    if request.disabled.is_some() {
+        return Err(ApiError::invalid_param(
+            "disabled",
+            "`disabled` is for /user/update",
+        ));
+    }
     let auto_create_key = request.auto_create_key.unwrap_or(true);
     if request.key_tier.is_some() && !auto_create_key {
         return Err(ApiError::invalid_param(
@@ -266,6 +276,9 @@ pub async fn update(
             "key_tier",
             "`key_tier` is for /user/new",
         ));
+    }
+    if let Some(disabled) = request.disabled {
+        set_disabled(&state, &caller, request_id, &user_id, disabled).await?;
     }
     let now = state.clock.now();
     let mut tx = state.db.pool().await?.begin().await?;
@@ -593,4 +606,105 @@ pub async fn sign_in(
     }
     tx.commit().await?;
     Ok(user_id)
+}
+
+/// Disables `user_id` (or enables them again), in one transaction with its admin action: a
+/// disabled person has no console session, no `llmlite key` credential and no short-lived key,
+/// and their other keys are blocked. Enabling clears the mark only. Whether the user is now
+/// disabled.
+pub async fn set_disabled(
+    state: &AppState,
+    caller: &crate::auth::Caller,
+    request_id: RequestId,
+    user_id: &str,
+    disabled: bool,
+) -> Result<bool, ApiError> {
+    let now = state.clock.now();
+    let mut tx = state.db.pool().await?.begin().await?;
+    // Keys before their user, in key_id order, as settlement locks them: no deadlock with a
+    // request settling meanwhile.
+    sqlx::query(
+        "SELECT 1 FROM litellm_verificationtoken WHERE user_id = $1 ORDER BY key_id FOR UPDATE",
+    )
+    .bind(user_id)
+    .persistent(false)
+    .execute(&mut *tx)
+    .await?;
+    let was: Option<Option<DateTime<Utc>>> = sqlx::query_scalar(
+        "SELECT disabled_at FROM litellm_usertable WHERE user_id = $1 FOR UPDATE",
+    )
+    .bind(user_id)
+    .persistent(false)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let was = was.ok_or_else(|| ApiError::NotFound(format!("user `{user_id}` not found")))?;
+    if was.is_some() == disabled {
+        tx.commit().await?;
+        return Ok(disabled);
+    }
+    sqlx::query(
+        "UPDATE litellm_usertable SET disabled_at = $2, updated_at = $3 WHERE user_id = $1",
+    )
+    .bind(user_id)
+    .bind(disabled.then_some(now))
+    .bind(now)
+    .persistent(false)
+    .execute(&mut *tx)
+    .await?;
+    let mut after = json!({"disabled": disabled});
+    if disabled {
+        // Each statement takes the user ($1), now ($2) and the actor ($3), and ends what it
+        // names: how many rows.
+        let actor = caller.actor();
+        let mut end = async |sql: &'static str| -> Result<u64, ApiError> {
+            Ok(sqlx::query(sql)
+                .bind(user_id)
+                .bind(now)
+                .bind(&actor)
+                .persistent(false)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected())
+        };
+        let sessions = end("UPDATE llmlite_console_session
+             SET ended_at = $2, id_token = NULL, idp_refresh_token = NULL
+             WHERE user_id = $1 AND ended_at IS NULL AND $3::text IS NOT NULL")
+        .await?;
+        let credentials = end("UPDATE llmlite_cli_credential SET revoked_at = $2
+             WHERE user_id = $1 AND revoked_at IS NULL AND $3::text IS NOT NULL")
+        .await?;
+        let short_lived = end(
+            "UPDATE litellm_verificationtoken SET is_active = false, updated_at = $2,
+                    updated_by = $3
+             WHERE user_id = $1 AND is_active AND metadata ? 'llmlite_cli_credential'",
+        )
+        .await?;
+        let blocked = end(
+            "UPDATE litellm_verificationtoken SET blocked = true, updated_at = $2, updated_by = $3
+             WHERE user_id = $1 AND is_active AND NOT blocked",
+        )
+        .await?;
+        after["sessions_ended"] = json!(sessions);
+        after["credentials_revoked"] = json!(credentials);
+        after["short_lived_keys_ended"] = json!(short_lived);
+        after["keys_blocked"] = json!(blocked);
+    }
+    Action {
+        at: now,
+        request_id,
+        caller,
+        action: if disabled {
+            "user.disable"
+        } else {
+            "user.enable"
+        },
+        object_type: "user",
+        object_id: user_id,
+        before: Some(json!({"disabled": was.is_some()})),
+        after: Some(after),
+    }
+    .record(&mut tx)
+    .await?;
+    tx.commit().await?;
+    Ok(disabled)
 }

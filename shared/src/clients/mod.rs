@@ -17,6 +17,7 @@ pub mod bedrock;
 pub mod db_roles;
 pub mod guardrail;
 pub mod metrics;
+pub mod oauth_http;
 pub mod oidc;
 pub mod store;
 pub mod telemetry;

@@ -6,17 +6,10 @@
 //! size limit) and reads the claims llmlite needs. Tokens never reach a log line: errors name
 //! what failed, never a token.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use openidconnect::core::{
     CoreAuthDisplay, CoreAuthPrompt, CoreAuthenticationFlow, CoreClaimName, CoreClaimType,
     CoreClientAuthMethod, CoreErrorResponseType, CoreGenderClaim, CoreGrantType, CoreJsonWebKey,
@@ -25,16 +18,16 @@ use openidconnect::core::{
     CoreSubjectIdentifierType, CoreTokenIntrospectionResponse, CoreTokenType,
 };
 use openidconnect::{
-    AdditionalClaims, AdditionalProviderMetadata, AsyncHttpClient, AuthorizationCode, ClientId,
-    ClientSecret, CsrfToken, EmptyExtraTokenFields, EndpointMaybeSet, EndpointNotSet, EndpointSet,
-    HttpRequest, HttpResponse, IdTokenFields, IssuerUrl, Nonce, OAuth2TokenResponse,
-    PkceCodeChallenge, PkceCodeVerifier, ProviderMetadata, RedirectUrl, RefreshToken, Scope,
-    StandardErrorResponse, StandardTokenResponse, TokenResponse,
+    AdditionalClaims, AdditionalProviderMetadata, AuthorizationCode, ClientId, ClientSecret,
+    CsrfToken, EmptyExtraTokenFields, EndpointMaybeSet, EndpointNotSet, EndpointSet, IdTokenFields,
+    IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, ProviderMetadata,
+    RedirectUrl, RefreshToken, Scope, StandardErrorResponse, StandardTokenResponse, TokenResponse,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::sync::Mutex;
 
+use super::oauth_http::{OAuthHttp, error_chain};
 use crate::config::sign_in::Oidc as Settings;
 
 /// How long a discovery document (and the JWKS with it) is used before it is fetched again, so
@@ -43,12 +36,6 @@ pub const DISCOVERY_TTL: Duration = Duration::from_secs(600);
 
 /// How far the issuer's clock and ours may disagree when an ID token's times are checked.
 pub const CLOCK_SKEW: Duration = Duration::from_secs(60);
-
-/// One call to the provider may take this long.
-const TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The largest answer read from the provider.
-const MAX_BODY: usize = 1 << 20;
 
 /// The claims beyond the standard ones (`groups` is not standard): all of them, read by name.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -164,7 +151,7 @@ struct Discovered {
 /// The company's OpenID Provider.
 pub struct Provider {
     settings: Settings,
-    http: Http,
+    http: OAuthHttp,
     discovered: Mutex<Option<Arc<Discovered>>>,
 }
 
@@ -172,7 +159,7 @@ impl Provider {
     pub fn new(settings: Settings) -> Result<Self, String> {
         Ok(Provider {
             settings,
-            http: Http::new()?,
+            http: OAuthHttp::new()?,
             discovered: Mutex::new(None),
         })
     }
@@ -333,18 +320,6 @@ fn skew() -> chrono::Duration {
     chrono::Duration::from_std(CLOCK_SKEW).unwrap_or_else(|_| chrono::Duration::seconds(60))
 }
 
-/// An error and its causes, one line.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 /// A token endpoint's refusal: its OAuth error code (`invalid_grant`, ...), else the chain.
 fn token_error<RE: std::error::Error + 'static>(
     error: &openidconnect::RequestTokenError<RE, StandardErrorResponse<CoreErrorResponseType>>,
@@ -354,69 +329,5 @@ fn token_error<RE: std::error::Error + 'static>(
             response.error().as_ref().to_owned()
         }
         other => error_chain(other),
-    }
-}
-
-/// Our HTTP client for the provider: hyper over rustls (the system's roots), HTTP/1.1, no
-/// redirect followed (the crate asks for that: a redirect could leak a code or secret).
-#[derive(Clone)]
-struct Http {
-    client: HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
-}
-
-#[derive(Debug, thiserror::Error)]
-enum HttpError {
-    #[error("{0}")]
-    Request(String),
-    #[error("the identity provider did not answer within {}s", TIMEOUT.as_secs())]
-    Timeout,
-}
-
-impl Http {
-    fn new() -> Result<Self, String> {
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .map_err(|e| format!("no TLS trust roots: {e}"))?
-            .https_or_http()
-            .enable_http1()
-            .build();
-        Ok(Http {
-            client: HyperClient::builder(TokioExecutor::new()).build(connector),
-        })
-    }
-
-    async fn send(self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
-        let (parts, body) = request.into_parts();
-        let request = http::Request::from_parts(parts, Full::new(Bytes::from(body)));
-        let answer = tokio::time::timeout(TIMEOUT, async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| HttpError::Request(error_chain(&e)))?;
-            let (parts, body) = response.into_parts();
-            let body = Limited::new(body, MAX_BODY)
-                .collect()
-                .await
-                .map_err(|e| HttpError::Request(format!("reading the answer: {e}")))?
-                .to_bytes();
-            Ok(http::Response::from_parts(parts, body.to_vec()))
-        })
-        .await;
-        answer.map_err(|_| HttpError::Timeout)?
-    }
-}
-
-impl<'c> AsyncHttpClient<'c> for Http {
-    type Error = HttpError;
-    type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, HttpError>> + Send + Sync + 'c>>;
-
-    fn call(&'c self, request: HttpRequest) -> Self::Future {
-        // The crate wants a `Sync` future; a task's handle is one.
-        let task = tokio::spawn(self.clone().send(request));
-        Box::pin(async move {
-            task.await
-                .map_err(|e| HttpError::Request(format!("the request's task failed: {e}")))?
-        })
     }
 }

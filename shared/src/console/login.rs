@@ -24,15 +24,29 @@ use crate::state::AppState;
 
 /// The sign-in page, with `message` (escaped) above it when there is one.
 pub(super) fn login_form(state: &AppState, message: Option<&str>) -> String {
+    login_form_to(state, message, None)
+}
+
+/// The sign-in page; the company sign-in comes back to `next` (a console path) afterwards.
+fn login_form_to(state: &AppState, message: Option<&str>, next: Option<&str>) -> String {
     let message = message
         .map(|m| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(m)))
         .unwrap_or_default();
     let sign_in = &state.config.sign_in;
     let company = if sign_in.oidc.is_some() {
-        "<p><a class=\"button\" id=\"company-sign-in\" href=\"/ui/oidc/start\">\
-         Sign in with your company account</a></p>"
+        let href = match next.map(|n| return_to(Some(n))) {
+            Some(path) if path != "/ui" => {
+                format!("/ui/oidc/start?next={}", super::html::form_encode(&path))
+            }
+            _ => "/ui/oidc/start".to_owned(),
+        };
+        format!(
+            "<p><a class=\"button\" id=\"company-sign-in\" href=\"{}\">\
+             Sign in with your company account</a></p>",
+            escape(&href)
+        )
     } else {
-        ""
+        String::new()
     };
     let key_form = if sign_in.key_sign_in {
         let label = if sign_in.oidc.is_some() {
@@ -88,6 +102,8 @@ pub(super) struct LoginQuery {
     ended: Option<String>,
     #[serde(default)]
     signed_out: Option<String>,
+    #[serde(default)]
+    next: Option<String>,
 }
 
 pub(super) async fn login_page(
@@ -104,7 +120,11 @@ pub(super) async fn login_page(
     } else {
         None
     };
-    page("Sign in", None, &login_form(&state, message))
+    page(
+        "Sign in",
+        None,
+        &login_form_to(&state, message, query.next.as_deref()),
+    )
 }
 
 /// Records a sign-in or sign-out as an admin action, in a transaction of its own.
@@ -136,25 +156,46 @@ pub(super) async fn audit_session(
     Ok(())
 }
 
-/// Starts a session for `caller` and answers with a page that moves the browser on to the
-/// console. A page, not a redirect: after the identity provider's redirect, a browser would not
-/// send a `SameSite=Strict` cookie on the next hop of the same chain; a page's own navigation
-/// is same-site.
+/// Where a sign-in may send the browser afterwards: a console path, nothing else (no other
+/// host, no scheme, no `//`).
+pub(super) fn return_to(next: Option<&str>) -> String {
+    match next {
+        Some(path)
+            if path.starts_with("/ui")
+                && !path.contains("//")
+                && !path.contains('\\')
+                && path.len() <= 200
+                && path.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            path.to_owned()
+        }
+        _ => "/ui".to_owned(),
+    }
+}
+
+/// Starts a session for `caller` and answers with a page that moves the browser on to
+/// `return_to` (a path [`return_to`] allowed). A page, not a redirect: after the identity
+/// provider's redirect, a browser would not send a `SameSite=Strict` cookie on the next hop of
+/// the same chain; a page's own navigation is same-site.
 pub(super) async fn start_session(
     state: &AppState,
     headers: &HeaderMap,
     request_id: RequestId,
     caller: &Caller,
     via: Via,
-    id_token: Option<&str>,
+    tokens: (Option<&str>, Option<&str>),
+    return_to: &str,
 ) -> Result<Response, ApiError> {
-    let cookie = Session::start(state, headers, caller, via, id_token).await?;
+    let cookie = Session::start(state, headers, caller, via, tokens).await?;
     audit_session(state, request_id, caller, "console.sign_in", via).await?;
+    let target = escape(return_to);
     let mut response = page(
         "Signed in",
         None,
-        "<meta http-equiv=\"refresh\" content=\"0;url=/ui\">\
-         <p>Signed in. <a id=\"continue\" href=\"/ui\">Continue to the console</a>.</p>",
+        &format!(
+            "<meta http-equiv=\"refresh\" content=\"0;url={target}\">\
+             <p>Signed in. <a id=\"continue\" href=\"{target}\">Continue</a>.</p>"
+        ),
     );
     if let Ok(cookie) = HeaderValue::from_str(&cookie) {
         response.headers_mut().append(header::SET_COOKIE, cookie);
@@ -207,7 +248,16 @@ pub(super) async fn login(
     };
     let refusal = match caller {
         Ok(caller) if caller.is_admin() => {
-            return match start_session(&state, &headers, request_id, &caller, Via::Key, None).await
+            return match start_session(
+                &state,
+                &headers,
+                request_id,
+                &caller,
+                Via::Key,
+                (None, None),
+                "/ui",
+            )
+            .await
             {
                 Ok(mut response) => {
                     // The form's answer goes straight on: no provider redirect came before it.
@@ -316,4 +366,32 @@ pub(super) async fn logout(
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::return_to;
+
+    #[test]
+    fn a_sign_in_returns_only_to_a_console_path() {
+        assert_eq!(
+            return_to(Some("/ui/device?user_code=BCDF-GHJK")),
+            "/ui/device?user_code=BCDF-GHJK"
+        );
+        for hostile in [
+            "https://evil.example.com/ui",
+            "//evil.example.com/ui",
+            "/ui//evil.example.com",
+            "/\\evil.example.com",
+            "/ui\\@evil.example.com",
+            "/uí",
+            "/ui/ space",
+            "javascript:alert(1)",
+            "",
+        ] {
+            assert_eq!(return_to(Some(hostile)), "/ui", "{hostile}");
+        }
+        assert_eq!(return_to(None), "/ui");
+        assert_eq!(return_to(Some(&format!("/ui/{}", "a".repeat(300)))), "/ui");
+    }
 }

@@ -263,6 +263,7 @@ pub(super) async fn create(
             tier,
             models: Vec::new(),
             duration: text(&sent.duration),
+            short_lived: None,
         };
         crate::admin::VIA_CONSOLE
             .scope(

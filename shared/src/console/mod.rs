@@ -24,6 +24,7 @@
 
 mod csrf;
 mod detail;
+mod device;
 mod html;
 mod key_actions;
 mod keys;
@@ -46,6 +47,16 @@ use crate::state::AppState;
 pub use html::escape;
 pub use session::{SESSION_COOKIE, SESSION_HOURS, Session};
 
+/// A person's caller now, from their user row: `None` if they are disabled or gone.
+pub(crate) async fn person_caller(
+    state: &AppState,
+    user_id: &str,
+) -> Result<Option<crate::auth::Caller>, crate::error::ApiError> {
+    Ok(session::person(state, user_id)
+        .await?
+        .map(|(caller, _)| caller))
+}
+
 /// The stylesheet and the one script (copying a new key), embedded.
 const CSS: &str = include_str!("console.css");
 const JS: &str = include_str!("console.js");
@@ -62,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ui/logout", post(login::logout))
         .route("/ui/oidc/start", get(oidc::start))
         .route("/ui/oidc/callback", get(oidc::callback))
+        .route("/ui/device", get(device::device_page).post(device::decide))
         .route("/ui/me", get(me::me_page))
         .route("/ui/me/keys", post(me::create))
         .route("/ui/me/keys/regenerate", post(me::regenerate))

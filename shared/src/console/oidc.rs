@@ -17,7 +17,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::login::{refused, start_session, throttled};
+use super::login::{refused, return_to, start_session, throttled};
 use super::session::{Via, cookie, person, secure};
 use super::throttle;
 use crate::admin::users::{SignedIn, sign_in};
@@ -53,8 +53,18 @@ async fn address_allowed(state: &AppState, headers: &HeaderMap) -> Result<String
     }
 }
 
-/// Sends the browser to the provider.
-pub(super) async fn start(State(state): State<AppState>, headers: HeaderMap) -> Response {
+#[derive(Deserialize, Default)]
+pub(super) struct Start {
+    #[serde(default)]
+    next: Option<String>,
+}
+
+/// Sends the browser to the provider; it comes back to `next` (a console path) when signed in.
+pub(super) async fn start(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<Start>,
+) -> Response {
     let Some(provider) = state.oidc.clone() else {
         return Redirect::to("/ui/login").into_response();
     };
@@ -73,14 +83,15 @@ pub(super) async fn start(State(state): State<AppState>, headers: HeaderMap) -> 
         let pool = state.db.pool().await?;
         sqlx::query(
             "WITH old AS (DELETE FROM llmlite_sign_in_state WHERE created_at < $5)
-             INSERT INTO llmlite_sign_in_state (state_hash, nonce, verifier, created_at)
-             VALUES ($1, $2, $3, $4)",
+             INSERT INTO llmlite_sign_in_state (state_hash, nonce, verifier, created_at, return_to)
+             VALUES ($1, $2, $3, $4, $6)",
         )
         .bind(hash_hex(&begun.state))
         .bind(&begun.nonce)
         .bind(&begun.verifier)
         .bind(now)
         .bind(now - chrono::Duration::minutes(STATE_MINUTES))
+        .bind(return_to(query.next.as_deref()))
         .persistent(false)
         .execute(pool)
         .await?;
@@ -116,6 +127,7 @@ pub(super) struct Callback {
 struct Pending {
     nonce: String,
     verifier: String,
+    return_to: String,
 }
 
 /// Why a callback starts no session: its status, and what the person is told.
@@ -215,7 +227,7 @@ async fn signed_in(
     let taken: Result<Option<Pending>, ApiError> = async {
         Ok(sqlx::query_as(
             "DELETE FROM llmlite_sign_in_state WHERE state_hash = $1 AND created_at > $2
-             RETURNING nonce, verifier",
+             RETURNING nonce, verifier, return_to",
         )
         .bind(hash_hex(returned))
         .bind(now - chrono::Duration::minutes(STATE_MINUTES))
@@ -312,7 +324,8 @@ async fn signed_in(
         request_id,
         &caller,
         Via::Oidc,
-        Some(&identity.id_token),
+        (Some(&identity.id_token), identity.refresh_token.as_deref()),
+        &return_to(Some(&pending.return_to)),
     )
     .await
     .map_err(|_| {

@@ -155,14 +155,16 @@ pub(crate) async fn person(
 
 impl Session {
     /// A new session for `caller`, from now for [`SESSION_HOURS`], and the `Set-Cookie` header
-    /// that carries it. `id_token` is the provider's, kept for its end-session endpoint.
+    /// that carries it. `tokens` are the provider's ID token (for its end-session endpoint) and
+    /// refresh token (for a device approval made in this session), if any.
     pub async fn start(
         state: &AppState,
         headers: &HeaderMap,
         caller: &Caller,
         via: Via,
-        id_token: Option<&str>,
+        tokens: (Option<&str>, Option<&str>),
     ) -> Result<String, ApiError> {
+        let (id_token, idp_refresh_token) = tokens;
         let id = random(32);
         let csrf = random(24);
         let now = state.clock.now();
@@ -175,8 +177,9 @@ impl Session {
             .await?;
         sqlx::query(
             "INSERT INTO llmlite_console_session
-                 (id_hash, subject, user_id, csrf, via, created_at, last_seen, expires_at, id_token)
-             VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8)",
+                 (id_hash, subject, user_id, csrf, via, created_at, last_seen, expires_at, id_token,
+                  idp_refresh_token)
+             VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9)",
         )
         .bind(hash_hex(&id))
         .bind(subject(caller))
@@ -189,6 +192,7 @@ impl Session {
         .bind(now)
         .bind(now + chrono::Duration::hours(SESSION_HOURS))
         .bind(id_token)
+        .bind(idp_refresh_token)
         .persistent(false)
         .execute(pool)
         .await?;
@@ -284,7 +288,8 @@ impl Session {
     /// end-session endpoint.
     async fn end(state: &AppState, id_hash: &str) -> Result<Option<String>, ApiError> {
         let ended: Option<(Option<String>,)> = sqlx::query_as(
-            "UPDATE llmlite_console_session s SET ended_at = $2, id_token = NULL
+            "UPDATE llmlite_console_session s
+             SET ended_at = $2, id_token = NULL, idp_refresh_token = NULL
              FROM llmlite_console_session old
              WHERE s.id_hash = $1 AND old.id_hash = s.id_hash AND s.ended_at IS NULL
              RETURNING old.id_token",
@@ -305,7 +310,8 @@ impl Session {
     /// Ends every open session of `user_id` (the user was disabled): how many.
     pub async fn end_all_of(state: &AppState, user_id: &str) -> Result<u64, ApiError> {
         Ok(sqlx::query(
-            "UPDATE llmlite_console_session SET ended_at = $2, id_token = NULL
+            "UPDATE llmlite_console_session
+             SET ended_at = $2, id_token = NULL, idp_refresh_token = NULL
              WHERE user_id = $1 AND ended_at IS NULL",
         )
         .bind(user_id)
@@ -314,6 +320,19 @@ impl Session {
         .execute(state.db.pool().await?)
         .await?
         .rows_affected())
+    }
+
+    /// The identity provider's refresh token this session was signed in with, if any.
+    pub async fn idp_refresh_token(&self, state: &AppState) -> Result<Option<String>, ApiError> {
+        let token: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT idp_refresh_token FROM llmlite_console_session
+             WHERE id_hash = $1 AND ended_at IS NULL",
+        )
+        .bind(&self.id_hash)
+        .persistent(false)
+        .fetch_optional(state.db.pool().await?)
+        .await?;
+        Ok(token.flatten())
     }
 
     pub fn csrf(&self) -> &str {

@@ -207,3 +207,26 @@ pub async fn browser_installed() -> bool {
         )
         .await
 }
+
+/// `llmlite dev` with company sign-in against a provider started for it, on a port chosen
+/// first (the redirect URI names it), with `extra` variables: it, the provider and its base
+/// URL. `None` when the test is skipped (no browser, no Node.js outside CI).
+#[allow(dead_code, reason = "each test binary uses the helpers it needs")]
+pub async fn company_dev(
+    extra: &[(&str, &str)],
+) -> Option<(Dev, llmlite_tests::oidc::OidcProvider, String)> {
+    if !browser_installed().await {
+        return None;
+    }
+    let listen = format!("127.0.0.1:{}", llmlite_tests::free_port());
+    let base = format!("http://{listen}");
+    let provider = llmlite_tests::oidc::OidcProvider::start(
+        &format!("{base}/ui/oidc/callback"),
+        &format!("{base}/ui/login"),
+    )
+    .await?;
+    let mut env = llmlite_tests::oidc::sign_in_env(&provider, &base);
+    env.extend_from_slice(extra);
+    let dev = Dev::start_listening(&listen, &env, Stdio::inherit()).await;
+    Some((dev, provider, base))
+}

@@ -25,6 +25,10 @@ pub struct OwnKey {
     pub models: Vec<String>,
     /// How long the key lives (`None`: until deleted).
     pub duration: Option<String>,
+    /// A short-lived key for `llmlite key`: the credential it is made for. Such keys do not
+    /// count against the live keys a person may have (they end by themselves), and are marked
+    /// in their metadata (`llmlite_cli_credential`).
+    pub short_lived: Option<String>,
 }
 
 /// The order of tiers, for "at most".
@@ -126,7 +130,7 @@ pub async fn generate(
     let live: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM litellm_verificationtoken
          WHERE user_id = $1 AND team_id IS NOT DISTINCT FROM $2 AND is_active AND NOT blocked
-           AND (expires IS NULL OR expires > $3)",
+           AND (expires IS NULL OR expires > $3) AND NOT metadata ? 'llmlite_cli_credential'",
     )
     .bind(user_id)
     .bind(own.team_id.as_deref())
@@ -134,7 +138,7 @@ pub async fn generate(
     .persistent(false)
     .fetch_one(&mut *tx)
     .await?;
-    if live >= i64::from(max_keys) {
+    if own.short_lived.is_none() && live >= i64::from(max_keys) {
         return Err(ApiError::PermissionDenied(format!(
             "you have {live} live keys for {}, the most your team allows: delete one first",
             own.team_id
@@ -157,6 +161,9 @@ pub async fn generate(
     }
     if let Some(duration) = &own.duration {
         body["duration"] = Value::from(duration.as_str());
+    }
+    if let Some(credential) = &own.short_lived {
+        body["metadata"] = serde_json::json!({ "llmlite_cli_credential": credential });
     }
     let request: KeyRequest =
         serde_json::from_value(body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
