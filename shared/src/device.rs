@@ -105,6 +105,19 @@ struct CodeRequest {
     client_id: String,
 }
 
+/// `/oauth/*`, on the key-admin function: the admin actions they record (a key made, a
+/// credential ended) ship as the admin API's do.
+pub fn router(state: AppState) -> axum::Router {
+    axum::Router::new()
+        .route("/oauth/device/code", axum::routing::post(device_code))
+        .route("/oauth/token", axum::routing::post(token))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::admin::ship_audit,
+        ))
+        .with_state(state)
+}
+
 /// `POST /oauth/device/code`.
 pub async fn device_code(State(state): State<AppState>, body: Bytes) -> Response {
     let request: CodeRequest = serde_urlencoded::from_bytes(&body).unwrap_or_default();
@@ -399,8 +412,8 @@ async fn issue(
     credential: &Credential,
     refresh_token: &str,
 ) -> Response {
-    let caller = match crate::console::person_caller(state, &credential.user_id).await {
-        Ok(Some(caller)) => caller,
+    let caller = match crate::auth::person(state, &credential.user_id).await {
+        Ok(Some((caller, _))) => caller,
         Ok(None) => {
             return oauth_error(
                 StatusCode::BAD_REQUEST,

@@ -15,7 +15,7 @@ use crate::adapters::responses::Responses;
 use crate::clients::store::Database;
 use crate::pipeline::handler;
 use crate::state::AppState;
-use crate::{admin, console, health, http};
+use crate::{admin, console, device, health, http};
 
 /// The functions behind the ALB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +93,7 @@ pub fn chat_routes(state: AppState) -> Router {
 pub fn admin_routes(state: AppState) -> Router {
     http::finish(
         admin::router(state.clone())
+            .merge(device::router(state.clone()))
             .merge(console::router(state))
             .merge(health::liveness_router()),
     )

@@ -62,8 +62,6 @@ pub fn router(state: AppState) -> Router {
             "/scim/v2/Users/{user_id}",
             get(scim::get_user).patch(scim::patch_user),
         )
-        .route("/oauth/device/code", post(crate::device::device_code))
-        .route("/oauth/token", post(crate::device::token))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             ship_audit,

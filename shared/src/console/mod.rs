@@ -47,16 +47,6 @@ use crate::state::AppState;
 pub use html::escape;
 pub use session::{SESSION_COOKIE, SESSION_HOURS, Session};
 
-/// A person's caller now, from their user row: `None` if they are disabled or gone.
-pub(crate) async fn person_caller(
-    state: &AppState,
-    user_id: &str,
-) -> Result<Option<crate::auth::Caller>, crate::error::ApiError> {
-    Ok(session::person(state, user_id)
-        .await?
-        .map(|(caller, _)| caller))
-}
-
 /// The stylesheet and the one script (copying a new key), embedded.
 const CSS: &str = include_str!("console.css");
 const JS: &str = include_str!("console.js");

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::login::{refused, return_to, start_session, throttled};
-use super::session::{Via, cookie, person, secure};
+use super::session::{Via, cookie, secure};
 use super::throttle;
 use crate::admin::users::{SignedIn, sign_in};
 use crate::error::ApiError;
@@ -302,7 +302,7 @@ async fn signed_in(
             message: e.to_string(),
             account: Some(account.clone()),
         })?;
-    let caller = match person(state, &user_id).await {
+    let caller = match crate::auth::person(state, &user_id).await {
         Ok(Some((caller, _))) => caller,
         Ok(None) => {
             return Err(Refusal {

@@ -9,7 +9,6 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{DateTime, Utc};
 use http::HeaderMap;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -111,46 +110,6 @@ fn subject(caller: &Caller) -> String {
 struct Row {
     subject: String,
     csrf: String,
-}
-
-#[derive(sqlx::FromRow)]
-struct Person {
-    user_role: String,
-    user_email: Option<String>,
-    user_alias: Option<String>,
-    disabled_at: Option<DateTime<Utc>>,
-    models: Vec<String>,
-}
-
-/// A person's caller from their user row, now, and the name the header shows: `None` if the
-/// user is gone or disabled. Their own model list is the caller's (each key adds its team's).
-pub(crate) async fn person(
-    state: &AppState,
-    user_id: &str,
-) -> Result<Option<(Caller, String)>, ApiError> {
-    let found: Option<Person> = sqlx::query_as(
-        "SELECT user_role, user_email, user_alias, disabled_at, models
-         FROM litellm_usertable WHERE user_id = $1",
-    )
-    .bind(user_id)
-    .persistent(false)
-    .fetch_optional(state.db.pool().await?)
-    .await?;
-    let Some(found) = found.filter(|f| f.disabled_at.is_none()) else {
-        return Ok(None);
-    };
-    let shown = found
-        .user_alias
-        .or(found.user_email)
-        .unwrap_or_else(|| user_id.to_owned());
-    Ok(Some((
-        Caller::User {
-            user_id: user_id.to_owned(),
-            role: found.user_role,
-            model_lists: vec![found.models],
-        },
-        shown,
-    )))
 }
 
 impl Session {
@@ -257,7 +216,7 @@ impl Session {
         let (caller, person_name) = if row.subject == "master" {
             (Caller::Master, None)
         } else if let Some(user_id) = row.subject.strip_prefix("user:") {
-            match person(state, user_id).await? {
+            match auth::person(state, user_id).await? {
                 Some((caller, shown)) => (caller, Some(shown)),
                 None => {
                     Self::end(state, &id_hash).await?;
