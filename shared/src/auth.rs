@@ -52,7 +52,8 @@ pub enum Caller {
         user_id: String,
         /// `proxy_admin`, `proxy_admin_viewer`, `internal_user` or `internal_user_viewer`.
         role: String,
-        /// The model allow-lists of the user and their teams (an empty list allows all).
+        /// The user's own model allow-list (an empty list allows all); each of their keys
+        /// adds its own and its team's at admission.
         model_lists: Vec<Vec<String>>,
     },
 }
