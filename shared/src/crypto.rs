@@ -1,11 +1,28 @@
 //! The two keyed hashes llmlite computes itself: HMAC-SHA256 (RFC 2104), which signs the
 //! console's session cookie, and PostgreSQL's SCRAM-SHA-256 password verifier (RFC 5802 and
 //! 7677 over PBKDF2, RFC 8018), which lets the migrations handler set a database role's
-//! password without the password itself ever being in a statement the server could log.
+//! password without the password itself ever being in a statement the server could log. And
+//! the two helpers every secret that is stored by its hash uses: [`sha256_hex`] and
+//! [`random_token`].
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use sha2::{Digest, Sha256};
+
+/// The SHA-256 of `text` in lower-case hex: how a secret (a session ID, a device code, a refresh
+/// token, an OIDC state) is found in the database without being kept there.
+pub fn sha256_hex(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// `bytes` random bytes, unpadded URL-safe base64: a secret for a cookie, a URL or a form.
+pub fn random_token(bytes: usize) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use rand::RngCore;
+    let mut buffer = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buffer);
+    URL_SAFE_NO_PAD.encode(buffer)
+}
 
 /// SHA-256's block size: HMAC pads its key to this.
 const BLOCK: usize = 64;

@@ -24,16 +24,14 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use rand::{Rng, RngCore};
+use rand::Rng;
 use serde::Deserialize;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use crate::admin::keys::own::{self, OwnKey};
+use crate::crypto::{random_token, sha256_hex};
 use crate::error::ApiError;
 use crate::http::RequestId;
 use crate::state::AppState;
@@ -48,16 +46,6 @@ pub const INTERVAL_SECS: i64 = 5;
 pub const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 /// The letters of a user code: no vowels (no words), no look-alikes.
 const USER_CODE_LETTERS: &[u8] = b"BCDFGHJKLMNPQRSTVWXZ";
-
-fn hash_hex(text: &str) -> String {
-    hex::encode(Sha256::digest(text.as_bytes()))
-}
-
-fn random(bytes: usize) -> String {
-    let mut buffer = vec![0u8; bytes];
-    rand::rng().fill_bytes(&mut buffer);
-    URL_SAFE_NO_PAD.encode(buffer)
-}
 
 fn user_code() -> String {
     let mut rng = rand::rng();
@@ -139,7 +127,7 @@ pub async fn device_code(State(state): State<AppState>, body: Bytes) -> Response
             "this gateway has no company sign-in (LLMLITE_OIDC_ISSUER), so no device sign-in",
         );
     };
-    let device_code = random(32);
+    let device_code = random_token(32);
     let now = state.clock.now();
     // A clash of user codes is a unique violation: another code is drawn.
     let mut made = None;
@@ -153,7 +141,7 @@ pub async fn device_code(State(state): State<AppState>, body: Bytes) -> Response
                          (device_code_hash, user_code, created_at, expires_at)
                      VALUES ($1, $2, $3, $4) ON CONFLICT (user_code) DO NOTHING",
                 )
-                .bind(hash_hex(&device_code))
+                .bind(sha256_hex(&device_code))
                 .bind(&code)
                 .bind(now)
                 .bind(now + chrono::Duration::seconds(DEVICE_CODE_SECS))
@@ -217,15 +205,16 @@ pub async fn token(
             "the client is llmlite-cli",
         );
     }
-    match request.grant_type.as_str() {
+    let answered = match request.grant_type.as_str() {
         DEVICE_GRANT => device_token(&state, request_id, &request.device_code).await,
         "refresh_token" => refresh(&state, request_id, &request.refresh_token).await,
-        _ => oauth_error(
+        _ => Ok(oauth_error(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
             "use the device_code or refresh_token grant",
-        ),
-    }
+        )),
+    };
+    answered.unwrap_or_else(|error| issue_error(&error))
 }
 
 #[derive(sqlx::FromRow)]
@@ -237,64 +226,58 @@ struct Grant {
     idp_refresh_token: Option<String>,
 }
 
-async fn device_token(state: &AppState, request_id: RequestId, device_code: &str) -> Response {
+fn invalid_grant(description: &str) -> Response {
+    oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", description)
+}
+
+/// The device-code grant. A refusal is an OAuth answer (`Ok`); an `Err` is a failure of ours
+/// (the database), answered by [`issue_error`].
+async fn device_token(
+    state: &AppState,
+    request_id: RequestId,
+    device_code: &str,
+) -> Result<Response, ApiError> {
     let now = state.clock.now();
-    let hash = hash_hex(device_code);
-    let found: Result<Option<Grant>, ApiError> = async {
-        Ok(sqlx::query_as(
-            "SELECT expires_at, last_polled_at, user_id, denied, idp_refresh_token
-             FROM llmlite_device_grant WHERE device_code_hash = $1",
-        )
-        .bind(&hash)
-        .persistent(false)
-        .fetch_optional(state.db.pool().await?)
-        .await?)
-    }
-    .await;
-    let grant = match found {
-        Ok(Some(grant)) => grant,
-        Ok(None) => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_grant",
-                "unknown or already used device code",
-            );
-        }
-        Err(_) => return unavailable(),
+    let hash = sha256_hex(device_code);
+    let pool = state.db.pool().await?;
+    let found: Option<Grant> = sqlx::query_as(
+        "SELECT expires_at, last_polled_at, user_id, denied, idp_refresh_token
+         FROM llmlite_device_grant WHERE device_code_hash = $1",
+    )
+    .bind(&hash)
+    .persistent(false)
+    .fetch_optional(pool)
+    .await?;
+    let Some(grant) = found else {
+        return Ok(invalid_grant("unknown or already used device code"));
     };
     if grant.expires_at <= now {
-        return oauth_error(
+        return Ok(oauth_error(
             StatusCode::BAD_REQUEST,
             "expired_token",
             "the device code expired: run llmlite login again",
-        );
+        ));
     }
     if grant.denied {
-        return oauth_error(
+        return Ok(oauth_error(
             StatusCode::BAD_REQUEST,
             "access_denied",
             "the sign-in was denied in the browser",
-        );
+        ));
     }
     let Some(user_id) = grant.user_id else {
         let too_soon = grant
             .last_polled_at
             .is_some_and(|at| now - at < chrono::Duration::seconds(INTERVAL_SECS));
-        let polled: Result<_, ApiError> = async {
-            Ok(sqlx::query(
-                "UPDATE llmlite_device_grant SET last_polled_at = $2 WHERE device_code_hash = $1",
-            )
-            .bind(&hash)
-            .bind(now)
-            .persistent(false)
-            .execute(state.db.pool().await?)
-            .await?)
-        }
-        .await;
-        if polled.is_err() {
-            return unavailable();
-        }
-        return if too_soon {
+        sqlx::query(
+            "UPDATE llmlite_device_grant SET last_polled_at = $2 WHERE device_code_hash = $1",
+        )
+        .bind(&hash)
+        .bind(now)
+        .persistent(false)
+        .execute(pool)
+        .await?;
+        return Ok(if too_soon {
             oauth_error(
                 StatusCode::BAD_REQUEST,
                 "slow_down",
@@ -306,45 +289,29 @@ async fn device_token(state: &AppState, request_id: RequestId, device_code: &str
                 "authorization_pending",
                 "waiting for the approval in the browser",
             )
-        };
+        });
     };
     // The approved grant is used once: the first poll that deletes it gets the credential.
-    let taken: Result<u64, ApiError> = async {
-        Ok(
-            sqlx::query("DELETE FROM llmlite_device_grant WHERE device_code_hash = $1")
-                .bind(&hash)
-                .persistent(false)
-                .execute(state.db.pool().await?)
-                .await?
-                .rows_affected(),
-        )
+    let taken = sqlx::query("DELETE FROM llmlite_device_grant WHERE device_code_hash = $1")
+        .bind(&hash)
+        .persistent(false)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    if taken != 1 {
+        return Ok(invalid_grant("unknown or already used device code"));
     }
-    .await;
-    match taken {
-        Ok(1) => {}
-        Ok(_) => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_grant",
-                "unknown or already used device code",
-            );
-        }
-        Err(_) => return unavailable(),
-    }
-    let credential = Credential::create(state, &user_id, grant.idp_refresh_token.as_deref()).await;
-    match credential {
-        Ok((credential, refresh_token)) => {
-            issue(state, request_id, &credential, &refresh_token).await
-        }
-        Err(error) => issue_error(&error),
-    }
+    let (credential, refresh_token) =
+        Credential::create(state, &user_id, grant.idp_refresh_token.as_deref()).await?;
+    issue(state, request_id, &credential, &refresh_token).await
 }
 
-/// A refused key: the person is gone, disabled or over their policy.
+/// A grant that failed on our side: the database (503, try again), or a key the person may
+/// not have (gone, disabled, over their policy: `invalid_grant` with the reason).
 fn issue_error(error: &ApiError) -> Response {
     match error {
-        ApiError::DatabaseUnavailable(_) => unavailable(),
-        other => oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", &other.to_string()),
+        ApiError::DatabaseUnavailable(_) | ApiError::Internal(_) => unavailable(),
+        other => invalid_grant(&other.to_string()),
     }
 }
 
@@ -365,8 +332,8 @@ impl Credential {
         user_id: &str,
         idp_refresh_token: Option<&str>,
     ) -> Result<(Credential, String), ApiError> {
-        let refresh_token = format!("llr_{}", random(32));
-        let id = format!("cred_{}", random(9));
+        let refresh_token = format!("llr_{}", random_token(32));
+        let id = format!("cred_{}", random_token(9));
         let now = state.clock.now();
         let pool = state.db.pool().await?;
         let team_id: Option<String> = sqlx::query_scalar(
@@ -384,7 +351,7 @@ impl Credential {
              VALUES ($1, $2, $3, $4, $5, $5, $6)",
         )
         .bind(&id)
-        .bind(hash_hex(&refresh_token))
+        .bind(sha256_hex(&refresh_token))
         .bind(user_id)
         .bind(&team_id)
         .bind(now)
@@ -411,17 +378,9 @@ async fn issue(
     request_id: RequestId,
     credential: &Credential,
     refresh_token: &str,
-) -> Response {
-    let caller = match crate::auth::person(state, &credential.user_id).await {
-        Ok(Some((caller, _))) => caller,
-        Ok(None) => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_grant",
-                "the user is disabled or gone",
-            );
-        }
-        Err(_) => return unavailable(),
+) -> Result<Response, ApiError> {
+    let Some((caller, _)) = crate::auth::person(state, &credential.user_id).await? else {
+        return Ok(invalid_grant("the user is disabled or gone"));
     };
     let ttl = state.config.sign_in.short_key_ttl;
     let wanted = OwnKey {
@@ -436,46 +395,40 @@ async fn issue(
         duration: Some(format!("{}m", ttl.as_secs() / 60)),
         short_lived: Some(credential.id.clone()),
     };
-    let minted = own::generate(state, &caller, request_id, &wanted).await;
-    match minted {
-        Ok(minted) => (
-            [(axum::http::header::CACHE_CONTROL, "no-store")],
-            Json(json!({
-                "access_token": minted["key"],
-                "token_type": "Bearer",
-                "expires_in": ttl.as_secs(),
-                "refresh_token": refresh_token,
-                "key_name": minted["key_name"],
-                "expires_at": minted["expires"],
-            })),
-        )
-            .into_response(),
-        Err(error) => issue_error(&error),
-    }
+    let minted = own::generate(state, &caller, request_id, &wanted).await?;
+    Ok((
+        [(axum::http::header::CACHE_CONTROL, "no-store")],
+        Json(json!({
+            "access_token": minted["key"],
+            "token_type": "Bearer",
+            "expires_in": ttl.as_secs(),
+            "refresh_token": refresh_token,
+            "key_name": minted["key_name"],
+            "expires_at": minted["expires"],
+        })),
+    )
+        .into_response())
 }
 
-async fn refresh(state: &AppState, request_id: RequestId, refresh_token: &str) -> Response {
-    let found: Result<Option<Credential>, ApiError> = async {
-        Ok(sqlx::query_as(
-            "SELECT id, user_id, team_id, revoked_at, idp_refresh_token
-             FROM llmlite_cli_credential WHERE token_hash = $1",
-        )
-        .bind(hash_hex(refresh_token))
-        .persistent(false)
-        .fetch_optional(state.db.pool().await?)
-        .await?)
-    }
-    .await;
-    let mut credential = match found {
-        Ok(Some(c)) if c.revoked_at.is_none() => c,
-        Ok(_) => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_grant",
-                "this sign-in has ended: run llmlite login again",
-            );
-        }
-        Err(_) => return unavailable(),
+/// The refresh-token grant: `Ok` for an OAuth answer, `Err` for a failure of ours.
+async fn refresh(
+    state: &AppState,
+    request_id: RequestId,
+    refresh_token: &str,
+) -> Result<Response, ApiError> {
+    let pool = state.db.pool().await?;
+    let found: Option<Credential> = sqlx::query_as(
+        "SELECT id, user_id, team_id, revoked_at, idp_refresh_token
+         FROM llmlite_cli_credential WHERE token_hash = $1",
+    )
+    .bind(sha256_hex(refresh_token))
+    .persistent(false)
+    .fetch_optional(pool)
+    .await?;
+    let Some(mut credential) = found.filter(|c| c.revoked_at.is_none()) else {
+        return Ok(invalid_grant(
+            "this sign-in has ended: run llmlite login again",
+        ));
     };
     // Still enabled at the identity provider? Its refresh token says.
     if let (Some(provider), Some(idp_token)) = (&state.oidc, &credential.idp_refresh_token) {
@@ -486,61 +439,48 @@ async fn refresh(state: &AppState, request_id: RequestId, refresh_token: &str) -
                 }
             }
             Err(crate::clients::oidc::OidcError::Exchange(reason)) if reason == "invalid_grant" => {
-                let ended = end_credentials(
+                end_credentials(
                     state,
                     request_id,
                     &credential.user_id,
                     Some(&credential.id),
                     "cli.revoke_idp",
                 )
-                .await;
-                if ended.is_err() {
-                    return unavailable();
-                }
-                return oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_grant",
+                .await?;
+                return Ok(invalid_grant(
                     "the company account is disabled or signed out: run llmlite login again",
-                );
+                ));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "the identity provider could not be asked at a key refresh");
-                return oauth_error(
+                return Ok(oauth_error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "temporarily_unavailable",
                     "the company sign-in is not answering; try again in a moment",
-                );
+                ));
             }
         }
     }
-    let next = format!("llr_{}", random(32));
-    let rotated: Result<u64, ApiError> = async {
-        Ok(sqlx::query(
-            "UPDATE llmlite_cli_credential
-             SET token_hash = $3, last_used_at = $4, idp_refresh_token = $5
-             WHERE id = $1 AND token_hash = $2 AND revoked_at IS NULL",
-        )
-        .bind(&credential.id)
-        .bind(hash_hex(refresh_token))
-        .bind(hash_hex(&next))
-        .bind(state.clock.now())
-        .bind(&credential.idp_refresh_token)
-        .persistent(false)
-        .execute(state.db.pool().await?)
-        .await?
-        .rows_affected())
-    }
-    .await;
-    match rotated {
-        Ok(1) => issue(state, request_id, &credential, &next).await,
+    let next = format!("llr_{}", random_token(32));
+    let rotated = sqlx::query(
+        "UPDATE llmlite_cli_credential
+         SET token_hash = $3, last_used_at = $4, idp_refresh_token = $5
+         WHERE id = $1 AND token_hash = $2 AND revoked_at IS NULL",
+    )
+    .bind(&credential.id)
+    .bind(sha256_hex(refresh_token))
+    .bind(sha256_hex(&next))
+    .bind(state.clock.now())
+    .bind(&credential.idp_refresh_token)
+    .persistent(false)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    if rotated != 1 {
         // Two refreshes raced with one token: one wins; the other signs in again.
-        Ok(_) => oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_grant",
-            "this refresh token was already used",
-        ),
-        Err(_) => unavailable(),
+        return Ok(invalid_grant("this refresh token was already used"));
     }
+    issue(state, request_id, &credential, &next).await
 }
 
 /// Ends `user_id`'s `llmlite key` credentials (one, or all) and the keys made with them, as

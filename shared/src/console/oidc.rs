@@ -14,13 +14,13 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::login::{refused, return_to, start_session, throttled};
 use super::session::{Via, cookie, secure};
 use super::throttle;
 use crate::admin::users::{SignedIn, sign_in};
+use crate::crypto::sha256_hex;
 use crate::error::ApiError;
 use crate::http::RequestId;
 use crate::state::AppState;
@@ -30,10 +30,6 @@ const STATE_COOKIE: &str = "llmlite_oidc_state";
 
 /// How long a sign-in may take at the provider.
 const STATE_MINUTES: i64 = 10;
-
-fn hash_hex(text: &str) -> String {
-    hex::encode(Sha256::digest(text.as_bytes()))
-}
 
 fn unavailable(state: &AppState) -> Response {
     refused(
@@ -86,7 +82,7 @@ pub(super) async fn start(
              INSERT INTO llmlite_sign_in_state (state_hash, nonce, verifier, created_at, return_to)
              VALUES ($1, $2, $3, $4, $6)",
         )
-        .bind(hash_hex(&begun.state))
+        .bind(sha256_hex(&begun.state))
         .bind(&begun.nonce)
         .bind(&begun.verifier)
         .bind(now)
@@ -229,7 +225,7 @@ async fn signed_in(
             "DELETE FROM llmlite_sign_in_state WHERE state_hash = $1 AND created_at > $2
              RETURNING nonce, verifier, return_to",
         )
-        .bind(hash_hex(returned))
+        .bind(sha256_hex(returned))
         .bind(now - chrono::Duration::minutes(STATE_MINUTES))
         .persistent(false)
         .fetch_optional(state.db.pool().await?)

@@ -10,12 +10,11 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::HeaderMap;
-use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::auth::{self, Caller};
-use crate::crypto::hmac_sha256;
+use crate::crypto::{hmac_sha256, random_token, sha256_hex};
 use crate::error::ApiError;
 use crate::keys::KeyHash;
 use crate::state::AppState;
@@ -87,16 +86,6 @@ pub(super) fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> 
         .map(|(_, value)| value)
 }
 
-fn random(bytes: usize) -> String {
-    let mut buffer = vec![0u8; bytes];
-    rand::rng().fill_bytes(&mut buffer);
-    URL_SAFE_NO_PAD.encode(buffer)
-}
-
-fn hash_hex(text: &str) -> String {
-    hex::encode(Sha256::digest(text.as_bytes()))
-}
-
 /// What the cookie's subject is for `caller`.
 fn subject(caller: &Caller) -> String {
     match caller {
@@ -124,8 +113,8 @@ impl Session {
         tokens: (Option<&str>, Option<&str>),
     ) -> Result<String, ApiError> {
         let (id_token, idp_refresh_token) = tokens;
-        let id = random(32);
-        let csrf = random(24);
+        let id = random_token(32);
+        let csrf = random_token(24);
         let now = state.clock.now();
         let pool = state.db.pool().await?;
         // Old rows go as new ones come: nothing else needs them a day after they ended.
@@ -140,7 +129,7 @@ impl Session {
                   idp_refresh_token)
              VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9)",
         )
-        .bind(hash_hex(&id))
+        .bind(sha256_hex(&id))
         .bind(subject(caller))
         .bind(match caller {
             Caller::User { user_id, .. } => Some(user_id.as_str()),
@@ -188,7 +177,7 @@ impl Session {
         if !bool::from(expected.as_slice().ct_eq(&mac)) {
             return Err(ApiError::InvalidApiKey);
         }
-        Ok(hash_hex(id))
+        Ok(sha256_hex(id))
     }
 
     /// The session a request carries: signed by this deployment, neither expired, idle too long
