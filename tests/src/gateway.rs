@@ -74,16 +74,20 @@ impl TestGateway {
     }
 
     /// A gateway on `listener`, bound by the caller (its URL is in `extra`, say), with extra
-    /// environment variables.
-    pub async fn start_bound(listener: tokio::net::TcpListener, extra: &[(&str, &str)]) -> Self {
-        Self::start_listening(
-            TestDb::new().await,
-            extra,
-            |_| {},
-            llmlite::all_routes,
-            Some(listener),
-        )
-        .await
+    /// environment variables; its database reached at `via` (`host:port`: a forwarder the test
+    /// can cut) when given.
+    pub async fn start_bound(
+        listener: tokio::net::TcpListener,
+        extra: &[(&str, &str)],
+        via: Option<&str>,
+    ) -> Self {
+        let db = TestDb::new().await;
+        let url = via.map(|authority| with_authority(&db.url, authority));
+        let mut env = extra.to_vec();
+        if let Some(url) = &url {
+            env.push(("DATABASE_URL", url));
+        }
+        Self::start_listening(db, &env, |_| {}, llmlite::all_routes, Some(listener)).await
     }
 
     /// A gateway on `db` serving the router `routes` makes of its state.

@@ -340,6 +340,14 @@ fn absolute(base: &str, location: &str) -> String {
 pub async fn company_gateway(
     extra: &[(&str, &str)],
 ) -> Option<(crate::TestGateway, OidcProvider, String)> {
+    company_gateway_via(extra, None).await
+}
+
+/// [`company_gateway`], its database reached through `via` (an [`crate::Outage`]'s authority).
+pub async fn company_gateway_via(
+    extra: &[(&str, &str)],
+    via: Option<&str>,
+) -> Option<(crate::TestGateway, OidcProvider, String)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind loopback");
@@ -351,7 +359,7 @@ pub async fn company_gateway(
     .await?;
     let mut env = sign_in_env(&provider, &base);
     env.extend_from_slice(extra);
-    let gateway = crate::TestGateway::start_bound(listener, &env).await;
+    let gateway = crate::TestGateway::start_bound(listener, &env, via).await;
     Some((gateway, provider, base))
 }
 
@@ -363,4 +371,11 @@ pub fn sign_in_env<'a>(provider: &'a OidcProvider, base: &'a str) -> Vec<(&'a st
         ("LLMLITE_OIDC_CLIENT_SECRET", CLIENT_SECRET),
         ("LLMLITE_PUBLIC_URL", base),
     ]
+}
+
+/// `text` percent-encoded for a query value.
+pub fn encode(text: &str) -> String {
+    serde_urlencoded::to_string([("v", text)])
+        .map(|s| s.trim_start_matches("v=").to_owned())
+        .unwrap_or_default()
 }

@@ -429,3 +429,198 @@ async fn disabling_a_user_by_the_admin_api_or_scim_ends_everything_at_once() {
     assert_eq!(actions[0].1["short_lived_keys_ended"], 1);
     assert_eq!(actions[0].1["credentials_revoked"], 1);
 }
+
+/// Hostile input to every new route: NUL bytes, odd Unicode, an oversized body, a code that is
+/// not one. Each is refused in its protocol's shape, nothing is stored and no session is made.
+#[tokio::test]
+async fn hostile_input_to_the_sign_in_routes_is_refused_and_changes_nothing() {
+    let Some(c) = company().await else { return };
+    let bob = Walk::new();
+    assert_eq!(bob.sign_in(&c.base, &c.op.issuer, "bob").await.status, 200);
+    let state = |sql: &'static str| c.gw.count(sql);
+    let before = (
+        state("SELECT count(*) FROM llmlite_device_grant").await,
+        state("SELECT count(*) FROM llmlite_cli_credential").await,
+        state("SELECT count(*) FROM llmlite_console_session").await,
+        state("SELECT count(*) FROM litellm_verificationtoken").await,
+    );
+    for hostile in [
+        "a\0b",
+        "\u{202e}llr_\u{fe0f}",
+        "ｌｌｒ_𝕏",
+        &"x".repeat(10_000),
+    ] {
+        let (status, body) = c.refresh(hostile).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_grant")),
+            "{hostile:?}"
+        );
+        let (status, body) = c.poll(hostile).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_grant")),
+            "{hostile:?}"
+        );
+        let (status, body) = c
+            .form(
+                "/oauth/token",
+                &[("grant_type", hostile), ("client_id", "llmlite-cli")],
+            )
+            .await;
+        assert_eq!(status, 400, "{body}");
+        let (status, _) = c
+            .form("/oauth/device/code", &[("client_id", hostile)])
+            .await;
+        assert_eq!(status, 401);
+        // The approval page and the callback refuse the same, with no session made.
+        let page = bob
+            .get(&format!(
+                "{}/ui/device?user_code={}",
+                c.base,
+                llmlite_tests::oidc::encode(hostile)
+            ))
+            .await;
+        assert_eq!(page.status, 200, "the form, with the code escaped");
+        assert!(!page.body.contains('\0'));
+        let stranger = Walk::new();
+        let callback = stranger
+            .get(&format!(
+                "{}/ui/oidc/callback?code=x&state={}",
+                c.base,
+                llmlite_tests::oidc::encode(hostile)
+            ))
+            .await;
+        assert_eq!(callback.status, 400, "{hostile:?}");
+        assert!(stranger.cookie("llmlite_session").is_none());
+    }
+    // A body past the gateway's limit is refused before it is read, in OpenAI's shape.
+    let big = "client_id=llmlite-cli&x=".to_owned() + &"a".repeat(12 * 1024 * 1024);
+    let response = c
+        .http
+        .post(format!("{}/oauth/device/code", c.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "413", "{body}");
+    // SCIM: a user ID with a NUL byte or odd Unicode, and a PatchOp whose value is not a
+    // boolean, are refused in SCIM's shape.
+    for user in ["bob%00@example.com", "b%C3%B6b%E2%80%AE"] {
+        let response = c
+            .http
+            .patch(format!("{}/scim/v2/Users/{user}", c.base))
+            .bearer_auth(MASTER_KEY)
+            .json(
+                &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                          "Operations": [{"op": "replace", "path": "active", "value": false}]}),
+            )
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        assert!(matches!(status, 400 | 404), "{user}: {status} {body}");
+        assert_eq!(body["status"], status.to_string(), "{body}");
+    }
+    let response = c
+        .http
+        .patch(format!("{}/scim/v2/Users/bob@example.com", c.base))
+        .bearer_auth(MASTER_KEY)
+        .json(
+            &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                      "Operations": [{"op": "replace", "path": "active", "value": "no\u{0}"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let after = (
+        state("SELECT count(*) FROM llmlite_device_grant").await,
+        state("SELECT count(*) FROM llmlite_cli_credential").await,
+        state("SELECT count(*) FROM llmlite_console_session").await,
+        state("SELECT count(*) FROM litellm_verificationtoken").await,
+    );
+    assert_eq!(after, before);
+    assert_eq!(
+        state("SELECT count(*) FROM litellm_usertable WHERE disabled_at IS NOT NULL").await,
+        0
+    );
+    assert_eq!(bob.get(&format!("{}/ui/me", c.base)).await.status, 200);
+}
+
+/// The database goes away for ten seconds in the middle of a device sign-in: every route says
+/// so (503, nothing half-written), the console session survives it, and afterwards the same
+/// sign-in finishes and its key's first request pays exactly once.
+#[tokio::test]
+async fn a_ten_second_database_outage_loses_no_session_and_no_sign_in() {
+    let outage =
+        llmlite_tests::Outage::forward(llmlite_tests::authority(llmlite_tests::server_url())).await;
+    let Some((gw, op, base)) = llmlite_tests::oidc::company_gateway_via(
+        &[("LLMLITE_OIDC_TEAM_MAP", r#"{"developers": "team-dev"}"#)],
+        Some(outage.endpoint.trim_start_matches("http://")),
+    )
+    .await
+    else {
+        return;
+    };
+    gw.admin("/team/new", json!({"team_id": "team-dev"})).await;
+    let c = Company {
+        gw,
+        op,
+        base,
+        http: reqwest::Client::new(),
+    };
+    let bob = Walk::new();
+    assert_eq!(bob.sign_in(&c.base, &c.op.issuer, "bob").await.status, 200);
+    let code = c.device_code().await;
+    let device_code = code["device_code"].as_str().unwrap().to_owned();
+
+    outage.cut();
+    let (status, body) = c.poll(&device_code).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("temporarily_unavailable"))
+    );
+    let (status, body) = c.refresh("llr_anything").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("temporarily_unavailable"))
+    );
+    let me = bob.get(&format!("{}/ui/me", c.base)).await;
+    assert_eq!(
+        me.status, 503,
+        "the session is not ended by an outage: {me:?}"
+    );
+    let start = Walk::new().get(&format!("{}/ui/oidc/start", c.base)).await;
+    assert_eq!(start.status, 503);
+    let login = Walk::new()
+        .post_form(&format!("{}/ui/login", c.base), &[("key", MASTER_KEY)])
+        .await;
+    assert_eq!(login.status, 503);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    outage.restore();
+
+    // Back: the same session, the same device code.
+    assert_eq!(bob.get(&format!("{}/ui/me", c.base)).await.status, 200);
+    assert_eq!(
+        c.decide(&bob, code["user_code"].as_str().unwrap(), "approve")
+            .await,
+        200
+    );
+    let (status, tokens) = c.poll(&device_code).await;
+    assert_eq!(status, 200, "{tokens}");
+    let key = tokens["access_token"].as_str().unwrap();
+    assert_eq!(c.chat(key).await, 200);
+    c.gw.settled().await;
+    assert_eq!(c.gw.count("SELECT count(*) FROM litellm_spend").await, 1);
+    assert_eq!(c.gw.count("SELECT count(*) FROM llmlite_inflight").await, 0);
+    assert_eq!(
+        c.gw.count("SELECT count(*) FROM llmlite_cli_credential")
+            .await,
+        1
+    );
+}

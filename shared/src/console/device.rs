@@ -26,7 +26,10 @@ pub(super) struct DeviceQuery {
     user_code: String,
 }
 
-fn approval_form(session: &Session, code: &str, message: Option<&str>) -> String {
+/// The approval form, prefilled with `typed` only when it is a user code: anything else (a NUL
+/// byte, odd Unicode, a long string) is not shown back.
+fn approval_form(session: &Session, typed: &str, message: Option<&str>) -> String {
+    let code = normalize_user_code(typed).unwrap_or_default();
     let message = message
         .map(|m| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(m)))
         .unwrap_or_default();
@@ -42,7 +45,7 @@ fn approval_form(session: &Session, code: &str, message: Option<&str>) -> String
          <button type=\"submit\" id=\"approve\" name=\"decision\" value=\"approve\">Approve</button>\
          <button type=\"submit\" id=\"deny\" name=\"decision\" value=\"deny\">Deny</button></form>",
         escape(session.csrf()),
-        escape(code)
+        escape(&code)
     )
 }
 
@@ -60,10 +63,9 @@ pub(super) async fn device_page(
     headers: HeaderMap,
     Query(query): Query<DeviceQuery>,
 ) -> Response {
-    let here = if query.user_code.is_empty() {
-        "/ui/device".to_owned()
-    } else {
-        format!("/ui/device?user_code={}", form_encode(&query.user_code))
+    let here = match normalize_user_code(&query.user_code) {
+        Some(code) => format!("/ui/device?user_code={}", form_encode(&code)),
+        None => "/ui/device".to_owned(),
     };
     let session = match anyone_signed_in(&state, &headers).await {
         Ok(session) => session,
